@@ -1,0 +1,7 @@
+"""The list of command groups; each role's commands live in their own module."""
+
+from __future__ import annotations
+
+import click
+
+GROUPS: list[click.Command] = []

@@ -1,0 +1,69 @@
+"""Shared CLI plumbing: the console, exit codes, and turning errors into messages.
+
+Exit status (DESIGN.md §11): 0 success; 1 a check failed (verification failed, request denied);
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from rich.console import Console
+
+from exchange.errors import (
+    AccessDenied,
+    ConfigurationError,
+    ExchangeError,
+    VerificationFailed,
+)
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+
+
+def exit_code_for(exc: ExchangeError) -> int:
+    if isinstance(exc, VerificationFailed | AccessDenied):
+        return EXIT_CHECK_FAILED
+    if isinstance(exc, ConfigurationError):
+        return EXIT_USAGE
+    return EXIT_CHECK_FAILED
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Print ``ExchangeError``s and ``OSError``s as one clear line; tracebacks only with --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = click.get_current_context(silent=True)
+        debug = bool(ctx and ctx.find_root().params.get("debug"))
+        try:
+            return func(*args, **kwargs)
+        except ExchangeError as exc:
+            if debug:
+                raise
+            err_console.print(f"[red]error:[/red] {exc.message}", markup=True)
+            sys.exit(exit_code_for(exc))
+        except OSError as exc:
+            if debug:
+                raise
+            err_console.print(f"[red]error:[/red] {exc}", markup=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper
+
+
+def print_json(data: Any) -> None:
+    import orjson
+
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())

@@ -1,0 +1,223 @@
+"""X-Road compatible identifiers (DESIGN.md §3): parse, format, validate.
+
+Member ``INSTANCE/CLASS/CODE``, subsystem ``INSTANCE/CLASS/CODE/SUBSYSTEM``, service
+``INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICECODE``, security server ``INSTANCE/CLASS/CODE/SERVERCODE``,
+global group ``INSTANCE/GROUPCODE``.
+
+Each part is 1..255 characters from ``A-Z a-z 0-9 ' ( ) + , - . = ? _``; parts are
+case-sensitive. In URLs and the ``X-Road-Client`` header each part may be percent-encoded
+(PR-REST §4.2); :func:`split_encoded` decodes part by part so that an encoded ``/`` can never
+split a part. Every parser either returns an identifier or raises :class:`InvalidIdentifier`
+(a ``Client.*`` error), nothing else.
+
+Pure functions, no IO.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote, unquote
+
+from exchange.errors import InvalidIdentifier
+
+MAX_PART_LENGTH: Final = 255
+_PART = re.compile(r"[A-Za-z0-9'()+,\-.=?_]{1,255}")
+_SAFE_IN_URL: Final = "'()+,-.=?_"
+
+
+def validate_part(part: str, what: str = "identifier part", *, code: str | None = None) -> str:
+    """Return ``part`` if it is a valid identifier part, else raise :class:`InvalidIdentifier`."""
+    if not isinstance(part, str) or _PART.fullmatch(part) is None:
+        shown = part[:40] + ("..." if len(part) > 40 else "") if isinstance(part, str) else part
+        raise InvalidIdentifier(
+            f"invalid {what} {shown!r}: parts are 1-{MAX_PART_LENGTH} characters of "
+            "A-Z a-z 0-9 ' ( ) + , - . = ? _",
+            code=code,
+        )
+    return part
+
+
+def split_encoded(text: str, *, what: str = "identifier", code: str | None = None) -> list[str]:
+    """Split on ``/`` and percent-decode each part separately (UTF-8, strict)."""
+    if not isinstance(text, str):
+        raise InvalidIdentifier(f"invalid {what}: not text", code=code)
+    parts = []
+    for raw in text.split("/"):
+        try:
+            parts.append(unquote(raw, encoding="utf-8", errors="strict"))
+        except UnicodeDecodeError:
+            raise InvalidIdentifier(f"invalid {what}: bad percent-encoding", code=code) from None
+    return parts
+
+
+def _encode(part: str) -> str:
+    return quote(part, safe=_SAFE_IN_URL)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MemberId:
+    instance: str
+    member_class: str
+    member_code: str
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return (self.instance, self.member_class, self.member_code)
+
+    def __str__(self) -> str:
+        return "/".join(self.parts)
+
+    def encoded(self) -> str:
+        return "/".join(_encode(p) for p in self.parts)
+
+    @property
+    def member(self) -> MemberId:
+        return self
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SubsystemId:
+    instance: str
+    member_class: str
+    member_code: str
+    subsystem_code: str
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return (self.instance, self.member_class, self.member_code, self.subsystem_code)
+
+    @property
+    def member(self) -> MemberId:
+        return MemberId(self.instance, self.member_class, self.member_code)
+
+    def __str__(self) -> str:
+        return "/".join(self.parts)
+
+    def encoded(self) -> str:
+        return "/".join(_encode(p) for p in self.parts)
+
+    def service(self, service_code: str) -> ServiceId:
+        return ServiceId(*self.parts, validate_part(service_code, "service code"))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServiceId:
+    instance: str
+    member_class: str
+    member_code: str
+    subsystem_code: str
+    service_code: str
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return (
+            self.instance,
+            self.member_class,
+            self.member_code,
+            self.subsystem_code,
+            self.service_code,
+        )
+
+    @property
+    def subsystem(self) -> SubsystemId:
+        return SubsystemId(self.instance, self.member_class, self.member_code, self.subsystem_code)
+
+    @property
+    def member(self) -> MemberId:
+        return MemberId(self.instance, self.member_class, self.member_code)
+
+    def __str__(self) -> str:
+        return "/".join(self.parts)
+
+    def encoded(self) -> str:
+        return "/".join(_encode(p) for p in self.parts)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SecurityServerId:
+    instance: str
+    member_class: str
+    member_code: str
+    server_code: str
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return (self.instance, self.member_class, self.member_code, self.server_code)
+
+    @property
+    def owner(self) -> MemberId:
+        return MemberId(self.instance, self.member_class, self.member_code)
+
+    def __str__(self) -> str:
+        return "/".join(self.parts)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class GlobalGroupId:
+    instance: str
+    group_code: str
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return (self.instance, self.group_code)
+
+    def __str__(self) -> str:
+        return "/".join(self.parts)
+
+
+ClientId = MemberId | SubsystemId
+
+
+def _parts(
+    text: str, count: int, what: str, *, encoded: bool, code: str | None
+) -> list[str]:
+    if not isinstance(text, str):
+        raise InvalidIdentifier(f"invalid {what}: not text", code=code)
+    if len(text) > 6 * (MAX_PART_LENGTH + 1) * 3:
+        raise InvalidIdentifier(f"invalid {what}: too long", code=code)
+    parts = split_encoded(text, what=what, code=code) if encoded else text.split("/")
+    if len(parts) != count:
+        raise InvalidIdentifier(
+            f"invalid {what} {text[:80]!r}: expected {count} parts separated by '/', "
+            f"got {len(parts)}",
+            code=code,
+        )
+    return [validate_part(p, f"{what} part", code=code) for p in parts]
+
+
+def parse_member(text: str, *, encoded: bool = False, code: str | None = None) -> MemberId:
+    return MemberId(*_parts(text, 3, "member identifier", encoded=encoded, code=code))
+
+
+def parse_subsystem(text: str, *, encoded: bool = False, code: str | None = None) -> SubsystemId:
+    return SubsystemId(*_parts(text, 4, "subsystem identifier", encoded=encoded, code=code))
+
+
+def parse_service(text: str, *, encoded: bool = False, code: str | None = None) -> ServiceId:
+    return ServiceId(*_parts(text, 5, "service identifier", encoded=encoded, code=code))
+
+
+def parse_security_server(
+    text: str, *, encoded: bool = False, code: str | None = None
+) -> SecurityServerId:
+    return SecurityServerId(
+        *_parts(text, 4, "security server identifier", encoded=encoded, code=code)
+    )
+
+
+def parse_global_group(
+    text: str, *, encoded: bool = False, code: str | None = None
+) -> GlobalGroupId:
+    return GlobalGroupId(*_parts(text, 2, "global group identifier", encoded=encoded, code=code))
+
+
+def parse_client(text: str, *, encoded: bool = False, code: str | None = None) -> ClientId:
+    """A client is a member (3 parts) or, usually, a subsystem (4 parts)."""
+    if not isinstance(text, str):
+        raise InvalidIdentifier("invalid client identifier: not text", code=code)
+    count = text.count("/") + 1
+    if count == 3:
+        return parse_member(text, encoded=encoded, code=code)
+    return parse_subsystem(text, encoded=encoded, code=code)

@@ -1,0 +1,1 @@
+"""Sans-IO protocol core: canonical bytes, JWS, the signed request and response documents."""

@@ -1,0 +1,65 @@
+"""Canonical bytes for everything we sign or hash (DESIGN.md §5).
+
+Canonical form: JSON with sorted keys, no insignificant whitespace, UTF-8, non-ASCII kept as is.
+Signed documents hold only strings, integers, booleans, null, lists and objects; floats are
+refused because their text form is not canonical across implementations.
+
+No IO.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import orjson
+
+from exchange.errors import BadRequest
+
+_OPTS = orjson.OPT_SORT_KEYS
+
+
+def canonical_bytes(document: Any) -> bytes:
+    """Sorted-key compact UTF-8 JSON of ``document``; floats are refused."""
+    _refuse_floats(document)
+    return orjson.dumps(document, option=_OPTS)
+
+
+def _refuse_floats(value: Any) -> None:
+    if isinstance(value, float):
+        raise TypeError("floats are not allowed in canonical documents")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError("object keys must be strings")
+            _refuse_floats(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _refuse_floats(v)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON; malformed input is a ``Client.BadRequest``."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    pad = "=" * (-len(text) % 4)
+    return base64.urlsafe_b64decode(text + pad)
+
+
+def sha256_b64url(data: bytes) -> str:
+    return b64url(hashlib.sha256(data).digest())
+
+
+def sha512_b64(data: bytes) -> str:
+    """Standard base64 SHA-512, the form of ``X-Road-Request-Hash``."""
+    return base64.b64encode(hashlib.sha512(data).digest()).decode("ascii")

@@ -1,0 +1,1 @@
+"""Keys, certificates, CA, certificate profiles and validation."""
