@@ -99,7 +99,10 @@ class SubsystemId:
         return "/".join(_encode(p) for p in self.parts)
 
     def service(self, service_code: str) -> ServiceId:
-        return ServiceId(*self.parts, validate_part(service_code, "service code"))
+        code = validate_part(service_code, "service code")
+        return ServiceId(
+            self.instance, self.member_class, self.member_code, self.subsystem_code, code
+        )
 
 
 @dataclass(frozen=True, slots=True, order=True)

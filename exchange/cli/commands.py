@@ -5,3 +5,7 @@ from __future__ import annotations
 import click
 
 GROUPS: list[click.Command] = []
+
+from exchange.cli.ca import group as ca_group  # noqa: E402
+
+GROUPS.append(ca_group)

@@ -45,7 +45,9 @@ def save_private_key(
         if passphrase
         else serialization.NoEncryption()
     )
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
     target = Path(path)
     _write_private(target, pem)
     return target
@@ -68,12 +70,17 @@ def load_private_key(
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError:
+        if passphrase is not None:
+            # a passphrase was given (e.g. from the environment) but this key is not encrypted
+            return load_private_key(p, None)
         raise ConfigurationError(
             f"private key {p} is encrypted: give its passphrase "
             "(EXCHANGE_KEY_PASSPHRASE or --passphrase-file)"
         ) from None
     except ValueError:
-        raise ConfigurationError(f"cannot load private key {p}: wrong passphrase or not a key") from None
+        raise ConfigurationError(
+            f"cannot load private key {p}: wrong passphrase or not a key"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigurationError(f"private key {p} is not an EC key")
     return key
@@ -150,8 +157,6 @@ def self_signed_certificate(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(key, hashes.SHA256())
     )

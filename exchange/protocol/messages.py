@@ -1,0 +1,241 @@
+"""The signed request and response documents exchanged between security servers (DESIGN.md §5).
+
+A request is signed by the client member's signing key over the canonical bytes of
+:class:`SignedRequest`; a response by the provider member's signing key over
+:class:`SignedResponse`, which carries the hash of the exact signed request (the JWS compact
+serialisation), so the consumer can prove that this response answers that request.
+
+Bodies travel beside the JWS; the documents carry their SHA-256 digest and length.
+
+No IO.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Final
+
+from exchange.errors import ExchangeError, InvalidMessage
+from exchange.identifiers import (
+    ClientId,
+    SecurityServerId,
+    ServiceId,
+    parse_client,
+    parse_security_server,
+    parse_service,
+)
+from exchange.protocol.canonical import b64url, canonical_bytes, loads, sha512_b64
+
+VERSION: Final = 1
+REQUEST_HASH_ALGORITHM: Final = "SHA-512"
+
+
+def body_digest(body: bytes) -> dict[str, Any]:
+    return {"sha256": b64url(hashlib.sha256(body).digest()), "length": len(body)}
+
+
+def request_hash(request_jws: str) -> str:
+    """``X-Road-Request-Hash``: base64 SHA-512 of the signed request (the compact JWS)."""
+    return sha512_b64(request_jws.encode("ascii"))
+
+
+def _opt_str(doc: dict[str, Any], key: str) -> str | None:
+    value = doc.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidMessage(f"signed document field {key!r} must be a string")
+    return value
+
+
+def _req_str(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise InvalidMessage(f"signed document lacks string field {key!r}")
+    return value
+
+
+def _req_int(doc: dict[str, Any], key: str) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidMessage(f"signed document lacks integer field {key!r}")
+    return value
+
+
+def _headers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    raw = doc.get("headers", [])
+    if not isinstance(raw, list):
+        raise InvalidMessage("signed document field 'headers' must be a list")
+    out = []
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(isinstance(x, str) for x in item)
+        ):
+            raise InvalidMessage("signed document headers must be [name, value] pairs")
+        out.append((item[0], item[1]))
+    return tuple(out)
+
+
+def _digest(doc: dict[str, Any]) -> tuple[str, int]:
+    body = doc.get("body")
+    if not isinstance(body, dict):
+        raise InvalidMessage("signed document lacks the body digest")
+    return _req_str(body, "sha256"), _req_int(body, "length")
+
+
+def _as_object(payload: bytes) -> dict[str, Any]:
+    try:
+        doc = loads(payload)
+    except ExchangeError:
+        raise InvalidMessage("signed document is not JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidMessage("signed document is not a JSON object")
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """What the client's signature covers: everything about the request but the body bytes."""
+
+    message_id: str
+    client: ClientId
+    service: ServiceId
+    method: str
+    path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    body_sha256: str
+    body_length: int
+    user_id: str | None
+    purpose: str | None
+    issue: str | None
+    represented_party: str | None
+    security_server: SecurityServerId
+    timestamp_ms: int
+    protocol: str = "rest"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "type": "request",
+            "protocol": self.protocol,
+            "id": self.message_id,
+            "client": str(self.client),
+            "service": str(self.service),
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": [list(h) for h in self.headers],
+            "body": {"sha256": self.body_sha256, "length": self.body_length},
+            "user_id": self.user_id,
+            "purpose": self.purpose,
+            "issue": self.issue,
+            "represented_party": self.represented_party,
+            "security_server": str(self.security_server),
+            "ts": self.timestamp_ms,
+        }
+
+    def canonical(self) -> bytes:
+        return canonical_bytes(self.to_dict())
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> SignedRequest:
+        doc = _as_object(payload)
+        if doc.get("v") != VERSION or doc.get("type") != "request":
+            raise InvalidMessage("not a version 1 signed request")
+        sha, length = _digest(doc)
+        code = "Server.ServerProxy.InvalidMessage"
+        return cls(
+            message_id=_req_str(doc, "id"),
+            client=parse_client(_req_str(doc, "client"), code=code),
+            service=parse_service(_req_str(doc, "service"), code=code),
+            method=_req_str(doc, "method"),
+            path=_req_str(doc, "path"),
+            query=_req_str(doc, "query"),
+            headers=_headers(doc),
+            body_sha256=sha,
+            body_length=length,
+            user_id=_opt_str(doc, "user_id"),
+            purpose=_opt_str(doc, "purpose"),
+            issue=_opt_str(doc, "issue"),
+            represented_party=_opt_str(doc, "represented_party"),
+            security_server=parse_security_server(_req_str(doc, "security_server"), code=code),
+            timestamp_ms=_req_int(doc, "ts"),
+            protocol=_req_str(doc, "protocol"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedResponse:
+    """What the provider's signature covers; bound to the request by ``request_hash``."""
+
+    message_id: str
+    request_id: str
+    request_hash: str
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body_sha256: str
+    body_length: int
+    error_type: str | None
+    error_message: str | None
+    policy_version: str | None
+    released_fields: tuple[str, ...] | None
+    timestamp_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "type": "response",
+            "id": self.message_id,
+            "request_id": self.request_id,
+            "request_hash": {"alg": REQUEST_HASH_ALGORITHM, "value": self.request_hash},
+            "status": self.status,
+            "headers": [list(h) for h in self.headers],
+            "body": {"sha256": self.body_sha256, "length": self.body_length},
+            "error": (
+                None
+                if self.error_type is None
+                else {"type": self.error_type, "message": self.error_message or ""}
+            ),
+            "policy_version": self.policy_version,
+            "released_fields": (
+                None if self.released_fields is None else list(self.released_fields)
+            ),
+            "ts": self.timestamp_ms,
+        }
+
+    def canonical(self) -> bytes:
+        return canonical_bytes(self.to_dict())
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> SignedResponse:
+        doc = _as_object(payload)
+        if doc.get("v") != VERSION or doc.get("type") != "response":
+            raise InvalidMessage("not a version 1 signed response")
+        sha, length = _digest(doc)
+        rh = doc.get("request_hash")
+        if not isinstance(rh, dict) or rh.get("alg") != REQUEST_HASH_ALGORITHM:
+            raise InvalidMessage("signed response lacks a SHA-512 request hash")
+        err = doc.get("error")
+        if err is not None and not isinstance(err, dict):
+            raise InvalidMessage("signed response error must be an object")
+        released = doc.get("released_fields")
+        if released is not None and (
+            not isinstance(released, list) or not all(isinstance(f, str) for f in released)
+        ):
+            raise InvalidMessage("released_fields must be a list of strings")
+        return cls(
+            message_id=_req_str(doc, "id"),
+            request_id=_req_str(doc, "request_id"),
+            request_hash=_req_str(rh, "value"),
+            status=_req_int(doc, "status"),
+            headers=_headers(doc),
+            body_sha256=sha,
+            body_length=length,
+            error_type=None if err is None else _req_str(err, "type"),
+            error_message=None if err is None else _opt_str(err, "message"),
+            policy_version=_opt_str(doc, "policy_version"),
+            released_fields=None if released is None else tuple(released),
+            timestamp_ms=_req_int(doc, "ts"),
+        )

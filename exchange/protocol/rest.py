@@ -1,0 +1,170 @@
+"""The consumer-side REST protocol, X-Road message protocol for REST r1 (PR-REST §4; DESIGN.md §4).
+
+Parses the request line and headers an information system sends to its security server, and says
+which headers travel end to end. The path after the service code and the query are kept exactly
+as received (percent-encoded): the provider appends them to the backend base URL unchanged, and
+the provider's policy works on its own normalised copy.
+
+No IO.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from exchange.errors import BadRequest, InvalidIdentifier, MissingHeader
+from exchange.identifiers import (
+    ClientId,
+    SecurityServerId,
+    ServiceId,
+    parse_client,
+    parse_security_server,
+    parse_service,
+)
+
+PROTOCOL_VERSION: Final = "r1"
+MAX_URI_LENGTH: Final = 8192
+MAX_HEADER_VALUE: Final = 1024
+
+H_CLIENT: Final = "x-road-client"
+H_SERVICE: Final = "x-road-service"
+H_ID: Final = "x-road-id"
+H_USER_ID: Final = "x-road-userid"
+H_ISSUE: Final = "x-road-issue"
+H_REPRESENTED_PARTY: Final = "x-road-represented-party"
+H_SECURITY_SERVER: Final = "x-road-security-server"
+H_PURPOSE: Final = "x-road-purpose"
+H_REQUEST_ID: Final = "x-road-request-id"
+H_REQUEST_HASH: Final = "x-road-request-hash"
+H_ERROR: Final = "x-road-error"
+
+# PR-REST §4.3 "Filtered headers": hop-by-hop, and headers that leak the origin host.
+FILTERED_HEADERS: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "user-agent",
+        "server",
+        "content-length",
+        "expect",
+        "date",
+    }
+)
+_XROAD_PREFIX: Final = "x-road-"
+_TEXT = re.compile(r"[\x20-\x7e\u00a0-\uffff]*")
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
+
+
+@dataclass(frozen=True, slots=True)
+class RestRequestTarget:
+    """What the request line names: the service, and the rest of the path and query, raw."""
+
+    service: ServiceId
+    path: str
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class XRoadHeaders:
+    client: ClientId
+    message_id: str
+    message_id_generated: bool
+    user_id: str | None
+    issue: str | None
+    represented_party: str | None
+    security_server: SecurityServerId | None
+    purpose: str | None
+
+
+def parse_target(raw_path: str, query: str) -> RestRequestTarget:
+    """Split ``/r1/INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICE[/path]`` (raw, percent-encoded)."""
+    if len(raw_path) + len(query) > MAX_URI_LENGTH:
+        raise BadRequest(f"request URI longer than {MAX_URI_LENGTH} characters", status=414)
+    parts = raw_path.split("/")
+    if len(parts) < 2 or parts[0] != "" or parts[1] != PROTOCOL_VERSION:
+        raise BadRequest(
+            f"unsupported protocol: the path must start with /{PROTOCOL_VERSION}/",
+            code="Client.InvalidProtocolVersion",
+        )
+    if len(parts) < 7:
+        raise InvalidIdentifier(
+            "the path must name a service: /r1/INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICECODE[/path]",
+            code="Client.InvalidServiceIdentifier",
+        )
+    service = parse_service(
+        "/".join(parts[2:7]), encoded=True, code="Client.InvalidServiceIdentifier"
+    )
+    rest = parts[7:]
+    path = "/" + "/".join(rest) if rest else ""
+    return RestRequestTarget(service=service, path=path, query=query)
+
+
+def _text_header(value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    if len(value) > MAX_HEADER_VALUE or _TEXT.fullmatch(value) is None:
+        raise BadRequest(f"invalid {name} header", code="Client.InvalidHeader")
+    return value
+
+
+def parse_xroad_headers(headers: Iterable[tuple[str, str]]) -> XRoadHeaders:
+    """Read the X-Road headers (names case-insensitive; if repeated, the last wins)."""
+    seen: dict[str, str] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname.startswith(_XROAD_PREFIX):
+            seen[lname] = value
+    raw_client = seen.get(H_CLIENT)
+    if raw_client is None or not raw_client.strip():
+        raise MissingHeader("the X-Road-Client header is required", code="Client.MissingHeader")
+    client = parse_client(raw_client.strip(), encoded=True, code="Client.InvalidClientIdentifier")
+    raw_id = seen.get(H_ID)
+    generated = raw_id is None or raw_id == ""
+    message_id = str(uuid.uuid4()) if generated else raw_id
+    assert message_id is not None
+    if _MESSAGE_ID.fullmatch(message_id) is None:
+        raise BadRequest(
+            "invalid X-Road-Id: 1-255 characters of A-Z a-z 0-9 . _ : -",
+            code="Client.InvalidHeader",
+        )
+    server = seen.get(H_SECURITY_SERVER)
+    return XRoadHeaders(
+        client=client,
+        message_id=message_id,
+        message_id_generated=generated,
+        user_id=_text_header(seen.get(H_USER_ID), "X-Road-UserId"),
+        issue=_text_header(seen.get(H_ISSUE), "X-Road-Issue"),
+        represented_party=_text_header(seen.get(H_REPRESENTED_PARTY), "X-Road-Represented-Party"),
+        security_server=(
+            parse_security_server(server, encoded=True, code="Client.InvalidHeader")
+            if server
+            else None
+        ),
+        purpose=_text_header(seen.get(H_PURPOSE), "X-Road-Purpose"),
+    )
+
+
+def end_to_end_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Headers that travel unchanged (PR-REST §4.3): all but filtered and X-Road ones.
+
+    Names are lowercased (HTTP header names are case-insensitive); order and repeats are kept.
+    """
+    kept: list[list[str]] = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in FILTERED_HEADERS or lname.startswith(_XROAD_PREFIX):
+            continue
+        kept.append([lname, value])
+    return kept
