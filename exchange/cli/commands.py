@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-GROUPS: list[click.Command] = []
+from exchange.cli.ca import group as ca_group
+from exchange.cli.policy import group as policy_group
+from exchange.cli.server import group as server_group
 
-from exchange.cli.ca import group as ca_group  # noqa: E402
-
-GROUPS.append(ca_group)
+GROUPS: list[click.Command] = [ca_group, policy_group, server_group]

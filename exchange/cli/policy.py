@@ -1,0 +1,256 @@
+"""``exchange policy``: check a provider's access policy files and explain decisions offline.
+
+The commands read a policy directory and print; they send nothing and change nothing. Each command
+body is a plain function taking the directory, so a ``--config`` variant only has to find the
+directory and call it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from exchange.cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_USAGE,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+)
+from exchange.errors import InvalidIdentifier
+from exchange.identifiers import (
+    ClientId,
+    GlobalGroupId,
+    MemberId,
+    ServiceId,
+    parse_client,
+    parse_global_group,
+    parse_member,
+    parse_service,
+)
+from exchange.policy.evaluate import evaluate, explain
+from exchange.policy.loader import load_policy_dir
+from exchange.policy.model import Grant, PolicyError, PolicyRequest, PolicySet
+
+Callback = Callable[[click.Context, click.Parameter, Any], Any]
+
+
+def _identifier(parse: Callable[[str], object]) -> Callback:
+    """A click callback parsing an identifier option (or each of a repeated one)."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            if isinstance(value, tuple):
+                return tuple(parse(v) for v in value)
+            return parse(value)
+        except InvalidIdentifier as exc:
+            raise click.BadParameter(exc.message) from None
+
+    return convert
+
+
+def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date-time") from None
+    if at.tzinfo is None:
+        raise click.BadParameter("give a time zone, e.g. 2026-05-01T12:00:00Z")
+    return at
+
+
+def resolve_policy_dir(directory: Path | None) -> Path:
+    """The policy directory to use; a ``--config`` option would resolve it here too."""
+    if directory is None:
+        raise click.UsageError("give the policy directory with --dir")
+    return directory
+
+
+@click.group("policy", context_settings={"help_option_names": ["-h", "--help"]})
+def group() -> None:
+    """Access policies: check policy files, explain decisions.
+
+    \b
+    Example:
+      exchange policy check policies/MOI
+    """
+
+
+# --- check --------------------------------------------------------------------------------------
+
+
+def _grant_summary(grant: Grant) -> dict[str, object]:
+    return {
+        "id": grant.id,
+        "location": grant.location,
+        "client" if not grant.is_group_grant else "group": str(grant.client),
+        "service": str(grant.service),
+        "methods": sorted(grant.methods),
+        "paths": [str(p) for p in grant.paths],
+        "fields": list(grant.fields) if grant.fields is not None else None,
+        "purposes": sorted(grant.purposes) if grant.purposes is not None else None,
+        "require_user_id": grant.require_user_id,
+        "valid_from": grant.valid_from.isoformat() if grant.valid_from else None,
+        "valid_until": grant.valid_until.isoformat() if grant.valid_until else None,
+        "rate": str(grant.rate) if grant.rate else None,
+    }
+
+
+def _print_policy(policy: PolicySet) -> None:
+    provider = policy.provider or "(no files)"
+    console.print(
+        f"policy of {provider}: version {policy.version}, {len(policy.grants)} grant(s)",
+        markup=False,
+        soft_wrap=True,
+    )
+    if not policy.grants:
+        console.print("no grants: every request is denied", markup=False, soft_wrap=True)
+    for grant in policy.grants:
+        console.print(f"\n{grant.id}  ({grant.location})", markup=False, soft_wrap=True)
+        for key, value in _grant_summary(grant).items():
+            if key not in ("id", "location") and value not in (None, False):
+                shown = ", ".join(value) if isinstance(value, list) else value
+                console.print(f"  {key}: {shown}", markup=False, soft_wrap=True)
+
+
+def load_or_exit(directory: Path, provider: MemberId | None = None) -> PolicySet:
+    """Load ``directory``; on a broken file print ``file:line: reason`` on one line and exit 2."""
+    try:
+        return load_policy_dir(directory, provider)
+    except PolicyError as exc:
+        err_console.print(f"error: {exc.message}", markup=False, soft_wrap=True)
+        err_console.print(f"fix it and run 'exchange policy check {directory}' again", markup=False)
+        sys.exit(EXIT_USAGE)
+
+
+def check_policy(directory: Path, provider: MemberId | None, as_json: bool) -> None:
+    """Load and check ``directory`` and print its grants."""
+    policy = load_or_exit(directory, provider)
+    if as_json:
+        print_json(
+            {
+                "provider": str(policy.provider) if policy.provider else None,
+                "version": policy.version,
+                "grants": [_grant_summary(g) for g in policy.grants],
+            }
+        )
+    else:
+        _print_policy(policy)
+
+
+@group.command("check")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--provider",
+    callback=_identifier(parse_member),
+    help="The provider member every file must name (INSTANCE/CLASS/CODE).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def check(directory: Path, provider: MemberId | None, as_json: bool) -> None:
+    """Check a policy directory and list its grants; exit 2 naming file:line on a broken file.
+
+    \b
+    Example:
+      exchange policy check policies/MOI --provider PS/GOV/MOI
+    """
+    check_policy(directory, provider, as_json)
+
+
+# --- explain ------------------------------------------------------------------------------------
+
+
+def explain_request(
+    directory: Path,
+    request: PolicyRequest,
+    groups: frozenset[GlobalGroupId],
+    at: datetime,
+    as_json: bool,
+) -> bool:
+    """Print the decision for a hypothetical ``request`` against ``directory``; True if allowed."""
+    policy = load_or_exit(directory)
+    decision = evaluate(policy, request, groups=groups, now=at)
+    if as_json:
+        entry = decision.log_entry()
+        entry["reason"] = decision.reason
+        entry["considered"] = [list(c) for c in decision.considered]
+        print_json(entry)
+    else:
+        console.print(explain(policy, request, groups, at), markup=False, soft_wrap=True)
+    return decision.allowed
+
+
+@group.command("explain")
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), help="Policy directory."
+)
+@click.option(
+    "--client",
+    required=True,
+    callback=_identifier(parse_client),
+    help="Client subsystem (INSTANCE/CLASS/CODE/SUBSYSTEM).",
+)
+@click.option(
+    "--service",
+    required=True,
+    callback=_identifier(parse_service),
+    help="Service (INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICECODE).",
+)
+@click.option("--method", default="GET", show_default=True, help="HTTP method.")
+@click.option(
+    "--path",
+    default="/",
+    show_default=True,
+    help="Path after the service, percent-encoded as on the wire.",
+)
+@click.option("--purpose", help="Purpose of use (X-Road-Purpose).")
+@click.option("--user-id", help="End user (X-Road-UserId).")
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    callback=_identifier(parse_global_group),
+    help="A global group the client belongs to (INSTANCE/GROUPCODE); repeatable.",
+)
+@click.option("--at", callback=_instant, help="Judge at this ISO 8601 time (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def explain_command(
+    directory: Path | None,
+    client: ClientId,
+    service: ServiceId,
+    method: str,
+    path: str,
+    purpose: str | None,
+    user_id: str | None,
+    groups: tuple[GlobalGroupId, ...],
+    at: datetime,
+    as_json: bool,
+) -> None:
+    """Explain the decision for a hypothetical request, without sending it.
+
+    Exit status 0 if allowed, 1 if denied, 2 on a broken policy.
+
+    \b
+    Example:
+      exchange policy explain --dir policies/MOI \\
+        --client PS/GOV/PALPOST/unified-window \\
+        --service PS/GOV/MOI/population-registry/persons \\
+        --method GET --path /123456789 --purpose citizen-service
+    """
+    request = PolicyRequest(client, service, method, path, purpose, user_id)
+    allowed = explain_request(
+        resolve_policy_dir(directory), request, frozenset(groups), at, as_json
+    )
+    if not allowed:
+        sys.exit(EXIT_CHECK_FAILED)

@@ -1,0 +1,450 @@
+"""Loading access policies from a provider's directory of TOML files (DESIGN.md §7).
+
+Every ``*.toml`` file directly in the directory (names starting with ``.`` are editor files and
+skipped) holds ``provider = "INSTANCE/CLASS/CODE"`` and ``[[grant]]`` tables. Everything is
+checked before anything is used: a broken file raises :class:`PolicyError` naming the file, the
+line and the reason, and nothing of the directory is loaded. An empty directory is a valid,
+deny-all policy. The policy version is the first 16 hex digits of SHA-256 over the files' names
+and bytes in name order, so the message log can name exactly which files made a decision.
+
+:class:`PolicyStore` keeps the policy in force and reloads it on request or when a poll sees the
+files change; a broken reload keeps the old policy. This module reads files; it does not evaluate
+requests (see :mod:`exchange.policy.evaluate`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path, PurePath
+from typing import Any, Final, TypeVar
+
+from exchange.errors import InvalidIdentifier
+from exchange.identifiers import (
+    ClientId,
+    GlobalGroupId,
+    MemberId,
+    ServiceId,
+    parse_client,
+    parse_global_group,
+    parse_member,
+    parse_service,
+)
+from exchange.policy.fields import compile_fields
+from exchange.policy.model import (
+    ANY_METHOD,
+    KNOWN_METHODS,
+    Grant,
+    PathPattern,
+    PolicyError,
+    PolicySet,
+    Rate,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FILE_KEYS: Final = ("provider", "grant")
+GRANT_KEYS: Final = (
+    "id",
+    "client",
+    "group",
+    "service",
+    "methods",
+    "paths",
+    "fields",
+    "purposes",
+    "require_user_id",
+    "valid_from",
+    "valid_until",
+    "rate",
+)
+DEFAULT_PATHS: Final = ("/**",)
+_GRANT_ID: Final = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+_PURPOSE: Final = re.compile(r"[A-Za-z0-9._:/\-]{1,128}")
+_GRANT_HEADER: Final = re.compile(r"^[ \t]*\[\[[ \t]*grant[ \t]*\]\]", re.MULTILINE)
+_TOML_POSITION: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+# --- one file -----------------------------------------------------------------------------------
+
+
+class _Source:
+    """A policy file's name and text, for error messages with line numbers."""
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name = name
+        self.lines = text.splitlines()
+        self.headers = [text.count("\n", 0, m.start()) + 1 for m in _GRANT_HEADER.finditer(text)]
+
+    def header_line(self, index: int) -> int:
+        return self.headers[index] if index < len(self.headers) else 1
+
+    def key_line(self, start: int, key: str) -> int:
+        """The line of ``key = ...`` in the table starting at ``start`` (else ``start``)."""
+        pattern = re.compile(rf"[ \t]*{re.escape(key)}[ \t]*=")
+        for number in range(start + 1, len(self.lines) + 1):
+            line = self.lines[number - 1]
+            if line.lstrip().startswith("["):
+                break
+            if pattern.match(line):
+                return number
+        return start
+
+
+def _decode(name: str, data: bytes) -> tuple[str, dict[str, Any]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PolicyError(name, line, "not valid UTF-8") from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        position = _TOML_POSITION.search(message)
+        if position is None:
+            raise PolicyError(name, None, f"TOML syntax error: {message}") from None
+        reason = f"TOML syntax error: {message[: position.start()]} (column {position.group(2)})"
+        raise PolicyError(name, int(position.group(1)), reason) from None
+
+
+def _unknown_key(keys: Iterable[str], allowed: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first key not in ``allowed`` and a message suggesting the closest allowed key."""
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
+            return key, f"unknown key {key!r}{hint}"
+    return None
+
+
+def parse_policy_file(
+    name: str, data: bytes, provider: MemberId | None
+) -> tuple[MemberId, tuple[Grant, ...]]:
+    """Parse and check one policy file (sans-IO); ``provider``, if given, must match the file's."""
+    text, document = _decode(name, data)
+    source = _Source(name, text)
+    unknown = _unknown_key(document, FILE_KEYS)
+    if unknown is not None:
+        raise PolicyError(name, source.key_line(0, unknown[0]), unknown[1])
+    declared = _file_provider(source, document)
+    if provider is not None and declared != provider:
+        raise PolicyError(
+            name,
+            source.key_line(0, "provider"),
+            f"provider {declared} does not match {provider}; a policy directory holds the "
+            "grants of one provider",
+        )
+    tables = document.get("grant", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise PolicyError(
+            name, source.key_line(0, "grant"), "'grant' must be a list of [[grant]] tables"
+        )
+    return declared, tuple(
+        _GrantParser(source, source.header_line(i), table, declared).grant()
+        for i, table in enumerate(tables)
+    )
+
+
+def _file_provider(source: _Source, document: Mapping[str, Any]) -> MemberId:
+    value = document.get("provider")
+    if not isinstance(value, str):
+        raise PolicyError(
+            source.name, 1, "missing 'provider = \"INSTANCE/CLASS/CODE\"' (the provider member)"
+        )
+    try:
+        return parse_member(value)
+    except InvalidIdentifier as exc:
+        raise PolicyError(source.name, source.key_line(0, "provider"), exc.message) from None
+
+
+class _GrantParser:
+    """Checks one ``[[grant]]`` table; every refusal names the line of the offending key."""
+
+    def __init__(
+        self, source: _Source, line: int, table: Mapping[str, Any], provider: MemberId
+    ) -> None:
+        self.source = source
+        self.line = line
+        self.table = table
+        self.provider = provider
+        self.label = "grant"
+
+    def fail(self, key: str | None, reason: str) -> PolicyError:
+        line = self.source.key_line(self.line, key) if key else self.line
+        return PolicyError(self.source.name, line, f"{self.label}: {reason}")
+
+    def grant(self) -> Grant:
+        grant_id = self.required("id", str)
+        if _GRANT_ID.fullmatch(grant_id) is None:
+            raise self.fail("id", f"bad grant id {grant_id!r}: use 1-64 of A-Z a-z 0-9 . _ -")
+        self.label = f"grant {grant_id!r}"
+        unknown = _unknown_key(self.table, GRANT_KEYS)
+        if unknown is not None:
+            raise self.fail(unknown[0], unknown[1])
+        valid_from, valid_until = self.validity()
+        return Grant(
+            id=grant_id,
+            client=self.client(),
+            service=self.service(),
+            methods=self.methods(),
+            paths=self.paths(),
+            source=self.source.name,
+            line=self.line,
+            fields=self.fields(),
+            purposes=self.purposes(),
+            require_user_id=self.optional("require_user_id", bool) or False,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            rate=self.parsed("rate", Rate.parse),
+        )
+
+    def required(self, key: str, kind: type[T]) -> T:
+        value = self.optional(key, kind)
+        if value is None:
+            raise self.fail(None, f"missing {key!r}")
+        return value
+
+    def optional(self, key: str, kind: type[T]) -> T | None:
+        value = self.table.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise self.fail(key, f"{key!r} must be a {_KIND_NAMES.get(kind, kind.__name__)}")
+        return value
+
+    def string_list(self, key: str) -> list[str] | None:
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, f"{key!r} must be a list of strings")
+        return value
+
+    def parsed(self, key: str, parse: Callable[[str], T]) -> T | None:
+        value = self.optional(key, str)
+        return None if value is None else self.convert(key, value, parse)
+
+    def parsed_required(self, key: str, parse: Callable[[str], T]) -> T:
+        return self.convert(key, self.required(key, str), parse)
+
+    def convert(self, key: str, value: str, parse: Callable[[str], T]) -> T:
+        try:
+            return parse(value)
+        except (ValueError, InvalidIdentifier) as exc:
+            reason = exc.message if isinstance(exc, InvalidIdentifier) else str(exc)
+            raise self.fail(key, reason) from None
+
+    def client(self) -> ClientId | GlobalGroupId:
+        if ("client" in self.table) == ("group" in self.table):
+            raise self.fail(None, "give exactly one of 'client' (a subsystem) or 'group'")
+        if "group" in self.table:
+            return self.parsed_required("group", parse_global_group)
+        return self.parsed_required("client", parse_client)
+
+    def service(self) -> ServiceId:
+        service = self.parsed_required("service", parse_service)
+        if service.member != self.provider:
+            raise self.fail(
+                "service",
+                f"service {service} belongs to {service.member}, but this policy is for "
+                f"provider {self.provider}",
+            )
+        return service
+
+    def methods(self) -> frozenset[str]:
+        methods = self.string_list("methods")
+        if not methods:
+            raise self.fail("methods", "'methods' must list at least one method, or [\"*\"]")
+        names = frozenset(m.upper() for m in methods)
+        if ANY_METHOD in names and len(names) > 1:
+            raise self.fail("methods", "'*' already allows every method; list it alone")
+        unknown = sorted(names - KNOWN_METHODS - {ANY_METHOD})
+        if unknown:
+            raise self.fail(
+                "methods",
+                f"unknown method {unknown[0]!r} (allowed: {', '.join(sorted(KNOWN_METHODS))}, *)",
+            )
+        return names
+
+    def paths(self) -> tuple[PathPattern, ...]:
+        paths = self.string_list("paths")
+        if paths is not None and not paths:
+            raise self.fail("paths", "'paths' is empty; omit it to allow every path ('/**')")
+        try:
+            return tuple(PathPattern.parse(p) for p in paths or DEFAULT_PATHS)
+        except ValueError as exc:
+            raise self.fail("paths", str(exc)) from None
+
+    def fields(self) -> tuple[str, ...] | None:
+        fields = self.string_list("fields")
+        if fields is None:
+            return None
+        unique = tuple(dict.fromkeys(fields))
+        try:
+            compile_fields(unique)
+        except ValueError as exc:
+            raise self.fail("fields", str(exc)) from None
+        return unique
+
+    def purposes(self) -> frozenset[str] | None:
+        purposes = self.string_list("purposes")
+        if purposes is None:
+            return None
+        if not purposes:
+            raise self.fail("purposes", "'purposes' is empty; omit it to accept any purpose")
+        for purpose in purposes:
+            if _PURPOSE.fullmatch(purpose) is None:
+                raise self.fail("purposes", f"bad purpose {purpose!r}: use A-Z a-z 0-9 . _ : / -")
+        return frozenset(purposes)
+
+    def validity(self) -> tuple[datetime | None, datetime | None]:
+        start = self.instant("valid_from")
+        end = self.instant("valid_until")
+        if start is not None and end is not None and end <= start:
+            raise self.fail("valid_until", "'valid_until' must be later than 'valid_from'")
+        return start, end
+
+    def instant(self, key: str) -> datetime | None:
+        value = self.table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise self.fail(
+                key, f"{key!r} must be a TOML date-time with a time zone, e.g. 2026-01-01T00:00:00Z"
+            )
+        return value
+
+
+_KIND_NAMES: Final[dict[type, str]] = {str: "string", bool: "boolean (true or false)"}
+
+
+# --- a directory --------------------------------------------------------------------------------
+
+
+def _policy_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise PolicyError(str(directory), None, "policy directory does not exist")
+    return sorted(
+        (p for p in directory.glob("*.toml") if not p.name.startswith(".") and p.is_file()),
+        key=lambda p: p.name,
+    )
+
+
+def policy_version(files: Iterable[tuple[str, bytes]]) -> str:
+    """First 16 hex digits of SHA-256 over (file name, bytes) in name order, length-prefixed.
+
+    Only the file name counts, not the directory, so a copied policy keeps its version.
+    """
+    digest = hashlib.sha256()
+    for name, data in sorted((PurePath(n).name, d) for n, d in files):
+        encoded = name.encode("utf-8")
+        for part in (encoded, data):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+def build_policy_set(
+    files: Iterable[tuple[str, bytes]], provider: MemberId | None = None
+) -> PolicySet:
+    """Parse named file contents into one checked :class:`PolicySet` (sans-IO)."""
+    contents = sorted(files, key=lambda f: f[0])
+    grants: list[Grant] = []
+    seen: dict[str, Grant] = {}
+    for name, data in contents:
+        declared, file_grants = parse_policy_file(name, data, provider)
+        provider = declared
+        for grant in file_grants:
+            if grant.id in seen:
+                raise PolicyError(
+                    name,
+                    grant.line,
+                    f"duplicate grant id {grant.id!r} (first at {seen[grant.id].location})",
+                )
+            seen[grant.id] = grant
+            grants.append(grant)
+    return PolicySet(provider, tuple(grants), policy_version(contents))
+
+
+def load_policy_dir(path: str | os.PathLike[str], provider: MemberId | None = None) -> PolicySet:
+    """Load and check every policy file in ``path``; raise :class:`PolicyError` on any problem.
+
+    With ``provider`` given, every file must name that provider; otherwise all files must agree.
+    """
+    directory = Path(path)
+    files = [(str(p), p.read_bytes()) for p in _policy_files(directory)]
+    return build_policy_set(files, provider)
+
+
+# --- the policy in force ------------------------------------------------------------------------
+
+Snapshot = tuple[tuple[str, int, int], ...]
+
+
+def _snapshot(directory: Path) -> Snapshot:
+    try:
+        files = _policy_files(directory)
+        return tuple((p.name, (st := p.stat()).st_mtime_ns, st.st_size) for p in files)
+    except (OSError, PolicyError):
+        return ()
+
+
+class PolicyStore:
+    """The provider's policy in force, reloaded from its directory; a broken reload changes nothing.
+
+    Construction loads the directory and raises :class:`PolicyError` if it is broken (a server must
+    not start on a broken policy). ``last_error`` keeps the most recent reload failure.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], provider: MemberId | None = None) -> None:
+        self.path = Path(path)
+        self.provider = provider
+        self._snapshot = _snapshot(self.path)
+        self._current = load_policy_dir(self.path, provider)
+        self.last_error: PolicyError | None = None
+
+    @property
+    def current(self) -> PolicySet:
+        return self._current
+
+    def reload(self) -> bool:
+        """Load the files again; return whether the policy version changed.
+
+        Raises :class:`PolicyError` (and keeps the old policy in force) if the files are broken.
+        """
+        self._snapshot = _snapshot(self.path)
+        try:
+            new = load_policy_dir(self.path, self.provider)
+        except (PolicyError, OSError) as exc:
+            error = (
+                exc if isinstance(exc, PolicyError) else PolicyError(str(self.path), None, str(exc))
+            )
+            self.last_error = error
+            logger.error(
+                "policy reload refused, version %s stays in force: %s",
+                self._current.version,
+                error.message,
+            )
+            raise error from None
+        self.last_error = None
+        if new.version == self._current.version:
+            return False
+        logger.info("policy version %s -> %s", self._current.version, new.version)
+        self._current = new
+        return True
+
+    def maybe_reload(self) -> bool:
+        """Reload if a file was added, removed or changed (by mtime and size) since the last look.
+
+        Cheap enough for a polling file watch; a broken change raises once, not on every poll.
+        """
+        if _snapshot(self.path) == self._snapshot:
+            return False
+        return self.reload()
