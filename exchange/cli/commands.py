@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from exchange.cli.ca import group as ca_group
+from exchange.cli.central import group as central_group
 from exchange.cli.policy import group as policy_group
 from exchange.cli.server import group as server_group
 
-GROUPS: list[click.Command] = [ca_group, policy_group, server_group]
+GROUPS: list[click.Command] = [central_group, ca_group, server_group, policy_group]
