@@ -1,0 +1,119 @@
+"""Message log throughput and latency: group commit under concurrent appenders, one appender alone.
+
+Run: ``python bench/messagelog_bench.py [--records 50000] [--appenders 256] [--uvloop]``.
+Prints appends/s and append latency p50/p99 for both cases, and the verifier's records/s.
+Numbers, not assertions: the tests never time anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from exchange.messagelog.store import MessageLog
+from exchange.messagelog.verify import verify_log
+from exchange.protocol.jws import Signer
+from exchange.trust.keys import generate_key, self_signed_certificate
+
+
+def make_entry(i: int, pad: int) -> dict[str, Any]:
+    return {
+        "message_id": f"0b6c3f2e-{i:012d}",
+        "client": "PS/GOV/MOF/tax",
+        "service": "PS/GOV/MOI/population-registry/persons",
+        "side": "provider",
+        "status": "200",
+        "user_id": "clerk-7",
+        "purpose": "citizen-service",
+        "decision": {"effect": "allow", "grant": "tax-persons", "policy_version": 3},
+        "released_fields": ["name", "birth_date"],
+        "request_jws": "e" * pad,
+        "timings_us": {"backend": 800, "total": 1200},
+    }
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def concurrent(log: MessageLog, total: int, appenders: int, pad: int) -> list[float]:
+    latencies: list[float] = []
+
+    async def appender(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            started = time.perf_counter()
+            await log.append(make_entry(i, pad))
+            latencies.append(time.perf_counter() - started)
+
+    per_task = total // appenders
+    await asyncio.gather(*(appender(k * per_task, per_task) for k in range(appenders)))
+    return latencies
+
+
+async def sequential(log: MessageLog, count: int, pad: int) -> list[float]:
+    latencies = []
+    for i in range(count):
+        started = time.perf_counter()
+        await log.append(make_entry(i, pad))
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def report(label: str, count: int, seconds: float, latencies: list[float]) -> None:
+    print(
+        f"{label:<28} {count / seconds:>10,.0f} appends/s   "
+        f"p50 {percentile(latencies, 0.50) * 1e3:6.3f} ms   "
+        f"p99 {percentile(latencies, 0.99) * 1e3:6.3f} ms   "
+        f"mean {statistics.fmean(latencies) * 1e3:6.3f} ms"
+    )
+
+
+async def run(args: argparse.Namespace, directory: Path) -> None:
+    key = generate_key()
+    signer = Signer(key, self_signed_certificate(key, "bench log signer"))
+    path = directory / "bench.db"
+    with MessageLog(path, signer) as log:
+        started = time.perf_counter()
+        latencies = await concurrent(log, args.records, args.appenders, args.pad)
+        elapsed = time.perf_counter() - started
+        report(f"{args.appenders} concurrent appenders", len(latencies), elapsed, latencies)
+
+        started = time.perf_counter()
+        latencies = await sequential(log, args.sequential, args.pad)
+        elapsed = time.perf_counter() - started
+        report("1 appender", len(latencies), elapsed, latencies)
+        size = log.size
+    started = time.perf_counter()
+    result = verify_log(path, trusted_cas=[signer.cert])
+    elapsed = time.perf_counter() - started
+    print(
+        f"{'verify (self-signed signer)':<28} {size / elapsed:>10,.0f} records/s   "
+        f"{result.tree_heads} tree heads, {path.stat().st_size / 2**20:.1f} MiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--appenders", type=int, default=256)
+    parser.add_argument("--sequential", type=int, default=5_000)
+    parser.add_argument("--pad", type=int, default=700, help="bytes of JWS padding per entry")
+    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--dir", type=Path, default=None, help="where the SQLite file goes")
+    args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        uvloop.install()
+    with tempfile.TemporaryDirectory(dir=args.dir) as directory:
+        asyncio.run(run(args, Path(directory)))
+
+
+if __name__ == "__main__":
+    main()

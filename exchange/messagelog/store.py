@@ -1,0 +1,734 @@
+"""The message log on disk: an append-only SQLite file with group commit and signed tree heads.
+
+A :class:`MessageLog` owns one SQLite file (WAL, ``synchronous=FULL``). Callers on the event loop
+``await append(entry)``; a single writer thread drains the queue, gives each record the next
+sequence number (its leaf index), inserts everything queued in one transaction, signs one tree
+head over the new size and root (RFC 9162 §2.1 hashing, kept incrementally in a
+:class:`~exchange.messagelog.merkle.CompactRange`), commits once (one fsync for the whole batch)
+and only then resolves the callers' futures. A failed batch resolves every waiting future with
+:class:`MessageLogError` and rolls the in-memory tree back, so nothing is reported durable unless
+its commit succeeded (DESIGN.md §5 "log before answer", §8, §9).
+
+The store adds ``seq`` and ``logged_at`` (unix ms) into each entry before taking its canonical
+bytes, so a deleted or reordered record is visible from the entries themselves. Triggers refuse
+UPDATE and DELETE, which stops accidents, not an attacker with the file: that is what the signed
+tree heads and :mod:`exchange.messagelog.verify` are for.
+
+This module does not verify logs (``verify.py``), answer queries (``query.py``) or time-stamp tree
+heads (a later issue; :meth:`MessageLog.sign_tree_head` is its hook). One process writes a log at
+a time, enforced with an advisory lock file next to it; readers use their own connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from cryptography import x509
+
+from exchange.errors import ConfigurationError, ExchangeError
+from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
+from exchange.protocol.canonical import b64url, canonical_bytes
+from exchange.protocol.jws import Signer, cert_thumbprint
+from exchange.trust.keys import cert_pem
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+INDEXED_KEYS = ("message_id", "client", "service", "side", "status")
+SIDES = frozenset({"consumer", "provider"})
+MAX_BATCH = 512
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    logged_at INTEGER NOT NULL,
+    message_id TEXT,
+    client TEXT,
+    service TEXT,
+    side TEXT,
+    status TEXT,
+    entry BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_message_id ON records(message_id);
+CREATE INDEX IF NOT EXISTS records_client ON records(client);
+CREATE INDEX IF NOT EXISTS records_service ON records(service);
+CREATE INDEX IF NOT EXISTS records_logged_at ON records(logged_at);
+CREATE TABLE IF NOT EXISTS tree_heads (
+    size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    signed_at INTEGER NOT NULL,
+    jws TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS certs (thumbprint TEXT PRIMARY KEY, pem TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_APPEND_ONLY = """
+CREATE TRIGGER IF NOT EXISTS {table}_no_{op} BEFORE {op} ON {table}
+BEGIN SELECT RAISE(ABORT, 'the message log is append-only'); END;
+"""
+_INSERT_RECORD = "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_HEAD = "INSERT INTO tree_heads VALUES (?, ?, ?, ?)"
+_INSERT_CERT = "INSERT OR IGNORE INTO certs VALUES (?, ?)"
+_LATEST_HEAD = "SELECT size, root, signed_at, jws FROM tree_heads ORDER BY size DESC LIMIT 1"
+
+Row = tuple[int, int, str | None, str | None, str | None, str | None, str | None, bytes, bytes]
+
+
+class MessageLogError(ExchangeError):
+    """The message log could not be opened or written; callers map it to ``*.MessageLogFailed``."""
+
+    code = "Server.MessageLogFailed"
+    status = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """A signed statement of the log's size and Merkle root at ``signed_at`` (unix ms)."""
+
+    log_id: str
+    size: int
+    root: bytes
+    signed_at: int
+    jws: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "log": self.log_id,
+            "size": self.size,
+            "root": b64url(self.root),
+            "signed_at": self.signed_at,
+            "jws": self.jws,
+        }
+
+
+def tree_head_payload(log_id: str, size: int, root: bytes, signed_at: int) -> bytes:
+    """The canonical bytes a tree head's JWS signs."""
+    return canonical_bytes(
+        {"log": log_id, "root": b64url(root), "signed_at": signed_at, "size": size}
+    )
+
+
+def open_readonly(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection to a log, usable while its server runs (WAL) and after it stopped.
+
+    A copy on read-only media, without its ``-wal`` file, is opened as immutable.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigurationError(f"no message log at {p}")
+    uri = p.absolute().as_uri()
+    modes = ["mode=ro"] if Path(f"{p}-wal").exists() else ["mode=ro", "immutable=1"]
+    for mode in modes:
+        conn = sqlite3.connect(f"{uri}?{mode}", uri=True, isolation_level=None)
+        try:
+            return _checked(conn, p)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            failure = exc
+        except BaseException:
+            conn.close()
+            raise
+    raise MessageLogError(f"cannot read message log {p}: {failure}")
+
+
+def _checked(conn: sqlite3.Connection, path: Path) -> sqlite3.Connection:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        row = None
+    except sqlite3.DatabaseError:
+        row = None
+    if row is None or row[0] != SCHEMA_VERSION:
+        raise ConfigurationError(f"{path} is not an Exchange message log (schema {SCHEMA_VERSION})")
+    return conn
+
+
+def head_from_row(log_id: str, row: tuple[int, bytes, int, str]) -> TreeHead:
+    return TreeHead(log_id=log_id, size=row[0], root=row[1], signed_at=row[2], jws=row[3])
+
+
+# --- work items for the writer thread ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Append:
+    entries: Sequence[dict[str, Any]]
+    future: asyncio.Future[list[int]]
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass(slots=True)
+class _SignHead:
+    future: asyncio.Future[TreeHead]
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass(slots=True)
+class _Cert:
+    thumbprint: str
+    pem: str
+
+
+class _Stop:
+    pass
+
+
+_Item = _Append | _SignHead | _Cert | _Stop
+_Outcome = tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, object]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """Runs on the event loop: hand each waiting caller its result or error."""
+    for future, _, outcome in outcomes:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+def _dispatch(outcomes: list[_Outcome]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[1], []).append(outcome)
+    for loop, batch in by_loop.items():
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, batch)
+
+
+def _write_failed(exc: BaseException) -> MessageLogError:
+    return MessageLogError(
+        "the message log could not be written", internal=f"{type(exc).__name__}: {exc}"
+    )
+
+
+def _record_row(entry: dict[str, Any], seq: int, logged_at: int) -> Row:
+    """The row for one entry; raises TypeError/ValueError for an entry the log cannot hold."""
+    if not isinstance(entry, dict):
+        raise TypeError(f"a log entry is a dict, not {type(entry).__name__}")
+    if "seq" in entry or "logged_at" in entry:
+        raise ValueError("a log entry must not carry 'seq' or 'logged_at'; the log adds them")
+    message_id, client, service, side, status = (_column(entry, key) for key in INDEXED_KEYS)
+    if side is not None and side not in SIDES:
+        raise ValueError(f"log entry side must be 'consumer' or 'provider', not {side!r}")
+    data = canonical_bytes({**entry, "seq": seq, "logged_at": logged_at})
+    return (seq, logged_at, message_id, client, service, side, status, data, leaf_hash(data))
+
+
+def _column(entry: dict[str, Any], key: str) -> str | None:
+    value = entry.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"log entry key {key!r} must be a string")
+    return value
+
+
+def _restore(conn: sqlite3.Connection, check_at: int) -> tuple[CompactRange, bytes | None]:
+    """Rebuild the frontier from the stored leaf hashes; also return the root at ``check_at``."""
+    compact = CompactRange()
+    root_at = compact.root() if check_at == 0 else None
+    for (stored,) in conn.execute("SELECT leaf_hash FROM records ORDER BY seq"):
+        if not isinstance(stored, bytes) or len(stored) != HASH_SIZE:
+            raise MessageLogError(f"damaged leaf hash at record {compact.size}")
+        compact.append(stored)
+        if compact.size == check_at:
+            root_at = compact.root()
+    first, end = conn.execute("SELECT min(seq), coalesce(max(seq) + 1, 0) FROM records").fetchone()
+    if end != compact.size or first not in (0, None):
+        raise MessageLogError(
+            f"records are missing: {compact.size} records hold seqs {first}..{end - 1}"
+        )
+    return compact, root_at
+
+
+def _weight(item: _Item) -> int:
+    return len(item.entries) if isinstance(item, _Append) else 1
+
+
+# --- the writer thread -------------------------------------------------------------------------
+
+
+class _Writer:
+    """Owns the write connection and the frontier; runs only on the writer thread after start."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        compact: CompactRange,
+        latest: TreeHead | None,
+        *,
+        log_id: str,
+        signer: Signer,
+        now: Callable[[], float],
+        batch_tree_heads: bool,
+        max_batch: int,
+    ) -> None:
+        self.conn = conn
+        self.compact = compact
+        self.latest = latest
+        self.committed = compact.size
+        self.log_id = log_id
+        self.signer = signer
+        self.now = now
+        self.batch_tree_heads = batch_tree_heads
+        self.max_batch = max_batch
+        self.pending_certs: dict[str, str] = {}
+        self.resync_needed = False
+        self.queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        try:
+            stop = False
+            while not stop:
+                items = self._take()
+                try:
+                    stop = self._handle(items)
+                except Exception as exc:
+                    log.exception("message log writer failed on a batch")
+                    self._fail_all(items, exc)
+                    stop = any(isinstance(item, _Stop) for item in items)
+        finally:
+            self._shutdown()
+
+    def _take(self) -> list[_Item]:
+        """Block for one item, then take whatever else is queued, up to about max_batch."""
+        items = [self.queue.get()]
+        count = _weight(items[0])
+        while count < self.max_batch:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            items.append(item)
+            count += _weight(item)
+        return items
+
+    def _handle(self, items: list[_Item]) -> bool:
+        appends = [item for item in items if isinstance(item, _Append)]
+        for item in items:
+            if isinstance(item, _Cert):
+                self.pending_certs[item.thumbprint] = item.pem
+        if appends or self.pending_certs:
+            self._commit_batch(appends)
+        outcomes: list[_Outcome] = []
+        for item in items:
+            if isinstance(item, _SignHead):
+                outcomes.append((item.future, item.loop, self._sign_outcome()))
+        _dispatch(outcomes)
+        return any(isinstance(item, _Stop) for item in items)
+
+    def _fail_all(self, items: Sequence[_Item], exc: BaseException) -> None:
+        _dispatch(
+            [
+                (item.future, item.loop, _write_failed(exc))
+                for item in items
+                if isinstance(item, _Append | _SignHead)
+            ]
+        )
+
+    def _commit_batch(self, appends: list[_Append]) -> None:
+        outcomes: list[_Outcome] = []
+        try:
+            if self.resync_needed:
+                self._resync()
+        except Exception as exc:
+            self._fail_all(appends, exc)
+            return
+        snapshot = self.compact.copy()
+        logged_at = int(self.now() * 1000)
+        rows: list[Row] = []
+        accepted: list[tuple[_Append, list[int]]] = []
+        for item in appends:
+            start = self.compact.size
+            try:
+                group = [_record_row(e, start + i, logged_at) for i, e in enumerate(item.entries)]
+            except (TypeError, ValueError) as exc:
+                outcomes.append((item.future, item.loop, exc))
+                continue
+            self.compact.extend(row[-1] for row in group)
+            rows.extend(group)
+            accepted.append((item, [row[0] for row in group]))
+        if not rows and not self.pending_certs:
+            _dispatch(outcomes)
+            return
+        try:
+            head = self._transaction(rows, logged_at)
+        except Exception as exc:
+            log.error("message log batch of %d records failed: %s", len(rows), exc)
+            self._roll_back(snapshot)
+            outcomes += [(item.future, item.loop, _write_failed(exc)) for item, _ in accepted]
+        else:
+            self._committed(head)
+            outcomes += [(item.future, item.loop, seqs) for item, seqs in accepted]
+        _dispatch(outcomes)
+
+    def _transaction(self, rows: list[Row], signed_at: int) -> TreeHead | None:
+        """Insert certs, records and (per batch) a tree head, then commit: one fsync."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self.pending_certs:
+                conn.executemany(_INSERT_CERT, self.pending_certs.items())
+            conn.executemany(_INSERT_RECORD, rows)
+            head = self._sign(signed_at) if rows and self.batch_tree_heads else None
+            if head is not None:
+                conn.execute(_INSERT_HEAD, (head.size, head.root, head.signed_at, head.jws))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return head
+
+    def _sign(self, signed_at: int) -> TreeHead:
+        size, root = self.compact.size, self.compact.root()
+        jws = self.signer.sign(tree_head_payload(self.log_id, size, root, signed_at))
+        return TreeHead(log_id=self.log_id, size=size, root=root, signed_at=signed_at, jws=jws)
+
+    def _committed(self, head: TreeHead | None) -> None:
+        self.committed = self.compact.size
+        self.pending_certs.clear()
+        if head is not None:
+            self.latest = head
+
+    def _roll_back(self, snapshot: CompactRange) -> None:
+        self.compact = snapshot
+        self.resync_needed = True
+        with contextlib.suppress(Exception):
+            self._resync()
+
+    def _resync(self) -> None:
+        """After a failed commit, believe the file: it may hold what SQLite reported as failed."""
+        (end,) = self.conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM records").fetchone()
+        if end != self.compact.size:
+            log.warning("log has %d records, expected %d; reloading", end, self.compact.size)
+            self.compact, _ = _restore(self.conn, -1)
+            row = self.conn.execute(_LATEST_HEAD).fetchone()
+            self.latest = head_from_row(self.log_id, row) if row else None
+            self.committed = self.compact.size
+        self.resync_needed = False
+
+    def _sign_outcome(self) -> object:
+        try:
+            return self.sign_if_behind(force=True)
+        except Exception as exc:
+            log.error("signing a message log tree head failed: %s", exc)
+            return _write_failed(exc)
+
+    def sign_if_behind(self, *, force: bool) -> TreeHead | None:
+        """Sign a tree head unless the latest one already covers the current size."""
+        if self.latest is not None and self.latest.size == self.committed:
+            return self.latest
+        if self.latest is None and self.committed == 0 and not force:
+            return None
+        if self.resync_needed:
+            self._resync()
+        head = self._sign(int(self.now() * 1000))
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute(_INSERT_HEAD, (head.size, head.root, head.signed_at, head.jws))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            raise
+        self.latest = head
+        return head
+
+    def _shutdown(self) -> None:
+        try:
+            if self.pending_certs:
+                self._commit_batch([])
+            self.sign_if_behind(force=False)
+        except Exception as exc:
+            log.error("could not sign the final message log tree head: %s", exc)
+        finally:
+            self.conn.close()
+
+
+# --- the public store --------------------------------------------------------------------------
+
+
+class MessageLog:
+    """An append-only, Merkle-hashed, signed message log in one SQLite file.
+
+    ``open()`` before use and ``close()`` after (or use it as a context manager); ``close()`` signs
+    a final tree head if records were added since the last one. ``append`` and ``append_many``
+    must be awaited on an event loop; they return only after the records' batch was committed.
+    A caller cancelled while waiting may still have its record logged.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        signer: Signer,
+        *,
+        now: Callable[[], float] = time.time,
+        log_id: str | None = None,
+        batch_tree_heads: bool = True,
+        max_batch: int = MAX_BATCH,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.path = Path(path)
+        self._signer = signer
+        self._now = now
+        self._requested_log_id = log_id
+        self._batch_tree_heads = batch_tree_heads
+        self._max_batch = max_batch
+        self._busy_timeout = busy_timeout
+        self._gate = threading.Lock()
+        self._writer: _Writer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock_fd: int | None = None
+        self._known_certs: set[str] = set()
+        self._log_id = ""
+        self._closed_state: tuple[int, TreeHead | None] = (0, None)
+
+    # -- lifecycle
+
+    def open(self) -> None:
+        """Create or open the file, restore the Merkle frontier and start the writer thread."""
+        if self._writer is not None:
+            raise MessageLogError(f"message log {self.path} is already open")
+        self._lock_fd = _take_lock(self.path)
+        try:
+            conn = self._connect()
+        except BaseException:
+            _release_lock(self._lock_fd)
+            self._lock_fd = None
+            raise
+        try:
+            writer = self._prepare(conn)
+        except BaseException:
+            conn.close()
+            _release_lock(self._lock_fd)
+            self._lock_fd = None
+            raise
+        self._writer = writer
+        self._thread = threading.Thread(target=writer.run, name="messagelog-writer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Drain the queue, sign a final tree head if needed, stop the writer, close the file."""
+        with self._gate:
+            writer, thread = self._writer, self._thread
+            if writer is None or thread is None:
+                return
+            self._writer = None
+            writer.queue.put(_Stop())
+        thread.join()
+        self._closed_state = (writer.committed, writer.latest)
+        _release_lock(self._lock_fd)
+        self._lock_fd = None
+
+    def __enter__(self) -> MessageLog:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self._busy_timeout,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise MessageLogError(f"cannot open message log {self.path}: {exc}") from None
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA + _triggers())
+        except sqlite3.Error as exc:
+            conn.close()
+            raise MessageLogError(f"cannot open message log {self.path}: {exc}") from None
+        if mode != "wal":
+            conn.close()
+            raise MessageLogError(f"message log {self.path}: the file system does not allow WAL")
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> _Writer:
+        try:
+            self._log_id = self._init_meta(conn)
+            self._known_certs = {row[0] for row in conn.execute("SELECT thumbprint FROM certs")}
+            self._store_cert(conn, self._signer.cert)
+            row = conn.execute(_LATEST_HEAD).fetchone()
+            latest = head_from_row(self._log_id, row) if row else None
+            compact = self._restore_checked(conn, latest)
+        except sqlite3.Error as exc:
+            raise MessageLogError(f"cannot open message log {self.path}: {exc}") from None
+        return _Writer(
+            conn,
+            compact,
+            latest,
+            log_id=self._log_id,
+            signer=self._signer,
+            now=self._now,
+            batch_tree_heads=self._batch_tree_heads,
+            max_batch=self._max_batch,
+        )
+
+    def _init_meta(self, conn: sqlite3.Connection) -> str:
+        meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise MessageLogError(f"{self.path} has message log schema {meta['schema']!r}")
+        stored = meta.get("log_id")
+        if stored is not None:
+            if self._requested_log_id not in (None, stored):
+                raise MessageLogError(
+                    f"{self.path} is the log {stored!r}, not {self._requested_log_id!r}"
+                )
+            return stored
+        log_id = self._requested_log_id or str(uuid.uuid4())
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO meta VALUES (?, ?)", [("schema", SCHEMA_VERSION), ("log_id", log_id)]
+            )
+        return log_id
+
+    def _restore_checked(self, conn: sqlite3.Connection, latest: TreeHead | None) -> CompactRange:
+        check_at = latest.size if latest else -1
+        try:
+            compact, root_at = _restore(conn, check_at)
+        except MessageLogError as exc:
+            raise MessageLogError(
+                f"message log {self.path} is damaged ({exc.message}); "
+                f"run `exchange log verify` before appending to it"
+            ) from None
+        if latest is not None and root_at != latest.root:
+            raise MessageLogError(
+                f"message log {self.path} does not match its last signed tree head "
+                f"(size {latest.size}); run `exchange log verify` before appending to it"
+            )
+        return compact
+
+    def _store_cert(self, conn: sqlite3.Connection, cert: x509.Certificate) -> None:
+        thumbprint = cert_thumbprint(cert)
+        if thumbprint not in self._known_certs:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_INSERT_CERT, (thumbprint, cert_pem(cert)))
+            self._known_certs.add(thumbprint)
+
+    # -- writing
+
+    async def append(self, entry: dict[str, Any]) -> int:
+        """Log one exchange record; returns its seq once it is durably committed."""
+        return (await self._submit([entry]))[0]
+
+    async def append_many(self, entries: Sequence[dict[str, Any]]) -> list[int]:
+        """Log several records in one transaction, with consecutive seqs (all or none)."""
+        if not entries:
+            return []
+        return await self._submit(list(entries))
+
+    def _submit(self, entries: Sequence[dict[str, Any]]) -> asyncio.Future[list[int]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int]] = loop.create_future()
+        self._put(_Append(entries, future, loop))
+        return future
+
+    def _put(self, item: _Item) -> None:
+        with self._gate:
+            if self._writer is None:
+                raise MessageLogError(f"message log {self.path} is not open")
+            self._writer.queue.put(item)
+
+    def register_cert(self, cert: x509.Certificate) -> str:
+        """Keep ``cert`` in the log (by x5t#S256) so its signatures verify offline.
+
+        Returns the thumbprint. The certificate is committed with the next batch, so a record
+        appended after this call never lands on disk before the certificate does.
+        """
+        thumbprint = cert_thumbprint(cert)
+        if thumbprint not in self._known_certs:
+            self._put(_Cert(thumbprint, cert_pem(cert)))
+            self._known_certs.add(thumbprint)
+        return thumbprint
+
+    async def sign_tree_head(self) -> TreeHead:
+        """Sign (and store) a tree head over everything committed so far, unless one exists."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[TreeHead] = loop.create_future()
+        self._put(_SignHead(future, loop))
+        return await future
+
+    # -- state
+
+    def latest_tree_head(self) -> TreeHead | None:
+        writer = self._writer
+        return writer.latest if writer is not None else self._closed_state[1]
+
+    @property
+    def size(self) -> int:
+        """Number of committed records."""
+        writer = self._writer
+        return writer.committed if writer is not None else self._closed_state[0]
+
+    @property
+    def log_id(self) -> str:
+        return self._log_id
+
+
+def _triggers() -> str:
+    return "".join(
+        _APPEND_ONLY.format(table=table, op=op)
+        for table in ("records", "tree_heads")
+        for op in ("UPDATE", "DELETE")
+    )
+
+
+def _take_lock(path: Path) -> int:
+    """An advisory lock so that two writers never append to one log (their trees would fork)."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise MessageLogError(f"cannot open message log {path}: {exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise MessageLogError(f"message log {path} is already open in another writer") from None
+    return fd
+
+
+def _release_lock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def iter_rows(cursor: sqlite3.Cursor, chunk: int = 4096) -> Iterator[Any]:
+    """Stream a query's rows in chunks (constant memory for millions of rows)."""
+    while rows := cursor.fetchmany(chunk):
+        yield from rows
