@@ -6,7 +6,8 @@ import click
 
 from exchange.cli.ca import group as ca_group
 from exchange.cli.central import group as central_group
+from exchange.cli.log import group as log_group
 from exchange.cli.policy import group as policy_group
 from exchange.cli.server import group as server_group
 
-GROUPS: list[click.Command] = [central_group, ca_group, server_group, policy_group]
+GROUPS: list[click.Command] = [central_group, ca_group, server_group, policy_group, log_group]

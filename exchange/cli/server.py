@@ -28,14 +28,47 @@ def group() -> None:
 
 
 @group.command("init")
-@click.option("--dir", "directory", required=True, type=click.Path(path_type=Path), help="New directory for this server.")
-@click.option("--server", "server_id", required=True, help="Security server id INSTANCE/CLASS/CODE/SERVERCODE.")
-@click.option("--anchor", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Anchor file from the central server.")
-@click.option("--ca-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Issue certificates from this CA now (otherwise CSRs are written).")
-@click.option("--member", "members", multiple=True, help="Another member this server signs for (repeatable).")
-@click.option("--client", "clients", multiple=True, help="Client subsystem hosted here (repeatable).")
-@click.option("--service", "services", multiple=True, help="SERVICE_ID=URL of a provided service (repeatable).")
-@click.option("--policy-dir", type=click.Path(path_type=Path), help="Directory of this provider's policy TOML files.")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="New directory for this server.",
+)
+@click.option(
+    "--server",
+    "server_id",
+    required=True,
+    help="Security server id INSTANCE/CLASS/CODE/SERVERCODE.",
+)
+@click.option(
+    "--anchor",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Anchor file from the central server.",
+)
+@click.option(
+    "--ca-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Issue certificates from this CA now (otherwise CSRs are written).",
+)
+@click.option(
+    "--member", "members", multiple=True, help="Another member this server signs for (repeatable)."
+)
+@click.option(
+    "--client", "clients", multiple=True, help="Client subsystem hosted here (repeatable)."
+)
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    help="SERVICE_ID=URL of a provided service (repeatable).",
+)
+@click.option(
+    "--policy-dir",
+    type=click.Path(path_type=Path),
+    help="Directory of this provider's policy TOML files.",
+)
 @click.option("--consumer-port", default=8080, show_default=True)
 @click.option("--provider-port", default=8443, show_default=True)
 @handle_errors
@@ -92,8 +125,15 @@ def init_cmd(
 
 
 @group.command("run")
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--ready-line", is_flag=True, help="Print one JSON line with the bound ports when serving.")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--ready-line", is_flag=True, help="Print one JSON line with the bound ports when serving."
+)
 @handle_errors
 def run_cmd(config_path: Path, ready_line: bool) -> None:
     """Run the security server until SIGINT or SIGTERM.
@@ -115,11 +155,17 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        ports = {"consumer_port": server.consumer_port, "provider_port": server.provider_port, "consumer_tls_port": server.consumer_tls_port}
+        ports = {
+            "consumer_port": server.consumer_port,
+            "provider_port": server.provider_port,
+            "consumer_tls_port": server.consumer_tls_port,
+        }
         if ready_line:
             print("READY " + json.dumps(ports), flush=True)
         else:
-            console.print(f"security server {config.server_id} serving: consumer http://{config.consumer.host}:{server.consumer_port}, provider {config.provider.host}:{server.provider_port} (Ctrl-C stops)")
+            console.print(
+                f"security server {config.server_id} serving: consumer http://{config.consumer.host}:{server.consumer_port}, provider {config.provider.host}:{server.provider_port} (Ctrl-C stops)"
+            )
         try:
             await stop.wait()
         finally:
@@ -129,7 +175,12 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
 
 
 @group.command("status")
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def status_cmd(config_path: Path, as_json: bool) -> None:
@@ -162,4 +213,8 @@ def run_async(coro: Coroutine[Any, Any, None]) -> None:
 def _configure_logging() -> None:
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

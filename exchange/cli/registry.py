@@ -1,0 +1,124 @@
+"""``exchange registry``: Interior's population registry adapter (generate, serve, sample).
+
+Generates a synthetic registry file, serves it as the plain HTTP backend of the ``persons``
+service, and prints sample national IDs for demos. It does not register the service with a
+security server (see ``exchange server``) and does not grant access (see ``exchange policy``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adapters.population.generator import MAX_COUNT
+from adapters.population.store import BuildReport, PopulationStore, build_registry
+from exchange.cli.common import console, err_console, handle_errors, print_json
+
+_DB = click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The registry's SQLite file.",
+)
+
+
+@click.group("registry")
+def group() -> None:
+    """Interior's population registry: synthetic people served over HTTP.
+
+    \b
+    Example:
+      exchange registry generate --db registry.db --count 100000
+      exchange registry serve --db registry.db --port 8081
+    """
+
+
+@group.command()
+@_DB
+@click.option("--count", type=click.IntRange(1, MAX_COUNT), required=True, help="How many people.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same people.")
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@handle_errors
+def generate(db_path: Path, count: int, seed: int, force: bool, no_progress: bool) -> None:
+    """Generate a registry of COUNT synthetic people with families into a new file.
+
+    \b
+    Example:
+      exchange registry generate --db registry.db --count 1000000 --seed 7
+    """
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=err_console, disable=no_progress) as bar:
+        task = bar.add_task("people", total=count)
+
+        def on_progress(phase: str, written: int) -> None:
+            bar.update(task, completed=written, description=phase)
+
+        report = build_registry(db_path, count, seed=seed, replace=force, on_progress=on_progress)
+    _print_report(report)
+
+
+def _print_report(report: BuildReport) -> None:
+    console.print(
+        f"wrote {report.count:,} people to {report.path} in {report.seconds:.1f} s "
+        f"({report.count / max(report.seconds, 1e-9):,.0f}/s): {report.deceased:,} deceased, "
+        f"{report.married:,} married; seed {report.seed}, as of {report.reference_date}"
+    )
+
+
+@group.command()
+@_DB
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port (0 picks a free one).")  # fmt: skip
+@handle_errors
+def serve(db_path: Path, host: str, port: int) -> None:
+    """Serve the registry over HTTP until interrupted; prints a READY line once listening.
+
+    The provider security server's ``persons`` service points at URL/persons.
+
+    \b
+    Example:
+      exchange registry serve --db registry.db --host 127.0.0.1 --port 8081
+      # READY url=http://127.0.0.1:8081 port=8081
+    """
+    from adapters.population.app import run
+
+    def on_ready(url: str, bound_port: int) -> None:
+        click.echo(f"READY url={url} port={bound_port}")
+
+    run(db_path, host=host, port=port, on_ready=on_ready)
+
+
+@group.command()
+@_DB
+@click.option("-n", "count", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--locality", help="Only people living there, e.g. Biddu.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the people's full records).")
+@handle_errors
+def sample(db_path: Path, count: int, locality: str | None, as_json: bool) -> None:
+    """Print national IDs of living married adults with parents and children in the registry.
+
+    \b
+    Example:
+      exchange registry sample --db registry.db -n 3 --locality Biddu
+    """
+    with PopulationStore(db_path, connections=1) as store:
+        people = store.sample(count, locality=locality)
+    if as_json:
+        print_json(people)
+        return
+    table = Table("national ID", "name", "الاسم", "born", "locality")
+    for person in people:
+        table.add_row(
+            person["national_id"],
+            person["name_en"]["full"],
+            person["name_ar"]["full"],
+            person["date_of_birth"],
+            person["locality"],
+        )
+    console.print(table)

@@ -1,0 +1,262 @@
+"""Building and running the example federation (instance ``PS``).
+
+Set-up happens in this process with the same library functions the ``exchange`` commands use:
+a CA, the central server's directory and registry, Interior's population registry, and one
+security server directory per ministry, each registered at the central server with its address,
+authentication certificate fingerprint and hosted subsystems. Running starts the central
+server, the adapter and every security server as their own processes on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exchange.central.registry import Registry
+from exchange.central.setup import init_central
+from exchange.demo.processes import Child, free_port, spawn
+from exchange.identifiers import (
+    MemberId,
+    SecurityServerId,
+    ServiceId,
+    SubsystemId,
+    parse_member,
+)
+from exchange.server.setup import init_server
+from exchange.trust.ca import CertificateAuthority
+from exchange.trust.keys import cert_pem, fingerprint, load_certificate
+
+INSTANCE = "PS"
+POLICY_SOURCE = Path(__file__).resolve().parents[2] / "policies"
+
+
+@dataclass(frozen=True, slots=True)
+class Ministry:
+    member: MemberId
+    name: str
+    subsystem_code: str
+
+    @property
+    def subsystem(self) -> SubsystemId:
+        return SubsystemId(*self.member.parts, self.subsystem_code)
+
+    @property
+    def server(self) -> SecurityServerId:
+        return SecurityServerId(*self.member.parts, "ss1")
+
+
+MINISTRIES: tuple[Ministry, ...] = (
+    Ministry(parse_member("PS/GOV/MOI"), "Ministry of Interior", "population-registry"),
+    Ministry(
+        parse_member("PS/GOV/PALPOST"), "Palestine Post, one-stop service window", "unified-window"
+    ),
+    Ministry(parse_member("PS/GOV/MOH"), "Ministry of Health", "health-records"),
+    Ministry(parse_member("PS/GOV/MTIT"), "Ministry of Telecommunications and IT", "e-services"),
+    Ministry(parse_member("PS/GOV/MOF"), "Ministry of Finance", "payments"),
+)
+INTERIOR = MINISTRIES[0]
+PERSONS = ServiceId(*INTERIOR.subsystem.parts, "persons")
+
+
+@dataclass
+class ServerSite:
+    ministry: Ministry
+    directory: Path
+    config: Path
+    consumer_port: int
+    provider_port: int
+    auth_cert: Path
+    sign_cert: Path
+
+
+@dataclass
+class Federation:
+    state_dir: Path
+    people: int = 20_000
+    seed: int = 2019
+    progress: bool = True
+    ca: CertificateAuthority | None = None
+    central_config: Path | None = None
+    central_port: int = 0
+    adapter_port: int = 0
+    registry_db: Path | None = None
+    sites: dict[MemberId, ServerSite] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
+    sample_ids: list[str] = field(default_factory=list)
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def build(self, say: Callable[[str], None] = lambda _: None) -> None:
+        """Create everything on disk (idempotent per fresh state directory)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.ca = CertificateAuthority.create(self.state_dir / "ca", "PS Government Test CA")
+        say(f"CA created: {self.state_dir / 'ca' / 'ca.cert.pem'}")
+        self.central_port = free_port()
+        self.adapter_port = free_port()
+        central = init_central(self.state_dir / "central", INSTANCE, port=self.central_port)
+        self.central_config = self.state_dir / "central" / "central.toml"
+        say(f"central server set up for instance {INSTANCE} (anchor {central.anchor_path})")
+        self._build_registry(say)
+        policies = self.state_dir / "policies"
+        if POLICY_SOURCE.is_dir():
+            shutil.copytree(POLICY_SOURCE, policies, dirs_exist_ok=True)
+        for ministry in MINISTRIES:
+            self._build_site(ministry, central.anchor_path, policies)
+        self._register(central.db_path)
+        say(f"{len(MINISTRIES)} security servers set up and registered at the central server")
+
+    def _build_registry(self, say: Callable[[str], None]) -> None:
+        from adapters.population.store import create_registry, sample_national_ids
+
+        self.registry_db = self.state_dir / "population" / "registry.sqlite"
+        self.registry_db.parent.mkdir(parents=True, exist_ok=True)
+        create_registry(self.registry_db, self.people, seed=self.seed, progress=self.progress)
+        self.sample_ids = sample_national_ids(self.registry_db, 5)
+        say(f"population registry generated: {self.people:,} people")
+
+    def _build_site(self, ministry: Ministry, anchor: Path, policies: Path) -> None:
+        assert self.ca is not None
+        directory = self.state_dir / "servers" / ministry.member.member_code
+        consumer_port, provider_port = free_port(), free_port()
+        is_interior = ministry is INTERIOR
+        result = init_server(
+            directory,
+            ministry.server,
+            anchor,
+            clients=[ministry.subsystem],
+            services=[(PERSONS, f"http://127.0.0.1:{self.adapter_port}/persons")]
+            if is_interior
+            else [],
+            ca=self.ca,
+            consumer_port=consumer_port,
+            provider_port=provider_port,
+            policy_dir=policies / ministry.member.member_code if is_interior else None,
+        )
+        self.sites[ministry.member] = ServerSite(
+            ministry=ministry,
+            directory=directory,
+            config=result.config,
+            consumer_port=consumer_port,
+            provider_port=provider_port,
+            auth_cert=result.auth_cert,
+            sign_cert=result.signing_certs[ministry.member],
+        )
+
+    def _register(self, db_path: Path) -> None:
+        assert self.ca is not None
+        with Registry.open(db_path) as registry:
+            registry.add_ca("PS Government Test CA", cert_pem(self.ca.cert))
+            for ministry in MINISTRIES:
+                site = self.sites[ministry.member]
+                registry.add_member(ministry.member, ministry.name)
+                registry.add_subsystem(ministry.subsystem)
+                registry.add_server(
+                    ministry.server,
+                    f"127.0.0.1:{site.provider_port}",
+                    [fingerprint(load_certificate(site.auth_cert))],
+                )
+                registry.add_server_client(ministry.server, ministry.subsystem)
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def start(self, say: Callable[[str], None] = lambda _: None) -> None:
+        logs = self.state_dir / "logs"
+        assert self.central_config is not None and self.registry_db is not None
+        try:
+            self.children.append(
+                await spawn(
+                    "central",
+                    [
+                        "exchange",
+                        "central",
+                        "run",
+                        "--config",
+                        str(self.central_config),
+                        "--ready-line",
+                    ],
+                    logs,
+                )
+            )
+            say(f"central server serving on http://127.0.0.1:{self.central_port}")
+            self.children.append(
+                await spawn(
+                    "population-registry",
+                    [
+                        "adapters.population",
+                        "serve",
+                        "--db",
+                        str(self.registry_db),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.adapter_port),
+                    ],
+                    logs,
+                )
+            )
+            say(f"population registry adapter serving on http://127.0.0.1:{self.adapter_port}")
+            results = await asyncio.gather(
+                *(
+                    spawn(
+                        f"ss-{m.member_code}",
+                        ["exchange", "server", "run", "--config", str(site.config), "--ready-line"],
+                        logs,
+                    )
+                    for m, site in self.sites.items()
+                ),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, Child):
+                    self.children.append(result)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            say(f"{len(self.sites)} security servers serving")
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        for child in reversed(self.children):
+            with contextlib.suppress(Exception):
+                await child.stop()
+        self.children.clear()
+
+    # -- description ----------------------------------------------------------------------------
+
+    def consumer_url(self, member: MemberId) -> str:
+        return f"http://127.0.0.1:{self.sites[member].consumer_port}"
+
+    def endpoints(self) -> dict[str, Any]:
+        return {
+            "instance": INSTANCE,
+            "central": {
+                "url": f"http://127.0.0.1:{self.central_port}",
+                "config": str(self.central_config),
+            },
+            "servers": {
+                str(m): {
+                    "consumer_url": self.consumer_url(m),
+                    "provider_url": f"https://127.0.0.1:{site.provider_port}",
+                    "state_dir": str(site.directory),
+                    "config": str(site.config),
+                    "client": str(site.ministry.subsystem),
+                }
+                for m, site in self.sites.items()
+            },
+            "adapters": {str(PERSONS): {"url": f"http://127.0.0.1:{self.adapter_port}/persons"}},
+            "sample_national_ids": self.sample_ids,
+            "ca_cert": str(self.state_dir / "ca" / "ca.cert.pem"),
+        }
+
+    def write_endpoints(self) -> Path:
+        path = self.state_dir / "endpoints.json"
+        path.write_text(json.dumps(self.endpoints(), indent=2, ensure_ascii=False) + "\n")
+        return path

@@ -1,0 +1,1 @@
+"""The security server: consumer side, provider side, the peer client between them."""

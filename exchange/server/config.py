@@ -1,0 +1,224 @@
+"""Security server configuration: one TOML file, loaded into frozen dataclasses.
+
+Only :func:`load_server_config` reads files; everything else takes the resulting
+:class:`ServerConfig`. Relative paths in the file are relative to the file's directory.
+Defaults follow DESIGN.md §12.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from exchange.errors import ConfigurationError, ExchangeError
+from exchange.identifiers import (
+    MemberId,
+    SecurityServerId,
+    ServiceId,
+    SubsystemId,
+    parse_member,
+    parse_security_server,
+    parse_service,
+    parse_subsystem,
+)
+
+ConnectionType = Literal["http", "https", "https-noauth"]
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyConfig:
+    member: MemberId
+    key: Path
+    cert: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """A client subsystem hosted here and how its information systems may connect."""
+
+    id: SubsystemId
+    connection: ConnectionType = "http"
+    is_certs: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    id: ServiceId
+    url: str
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = 10 * 2**20
+    max_response_bytes: int = 10 * 2**20
+    connect_timeout: float = 30.0
+    backend_timeout: float = 60.0
+    clock_skew_seconds: int = 60
+    peer_connections: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    path: Path
+    server_id: SecurityServerId
+    state_dir: Path
+    anchor: Path
+    consumer: Listener
+    consumer_tls: Listener | None
+    provider: Listener
+    auth_key: Path
+    auth_cert: Path
+    signing: tuple[SigningKeyConfig, ...]
+    clients: tuple[ClientConfig, ...]
+    services: tuple[ServiceConfig, ...]
+    policy_dir: Path | None
+    log_path: Path
+    log_bodies: bool = True
+    limits: Limits = field(default_factory=Limits)
+    globalconf_state: Path = Path("globalconf.jws")
+    passphrase_env: str = "EXCHANGE_KEY_PASSPHRASE"
+    tree_head_interval: float = 60.0
+
+    @property
+    def owner(self) -> MemberId:
+        return self.server_id.owner
+
+
+def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"[{name}] must be a table")
+    return value
+
+
+def _path(base: Path, value: Any, what: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{what} must be a path")
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def _listener(section: dict[str, Any], default_port: int) -> Listener:
+    return Listener(
+        host=str(section.get("host", "127.0.0.1")), port=int(section.get("port", default_port))
+    )
+
+
+def _signing(base: Path, items: Any) -> tuple[SigningKeyConfig, ...]:
+    if not isinstance(items, list) or not items:
+        raise ConfigurationError("[[keys.signing]] must list at least one member signing key")
+    return tuple(
+        SigningKeyConfig(
+            member=parse_member(str(item.get("member"))),
+            key=_path(base, item.get("key"), "keys.signing.key"),
+            cert=_path(base, item.get("cert"), "keys.signing.cert"),
+        )
+        for item in items
+    )
+
+
+def _clients(base: Path, items: Any) -> tuple[ClientConfig, ...]:
+    out = []
+    for item in items or []:
+        conn = item.get("connection", "http")
+        if conn not in ("http", "https", "https-noauth"):
+            raise ConfigurationError(
+                f"clients.connection must be http, https or https-noauth, not {conn!r}"
+            )
+        out.append(
+            ClientConfig(
+                id=parse_subsystem(str(item.get("id"))),
+                connection=conn,
+                is_certs=tuple(
+                    _path(base, p, "clients.is_certs") for p in item.get("is_certs", [])
+                ),
+            )
+        )
+    return tuple(out)
+
+
+def _services(items: Any) -> tuple[ServiceConfig, ...]:
+    out = []
+    for item in items or []:
+        url = item.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"services.url must be an http(s) URL, not {url!r}")
+        out.append(
+            ServiceConfig(
+                id=parse_service(str(item.get("id"))),
+                url=url.rstrip("/"),
+                timeout=float(item.get("timeout", 60.0)),
+            )
+        )
+    return tuple(out)
+
+
+def _limits(section: dict[str, Any]) -> Limits:
+    defaults = Limits()
+    return Limits(
+        max_body_bytes=int(section.get("max_body_bytes", defaults.max_body_bytes)),
+        max_response_bytes=int(section.get("max_response_bytes", defaults.max_response_bytes)),
+        connect_timeout=float(section.get("connect_timeout", defaults.connect_timeout)),
+        backend_timeout=float(section.get("backend_timeout", defaults.backend_timeout)),
+        clock_skew_seconds=int(section.get("clock_skew_seconds", defaults.clock_skew_seconds)),
+        peer_connections=int(section.get("peer_connections", defaults.peer_connections)),
+    )
+
+
+def parse_server_config(doc: dict[str, Any], path: Path) -> ServerConfig:
+    base = path.parent
+    keys = _section(doc, "keys")
+    log = _section(doc, "messagelog")
+    policy = _section(doc, "policy")
+    consumer_tls = _section(doc, "consumer_tls")
+    state_dir = _path(base, doc.get("state_dir", "."), "state_dir")
+    return ServerConfig(
+        path=path,
+        server_id=parse_security_server(str(doc.get("server_id"))),
+        state_dir=state_dir,
+        anchor=_path(base, doc.get("anchor", "anchor.json"), "anchor"),
+        consumer=_listener(_section(doc, "consumer"), 8080),
+        consumer_tls=_listener(consumer_tls, 8081) if consumer_tls else None,
+        provider=_listener(_section(doc, "provider"), 8443),
+        auth_key=_path(base, keys.get("auth_key"), "keys.auth_key"),
+        auth_cert=_path(base, keys.get("auth_cert"), "keys.auth_cert"),
+        signing=_signing(base, keys.get("signing")),
+        clients=_clients(base, doc.get("clients")),
+        services=_services(doc.get("services")),
+        policy_dir=_path(base, policy["dir"], "policy.dir") if "dir" in policy else None,
+        log_path=_path(base, log.get("path", "messagelog.sqlite"), "messagelog.path"),
+        log_bodies=bool(log.get("bodies", True)),
+        limits=_limits(_section(doc, "limits")),
+        globalconf_state=_path(
+            base, doc.get("globalconf_state", "globalconf.jws"), "globalconf_state"
+        ),
+        passphrase_env=str(keys.get("passphrase_env", "EXCHANGE_KEY_PASSPHRASE")),
+        tree_head_interval=float(log.get("tree_head_interval", 60.0)),
+    )
+
+
+def load_server_config(path: str | Path) -> ServerConfig:
+    p = Path(path).resolve()
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read server config {p}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{p}: {exc}") from None
+    try:
+        return parse_server_config(doc, p)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{p}: {exc.message}") from None
+    except ExchangeError as exc:
+        raise ConfigurationError(f"{p}: {exc.message}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigurationError(f"{p}: {exc}") from None

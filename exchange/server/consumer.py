@@ -1,0 +1,265 @@
+"""The consumer side: information systems call it with X-Road REST r1 (DESIGN.md §4).
+
+For each request: the global configuration is fresh; the path and headers parse; the client
+subsystem is hosted here and the information system is registered for it; the body is within
+its limit. The request is then signed with the client member's key and sent to a provider
+security server hosting the service; the signed response must verify, come from the service's
+member, and be bound to our exact request. The exchange is logged durably before the answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from exchange.errors import (
+    ClientAuthenticationFailed,
+    ConsumerInvalidSignature,
+    ExchangeError,
+    InconsistentResponse,
+    RequestTooLarge,
+    UnknownClient,
+    UnknownMember,
+)
+from exchange.identifiers import SubsystemId
+from exchange.protocol.canonical import b64url
+from exchange.protocol.frames import FrameKind
+from exchange.protocol.jws import JwsError, verify
+from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
+from exchange.protocol.rest import (
+    end_to_end_headers,
+    parse_target,
+    parse_xroad_headers,
+)
+from exchange.server.backend import read_bounded
+from exchange.server.peer import PeerConnection
+from exchange.server.records import ExchangeRecord
+
+if TYPE_CHECKING:
+    from exchange.server.core import SecurityServer
+
+log = logging.getLogger("exchange.server.consumer")
+
+SERVER_KEY: web.AppKey[SecurityServer] = web.AppKey("security_server")
+_JSON = "application/json; charset=utf-8"
+
+
+def error_response(err: ExchangeError, extra: dict[str, str] | None = None) -> web.Response:
+    headers = {"X-Road-Error": err.code, "Content-Type": _JSON}
+    if extra:
+        headers.update(extra)
+    return web.Response(status=err.status, body=orjson.dumps(err.body()), headers=headers)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    server = request.app[SERVER_KEY]
+    rec = ExchangeRecord(side="consumer", started_ns=time.perf_counter_ns())
+    try:
+        return await _consume(server, request, rec)
+    except ExchangeError as err:
+        log.info("exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
+        rec.fail(err)
+        rec.response_body = orjson.dumps(err.body())
+        try:
+            await server.log_record(rec)
+        except ExchangeError as log_err:
+            return error_response(log_err)
+        extra = {"X-Road-Id": rec.message_id} if rec.message_id else None
+        return error_response(err, extra)
+
+
+async def _consume(
+    server: SecurityServer, request: web.Request, rec: ExchangeRecord
+) -> web.StreamResponse:
+    raw_path, _, query = request.raw_path.partition("?")
+    rec.method = request.method
+    rec.path = request.raw_path[:2048]
+    # (1) the global configuration is fresh
+    conf = server.globalconf_or_fail(provider=False)
+    # (2) path and X-Road headers parse
+    target = parse_target(raw_path, query)
+    xh = parse_xroad_headers(request.headers.items())
+    rec.message_id = xh.message_id
+    rec.client = str(xh.client)
+    rec.service = str(target.service)
+    rec.path = target.path + ("?" + query if query else "")
+    rec.user_id, rec.purpose, rec.issue = xh.user_id, xh.purpose, xh.issue
+    # (3) the client is hosted here and the information system may act for it
+    client = xh.client
+    if not isinstance(client, SubsystemId):
+        raise UnknownClient(f"client {client} is a member; clients are subsystems here")
+    _authorise_information_system(server, request, client)
+    me = conf.server(server.config.server_id)
+    if me is None or client not in me.clients:
+        raise UnknownClient(
+            f"client {client} is not registered for this security server in the global configuration"
+        )
+    # (4) the body is within its limit
+    body = await _read_body(request, server.config.limits.max_body_bytes)
+    rec.request_body = body
+    # (5) a security server provides the service
+    providers = conf.servers_hosting(target.service.subsystem)
+    if xh.security_server is not None:
+        providers = tuple(p for p in providers if p.id == xh.security_server)
+    if not providers:
+        raise UnknownMember(
+            f"no security server in the global configuration provides {target.service.subsystem}"
+        )
+    provider = providers[server.next_index(len(providers))]
+    rec.peer_server = str(provider.id)
+    # (6) sign with the client member's key
+    signed = SignedRequest(
+        message_id=xh.message_id,
+        client=client,
+        service=target.service,
+        method=request.method,
+        path=target.path,
+        query=query,
+        headers=tuple((k, v) for k, v in end_to_end_headers(request.headers.items())),
+        body_sha256=b64url(hashlib.sha256(body).digest()),
+        body_length=len(body),
+        user_id=xh.user_id,
+        purpose=xh.purpose,
+        issue=xh.issue,
+        represented_party=xh.represented_party,
+        security_server=provider.id,
+        timestamp_ms=int(server.clock() * 1000),
+    )
+    token = server.signer_for(client.member, consumer=True).sign(signed.canonical())
+    rec.request_jws = token
+    rec.request_hash = request_hash(token)
+    # (7) send, and check what comes back
+    pool = server.pool_for(provider)
+    frame, conn = await pool.request({"jws": token}, body, server.response_timeout)
+    if frame.kind is FrameKind.ERROR:
+        meta = frame.meta
+        raise ExchangeError(
+            str(meta.get("message", "the provider refused the request")),
+            code=str(meta.get("type", "Server.ServerProxy.InternalError")),
+            status=int(meta.get("status", 500)),
+        )
+    response = _verify_response(frame.meta.get("jws"), frame.body, conn, signed, rec)
+    rec.response_body = frame.body
+    rec.http_status = response.status
+    rec.released_fields = (
+        None if response.released_fields is None else list(response.released_fields)
+    )
+    if response.error_type is not None:
+        rec.error = ExchangeError(
+            response.error_message or "", code=response.error_type, status=response.status
+        )
+    rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
+    # (8) logged durably before the answer
+    await server.log_record(rec)
+    return _to_web_response(response, frame.body, signed, rec)
+
+
+def _authorise_information_system(
+    server: SecurityServer, request: web.Request, client: SubsystemId
+) -> None:
+    hosted = server.clients.get(client)
+    if hosted is None:
+        raise UnknownClient(f"client {client} is not hosted by this security server")
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if hosted.connection == "http":
+        return
+    if ssl_object is None:
+        raise ClientAuthenticationFailed(
+            f"client {client} must connect over HTTPS (connection type {hosted.connection})"
+        )
+    if hosted.connection == "https":
+        der = ssl_object.getpeercert(binary_form=True)
+        if der is None or server.is_cert_fingerprint(der) not in server.is_cert_fps(client):
+            raise ClientAuthenticationFailed(
+                f"the information system's TLS certificate is not registered for client {client}"
+            )
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
+    if not request.body_exists:
+        return b""
+    return await read_bounded(request.content, limit)
+
+
+def _verify_response(
+    token: object,
+    body: bytes,
+    conn: PeerConnection,
+    signed: SignedRequest,
+    rec: ExchangeRecord,
+) -> SignedResponse:
+    if not isinstance(token, str):
+        raise InconsistentResponse("the provider's response carries no signature")
+    rec.response_jws = token
+
+    def key_for(thumb: str):  # type: ignore[no-untyped-def]
+        info = conn.signer_certs.get(thumb)
+        if info is None:
+            raise ConsumerInvalidSignature(
+                "response signed with a certificate the provider did not present"
+            )
+        conn.registry.check_time(info, conn.clock())
+        return info.public_key
+
+    # (1) the signature verifies with a certificate the provider presented
+    try:
+        verified = verify(token, key_for)
+    except JwsError as exc:
+        raise ConsumerInvalidSignature(f"response signature is invalid: {exc.message}") from None
+    response = SignedResponse.from_payload(verified.payload)
+    signer = conn.signer_certs[verified.header["x5t#S256"]]
+    # (2) signed by the provider's member, or by its security server's owner for early refusals
+    if signer.member != signed.service.member and signer.member != signed.security_server.owner:
+        raise ConsumerInvalidSignature(
+            f"response for {signed.service} is signed by member {signer.member}"
+        )
+    # (3) bound to our exact request
+    if response.request_hash != rec.request_hash or response.message_id != signed.message_id:
+        raise InconsistentResponse(
+            "the response is not bound to this request (request hash differs)"
+        )
+    # (4) the body is the one that was signed
+    if (
+        b64url(hashlib.sha256(body).digest()) != response.body_sha256
+        or len(body) != response.body_length
+    ):
+        raise InconsistentResponse("response body does not match its signed digest")
+    return response
+
+
+def _to_web_response(
+    response: SignedResponse, body: bytes, signed: SignedRequest, rec: ExchangeRecord
+) -> web.Response:
+    out = web.Response(status=response.status, body=body)
+    headers = out.headers
+    for name, value in response.headers:
+        headers.add(name, value)
+    headers["X-Road-Client"] = str(signed.client)
+    headers["X-Road-Service"] = str(signed.service)
+    headers["X-Road-Id"] = signed.message_id
+    headers["X-Road-Request-Id"] = response.request_id
+    headers["X-Road-Request-Hash"] = response.request_hash
+    if response.error_type is not None:
+        headers["X-Road-Error"] = response.error_type
+    return out
+
+
+async def health(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    return web.json_response(server.health(), dumps=lambda o: orjson.dumps(o).decode())
+
+
+def create_consumer_app(server: SecurityServer) -> web.Application:
+    app = web.Application(client_max_size=server.config.limits.max_body_bytes)
+    app[SERVER_KEY] = server
+    app.router.add_get("/health", health)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app

@@ -1,0 +1,391 @@
+"""The security server process: state, start-up, shutdown.
+
+One :class:`SecurityServer` owns one trusted global configuration, the member signing keys,
+the authentication key, the message log, the policy store and the peer connection pools, and
+serves the consumer port (aiohttp, X-Road REST r1) and the provider port (EXM/1 over mutual TLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from cryptography import x509
+
+from exchange.errors import (
+    ConfigurationError,
+    ConsumerLogFailed,
+    ExchangeError,
+    OutdatedGlobalConf,
+    ProviderLogFailed,
+    ProviderOutdatedGlobalConf,
+)
+from exchange.globalconf.anchor import Anchor
+from exchange.globalconf.client import GlobalConfPoller
+from exchange.globalconf.document import GlobalConf, SecurityServerInfo
+from exchange.globalconf.verifier import TrustedGlobalConf
+from exchange.identifiers import MemberId, ServiceId, SecurityServerId, SubsystemId
+from exchange.messagelog.store import MessageLog, open_readonly
+from exchange.policy.loader import PolicyStore
+from exchange.policy.model import PolicySet
+from exchange.protocol.canonical import b64url
+from exchange.protocol.frames import FrameKind, encode_frame
+from exchange.protocol.jws import Signer
+from exchange.server import tls
+from exchange.server.backend import Backend
+from exchange.server.certs import SignerCertRegistry
+from exchange.server.config import ClientConfig, ServerConfig, ServiceConfig
+from exchange.server.consumer import create_consumer_app
+from exchange.server.peer import PeerPool
+from exchange.server.provider import ProviderConnection
+from exchange.server.records import ExchangeRecord
+from exchange.server.replay import ReplayCache
+from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
+
+log = logging.getLogger("exchange.server")
+
+
+def passphrase_from_env(config: ServerConfig) -> bytes | None:
+    value = os.environ.get(config.passphrase_env)
+    return value.encode() if value else None
+
+
+class SecurityServer:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        passphrase: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.passphrase = passphrase
+        self.anchor = Anchor.load(config.anchor)
+        self.trusted = TrustedGlobalConf(self.anchor, now=int(clock()))
+        self.signers = self._load_signers()
+        self.owner_signer = self.signers.get(config.owner) or next(iter(self.signers.values()))
+        self.auth_cert = load_certificate(config.auth_cert)
+        load_private_key(config.auth_key, passphrase)  # fail early on a bad key or passphrase
+        self.clients: dict[SubsystemId, ClientConfig] = {c.id: c for c in config.clients}
+        self.services: dict[ServiceId, ServiceConfig] = {s.id: s for s in config.services}
+        self._is_fps = {
+            c.id: frozenset(fingerprint(x) for p in c.is_certs for x in load_certificates(p))
+            for c in config.clients
+        }
+        self.replay = ReplayCache(config.limits.clock_skew_seconds)
+        self.signer_registry = SignerCertRegistry([], on_admit=self._keep_cert)
+        self.policy = (
+            PolicyStore(config.policy_dir, provider=config.owner) if config.policy_dir else None
+        )
+        self.backend = Backend(
+            max_response_bytes=config.limits.max_response_bytes,
+            connect_timeout=config.limits.connect_timeout,
+        )
+        self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
+        self.pools: dict[SecurityServerId, PeerPool] = {}
+        self.hello_frame = encode_frame(
+            0,
+            FrameKind.HELLO,
+            {
+                "v": 1,
+                "server": str(config.server_id),
+                "certs": [b64url(s.cert.public_bytes(_DER)) for s in self.signers.values()],
+            },
+        )
+        self.response_timeout = config.limits.backend_timeout + 5.0
+        self._turn = 0
+        self._client_ctx: Any = None
+        self._provider_ctx: Any = None
+        self._ca_fps: tuple[str, ...] = ()
+        self._runner: web.AppRunner | None = None
+        self._sites: list[web.TCPSite] = []
+        self._provider_server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.poller: GlobalConfPoller | None = None
+        self.consumer_port = 0
+        self.consumer_tls_port = 0
+        self.provider_port = 0
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def _load_signers(self) -> dict[MemberId, Signer]:
+        signers = {}
+        for item in self.config.signing:
+            key = load_private_key(item.key, self.passphrase)
+            cert = load_certificate(item.cert)
+            signers[item.member] = Signer(key, cert)
+        if not signers:
+            raise ConfigurationError("no member signing key configured")
+        return signers
+
+    def signer_for(self, member: MemberId | None, *, consumer: bool = False) -> Signer:
+        if member is not None:
+            signer = self.signers.get(member)
+            if signer is not None:
+                return signer
+            if consumer:
+                raise ConfigurationError(
+                    f"this security server holds no signing key for member {member}",
+                    code="Server.ClientProxy.CannotCreateSignature",
+                )
+        return self.owner_signer
+
+    def _keep_cert(self, cert: x509.Certificate) -> None:
+        """Peers' signing certificates go into the log, so it verifies offline."""
+        self.log.register_cert(cert)
+
+    def is_cert_fingerprint(self, der: bytes) -> str:
+        return fingerprint(x509.load_der_x509_certificate(der))
+
+    def is_cert_fps(self, client: SubsystemId) -> frozenset[str]:
+        return self._is_fps.get(client, frozenset())
+
+    # -- global configuration -------------------------------------------------------------------
+
+    def globalconf_or_fail(self, *, provider: bool) -> GlobalConf:
+        try:
+            self.trusted.check_fresh(int(self.clock()))
+        except OutdatedGlobalConf as exc:
+            if provider:
+                raise ProviderOutdatedGlobalConf(exc.message) from None
+            raise
+        conf = self.trusted.current
+        if conf is None:
+            err = "no valid global configuration has been received yet"
+            raise ProviderOutdatedGlobalConf(err) if provider else OutdatedGlobalConf(err)
+        return conf
+
+    def _on_globalconf(self, conf: GlobalConf) -> None:
+        cas = conf.ca_certs()
+        fps = tuple(fingerprint(c) for c in cas)
+        self.signer_registry.set_cas(cas)
+        if fps != self._ca_fps:
+            self._ca_fps = fps
+            self._client_ctx = tls.peer_client_context(
+                self.config.auth_cert, self.config.auth_key, self.passphrase, cas
+            )
+            if self._provider_ctx is not None and cas:
+                self._provider_ctx.load_verify_locations(cadata="".join(_pem(c) for c in cas))
+            self._close_pools()
+        for server_id, pool in list(self.pools.items()):
+            info = conf.server(server_id)
+            if (
+                info is None
+                or info.address != pool.address
+                or frozenset(info.auth_cert_fingerprints) != pool.expected
+            ):
+                pool.close()
+                del self.pools[server_id]
+        log.info("global configuration version %s in force", conf.version)
+
+    def pool_for(self, info: SecurityServerInfo) -> PeerPool:
+        pool = self.pools.get(info.id)
+        if pool is None:
+            pool = PeerPool(
+                info.id,
+                info.address,
+                frozenset(info.auth_cert_fingerprints),
+                ssl_context=self._client_ctx,
+                hello=self.hello_frame,
+                registry=self.signer_registry,
+                size=self.config.limits.peer_connections,
+                connect_timeout=self.config.limits.connect_timeout,
+                max_frame=self.config.limits.max_response_bytes,
+                clock=self.clock,
+            )
+            self.pools[info.id] = pool
+        return pool
+
+    def _close_pools(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        self.pools.clear()
+
+    def next_index(self, n: int) -> int:
+        self._turn = (self._turn + 1) % 1_000_000
+        return self._turn % n
+
+    # -- policy and log -------------------------------------------------------------------------
+
+    def policy_set(self) -> PolicySet:
+        if self.policy is None:
+            return PolicySet(self.config.owner, (), "no-policy")
+        return self.policy.current
+
+    async def log_record(self, rec: ExchangeRecord) -> None:
+        """Append durably; an exchange whose record cannot be written fails (log before answer)."""
+        try:
+            await self.log.append(rec.to_entry(with_bodies=self.config.log_bodies))
+        except ExchangeError as exc:
+            log.error("message log write failed: %s", exc.internal)
+            cls = ConsumerLogFailed if rec.side == "consumer" else ProviderLogFailed
+            raise cls("the exchange could not be logged, so it was not answered") from None
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        await self._start_globalconf()
+        self.log.open()
+        for signer in self.signers.values():
+            self.log.register_cert(signer.cert)
+        self._seed_replay_cache()
+        cas = self.trusted.current.ca_certs() if self.trusted.current else []
+        self._provider_ctx = tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
+        loop = asyncio.get_running_loop()
+        self._provider_server = await loop.create_server(
+            lambda: ProviderConnection(self),
+            cfg.provider.host,
+            cfg.provider.port,
+            ssl=self._provider_ctx,
+        )
+        self.provider_port = self._provider_server.sockets[0].getsockname()[1]
+        await self._start_consumer()
+        if self.policy is not None:
+            self._tasks.append(asyncio.create_task(self._watch_policy()))
+        log.info(
+            "security server %s serving: consumer %s:%s, provider %s:%s",
+            cfg.server_id,
+            cfg.consumer.host,
+            self.consumer_port,
+            cfg.provider.host,
+            self.provider_port,
+        )
+
+    async def _start_globalconf(self) -> None:
+        cfg = self.config
+        self.poller = GlobalConfPoller(
+            self.trusted,
+            self.anchor.download_url,
+            cfg.globalconf_state,
+            interval=self.poll_interval(),
+            on_change=self._on_globalconf,
+        )
+        self.poller.load_persisted()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                await self.poller.fetch_once(int(self.clock()))
+        if self.trusted.current is not None:
+            self._on_globalconf(self.trusted.current)
+        else:
+            self._client_ctx = tls.peer_client_context(
+                cfg.auth_cert, cfg.auth_key, self.passphrase, []
+            )
+            log.error(
+                "no global configuration yet; exchanges fail with OutdatedGlobalConf until one arrives"
+            )
+        self._tasks.append(asyncio.create_task(self.poller.run()))
+
+    def poll_interval(self) -> float:
+        conf = self.trusted.current
+        return float(conf.settings.globalconf_poll_seconds) if conf else 60.0
+
+    async def _start_consumer(self) -> None:
+        cfg = self.config
+        self._runner = web.AppRunner(
+            create_consumer_app(self), access_log=None, handle_signals=False
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.consumer.host, cfg.consumer.port, backlog=1024)
+        await site.start()
+        self._sites.append(site)
+        self.consumer_port = _bound_port(site)
+        if cfg.consumer_tls is not None:
+            is_certs = [x for c in cfg.clients for p in c.is_certs for x in load_certificates(p)]
+            ctx = tls.consumer_https_context(cfg.auth_cert, cfg.auth_key, self.passphrase, is_certs)
+            tls_site = web.TCPSite(
+                self._runner, cfg.consumer_tls.host, cfg.consumer_tls.port, ssl_context=ctx
+            )
+            await tls_site.start()
+            self._sites.append(tls_site)
+            self.consumer_tls_port = _bound_port(tls_site)
+
+    def _seed_replay_cache(self) -> None:
+        horizon_ms = int((self.clock() - 2 * self.config.limits.clock_skew_seconds) * 1000)
+        conn = open_readonly(self.config.log_path)
+        try:
+            rows = conn.execute(
+                "SELECT client, message_id, logged_at FROM records "
+                "WHERE side = 'provider' AND logged_at >= ? AND client IS NOT NULL "
+                "AND message_id IS NOT NULL ORDER BY seq",
+                (horizon_ms,),
+            ).fetchall()
+        finally:
+            conn.close()
+        for client, message_id, logged_at in rows:
+            self.replay.seed(client, message_id, logged_at)
+
+    async def _watch_policy(self) -> None:
+        assert self.policy is not None
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.policy.maybe_reload()
+            except ExchangeError as exc:
+                log.error("policy reload refused, previous policy stays in force: %s", exc.message)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._provider_server is not None:
+            self._provider_server.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._close_pools()
+        await self.backend.close()
+        if self.poller is not None:
+            await self.poller.close()
+        self.log.close()
+
+    def health(self) -> dict[str, Any]:
+        conf = self.trusted.current
+        now = int(self.clock())
+        return {
+            "server": str(self.config.server_id),
+            "globalconf_version": conf.version if conf else None,
+            "globalconf_fresh": bool(conf and not conf.is_expired(now)),
+            "log_size": self.log.size,
+        }
+
+
+from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
+
+_DER = Encoding.DER
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(Encoding.PEM).decode("ascii")
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the asyncio server here
+    assert server is not None
+    return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+
+async def run_server(
+    config: ServerConfig,
+    *,
+    passphrase: bytes | None = None,
+    ready: Callable[[SecurityServer], None] | None = None,
+) -> None:
+    """Run until cancelled (SIGINT/SIGTERM in the CLI)."""
+    server = SecurityServer(config, passphrase=passphrase)
+    await server.start()
+    try:
+        if ready is not None:
+            ready(server)
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,269 @@
+"""The consumer side's connections to provider security servers (EXM/1 over mutual TLS).
+
+A :class:`PeerPool` keeps a few persistent TLS connections to one provider security server and
+spreads requests over them; each connection multiplexes many requests by stream id. On connect
+the provider's authentication certificate fingerprint must be one the global configuration
+registers for the server we meant to reach, and its HELLO must present valid signing
+certificates; otherwise the connection is dropped and the request fails with
+``Server.ClientProxy.SslAuthenticationFailed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cryptography import x509
+
+from exchange.errors import (
+    ConsumerSslAuthenticationFailed,
+    ConsumerTimeout,
+    ExchangeError,
+    NetworkError,
+)
+from exchange.identifiers import SecurityServerId
+from exchange.protocol.canonical import b64url_decode
+from exchange.protocol.frames import Frame, FrameDecoder, FrameError, FrameKind, encode_frame
+from exchange.server.certs import SignerCert, SignerCertRegistry
+from exchange.trust.keys import fingerprint
+
+log = logging.getLogger("exchange.server.peer")
+
+
+def parse_hello_certs(meta: dict[str, Any]) -> list[x509.Certificate]:
+    raw = meta.get("certs", [])
+    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw) or len(raw) > 32:
+        raise FrameError("HELLO certs must be a list of base64url DER certificates")
+    try:
+        return [x509.load_der_x509_certificate(b64url_decode(c)) for c in raw]
+    except ValueError:
+        raise FrameError("HELLO carries a malformed certificate") from None
+
+
+class PeerConnection(asyncio.Protocol):
+    """One TLS connection to a provider; requests are answered in any order."""
+
+    def __init__(
+        self,
+        target: SecurityServerId,
+        expected_fingerprints: frozenset[str],
+        hello: bytes,
+        registry: SignerCertRegistry,
+        max_frame: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.target = target
+        self.expected = expected_fingerprints
+        self.hello = hello
+        self.registry = registry
+        self.decoder = FrameDecoder(max_frame)
+        self.clock = clock
+        self.pending: dict[int, asyncio.Future[Frame]] = {}
+        self.next_id = 1
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.signer_certs: dict[str, SignerCert] = {}
+        self.failure: ExchangeError | None = None
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        # (1) the provider's auth certificate is one registered for the server we meant to reach
+        if der is None or fingerprint(x509.load_der_x509_certificate(der)) not in self.expected:
+            self._fail(
+                ConsumerSslAuthenticationFailed(
+                    f"security server {self.target} presented an authentication certificate "
+                    "that the global configuration does not register for it"
+                )
+            )
+            return
+        transport.write(self.hello)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+            for frame in frames:
+                self._on_frame(frame)
+        except ExchangeError as exc:
+            self._fail(NetworkError(f"protocol error from {self.target}: {exc.message}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        err = self.failure or NetworkError(f"connection to security server {self.target} was lost")
+        if not self.ready.done():
+            self.ready.set_exception(err)
+            self.ready.exception()
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self.pending.clear()
+
+    # -- frames ---------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.kind is FrameKind.HELLO:
+            self._on_hello(frame)
+            return
+        if frame.kind is FrameKind.ERROR and frame.stream_id == 0:
+            message = str(frame.meta.get("message", "refused"))
+            code = str(frame.meta.get("type", "Server.ServerProxy.SslAuthenticationFailed"))
+            self._fail(ExchangeError(message, code=code, status=int(frame.meta.get("status", 403))))
+            return
+        fut = self.pending.pop(frame.stream_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(frame)
+
+    def _on_hello(self, frame: Frame) -> None:
+        # (2) every signing certificate the provider presents is valid and approved
+        now = self.clock()
+        for cert in parse_hello_certs(frame.meta):
+            info = self.registry.admit(cert, now)
+            self.signer_certs[info.thumbprint] = info
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def _fail(self, err: ExchangeError) -> None:
+        self.failure = err
+        if not self.ready.done():
+            self.ready.set_exception(err)
+            self.ready.exception()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def send(self, meta: dict[str, Any], body: bytes) -> asyncio.Future[Frame]:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise NetworkError(f"connection to security server {self.target} is closed")
+        stream_id = self.next_id
+        self.next_id = (stream_id + 1) & 0x7FFFFFFF or 1
+        fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self.pending[stream_id] = fut
+        self.transport.write(encode_frame(stream_id, FrameKind.REQUEST, meta, body))
+        return fut
+
+    def forget(self, fut: asyncio.Future[Frame]) -> None:
+        for key, value in list(self.pending.items()):
+            if value is fut:
+                del self.pending[key]
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class PeerPool:
+    """A few persistent connections to one provider security server."""
+
+    def __init__(
+        self,
+        target: SecurityServerId,
+        address: str,
+        expected_fingerprints: frozenset[str],
+        *,
+        ssl_context: ssl.SSLContext,
+        hello: bytes,
+        registry: SignerCertRegistry,
+        size: int,
+        connect_timeout: float,
+        max_frame: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.target = target
+        self.address = address
+        self.expected = expected_fingerprints
+        self.ssl_context = ssl_context
+        self.hello = hello
+        self.registry = registry
+        self.size = max(1, size)
+        self.connect_timeout = connect_timeout
+        self.max_frame = max_frame
+        self.clock = clock
+        self.connections: list[PeerConnection | None] = [None] * self.size
+        self.connecting: list[asyncio.Task[PeerConnection] | None] = [None] * self.size
+        self.turn = 0
+
+    async def _connect(self) -> PeerConnection:
+        host, _, port = self.address.rpartition(":")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, proto = await loop.create_connection(
+                    lambda: PeerConnection(
+                        self.target,
+                        self.expected,
+                        self.hello,
+                        self.registry,
+                        self.max_frame,
+                        self.clock,
+                    ),
+                    host.strip("[]"),
+                    int(port),
+                    ssl=self.ssl_context,
+                    server_hostname=None,
+                )
+                await proto.ready
+        except TimeoutError:
+            raise ConsumerTimeout(
+                f"connecting to security server {self.target} at {self.address} timed out"
+            ) from None
+        except ssl.SSLError as exc:
+            raise ConsumerSslAuthenticationFailed(
+                f"TLS handshake with security server {self.target} failed: {exc.reason or exc}"
+            ) from None
+        except OSError as exc:
+            raise NetworkError(
+                f"cannot connect to security server {self.target} at {self.address}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        return proto
+
+    async def connection(self) -> PeerConnection:
+        index = self.turn
+        self.turn = (index + 1) % self.size
+        conn = self.connections[index]
+        if conn is not None and not conn.closed:
+            return conn
+        task = self.connecting[index]
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._connect())
+            self.connecting[index] = task
+        try:
+            conn = await asyncio.shield(task)
+        finally:
+            if task.done():
+                self.connecting[index] = None
+        self.connections[index] = conn
+        return conn
+
+    async def request(
+        self, meta: dict[str, Any], body: bytes, timeout: float
+    ) -> tuple[Frame, PeerConnection]:
+        conn = await self.connection()
+        fut = conn.send(meta, body)
+        try:
+            async with asyncio.timeout(timeout):
+                frame = await fut
+        except TimeoutError:
+            conn.forget(fut)
+            raise ConsumerTimeout(
+                f"security server {self.target} did not answer within {timeout:g} s"
+            ) from None
+        return frame, conn
+
+    def close(self) -> None:
+        for conn in self.connections:
+            if conn is not None:
+                conn.close()
+        for task in self.connecting:
+            if task is not None:
+                task.cancel()

@@ -1,0 +1,370 @@
+"""The provider side: peer security servers call it over mutual TLS (DESIGN.md §5).
+
+Each connection is checked once (its authentication certificate) and each request on it fully:
+signature, client hosted by the connecting server, freshness and replay, body digest, service,
+access policy. The backend is called, the response filtered to the granted fields, signed with
+the provider member's key, bound to the request hash, logged durably — and only then sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from exchange.errors import (
+    AccessDenied,
+    ExchangeError,
+    InvalidMessage,
+    InvalidSignatureValue,
+    ProviderOutdatedGlobalConf,
+    ServiceFailed,
+    SslAuthenticationFailed,
+    UnknownService,
+)
+from exchange.identifiers import SecurityServerId
+from exchange.policy.evaluate import evaluate
+from exchange.policy.fields import filter_fields
+from exchange.policy.model import PolicyRequest
+from exchange.protocol.canonical import b64url
+from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, encode_frame
+from exchange.protocol.jws import JwsError, verify
+from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
+from exchange.protocol.rest import end_to_end_headers
+from exchange.server.certs import SignerCert, SignerCertificateError
+from exchange.server.peer import parse_hello_certs
+from exchange.server.records import ExchangeRecord
+from exchange.trust.keys import fingerprint
+from exchange.trust.profiles import check_auth_profile
+from exchange.trust.validation import verify_chain
+
+if TYPE_CHECKING:
+    from exchange.server.core import SecurityServer
+
+log = logging.getLogger("exchange.server.provider")
+
+_JSON = "application/json; charset=utf-8"
+_MAX_INFLIGHT = 512
+
+
+class ProviderConnection(asyncio.Protocol):
+    def __init__(self, server: SecurityServer) -> None:
+        self.server = server
+        self.decoder = FrameDecoder(server.config.limits.max_body_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer_id: SecurityServerId | None = None
+        self.signer_certs: dict[str, SignerCert] = {}
+        self.hello_done = False
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.paused = False
+
+    # -- connection checks ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        try:
+            self.peer_id = self._authenticate(transport)
+        except ExchangeError as err:
+            log.warning(
+                "refused peer %s: %s [%s]",
+                transport.get_extra_info("peername"),
+                err.internal,
+                err.detail,
+            )
+            self._refuse(err)
+
+    def _authenticate(self, transport: asyncio.Transport) -> SecurityServerId:
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        if der is None:
+            raise SslAuthenticationFailed("no authentication certificate presented")
+        cert = x509.load_der_x509_certificate(der)
+        conf = self.server.globalconf_or_fail(provider=True)
+        now = dt.datetime.fromtimestamp(self.server.clock(), dt.UTC)
+        try:
+            # (1) chains to a CA the current global configuration approves, valid now
+            verify_chain(cert, conf.ca_certs(), now)
+            # (2) authentication profile, never a signing certificate
+            check_auth_profile(cert)
+        except ExchangeError as exc:
+            raise SslAuthenticationFailed(
+                "authentication certificate refused", internal=exc.message
+            ) from None
+        # (3) its SHA-256 fingerprint is registered for a security server
+        info = conf.server_by_fingerprint(fingerprint(cert))
+        if info is None:
+            raise SslAuthenticationFailed(
+                "authentication certificate is not registered for any security server",
+                internal=f"fingerprint {fingerprint(cert)}",
+            )
+        return info.id
+
+    def _refuse(self, err: ExchangeError) -> None:
+        if self.transport is None:
+            return
+        meta = {
+            "type": err.code,
+            "message": err.message,
+            "detail": err.detail,
+            "status": err.status,
+        }
+        self.transport.write(encode_frame(0, FrameKind.ERROR, meta))
+        self.transport.close()
+
+    # -- frames ---------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer_id is None:
+            return
+        try:
+            for frame in self.decoder.feed(data):
+                self._on_frame(frame)
+        except ExchangeError as err:
+            log.warning("protocol error from %s: %s", self.peer_id, err.message)
+            self._refuse(err)
+
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.kind is FrameKind.HELLO:
+            self._on_hello(frame)
+        elif frame.kind is FrameKind.REQUEST:
+            if not self.hello_done:
+                raise InvalidMessage("REQUEST before HELLO")
+            task = asyncio.ensure_future(self._answer(frame))
+            self.tasks.add(task)
+            task.add_done_callback(self._task_done)
+            if len(self.tasks) > _MAX_INFLIGHT and self.transport and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
+        else:
+            raise InvalidMessage(f"unexpected frame kind {frame.kind.name}")
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self.paused and len(self.tasks) < _MAX_INFLIGHT // 2 and self.transport:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _on_hello(self, frame: Frame) -> None:
+        now = self.server.clock()
+        for cert in parse_hello_certs(frame.meta):
+            try:
+                info = self.server.signer_registry.admit(cert, now)
+            except SignerCertificateError as err:
+                log.warning(
+                    "peer %s presented a refused signing certificate: %s", self.peer_id, err.message
+                )
+                continue
+            self.signer_certs[info.thumbprint] = info
+        self.hello_done = True
+        assert self.transport is not None
+        self.transport.write(self.server.hello_frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    async def _answer(self, frame: Frame) -> None:
+        out = await handle_request(self.server, self, frame)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def key_for(self, thumbprint: str) -> ec.EllipticCurvePublicKey:
+        info = self.signer_certs.get(thumbprint)
+        if info is None:
+            raise InvalidSignatureValue(
+                "request signed with a certificate the peer did not present or that was refused"
+            )
+        self.server.signer_registry.check_time(info, self.server.clock())
+        return info.public_key
+
+
+# --- one request ---------------------------------------------------------------------------------
+
+
+async def handle_request(server: SecurityServer, conn: ProviderConnection, frame: Frame) -> bytes:
+    rec = ExchangeRecord(
+        side="provider", peer_server=str(conn.peer_id), started_ns=time.perf_counter_ns()
+    )
+    request: SignedRequest | None = None
+    try:
+        request, status, headers, body, released, policy_version = await _process(
+            server, conn, frame, rec
+        )
+    except ExchangeError as err:
+        if not isinstance(err, AccessDenied):
+            log.info("request %s refused: %s [%s]", rec.message_id, err.internal, err.detail)
+        rec.fail(err)
+        status, body = err.status, orjson.dumps(err.body())
+        headers = [("content-type", _JSON)]
+        released, policy_version = None, (rec.decision or {}).get("policy_version")
+    rec.http_status = status
+    rec.response_body = body
+    response = SignedResponse(
+        message_id=rec.message_id or "",
+        request_id=str(uuid.uuid4()),
+        request_hash=rec.request_hash or "",
+        status=status,
+        headers=tuple(headers),
+        body_sha256=b64url(hashlib.sha256(body).digest()),
+        body_length=len(body),
+        error_type=None if rec.error is None else rec.error.code,
+        error_message=None if rec.error is None else rec.error.message,
+        policy_version=policy_version,
+        released_fields=released,
+        timestamp_ms=int(server.clock() * 1000),
+    )
+    signer = server.signer_for(request.service.member if request is not None else None)
+    rec.response_jws = signer.sign(response.canonical())
+    rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
+    try:
+        await server.log_record(rec)
+    except ExchangeError as err:
+        meta = {
+            "type": err.code,
+            "message": err.message,
+            "detail": err.detail,
+            "status": err.status,
+        }
+        return encode_frame(frame.stream_id, FrameKind.ERROR, meta)
+    return encode_frame(frame.stream_id, FrameKind.RESPONSE, {"jws": rec.response_jws}, body)
+
+
+async def _process(
+    server: SecurityServer, conn: ProviderConnection, frame: Frame, rec: ExchangeRecord
+) -> tuple[SignedRequest, int, list[tuple[str, str]], bytes, tuple[str, ...] | None, str | None]:
+    token = frame.meta.get("jws")
+    if not isinstance(token, str):
+        raise InvalidMessage("REQUEST frame carries no signed request")
+    rec.request_jws = token
+    rec.request_hash = request_hash(token)
+    rec.request_body = frame.body
+    conf = server.globalconf_or_fail(provider=True)
+    # (1) the signature verifies with a signing certificate the peer presented and we admitted
+    try:
+        verified = verify(token, conn.key_for)
+    except JwsError as exc:
+        raise InvalidSignatureValue(f"request signature is invalid: {exc.message}") from None
+    request = SignedRequest.from_payload(verified.payload)
+    _describe(rec, request)
+    signer = conn.signer_certs[verified.header["x5t#S256"]]
+    # (2) signed by the client's own member
+    if signer.member != request.client.member:
+        raise InvalidSignatureValue(
+            f"request for client {request.client} is signed by member {signer.member}"
+        )
+    # (3) addressed to this security server
+    if request.security_server != server.config.server_id:
+        raise InvalidMessage(f"request is addressed to security server {request.security_server}")
+    # (4) the client subsystem is hosted by the connecting security server
+    peer = conf.server(conn.peer_id) if conn.peer_id is not None else None
+    if peer is None or request.client not in peer.clients:
+        raise SslAuthenticationFailed(
+            f"client {request.client} is not hosted by the connecting security server {conn.peer_id}"
+        )
+    # (5) fresh, and not seen before
+    server.replay.check_and_add(
+        str(request.client), request.message_id, request.timestamp_ms, int(server.clock() * 1000)
+    )
+    # (6) the body is the one that was signed
+    digest = b64url(hashlib.sha256(frame.body).digest())
+    if digest != request.body_sha256 or len(frame.body) != request.body_length:
+        raise InvalidMessage("request body does not match its signed digest")
+    # (7) a service this server provides
+    service = server.services.get(request.service)
+    if service is None:
+        raise UnknownService(f"service {request.service} is not provided by this security server")
+    # (8) the access policy grants it
+    decision = _decide(server, request, conf, rec)
+    # (9) the backend answers, and only granted fields leave this server
+    backend_headers = end_to_end_headers(request.headers) + _xroad_backend_headers(request, rec)
+    result = await server.backend.call(
+        request.method,
+        service.url,
+        request.path,
+        request.query,
+        [(k, v) for k, v in backend_headers],
+        frame.body,
+        min(service.timeout, server.config.limits.backend_timeout),
+    )
+    headers = [(k, v) for k, v in end_to_end_headers(result.headers)]
+    body = result.body
+    released: tuple[str, ...] | None = None
+    if decision.fields is not None and 200 <= result.status < 300:
+        body, released = _minimise(body, headers, decision.fields)
+        rec.released_fields = list(released)
+    return request, result.status, headers, body, released, decision.policy_version
+
+
+def _describe(rec: ExchangeRecord, request: SignedRequest) -> None:
+    rec.message_id = request.message_id
+    rec.client = str(request.client)
+    rec.service = str(request.service)
+    rec.method = request.method
+    rec.path = request.path + ("?" + request.query if request.query else "")
+    rec.user_id = request.user_id
+    rec.purpose = request.purpose
+    rec.issue = request.issue
+
+
+def _xroad_backend_headers(request: SignedRequest, rec: ExchangeRecord) -> list[list[str]]:
+    out = [
+        ["X-Road-Client", str(request.client)],
+        ["X-Road-Service", str(request.service)],
+        ["X-Road-Id", request.message_id],
+    ]
+    for name, value in (
+        ("X-Road-UserId", request.user_id),
+        ("X-Road-Issue", request.issue),
+        ("X-Road-Represented-Party", request.represented_party),
+        ("X-Road-Purpose", request.purpose),
+    ):
+        if value is not None:
+            out.append([name, value])
+    return out
+
+
+def _decide(server: SecurityServer, request: SignedRequest, conf: Any, rec: ExchangeRecord) -> Any:
+    policy = server.policy_set()
+    decision = evaluate(
+        policy,
+        PolicyRequest(
+            client=request.client,
+            service=request.service,
+            method=request.method,
+            path=request.path,
+            purpose=request.purpose,
+            user_id=request.user_id,
+        ),
+        groups=conf.groups_of(request.client),
+        now=dt.datetime.fromtimestamp(server.clock(), dt.UTC),
+    )
+    rec.decision = {**decision.log_entry(), "reason": decision.reason}
+    if not decision.allowed:
+        raise decision.error()
+    return decision
+
+
+def _minimise(
+    body: bytes, headers: list[tuple[str, str]], fields: tuple[str, ...]
+) -> tuple[bytes, tuple[str, ...]]:
+    if not body:
+        return body, ()
+    ctype = next((v for k, v in headers if k == "content-type"), "")
+    if "json" not in ctype.lower():
+        raise ServiceFailed(
+            "the grant releases only some fields, but the service did not answer JSON"
+        )
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ServiceFailed("the service answered malformed JSON") from None
+    filtered, released = filter_fields(value, fields)
+    return orjson.dumps(filtered), tuple(released)

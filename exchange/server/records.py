@@ -1,0 +1,87 @@
+"""Message log entries as the security server writes them (DESIGN.md §8).
+
+One entry per exchange per side, including refused and failed ones. The entry holds the signed
+request and response (compact JWS), so an auditor can check both signatures; with bodies
+logged, the bodies too (base64), so the digests inside the signatures can be checked.
+
+No IO.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from exchange.errors import ExchangeError
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(slots=True)
+class ExchangeRecord:
+    """Mutable while an exchange is processed; frozen into a dict when logged."""
+
+    side: str
+    message_id: str | None = None
+    client: str | None = None
+    service: str | None = None
+    peer_server: str | None = None
+    method: str | None = None
+    path: str | None = None
+    user_id: str | None = None
+    purpose: str | None = None
+    issue: str | None = None
+    request_jws: str | None = None
+    response_jws: str | None = None
+    request_hash: str | None = None
+    request_body: bytes | None = None
+    response_body: bytes | None = None
+    http_status: int | None = None
+    error: ExchangeError | None = None
+    decision: dict[str, Any] | None = None
+    released_fields: list[str] | None = None
+    started_ns: int = 0
+    timings: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, err: ExchangeError) -> None:
+        self.error = err
+        self.http_status = err.status
+
+    def to_entry(self, *, with_bodies: bool) -> dict[str, Any]:
+        err = self.error
+        entry: dict[str, Any] = {
+            "side": self.side,
+            "message_id": self.message_id,
+            "client": self.client,
+            "service": self.service,
+            "peer_server": self.peer_server,
+            "method": self.method,
+            "path": self.path,
+            "user_id": self.user_id,
+            "purpose": self.purpose,
+            "issue": self.issue,
+            "status": "ok" if err is None else "error",
+            "http_status": self.http_status,
+            "error": None
+            if err is None
+            else {
+                "type": err.code,
+                "message": err.message,
+                "detail": err.detail,
+                "internal": err.internal,
+            },
+            "request_jws": self.request_jws,
+            "response_jws": self.response_jws,
+            "request_hash": self.request_hash,
+            "decision": self.decision,
+            "released_fields": self.released_fields,
+            "timings_us": self.timings,
+            "bodies": "logged" if with_bodies else "digests-only",
+        }
+        if with_bodies:
+            entry["request_body"] = None if self.request_body is None else b64(self.request_body)
+            entry["response_body"] = None if self.response_body is None else b64(self.response_body)
+        return entry
