@@ -6,8 +6,9 @@ import click
 
 from exchange.cli.ca import group as ca_group
 from exchange.cli.central import group as central_group
+from exchange.cli.demo import command as demo_command
 from exchange.cli.log import group as log_group
 from exchange.cli.policy import group as policy_group
 from exchange.cli.server import group as server_group
 
-GROUPS: list[click.Command] = [central_group, ca_group, server_group, policy_group, log_group]
+GROUPS: list[click.Command] = [demo_command, central_group, ca_group, server_group, policy_group, log_group]

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,22 @@ from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import cert_pem, fingerprint, load_certificate
 
 INSTANCE = "PS"
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[str, int], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        transient=True, disable=not enabled,
+    ) as bar:
+        task = bar.add_task("generating people", total=total)
+
+        def update(phase: str, done: int) -> None:
+            bar.update(task, completed=done, description=f"generating people ({phase})")
+
+        yield update
 POLICY_SOURCE = Path(__file__).resolve().parents[2] / "policies"
 
 
@@ -89,6 +105,7 @@ class Federation:
     sites: dict[MemberId, ServerSite] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
     sample_ids: list[str] = field(default_factory=list)
+    unknown_id: str = ""
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -112,13 +129,28 @@ class Federation:
         say(f"{len(MINISTRIES)} security servers set up and registered at the central server")
 
     def _build_registry(self, say: Callable[[str], None]) -> None:
-        from adapters.population.store import create_registry, sample_national_ids
+        from adapters.population.generator import make_national_id
+        from adapters.population.store import PopulationStore, build_registry
+
+        def store_get(db: Path, nid: str) -> object:
+            with PopulationStore(db) as st:
+                return st.get_person(nid)
 
         self.registry_db = self.state_dir / "population" / "registry.sqlite"
         self.registry_db.parent.mkdir(parents=True, exist_ok=True)
-        create_registry(self.registry_db, self.people, seed=self.seed, progress=self.progress)
-        self.sample_ids = sample_national_ids(self.registry_db, 5)
-        say(f"population registry generated: {self.people:,} people")
+        with _progress(self.progress, self.people) as on_progress:
+            report = build_registry(
+                self.registry_db, self.people, seed=self.seed, on_progress=on_progress
+            )
+        with PopulationStore(self.registry_db) as store:
+            people = store.sample(5, locality="Biddu") or store.sample(5)
+        self.sample_ids = [p["national_id"] for p in people]
+        self.unknown_id = next(
+            make_national_id(n)
+            for n in range(10_000_000, 99_999_999, 7919)
+            if store_get(self.registry_db, make_national_id(n)) is None
+        )
+        say(f"population registry generated: {report.count:,} people in {report.seconds:.1f} s")
 
     def _build_site(self, ministry: Ministry, anchor: Path, policies: Path) -> None:
         assert self.ca is not None

@@ -111,10 +111,17 @@ async def _await_ready(stream: asyncio.StreamReader, log_path: Path) -> dict[str
             raise ChildFailed("exited")
         text = line.decode(errors="replace").strip()
         if text.startswith("READY"):
-            payload = text[len("READY") :].strip()
-            return json.loads(payload) if payload else {}
+            return _ready_payload(text[len("READY") :].strip())
         with log_path.open("a") as fh:
             fh.write(text + "\n")
+
+
+def _ready_payload(payload: str) -> dict[str, Any]:
+    """``READY {json}`` or ``READY key=value ...``."""
+    if payload.startswith("{"):
+        data = json.loads(payload)
+        return data if isinstance(data, dict) else {}
+    return dict(item.partition("=")[::2] for item in payload.split())
 
 
 async def _drain(stream: asyncio.StreamReader, log_path: Path) -> None:

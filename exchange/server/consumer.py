@@ -19,6 +19,7 @@ from aiohttp import web
 
 from exchange.errors import (
     ClientAuthenticationFailed,
+    ConsumerServerError,
     ConsumerInvalidSignature,
     ExchangeError,
     InconsistentResponse,
@@ -60,7 +61,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
     server = request.app[SERVER_KEY]
     rec = ExchangeRecord(side="consumer", started_ns=time.perf_counter_ns())
     try:
-        return await _consume(server, request, rec)
+        try:
+            return await _consume(server, request, rec)
+        except ExchangeError:
+            raise
+        except Exception as exc:
+            log.exception("internal error in exchange %s", rec.message_id)
+            raise ConsumerServerError("internal error of the security server", internal=repr(exc)) from exc
     except ExchangeError as err:
         log.info("exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
         rec.fail(err)

@@ -7,6 +7,7 @@ anchor), or from CA certificate files an auditor supplies.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,9 @@ def trusted_cas_of(config: ServerConfig) -> list[x509.Certificate]:
             f"{config.globalconf_state} does not exist: the server has never received a global "
             "configuration; give the CA certificates with --ca"
         ) from None
-    trusted = TrustedGlobalConf(anchor, now=0)
-    trusted.load_local(data, now=0)
+    now = int(time.time())
+    trusted = TrustedGlobalConf(anchor, now=now)
+    trusted.load_local(data, now=now)
     conf = trusted.current
     if conf is None:
         raise ConfigurationError("the stored global configuration could not be loaded")

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from cryptography import x509
@@ -25,6 +25,7 @@ from exchange.errors import (
     ExchangeError,
     InvalidMessage,
     InvalidSignatureValue,
+    ProviderServerError,
     ProviderOutdatedGlobalConf,
     ServiceFailed,
     SslAuthenticationFailed,
@@ -69,8 +70,8 @@ class ProviderConnection(asyncio.Protocol):
     # -- connection checks ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
+        transport = self.transport
         try:
             self.peer_id = self._authenticate(transport)
         except ExchangeError as err:

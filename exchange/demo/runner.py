@@ -1,0 +1,133 @@
+"""``exchange demo``: build the example federation, run it, exchange, verify, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from exchange.demo.federation import Federation
+from exchange.demo.scenario import Outcome, run_scenario
+from exchange.messagelog.verify import VerifyReport
+from exchange.server.config import load_server_config
+from exchange.server.logcheck import verify_server_log
+
+
+@dataclass
+class DemoResult:
+    outcomes: list[Outcome]
+    reports: dict[str, VerifyReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.passed for o in self.outcomes) and all(r.ok for r in self.reports.values())
+
+
+def _outcome_table(outcomes: list[Outcome]) -> Table:
+    table = Table(title="Exchanges through the security servers", show_lines=False)
+    for col in ("", "caller", "request", "status", "X-Road-Error", "fields received"):
+        table.add_column(col, overflow="fold")
+    for o in outcomes:
+        mark = "[green]✓[/green]" if o.passed else "[red]✗[/red]"
+        path = o.step.path.split("/", 7)[-1] if o.step.path.count("/") >= 7 else o.step.path
+        table.add_row(
+            mark,
+            o.step.caller,
+            f"{o.step.title}\n[dim]GET …/{path}[/dim]",
+            str(o.status),
+            o.error or "[dim]-[/dim]",
+            ", ".join(o.fields) or "[dim]-[/dim]",
+        )
+    return table
+
+
+def _verify_all(federation: Federation, console: Console) -> dict[str, VerifyReport]:
+    reports: dict[str, VerifyReport] = {}
+    for member, site in federation.sites.items():
+        report = verify_server_log(load_server_config(site.config))
+        reports[str(member)] = report
+        verdict = "[green]OK[/green]" if report.ok else "[red]FAILED[/red]"
+        console.print(
+            f"  exchange log verify --config {site.config}\n"
+            f"    {verdict}: {report.records} records, "
+            f"{report.tree_heads_verified}/{report.tree_heads} signed tree heads verified"
+        )
+    return reports
+
+
+async def run_demo(
+    console: Console,
+    *,
+    state_dir: Path | None,
+    serve: bool,
+    people: int,
+    progress: bool = True,
+) -> DemoResult:
+    temporary = state_dir is None
+    root = Path(tempfile.mkdtemp(prefix="exchange-demo-")) if state_dir is None else state_dir
+    federation = Federation(root.resolve(), people=people, progress=progress)
+    say = lambda text: console.print(f"[dim]•[/dim] {text}")  # noqa: E731
+    console.rule("[bold]Exchange: the example federation (instance PS)")
+    try:
+        federation.build(say)
+        await federation.start(say)
+        outcomes = await run_scenario(federation)
+        console.print(_outcome_table(outcomes))
+        if serve:
+            console.rule("Message logs (servers running)")
+            reports = _verify_all(federation, console)
+            path = federation.write_endpoints()
+            _print_serving(console, federation, path)
+            await _wait_for_signal()
+            await federation.stop()
+        else:
+            await federation.stop()
+            console.rule("Message logs, verified offline after the servers stopped")
+            reports = _verify_all(federation, console)
+        result = DemoResult(outcomes, reports)
+        passed = sum(o.passed for o in outcomes)
+        verdict = "[green]all as expected[/green]" if result.ok else "[red]NOT as expected[/red]"
+        console.print(
+            f"\n{passed}/{len(outcomes)} exchanges as expected, "
+            f"{sum(r.ok for r in reports.values())}/{len(reports)} message logs verified: {verdict}"
+        )
+        return result
+    finally:
+        await federation.stop()
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _print_serving(console: Console, federation: Federation, path: Path) -> None:
+    from exchange.demo.federation import MINISTRIES
+
+    window = federation.sites[MINISTRIES[1].member]
+    nid = federation.sample_ids[0]
+    console.rule("Serving")
+    console.print(f"endpoints: {path}")
+    console.print("try:")
+    console.print(
+        f"  curl -s -H 'X-Road-Client: PS/GOV/PALPOST/unified-window' "
+        f"-H 'X-Road-Purpose: citizen-service' "
+        f"http://127.0.0.1:{window.consumer_port}/r1/PS/GOV/MOI/population-registry/persons/{nid}"
+    )
+    console.print(f"  exchange log show --config {federation.sites[MINISTRIES[0].member].config}")
+    console.print("Ctrl-C (SIGINT) or SIGTERM stops the federation.")
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
