@@ -16,6 +16,7 @@ from rich.table import Table
 from adapters.population.generator import MAX_COUNT
 from adapters.population.store import BuildReport, PopulationStore, build_registry
 from exchange.cli.common import console, err_console, handle_errors, print_json
+from exchange.errors import ConfigurationError
 
 _DB = click.option(
     "--db",
@@ -45,12 +46,14 @@ def group() -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @handle_errors
 def generate(db_path: Path, count: int, seed: int, force: bool, no_progress: bool) -> None:
-    """Generate a registry of COUNT synthetic people with families into a new file.
+    """Generate a registry of --count synthetic people, in families, into a new file.
 
     \b
     Example:
       exchange registry generate --db registry.db --count 1000000 --seed 7
     """
+    if db_path.exists() and not force:
+        raise ConfigurationError(f"{db_path} already exists; pass --force to replace it")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=err_console, disable=no_progress) as bar:
         task = bar.add_task("people", total=count)
@@ -79,7 +82,7 @@ def _print_report(report: BuildReport) -> None:
 def serve(db_path: Path, host: str, port: int) -> None:
     """Serve the registry over HTTP until interrupted; prints a READY line once listening.
 
-    The provider security server's ``persons`` service points at URL/persons.
+    Point the provider security server's service "persons" at the printed URL + /persons.
 
     \b
     Example:
@@ -96,7 +99,9 @@ def serve(db_path: Path, host: str, port: int) -> None:
 
 @group.command()
 @_DB
-@click.option("-n", "count", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option(
+    "-n", "count", type=click.IntRange(1, 100), default=5, show_default=True, help="How many."
+)
 @click.option("--locality", help="Only people living there, e.g. Biddu.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the people's full records).")
 @handle_errors

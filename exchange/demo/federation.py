@@ -140,7 +140,7 @@ class Federation:
         self.registry_db.parent.mkdir(parents=True, exist_ok=True)
         with _progress(self.progress, self.people) as on_progress:
             report = build_registry(
-                self.registry_db, self.people, seed=self.seed, on_progress=on_progress
+                self.registry_db, self.people, seed=self.seed, on_progress=on_progress, replace=True
             )
         with PopulationStore(self.registry_db) as store:
             people = store.sample(5, locality="Biddu") or store.sample(5)

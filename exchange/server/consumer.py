@@ -140,9 +140,11 @@ async def _consume(
     token = server.signer_for(client.member, consumer=True).sign(signed.canonical())
     rec.request_jws = token
     rec.request_hash = request_hash(token)
+    rec.mark("signed")
     # (7) send, and check what comes back
     pool = server.pool_for(provider)
     frame, conn = await pool.request({"jws": token}, body, server.response_timeout)
+    rec.mark("answered")
     if frame.kind is FrameKind.ERROR:
         meta = frame.meta
         raise ExchangeError(

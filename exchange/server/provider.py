@@ -254,6 +254,7 @@ async def _process(
     except JwsError as exc:
         raise InvalidSignatureValue(f"request signature is invalid: {exc.message}") from None
     request = SignedRequest.from_payload(verified.payload)
+    rec.mark("verified")
     _describe(rec, request)
     signer = conn.signer_certs[verified.header["x5t#S256"]]
     # (2) signed by the client's own member
@@ -284,6 +285,7 @@ async def _process(
         raise UnknownService(f"service {request.service} is not provided by this security server")
     # (8) the access policy grants it
     decision = _decide(server, request, conf, rec)
+    rec.mark("decided")
     # (9) the backend answers, and only granted fields leave this server
     backend_headers = end_to_end_headers(request.headers) + _xroad_backend_headers(request, rec)
     result = await server.backend.call(
@@ -295,6 +297,7 @@ async def _process(
         frame.body,
         min(service.timeout, server.config.limits.backend_timeout),
     )
+    rec.mark("backend")
     headers = [(k, v) for k, v in end_to_end_headers(result.headers)]
     body = result.body
     released: tuple[str, ...] | None = None

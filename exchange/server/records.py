@@ -10,6 +10,7 @@ No IO.
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,10 @@ class ExchangeRecord:
     released_fields: list[str] | None = None
     started_ns: int = 0
     timings: dict[str, int] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        """Note the time since the start of the exchange, in µs (logged with the record)."""
+        self.timings[name] = (time.perf_counter_ns() - self.started_ns) // 1000
 
     def fail(self, err: ExchangeError) -> None:
         self.error = err
