@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ import orjson
 from exchange.errors import BadRequest
 
 _OPTS = orjson.OPT_SORT_KEYS
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def canonical_bytes(document: Any) -> bytes:
@@ -52,6 +54,9 @@ def b64url(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
+    """Decode unpadded base64url (RFC 7515 §2); any other character is a ``ValueError``."""
+    if _B64URL.fullmatch(text) is None:
+        raise ValueError("not unpadded base64url")
     pad = "=" * (-len(text) % 4)
     return base64.urlsafe_b64decode(text + pad)
 

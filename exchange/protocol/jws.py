@@ -80,7 +80,7 @@ class VerifiedJws:
 
 
 def _split(token: str) -> tuple[str, str, str]:
-    if not isinstance(token, str) or len(token) > _MAX_TOKEN:
+    if not isinstance(token, str) or len(token) > _MAX_TOKEN or not token.isascii():
         raise JwsError("malformed JWS: not a compact token")
     parts = token.split(".")
     if len(parts) != 3:

@@ -84,6 +84,11 @@ def _digest(doc: dict[str, Any]) -> tuple[str, int]:
     return _req_str(body, "sha256"), _req_int(body, "length")
 
 
+def _is_version(doc: dict[str, Any], kind: str) -> bool:
+    version = doc.get("v")
+    return type(version) is int and version == VERSION and doc.get("type") == kind
+
+
 def _as_object(payload: bytes) -> dict[str, Any]:
     try:
         doc = loads(payload)
@@ -142,7 +147,7 @@ class SignedRequest:
     @classmethod
     def from_payload(cls, payload: bytes) -> SignedRequest:
         doc = _as_object(payload)
-        if doc.get("v") != VERSION or doc.get("type") != "request":
+        if not _is_version(doc, "request"):
             raise InvalidMessage("not a version 1 signed request")
         sha, length = _digest(doc)
         code = "Server.ServerProxy.InvalidMessage"
@@ -211,7 +216,7 @@ class SignedResponse:
     @classmethod
     def from_payload(cls, payload: bytes) -> SignedResponse:
         doc = _as_object(payload)
-        if doc.get("v") != VERSION or doc.get("type") != "response":
+        if not _is_version(doc, "response"):
             raise InvalidMessage("not a version 1 signed response")
         sha, length = _digest(doc)
         rh = doc.get("request_hash")

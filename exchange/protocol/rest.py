@@ -63,7 +63,8 @@ FILTERED_HEADERS: Final = frozenset(
     }
 )
 _XROAD_PREFIX: Final = "x-road-"
-_TEXT = re.compile(r"[\x20-\x7e\u00a0-\uffff]*")
+# printable text; no lone surrogates (aiohttp maps non-UTF-8 header bytes to them)
+_TEXT = re.compile(r"[\x20-\x7e\u00a0-\ud7ff\ue000-\uffff]*")
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 
 
