@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.errors import ClientError
+from exchange.errors import BadRequest, ClientError
 from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
 from exchange.protocol.rest import (
     FILTERED_HEADERS,
@@ -461,7 +461,10 @@ def test_every_filtered_header_is_dropped_in_any_case(name: str) -> None:
 
 @given(
     headers=st.lists(
-        st.tuples(st.text(alphabet="abcXYZ-", min_size=1, max_size=10), st.text(max_size=10)),
+        st.tuples(
+            st.text(alphabet="abcXYZ-", min_size=1, max_size=10),
+            st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=10),
+        ),
         max_size=10,
     )
 )
@@ -471,3 +474,17 @@ def test_end_to_end_keeps_everything_else(headers: list[tuple[str, str]]) -> Non
         for n, v in headers
         if n.lower() not in FILTERED_HEADERS and not n.lower().startswith("x-road-")
     ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("clerk\udcff", id="lone-surrogate"),
+        pytest.param("a\x00b", id="nul"),
+        pytest.param("a\nb", id="newline"),
+    ],
+)
+def test_end_to_end_refuses_header_values_that_are_not_text(value: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        end_to_end_headers([("X-Custom", value)])
+    assert info.value.code == "Client.InvalidHeader"

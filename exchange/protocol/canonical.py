@@ -18,7 +18,8 @@ import orjson
 
 from exchange.errors import BadRequest
 
-_OPTS = orjson.OPT_SORT_KEYS
+# passthrough: dataclasses and datetimes are refused (TypeError), never serialised implicitly
+_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 

@@ -167,5 +167,7 @@ def end_to_end_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
         lname = name.lower()
         if lname in FILTERED_HEADERS or lname.startswith(_XROAD_PREFIX):
             continue
+        if _TEXT.fullmatch(value) is None:
+            raise BadRequest(f"header {name} has a value that is not text", code="Client.InvalidHeader")
         kept.append([lname, value])
     return kept

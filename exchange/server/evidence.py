@@ -50,6 +50,22 @@ def _refused_by_consumer(entry: dict[str, Any]) -> bool:
     )
 
 
+_PROVIDER_REFUSALS = frozenset(
+    {"Server.ServerProxy.InvalidSignatureValue", "Server.ServerProxy.InvalidMessage"}
+)
+
+
+def _refused_by_provider(entry: dict[str, Any]) -> bool:
+    """The provider refused a request whose signature or shape did not check out: the request
+    is logged as evidence of what arrived, and is expected not to check out."""
+    error = entry.get("error")
+    return (
+        entry.get("side") == "provider"
+        and isinstance(error, dict)
+        and error.get("type") in _PROVIDER_REFUSALS
+    )
+
+
 def check_entry(entry: dict[str, Any], lookup: KeyLookup) -> list[str]:
     problems: list[str] = []
     signers: dict[str, MemberId] = {}
@@ -63,7 +79,7 @@ def check_entry(entry: dict[str, Any], lookup: KeyLookup) -> list[str]:
     resp_token = entry.get("response_jws")
     request: SignedRequest | None = None
     try:
-        if isinstance(req_token, str):
+        if isinstance(req_token, str) and not _refused_by_provider(entry):
             # (1) the signed request verifies, signed by the client's member
             verified = verify(req_token, key_for)
             request = SignedRequest.from_payload(verified.payload)

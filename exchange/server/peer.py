@@ -98,6 +98,7 @@ class PeerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        print("CONNLOST", repr(exc), type(exc).__mro__)
         err = self.failure or NetworkError(f"connection to security server {self.target} was lost")
         if not self.ready.done():
             self.ready.set_exception(err)

@@ -298,7 +298,10 @@ async def _process(
         min(service.timeout, server.config.limits.backend_timeout),
     )
     rec.mark("backend")
-    headers = [(k, v) for k, v in end_to_end_headers(result.headers)]
+    try:
+        headers = [(k, v) for k, v in end_to_end_headers(result.headers)]
+    except ExchangeError:
+        raise ServiceFailed("the service answered a header value that is not text") from None
     body = result.body
     released: tuple[str, ...] | None = None
     if decision.fields is not None and 200 <= result.status < 300:

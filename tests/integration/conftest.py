@@ -9,7 +9,6 @@ additional servers with :meth:`Net.add_server`.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,6 @@ from exchange.central.registry import Registry
 from exchange.central.setup import init_central
 from exchange.demo.processes import free_port
 from exchange.identifiers import (
-    MemberId,
     SecurityServerId,
     ServiceId,
     SubsystemId,

@@ -1,0 +1,67 @@
+"""What an operator wants to know about one security server without starting it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from exchange.globalconf.anchor import Anchor
+from exchange.globalconf.verifier import TrustedGlobalConf
+from exchange.messagelog.store import open_readonly
+from exchange.server.config import load_server_config
+from exchange.trust.keys import fingerprint, load_certificate
+
+EXPIRY_WARNING_DAYS = 30
+
+
+def _cert_status(cert: x509.Certificate, now: dt.datetime) -> dict[str, Any]:
+    left = cert.not_valid_after_utc - now
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "fingerprint": fingerprint(cert),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "days_left": left.days,
+        "warning": "expires soon" if left.days < EXPIRY_WARNING_DAYS else None,
+    }
+
+
+def server_status(config_path: Path) -> dict[str, Any]:
+    config = load_server_config(config_path)
+    now = dt.datetime.now(dt.UTC)
+    status: dict[str, Any] = {
+        "server": str(config.server_id),
+        "config": str(config.path),
+        "consumer": f"{config.consumer.host}:{config.consumer.port}",
+        "provider": f"{config.provider.host}:{config.provider.port}",
+        "auth_cert": _cert_status(load_certificate(config.auth_cert), now),
+        "signing_certs": {
+            str(s.member): _cert_status(load_certificate(s.cert), now) for s in config.signing
+        },
+        "clients": [str(c.id) for c in config.clients],
+        "services": {str(s.id): s.url for s in config.services},
+    }
+    try:
+        data = config.globalconf_state.read_bytes()
+        trusted = TrustedGlobalConf(Anchor.load(config.anchor), now=int(time.time()))
+        trusted.load_local(data, now=int(time.time()))
+        conf = trusted.current
+        assert conf is not None
+        status["globalconf"] = {
+            "version": conf.version,
+            "expires_at": dt.datetime.fromtimestamp(conf.expires_at, dt.UTC).isoformat(),
+            "fresh": not conf.is_expired(int(time.time())),
+        }
+    except OSError:
+        status["globalconf"] = None
+    if config.log_path.exists():
+        conn = open_readonly(config.log_path)
+        try:
+            (count,) = conn.execute("SELECT count(*) FROM records").fetchone()
+        finally:
+            conn.close()
+        status["message_log"] = {"path": str(config.log_path), "records": count}
+    return status

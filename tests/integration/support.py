@@ -1,0 +1,174 @@
+"""Helpers for the integration tests that try to break the guarantees of DESIGN.md §5.
+
+- :func:`publish` makes the central server publish its registry now and every running security
+  server fetch it (instead of waiting for the publisher's change check).
+- :func:`launch` adds one more security server to the shared federation, optionally after
+  ``prepare`` changed its files (swapped certificates) before it loads them.
+- :func:`assert_xroad_error`, :func:`logged` and :func:`assert_serving` check the three things
+  every refusal test checks: the exact X-Road error, the record in the message log, and that the
+  server keeps serving.
+
+Nothing here is mocked: these are the real servers of :mod:`tests.integration.conftest`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography import x509
+
+from exchange.central.app import PUBLISHER_KEY
+from exchange.identifiers import SecurityServerId, ServiceId, SubsystemId
+from exchange.messagelog.query import RecordView, query_records
+from exchange.server.config import ServerConfig, load_server_config
+from exchange.server.core import SecurityServer
+from exchange.trust.ca import CertificateAuthority
+from exchange.trust.keys import fingerprint, generate_key, save_certificate, save_private_key
+from tests.integration.conftest import Net
+
+PERSONS = "/r1/PS/GOV/MOI/population-registry/persons"
+ECHO = "/r1/PS/GOV/MOI/population-registry/echo"
+MISC = "/r1/PS/GOV/MOI/population-registry/misc"
+TEXT = "/r1/PS/GOV/MOI/population-registry/text"
+
+Prepare = Callable[[ServerConfig], None]
+
+
+def new_id(prefix: str) -> str:
+    """A fresh X-Road-Id, readable in logs."""
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+async def publish(net: Net) -> None:
+    """Publish the registry's current content now; every running server fetches it."""
+    await net.central_runner.app[PUBLISHER_KEY].regenerate()
+    for server in net.servers.values():
+        if server.poller is not None:
+            await server.poller.fetch_once()
+
+
+async def launch(
+    net: Net,
+    name: str,
+    server_id: SecurityServerId,
+    *,
+    clients: list[SubsystemId],
+    services: list[tuple[ServiceId, str]] | None = None,
+    policy: str | None = None,
+    extra: dict[str, Any] | None = None,
+    clock: Callable[[], float] | None = None,
+    prepare: Prepare | None = None,
+) -> SecurityServer:
+    """Add, register and start one more security server; ``prepare`` runs before it loads."""
+    server = await net.add_server(
+        name,
+        server_id,
+        clients=clients,
+        services=services or [],
+        policy=policy,
+        extra=extra,
+        clock=clock,
+        start=False,
+    )
+    if prepare is not None:
+        prepare(server.config)
+        config = load_server_config(server.config.path)
+        server = SecurityServer(config, clock=clock) if clock else SecurityServer(config)
+        net.servers[name] = server
+    await publish(net)
+    await server.start()
+    return server
+
+
+def replace_auth_cert(
+    config: ServerConfig,
+    issue: Callable[[Any], x509.Certificate],
+) -> tuple[str, str]:
+    """Give the server a new authentication key and the certificate ``issue(public_key)`` makes;
+    returns the (old, new) certificate fingerprints."""
+    old = fingerprint(x509.load_pem_x509_certificate(config.auth_cert.read_bytes()))
+    key = generate_key()
+    cert = issue(key.public_key())
+    save_private_key(config.auth_key, key, None)
+    save_certificate(config.auth_cert, cert)
+    return old, fingerprint(cert)
+
+
+def replace_signing_cert(
+    config: ServerConfig, issue: Callable[[Any], x509.Certificate]
+) -> x509.Certificate:
+    """Give the owner's signing key slot a new key and the certificate ``issue`` makes."""
+    slot = next(s for s in config.signing if s.member == config.owner)
+    key = generate_key()
+    cert = issue(key.public_key())
+    save_private_key(slot.key, key, None)
+    save_certificate(slot.cert, cert)
+    return cert
+
+
+def foreign_ca(root: Path) -> CertificateAuthority:
+    """A CA the global configuration does not approve (made once per directory)."""
+    directory = root / "foreign-ca"
+    if (directory / "ca.cert.pem").exists():
+        return CertificateAuthority.load(directory)
+    return CertificateAuthority.create(directory, "Foreign CA")
+
+
+def expired(now: dt.datetime | None = None) -> dt.datetime:
+    """A ``not_before`` that, with ``days=1``, makes a certificate expired a day ago."""
+    return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=2)
+
+
+def assert_xroad_error(
+    status: int, headers: Mapping[str, str], body: bytes, code: str, http_status: int
+) -> dict[str, Any]:
+    """The response is an exchange-layer error: header, JSON body and status all say ``code``."""
+    assert (status, headers.get("X-Road-Error")) == (http_status, code), body[:500]
+    doc = orjson.loads(body)
+    assert isinstance(doc, dict)
+    assert doc["type"] == code
+    assert set(doc) == {"type", "message", "detail"}
+    uuid.UUID(doc["detail"])
+    return doc
+
+
+def logged(
+    server: SecurityServer, message_id: str, side: str, code: str | None = None
+) -> RecordView:
+    """The one record of ``message_id`` on ``side`` in ``server``'s message log."""
+    views = [
+        v for v in query_records(server.config.log_path, message_id=message_id) if v.side == side
+    ]
+    assert len(views) == 1, (
+        f"{len(views)} {side} records of {message_id} in {server.config.log_path}"
+    )
+    view = views[0]
+    error = view.entry.get("error")
+    if code is None:
+        assert view.status == "ok", error
+    else:
+        assert view.status == "error"
+        assert isinstance(error, dict) and error["type"] == code, error
+    return view
+
+
+def logged_by_hash(server: SecurityServer, request_hash: str) -> RecordView:
+    """The provider record of a request whose message id could not be trusted (bad signature)."""
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    views = query_records(server.config.log_path, side="provider", since=since, limit=10_000)
+    found = [v for v in views if v.entry.get("request_hash") == request_hash]
+    assert len(found) == 1, f"{len(found)} records of request hash {request_hash}"
+    return found[0]
+
+
+async def assert_serving(net: Net, name: str = "palpost", path: str = PERSONS) -> None:
+    """A normal exchange through ``name`` still succeeds."""
+    status, headers, body = await net.call(name, f"{path}/123456782")
+    assert status == 200, body[:500]
+    assert "X-Road-Error" not in headers
+    assert orjson.loads(body)["national_id"] == "123456782"
