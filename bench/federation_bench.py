@@ -8,8 +8,8 @@ Starts the example federation (each part its own process), then drives load with
    Interior's provider security server -> adapter, signed both ways, policy-checked, field-
    filtered and durably logged on both sides.
 
-For each it prints requests/s, p50 and p99 latency, at 32 connections and at 1 connection, and
-the ratio of full-path to direct throughput and the p50 latency added by the exchange layer.
+For each it prints requests/s, p50 and p99 latency, at 32 connections and at 1 connection, the
+ratio of full-path to direct throughput, and the p50 latency the exchange layer adds.
 
 Usage: python bench/federation_bench.py [--seconds 10] [--connections 32] [--people 20000]
 """
@@ -23,22 +23,35 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from exchange.demo.federation import MINISTRIES, PERSONS, Federation
 
 HERE = Path(__file__).resolve().parent
 
 
-def load(url: str, connections: int, seconds: float, headers: list[str]) -> dict[str, object]:
-    args = [sys.executable, str(HERE / "loadgen.py"), url, "--connections", str(connections), "--seconds", str(seconds)]
+def load(url: str, connections: int, seconds: float, headers: list[str]) -> dict[str, Any]:
+    """Run bench/loadgen.py in its own process and return its JSON result."""
+    args = [sys.executable, str(HERE / "loadgen.py"), url]
+    args += ["--connections", str(connections), "--seconds", str(seconds)]
     for h in headers:
         args += ["--header", h]
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=seconds + 120)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _line(name: str, conns: int, r: dict[str, Any]) -> str:
+    return (
+        f"{name:6s} {conns:3d} conn: {r['rps']:>9} req/s  p50 {r['p50_ms']} ms  "
+        f"p99 {r['p99_ms']} ms  statuses {r['statuses']}"
+    )
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--people", type=int, default=20_000)
@@ -60,12 +73,14 @@ async def main() -> None:
                 for conns in (args.connections, 1):
                     r = await loop.run_in_executor(None, load, url, conns, args.seconds, hdrs)
                     results[(name, conns)] = r
-                    print(f"{name:6s} {conns:3d} conn: {r['rps']:>9} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  statuses {r['statuses']}", flush=True)
+                    print(_line(name, conns, r), flush=True)
             d, f = results[("direct", args.connections)], results[("full", args.connections)]
             d1, f1 = results[("direct", 1)], results[("full", 1)]
             print()
-            print(f"full path / direct throughput at {args.connections} connections: {f['rps'] / d['rps']:.3f}")  # type: ignore[operator]
-            print(f"p50 latency added by the exchange layer at 1 connection: {f1['p50_ms'] - d1['p50_ms']:.3f} ms")  # type: ignore[operator]
+            ratio = f["rps"] / d["rps"]
+            print(f"full path / direct throughput at {args.connections} connections: {ratio:.3f}")
+            added = f1["p50_ms"] - d1["p50_ms"]
+            print(f"p50 latency added by the exchange layer at 1 connection: {added:.3f} ms")
         finally:
             await fed.stop()
 

@@ -16,8 +16,23 @@ import time
 from urllib.parse import urlsplit
 
 
+def _content_length(head: bytes) -> int:
+    pos = head.find(b"content-length:")
+    if pos < 0:
+        return 0
+    end = head.find(b"\r\n", pos)
+    return int(head[pos + 15 : end if end > 0 else None])
+
+
 class Conn(asyncio.Protocol):
-    def __init__(self, request: bytes, deadline: float, latencies: list[float], statuses: dict[int, int], done: asyncio.Future[None]) -> None:
+    def __init__(
+        self,
+        request: bytes,
+        deadline: float,
+        latencies: list[float],
+        statuses: dict[int, int],
+        done: asyncio.Future[None],
+    ) -> None:
         self.request = request
         self.deadline = deadline
         self.latencies = latencies
@@ -50,7 +65,17 @@ class Conn(asyncio.Protocol):
                 status = int(head[9:12])
                 self.statuses[status] = self.statuses.get(status, 0) + 1
                 pos = head.find(b"content-length:")
-                length = int(head[pos + 15 : head.find(b"\r\n", pos) if head.find(b"\r\n", pos) > 0 else None]) if pos >= 0 else 0
+                length = (
+                    int(
+                        head[
+                            pos + 15 : head.find(b"\r\n", pos)
+                            if head.find(b"\r\n", pos) > 0
+                            else None
+                        ]
+                    )
+                    if pos >= 0
+                    else 0
+                )
                 self.need = self.header_end + length
             if len(self.buf) < self.need:
                 return
@@ -84,7 +109,11 @@ async def run(url: str, connections: int, seconds: float, headers: list[str]) ->
     futures = []
     for _ in range(connections):
         fut: asyncio.Future[None] = loop.create_future()
-        await loop.create_connection(lambda f=fut: Conn(request, deadline, latencies, statuses, f), parts.hostname, parts.port)
+        await loop.create_connection(
+            lambda f=fut: Conn(request, deadline, latencies, statuses, f),
+            parts.hostname,
+            parts.port,
+        )
         futures.append(fut)
     await asyncio.wait_for(asyncio.gather(*futures), seconds + 30)
     elapsed = time.perf_counter() - start

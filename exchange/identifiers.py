@@ -76,6 +76,14 @@ class MemberId:
     def member(self) -> MemberId:
         return self
 
+    def subsystem(self, subsystem_code: str) -> SubsystemId:
+        code = validate_part(subsystem_code, "subsystem code")
+        return SubsystemId(self.instance, self.member_class, self.member_code, code)
+
+    def security_server(self, server_code: str) -> SecurityServerId:
+        code = validate_part(server_code, "server code")
+        return SecurityServerId(self.instance, self.member_class, self.member_code, code)
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class SubsystemId:
@@ -173,9 +181,7 @@ class GlobalGroupId:
 ClientId = MemberId | SubsystemId
 
 
-def _parts(
-    text: str, count: int, what: str, *, encoded: bool, code: str | None
-) -> list[str]:
+def _parts(text: str, count: int, what: str, *, encoded: bool, code: str | None) -> list[str]:
     if not isinstance(text, str):
         raise InvalidIdentifier(f"invalid {what}: not text", code=code)
     if len(text) > 6 * (MAX_PART_LENGTH + 1) * 3:

@@ -1,4 +1,7 @@
-"""The ``exchange`` command: one group per role (DESIGN.md §11). The one place that prints and exits."""
+"""The ``exchange`` command: one group per role (DESIGN.md §11).
+
+The CLI is the one place that prints and exits.
+"""
 
 from __future__ import annotations
 

@@ -12,4 +12,12 @@ from exchange.cli.policy import group as policy_group
 from exchange.cli.registry import group as registry_group
 from exchange.cli.server import group as server_group
 
-GROUPS: list[click.Command] = [demo_command, central_group, ca_group, server_group, policy_group, log_group, registry_group]
+GROUPS: list[click.Command] = [
+    demo_command,
+    central_group,
+    ca_group,
+    server_group,
+    policy_group,
+    log_group,
+    registry_group,
+]

@@ -11,9 +11,19 @@ from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors
 
 
 @click.command("demo")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Keep the federation's files here (default: a temporary directory, removed afterwards).")
-@click.option("--serve", is_flag=True, help="Keep running until SIGINT/SIGTERM; write STATE_DIR/endpoints.json.")
-@click.option("--people", default=20_000, show_default=True, help="Size of the synthetic population registry.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the federation's files here (default: a temporary directory, removed afterwards).",
+)
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Keep running until SIGINT/SIGTERM; write STATE_DIR/endpoints.json.",
+)
+@click.option(
+    "--people", default=20_000, show_default=True, help="Size of the synthetic population registry."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @handle_errors
 def command(state_dir: Path | None, serve: bool, people: int, no_progress: bool) -> None:

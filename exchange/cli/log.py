@@ -22,7 +22,8 @@ def group() -> None:
     \b
     Example:
       exchange log verify --config state/servers/MOI/server.toml
-      exchange log show --config state/servers/MOI/server.toml --client PS/GOV/PALPOST/unified-window
+      exchange log show --config state/servers/MOI/server.toml \\
+          --client PS/GOV/PALPOST/unified-window
     """
 
 
@@ -109,8 +110,9 @@ def _print_report(report: object) -> None:
     verdict = "[green]OK[/green]" if report.ok else "[red]FAILED[/red]"
     console.print(f"message log {report.path}: {verdict}")
     console.print(
-        f"  records: {report.records}, tree heads: {report.tree_heads_verified}/{report.tree_heads} "
-        f"verified, records not yet under a signed tree head: {report.unsigned_records}"
+        f"  records: {report.records}, tree heads: "
+        f"{report.tree_heads_verified}/{report.tree_heads} verified, "
+        f"records not yet under a signed tree head: {report.unsigned_records}"
     )
     if report.first_bad is not None:
         bad = report.first_bad

@@ -164,7 +164,9 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
             print("READY " + json.dumps(ports), flush=True)
         else:
             console.print(
-                f"security server {config.server_id} serving: consumer http://{config.consumer.host}:{server.consumer_port}, provider {config.provider.host}:{server.provider_port} (Ctrl-C stops)"
+                f"security server {config.server_id} serving: "
+                f"consumer http://{config.consumer.host}:{server.consumer_port}, "
+                f"provider {config.provider.host}:{server.provider_port} (Ctrl-C stops)"
             )
         try:
             await stop.wait()

@@ -24,7 +24,6 @@ from exchange.demo.processes import Child, free_port, spawn
 from exchange.identifiers import (
     MemberId,
     SecurityServerId,
-    ServiceId,
     SubsystemId,
     parse_member,
 )
@@ -40,8 +39,11 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[str, int], None]]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        transient=True, disable=not enabled,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=True,
+        disable=not enabled,
     ) as bar:
         task = bar.add_task("generating people", total=total)
 
@@ -49,6 +51,8 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[str, int], None]]
             bar.update(task, completed=done, description=f"generating people ({phase})")
 
         yield update
+
+
 POLICY_SOURCE = Path(__file__).resolve().parents[2] / "policies"
 
 
@@ -60,11 +64,11 @@ class Ministry:
 
     @property
     def subsystem(self) -> SubsystemId:
-        return SubsystemId(*self.member.parts, self.subsystem_code)
+        return self.member.subsystem(self.subsystem_code)
 
     @property
     def server(self) -> SecurityServerId:
-        return SecurityServerId(*self.member.parts, "ss1")
+        return self.member.security_server("ss1")
 
 
 MINISTRIES: tuple[Ministry, ...] = (
@@ -77,7 +81,7 @@ MINISTRIES: tuple[Ministry, ...] = (
     Ministry(parse_member("PS/GOV/MOF"), "Ministry of Finance", "payments"),
 )
 INTERIOR = MINISTRIES[0]
-PERSONS = ServiceId(*INTERIOR.subsystem.parts, "persons")
+PERSONS = INTERIOR.subsystem.service("persons")
 
 
 @dataclass

@@ -168,6 +168,8 @@ def end_to_end_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
         if lname in FILTERED_HEADERS or lname.startswith(_XROAD_PREFIX):
             continue
         if _TEXT.fullmatch(value) is None:
-            raise BadRequest(f"header {name} has a value that is not text", code="Client.InvalidHeader")
+            raise BadRequest(
+                f"header {name} has a value that is not text", code="Client.InvalidHeader"
+            )
         kept.append([lname, value])
     return kept

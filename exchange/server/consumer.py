@@ -19,8 +19,8 @@ from aiohttp import web
 
 from exchange.errors import (
     ClientAuthenticationFailed,
-    ConsumerServerError,
     ConsumerInvalidSignature,
+    ConsumerServerError,
     ExchangeError,
     InconsistentResponse,
     RequestTooLarge,
@@ -67,7 +67,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
             raise
         except Exception as exc:
             log.exception("internal error in exchange %s", rec.message_id)
-            raise ConsumerServerError("internal error of the security server", internal=repr(exc)) from exc
+            raise ConsumerServerError(
+                "internal error of the security server", internal=repr(exc)
+            ) from exc
     except ExchangeError as err:
         log.info("exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
         rec.fail(err)
@@ -104,7 +106,8 @@ async def _consume(
     me = conf.server(server.config.server_id)
     if me is None or client not in me.clients:
         raise UnknownClient(
-            f"client {client} is not registered for this security server in the global configuration"
+            f"client {client} is not registered for this security server "
+            "in the global configuration"
         )
     # (4) the body is within its limit
     body = await _read_body(request, server.config.limits.max_body_bytes)

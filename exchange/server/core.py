@@ -30,7 +30,7 @@ from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.client import GlobalConfPoller
 from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.globalconf.verifier import TrustedGlobalConf
-from exchange.identifiers import MemberId, ServiceId, SecurityServerId, SubsystemId
+from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
 from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
@@ -279,7 +279,8 @@ class SecurityServer:
                 cfg.auth_cert, cfg.auth_key, self.passphrase, []
             )
             log.error(
-                "no global configuration yet; exchanges fail with OutdatedGlobalConf until one arrives"
+                "no global configuration yet; "
+                "exchanges fail with OutdatedGlobalConf until one arrives"
             )
         self._tasks.append(asyncio.create_task(self.poller.run()))
 
@@ -370,8 +371,8 @@ def _pem(cert: x509.Certificate) -> str:
 
 def _bound_port(site: web.TCPSite) -> int:
     server = site._server  # aiohttp keeps the asyncio server here
-    assert server is not None
-    return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    assert isinstance(server, asyncio.Server)
+    return int(server.sockets[0].getsockname()[1])
 
 
 async def run_server(

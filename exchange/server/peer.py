@@ -98,8 +98,7 @@ class PeerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        print("CONNLOST", repr(exc), type(exc).__mro__)
-        err = self.failure or NetworkError(f"connection to security server {self.target} was lost")
+        err = self.failure or self._lost_error()
         if not self.ready.done():
             self.ready.set_exception(err)
             self.ready.exception()
@@ -107,6 +106,16 @@ class PeerConnection(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(err)
         self.pending.clear()
+
+    def _lost_error(self) -> ExchangeError:
+        if self.ready.done():
+            return NetworkError(f"connection to security server {self.target} was lost")
+        # With TLS 1.3 our handshake completes before the provider has checked our certificate;
+        # a provider that refuses it closes the connection before its HELLO.
+        return ConsumerSslAuthenticationFailed(
+            f"security server {self.target} closed the connection before its HELLO: "
+            "it refused this server's authentication certificate or the TLS handshake"
+        )
 
     # -- frames ---------------------------------------------------------------------------------
 

@@ -25,8 +25,6 @@ from exchange.errors import (
     ExchangeError,
     InvalidMessage,
     InvalidSignatureValue,
-    ProviderServerError,
-    ProviderOutdatedGlobalConf,
     ServiceFailed,
     SslAuthenticationFailed,
     UnknownService,
@@ -242,8 +240,8 @@ async def _process(
     server: SecurityServer, conn: ProviderConnection, frame: Frame, rec: ExchangeRecord
 ) -> tuple[SignedRequest, int, list[tuple[str, str]], bytes, tuple[str, ...] | None, str | None]:
     token = frame.meta.get("jws")
-    if not isinstance(token, str):
-        raise InvalidMessage("REQUEST frame carries no signed request")
+    if not isinstance(token, str) or not token.isascii():
+        raise InvalidMessage("REQUEST frame carries no compact JWS signed request")
     rec.request_jws = token
     rec.request_hash = request_hash(token)
     rec.request_body = frame.body
@@ -269,7 +267,8 @@ async def _process(
     peer = conf.server(conn.peer_id) if conn.peer_id is not None else None
     if peer is None or request.client not in peer.clients:
         raise SslAuthenticationFailed(
-            f"client {request.client} is not hosted by the connecting security server {conn.peer_id}"
+            f"client {request.client} is not hosted by the connecting security server "
+            f"{conn.peer_id}"
         )
     # (5) fresh, and not seen before
     server.replay.check_and_add(
