@@ -1,6 +1,6 @@
 """The consumer side: information systems call it with X-Road REST r1 (DESIGN.md §4).
 
-For each request: the global configuration is fresh; the path and headers parse; the client
+For each request: the path and headers parse; the global configuration is fresh; the client
 subsystem is hosted here and the information system is registered for it; the body is within
 its limit. The request is then signed with the client member's key and sent to a provider
 security server hosting the service; the signed response must verify, come from the service's
@@ -88,9 +88,7 @@ async def _consume(
     raw_path, _, query = request.raw_path.partition("?")
     rec.method = request.method
     rec.path = request.raw_path[:2048]
-    # (1) the global configuration is fresh
-    conf = server.globalconf_or_fail(provider=False)
-    # (2) path and X-Road headers parse
+    # (1) path and X-Road headers parse (first, so that every refusal below is logged with them)
     target = parse_target(raw_path, query)
     xh = parse_xroad_headers(request.headers.items())
     rec.message_id = xh.message_id
@@ -98,6 +96,8 @@ async def _consume(
     rec.service = str(target.service)
     rec.path = target.path + ("?" + query if query else "")
     rec.user_id, rec.purpose, rec.issue = xh.user_id, xh.purpose, xh.issue
+    # (2) the global configuration is fresh
+    conf = server.globalconf_or_fail(provider=False)
     # (3) the client is hosted here and the information system may act for it
     client = xh.client
     if not isinstance(client, SubsystemId):

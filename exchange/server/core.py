@@ -370,9 +370,11 @@ def _pem(cert: x509.Certificate) -> str:
 
 
 def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp keeps the asyncio server here
-    assert isinstance(server, asyncio.Server)
-    return int(server.sockets[0].getsockname()[1])
+    server = site._server  # aiohttp keeps the (asyncio or uvloop) server here
+    sockets = getattr(server, "sockets", None)
+    if not sockets:
+        raise RuntimeError(f"site {site.name} is not listening")
+    return int(sockets[0].getsockname()[1])
 
 
 async def run_server(

@@ -245,7 +245,6 @@ async def _process(
     rec.request_jws = token
     rec.request_hash = request_hash(token)
     rec.request_body = frame.body
-    conf = server.globalconf_or_fail(provider=True)
     # (1) the signature verifies with a signing certificate the peer presented and we admitted
     try:
         verified = verify(token, conn.key_for)
@@ -254,6 +253,8 @@ async def _process(
     request = SignedRequest.from_payload(verified.payload)
     rec.mark("verified")
     _describe(rec, request)
+    # the global configuration is fresh (checked once the refusal can name the request)
+    conf = server.globalconf_or_fail(provider=True)
     signer = conn.signer_certs[verified.header["x5t#S256"]]
     # (2) signed by the client's own member
     if signer.member != request.client.member:

@@ -1,0 +1,121 @@
+"""The example federation as a newcomer runs it: ``exchange demo`` and ``--serve`` mode.
+
+Real processes on 127.0.0.1; every process the federation starts is stopped by it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXCHANGE = [sys.executable, "-m", "exchange"]
+
+
+def test_demo_runs_exchanges_and_verifies_logs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *EXCHANGE,
+            "demo",
+            "--people",
+            "3000",
+            "--no-progress",
+            "--state-dir",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "13/13 exchanges as expected, 5/5 message logs verified" in out
+    assert "Server.ServerProxy.AccessDenied" in out
+    assert "Server.ServerProxy.UnknownService" in out
+
+
+def _wait_for_serving(proc: subprocess.Popen[str]) -> list[str]:
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ctrl-C (SIGINT) or SIGTERM stops the federation" in line:
+            return lines
+    raise AssertionError("demo --serve exited before serving:\n" + "".join(lines))
+
+
+@pytest.mark.skipif(not Path("/usr/bin/curl").exists(), reason="curl is not installed")
+def test_serve_mode_endpoints_curl_and_log_commands(tmp_path: Path) -> None:
+    state = tmp_path / "ps"
+    proc = subprocess.Popen(
+        [
+            *EXCHANGE,
+            "demo",
+            "--serve",
+            "--people",
+            "3000",
+            "--no-progress",
+            "--state-dir",
+            str(state),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        _wait_for_serving(proc)
+        endpoints = json.loads((state / "endpoints.json").read_text())
+        assert endpoints["instance"] == "PS"
+        assert set(endpoints["servers"]) == {
+            "PS/GOV/MOI",
+            "PS/GOV/PALPOST",
+            "PS/GOV/MOH",
+            "PS/GOV/MTIT",
+            "PS/GOV/MOF",
+        }
+        assert endpoints["sample_national_ids"]
+        assert "PS/GOV/MOI/population-registry/persons" in endpoints["adapters"]
+        tried = subprocess.run(
+            ["bash", str(ROOT / "examples" / "try-exchanges.sh"), str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert tried.returncode == 0, tried.stdout + tried.stderr
+        config = endpoints["servers"]["PS/GOV/MOI"]["config"]
+        verify = subprocess.run(
+            [*EXCHANGE, "log", "verify", "--config", config, "--no-progress"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert "OK" in verify.stdout
+        show = subprocess.run(
+            [*EXCHANGE, "log", "show", "--config", config, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert show.returncode == 0, show.stderr
+        assert any(r["client"] == "PS/GOV/MOF/payments" for r in json.loads(show.stdout))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == 0
