@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -130,6 +131,23 @@ def _print_report(report: object) -> None:
         console.print(f"  ... {len(report.problems) - 20 + report.problems_omitted} more problems")
 
 
+def _status(entry: dict[str, Any]) -> str:
+    error = entry.get("error")
+    code = entry.get("http_status")
+    if isinstance(error, dict):
+        return f"{code} {error.get('type')}"
+    return f"{code} {entry.get('status') or ''}".strip()
+
+
+def _decision(decision: object) -> str:
+    """A short form: the grant that allowed, or that nothing did; the full record has more."""
+    if not isinstance(decision, dict):
+        return ""
+    if decision.get("allowed"):
+        return f"allowed by {decision.get('grant')} (policy {decision.get('policy_version')})"
+    return f"denied (policy {decision.get('policy_version')})"
+
+
 def _when(text: str | None) -> dt.datetime | None:
     if text is None:
         return None
@@ -199,21 +217,15 @@ def show_cmd(
     ):
         table.add_column(col, overflow="fold")
     for v in views:
-        status = v.status or ""
-        error = v.entry.get("error")
-        if isinstance(error, dict):
-            status = f"{v.entry.get('http_status')} {error.get('type')}"
-        elif v.entry.get("http_status") is not None:
-            status = f"{v.entry.get('http_status')} {status}"
         table.add_row(
             str(v.seq),
-            v.logged_at,
+            v.logged_at.replace("+00:00", "")[:23],
             v.side or "",
             v.message_id or "",
             v.client or "",
             v.service or "",
-            status,
-            v.decision or "",
+            _status(v.entry),
+            _decision(v.entry.get("decision")),
             ", ".join(v.released_fields or ()),
         )
     console.print(table)

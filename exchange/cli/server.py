@@ -121,6 +121,10 @@ def init_cmd(
         f"  exchange central server add --config central.toml {server_id} "
         f"--address 127.0.0.1:{provider_port} --auth-cert {result.auth_cert}"
     )
+    for client in clients:
+        console.print(
+            f"  exchange central server add-client --config central.toml {server_id} {client}"
+        )
     console.print(f"then: exchange server run --config {result.config}")
 
 

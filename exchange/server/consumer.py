@@ -269,8 +269,14 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(server.health(), dumps=lambda o: orjson.dumps(o).decode())
 
 
+async def _hide_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """PR-REST §4.3: headers that leak the origin host or software are not passed on."""
+    response.headers["Server"] = "Exchange"
+
+
 def create_consumer_app(server: SecurityServer) -> web.Application:
     app = web.Application(client_max_size=server.config.limits.max_body_bytes)
+    app.on_response_prepare.append(_hide_server_header)
     app[SERVER_KEY] = server
     app.router.add_get("/health", health)
     app.router.add_route("*", "/{tail:.*}", handle)
