@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,8 +31,39 @@ from exchange.demo.federation import MINISTRIES, PERSONS, Federation
 HERE = Path(__file__).resolve().parent
 
 
+def _ms(text: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return round(float(text[: -len(unit)]) * factor, 3)
+    return float(text)
+
+
+def wrk(url: str, connections: int, seconds: float, headers: list[str]) -> dict[str, Any]:
+    """Run wrk (C, one thread per core is too many here: 1 thread) and parse its summary."""
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    result: dict[str, Any] = {"tool": "wrk", "statuses": {}}
+    for line in out.stdout.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            result["rps"] = float(words[1])
+        elif len(words) == 2 and words[0] == "50%":
+            result["p50_ms"] = _ms(words[1])
+        elif len(words) == 2 and words[0] == "99%":
+            result["p99_ms"] = _ms(words[1])
+        elif "Non-2xx or 3xx responses" in line:
+            result["statuses"]["non-2xx"] = int(words[-1])
+        elif "requests in" in line:
+            result["requests"] = int(words[0])
+    return result
+
+
 def load(url: str, connections: int, seconds: float, headers: list[str]) -> dict[str, Any]:
-    """Run bench/loadgen.py in its own process and return its JSON result."""
+    """Drive load with wrk where installed (``apt-get install wrk``), else bench/loadgen.py."""
+    if shutil.which("wrk"):
+        return wrk(url, connections, seconds, headers)
     args = [sys.executable, str(HERE / "loadgen.py"), url]
     args += ["--connections", str(connections), "--seconds", str(seconds)]
     for h in headers:

@@ -30,16 +30,15 @@ class DemoResult:
 
 
 def _outcome_table(outcomes: list[Outcome]) -> Table:
-    table = Table(title="Exchanges through the security servers", show_lines=False)
-    for col in ("", "caller", "request", "status", "X-Road-Error", "fields received"):
+    table = Table(title="Exchanges through the security servers", title_justify="left")
+    for col in ("", "caller", "exchange", "status", "X-Road-Error", "fields received"):
         table.add_column(col, overflow="fold")
     for o in outcomes:
         mark = "[green]✓[/green]" if o.passed else "[red]✗[/red]"
-        path = o.step.path.split("/", 7)[-1] if o.step.path.count("/") >= 7 else o.step.path
         table.add_row(
             mark,
             o.step.caller,
-            f"{o.step.title}\n[dim]GET …/{path}[/dim]",
+            o.step.title,
             str(o.status),
             o.error or "[dim]-[/dim]",
             ", ".join(o.fields) or "[dim]-[/dim]",
