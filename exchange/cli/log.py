@@ -126,7 +126,9 @@ def _print_report(report: object) -> None:
             f"  [red]first bad record:[/red] {where}, message id {bad.message_id}: {bad.reason}"
         )
     for problem in report.problems[:20]:
-        console.print(f"  - {problem.to_dict()}")
+        d = problem.to_dict()
+        where = f"record {d['seq']}" if d["kind"] == "record" else f"tree head of size {d['size']}"
+        console.print(f"  - {where}: {d['reason']}")
     if len(report.problems) > 20 or report.problems_omitted:
         console.print(f"  ... {len(report.problems) - 20 + report.problems_omitted} more problems")
 
