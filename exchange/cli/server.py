@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -177,7 +178,15 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
         finally:
             await server.stop()
 
-    run_async(main())
+    profile = os.environ.get("EXCHANGE_PROFILE")
+    if profile:
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            run_async(main())
+        prof.dump_stats(profile.replace("%s", config.server_id.member_code))
+    else:
+        run_async(main())
 
 
 @group.command("status")
