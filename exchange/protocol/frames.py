@@ -18,6 +18,7 @@ No IO.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
@@ -107,3 +108,36 @@ def _frame(stream_id: int, kind: int, meta: bytearray, body: bytearray) -> Frame
     if not isinstance(meta_doc, dict):
         raise FrameError("frame meta is not a JSON object")
     return Frame(stream_id, frame_kind, meta_doc, bytes(body))
+
+
+class FrameWriter:
+    """Coalesces the frames written during one event-loop iteration into one socket write.
+
+    Under load many exchanges finish in the same iteration; one ``send`` for all of them saves
+    a system call each (socket writes are a fifth of a hop's CPU, PERFORMANCE.md). Latency is
+    unchanged: the flush runs before the loop next waits for IO. Sans-IO apart from the
+    ``schedule`` and ``write`` callables it is given.
+    """
+
+    __slots__ = ("_pending", "_schedule", "_scheduled", "_write")
+
+    def __init__(
+        self, write: Callable[[bytes], None], schedule: Callable[[Callable[[], None]], object]
+    ) -> None:
+        self._write = write
+        self._schedule = schedule
+        self._pending: list[bytes] = []
+        self._scheduled = False
+
+    def __call__(self, frame: bytes) -> None:
+        self._pending.append(frame)
+        if not self._scheduled:
+            self._scheduled = True
+            self._schedule(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        pending = self._pending
+        if pending:
+            self._pending = []
+            self._write(pending[0] if len(pending) == 1 else b"".join(pending))

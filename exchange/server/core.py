@@ -37,6 +37,7 @@ from exchange.policy.model import PolicySet
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import FrameKind, encode_frame
 from exchange.protocol.jws import Signer
+from exchange.protocol.rest import MAX_URI_LENGTH
 from exchange.server import tls
 from exchange.server.backend import Backend
 from exchange.server.certs import SignerCertRegistry
@@ -290,8 +291,13 @@ class SecurityServer:
 
     async def _start_consumer(self) -> None:
         cfg = self.config
+        # aiohttp refuses request lines over 8190 bytes with a bare 400 before our handler runs;
+        # with room above MAX_URI_LENGTH, a long URI gets its X-Road error (414) and is logged.
         self._runner = web.AppRunner(
-            create_consumer_app(self), access_log=None, handle_signals=False
+            create_consumer_app(self),
+            access_log=None,
+            handle_signals=False,
+            max_line_size=4 * MAX_URI_LENGTH,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.consumer.host, cfg.consumer.port, backlog=1024)

@@ -11,6 +11,7 @@ if not a byte of a response had arrived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections import deque
 from dataclasses import dataclass, field
@@ -200,10 +201,8 @@ class _HostPool:
             conn.abort()
 
     def forget(self, conn: _Connection) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self.idle.remove(conn)
-        except ValueError:
-            pass
 
     def close(self) -> None:
         while self.idle:

@@ -27,7 +27,14 @@ from exchange.errors import (
 )
 from exchange.identifiers import SecurityServerId
 from exchange.protocol.canonical import b64url_decode
-from exchange.protocol.frames import Frame, FrameDecoder, FrameError, FrameKind, encode_frame
+from exchange.protocol.frames import (
+    Frame,
+    FrameDecoder,
+    FrameError,
+    FrameKind,
+    FrameWriter,
+    encode_frame,
+)
 from exchange.server.certs import SignerCert, SignerCertRegistry
 from exchange.trust.keys import fingerprint
 
@@ -75,6 +82,7 @@ class PeerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         transport = self.transport
+        self.write = FrameWriter(self._write_now, asyncio.get_running_loop().call_soon)
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         # (1) the provider's auth certificate is one registered for the server we meant to reach
@@ -158,8 +166,12 @@ class PeerConnection(asyncio.Protocol):
         self.next_id = (stream_id + 1) & 0x7FFFFFFF or 1
         fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self.pending[stream_id] = fut
-        self.transport.write(encode_frame(stream_id, FrameKind.REQUEST, meta, body))
+        self.write(encode_frame(stream_id, FrameKind.REQUEST, meta, body))
         return fut
+
+    def _write_now(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def forget(self, fut: asyncio.Future[Frame]) -> None:
         for key, value in list(self.pending.items()):

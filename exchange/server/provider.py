@@ -34,7 +34,7 @@ from exchange.policy.evaluate import evaluate
 from exchange.policy.fields import filter_fields
 from exchange.policy.model import PolicyRequest
 from exchange.protocol.canonical import b64url
-from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, encode_frame
+from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, FrameWriter, encode_frame
 from exchange.protocol.jws import JwsError, verify
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
 from exchange.protocol.rest import end_to_end_headers
@@ -70,6 +70,7 @@ class ProviderConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         transport = self.transport
+        self.write = FrameWriter(self._write_now, asyncio.get_running_loop().call_soon)
         try:
             self.peer_id = self._authenticate(transport)
         except ExchangeError as err:
@@ -172,8 +173,11 @@ class ProviderConnection(asyncio.Protocol):
 
     async def _answer(self, frame: Frame) -> None:
         out = await handle_request(self.server, self, frame)
+        self.write(out)
+
+    def _write_now(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
+            self.transport.write(data)
 
     def key_for(self, thumbprint: str) -> ec.EllipticCurvePublicKey:
         info = self.signer_certs.get(thumbprint)
