@@ -43,8 +43,21 @@ members = st.builds(MemberId, PART, PART, PART)
 subsystems = st.builds(SubsystemId, PART, PART, PART, PART)
 services = st.builds(ServiceId, PART, PART, PART, PART, PART)
 servers = st.builds(SecurityServerId, PART, PART, PART, PART)
-header_pairs = st.lists(st.tuples(st.text(max_size=10), st.text(max_size=20)), max_size=4).map(
-    tuple
+TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789ABCXYZabcxyz"
+VISIBLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#?")
+header_pairs = st.lists(
+    st.tuples(
+        st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=10),
+        st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20),
+    ),
+    max_size=4,
+).map(tuple)
+http_paths = st.lists(st.text(alphabet=VISIBLE, max_size=8).map(lambda p: "/" + p), max_size=4).map(
+    "".join
+)
+http_queries = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#"),
+    max_size=40,
 )
 optional_text = st.none() | st.text(max_size=20)
 
@@ -54,8 +67,8 @@ requests = st.builds(
     client=members | subsystems,
     service=services,
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
-    path=st.text(max_size=40),
-    query=st.text(max_size=40),
+    path=http_paths,
+    query=http_queries,
     headers=header_pairs,
     body_sha256=st.text(max_size=43),
     body_length=st.integers(min_value=0, max_value=2**40),

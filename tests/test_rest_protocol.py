@@ -200,11 +200,28 @@ def test_any_target_parses_or_raises_client_error(raw_path: str, query: str) -> 
     assert target.query == query
 
 
-@given(rest=st.text(alphabet="abc/%20é?", max_size=30))
+@given(rest=st.text(alphabet="abc/%20-._~!$&'()*+,;=:@", max_size=30))
 def test_rest_of_path_is_kept_exactly(rest: str) -> None:
     target = parse_target(BASE + "/" + rest, "")
     assert target.service == PERSONS
     assert target.path == "/" + rest
+
+
+@pytest.mark.parametrize(
+    ("rest", "query"),
+    [
+        pytest.param("123#/address", "", id="fragment-in-path"),
+        pytest.param("123 456", "", id="space"),
+        pytest.param("caf\u00e9", "", id="raw-non-ascii"),
+        pytest.param("123\r\nX-Injected: 1", "", id="crlf"),
+        pytest.param("123", "a=1#frag", id="fragment-in-query"),
+        pytest.param("123", "a=1 2", id="space-in-query"),
+    ],
+)
+def test_path_and_query_must_be_percent_encoded(rest: str, query: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        parse_target(BASE + "/" + rest, query)
+    assert info.value.code == "Client.BadRequest"
 
 
 # --- X-Road headers ----------------------------------------------------------------------------

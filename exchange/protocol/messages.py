@@ -26,6 +26,7 @@ from exchange.identifiers import (
     parse_service,
 )
 from exchange.protocol.canonical import b64url, canonical_bytes, loads, sha512_b64
+from exchange.protocol.syntax import is_field_value, is_path, is_query, is_token
 
 VERSION: Final = 1
 REQUEST_HASH_ALGORITHM: Final = "SHA-512"
@@ -73,6 +74,8 @@ def _headers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
             or not all(isinstance(x, str) for x in item)
         ):
             raise InvalidMessage("signed document headers must be [name, value] pairs")
+        if not is_token(item[0]) or not is_field_value(item[1]):
+            raise InvalidMessage("signed document holds a header that is not valid HTTP")
         out.append((item[0], item[1]))
     return tuple(out)
 
@@ -151,13 +154,18 @@ class SignedRequest:
             raise InvalidMessage("not a version 1 signed request")
         sha, length = _digest(doc)
         code = "Server.ServerProxy.InvalidMessage"
+        method, path, query = _req_str(doc, "method"), _req_str(doc, "path"), _req_str(doc, "query")
+        if not is_token(method) or not is_path(path) or not is_query(query):
+            raise InvalidMessage(
+                "signed request holds a method, path or query that is not valid HTTP"
+            )
         return cls(
             message_id=_req_str(doc, "id"),
             client=parse_client(_req_str(doc, "client"), code=code),
             service=parse_service(_req_str(doc, "service"), code=code),
-            method=_req_str(doc, "method"),
-            path=_req_str(doc, "path"),
-            query=_req_str(doc, "query"),
+            method=method,
+            path=path,
+            query=query,
             headers=_headers(doc),
             body_sha256=sha,
             body_length=length,

@@ -25,6 +25,7 @@ from exchange.identifiers import (
     parse_security_server,
     parse_service,
 )
+from exchange.protocol.syntax import is_path, is_query, is_token
 
 PROTOCOL_VERSION: Final = "r1"
 MAX_URI_LENGTH: Final = 8192
@@ -109,6 +110,12 @@ def parse_target(raw_path: str, query: str) -> RestRequestTarget:
     )
     rest = parts[7:]
     path = "/" + "/".join(rest) if rest else ""
+    if not is_path(path) or not is_query(query):
+        raise BadRequest(
+            "the path or query holds characters that must be percent-encoded "
+            "(spaces, controls, '#', non-ASCII)",
+            code="Client.BadRequest",
+        )
     return RestRequestTarget(service=service, path=path, query=query)
 
 
@@ -167,7 +174,7 @@ def end_to_end_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
         lname = name.lower()
         if lname in FILTERED_HEADERS or lname.startswith(_XROAD_PREFIX):
             continue
-        if _TEXT.fullmatch(value) is None:
+        if not is_token(name) or _TEXT.fullmatch(value) is None:
             raise BadRequest(
                 f"header {name} has a value that is not text", code="Client.InvalidHeader"
             )

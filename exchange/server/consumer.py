@@ -149,12 +149,7 @@ async def _consume(
     frame, conn = await pool.request({"jws": token}, body, server.response_timeout)
     rec.mark("answered")
     if frame.kind is FrameKind.ERROR:
-        meta = frame.meta
-        raise ExchangeError(
-            str(meta.get("message", "the provider refused the request")),
-            code=str(meta.get("type", "Server.ServerProxy.InternalError")),
-            status=int(meta.get("status", 500)),
-        )
+        raise _unsigned_refusal(frame.meta)
     response = _verify_response(frame.meta.get("jws"), frame.body, conn, signed, rec)
     rec.response_body = frame.body
     rec.http_status = response.status
@@ -169,6 +164,16 @@ async def _consume(
     # (8) logged durably before the answer
     await server.log_record(rec)
     return _to_web_response(response, frame.body, signed, rec)
+
+
+def _unsigned_refusal(meta: dict[str, object]) -> ExchangeError:
+    """An ERROR frame is not signed: pass on only a provider-side code and an error status."""
+    code = str(meta.get("type", ""))
+    status = meta.get("status")
+    if not code.startswith("Server.ServerProxy.") or not isinstance(status, int):
+        return InconsistentResponse("the provider answered with a malformed refusal")
+    message = str(meta.get("message", "the provider refused the request"))[:500]
+    return ExchangeError(message, code=code, status=status if 400 <= status <= 599 else 502)
 
 
 def _authorise_information_system(
@@ -226,7 +231,10 @@ def _verify_response(
         verified = verify(token, key_for)
     except JwsError as exc:
         raise ConsumerInvalidSignature(f"response signature is invalid: {exc.message}") from None
-    response = SignedResponse.from_payload(verified.payload)
+    try:
+        response = SignedResponse.from_payload(verified.payload)
+    except ExchangeError as exc:
+        raise InconsistentResponse(f"the signed response is malformed: {exc.message}") from None
     signer = conn.signer_certs[verified.header["x5t#S256"]]
     # (2) signed by the provider's member, or by its security server's owner for early refusals
     if signer.member != signed.service.member and signer.member != signed.security_server.owner:

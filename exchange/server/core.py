@@ -91,6 +91,7 @@ class SecurityServer:
         )
         self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
         self.pools: dict[SecurityServerId, PeerPool] = {}
+        self.provider_connections: set[ProviderConnection] = set()
         self.hello_frame = encode_frame(
             0,
             FrameKind.HELLO,
@@ -184,6 +185,8 @@ class SecurityServer:
             ):
                 pool.close()
                 del self.pools[server_id]
+        for conn in list(self.provider_connections):
+            conn.recheck(conf)
         log.info("global configuration version %s in force", conf.version)
 
     def pool_for(self, info: SecurityServerInfo) -> PeerPool:

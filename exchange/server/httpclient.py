@@ -21,9 +21,11 @@ from urllib.parse import urlsplit
 import httptools
 
 from exchange.errors import ServiceFailed, ServiceTimeout
+from exchange.protocol.syntax import is_field_value, is_path, is_query, is_token
 
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _MAX_IDLE_PER_HOST: Final = 128
+MAX_HEADER_BYTES: Final = 64 * 1024
 
 
 class _Stale(Exception):
@@ -46,6 +48,7 @@ class _Exchange:
     headers: list[tuple[str, str]] = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
+    header_bytes: int = 0
     received: bool = False
     keep_alive: bool = False
 
@@ -99,6 +102,9 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.exchange is None:
             return
+        self.exchange.header_bytes += len(name) + len(value)
+        if self.exchange.header_bytes > MAX_HEADER_BYTES or len(self.exchange.headers) >= 200:
+            raise ServiceFailed("the service answered more header data than allowed")
         self.exchange.headers.append(
             (name.decode("latin-1"), value.decode("utf-8", errors="surrogateescape"))
         )
@@ -212,6 +218,12 @@ class _HostPool:
 def _request_bytes(
     method: str, target: str, host: bytes, headers: list[tuple[str, str]], body: bytes
 ) -> bytes:
+    path, _, query = target.partition("?")
+    # defence in depth: callers validated these already (exchange.protocol.syntax)
+    if not is_token(method) or not is_path(path) or not is_query(query):
+        raise ServiceFailed("refusing to send a request line that is not valid HTTP")
+    if not all(is_token(n) and is_field_value(v) for n, v in headers):
+        raise ServiceFailed("refusing to send a header that is not valid HTTP")
     lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), b"Host: " + host]
     for name, value in headers:
         lines.append(f"{name}: {value}".encode("utf-8", errors="surrogateescape"))

@@ -29,6 +29,7 @@ from exchange.errors import (
     SslAuthenticationFailed,
     UnknownService,
 )
+from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import SecurityServerId
 from exchange.policy.evaluate import evaluate
 from exchange.policy.fields import filter_fields
@@ -60,6 +61,7 @@ class ProviderConnection(asyncio.Protocol):
         self.decoder = FrameDecoder(server.config.limits.max_body_bytes)
         self.transport: asyncio.Transport | None = None
         self.peer_id: SecurityServerId | None = None
+        self.peer_cert: x509.Certificate | None = None
         self.signer_certs: dict[str, SignerCert] = {}
         self.hello_done = False
         self.tasks: set[asyncio.Task[None]] = set()
@@ -70,6 +72,7 @@ class ProviderConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         transport = self.transport
+        self.server.provider_connections.add(self)
         self.write = FrameWriter(self._write_now, asyncio.get_running_loop().call_soon)
         try:
             self.peer_id = self._authenticate(transport)
@@ -87,26 +90,28 @@ class ProviderConnection(asyncio.Protocol):
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         if der is None:
             raise SslAuthenticationFailed("no authentication certificate presented")
-        cert = x509.load_der_x509_certificate(der)
+        self.peer_cert = x509.load_der_x509_certificate(der)
         conf = self.server.globalconf_or_fail(provider=True)
-        now = dt.datetime.fromtimestamp(self.server.clock(), dt.UTC)
+        return authenticate_peer(self.peer_cert, conf, self.server.clock())
+
+    def recheck(self, conf: GlobalConf) -> None:
+        """A new global configuration: drop the connection if its peer no longer qualifies."""
+        if self.peer_cert is None or self.peer_id is None:
+            return
         try:
-            # (1) chains to a CA the current global configuration approves, valid now
-            verify_chain(cert, conf.ca_certs(), now)
-            # (2) authentication profile, never a signing certificate
-            check_auth_profile(cert)
-        except ExchangeError as exc:
-            raise SslAuthenticationFailed(
-                "authentication certificate refused", internal=exc.message
-            ) from None
-        # (3) its SHA-256 fingerprint is registered for a security server
-        info = conf.server_by_fingerprint(fingerprint(cert))
-        if info is None:
-            raise SslAuthenticationFailed(
-                "authentication certificate is not registered for any security server",
-                internal=f"fingerprint {fingerprint(cert)}",
+            still = authenticate_peer(self.peer_cert, conf, self.server.clock())
+        except ExchangeError as err:
+            log.warning(
+                "dropping peer %s after a configuration change: %s", self.peer_id, err.internal
             )
-        return info.id
+            self._refuse(err)
+            return
+        if still != self.peer_id:
+            self._refuse(
+                SslAuthenticationFailed(
+                    "the authentication certificate now belongs to another server"
+                )
+            )
 
     def _refuse(self, err: ExchangeError) -> None:
         if self.transport is None:
@@ -170,6 +175,7 @@ class ProviderConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.server.provider_connections.discard(self)
 
     async def _answer(self, frame: Frame) -> None:
         out = await handle_request(self.server, self, frame)
@@ -187,6 +193,28 @@ class ProviderConnection(asyncio.Protocol):
             )
         self.server.signer_registry.check_time(info, self.server.clock())
         return info.public_key
+
+
+def authenticate_peer(cert: x509.Certificate, conf: GlobalConf, now_ts: float) -> SecurityServerId:
+    """The security server a peer's authentication certificate identifies, or a refusal."""
+    now = dt.datetime.fromtimestamp(now_ts, dt.UTC)
+    try:
+        # (1) chains to a CA the current global configuration approves, valid now
+        verify_chain(cert, conf.ca_certs(), now)
+        # (2) authentication profile, never a signing certificate
+        check_auth_profile(cert)
+    except ExchangeError as exc:
+        raise SslAuthenticationFailed(
+            "authentication certificate refused", internal=exc.message
+        ) from None
+    # (3) its SHA-256 fingerprint is registered for a security server
+    info = conf.server_by_fingerprint(fingerprint(cert))
+    if info is None:
+        raise SslAuthenticationFailed(
+            "authentication certificate is not registered for any security server",
+            internal=f"fingerprint {fingerprint(cert)}",
+        )
+    return info.id
 
 
 # --- one request ---------------------------------------------------------------------------------

@@ -279,9 +279,16 @@ async def net(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Net]:
     central = init_central(root / "central", "PS", port=central_port)
     with Registry.open(central.db_path) as reg:
         reg.add_ca("Test CA", cert_pem(ca.cert))
-        for member, name in ((MOI, "Interior"), (PALPOST, "Post"), (MOH, "Health"), (MOF, "Finance")):
+        for member, name in (
+            (MOI, "Interior"),
+            (PALPOST, "Post"),
+            (MOH, "Health"),
+            (MOF, "Finance"),
+        ):
             reg.add_member(member, name)
-    central_runner = web.AppRunner(create_central_app(load_central_config(root / "central" / "central.toml")))
+    central_runner = web.AppRunner(
+        create_central_app(load_central_config(root / "central" / "central.toml"))
+    )
     await central_runner.setup()
     await web.TCPSite(central_runner, "127.0.0.1", central_port).start()
     backend_runner = web.AppRunner(backend_app())
@@ -307,10 +314,23 @@ async def net(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Net]:
         (service("text"), f"{backend_url}/text"),
     ]
     try:
-        await n.add_server("moi", SecurityServerId(*MOI.parts, "ss1"), clients=[REGISTRY_SUB], services=services, policy=POLICY, start=False)
-        await n.add_server("palpost", SecurityServerId(*PALPOST.parts, "ss1"), clients=[WINDOW], start=False)
-        await n.add_server("moh", SecurityServerId(*MOH.parts, "ss1"), clients=[HEALTH], start=False)
-        await n.add_server("mof", SecurityServerId(*MOF.parts, "ss1"), clients=[FINANCE], start=False)
+        await n.add_server(
+            "moi",
+            SecurityServerId(*MOI.parts, "ss1"),
+            clients=[REGISTRY_SUB],
+            services=services,
+            policy=POLICY,
+            start=False,
+        )
+        await n.add_server(
+            "palpost", SecurityServerId(*PALPOST.parts, "ss1"), clients=[WINDOW], start=False
+        )
+        await n.add_server(
+            "moh", SecurityServerId(*MOH.parts, "ss1"), clients=[HEALTH], start=False
+        )
+        await n.add_server(
+            "mof", SecurityServerId(*MOF.parts, "ss1"), clients=[FINANCE], start=False
+        )
         await n.refresh_globalconf()
         for server in n.servers.values():
             await server.start()

@@ -25,6 +25,7 @@ from cryptography import x509
 from exchange.central.app import PUBLISHER_KEY
 from exchange.identifiers import SecurityServerId, ServiceId, SubsystemId
 from exchange.messagelog.query import RecordView, query_records
+from exchange.messagelog.store import open_readonly
 from exchange.server.config import ServerConfig, load_server_config
 from exchange.server.core import SecurityServer
 from exchange.trust.ca import CertificateAuthority
@@ -99,18 +100,6 @@ def replace_auth_cert(
     return old, fingerprint(cert)
 
 
-def replace_signing_cert(
-    config: ServerConfig, issue: Callable[[Any], x509.Certificate]
-) -> x509.Certificate:
-    """Give the owner's signing key slot a new key and the certificate ``issue`` makes."""
-    slot = next(s for s in config.signing if s.member == config.owner)
-    key = generate_key()
-    cert = issue(key.public_key())
-    save_private_key(slot.key, key, None)
-    save_certificate(slot.cert, cert)
-    return cert
-
-
 def foreign_ca(root: Path) -> CertificateAuthority:
     """A CA the global configuration does not approve (made once per directory)."""
     directory = root / "foreign-ca"
@@ -141,9 +130,7 @@ def logged(
     server: SecurityServer, message_id: str, side: str, code: str | None = None
 ) -> RecordView:
     """The one record of ``message_id`` on ``side`` in ``server``'s message log."""
-    views = [
-        v for v in query_records(server.config.log_path, message_id=message_id) if v.side == side
-    ]
+    views = records(server, message_id, side)
     assert len(views) == 1, (
         f"{len(views)} {side} records of {message_id} in {server.config.log_path}"
     )
@@ -157,12 +144,26 @@ def logged(
     return view
 
 
-def logged_by_hash(server: SecurityServer, request_hash: str) -> RecordView:
-    """The provider record of a request whose message id could not be trusted (bad signature)."""
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
-    views = query_records(server.config.log_path, side="provider", since=since, limit=10_000)
-    found = [v for v in views if v.entry.get("request_hash") == request_hash]
-    assert len(found) == 1, f"{len(found)} records of request hash {request_hash}"
+def records(server: SecurityServer, message_id: str, side: str) -> list[RecordView]:
+    """Every record of ``message_id`` on ``side`` in ``server``'s log, oldest first."""
+    views = query_records(server.config.log_path, message_id=message_id)
+    return [v for v in views if v.side == side]
+
+
+def record_of_response(server: SecurityServer, response_jws: str) -> dict[str, Any]:
+    """The provider record of the exchange answered with ``response_jws``: found even when the
+    request's own message id could not be trusted (a forged signature) or was absent."""
+    conn = open_readonly(server.config.log_path)
+    try:
+        rows = conn.execute(
+            "SELECT entry FROM records WHERE side = 'provider' ORDER BY seq DESC LIMIT 500"
+        ).fetchall()
+    finally:
+        conn.close()
+    found: list[dict[str, Any]] = [
+        e for (raw,) in rows if (e := orjson.loads(raw)).get("response_jws") == response_jws
+    ]
+    assert len(found) == 1, f"{len(found)} records answered with this response"
     return found[0]
 
 

@@ -34,13 +34,12 @@ from exchange.globalconf.verifier import (
 from exchange.identifiers import (
     MemberId,
     SecurityServerId,
-    ServiceId,
-    SubsystemId,
     parse_member,
+    parse_security_server,
+    parse_service,
     parse_subsystem,
 )
 from exchange.messagelog.query import query_records
-from exchange.messagelog.store import open_readonly
 from exchange.protocol.canonical import b64url, b64url_decode
 from exchange.protocol.frames import FrameKind, encode_frame
 from exchange.protocol.jws import Signer
@@ -71,13 +70,15 @@ from tests.integration.support import (
     logged,
     new_id,
     publish,
+    record_of_response,
+    records,
     replace_auth_cert,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-MOI_SS = SecurityServerId(*MOI.parts, "ss1")
-MOH_SS = SecurityServerId(*MOH.parts, "ss1")
+MOI_SS = parse_security_server(f"{MOI}/ss1")
+MOH_SS = parse_security_server(f"{MOH}/ss1")
 PERSONS_SERVICE = service("persons")
 
 # --- authentication certificates ---------------------------------------------------------------
@@ -120,7 +121,7 @@ def _swap_auth_cert(
 
 AUTH_CASES = [
     # A CA-issued cert whose fingerprint the central server never registered: TLS succeeds and
-    # the provider refuses the connection with a signed-off X-Road error frame.
+    # the provider refuses the connection with an (unsigned) EXM/1 ERROR frame.
     pytest.param(
         _unregistered, False, "Server.ServerProxy.SslAuthenticationFailed", 403, id="unregistered"
     ),
@@ -139,13 +140,22 @@ AUTH_CASES = [
 ]
 
 
+def _label(issue: AuthIssue) -> str:
+    return issue.__name__.strip("_").replace("_", "-")
+
+
 @pytest.mark.parametrize(("issue", "register", "code", "status"), AUTH_CASES)
 async def test_provider_refuses_consumer_auth_cert(
-    net: Net, issue: AuthIssue, register: bool, code: str, status: int
+    net: Net,
+    caplog: pytest.LogCaptureFixture,
+    issue: AuthIssue,
+    register: bool,
+    code: str,
+    status: int,
 ) -> None:
     """A consumer server with a bad authentication certificate cannot reach the provider."""
-    name = f"bad-consumer-{issue.__name__.strip('_')}"
-    sid = SecurityServerId(*PALPOST.parts, f"ss-{name}")
+    name = f"bad-consumer-{_label(issue)}"
+    sid = parse_security_server(f"{PALPOST}/ss-{name}")
     server = await launch(
         net,
         name,
@@ -155,10 +165,14 @@ async def test_provider_refuses_consumer_auth_cert(
     )
     try:
         mid = new_id(name)
-        result = await net.call(name, f"{PERSONS}/123456782", headers={"X-Road-Id": mid})
+        with caplog.at_level(logging.WARNING, logger="exchange.server.provider"):
+            result = await net.call(name, f"{PERSONS}/123456782", headers={"X-Road-Id": mid})
         assert_xroad_error(*result, code, status)
         logged(server, mid, "consumer", code)
-        assert not [v for v in _moi_records(net, mid)], "the provider answered nothing"
+        assert query_records(net.servers["moi"].config.log_path, message_id=mid) == []
+        if code.startswith("Server.ServerProxy."):
+            # refused after the handshake, by the application: the operator's log says why
+            assert any("refused peer" in r.getMessage() for r in caplog.records)
     finally:
         await _retire(net, name)
     await assert_serving(net)
@@ -177,16 +191,16 @@ async def test_consumer_refuses_provider_auth_cert(
     net: Net, issue: AuthIssue, register: bool
 ) -> None:
     """A provider server with a bad authentication certificate is never sent the request."""
-    label = issue.__name__.strip("_").replace("_", "-")
+    label = _label(issue)
     name = f"bad-provider-{label}"
-    sid = SecurityServerId(*MOI.parts, f"ss-{name}")
-    subsystem = SubsystemId(*MOI.parts, f"bad-{label}")
+    sid = parse_security_server(f"{MOI}/ss-{name}")
+    subsystem = parse_subsystem(f"{MOI}/bad-{label}")
     server = await launch(
         net,
         name,
         sid,
         clients=[subsystem],
-        services=[(ServiceId(*subsystem.parts, "persons"), f"{net.backend_url}/persons")],
+        services=[(parse_service(f"{subsystem}/persons"), f"{net.backend_url}/persons")],
         prepare=_swap_auth_cert(net, issue, register=register),
     )
     try:
@@ -203,10 +217,6 @@ async def test_consumer_refuses_provider_auth_cert(
     await assert_serving(net)
 
 
-def _moi_records(net: Net, message_id: str) -> list[Any]:
-    return query_records(net.servers["moi"].config.log_path, message_id=message_id)
-
-
 async def _retire(net: Net, name: str) -> None:
     server = net.servers.pop(name)
     await server.stop()
@@ -220,6 +230,7 @@ class Attacker:
     """Holds PALPOST's server's auth key (a registered server) and some signing keys."""
 
     client: RogueClient
+    cas: list[x509.Certificate]
     palpost: Signer
     moh: Signer
     unpresented: Signer
@@ -260,7 +271,7 @@ async def attacker(net: Net) -> AsyncIterator[Attacker]:
         claimed_server=palpost.config.server_id,
     )
     try:
-        yield Attacker(client=client, **signers)
+        yield Attacker(client=client, cas=conf.ca_certs(), **signers)
     finally:
         client.close()
 
@@ -319,11 +330,12 @@ def _addressed_elsewhere(a: Attacker) -> Forgery:
 
 
 def _client_not_hosted(a: Attacker) -> Forgery:
-    return Forgery({"jws": _window_request(a, a.moh, client=HEALTH)})
+    # everything else about it is what MOI's policy grants HEALTH
+    return Forgery({"jws": _window_request(a, a.moh, client=HEALTH, purpose="patient-care")})
 
 
 def _own_member_client_not_hosted(a: Attacker) -> Forgery:
-    other = SubsystemId(*PALPOST.parts, "not-hosted-here")
+    other = parse_subsystem(f"{PALPOST}/not-hosted-here")
     return Forgery({"jws": _window_request(a, client=other)})
 
 
@@ -434,7 +446,7 @@ async def test_provider_refuses_forged_request(
     response, body = read_signed_response(frame, conn)
     assert (response.error_type, response.status) == (code, status)
     assert body["type"] == code
-    record = _provider_record(net, frame.meta["jws"])
+    record = record_of_response(net.servers["moi"], frame.meta["jws"])
     assert record["error"]["type"] == code
     assert record["status"] == "error"
     # the connection survives a refused request, and so does the server
@@ -443,19 +455,32 @@ async def test_provider_refuses_forged_request(
     await assert_serving(net)
 
 
-def _provider_record(net: Net, response_jws: str) -> dict[str, Any]:
-    """moi's record of the exchange it answered with ``response_jws`` (works even when the
-    request's message id could not be trusted)."""
-    conn = open_readonly(net.servers["moi"].config.log_path)
+async def test_hello_claim_does_not_change_the_authenticated_server(
+    net: Net, attacker: Attacker
+) -> None:
+    """An attacker with PALPOST's server's auth key says HELLO as MOH's server and asks for MOH's
+    client, signed with MOH's key: the provider goes by the certificate, not by the claim."""
+    palpost, moi = net.servers["palpost"], net.servers["moi"]
+    claimant = RogueClient(
+        moi,
+        auth_cert=palpost.config.auth_cert,
+        auth_key=palpost.config.auth_key,
+        cas=attacker.cas,
+        presented=[attacker.moh.cert],
+        claimed_server=MOH_SS,
+    )
     try:
-        rows = conn.execute(
-            "SELECT entry FROM records WHERE side = 'provider' ORDER BY seq DESC LIMIT 200"
-        ).fetchall()
+        token = _window_request(attacker, attacker.moh, client=HEALTH, purpose="patient-care")
+        frame, conn = await claimant.send(token)
+        response, body = read_signed_response(frame, conn)
     finally:
-        conn.close()
-    found = [e for (raw,) in rows if (e := orjson.loads(raw))["response_jws"] == response_jws]
-    assert len(found) == 1
-    return found[0]
+        claimant.close()
+    code = "Server.ServerProxy.SslAuthenticationFailed"
+    assert (response.error_type, response.status, body["type"]) == (code, 403, code)
+    record = record_of_response(moi, frame.meta["jws"])
+    assert record["peer_server"] == str(palpost.config.server_id)
+    assert record["error"]["type"] == code
+    await assert_serving(net)
 
 
 async def test_replayed_request_frame_is_refused(net: Net, attacker: Attacker) -> None:
@@ -467,9 +492,9 @@ async def test_replayed_request_frame_is_refused(net: Net, attacker: Attacker) -
     response, body = read_signed_response(again, conn)
     assert (response.error_type, response.status) == ("Server.ServerProxy.ReplayedMessage", 409)
     assert body["type"] == "Server.ServerProxy.ReplayedMessage"
-    assert _provider_record(net, again.meta["jws"])["error"]["type"] == (
-        "Server.ServerProxy.ReplayedMessage"
-    )
+    record = record_of_response(net.servers["moi"], again.meta["jws"])
+    assert record["error"]["type"] == "Server.ServerProxy.ReplayedMessage"
+    assert record["message_id"] == response.message_id
 
 
 async def test_replayed_message_id_through_the_consumer(net: Net) -> None:
@@ -480,21 +505,16 @@ async def test_replayed_message_id_through_the_consumer(net: Net) -> None:
     assert_xroad_error(*result, "Server.ServerProxy.ReplayedMessage", 409)
     assert result[1]["X-Road-Id"] == mid
     for name, side in (("palpost", "consumer"), ("moi", "provider")):
-        views = _records(net, name, mid, side)
+        views = records(net.servers[name], mid, side)
         assert [v.status for v in views] == ["ok", "error"]
         assert views[1].entry["error"]["type"] == "Server.ServerProxy.ReplayedMessage"
     await assert_serving(net)
 
 
-def _records(net: Net, name: str, mid: str, side: str) -> list[Any]:
-    views = query_records(net.servers[name].config.log_path, message_id=mid)
-    return [v for v in views if v.side == side]
-
-
 # --- responses not bound to their request (a rogue provider) ------------------------------------
 
 ROGUE = parse_member("PS/GOV/ROGUE")
-ROGUE_SS = SecurityServerId(*ROGUE.parts, "ss1")
+ROGUE_SS = parse_security_server(f"{ROGUE}/ss1")
 ROGUE_API = parse_subsystem("PS/GOV/ROGUE/api")
 ROGUE_PATH = "/r1/PS/GOV/ROGUE/api/data"
 HONEST_BODY = b'{"answer":"the real one"}'
@@ -566,7 +586,12 @@ def _response_cert_not_presented(r: RogueSide, inc: Incoming) -> None:
 
 
 def _altered_body(r: RogueSide, inc: Incoming) -> None:
-    inc.reply(sign_response(r.signer, inc, HONEST_BODY), b'{"answer":"a forged one!"}')
+    forged = HONEST_BODY.replace(b"real", b"fake")  # same length: only the digest can tell
+    inc.reply(sign_response(r.signer, inc, HONEST_BODY), forged)
+
+
+def _extended_body(r: RogueSide, inc: Incoming) -> None:
+    inc.reply(sign_response(r.signer, inc, HONEST_BODY), HONEST_BODY + b" ")
 
 
 def _unsigned_response(r: RogueSide, inc: Incoming) -> None:
@@ -610,6 +635,7 @@ async def test_rogue_provider_honest_answer_is_accepted(
             id="signing-cert-not-presented",
         ),
         pytest.param(_altered_body, "Server.ClientProxy.InconsistentResponse", id="altered-body"),
+        pytest.param(_extended_body, "Server.ClientProxy.InconsistentResponse", id="extended-body"),
         pytest.param(
             _unsigned_response, "Server.ClientProxy.InconsistentResponse", id="unsigned-response"
         ),
@@ -622,8 +648,8 @@ async def test_consumer_refuses_unbound_response(
     mid = new_id("unbound")
     async with asyncio.timeout(10):
         result = await net.call("palpost", ROGUE_PATH, headers={"X-Road-Id": mid})
-    doc = assert_xroad_error(*result, code, 502)
-    assert b"forged" not in result[2] and doc["type"] == code
+    assert_xroad_error(*result, code, 502)
+    assert b"fake" not in result[2]
     logged(net.servers["palpost"], mid, "consumer", code)
     await assert_serving(net)
 
@@ -677,7 +703,7 @@ def _rolled_back(old: bytes, net: Net) -> bytes:
 def _foreign_signature(old: bytes, net: Net) -> bytes:
     current = net.servers["moi"].trusted.current_bytes
     assert current is not None
-    header, payload, _ = current.decode().split(".")
+    _, payload, _ = current.decode().split(".")
     key = generate_key()
     signer = Signer(key, foreign_ca(net.root).issue_sign_cert(key.public_key(), MOI))
     return signer.sign(b64url_decode(payload)).encode()
@@ -718,9 +744,11 @@ async def test_refused_global_configuration_keeps_the_held_one(
     runner, url = await _serve_bytes(offer(old, net))
     poller = GlobalConfPoller(moi.trusted, url, tmp_path / "state.jws")
     try:
-        with caplog.at_level(logging.ERROR, logger="exchange.globalconf.client"):
-            with pytest.raises(error):
-                await poller.fetch_once()
+        with (
+            caplog.at_level(logging.ERROR, logger="exchange.globalconf.client"),
+            pytest.raises(error),
+        ):
+            await poller.fetch_once()
     finally:
         await poller.close()
         await runner.cleanup()
@@ -745,7 +773,7 @@ async def test_consumer_with_expired_global_configuration(net: Net) -> None:
     clock = MovableClock()
     name = "palpost-clock"
     server = await launch(
-        net, name, SecurityServerId(*PALPOST.parts, "ss-clock"), clients=[WINDOW], clock=clock
+        net, name, parse_security_server(f"{PALPOST}/ss-clock"), clients=[WINDOW], clock=clock
     )
     await assert_serving(net, name)
     clock.offset = EXPIRY_JUMP
@@ -754,7 +782,7 @@ async def test_consumer_with_expired_global_configuration(net: Net) -> None:
         result = await net.call(name, f"{PERSONS}/123456782", headers={"X-Road-Id": mid})
         assert_xroad_error(*result, "Server.ClientProxy.OutdatedGlobalConf", 500)
         logged(server, mid, "consumer", "Server.ClientProxy.OutdatedGlobalConf")
-        assert _moi_records(net, mid) == []
+        assert query_records(net.servers["moi"].config.log_path, message_id=mid) == []
     finally:
         clock.offset = 0.0
     await assert_serving(net, name)
@@ -763,7 +791,7 @@ async def test_consumer_with_expired_global_configuration(net: Net) -> None:
 async def test_provider_with_expired_global_configuration(net: Net) -> None:
     clock = MovableClock()
     name = "moi-clock"
-    subsystem = SubsystemId(*MOI.parts, "clock-tests")
+    subsystem = parse_subsystem(f"{MOI}/clock-tests")
     policy = f"""
 provider = "PS/GOV/MOI"
 
@@ -776,9 +804,9 @@ methods = ["GET"]
     server = await launch(
         net,
         name,
-        SecurityServerId(*MOI.parts, "ss-clock"),
+        parse_security_server(f"{MOI}/ss-clock"),
         clients=[subsystem],
-        services=[(ServiceId(*subsystem.parts, "echo"), f"{net.backend_url}/echo")],
+        services=[(parse_service(f"{subsystem}/echo"), f"{net.backend_url}/echo")],
         policy=policy,
         clock=clock,
     )

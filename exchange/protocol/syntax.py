@@ -1,0 +1,40 @@
+"""HTTP/1.1 syntax checks for what we put into requests we write (RFC 9110 §5.1, §5.5, §9.1;
+RFC 3986 §3.3-3.4).
+
+Whatever reaches the backend request line or header block has passed these checks, whether it
+came from an information system or from a signed request of a peer security server: a token
+method, token header names, header values without CR, LF or NUL, a path and query of visible
+ASCII without ``#`` (non-ASCII must be percent-encoded). Nothing can split a request or make the
+policy judge one path while the backend serves another.
+
+No IO.
+"""
+
+from __future__ import annotations
+
+import re
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+_VALUE = re.compile(r"[\x20-\x7e\u00a0-\ud7ff\ue000-\uffff]*")
+_PATH = re.compile(r"(?:/[\x21\x22\x24-\x3e\x40-\x7e]*)*")
+_QUERY = re.compile(r"[\x21\x22\x24-\x7e]*")
+
+
+def is_token(text: str) -> bool:
+    """A method or header name."""
+    return _TOKEN.fullmatch(text) is not None
+
+
+def is_field_value(text: str) -> bool:
+    """A header value: no control characters (so no CR, LF, NUL), no lone surrogates."""
+    return _VALUE.fullmatch(text) is not None
+
+
+def is_path(text: str) -> bool:
+    """Empty or ``/``-separated segments of visible ASCII without ``?`` and ``#``."""
+    return _PATH.fullmatch(text) is not None
+
+
+def is_query(text: str) -> bool:
+    """Visible ASCII without ``#``."""
+    return _QUERY.fullmatch(text) is not None
