@@ -5,6 +5,8 @@ The CLI is the one place that prints and exits.
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from exchange import __version__
@@ -20,6 +22,8 @@ def main(debug: bool) -> None:
     Example:
       exchange demo            # run the example federation and verify its logs
     """
+    # message logs, registries and databases hold personal data: private to the operator
+    os.umask(0o077)
 
 
 def _register() -> None:

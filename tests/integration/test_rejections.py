@@ -43,6 +43,7 @@ from exchange.messagelog.query import query_records
 from exchange.protocol.canonical import b64url, b64url_decode
 from exchange.protocol.frames import FrameKind, encode_frame
 from exchange.protocol.jws import Signer
+from exchange.protocol.messages import SignedRequest
 from exchange.server.config import ServerConfig
 from exchange.trust.keys import (
     fingerprint,
@@ -353,6 +354,60 @@ def _alg_none(a: Attacker) -> Forgery:
     _, payload, _ = token.split(".")
     header = b64url(b'{"alg":"none","x5t#S256":"' + a.palpost.thumbprint.encode() + b'"}')
     return Forgery({"jws": f"{header}.{payload}."})
+
+
+def _injected(**fields: Any) -> Callable[[Attacker], Forgery]:
+    """A validly signed request whose method, path, query or headers would split or bend the
+    request the provider writes to its backend (CR LF, '#', spaces)."""
+
+    def forge(a: Attacker) -> Forgery:
+        request = SignedRequest(
+            message_id=f"inject-{time.time_ns()}",
+            client=WINDOW,
+            service=PERSONS_SERVICE,
+            method=fields.get("method", "GET"),
+            path=fields.get("path", "/123456782"),
+            query=fields.get("query", ""),
+            headers=fields.get("headers", ()),
+            body_sha256=b64url(hashlib.sha256(b"").digest()),
+            body_length=0,
+            user_id=None,
+            purpose=None,
+            issue=None,
+            represented_party=None,
+            security_server=MOI_SS,
+            timestamp_ms=int(time.time() * 1000),
+        )
+        return Forgery({"jws": a.palpost.sign(request.canonical())})
+
+    return forge
+
+
+INJECTIONS = [
+    pytest.param(_injected(method="GET /admin HTTP/1.1\r\nX: y\r\n\r\nGET"), id="method-crlf"),
+    pytest.param(_injected(method="GE T"), id="method-not-a-token"),
+    pytest.param(_injected(path="/123456782#/address"), id="fragment-in-path"),
+    pytest.param(_injected(path="/123 HTTP/1.1\r\nX: y"), id="path-crlf"),
+    pytest.param(_injected(query="a=1\r\nHost: evil"), id="query-crlf"),
+    pytest.param(_injected(headers=(("x-a\r\nhost", "evil"),)), id="header-name-crlf"),
+    pytest.param(_injected(headers=(("x-a", "1\r\nHost: evil"),)), id="header-value-crlf"),
+]
+
+
+@pytest.mark.parametrize("forge", INJECTIONS)
+async def test_provider_refuses_requests_that_would_split_the_backend_request(
+    net: Net, attacker: Attacker, forge: Callable[[Attacker], Forgery]
+) -> None:
+    """A peer holding valid keys still cannot smuggle a second request or a fragment past the
+    policy: the signed request must be plain HTTP syntax."""
+    forgery = forge(attacker)
+    frame, conn = await attacker.client.send_meta(forgery.meta, forgery.body)
+    response, body = read_signed_response(frame, conn)
+    code = "Server.ServerProxy.InvalidMessage"
+    assert (response.error_type, response.status, body["type"]) == (code, 400, code)
+    record = record_of_response(net.servers["moi"], frame.meta["jws"])
+    assert record["error"]["type"] == code
+    await assert_serving(net)
 
 
 FORGERIES = [
@@ -825,3 +880,31 @@ methods = ["GET"]
         clock.offset = 0.0
     status, _, body = await net.call("palpost", path)
     assert status == 200, body
+
+
+async def test_configuration_change_drops_connections_of_deregistered_peers(
+    net: Net, attacker: Attacker
+) -> None:
+    """An open connection does not outlive its peer's registration: when the global
+    configuration no longer lists the peer's authentication certificate, the provider drops it."""
+    palpost, moi = net.servers["palpost"], net.servers["moi"]
+    first, conn = await attacker.client.send(_window_request(attacker))
+    assert read_signed_response(first, conn)[0].status == 200
+    fp = fingerprint(x509.load_pem_x509_certificate(palpost.config.auth_cert.read_bytes()))
+    with net.registry() as reg:
+        reg.remove_auth_cert(palpost.config.server_id, fp)
+    try:
+        await publish(net)
+        for _ in range(500):  # the close reaches both ends within a few loop iterations
+            if conn.closed and not any(
+                c.peer_id == palpost.config.server_id for c in moi.provider_connections
+            ):
+                break
+            await asyncio.sleep(0.01)
+        assert conn.closed
+        assert all(c.peer_id != palpost.config.server_id for c in moi.provider_connections)
+    finally:
+        with net.registry() as reg:
+            reg.add_auth_cert(palpost.config.server_id, fp)
+        await publish(net)
+    await assert_serving(net)
