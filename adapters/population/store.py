@@ -125,6 +125,7 @@ def build_registry(
     if path.exists() and not replace:
         raise ConfigurationError(f"{path} already exists; choose another file or replace it")
     started = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
     people = generate_people(count, seed=seed, reference_date=reference_date)
     partial = path.with_name(path.name + ".partial")
     _remove_database(partial)

@@ -7,6 +7,7 @@ Exit status (DESIGN.md §11): 0 success; 1 a check failed (verification failed, 
 from __future__ import annotations
 
 import functools
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -54,7 +55,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
                 raise
             err_console.print(f"[red]error:[/red] {exc.message}", markup=True)
             sys.exit(exit_code_for(exc))
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:
             if debug:
                 raise
             err_console.print(f"[red]error:[/red] {exc}", markup=True)
