@@ -55,7 +55,7 @@ class Frame:
 
 
 def encode_frame(stream_id: int, kind: FrameKind, meta: dict[str, Any], body: bytes = b"") -> bytes:
-    meta_bytes = canonical_bytes(meta)
+    meta_bytes = canonical_bytes(meta, typed=True)
     rest = HEAD_SIZE - _PREFIX + len(meta_bytes) + len(body)
     return b"".join((_HEAD.pack(rest, stream_id, kind, len(meta_bytes)), meta_bytes, body))
 

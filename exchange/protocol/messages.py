@@ -145,7 +145,7 @@ class SignedRequest:
         }
 
     def canonical(self) -> bytes:
-        return canonical_bytes(self.to_dict())
+        return canonical_bytes(self.to_dict(), typed=True)
 
     @classmethod
     def from_payload(cls, payload: bytes) -> SignedRequest:
@@ -219,7 +219,7 @@ class SignedResponse:
         }
 
     def canonical(self) -> bytes:
-        return canonical_bytes(self.to_dict())
+        return canonical_bytes(self.to_dict(), typed=True)
 
     @classmethod
     def from_payload(cls, payload: bytes) -> SignedResponse:
