@@ -172,6 +172,7 @@ class _Append:
     entries: Sequence[dict[str, Any]]
     future: asyncio.Future[list[int]]
     loop: asyncio.AbstractEventLoop
+    typed: bool = False
 
 
 @dataclass(slots=True)
@@ -220,7 +221,7 @@ def _write_failed(exc: BaseException) -> MessageLogError:
     )
 
 
-def _record_row(entry: dict[str, Any], seq: int, logged_at: int) -> Row:
+def _record_row(entry: dict[str, Any], seq: int, logged_at: int, typed: bool = False) -> Row:
     """The row for one entry; raises TypeError/ValueError for an entry the log cannot hold."""
     if not isinstance(entry, dict):
         raise TypeError(f"a log entry is a dict, not {type(entry).__name__}")
@@ -229,7 +230,7 @@ def _record_row(entry: dict[str, Any], seq: int, logged_at: int) -> Row:
     message_id, client, service, side, status = (_column(entry, key) for key in INDEXED_KEYS)
     if side is not None and side not in SIDES:
         raise ValueError(f"log entry side must be 'consumer' or 'provider', not {side!r}")
-    data = canonical_bytes({**entry, "seq": seq, "logged_at": logged_at})
+    data = canonical_bytes({**entry, "seq": seq, "logged_at": logged_at}, typed=typed)
     return (seq, logged_at, message_id, client, service, side, status, data, leaf_hash(data))
 
 
@@ -358,7 +359,10 @@ class _Writer:
         for item in appends:
             start = self.compact.size
             try:
-                group = [_record_row(e, start + i, logged_at) for i, e in enumerate(item.entries)]
+                group = [
+                    _record_row(e, start + i, logged_at, item.typed)
+                    for i, e in enumerate(item.entries)
+                ]
             except (TypeError, ValueError) as exc:
                 outcomes.append((item.future, item.loop, exc))
                 continue
@@ -641,9 +645,13 @@ class MessageLog:
 
     # -- writing
 
-    async def append(self, entry: dict[str, Any]) -> int:
-        """Log one exchange record; returns its seq once it is durably committed."""
-        return (await self._submit([entry]))[0]
+    async def append(self, entry: dict[str, Any], *, typed: bool = False) -> int:
+        """Log one exchange record; returns its seq once it is durably committed.
+
+        ``typed=True`` says the entry was built from typed fields that cannot hold a float
+        (see :func:`exchange.protocol.canonical.canonical_bytes`), which skips the float walk.
+        """
+        return (await self._submit([entry], typed))[0]
 
     async def append_many(self, entries: Sequence[dict[str, Any]]) -> list[int]:
         """Log several records in one transaction, with consecutive seqs (all or none)."""
@@ -651,10 +659,12 @@ class MessageLog:
             return []
         return await self._submit(list(entries))
 
-    def _submit(self, entries: Sequence[dict[str, Any]]) -> asyncio.Future[list[int]]:
+    def _submit(
+        self, entries: Sequence[dict[str, Any]], typed: bool = False
+    ) -> asyncio.Future[list[int]]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[int]] = loop.create_future()
-        self._put(_Append(entries, future, loop))
+        self._put(_Append(entries, future, loop, typed))
         return future
 
     def _put(self, item: _Item) -> None:

@@ -226,7 +226,7 @@ class SecurityServer:
     async def log_record(self, rec: ExchangeRecord) -> None:
         """Append durably; an exchange whose record cannot be written fails (log before answer)."""
         try:
-            await self.log.append(rec.to_entry(with_bodies=self.config.log_bodies))
+            await self.log.append(rec.to_entry(with_bodies=self.config.log_bodies), typed=True)
         except ExchangeError as exc:
             log.error("message log write failed: %s", exc.internal)
             cls = ConsumerLogFailed if rec.side == "consumer" else ProviderLogFailed
