@@ -69,11 +69,37 @@ def _instant(ctx: click.Context, param: click.Parameter, value: str | None) -> d
     return at
 
 
-def resolve_policy_dir(directory: Path | None) -> Path:
-    """The policy directory to use; a ``--config`` option would resolve it here too."""
-    if directory is None:
-        raise click.UsageError("give the policy directory with --dir")
-    return directory
+def resolve_policy_dir(directory: Path | None, config: Path | None = None) -> Path:
+    """The policy directory: given with ``--dir``, or the one a server's ``--config`` names."""
+    if directory is not None:
+        return directory
+    if config is None:
+        raise click.UsageError("give the policy directory with --dir or a server with --config")
+    from exchange.server.config import load_server_config
+
+    server = load_server_config(config)
+    if server.policy_dir is None:
+        raise click.UsageError(f"{config} names no policy directory ([policy] dir)")
+    return server.policy_dir
+
+
+def _server_groups(config: Path, client: ClientId) -> frozenset[GlobalGroupId]:
+    """The client's global groups in the configuration the server last accepted."""
+    import time
+
+    from exchange.globalconf.anchor import Anchor
+    from exchange.globalconf.verifier import TrustedGlobalConf
+    from exchange.server.config import load_server_config
+
+    server = load_server_config(config)
+    try:
+        data = server.globalconf_state.read_bytes()
+    except OSError:
+        return frozenset()
+    now = int(time.time())
+    trusted = TrustedGlobalConf(Anchor.load(server.anchor), now=now)
+    trusted.load_local(data, now=now)
+    return trusted.current.groups_of(client) if trusted.current else frozenset()
 
 
 @click.group("policy", context_settings={"help_option_names": ["-h", "--help"]})
@@ -195,6 +221,12 @@ def explain_request(
     "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), help="Policy directory."
 )
 @click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A provider server's server.toml: its policy directory and global groups.",
+)
+@click.option(
     "--client",
     required=True,
     callback=_identifier(parse_client),
@@ -227,6 +259,7 @@ def explain_request(
 @handle_errors
 def explain_command(
     directory: Path | None,
+    config: Path | None,
     client: ClientId,
     service: ServiceId,
     method: str,
@@ -243,14 +276,17 @@ def explain_command(
 
     \b
     Example:
-      exchange policy explain --dir policies/MOI \\
+      exchange policy explain --config ss-moi/server.toml \\
         --client PS/GOV/PALPOST/unified-window \\
         --service PS/GOV/MOI/population-registry/persons \\
         --method GET --path /123456789 --purpose citizen-service
     """
     request = PolicyRequest(client, service, method, path, purpose, user_id)
+    member_of = frozenset(groups)
+    if config is not None and not groups:
+        member_of = _server_groups(config, client)
     allowed = explain_request(
-        resolve_policy_dir(directory), request, frozenset(groups), at, as_json
+        resolve_policy_dir(directory, config), request, member_of, at, as_json
     )
     if not allowed:
         sys.exit(EXIT_CHECK_FAILED)
