@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.errors import (
     ClientAuthenticationFailed,
@@ -217,7 +218,7 @@ def _verify_response(
         raise InconsistentResponse("the provider's response carries no signature")
     rec.response_jws = token
 
-    def key_for(thumb: str):  # type: ignore[no-untyped-def]
+    def key_for(thumb: str) -> ec.EllipticCurvePublicKey:
         info = conn.signer_certs.get(thumb)
         if info is None:
             raise ConsumerInvalidSignature(

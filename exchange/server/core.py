@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchange.errors import (
     ConfigurationError,
@@ -103,8 +105,8 @@ class SecurityServer:
         )
         self.response_timeout = config.limits.backend_timeout + 5.0
         self._turn = 0
-        self._client_ctx: Any = None
-        self._provider_ctx: Any = None
+        self._client_ctx: ssl.SSLContext | None = None
+        self._provider_ctx: ssl.SSLContext | None = None
         self._ca_fps: tuple[str, ...] = ()
         self._runner: web.AppRunner | None = None
         self._sites: list[web.TCPSite] = []
@@ -192,6 +194,8 @@ class SecurityServer:
     def pool_for(self, info: SecurityServerInfo) -> PeerPool:
         pool = self.pools.get(info.id)
         if pool is None:
+            if self._client_ctx is None:
+                raise OutdatedGlobalConf("no TLS context yet: no global configuration received")
             pool = PeerPool(
                 info.id,
                 info.address,
@@ -368,8 +372,6 @@ class SecurityServer:
             "log_size": self.log.size,
         }
 
-
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 
 _DER = Encoding.DER
 

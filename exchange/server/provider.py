@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import orjson
 from cryptography import x509
@@ -33,7 +33,7 @@ from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import SecurityServerId
 from exchange.policy.evaluate import evaluate
 from exchange.policy.fields import filter_fields
-from exchange.policy.model import PolicyRequest
+from exchange.policy.model import Decision, PolicyRequest
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, FrameWriter, encode_frame
 from exchange.protocol.jws import JwsError, verify
@@ -370,7 +370,9 @@ def _xroad_backend_headers(request: SignedRequest, rec: ExchangeRecord) -> list[
     return out
 
 
-def _decide(server: SecurityServer, request: SignedRequest, conf: Any, rec: ExchangeRecord) -> Any:
+def _decide(
+    server: SecurityServer, request: SignedRequest, conf: GlobalConf, rec: ExchangeRecord
+) -> Decision:
     policy = server.policy_set()
     decision = evaluate(
         policy,

@@ -15,13 +15,12 @@ from exchange.errors import ReplayedMessage, StaleMessage
 
 
 class ReplayCache:
-    __slots__ = ("_expiry", "_order", "_seen", "_skew_ms")
+    __slots__ = ("_order", "_seen", "_skew_ms")
 
     def __init__(self, skew_seconds: int) -> None:
         self._skew_ms = skew_seconds * 1000
         self._seen: set[tuple[str, str]] = set()
         self._order: deque[tuple[int, tuple[str, str]]] = deque()
-        self._expiry = 0
 
     def _prune(self, now_ms: int) -> None:
         horizon = now_ms - 2 * self._skew_ms
