@@ -80,7 +80,11 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._finish_error(ServiceFailed("the service tried to upgrade the connection"))
         except httptools.HttpParserError as exc:
-            self._finish_error(ServiceFailed(f"the service sent a malformed response: {exc}"))
+            # a limit raised in one of our callbacks arrives wrapped by the parser
+            cause = exc.__context__ if isinstance(exc.__context__, ServiceFailed) else None
+            self._finish_error(
+                cause or ServiceFailed(f"the service sent a malformed response: {exc}")
+            )
         except ServiceFailed as exc:
             self._finish_error(exc)
 
@@ -261,7 +265,7 @@ class HttpClient:
     ) -> Response:
         """``url`` is sent as given (already percent-encoded)."""
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname or "#" in url:
             raise ServiceFailed(f"the service URL {url!r} is not an http(s) URL")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         pool = self._pool(parts.scheme, parts.hostname, port)
