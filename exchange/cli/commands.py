@@ -8,6 +8,7 @@ from exchange.cli.ca import group as ca_group
 from exchange.cli.central import group as central_group
 from exchange.cli.demo import command as demo_command
 from exchange.cli.log import group as log_group
+from exchange.cli.ocsp import group as ocsp_group
 from exchange.cli.policy import group as policy_group
 from exchange.cli.registry import group as registry_group
 from exchange.cli.server import group as server_group
@@ -20,4 +21,5 @@ GROUPS: list[click.Command] = [
     policy_group,
     log_group,
     registry_group,
+    ocsp_group,
 ]

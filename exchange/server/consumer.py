@@ -39,7 +39,7 @@ from exchange.protocol.rest import (
     parse_xroad_headers,
 )
 from exchange.server.backend import read_bounded
-from exchange.server.peer import PeerConnection
+from exchange.server.peer import PeerConnection, unsigned_refusal
 from exchange.server.records import ExchangeRecord
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ async def _consume(
     frame, conn = await pool.request({"jws": token}, body, server.response_timeout)
     rec.mark("answered")
     if frame.kind is FrameKind.ERROR:
-        raise _unsigned_refusal(frame.meta)
+        raise unsigned_refusal(frame.meta)
     response = _verify_response(frame.meta.get("jws"), frame.body, conn, signed, rec)
     rec.response_body = frame.body
     rec.http_status = response.status
@@ -165,16 +165,6 @@ async def _consume(
     # (8) logged durably before the answer
     await server.log_record(rec)
     return _to_web_response(response, frame.body, signed, rec)
-
-
-def _unsigned_refusal(meta: dict[str, object]) -> ExchangeError:
-    """An ERROR frame is not signed: pass on only a provider-side code and an error status."""
-    code = str(meta.get("type", ""))
-    status = meta.get("status")
-    if not code.startswith("Server.ServerProxy.") or not isinstance(status, int):
-        return InconsistentResponse("the provider answered with a malformed refusal")
-    message = str(meta.get("message", "the provider refused the request"))[:500]
-    return ExchangeError(message, code=code, status=status if 400 <= status <= 599 else 502)
 
 
 def _authorise_information_system(

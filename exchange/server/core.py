@@ -354,6 +354,9 @@ class SecurityServer:
         self._tasks.clear()
         if self._provider_server is not None:
             self._provider_server.close()
+        for conn in list(self.provider_connections):
+            if conn.transport is not None:
+                conn.transport.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self._close_pools()

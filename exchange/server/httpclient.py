@@ -49,6 +49,8 @@ class _Exchange:
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
     header_bytes: int = 0
+    header_count_bytes: int = 0
+    headers_done: bool = False
     received: bool = False
     keep_alive: bool = False
 
@@ -75,6 +77,14 @@ class _Connection(asyncio.Protocol):
             self._close()
             return
         ex.received = True
+        if not ex.headers_done:
+            # httptools calls on_header only once a line ends: bound what we feed until then
+            ex.header_bytes += len(data)
+            if ex.header_bytes > MAX_HEADER_BYTES + ex.limit:
+                self._finish_error(
+                    ServiceFailed("the service answered more header data than allowed")
+                )
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -106,8 +116,8 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.exchange is None:
             return
-        self.exchange.header_bytes += len(name) + len(value)
-        if self.exchange.header_bytes > MAX_HEADER_BYTES or len(self.exchange.headers) >= 200:
+        self.exchange.header_count_bytes += len(name) + len(value)
+        if self.exchange.header_count_bytes > MAX_HEADER_BYTES or len(self.exchange.headers) >= 200:
             raise ServiceFailed("the service answered more header data than allowed")
         self.exchange.headers.append(
             (name.decode("latin-1"), value.decode("utf-8", errors="surrogateescape"))
@@ -118,6 +128,7 @@ class _Connection(asyncio.Protocol):
         if ex is None:
             return
         ex.status = self.parser.get_status_code()
+        ex.headers_done = True
         if ex.head_request:
             # a HEAD response has no body whatever its Content-Length says: finish here and do
             # not reuse the connection (the parser cannot be told the request method)

@@ -23,6 +23,7 @@ from exchange.errors import (
     ConsumerSslAuthenticationFailed,
     ConsumerTimeout,
     ExchangeError,
+    InconsistentResponse,
     NetworkError,
 )
 from exchange.identifiers import SecurityServerId
@@ -35,10 +36,26 @@ from exchange.protocol.frames import (
     FrameWriter,
     encode_frame,
 )
+from exchange.protocol.syntax import is_token
 from exchange.server.certs import SignerCert, SignerCertRegistry
 from exchange.trust.keys import fingerprint
 
 log = logging.getLogger("exchange.server.peer")
+
+
+def unsigned_refusal(meta: dict[str, object]) -> ExchangeError:
+    """An ERROR frame is not signed: pass on only a provider-side code and an error status."""
+    code = str(meta.get("type", ""))
+    status = meta.get("status")
+    if (
+        not code.startswith("Server.ServerProxy.")
+        or not is_token(code)
+        or not isinstance(status, int)
+        or isinstance(status, bool)
+    ):
+        return InconsistentResponse("the provider answered with a malformed refusal")
+    message = str(meta.get("message", "the provider refused the request"))[:500]
+    return ExchangeError(message, code=code, status=status if 400 <= status <= 599 else 502)
 
 
 def parse_hello_certs(meta: dict[str, Any]) -> list[x509.Certificate]:
@@ -132,9 +149,7 @@ class PeerConnection(asyncio.Protocol):
             self._on_hello(frame)
             return
         if frame.kind is FrameKind.ERROR and frame.stream_id == 0:
-            message = str(frame.meta.get("message", "refused"))
-            code = str(frame.meta.get("type", "Server.ServerProxy.SslAuthenticationFailed"))
-            self._fail(ExchangeError(message, code=code, status=int(frame.meta.get("status", 403))))
+            self._fail(unsigned_refusal(frame.meta))
             return
         fut = self.pending.pop(frame.stream_id, None)
         if fut is not None and not fut.done():

@@ -112,6 +112,17 @@ class ProviderConnection(asyncio.Protocol):
                     "the authentication certificate now belongs to another server"
                 )
             )
+            return
+        # signing certificates admitted at HELLO are judged again against the new CAs
+        now = self.server.clock()
+        for thumb, info in list(self.signer_certs.items()):
+            try:
+                self.server.signer_registry.admit(info.cert, now)
+            except ExchangeError as err:
+                log.warning(
+                    "peer %s: signing certificate no longer accepted: %s", self.peer_id, err
+                )
+                del self.signer_certs[thumb]
 
     def _refuse(self, err: ExchangeError) -> None:
         if self.transport is None:

@@ -11,7 +11,7 @@
   and the held configuration stays.
 - Unsigned ERROR frames from a provider are relayed only as provider-side refusals, and a
   malformed signed response is an inconsistent one. (Not yet for ERROR frames on stream 0: those
-  cases are strict xfails until ``PeerConnection._on_frame`` applies the same rule.)
+  cases are held to the same rule by ``peer.unsigned_refusal``.)
 
 Each asserts the exact X-Road code and that the servers keep serving. Nothing is mocked.
 """
@@ -651,13 +651,6 @@ def _connection_error_frame(meta: dict[str, Any]) -> Callable[[Liar, Incoming], 
     return answer
 
 
-STREAM_0_BYPASS = pytest.mark.xfail(
-    strict=True,
-    reason="PeerConnection._on_frame relays a stream-0 ERROR frame's code and status as they "
-    "came, without consumer._unsigned_refusal (THREAT_MODEL.md §2)",
-)
-
-
 def _malformed_signed_response(liar: Liar, inc: Incoming) -> None:
     doc = {"v": 1, "type": "response", "id": inc.request.message_id}
     inc.reply(liar.signer.sign(orjson.dumps(doc)), b"")
@@ -709,14 +702,12 @@ UNSIGNED = [
         CONSISTENCY,
         502,
         id="client-code-on-stream-0",
-        marks=STREAM_0_BYPASS,
     ),
     pytest.param(
         _connection_error_frame({"type": "Server.ServerProxy.AccessDenied", "status": 200}),
         "Server.ServerProxy.AccessDenied",
         502,
         id="success-status-on-stream-0",
-        marks=STREAM_0_BYPASS,
     ),
 ]
 
