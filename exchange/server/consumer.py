@@ -209,12 +209,16 @@ def _verify_response(
     rec.response_jws = token
 
     def key_for(thumb: str) -> ec.EllipticCurvePublicKey:
+        refused = conn.refused.get(thumb)
+        if refused is not None:
+            raise refused
         info = conn.signer_certs.get(thumb)
         if info is None:
             raise ConsumerInvalidSignature(
                 "response signed with a certificate the provider did not present"
             )
         conn.registry.check_time(info, conn.clock())
+        conn.check_revocation(info)
         return info.public_key
 
     # (1) the signature verifies with a certificate the provider presented

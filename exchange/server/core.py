@@ -49,6 +49,7 @@ from exchange.server.peer import PeerPool
 from exchange.server.provider import ProviderConnection
 from exchange.server.records import ExchangeRecord
 from exchange.server.replay import ReplayCache
+from exchange.server.revocation import RevocationChecks
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 
 log = logging.getLogger("exchange.server")
@@ -94,15 +95,8 @@ class SecurityServer:
         self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
         self.pools: dict[SecurityServerId, PeerPool] = {}
         self.provider_connections: set[ProviderConnection] = set()
-        self.hello_frame = encode_frame(
-            0,
-            FrameKind.HELLO,
-            {
-                "v": 1,
-                "server": str(config.server_id),
-                "certs": [b64url(s.cert.public_bytes(_DER)) for s in self.signers.values()],
-            },
-        )
+        self.revocation = RevocationChecks(clock)
+        self.own_certs = [self.auth_cert, *(s.cert for s in self.signers.values())]
         self.response_timeout = config.limits.backend_timeout + 5.0
         self._turn = 0
         self._client_ctx: ssl.SSLContext | None = None
@@ -128,6 +122,42 @@ class SecurityServer:
         if not signers:
             raise ConfigurationError("no member signing key configured")
         return signers
+
+    def hello_frame(self) -> bytes:
+        """HELLO: our members' signing certificates and fresh OCSP responses for our own
+        certificates (authentication included: Python's ssl cannot staple in the handshake)."""
+        conf = self.trusted.current
+        staples = self.revocation.own_staples(self.own_certs, conf) if conf else {}
+        meta = {
+            "v": 1,
+            "server": str(self.config.server_id),
+            "certs": [b64url(s.cert.public_bytes(_DER)) for s in self.signers.values()],
+            "ocsp": staples,
+        }
+        return encode_frame(0, FrameKind.HELLO, meta)
+
+    async def _refresh_staples(self) -> None:
+        """Keep our OCSP responses fresh; re-staple open connections when they change."""
+        while True:
+            conf = self.trusted.current
+            freshness = conf.settings.ocsp_freshness_seconds if conf else 3600
+            await asyncio.sleep(max(1.0, min(60.0, freshness / 8)))
+            if conf is None:
+                continue
+            try:
+                changed = await self.revocation.refresh_own(self.own_certs, conf)
+            except Exception:
+                log.exception("refreshing OCSP responses failed")
+                continue
+            if changed:
+                self._restaple()
+
+    def _restaple(self) -> None:
+        hello = self.hello_frame()
+        for pool in self.pools.values():
+            pool.send_hello(hello)
+        for conn in list(self.provider_connections):
+            conn.send_hello(hello)
 
     def signer_for(self, member: MemberId | None, *, consumer: bool = False) -> Signer:
         if member is not None:
@@ -202,6 +232,8 @@ class SecurityServer:
                 frozenset(info.auth_cert_fingerprints),
                 ssl_context=self._client_ctx,
                 hello=self.hello_frame,
+                revocation=self.revocation,
+                conf=lambda: self.trusted.current,
                 registry=self.signer_registry,
                 size=self.config.limits.peer_connections,
                 connect_timeout=self.config.limits.connect_timeout,
@@ -245,6 +277,11 @@ class SecurityServer:
         for signer in self.signers.values():
             self.log.register_cert(signer.cert)
         self._seed_replay_cache()
+        if self.trusted.current is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(15):
+                    await self.revocation.refresh_own(self.own_certs, self.trusted.current)
+        self._tasks.append(asyncio.create_task(self._refresh_staples()))
         cas = self.trusted.current.ca_certs() if self.trusted.current else []
         self._provider_ctx = tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
         loop = asyncio.get_running_loop()
@@ -361,6 +398,7 @@ class SecurityServer:
             await self._runner.cleanup()
         self._close_pools()
         await self.backend.close()
+        await self.revocation.close()
         if self.poller is not None:
             await self.poller.close()
         self.log.close()

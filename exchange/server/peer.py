@@ -26,6 +26,7 @@ from exchange.errors import (
     InconsistentResponse,
     NetworkError,
 )
+from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import SecurityServerId
 from exchange.protocol.canonical import b64url_decode
 from exchange.protocol.frames import (
@@ -38,7 +39,9 @@ from exchange.protocol.frames import (
 )
 from exchange.protocol.syntax import is_token
 from exchange.server.certs import SignerCert, SignerCertRegistry
+from exchange.server.revocation import RevocationChecks, staples_of
 from exchange.trust.keys import fingerprint
+from exchange.trust.ocsp import OcspError
 
 log = logging.getLogger("exchange.server.peer")
 
@@ -75,14 +78,20 @@ class PeerConnection(asyncio.Protocol):
         self,
         target: SecurityServerId,
         expected_fingerprints: frozenset[str],
-        hello: bytes,
+        hello: bytes | Callable[[], bytes],
         registry: SignerCertRegistry,
         max_frame: int,
         clock: Callable[[], float],
+        revocation: RevocationChecks | None = None,
+        conf: Callable[[], GlobalConf | None] = lambda: None,
     ) -> None:
         self.target = target
         self.expected = expected_fingerprints
-        self.hello = hello
+        self.hello = hello if callable(hello) else (lambda: hello)
+        self.revocation = revocation
+        self.conf = conf
+        self.peer_cert: x509.Certificate | None = None
+        self.refused: dict[str, ExchangeError] = {}
         self.registry = registry
         self.decoder = FrameDecoder(max_frame)
         self.clock = clock
@@ -102,8 +111,9 @@ class PeerConnection(asyncio.Protocol):
         self.write = FrameWriter(self._write_now, asyncio.get_running_loop().call_soon)
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        self.peer_cert = x509.load_der_x509_certificate(der) if der is not None else None
         # (1) the provider's auth certificate is one registered for the server we meant to reach
-        if der is None or fingerprint(x509.load_der_x509_certificate(der)) not in self.expected:
+        if self.peer_cert is None or fingerprint(self.peer_cert) not in self.expected:
             self._fail(
                 ConsumerSslAuthenticationFailed(
                     f"security server {self.target} presented an authentication certificate "
@@ -111,7 +121,7 @@ class PeerConnection(asyncio.Protocol):
                 )
             )
             return
-        transport.write(self.hello)
+        transport.write(self.hello())
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -156,13 +166,50 @@ class PeerConnection(asyncio.Protocol):
             fut.set_result(frame)
 
     def _on_hello(self, frame: Frame) -> None:
-        # (2) every signing certificate the provider presents is valid and approved
+        conf = self.conf()
+        staples = staples_of(frame.meta)
+        # (2) the provider's authentication certificate is not revoked (fresh OCSP "good")
+        revocation = self.revocation
+        if revocation is None:
+            conf = None
+        if conf is not None and revocation is not None and self.peer_cert is not None:
+            try:
+                revocation.admit_peer(self.peer_cert, staples, conf)
+            except OcspError as err:
+                self._fail(err.for_consumer())
+                return
+        # (3) every signing certificate the provider presents is valid, approved, not revoked
         now = self.clock()
         for cert in parse_hello_certs(frame.meta):
             info = self.registry.admit(cert, now)
+            try:
+                if conf is not None and revocation is not None:
+                    revocation.admit_peer(cert, staples, conf)
+            except OcspError as err:
+                self.refused[info.thumbprint] = err.for_consumer()
+                self.signer_certs.pop(info.thumbprint, None)
+                continue
+            self.refused.pop(info.thumbprint, None)
             self.signer_certs[info.thumbprint] = info
         if not self.ready.done():
             self.ready.set_result(None)
+
+    def check_revocation(self, info: SignerCert) -> None:
+        """At each response: the provider's certificates' OCSP responses are still fresh."""
+        conf = self.conf()
+        revocation = self.revocation
+        if conf is None or revocation is None:
+            return
+        try:
+            if self.peer_cert is not None:
+                revocation.check_peer(self.peer_cert, conf)
+            revocation.check_peer(info.cert, conf)
+        except OcspError as err:
+            raise err.for_consumer() from None
+
+    def send_hello(self, hello: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.write(hello)
 
     def _fail(self, err: ExchangeError) -> None:
         self.failure = err
@@ -208,7 +255,9 @@ class PeerPool:
         expected_fingerprints: frozenset[str],
         *,
         ssl_context: ssl.SSLContext,
-        hello: bytes,
+        hello: bytes | Callable[[], bytes],
+        revocation: RevocationChecks | None = None,
+        conf: Callable[[], GlobalConf | None] = lambda: None,
         registry: SignerCertRegistry,
         size: int,
         connect_timeout: float,
@@ -220,6 +269,8 @@ class PeerPool:
         self.expected = expected_fingerprints
         self.ssl_context = ssl_context
         self.hello = hello
+        self.revocation = revocation
+        self.conf = conf
         self.registry = registry
         self.size = max(1, size)
         self.connect_timeout = connect_timeout
@@ -242,6 +293,8 @@ class PeerPool:
                         self.registry,
                         self.max_frame,
                         self.clock,
+                        self.revocation,
+                        self.conf,
                     ),
                     host.strip("[]"),
                     int(port),
@@ -296,6 +349,11 @@ class PeerPool:
                 f"security server {self.target} did not answer within {timeout:g} s"
             ) from None
         return frame, conn
+
+    def send_hello(self, hello: bytes) -> None:
+        for conn in self.connections:
+            if conn is not None and not conn.closed:
+                conn.send_hello(hello)
 
     def close(self) -> None:
         for conn in self.connections:

@@ -36,13 +36,15 @@ from exchange.policy.fields import filter_fields
 from exchange.policy.model import Decision, PolicyRequest
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, FrameWriter, encode_frame
-from exchange.protocol.jws import JwsError, verify
+from exchange.protocol.jws import JwsError, cert_thumbprint, verify
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
 from exchange.protocol.rest import end_to_end_headers
 from exchange.server.certs import SignerCert, SignerCertificateError
 from exchange.server.peer import parse_hello_certs
 from exchange.server.records import ExchangeRecord
+from exchange.server.revocation import staples_of
 from exchange.trust.keys import fingerprint
+from exchange.trust.ocsp import OcspError
 from exchange.trust.profiles import check_auth_profile
 from exchange.trust.validation import verify_chain
 
@@ -62,6 +64,7 @@ class ProviderConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_id: SecurityServerId | None = None
         self.peer_cert: x509.Certificate | None = None
+        self.refused: dict[str, ExchangeError] = {}
         self.signer_certs: dict[str, SignerCert] = {}
         self.hello_done = False
         self.tasks: set[asyncio.Task[None]] = set()
@@ -170,19 +173,42 @@ class ProviderConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _on_hello(self, frame: Frame) -> None:
+        conf = self.server.trusted.current
+        staples = staples_of(frame.meta)
+        # the peer's authentication certificate is not revoked (a fresh OCSP "good")
+        if conf is not None and self.peer_cert is not None:
+            try:
+                self.server.revocation.admit_peer(self.peer_cert, staples, conf)
+            except OcspError as err:
+                log.warning("refused peer %s: %s [%s]", self.peer_id, err.internal, err.detail)
+                self._refuse(err)
+                return
         now = self.server.clock()
         for cert in parse_hello_certs(frame.meta):
             try:
                 info = self.server.signer_registry.admit(cert, now)
+                if conf is not None:
+                    self.server.revocation.admit_peer(cert, staples, conf)
+            except OcspError as err:
+                log.warning("peer %s: signing certificate refused: %s", self.peer_id, err.internal)
+                self.refused[cert_thumbprint(cert)] = err
+                self.signer_certs.pop(cert_thumbprint(cert), None)
+                continue
             except SignerCertificateError as err:
                 log.warning(
                     "peer %s presented a refused signing certificate: %s", self.peer_id, err.message
                 )
                 continue
+            self.refused.pop(info.thumbprint, None)
             self.signer_certs[info.thumbprint] = info
-        self.hello_done = True
-        assert self.transport is not None
-        self.transport.write(self.server.hello_frame)
+        if not self.hello_done:
+            self.hello_done = True
+            assert self.transport is not None
+            self.transport.write(self.server.hello_frame())
+
+    def send_hello(self, hello: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing() and self.hello_done:
+            self.write(hello)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -197,12 +223,21 @@ class ProviderConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def key_for(self, thumbprint: str) -> ec.EllipticCurvePublicKey:
+        refused = self.refused.get(thumbprint)
+        if refused is not None:
+            raise refused
         info = self.signer_certs.get(thumbprint)
         if info is None:
             raise InvalidSignatureValue(
                 "request signed with a certificate the peer did not present or that was refused"
             )
         self.server.signer_registry.check_time(info, self.server.clock())
+        # the OCSP responses for the peer's certificates are still fresh (DESIGN.md §5)
+        conf = self.server.trusted.current
+        if conf is not None:
+            if self.peer_cert is not None:
+                self.server.revocation.check_peer(self.peer_cert, conf)
+            self.server.revocation.check_peer(info.cert, conf)
         return info.public_key
 
 

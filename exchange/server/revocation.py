@@ -1,0 +1,155 @@
+"""OCSP for a security server (DESIGN.md §5 "Revocation"): own staples ahead of time, peers'
+staples judged on arrival and on every message.
+
+A certificate needs a fresh "good" OCSP response when the approved CA that issued it publishes
+OCSP responder URLs in the global configuration; a CA that publishes none is not checked (a
+deployment decision the central server's operator makes, visible in the configuration).
+
+- Own certificates (authentication and signing): fetched from the issuing CA's responders at
+  start and refreshed before half their usable life has passed (freshness from the global
+  configuration, default 3600 s). While a responder is down the held response stays usable
+  until it is stale; then peers refuse us, and the operator log says why.
+- Peers' certificates: their responses travel in HELLO frames (Python's ssl cannot staple in
+  the handshake), are verified before a certificate is admitted, and must still be fresh at
+  every message, so a revoked signing certificate stops being accepted within one interval.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from cryptography import x509
+
+from exchange.errors import ExchangeError
+from exchange.globalconf.document import GlobalConf
+from exchange.protocol.canonical import b64url, b64url_decode
+from exchange.protocol.jws import cert_thumbprint
+from exchange.trust.ocsp import CertificateStatusUnknown, OcspError, OcspStapleCache
+from exchange.trust.ocsp_service import OcspFetcher, OcspUnavailable
+from exchange.trust.validation import find_issuer
+
+log = logging.getLogger("exchange.server.revocation")
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+Responder = tuple[x509.Certificate, tuple[str, ...]]
+
+
+def _find_responder(cert: x509.Certificate, conf: GlobalConf) -> Responder | None:
+    # conf.ca_certs() is parsed once per configuration, in the order of approved_cas
+    for approved, ca in zip(conf.approved_cas, conf.ca_certs(), strict=True):
+        if approved.ocsp_urls and find_issuer(cert, [ca]) is not None:
+            return ca, approved.ocsp_urls
+    return None
+
+
+class _ResponderIndex:
+    """Which CA's responders cover a certificate, remembered per configuration: finding the
+    issuer verifies a signature, too dear for every message."""
+
+    def __init__(self) -> None:
+        self._conf: GlobalConf | None = None
+        self._known: dict[str, Responder | None] = {}
+
+    def __call__(self, cert: x509.Certificate, conf: GlobalConf) -> Responder | None:
+        if conf is not self._conf:
+            self._conf = conf
+            self._known = {}
+        key = cert_thumbprint(cert)
+        if key not in self._known:
+            self._known[key] = _find_responder(cert, conf)
+        return self._known[key]
+
+
+class RevocationChecks:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.own = OcspStapleCache()
+        self.peers = OcspStapleCache()
+        self.fetcher = OcspFetcher(clock=clock)
+        self.responder_of = _ResponderIndex()
+
+    async def close(self) -> None:
+        await self.fetcher.close()
+
+    # -- own certificates ---------------------------------------------------------------------
+
+    async def refresh_own(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> bool:
+        """Fetch what is due; True if a new response was taken (peers should be re-stapled)."""
+        freshness = conf.settings.ocsp_freshness_seconds
+        changed = False
+        for cert in certs:
+            responder = self.responder_of(cert, conf)
+            if responder is None or not self.own.needs_refresh(cert, _utc(self.clock()), freshness):
+                continue
+            ca, urls = responder
+            try:
+                await self.fetcher.refresh(self.own, cert, ca, urls, max_age_seconds=freshness)
+                changed = True
+            except OcspUnavailable as exc:
+                log.error("OCSP responder unreachable for own certificate: %s", exc.internal)
+            except OcspError as exc:
+                log.error(
+                    "own certificate %s: %s (%s) — rotate it",
+                    cert.subject.rfc4514_string(),
+                    exc.message,
+                    exc.code,
+                )
+        return changed
+
+    def own_staples(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> dict[str, str]:
+        """Fresh responses for our certificates, for the HELLO frame: x5t#S256 -> base64url DER."""
+        freshness = conf.settings.ocsp_freshness_seconds
+        now = _utc(self.clock())
+        out = {}
+        for cert in certs:
+            held = self.own.get(cert, now, freshness)
+            if held is not None:
+                out[cert_thumbprint(cert)] = b64url(held.response_der)
+        return out
+
+    # -- peers' certificates ------------------------------------------------------------------
+
+    def admit_peer(
+        self, cert: x509.Certificate, staples: Mapping[str, object], conf: GlobalConf
+    ) -> None:
+        """Verify the staple a peer sent for ``cert``; :class:`OcspError` unless fresh-good."""
+        responder = self.responder_of(cert, conf)
+        if responder is None:
+            return
+        ca, _ = responder
+        raw = staples.get(cert_thumbprint(cert))
+        if not isinstance(raw, str):
+            raise CertificateStatusUnknown(
+                "no OCSP response was stapled for the certificate",
+                internal=f"no staple for {cert.subject.rfc4514_string()}",
+            )
+        try:
+            der = b64url_decode(raw)
+        except ValueError:
+            raise CertificateStatusUnknown("the stapled OCSP response is not base64url") from None
+        self.peers.put(
+            der,
+            cert=cert,
+            issuer=ca,
+            now=_utc(self.clock()),
+            max_age_seconds=conf.settings.ocsp_freshness_seconds,
+        )
+
+    def check_peer(self, cert: x509.Certificate, conf: GlobalConf) -> None:
+        """At each message: the peer certificate's response must still be fresh."""
+        if self.responder_of(cert, conf) is None:
+            return
+        self.peers.require(cert, _utc(self.clock()), conf.settings.ocsp_freshness_seconds)
+
+
+def staples_of(meta: Mapping[str, object]) -> Mapping[str, object]:
+    raw = meta.get("ocsp", {})
+    if not isinstance(raw, dict):
+        raise ExchangeError("HELLO ocsp must be an object", code="Server.ProtocolError")
+    return raw
