@@ -51,7 +51,15 @@ def _refused_by_consumer(entry: dict[str, Any]) -> bool:
 
 
 _PROVIDER_REFUSALS = frozenset(
-    {"Server.ServerProxy.InvalidSignatureValue", "Server.ServerProxy.InvalidMessage"}
+    {
+        "Server.ServerProxy.InvalidSignatureValue",
+        "Server.ServerProxy.InvalidMessage",
+        # the signer's certificate was not fresh-good: refused before the request was read
+        "Server.ServerProxy.CertificateRevoked",
+        "Server.ServerProxy.CertificateStatusUnknown",
+        "Server.ServerProxy.OcspResponseStale",
+        "Server.ServerProxy.OcspResponseInvalid",
+    }
 )
 
 

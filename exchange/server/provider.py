@@ -36,7 +36,7 @@ from exchange.policy.fields import filter_fields
 from exchange.policy.model import Decision, PolicyRequest
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, FrameWriter, encode_frame
-from exchange.protocol.jws import JwsError, cert_thumbprint, verify
+from exchange.protocol.jws import JwsError, cert_thumbprint, unverified_payload, verify
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
 from exchange.protocol.rest import end_to_end_headers
 from exchange.server.certs import SignerCert, SignerCertificateError
@@ -323,6 +323,7 @@ async def _process(
     rec.request_jws = token
     rec.request_hash = request_hash(token)
     rec.request_body = frame.body
+    rec.message_id = _claimed_message_id(token)
     # (1) the signature verifies with a signing certificate the peer presented and we admitted
     try:
         verified = verify(token, conn.key_for)
@@ -386,6 +387,17 @@ async def _process(
         body, released = _minimise(body, headers, decision.fields)
         rec.released_fields = list(released)
     return request, result.status, headers, body, released, decision.policy_version
+
+
+def _claimed_message_id(token: str) -> str | None:
+    """The message id the request claims, before its signature is checked: a refusal answers
+    under it, so an honest consumer can match the refusal to its request (the request hash binds
+    them; a forger only gets its own id back)."""
+    try:
+        claimed = orjson.loads(unverified_payload(token)).get("id")
+    except (ExchangeError, orjson.JSONDecodeError, AttributeError):
+        return None
+    return claimed if isinstance(claimed, str) and len(claimed) <= 255 else None
 
 
 def _describe(rec: ExchangeRecord, request: SignedRequest) -> None:

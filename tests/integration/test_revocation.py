@@ -1,0 +1,184 @@
+"""Revocation between security servers (DESIGN.md §5, issue 3 item 2), with a real OCSP responder.
+
+A second CA that publishes an OCSP URL is approved next to the federation's first one; the two
+servers here have certificates from it, recorded in its revocation store. Each server staples
+fresh responses for its own certificates into HELLO; a receiver refuses a peer whose response is
+missing, revoked or stale, with a clear code, and keeps serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
+from exchange.server.core import SecurityServer
+from exchange.trust.ca import CertificateAuthority
+from exchange.trust.keys import cert_pem, generate_key, load_certificate
+from exchange.trust.ocsp import issue_ocsp_responder_cert
+from exchange.trust.ocsp_service import create_ocsp_app
+from exchange.trust.revocation import RevocationStore
+from tests.integration.conftest import Net
+from tests.integration.support import assert_serving, assert_xroad_error, publish
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+PROVIDER = parse_member("PS/GOV/REVP")
+CONSUMER = parse_member("PS/GOV/REVC")
+DESK = parse_subsystem("PS/GOV/REVC/desk")
+REGISTRY = parse_subsystem("PS/GOV/REVP/registry")
+ECHO = "/r1/PS/GOV/REVP/registry/echo/1"
+FRESHNESS = 300
+POLICY = """
+provider = "PS/GOV/REVP"
+[[grant]]
+id = "desk"
+client = "PS/GOV/REVC/desk"
+service = "PS/GOV/REVP/registry/echo"
+methods = ["GET"]
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        import time
+
+        self.offset = 0.0
+        self._time = time.time
+
+    def __call__(self) -> float:
+        return self._time() + self.offset
+
+
+@dataclass
+class Revocable:
+    ca: CertificateAuthority
+    store: RevocationStore
+    provider: SecurityServer
+    consumer: SecurityServer
+    provider_clock: Clock
+    consumer_clock: Clock
+    runner: web.AppRunner
+
+
+def _record(store: RevocationStore, server: SecurityServer) -> None:
+    store.record_issued(load_certificate(server.config.auth_cert), "auth")
+    for signing in server.config.signing:
+        store.record_issued(load_certificate(signing.cert), "sign")
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def rev(net: Net) -> AsyncIterator[Revocable]:
+    root: Path = net.root / "ocsp"
+    ca = CertificateAuthority.create(root / "ca", "Revocable CA")
+    store = RevocationStore(root / "revocations.sqlite")
+    responder_key = generate_key()
+    responder_cert = issue_ocsp_responder_cert(ca, responder_key.public_key())
+    runner = web.AppRunner(create_ocsp_app(ca.cert, responder_key, responder_cert, store))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    with net.registry() as reg:
+        reg.add_ca("Revocable CA", cert_pem(ca.cert), [url])
+        # shorter than the configuration's expiry, so a clock past it keeps the conf fresh
+        original = reg.settings()
+        reg.set_settings(dataclasses.replace(original, ocsp_freshness_seconds=FRESHNESS))
+        reg.add_member(PROVIDER, "Revocation provider")
+        reg.add_member(CONSUMER, "Revocation consumer")
+    provider_clock, consumer_clock = Clock(), Clock()
+    provider = await net.add_server(
+        "revp",
+        SecurityServerId(*PROVIDER.parts, "ss1"),
+        clients=[REGISTRY],
+        services=[(REGISTRY.service("echo"), f"{net.backend_url}/echo")],
+        policy=POLICY,
+        ca=ca,
+        start=False,
+        clock=provider_clock,
+    )
+    consumer = await net.add_server(
+        "revc",
+        SecurityServerId(*CONSUMER.parts, "ss1"),
+        clients=[DESK],
+        ca=ca,
+        start=False,
+        clock=consumer_clock,
+    )
+    for server in (provider, consumer):
+        _record(store, server)
+    await publish(net)
+    await provider.start()
+    await consumer.start()
+    try:
+        yield Revocable(ca, store, provider, consumer, provider_clock, consumer_clock, runner)
+    finally:
+        with net.registry() as reg:
+            reg.set_settings(original)
+        await runner.cleanup()
+        store.close()
+
+
+async def test_exchange_with_stapled_ocsp_responses(net: Net, rev: Revocable) -> None:
+    status, headers, body = await net.call("revc", ECHO, client=str(DESK))
+    assert status == 200, body
+    assert "X-Road-Error" not in headers
+    # each side holds a fresh response for every certificate of the other
+    assert len(rev.provider.revocation.peers) >= 2
+    assert len(rev.consumer.revocation.peers) >= 2
+
+
+async def test_stale_staple_is_refused_then_refreshed(net: Net, rev: Revocable) -> None:
+    """Past the freshness limit the provider refuses what it holds; once the consumer refreshes
+    and re-staples, exchanges go through again."""
+    rev.provider_clock.offset = FRESHNESS + 120
+    try:
+        status, headers, body = await net.call("revc", ECHO, client=str(DESK))
+        assert_xroad_error(status, headers, body, "Server.ServerProxy.OcspResponseStale", 403)
+    finally:
+        rev.provider_clock.offset = 0
+    status, _, body = await net.call("revc", ECHO, client=str(DESK))
+    assert status == 200, body
+    await assert_serving(net)
+
+
+async def test_revoked_signing_certificate_stops_being_accepted(net: Net, rev: Revocable) -> None:
+    """After revocation the consumer cannot get a good response for its signing certificate;
+    within one freshness interval the provider refuses its signatures."""
+    signing = load_certificate(rev.consumer.config.signing[0].cert)
+    rev.store.revoke(signing, "keyCompromise")
+    conf = rev.consumer.trusted.current
+    assert conf is not None
+    rev.consumer.revocation.own.forget(signing)
+    await rev.consumer.revocation.refresh_own(rev.consumer.own_certs, conf)
+    assert rev.consumer.revocation.own.get(signing, _now(rev), 3600) is None
+    rev.provider_clock.offset = FRESHNESS + 120
+    try:
+        status, headers, body = await net.call("revc", ECHO, client=str(DESK))
+        assert_xroad_error(status, headers, body, "Server.ServerProxy.OcspResponseStale", 403)
+    finally:
+        rev.provider_clock.offset = 0
+    await assert_serving(net)
+
+
+async def test_new_connection_without_a_good_staple_is_refused(net: Net, rev: Revocable) -> None:
+    """A fresh connection from a server whose signing certificate is revoked carries no good
+    response for it: its signatures are refused as of unknown status, and logged."""
+    for pool in rev.consumer.pools.values():
+        pool.close()
+    rev.consumer.pools.clear()
+    status, headers, body = await net.call("revc", ECHO, client=str(DESK))
+    assert_xroad_error(status, headers, body, "Server.ServerProxy.CertificateStatusUnknown", 403)
+    await assert_serving(net)
+
+
+def _now(rev: Revocable) -> object:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(rev.consumer_clock(), dt.UTC)
