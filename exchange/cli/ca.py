@@ -19,7 +19,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from exchange.cli.common import err_console, handle_errors, print_json
+from exchange.cli.common import console, err_console, handle_errors, print_json
 from exchange.errors import ConfigurationError, InvalidIdentifier
 from exchange.identifiers import MemberId, SecurityServerId, parse_member, parse_security_server
 from exchange.protocol.jws import cert_thumbprint
@@ -32,6 +32,7 @@ from exchange.trust.profiles import (
     purpose_name,
     server_id_of_auth_cert,
 )
+from exchange.trust.revocation import record_in_ca_dir
 from exchange.trust.validation import name_text
 
 PASSPHRASE_ENV = "EXCHANGE_KEY_PASSPHRASE"
@@ -286,6 +287,7 @@ def issue_auth(
     cert = ca.issue_auth_cert(
         key.public_key(), server_id, dns_names=dns, ip_addresses=ip, days=days
     )
+    record_in_ca_dir(ca_dir, cert, "auth")
     keys.save_certificate(out_cert, cert)
     _print(_issued(cert, out_key, out_cert), as_json)
 
@@ -320,8 +322,39 @@ def issue_sign(
     ca = _load_ca(ca_dir, passphrase_file)
     key = _new_key(out_key, out_cert, out_passphrase_file)
     cert = ca.issue_sign_cert(key.public_key(), member_id, days=days)
+    record_in_ca_dir(ca_dir, cert, "sign")
     keys.save_certificate(out_cert, cert)
     _print(_issued(cert, out_key, out_cert), as_json)
+
+
+@group.command("revoke")
+@click.option(
+    "--ca-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="The CA directory (its revocations.sqlite is what its OCSP responder answers from).",
+)
+@click.option("--cert", "cert_file", required=True, type=_EXISTING_FILE, help="Certificate (PEM).")
+@click.option(
+    "--reason",
+    default="unspecified",
+    show_default=True,
+    help="RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, ...",
+)
+@handle_errors
+def revoke(ca_dir: Path, cert_file: Path, reason: str) -> None:
+    """Revoke a certificate this CA issued; its OCSP responder says so from now on.
+
+    \b
+    Example:
+      exchange ca revoke --ca-dir certs/ca --cert certs/moi/sign.cert.pem --reason keyCompromise
+    """
+    from exchange.trust.revocation import REVOCATIONS_FILE, RevocationStore, parse_reason
+
+    cert = keys.load_certificate(cert_file)
+    with RevocationStore(ca_dir / REVOCATIONS_FILE, create=False) as store:
+        store.revoke(cert, parse_reason(reason))
+    console.print(f"revoked serial {cert.serial_number:x} ({reason})")
 
 
 @group.command("show")

@@ -12,6 +12,7 @@ from exchange.cli.ocsp import group as ocsp_group
 from exchange.cli.policy import group as policy_group
 from exchange.cli.registry import group as registry_group
 from exchange.cli.server import group as server_group
+from exchange.cli.tsa import group as tsa_group
 
 GROUPS: list[click.Command] = [
     demo_command,
@@ -22,4 +23,5 @@ GROUPS: list[click.Command] = [
     log_group,
     registry_group,
     ocsp_group,
+    tsa_group,
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography import x509
 
 from exchange.cli.common import console, handle_errors, print_json
 from exchange.identifiers import parse_member, parse_security_server, parse_service, parse_subsystem
@@ -102,6 +103,13 @@ def init_cmd(
         if not sep:
             raise click.BadParameter("use SERVICE_ID=URL", param_hint="--service")
         parsed_services.append((parse_service(sid), url))
+    record = None
+    if ca_dir is not None:
+        from exchange.trust.revocation import record_in_ca_dir
+
+        def record(cert: x509.Certificate, profile: str) -> None:
+            record_in_ca_dir(ca_dir, cert, profile)
+
     result = init_server(
         directory,
         parse_security_server(server_id),
@@ -113,6 +121,7 @@ def init_cmd(
         consumer_port=consumer_port,
         provider_port=provider_port,
         policy_dir=policy_dir,
+        record=record,
     )
     console.print(f"created [bold]{result.config}[/bold]")
     for path in result.csrs:

@@ -30,6 +30,7 @@ from exchange.identifiers import (
 from exchange.server.setup import init_server
 from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import cert_pem, fingerprint, load_certificate
+from exchange.trust.revocation import REVOCATIONS_FILE, record_in_ca_dir
 
 INSTANCE = "PS"
 
@@ -105,6 +106,7 @@ class Federation:
     central_config: Path | None = None
     central_port: int = 0
     adapter_port: int = 0
+    ocsp_port: int = 0
     registry_db: Path | None = None
     sites: dict[MemberId, ServerSite] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
@@ -120,6 +122,7 @@ class Federation:
         say(f"CA created: {self.state_dir / 'ca' / 'ca.cert.pem'}")
         self.central_port = free_port()
         self.adapter_port = free_port()
+        self.ocsp_port = free_port()
         central = init_central(self.state_dir / "central", INSTANCE, port=self.central_port)
         self.central_config = self.state_dir / "central" / "central.toml"
         say(f"central server set up for instance {INSTANCE} (anchor {central.anchor_path})")
@@ -173,6 +176,7 @@ class Federation:
             consumer_port=consumer_port,
             provider_port=provider_port,
             policy_dir=policies / ministry.member.member_code if is_interior else None,
+            record=lambda cert, profile: record_in_ca_dir(self.state_dir / "ca", cert, profile),
         )
         self.sites[ministry.member] = ServerSite(
             ministry=ministry,
@@ -187,7 +191,7 @@ class Federation:
     def _register(self, db_path: Path) -> None:
         assert self.ca is not None
         with Registry.open(db_path) as registry:
-            registry.add_ca("PS Government Test CA", cert_pem(self.ca.cert))
+            registry.add_ca("PS Government Test CA", cert_pem(self.ca.cert), [self.ocsp_url])
             for ministry in MINISTRIES:
                 site = self.sites[ministry.member]
                 registry.add_member(ministry.member, ministry.name)
@@ -220,6 +224,11 @@ class Federation:
                 )
             )
             say(f"central server serving on http://127.0.0.1:{self.central_port}")
+            ca_dir = self.state_dir / "ca"
+            ocsp_args = ["exchange", "ocsp", "serve", "--ca-dir", str(ca_dir)]
+            ocsp_args += ["--db", str(ca_dir / REVOCATIONS_FILE), "--port", str(self.ocsp_port)]
+            self.children.append(await spawn("ocsp", [*ocsp_args, "--ready-line"], logs))
+            say(f"OCSP responder of the CA serving on {self.ocsp_url}")
             self.children.append(
                 await spawn(
                     "population-registry",
@@ -267,6 +276,10 @@ class Federation:
 
     # -- description ----------------------------------------------------------------------------
 
+    @property
+    def ocsp_url(self) -> str:
+        return f"http://127.0.0.1:{self.ocsp_port}/"
+
     def consumer_url(self, member: MemberId) -> str:
         return f"http://127.0.0.1:{self.sites[member].consumer_port}"
 
@@ -289,6 +302,11 @@ class Federation:
             },
             "adapters": {str(PERSONS): {"url": f"http://127.0.0.1:{self.adapter_port}/persons"}},
             "sample_national_ids": self.sample_ids,
+            "trust": {
+                "ocsp_url": self.ocsp_url,
+                "ca_dir": str(self.state_dir / "ca"),
+                "trust_bundle": str(self.state_dir / "ca" / "ca.cert.pem"),
+            },
             "ca_cert": str(self.state_dir / "ca" / "ca.cert.pem"),
         }
 

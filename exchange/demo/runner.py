@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from rich.console import Console
 from rich.table import Table
 
@@ -23,10 +24,36 @@ from exchange.server.logcheck import verify_server_log
 class DemoResult:
     outcomes: list[Outcome]
     reports: dict[str, VerifyReport]
+    revocation_ok: bool = True
 
     @property
     def ok(self) -> bool:
-        return all(o.passed for o in self.outcomes) and all(r.ok for r in self.reports.values())
+        return (
+            all(o.passed for o in self.outcomes)
+            and all(r.ok for r in self.reports.values())
+            and self.revocation_ok
+        )
+
+
+async def _print_ocsp(console: Console, federation: Federation) -> bool:
+    """Each server's own OCSP responses (fetched from the CA's responder, stapled in HELLO) and
+    the peers' responses it verified, from its /health endpoint."""
+    ok = True
+    lines = []
+    async with aiohttp.ClientSession() as session:
+        for member in federation.sites:
+            async with session.get(federation.consumer_url(member) + "/health") as resp:
+                ocsp = (await resp.json())["ocsp"]
+            ok = ok and ocsp["own_fresh"] == ocsp["own_total"]
+            lines.append(
+                f"  {member.member_code:8s} own certificates with a fresh 'good' OCSP response: "
+                f"{ocsp['own_fresh']}/{ocsp['own_total']}; peers' responses verified: "
+                f"{ocsp['peers_verified']}"
+            )
+    console.print(f"Revocation (OCSP responder {federation.ocsp_url}):")
+    for line in lines:
+        console.print(line)
+    return ok
 
 
 def _outcome_table(outcomes: list[Outcome]) -> Table:
@@ -78,6 +105,7 @@ async def run_demo(
         await federation.start(say)
         outcomes = await run_scenario(federation)
         console.print(_outcome_table(outcomes))
+        revocation_ok = await _print_ocsp(console, federation)
         if serve:
             console.rule("Message logs (servers running)")
             reports = _verify_all(federation, console)
@@ -89,7 +117,7 @@ async def run_demo(
             await federation.stop()
             console.rule("Message logs, verified offline after the servers stopped")
             reports = _verify_all(federation, console)
-        result = DemoResult(outcomes, reports)
+        result = DemoResult(outcomes, reports, revocation_ok)
         passed = sum(o.passed for o in outcomes)
         verdict = "[green]all as expected[/green]" if result.ok else "[red]NOT as expected[/red]"
         console.print(

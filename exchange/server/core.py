@@ -411,6 +411,16 @@ class SecurityServer:
             "globalconf_version": conf.version if conf else None,
             "globalconf_fresh": bool(conf and not conf.is_expired(now)),
             "log_size": self.log.size,
+            "ocsp": self._ocsp_health(conf),
+        }
+
+    def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, int]:
+        """How many own certificates hold a fresh OCSP response; peers' responses verified."""
+        own = len(self.revocation.own_staples(self.own_certs, conf)) if conf else 0
+        return {
+            "own_fresh": own,
+            "own_total": len(self.own_certs),
+            "peers_verified": len(self.revocation.peers),
         }
 
 

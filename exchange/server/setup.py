@@ -12,7 +12,7 @@ Layout written by :func:`init_server`::
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ def init_server(
     passphrase: bytes | None = None,
     log_bodies: bool = True,
     extra: dict[str, Any] | None = None,
+    record: Callable[[x509.Certificate, str], None] | None = None,
 ) -> InitResult:
     """Create keys (and certificates when ``ca`` is given, CSRs otherwise) and ``server.toml``."""
     target = Path(directory).resolve()
@@ -81,7 +82,10 @@ def init_server(
     save_private_key(keys_dir / "auth.key.pem", auth_key, passphrase)
     auth_cert_path = keys_dir / "auth.cert.pem"
     if ca is not None:
-        save_certificate(auth_cert_path, ca.issue_auth_cert(auth_key.public_key(), server_id))
+        auth_cert = ca.issue_auth_cert(auth_key.public_key(), server_id)
+        if record is not None:
+            record(auth_cert, "auth")
+        save_certificate(auth_cert_path, auth_cert)
     else:
         csrs.append(_csr(auth_key, str(server_id), keys_dir / "auth.csr.pem"))
     signing_members = list(dict.fromkeys([server_id.owner, *members]))
@@ -93,7 +97,10 @@ def init_server(
         save_private_key(keys_dir / f"{name}.key.pem", key, passphrase)
         cert_path = keys_dir / f"{name}.cert.pem"
         if ca is not None:
-            save_certificate(cert_path, ca.issue_sign_cert(key.public_key(), member))
+            sign_cert = ca.issue_sign_cert(key.public_key(), member)
+            if record is not None:
+                record(sign_cert, "sign")
+            save_certificate(cert_path, sign_cert)
         else:
             csrs.append(_csr(key, str(member), keys_dir / f"{name}.csr.pem"))
         signing_certs[member] = cert_path

@@ -101,6 +101,16 @@ def _time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).replace(microsecond=0).isoformat()
 
 
+REVOCATIONS_FILE = "revocations.sqlite"
+
+
+def record_in_ca_dir(ca_dir: str | Path, cert: x509.Certificate, profile: str) -> None:
+    """Record an issued certificate in the CA directory's register (what its OCSP responder
+    answers from): a certificate the register does not know is "unknown", never "good"."""
+    with RevocationStore(Path(ca_dir) / REVOCATIONS_FILE) as store:
+        store.record_issued(cert, profile)
+
+
 class RevocationStore:
     """The register in the SQLite file at ``path``; created there unless ``create`` is False."""
 

@@ -349,6 +349,8 @@ def timestamp_response(
     """A granted DER TimeStampResp for an accepted ``request``, with serial number ``serial``."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if serial < 1 or (accuracy_ms is not None and accuracy_ms < 0):
+        raise ValueError("serial must be positive and accuracy_ms not negative")
     gen_time = now.astimezone(dt.UTC)
     gen_time = gen_time.replace(microsecond=gen_time.microsecond // 1000 * 1000)
     cert = asn1_x509.Certificate.load(tsa_cert.public_bytes(serialization.Encoding.DER))
@@ -416,33 +418,32 @@ def _signed_token(
             {"type": "signing_certificate_v2", "values": [_signing_certificate_v2(cert)]},
         ]
     )
+    signed_data: dict[str, Any] = {
+        "version": "v3",
+        "digest_algorithms": [{"algorithm": "sha256"}],
+        "encap_content_info": {"content_type": "tst_info", "content": tst_info},
+        "signer_infos": [_signer_info(signed_attrs, tsa_key, cert)],
+    }
+    if include_cert:
+        signed_data["certificates"] = [cert]
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data})
+
+
+def _signer_info(
+    signed_attrs: Any, tsa_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, cert: Any
+) -> Any:
     signature_algorithm, signature = _sign(tsa_key, bytes(signed_attrs.dump()))
-    signer_info = cms.SignerInfo(
+    sid = {"issuer": cert.issuer, "serial_number": cert.serial_number}
+    return cms.SignerInfo(
         {
             "version": "v1",
-            "sid": cms.SignerIdentifier(
-                {
-                    "issuer_and_serial_number": {
-                        "issuer": cert.issuer,
-                        "serial_number": cert.serial_number,
-                    }
-                }
-            ),
+            "sid": cms.SignerIdentifier({"issuer_and_serial_number": sid}),
             "digest_algorithm": {"algorithm": "sha256"},
             "signed_attrs": signed_attrs,
             "signature_algorithm": {"algorithm": signature_algorithm},
             "signature": signature,
         }
     )
-    signed_data: dict[str, Any] = {
-        "version": "v3",
-        "digest_algorithms": [{"algorithm": "sha256"}],
-        "encap_content_info": {"content_type": "tst_info", "content": tst_info},
-        "signer_infos": [signer_info],
-    }
-    if include_cert:
-        signed_data["certificates"] = [cert]
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data})
 
 
 def _sign(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, data: bytes) -> tuple[str, bytes]:
