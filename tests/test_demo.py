@@ -40,6 +40,9 @@ def test_demo_runs_exchanges_and_verifies_logs(tmp_path: Path) -> None:
     assert "13/13 exchanges as expected, 5/5 message logs verified" in out
     assert "Server.ServerProxy.AccessDenied" in out
     assert "Server.ServerProxy.UnknownService" in out
+    # every server fetched, stapled and verified OCSP responses; every tree head was time-stamped
+    assert out.count("own certificates with a fresh 'good' OCSP response: 2/2") == 5
+    assert out.count(", verified") >= 5
 
 
 def _wait_for_serving(proc: subprocess.Popen[str]) -> list[str]:
@@ -85,6 +88,12 @@ def test_serve_mode_endpoints_curl_and_log_commands(tmp_path: Path) -> None:
         }
         assert endpoints["sample_national_ids"]
         assert "PS/GOV/MOI/population-registry/persons" in endpoints["adapters"]
+        trust = endpoints["trust"]
+        assert trust["ocsp_url"].startswith("http://127.0.0.1:")
+        assert trust["tsa_url"].startswith("http://127.0.0.1:")
+        assert "BEGIN CERTIFICATE" in Path(trust["trust_bundle"]).read_text()
+        for server in endpoints["servers"].values():
+            assert Path(server["auth_cert"]).is_file() and Path(server["sign_cert"]).is_file()
         tried = subprocess.run(
             ["bash", str(ROOT / "examples" / "try-exchanges.sh"), str(state)],
             capture_output=True,

@@ -107,6 +107,7 @@ class Federation:
     central_port: int = 0
     adapter_port: int = 0
     ocsp_port: int = 0
+    tsa_port: int = 0
     registry_db: Path | None = None
     sites: dict[MemberId, ServerSite] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
@@ -123,6 +124,8 @@ class Federation:
         self.central_port = free_port()
         self.adapter_port = free_port()
         self.ocsp_port = free_port()
+        self.tsa_port = free_port()
+        self._build_tsa()
         central = init_central(self.state_dir / "central", INSTANCE, port=self.central_port)
         self.central_config = self.state_dir / "central" / "central.toml"
         say(f"central server set up for instance {INSTANCE} (anchor {central.anchor_path})")
@@ -133,7 +136,35 @@ class Federation:
         for ministry in MINISTRIES:
             self._build_site(ministry, central.anchor_path, policies)
         self._register(central.db_path)
+        self.trust_bundle.write_text(
+            cert_pem(self.ca.cert) + cert_pem(load_certificate(self.tsa_cert_path))
+        )
         say(f"{len(MINISTRIES)} security servers set up and registered at the central server")
+
+    def _build_tsa(self) -> None:
+        """The time-stamping authority's key (0600) and certificate (EKU timeStamping, critical)."""
+        from exchange.cli.tsa import CERT_FILE, KEY_FILE
+        from exchange.trust.keys import generate_key, save_certificate, save_private_key
+        from exchange.trust.timestamp import issue_tsa_cert
+
+        assert self.ca is not None
+        key = generate_key()
+        tsa_dir = self.state_dir / "tsa"
+        save_private_key(tsa_dir / KEY_FILE, key)
+        save_certificate(tsa_dir / CERT_FILE, issue_tsa_cert(self.ca, key.public_key(), "PS TSA"))
+
+    @property
+    def tsa_cert_path(self) -> Path:
+        return self.state_dir / "tsa" / "tsa.cert.pem"
+
+    @property
+    def trust_bundle(self) -> Path:
+        """The approved CA and TSA certificates, PEM: what an auditor needs to verify."""
+        return self.state_dir / "trust-bundle.pem"
+
+    @property
+    def tsa_url(self) -> str:
+        return f"http://127.0.0.1:{self.tsa_port}/"
 
     def _build_registry(self, say: Callable[[str], None]) -> None:
         from adapters.population.generator import make_national_id
@@ -192,6 +223,7 @@ class Federation:
         assert self.ca is not None
         with Registry.open(db_path) as registry:
             registry.add_ca("PS Government Test CA", cert_pem(self.ca.cert), [self.ocsp_url])
+            registry.add_tsa("PS TSA", self.tsa_url, cert_pem(load_certificate(self.tsa_cert_path)))
             for ministry in MINISTRIES:
                 site = self.sites[ministry.member]
                 registry.add_member(ministry.member, ministry.name)
@@ -229,6 +261,10 @@ class Federation:
             ocsp_args += ["--db", str(ca_dir / REVOCATIONS_FILE), "--port", str(self.ocsp_port)]
             self.children.append(await spawn("ocsp", [*ocsp_args, "--ready-line"], logs))
             say(f"OCSP responder of the CA serving on {self.ocsp_url}")
+            tsa_args = ["exchange", "tsa", "serve", "--dir", str(self.state_dir / "tsa")]
+            tsa_args += ["--port", str(self.tsa_port), "--ready-line"]
+            self.children.append(await spawn("tsa", tsa_args, logs))
+            say(f"time-stamping authority (RFC 3161) serving on {self.tsa_url}")
             self.children.append(
                 await spawn(
                     "population-registry",
@@ -297,6 +333,8 @@ class Federation:
                     "state_dir": str(site.directory),
                     "config": str(site.config),
                     "client": str(site.ministry.subsystem),
+                    "auth_cert": str(site.auth_cert),
+                    "sign_cert": str(site.sign_cert),
                 }
                 for m, site in self.sites.items()
             },
@@ -304,8 +342,10 @@ class Federation:
             "sample_national_ids": self.sample_ids,
             "trust": {
                 "ocsp_url": self.ocsp_url,
+                "tsa_url": self.tsa_url,
+                "tsa_cert": str(self.tsa_cert_path),
                 "ca_dir": str(self.state_dir / "ca"),
-                "trust_bundle": str(self.state_dir / "ca" / "ca.cert.pem"),
+                "trust_bundle": str(self.trust_bundle),
             },
             "ca_cert": str(self.state_dir / "ca" / "ca.cert.pem"),
         }
