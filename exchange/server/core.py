@@ -54,6 +54,8 @@ from exchange.trust.keys import fingerprint, load_certificate, load_certificates
 
 log = logging.getLogger("exchange.server")
 
+EXPIRY_WARNING_DAYS = 30
+
 
 def passphrase_from_env(config: ServerConfig) -> bytes | None:
     value = os.environ.get(config.passphrase_env)
@@ -151,6 +153,28 @@ class SecurityServer:
                 continue
             if changed:
                 self._restaple()
+
+    def expiring_certificates(self, within_days: int = EXPIRY_WARNING_DAYS) -> list[str]:
+        """Operator warnings for own certificates that expire within ``within_days``."""
+        now = self.clock()
+        warnings = []
+        for cert in self.own_certs:
+            left = cert.not_valid_after_utc.timestamp() - now
+            if left < within_days * 86400:
+                what = "authentication" if cert is self.auth_cert else "signing"
+                warnings.append(
+                    f"{what} certificate {cert.subject.rfc4514_string()} expires "
+                    f"{cert.not_valid_after_utc.isoformat()} (in {max(0, int(left // 86400))} "
+                    "days): issue and activate a new one"
+                )
+        return warnings
+
+    async def _watch_expiry(self) -> None:
+        """Warn in the log ahead of certificate expiry: at start, then daily."""
+        while True:
+            for warning in self.expiring_certificates():
+                log.warning("%s", warning)
+            await asyncio.sleep(86400)
 
     def _restaple(self) -> None:
         hello = self.hello_frame()
@@ -282,6 +306,7 @@ class SecurityServer:
                 async with asyncio.timeout(15):
                     await self.revocation.refresh_own(self.own_certs, self.trusted.current)
         self._tasks.append(asyncio.create_task(self._refresh_staples()))
+        self._tasks.append(asyncio.create_task(self._watch_expiry()))
         cas = self.trusted.current.ca_certs() if self.trusted.current else []
         self._provider_ctx = tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
         loop = asyncio.get_running_loop()
@@ -412,6 +437,7 @@ class SecurityServer:
             "globalconf_fresh": bool(conf and not conf.is_expired(now)),
             "log_size": self.log.size,
             "ocsp": self._ocsp_health(conf),
+            "certificate_warnings": self.expiring_certificates(),
         }
 
     def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, int]:

@@ -18,6 +18,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
+from exchange.messagelog.query import query_records
 from exchange.server.core import SecurityServer
 from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import cert_pem, generate_key, load_certificate
@@ -182,3 +183,40 @@ def _now(rev: Revocable) -> object:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(rev.consumer_clock(), dt.UTC)
+
+
+async def test_certificate_expiry_is_warned_ahead(rev: Revocable) -> None:
+    """Thirty days before a certificate expires the server says so (health, status, log)."""
+    assert rev.consumer.expiring_certificates() == []
+    rev.consumer_clock.offset = 340 * 86400
+    try:
+        warnings = rev.consumer.expiring_certificates()
+    finally:
+        rev.consumer_clock.offset = 0
+    assert len(warnings) == len(rev.consumer.own_certs)
+    assert any(w.startswith("authentication certificate") for w in warnings)
+    assert all("issue and activate a new one" in w for w in warnings)
+
+
+async def test_responder_down_refuses_with_a_clear_code_and_logs(net: Net, rev: Revocable) -> None:
+    """With the CA's responder down and nothing fresh held, the consumer cannot staple its
+    authentication certificate: the provider refuses the connection with a clear code, and the
+    consumer logs the refused exchange (nothing is answered unlogged). Runs last: it stops the
+    responder of this module."""
+    await rev.runner.cleanup()
+    conf = rev.consumer.trusted.current
+    assert conf is not None
+    for cert in rev.consumer.own_certs:
+        rev.consumer.revocation.own.forget(cert)
+    assert not await rev.consumer.revocation.refresh_own(rev.consumer.own_certs, conf)
+    for pool in rev.consumer.pools.values():
+        pool.close()
+    rev.consumer.pools.clear()
+    message_id = "ocsp-down-1"
+    status, headers, body = await net.call(
+        "revc", ECHO, client=str(DESK), headers={"X-Road-Id": message_id}
+    )
+    assert_xroad_error(status, headers, body, "Server.ServerProxy.CertificateStatusUnknown", 403)
+    [record] = query_records(rev.consumer.config.log_path, message_id=message_id)
+    assert record.entry["error"]["type"] == "Server.ServerProxy.CertificateStatusUnknown"
+    await assert_serving(net)
