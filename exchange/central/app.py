@@ -6,12 +6,15 @@ Routes:
   ``X-Exchange-GlobalConf-Version``; ``If-None-Match`` gives ``304``.
 - ``GET /anchor``: the anchor file security servers install (its integrity is checked out of band).
 - ``GET /health``: ``{"status": "ok" | "stale", ...}``; ``503`` when regeneration has stalled.
+- ``POST /registration``, ``GET /registration/{id}``: registration requests of security servers.
 
 A :class:`Publisher` re-signs the registry's content every ``regenerate_interval_seconds`` with a
 new ``generated_at``/``expires_at``, and at once when the registry's version counter moves (the CLI
 writes the database from another process; the counter is read every ``change_check_seconds``).
-SQLite reads and signing run in a worker thread. Registration requests are not handled here yet;
-the registry is changed with ``exchange central ...`` commands.
+SQLite reads and signing run in a worker thread. Security servers ask to be registered with
+``POST /registration`` (:mod:`exchange.central.registration_app`); the operator approves or
+rejects with ``exchange central registration ...``, and the registry changes with
+``exchange central ...`` commands.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from aiohttp import web
+from cryptography import x509
 
+from exchange.central.registration_app import add_registration_routes
 from exchange.central.registry import Registry
 from exchange.errors import ConfigurationError, InvalidIdentifier
 from exchange.globalconf.anchor import Anchor
@@ -268,7 +273,13 @@ def create_app(config: CentralConfig, *, clock: Clock = time.time) -> web.Applic
     app.router.add_get("/globalconf", handle_globalconf)
     app.router.add_get("/anchor", handle_anchor)
     app.router.add_get("/health", handle_health)
+    add_registration_routes(app, config.db_path, lambda: _approved_cas(app), clock=clock)
     return app
+
+
+def _approved_cas(app: web.Application) -> list[x509.Certificate]:
+    latest = app[PUBLISHER_KEY].latest if PUBLISHER_KEY in app else None
+    return latest.conf.ca_certs() if latest is not None else []
 
 
 async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -89,7 +89,9 @@ def add_registration_routes(
 
 async def handle_registration(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return _error(InvalidRegistrationRequest(f"the request is larger than {MAX_BODY_BYTES} bytes"))
+        return _error(
+            InvalidRegistrationRequest(f"the request is larger than {MAX_BODY_BYTES} bytes")
+        )
     body = await request.read()
     try:
         stored = await asyncio.to_thread(request.app[REGISTRATION_KEY].receive, body)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+# modules that add commands to the groups above
+import exchange.cli.registration  # noqa: F401
 from exchange.cli.ca import group as ca_group
 from exchange.cli.central import group as central_group
 from exchange.cli.demo import command as demo_command
