@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 # modules that add commands to the ca, central and server groups
-import exchange.cli.ca_service  # noqa: F401
+import exchange.cli.ca_service
 import exchange.cli.registration  # noqa: F401
 from exchange.cli.ca import group as ca_group
 from exchange.cli.central import group as central_group
