@@ -673,6 +673,14 @@ class MessageLog:
                 raise MessageLogError(f"message log {self.path} is not open")
             self._writer.queue.put(item)
 
+    def set_signer(self, signer: Signer) -> None:
+        """Sign later tree heads with ``signer`` (key rotation); its certificate goes into the log
+        first, so every head stays verifiable offline."""
+        self.register_cert(signer.cert)
+        self._signer = signer
+        if self._writer is not None:
+            self._writer.signer = signer  # one attribute store: atomic for the writer thread
+
     def register_cert(self, cert: x509.Certificate) -> str:
         """Keep ``cert`` in the log (by x5t#S256) so its signatures verify offline.
 

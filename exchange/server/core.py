@@ -75,7 +75,8 @@ class SecurityServer:
         self.passphrase = passphrase
         self.anchor = Anchor.load(config.anchor)
         self.trusted = TrustedGlobalConf(self.anchor, now=int(clock()))
-        self.signers = self._load_signers()
+        self.all_signers = self._load_signers(config)
+        self.signers = _active(self.all_signers)
         self.owner_signer = self.signers.get(config.owner) or next(iter(self.signers.values()))
         self.auth_cert = load_certificate(config.auth_cert)
         load_private_key(config.auth_key, passphrase)  # fail early on a bad key or passphrase
@@ -98,7 +99,7 @@ class SecurityServer:
         self.pools: dict[SecurityServerId, PeerPool] = {}
         self.provider_connections: set[ProviderConnection] = set()
         self.revocation = RevocationChecks(clock)
-        self.own_certs = [self.auth_cert, *(s.cert for s in self.signers.values())]
+        self.own_certs = [self.auth_cert, *(s.cert for _, s in self.all_signers)]
         self.response_timeout = config.limits.backend_timeout + 5.0
         self._turn = 0
         self._client_ctx: ssl.SSLContext | None = None
@@ -115,12 +116,14 @@ class SecurityServer:
 
     # -- keys -----------------------------------------------------------------------------------
 
-    def _load_signers(self) -> dict[MemberId, Signer]:
-        signers = {}
-        for item in self.config.signing:
+    def _load_signers(self, config: ServerConfig) -> list[tuple[MemberId, Signer]]:
+        signers = []
+        for item in config.signing:
             key = load_private_key(item.key, self.passphrase)
             cert = load_certificate(item.cert)
-            signers[item.member] = Signer(key, cert)
+            if cert.public_key() != key.public_key():
+                raise ConfigurationError(f"{item.cert} is not the certificate of {item.key}")
+            signers.append((item.member, Signer(key, cert)))
         if not signers:
             raise ConfigurationError("no member signing key configured")
         return signers
@@ -133,7 +136,7 @@ class SecurityServer:
         meta = {
             "v": 1,
             "server": str(self.config.server_id),
-            "certs": [b64url(s.cert.public_bytes(_DER)) for s in self.signers.values()],
+            "certs": [b64url(s.cert.public_bytes(_DER)) for _, s in self.all_signers],
             "ocsp": staples,
         }
         return encode_frame(0, FrameKind.HELLO, meta)
@@ -153,6 +156,63 @@ class SecurityServer:
                 continue
             if changed:
                 self._restaple()
+
+    async def reload_keys(self) -> None:
+        """Key rotation without downtime: re-read the configuration's keys and certificates.
+
+        Every signing certificate listed is presented to peers (so signatures by an old and a new
+        key both verify during the overlap); each member signs with its newest. A new
+        authentication certificate serves new connections at once; this server's own outgoing
+        connections move to it as their requests drain. Open connections are re-stapled.
+        """
+        from exchange.server.config import load_server_config
+
+        config = load_server_config(self.config.path)
+        all_signers = self._load_signers(config)
+        auth_cert = load_certificate(config.auth_cert)
+        load_private_key(config.auth_key, self.passphrase)
+        own_certs = [auth_cert, *(s.cert for _, s in all_signers)]
+        conf = self.trusted.current
+        # (1) OCSP responses for new certificates first, so peers accept them from the start
+        if conf is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(15):
+                    await self.revocation.refresh_own(own_certs, conf)
+        # (2) then activate, with no await until the HELLO presenting the new certificates is
+        # queued: frames on one connection keep their order, so no request signed with a new
+        # key reaches a peer before it
+        auth_changed = auth_cert != self.auth_cert
+        self.config = config
+        self.all_signers = all_signers
+        self.signers = _active(all_signers)
+        self.owner_signer = self.signers.get(config.owner) or next(iter(self.signers.values()))
+        for _, signer in all_signers:
+            self.log.register_cert(signer.cert)
+        self.log.set_signer(self.owner_signer)
+        self.auth_cert = auth_cert
+        self.own_certs = own_certs
+        if auth_changed:
+            self._rotate_auth(conf)
+        self._restaple()
+        log.info(
+            "keys reloaded: %d signing certificate(s), auth %s",
+            len(self.all_signers),
+            fingerprint(auth_cert),
+        )
+
+    def _rotate_auth(self, conf: GlobalConf | None) -> None:
+        cfg = self.config
+        if self._provider_ctx is not None:
+            self._provider_ctx.load_cert_chain(
+                str(cfg.auth_cert), str(cfg.auth_key), self.passphrase
+            )
+        cas = conf.ca_certs() if conf is not None else []
+        self._client_ctx = tls.peer_client_context(
+            cfg.auth_cert, cfg.auth_key, self.passphrase, cas
+        )
+        old, self.pools = self.pools, {}
+        for pool in old.values():
+            pool.drain()
 
     def expiring_certificates(self, within_days: int = EXPIRY_WARNING_DAYS) -> list[str]:
         """Operator warnings for own certificates that expire within ``within_days``."""
@@ -298,7 +358,7 @@ class SecurityServer:
         cfg = self.config
         await self._start_globalconf()
         self.log.open()
-        for signer in self.signers.values():
+        for _, signer in self.all_signers:
             self.log.register_cert(signer.cert)
         self._seed_replay_cache()
         if self.trusted.current is not None:
@@ -451,6 +511,16 @@ class SecurityServer:
 
 
 _DER = Encoding.DER
+
+
+def _active(signers: list[tuple[MemberId, Signer]]) -> dict[MemberId, Signer]:
+    """Each member signs with its newest certificate (the last activated)."""
+    active: dict[MemberId, Signer] = {}
+    for member, signer in signers:
+        held = active.get(member)
+        if held is None or signer.cert.not_valid_before_utc >= held.cert.not_valid_before_utc:
+            active[member] = signer
+    return active
 
 
 def _pem(cert: x509.Certificate) -> str:

@@ -102,6 +102,7 @@ class PeerConnection(asyncio.Protocol):
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.signer_certs: dict[str, SignerCert] = {}
         self.failure: ExchangeError | None = None
+        self.draining = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -164,6 +165,8 @@ class PeerConnection(asyncio.Protocol):
         fut = self.pending.pop(frame.stream_id, None)
         if fut is not None and not fut.done():
             fut.set_result(frame)
+        if self.draining and not self.pending:
+            self.close()
 
     def _on_hello(self, frame: Frame) -> None:
         conf = self.conf()
@@ -210,6 +213,11 @@ class PeerConnection(asyncio.Protocol):
     def send_hello(self, hello: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.write(hello)
+
+    def close_when_idle(self) -> None:
+        self.draining = True
+        if not self.pending:
+            self.close()
 
     def _fail(self, err: ExchangeError) -> None:
         self.failure = err
@@ -349,6 +357,12 @@ class PeerPool:
                 f"security server {self.target} did not answer within {timeout:g} s"
             ) from None
         return frame, conn
+
+    def drain(self) -> None:
+        """Take no new requests; close each connection once its pending requests are answered."""
+        for conn in self.connections:
+            if conn is not None:
+                conn.close_when_idle()
 
     def send_hello(self, hello: bytes) -> None:
         for conn in self.connections:
