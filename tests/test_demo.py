@@ -10,7 +10,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +45,31 @@ def test_demo_runs_exchanges_and_verifies_logs(tmp_path: Path) -> None:
     # every server fetched, stapled and verified OCSP responses; every tree head was time-stamped
     assert out.count("own certificates with a fresh 'good' OCSP response: 2/2") == 5
     assert out.count(", verified") >= 5
+
+
+def _rotate_signing_key(state: Path, endpoints: dict[str, Any]) -> None:
+    """The post office's operator rotates its signing key on the running federation."""
+    config = endpoints["servers"]["PS/GOV/PALPOST"]["config"]
+    new = subprocess.run(
+        [*EXCHANGE, "server", "keys", "new-sign", "--config", config,
+         "--member", "PS/GOV/PALPOST", "--ca-dir", endpoints["trust"]["ca_dir"]],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert new.returncode == 0, new.stdout + new.stderr
+    log = state / "logs" / "ss-PALPOST.log"
+    before = log.read_text().count("keys reloaded")
+    reload = subprocess.run(
+        [*EXCHANGE, "server", "reload", "--config", config],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert reload.returncode == 0, reload.stdout + reload.stderr
+    deadline = time.monotonic() + 30
+    while log.read_text().count("keys reloaded") == before:  # the server says when it is done
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.05)
+    assert "keys reloaded: 2 signing certificate(s)" in log.read_text()
 
 
 def _wait_for_serving(proc: subprocess.Popen[str]) -> list[str]:
@@ -94,6 +121,14 @@ def test_serve_mode_endpoints_curl_and_log_commands(tmp_path: Path) -> None:
         assert "BEGIN CERTIFICATE" in Path(trust["trust_bundle"]).read_text()
         for server in endpoints["servers"].values():
             assert Path(server["auth_cert"]).is_file() and Path(server["sign_cert"]).is_file()
+        tried = subprocess.run(
+            ["bash", str(ROOT / "examples" / "try-exchanges.sh"), str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert tried.returncode == 0, tried.stdout + tried.stderr
+        _rotate_signing_key(state, endpoints)
         tried = subprocess.run(
             ["bash", str(ROOT / "examples" / "try-exchanges.sh"), str(state)],
             capture_output=True,

@@ -6,7 +6,8 @@ import click
 
 # modules that add commands to the ca, central and server groups
 import exchange.cli.ca_service
-import exchange.cli.registration  # noqa: F401
+import exchange.cli.registration
+import exchange.cli.server_keys  # noqa: F401
 from exchange.cli.ca import group as ca_group
 from exchange.cli.central import group as central_group
 from exchange.cli.demo import command as demo_command

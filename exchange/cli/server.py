@@ -169,6 +169,9 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(server))
+        pid_file = pid_file_of(config.path)
+        pid_file.write_text(f"{os.getpid()}\n")
         ports = {
             "consumer_port": server.consumer_port,
             "provider_port": server.provider_port,
@@ -186,6 +189,7 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
             await stop.wait()
         finally:
             await server.stop()
+            pid_file.unlink(missing_ok=True)
 
     profile = os.environ.get("EXCHANGE_PROFILE")
     if profile:
@@ -222,6 +226,31 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
         return
     for key, value in status.items():
         console.print(f"[bold]{key}[/bold]: {value}")
+
+
+def pid_file_of(config_path: Path) -> Path:
+    """Where a running server notes its process id (``exchange server reload`` signals it)."""
+    return config_path.resolve().parent / "server.pid"
+
+
+_RELOADS: set[asyncio.Future[None]] = set()
+
+
+def _reload(server: Any) -> None:
+    """SIGHUP: re-read keys and certificates (rotation); a failure keeps the current ones."""
+    import logging
+
+    async def reload() -> None:
+        try:
+            await server.reload_keys()
+        except Exception as exc:
+            logging.getLogger("exchange.server").error(
+                "key reload refused, the current keys stay in force: %s", exc
+            )
+
+    task = asyncio.ensure_future(reload())
+    _RELOADS.add(task)
+    task.add_done_callback(_RELOADS.discard)
 
 
 def run_async(coro: Coroutine[Any, Any, None]) -> None:
