@@ -20,6 +20,7 @@ from typing import Any
 
 from exchange.central.registry import Registry
 from exchange.central.setup import init_central
+from exchange.demo.onboarding import approve_all, onboard, wait_for_version
 from exchange.demo.processes import Child, free_port, spawn
 from exchange.identifiers import (
     MemberId,
@@ -29,8 +30,8 @@ from exchange.identifiers import (
 )
 from exchange.server.setup import init_server
 from exchange.trust.ca import CertificateAuthority
-from exchange.trust.keys import cert_pem, fingerprint, load_certificate
-from exchange.trust.revocation import REVOCATIONS_FILE, record_in_ca_dir
+from exchange.trust.keys import cert_pem, load_certificate
+from exchange.trust.revocation import REVOCATIONS_FILE
 
 INSTANCE = "PS"
 
@@ -107,6 +108,7 @@ class Federation:
     central_port: int = 0
     adapter_port: int = 0
     ocsp_port: int = 0
+    ca_url: str = ""
     tsa_port: int = 0
     registry_db: Path | None = None
     sites: dict[MemberId, ServerSite] = field(default_factory=dict)
@@ -139,7 +141,7 @@ class Federation:
         self.trust_bundle.write_text(
             cert_pem(self.ca.cert) + cert_pem(load_certificate(self.tsa_cert_path))
         )
-        say(f"{len(MINISTRIES)} security servers set up and registered at the central server")
+        say(f"{len(MINISTRIES)} security servers set up: keys and certificate requests (CSRs)")
 
     def _build_tsa(self) -> None:
         """The time-stamping authority's key (0600) and certificate (EKU timeStamping, critical)."""
@@ -203,11 +205,10 @@ class Federation:
             services=[(PERSONS, f"http://127.0.0.1:{self.adapter_port}/persons")]
             if is_interior
             else [],
-            ca=self.ca,
+            ca=None,  # CSRs: the certificates come from the CA service when the ministry onboards
             consumer_port=consumer_port,
             provider_port=provider_port,
             policy_dir=policies / ministry.member.member_code if is_interior else None,
-            record=lambda cert, profile: record_in_ca_dir(self.state_dir / "ca", cert, profile),
         )
         self.sites[ministry.member] = ServerSite(
             ministry=ministry,
@@ -225,15 +226,8 @@ class Federation:
             registry.add_ca("PS Government Test CA", cert_pem(self.ca.cert), [self.ocsp_url])
             registry.add_tsa("PS TSA", self.tsa_url, cert_pem(load_certificate(self.tsa_cert_path)))
             for ministry in MINISTRIES:
-                site = self.sites[ministry.member]
                 registry.add_member(ministry.member, ministry.name)
                 registry.add_subsystem(ministry.subsystem)
-                registry.add_server(
-                    ministry.server,
-                    f"127.0.0.1:{site.provider_port}",
-                    [fingerprint(load_certificate(site.auth_cert))],
-                )
-                registry.add_server_client(ministry.server, ministry.subsystem)
 
     # -- running --------------------------------------------------------------------------------
 
@@ -265,6 +259,12 @@ class Federation:
             tsa_args += ["--port", str(self.tsa_port), "--ready-line"]
             self.children.append(await spawn("tsa", tsa_args, logs))
             say(f"time-stamping authority (RFC 3161) serving on {self.tsa_url}")
+            ca_args = ["exchange", "ca", "serve", "--ca-dir", str(ca_dir), "--port", "0"]
+            ca_child = await spawn("ca", [*ca_args, "--ready-line"], logs)
+            self.children.append(ca_child)
+            self.ca_url = str(ca_child.ready["url"])
+            say(f"CA service (certificates from CSRs) serving on {self.ca_url}")
+            await self._onboard_all(say)
             self.children.append(
                 await spawn(
                     "population-registry",
@@ -316,6 +316,19 @@ class Federation:
     def ocsp_url(self) -> str:
         return f"http://127.0.0.1:{self.ocsp_port}/"
 
+    async def _onboard_all(self, say: Callable[[str], None]) -> None:
+        """Each ministry as its operator would: certificates from CSRs via the CA service, a
+        signed registration request to the central server, approval by the central operator."""
+        assert self.central_config is not None
+        for site in self.sites.values():
+            await onboard(site.config, self.ca_url, f"http://127.0.0.1:{self.central_port}")
+        version = approve_all(self.state_dir / "central" / "central.db")
+        await wait_for_version(f"http://127.0.0.1:{self.central_port}/globalconf", version)
+        say(
+            f"{len(self.sites)} ministries onboarded: certificates issued from CSRs, registration "
+            f"requests verified and approved (global configuration version {version})"
+        )
+
     def consumer_url(self, member: MemberId) -> str:
         return f"http://127.0.0.1:{self.sites[member].consumer_port}"
 
@@ -341,6 +354,8 @@ class Federation:
             "adapters": {str(PERSONS): {"url": f"http://127.0.0.1:{self.adapter_port}/persons"}},
             "sample_national_ids": self.sample_ids,
             "trust": {
+                "ca_url": self.ca_url,
+                "ca_config": str(self.state_dir / "ca"),
                 "ocsp_url": self.ocsp_url,
                 "tsa_url": self.tsa_url,
                 "tsa_cert": str(self.tsa_cert_path),
