@@ -340,7 +340,7 @@ def test_request_certs_installs_certificates_the_server_loads(
     assert [p.name for p in new_server.csrs] == ["auth.csr.pem", "sign-MOI.csr.pem"]
     result = run(server_group, "request-certs", "--config", new_server.config, "--ca-url", ca_url)
     assert result.exit_code == EXIT_OK, result.output
-    assert "next: register the server at the central server" in said(result)
+    assert "next: exchange server register --config" in said(result)
     auth = keys.load_certificate(new_server.auth_cert)
     sign = keys.load_certificate(new_server.signing_certs[MOI])
     assert server_id_of_auth_cert(auth) == SS1

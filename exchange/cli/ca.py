@@ -330,6 +330,8 @@ def issue_sign(
 @group.command("revoke")
 @click.option(
     "--ca-dir",
+    "--config",
+    "ca_dir",
     required=True,
     type=click.Path(path_type=Path, file_okay=False, exists=True),
     help="The CA directory (its revocations.sqlite is what its OCSP responder answers from).",

@@ -299,12 +299,10 @@ def _summary(cert: x509.Certificate) -> str:
 
 
 def _next_steps(config: ServerConfig) -> None:
-    console.print("next: register the server at the central server, e.g.")
     console.print(
-        f"  exchange central server add --config central.toml {config.server_id} "
-        f"--address {config.provider.host}:{config.provider.port} --auth-cert {config.auth_cert}"
+        f"next: exchange server register --config {config.path} --central-url CENTRAL_URL"
     )
-    console.print(f"then: exchange server run --config {config.path}")
+    console.print(f"and once approved: exchange server run --config {config.path}")
 
 
 def _sign_items(

@@ -126,16 +126,15 @@ def init_cmd(
     console.print(f"created [bold]{result.config}[/bold]")
     for path in result.csrs:
         console.print(f"certificate request: {path}  (have it signed by an approved CA)")
-    console.print("next: register the server at the central server, e.g.")
-    console.print(
-        f"  exchange central server add --config central.toml {server_id} "
-        f"--address 127.0.0.1:{provider_port} --auth-cert {result.auth_cert}"
-    )
-    for client in clients:
+    if result.csrs:
         console.print(
-            f"  exchange central server add-client --config central.toml {server_id} {client}"
+            f"next: exchange server request-certs --config {result.config} --ca-url CA_URL"
         )
-    console.print(f"then: exchange server run --config {result.config}")
+        console.print("  (or: exchange ca sign-csr ... and exchange server import-cert ...)")
+    console.print(
+        f"then: exchange server register --config {result.config} --central-url CENTRAL_URL"
+    )
+    console.print(f"and once approved: exchange server run --config {result.config}")
 
 
 @group.command("run")
