@@ -198,6 +198,29 @@ async def test_certificate_expiry_is_warned_ahead(rev: Revocable) -> None:
     assert all("issue and activate a new one" in w for w in warnings)
 
 
+async def test_revoked_authentication_certificate_refuses_the_peer(rev: Revocable) -> None:
+    """A peer that staples the CA's "revoked" answer for its TLS certificate is refused with
+    CertificateRevoked before anything it sends is read; the consumer side reports the same
+    under Server.ClientProxy."""
+    from exchange.protocol.canonical import b64url
+    from exchange.protocol.jws import cert_thumbprint
+    from exchange.trust.ocsp import CertificateRevoked
+    from exchange.trust.ocsp_service import OcspFetcher
+
+    conf = rev.provider.trusted.current
+    assert conf is not None
+    auth = load_certificate(rev.consumer.config.auth_cert)
+    rev.store.revoke(auth, "keyCompromise")
+    url = next(c for c in conf.approved_cas if c.name == "Revocable CA").ocsp_urls[0]
+    async with OcspFetcher() as fetcher:
+        revoked = await fetcher.fetch(auth, rev.ca.cert, url)
+    staples = {cert_thumbprint(auth): b64url(revoked)}
+    with pytest.raises(CertificateRevoked) as info:
+        rev.provider.revocation.admit_peer(auth, staples, conf)
+    assert info.value.code == "Server.ServerProxy.CertificateRevoked"
+    assert info.value.for_consumer().code == "Server.ClientProxy.CertificateRevoked"
+
+
 async def test_responder_down_refuses_with_a_clear_code_and_logs(net: Net, rev: Revocable) -> None:
     """With the CA's responder down and nothing fresh held, the consumer cannot staple its
     authentication certificate: the provider refuses the connection with a clear code, and the
