@@ -231,7 +231,8 @@ class CertificateAuthority:
         raise TypeError(f"a {profile!r} certificate cannot be issued to {identifier!r}")
 
 
-def _verified_csr_key(csr_pem: bytes) -> CertificatePublicKeyTypes:
+def csr_public_key(csr_pem: bytes) -> CertificatePublicKeyTypes:
+    """The public key of a PEM PKCS#10 request whose self-signature verifies (RFC 2986 §3)."""
     # (1) a PEM PKCS#10 CertificationRequest (RFC 2986 §4)
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -244,8 +245,12 @@ def _verified_csr_key(csr_pem: bytes) -> CertificatePublicKeyTypes:
         valid = False
     if not valid:
         raise InvalidCertificateRequest("certificate signing request signature does not verify")
+    return csr.public_key()
+
+
+def _verified_csr_key(csr_pem: bytes) -> CertificatePublicKeyTypes:
+    key = csr_public_key(csr_pem)
     # (3) a key type we issue for
-    key = csr.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise InvalidCertificateRequest("certificate signing request key must be an EC key")
     return key

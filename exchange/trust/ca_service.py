@@ -41,7 +41,6 @@ import aiohttp
 import orjson
 from aiohttp import web
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from exchange.errors import (
@@ -51,7 +50,7 @@ from exchange.errors import (
     RequestTooLarge,
 )
 from exchange.identifiers import MemberId, SecurityServerId, parse_member, parse_security_server
-from exchange.trust.ca import CertificateAuthority, InvalidCertificateRequest
+from exchange.trust.ca import CertificateAuthority, InvalidCertificateRequest, csr_public_key
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
 from exchange.trust.profiles import (
     AUTH_PROFILE,
@@ -185,21 +184,6 @@ def issue_requested(
     )
     record_in_ca_dir(ca_dir, cert, request.profile)
     return cert
-
-
-def csr_public_key(csr_pem: bytes) -> CertificatePublicKeyTypes:
-    """The public key of a PEM PKCS#10 request whose self-signature verifies (RFC 2986 §3)."""
-    try:
-        csr = x509.load_pem_x509_csr(csr_pem)
-    except ValueError:
-        raise InvalidCertificateRequest("not a PEM certificate signing request") from None
-    try:
-        valid = csr.is_signature_valid
-    except (ValueError, UnsupportedAlgorithm):
-        valid = False
-    if not valid:
-        raise InvalidCertificateRequest("certificate signing request signature does not verify")
-    return csr.public_key()
 
 
 def check_certificate_for(
