@@ -170,14 +170,27 @@ class SecurityServer:
         config = load_server_config(self.config.path)
         all_signers = self._load_signers(config)
         auth_cert = load_certificate(config.auth_cert)
-        load_private_key(config.auth_key, self.passphrase)
+        if (
+            load_private_key(config.auth_key, self.passphrase).public_key()
+            != auth_cert.public_key()
+        ):
+            raise ConfigurationError(
+                f"{config.auth_cert} is not the certificate of {config.auth_key}"
+            )
         own_certs = [auth_cert, *(s.cert for _, s in all_signers)]
         conf = self.trusted.current
-        # (1) OCSP responses for new certificates first, so peers accept them from the start
+        # (1) OCSP responses for new certificates first, so peers accept them from the start;
+        # a certificate that needs one and has none is not activated
         if conf is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(15):
                     await self.revocation.refresh_own(own_certs, conf)
+            missing = self.revocation.missing_staples(own_certs, conf)
+            if missing:
+                raise ConfigurationError(
+                    f"no fresh OCSP response for {len(missing)} certificate(s) "
+                    f"({', '.join(missing)}); the current keys stay in force"
+                )
         # (2) then activate, with no await until the HELLO presenting the new certificates is
         # queued: frames on one connection keep their order, so no request signed with a new
         # key reaches a peer before it

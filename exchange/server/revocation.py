@@ -102,6 +102,17 @@ class RevocationChecks:
                 )
         return changed
 
+    def missing_staples(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> list[str]:
+        """Subjects of our certificates that need an OCSP response and hold no fresh one."""
+        freshness = conf.settings.ocsp_freshness_seconds
+        now = _utc(self.clock())
+        return [
+            cert.subject.rfc4514_string()
+            for cert in certs
+            if self.responder_of(cert, conf) is not None
+            and self.own.get(cert, now, freshness) is None
+        ]
+
     def own_staples(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> dict[str, str]:
         """Fresh responses for our certificates, for the HELLO frame: x5t#S256 -> base64url DER."""
         freshness = conf.settings.ocsp_freshness_seconds

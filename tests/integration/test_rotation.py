@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from exchange.errors import ConfigurationError
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
 from exchange.server.core import SecurityServer
+from exchange.server.logcheck import verify_server_log
 from exchange.trust.keys import (
     fingerprint,
     generate_key,
@@ -147,3 +149,21 @@ async def test_rotation_under_continuous_traffic_fails_no_exchange(net: Net) -> 
         await asyncio.gather(*traffic)
     assert len(statuses) >= 100
     assert set(statuses) == {200}, f"{statuses.count(200)} of {len(statuses)} succeeded"
+    # the rotated server's log verifies across the change of keys (old and new certificates)
+    report = verify_server_log(consumer.config)
+    assert report.ok, report.to_dict()
+
+
+async def test_reload_refuses_an_auth_key_that_is_not_its_certificates(net: Net) -> None:
+    consumer = net.servers["rotc"]
+    config = consumer.config.path
+    before = consumer.auth_cert
+    _edit(config, lambda d: d["keys"].update(auth_key="keys/sign-ROTC-2.key.pem"))
+    try:
+        with pytest.raises(ConfigurationError, match="is not the certificate of"):
+            await consumer.reload_keys()
+        assert consumer.auth_cert == before
+    finally:
+        _edit(config, lambda d: d["keys"].update(auth_key="keys/auth-2.key.pem"))
+    status, _, _ = await net.call("rotc", ECHO, client=str(DESK))
+    assert status == 200
