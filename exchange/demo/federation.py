@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -56,6 +57,31 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[str, int], None]]
 
 
 POLICY_SOURCE = Path(__file__).resolve().parents[2] / "policies"
+
+
+FINANCE_GRANT = """# Written by the example federation at set-up: Finance's data-sharing agreement
+# for fee collection ended yesterday, so its requests are refused with
+# ...AccessDenied.GrantExpired.
+provider = "PS/GOV/MOI"
+
+[[grant]]
+id = "finance-fee-collection"
+client = "PS/GOV/MOF/payments"
+service = "PS/GOV/MOI/population-registry/persons"
+methods = ["GET"]
+paths = ["/*"]
+fields = ["national_id", "name_en", "address"]
+purposes = ["fee-collection"]
+valid_from = {start}
+valid_until = {end}
+"""
+
+
+def _write_finance_grant(path: Path) -> None:
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = (today - dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    end = (today - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path.write_text(FINANCE_GRANT.replace("{start}", start).replace("{end}", end))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +161,7 @@ class Federation:
         policies = self.state_dir / "policies"
         if POLICY_SOURCE.is_dir():
             shutil.copytree(POLICY_SOURCE, policies, dirs_exist_ok=True)
+        _write_finance_grant(policies / "MOI" / "finance.toml")
         for ministry in MINISTRIES:
             self._build_site(ministry, central.anchor_path, policies)
         self._register(central.db_path)

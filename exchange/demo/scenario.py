@@ -94,11 +94,11 @@ def steps(federation: Federation) -> list[Step]:
             "sim-registration",
         ),
         Step(
-            "Finance has no grant on the registry",
+            "Finance's agreement for fee collection ended yesterday",
             "MOF",
             f"{persons}/{nid}",
             403,
-            "Server.ServerProxy.AccessDenied",
+            "Server.ServerProxy.AccessDenied.GrantExpired",
             "fee-collection",
         ),
         Step(
