@@ -47,6 +47,7 @@ from exchange.server.config import ClientConfig, ServerConfig, ServiceConfig
 from exchange.server.consumer import create_consumer_app
 from exchange.server.peer import PeerPool
 from exchange.server.provider import ProviderConnection
+from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
@@ -87,6 +88,7 @@ class SecurityServer:
             for c in config.clients
         }
         self.replay = ReplayCache(config.limits.clock_skew_seconds)
+        self.quota = PersistentQuota(config.state_dir / "quota.sqlite", clock)
         self.signer_registry = SignerCertRegistry([], on_admit=self._keep_cert)
         self.policy = (
             PolicyStore(config.policy_dir, provider=config.owner) if config.policy_dir else None
@@ -374,6 +376,7 @@ class SecurityServer:
         for _, signer in self.all_signers:
             self.log.register_cert(signer.cert)
         self._seed_replay_cache()
+        self.quota.start()
         if self.trusted.current is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(15):
@@ -497,6 +500,7 @@ class SecurityServer:
         self._close_pools()
         await self.backend.close()
         await self.revocation.close()
+        await self.quota.stop()
         if self.poller is not None:
             await self.poller.close()
         self.log.close()

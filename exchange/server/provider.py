@@ -34,6 +34,7 @@ from exchange.identifiers import SecurityServerId
 from exchange.policy.evaluate import evaluate
 from exchange.policy.fields import filter_fields
 from exchange.policy.model import Decision, PolicyRequest
+from exchange.policy.quota import QuotaExceeded
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, FrameWriter, encode_frame
 from exchange.protocol.jws import JwsError, cert_thumbprint, unverified_payload, verify
@@ -281,6 +282,8 @@ async def handle_request(server: SecurityServer, conn: ProviderConnection, frame
         rec.fail(err)
         status, body = err.status, orjson.dumps(err.body())
         headers = [("content-type", _JSON)]
+        if isinstance(err, QuotaExceeded):
+            headers.append(("retry-after", str(err.retry_after)))
         released, policy_version = None, (rec.decision or {}).get("policy_version")
     rec.http_status = status
     rec.response_body = body
@@ -448,6 +451,9 @@ def _decide(
     rec.decision = {**decision.log_entry(), "reason": decision.reason}
     if not decision.allowed:
         raise decision.error()
+    # the client's quota under the allowing grant (DESIGN.md §7), counted only when allowed
+    if decision.rate is not None and decision.grant_id is not None:
+        server.quota.check_or_raise((decision.grant_id, str(request.client)), decision.rate)
     return decision
 
 
