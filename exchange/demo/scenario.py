@@ -30,6 +30,7 @@ class Step:
     purpose: str | None = None
     as_client: str | None = None
     user_id: str | None = None
+    repeat_before: int = 0  # this many requests first (e.g. to use up a quota)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,15 @@ def steps(federation: Federation) -> list[Step]:
             200,
             None,
             "sim-registration",
+        ),
+        Step(
+            "Telecom goes past its quota of 100 requests per minute",
+            "MTIT",
+            f"{persons}/{nid}",
+            429,
+            "Server.ServerProxy.RateLimited",
+            "sim-registration",
+            repeat_before=120,
         ),
         Step(
             "Finance's agreement for fee collection ended yesterday",
@@ -172,6 +182,9 @@ async def run_step(session: aiohttp.ClientSession, federation: Federation, step:
     if step.user_id:
         headers["X-Road-UserId"] = step.user_id
     url = federation.consumer_url(ministry.member) + step.path
+    for _ in range(step.repeat_before):
+        async with session.get(url, headers=dict(headers, **{"X-Road-Id": str(uuid.uuid4())})):
+            pass
     async with session.get(url, headers=headers) as resp:
         raw = await resp.read()
         error = resp.headers.get("X-Road-Error")
