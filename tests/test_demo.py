@@ -146,7 +146,16 @@ def test_serve_mode_endpoints_curl_and_log_commands(tmp_path: Path) -> None:
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "OK" in verify.stdout
         show = subprocess.run(
-            [*EXCHANGE, "log", "show", "--config", config, "--json"],
+            [
+                *EXCHANGE,
+                "log",
+                "show",
+                "--config",
+                config,
+                "--client",
+                "PS/GOV/MOF/payments",
+                "--json",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
