@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.cli.common import (
     EXIT_CHECK_FAILED,
@@ -34,9 +35,12 @@ from exchange.identifiers import (
     parse_member,
     parse_service,
 )
+from exchange.policy.audit import TRAIL_FILE, AuditRecord, KeyFor, read_trail, verify_trail
 from exchange.policy.evaluate import evaluate, explain
+from exchange.policy.lint import lint
 from exchange.policy.loader import load_policy_dir
 from exchange.policy.model import Grant, PolicyError, PolicyRequest, PolicySet
+from exchange.protocol.jws import JwsError, cert_thumbprint
 
 Callback = Callable[[click.Context, click.Parameter, Any], Any]
 
@@ -141,6 +145,11 @@ def _print_policy(policy: PolicySet) -> None:
     )
     if not policy.grants:
         console.print("no grants: every request is denied", markup=False, soft_wrap=True)
+    for local in policy.groups:
+        members = ", ".join(sorted(map(str, local.members))) or "(no members)"
+        console.print(
+            f"\ngroup {local.id}  ({local.location}): {members}", markup=False, soft_wrap=True
+        )
     for grant in policy.grants:
         console.print(f"\n{grant.id}  ({grant.location})", markup=False, soft_wrap=True)
         for key, value in _grant_summary(grant).items():
@@ -168,6 +177,7 @@ def check_policy(directory: Path, provider: MemberId | None, as_json: bool) -> N
                 "provider": str(policy.provider) if policy.provider else None,
                 "version": policy.version,
                 "grants": [_grant_summary(g) for g in policy.grants],
+                "groups": {g.name: sorted(map(str, g.members)) for g in policy.groups},
             }
         )
     else:
@@ -289,4 +299,124 @@ def explain_command(
         resolve_policy_dir(directory, config), request, member_of, at, as_json
     )
     if not allowed:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+# --- lint ---------------------------------------------------------------------------------------
+
+
+def lint_policy(directory: Path, at: datetime, as_json: bool) -> bool:
+    """Print the lint findings for ``directory`` at ``at``; True if there are none."""
+    policy = load_or_exit(directory)
+    findings = lint(policy, at)
+    if as_json:
+        print_json({"version": policy.version, "findings": [f.as_dict() for f in findings]})
+        return not findings
+    for finding in findings:
+        console.print(
+            f"{finding.location}: {finding.kind}: grant {finding.grant!r} {finding.message}",
+            markup=False,
+            soft_wrap=True,
+        )
+    summary = f"{len(findings)} finding(s)" if findings else "no findings"
+    console.print(f"policy version {policy.version}: {summary}", markup=False, soft_wrap=True)
+    return not findings
+
+
+@group.command("lint")
+@click.argument("directory", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A provider server's server.toml naming the policy directory.",
+)
+@click.option("--at", callback=_instant, help="Judge expiry at this ISO 8601 time (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def lint_command(directory: Path | None, config: Path | None, at: datetime, as_json: bool) -> None:
+    """Find overlapping and dead grants (shadowed, expired, empty local group).
+
+    Exit status 0 when clean, 1 with findings, 2 on a broken policy.
+
+    \b
+    Example:
+      exchange policy lint policies/MOI
+      exchange policy lint --config ss-moi/server.toml
+    """
+    if not lint_policy(resolve_policy_dir(directory, config), at, as_json):
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+# --- history ------------------------------------------------------------------------------------
+
+
+def _trusted_signing_keys(config: Path) -> tuple[Path, KeyFor]:
+    """The server's policy audit trail and a key lookup trusting its configured signing certs."""
+    from exchange.server.config import load_server_config
+    from exchange.trust.keys import load_certificate
+
+    server = load_server_config(config)
+    certs = [load_certificate(item.cert) for item in server.signing]
+    keys = {cert_thumbprint(c): c.public_key() for c in certs}
+
+    def key_for(thumbprint: str) -> ec.EllipticCurvePublicKey:
+        key = keys.get(thumbprint)
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise JwsError(f"signed by {thumbprint}, not one of this server's signing keys")
+        return key
+
+    return server.state_dir / TRAIL_FILE, key_for
+
+
+def _print_history(records: list[AuditRecord], show_diff: bool) -> None:
+    for record in records:
+        change = f"{record.old_version or '(none)'} -> {record.new_version}"
+        line = f"#{record.seq}  {record.at}  {record.by}  {record.outcome}  {change}"
+        console.print(line, markup=False, soft_wrap=True)
+        if record.error:
+            console.print(f"    error: {record.error}", markup=False, soft_wrap=True)
+        if show_diff and record.diff:
+            console.print(record.diff.rstrip("\n"), markup=False, soft_wrap=True, highlight=False)
+
+
+def show_history(trail: Path, key_for: KeyFor, as_json: bool, show_diff: bool) -> bool:
+    """Print the trail at ``trail`` and its verification; True if it verifies."""
+    if not trail.is_file():
+        raise click.UsageError(f"no policy audit trail at {trail}")
+    records = read_trail(trail)
+    problems = verify_trail(trail, key_for)
+    if as_json:
+        print_json({"records": [r.summary() for r in records], "problems": problems})
+        return not problems
+    _print_history(records, show_diff)
+    for problem in problems:
+        err_console.print(f"problem: {problem}", markup=False, soft_wrap=True)
+    verdict = "verifies" if not problems else f"does NOT verify ({len(problems)} problem(s))"
+    console.print(f"{len(records)} record(s); the trail {verdict}", markup=False, soft_wrap=True)
+    return not problems
+
+
+@group.command("history")
+@click.option(
+    "--config",
+    "config",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The provider server's server.toml: its state directory and signing certificates.",
+)
+@click.option("--diff", "show_diff", is_flag=True, help="Show each change's diff.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (diffs included).")
+@handle_errors
+def history_command(config: Path, show_diff: bool, as_json: bool) -> None:
+    """List the signed audit trail of policy changes and verify it.
+
+    Exit status 0 when every record verifies and the chain is whole, 1 otherwise.
+
+    \b
+    Example:
+      exchange policy history --config ss-moi/server.toml --diff
+    """
+    trail, key_for = _trusted_signing_keys(config)
+    if not show_history(trail, key_for, as_json, show_diff):
         sys.exit(EXIT_CHECK_FAILED)

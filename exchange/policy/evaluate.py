@@ -36,6 +36,7 @@ from exchange.policy.model import (
     USER_ID_REQUIRED,
     Decision,
     Grant,
+    LocalGroupId,
     Policy,
     PolicyRequest,
     PolicySet,
@@ -91,8 +92,13 @@ def request_segments(path: str) -> tuple[str, ...]:
 
 
 def _client_mismatch(
-    grant: Grant, client: ClientId, groups: frozenset[GlobalGroupId]
+    policy: PolicySet, grant: Grant, client: ClientId, groups: frozenset[GlobalGroupId]
 ) -> str | None:
+    if isinstance(grant.client, LocalGroupId):
+        group = policy.local_group(grant.client)
+        if group is not None and client in group.members:
+            return None
+        return f"client {client} is not a member of local group {grant.client}"
     if isinstance(grant.client, GlobalGroupId):
         if grant.client in groups:
             return None
@@ -103,6 +109,7 @@ def _client_mismatch(
 
 
 def _scope_mismatch(
+    policy: PolicySet,
     grant: Grant,
     request: PolicyRequest,
     method: str,
@@ -112,7 +119,7 @@ def _scope_mismatch(
     """Why the request is outside the grant's client/service/method/path scope, if it is."""
     if grant.service != request.service:
         return f"grant is for service {grant.service}"
-    client = _client_mismatch(grant, request.client, groups)
+    client = _client_mismatch(policy, grant, request.client, groups)
     if client is not None:
         return client
     if not grant.allows_method(method):
@@ -181,7 +188,8 @@ def evaluate(
 ) -> Decision:
     """Decide whether ``policy`` allows ``request`` at ``now``; deny unless a grant allows it.
 
-    ``groups`` are the client's global groups from the global configuration.
+    ``groups`` are the client's global groups from the global configuration; local groups come
+    from the policy itself.
     """
     _check_now(now)
     # (1) the path means one thing only
@@ -197,7 +205,7 @@ def evaluate(
     near_miss: tuple[str, str] | None = None
     for grant in policy.by_service.get(request.service, ()):
         # (2) client, service, method and path are within the grant's scope
-        miss = _scope_mismatch(grant, request, method, segments, groups)
+        miss = _scope_mismatch(policy, grant, request, method, segments, groups)
         if miss is not None:
             considered.append((grant.id, miss))
             continue
@@ -221,6 +229,7 @@ def evaluate(
 
 
 def _diagnose(
+    policy: PolicySet,
     grant: Grant,
     request: PolicyRequest,
     segments: tuple[str, ...] | None,
@@ -229,7 +238,7 @@ def _diagnose(
 ) -> str:
     if segments is None:
         return "not considered: the path was refused"
-    miss = _scope_mismatch(grant, request, request.method.upper(), segments, groups)
+    miss = _scope_mismatch(policy, grant, request, request.method.upper(), segments, groups)
     if miss is not None:
         return miss
     failure = _condition_failure(grant, request, now)
@@ -238,17 +247,28 @@ def _diagnose(
     return "also allows the request, but an earlier grant in file order decided"
 
 
-def _request_lines(request: PolicyRequest, groups: frozenset[GlobalGroupId]) -> list[str]:
-    return [
+def _request_lines(
+    policy: Policy, request: PolicyRequest, groups: frozenset[GlobalGroupId]
+) -> list[str]:
+    lines = [
         f"request:  {_describe(request)}",
         f"          purpose {request.purpose or '-'}, user id {request.user_id or '-'}, "
         f"groups {', '.join(sorted(map(str, groups))) or '-'}",
     ]
+    if isinstance(policy, PolicySet) and policy.groups:
+        local = ", ".join(map(str, policy.local_groups_of(request.client))) or "-"
+        lines.append(f"          local groups {local}")
+    return lines
 
 
-def _grant_lines(grant: Grant) -> list[str]:
+def _grant_lines(policy: PolicySet, grant: Grant) -> list[str]:
     fields = ", ".join(grant.fields) if grant.fields is not None else "the whole response"
-    lines = [f"grant:    {grant.id} at {grant.location}", f"fields:   {fields or '(none)'}"]
+    lines = [f"grant:    {grant.id} at {grant.location}"]
+    group = policy.local_group(grant.client) if isinstance(grant.client, LocalGroupId) else None
+    if group is not None:
+        members = ", ".join(sorted(map(str, group.members))) or "(none)"
+        lines.append(f"group:    {group.id} ({group.location}): {members}")
+    lines.append(f"fields:   {fields or '(none)'}")
     if grant.rate is not None:
         lines.append(f"rate:     {grant.rate} per client")
     return lines
@@ -267,13 +287,13 @@ def explain(
         f"decision: {verdict} ({decision.code})",
         f"reason:   {decision.reason}",
         f"policy:   version {decision.policy_version} at {now.isoformat()}",
-        *_request_lines(request, groups),
+        *_request_lines(policy, request, groups),
     ]
     if not isinstance(policy, PolicySet):
         return "\n".join(lines)
     chosen = policy.grant(decision.grant_id) if decision.grant_id else None
     if chosen is not None:
-        lines += _grant_lines(chosen)
+        lines += _grant_lines(policy, chosen)
     try:
         segments: tuple[str, ...] | None = request_segments(request.path)
     except BadPath:
@@ -283,6 +303,7 @@ def explain(
     lines.append(f"{heading}:" if others else f"{heading}: none")
     for grant in others:
         lines.append(
-            f"  - {grant.id} ({grant.location}): {_diagnose(grant, request, segments, groups, now)}"
+            f"  - {grant.id} ({grant.location}): "
+            f"{_diagnose(policy, grant, request, segments, groups, now)}"
         )
     return "\n".join(lines)

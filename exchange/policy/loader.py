@@ -1,7 +1,9 @@
 """Loading access policies from a provider's directory of TOML files (DESIGN.md §7).
 
 Every ``*.toml`` file directly in the directory (names starting with ``.`` are editor files and
-skipped) holds ``provider = "INSTANCE/CLASS/CODE"`` and ``[[grant]]`` tables. Everything is
+skipped) holds ``provider = "INSTANCE/CLASS/CODE"``, ``[[grant]]`` tables and optionally a
+``[groups]`` table of local groups (``name = ["client id", ...]``) that a grant of any file of the
+directory names with ``group = "local:name"``. Everything is
 checked before anything is used: a broken file raises :class:`PolicyError` naming the file, the
 line and the reason, and nothing of the directory is loaded. An empty directory is a valid,
 deny-all policy. The policy version is the first 16 hex digits of SHA-256 over the files' names
@@ -21,13 +23,13 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any, Final, TypeVar
 
 from exchange.errors import InvalidIdentifier
 from exchange.identifiers import (
-    ClientId,
     GlobalGroupId,
     MemberId,
     ServiceId,
@@ -40,18 +42,22 @@ from exchange.policy.fields import compile_fields
 from exchange.policy.model import (
     ANY_METHOD,
     KNOWN_METHODS,
+    LOCAL_PREFIX,
     Grant,
+    LocalGroup,
+    LocalGroupId,
     PathPattern,
     PolicyError,
     PolicySet,
     Rate,
+    Subject,
 )
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FILE_KEYS: Final = ("provider", "grant")
+FILE_KEYS: Final = ("provider", "groups", "grant")
 GRANT_KEYS: Final = (
     "id",
     "client",
@@ -70,6 +76,7 @@ DEFAULT_PATHS: Final = ("/**",)
 _GRANT_ID: Final = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _PURPOSE: Final = re.compile(r"[A-Za-z0-9._:/\-]{1,128}")
 _GRANT_HEADER: Final = re.compile(r"^[ \t]*\[\[[ \t]*grant[ \t]*\]\]", re.MULTILINE)
+_GROUPS_HEADER: Final = re.compile(r"^[ \t]*\[[ \t]*groups[ \t]*\]", re.MULTILINE)
 _TOML_POSITION: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -83,6 +90,8 @@ class _Source:
         self.name = name
         self.lines = text.splitlines()
         self.headers = [text.count("\n", 0, m.start()) + 1 for m in _GRANT_HEADER.finditer(text)]
+        groups = _GROUPS_HEADER.search(text)
+        self.groups_line = text.count("\n", 0, groups.start()) + 1 if groups else 0
 
     def header_line(self, index: int) -> int:
         return self.headers[index] if index < len(self.headers) else 1
@@ -126,10 +135,26 @@ def _unknown_key(keys: Iterable[str], allowed: tuple[str, ...]) -> tuple[str, st
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _ParsedFile:
+    provider: MemberId
+    grants: tuple[Grant, ...]
+    groups: tuple[LocalGroup, ...]
+    references: tuple[tuple[Grant, int], ...]
+
+
 def parse_policy_file(
     name: str, data: bytes, provider: MemberId | None
 ) -> tuple[MemberId, tuple[Grant, ...]]:
-    """Parse and check one policy file (sans-IO); ``provider``, if given, must match the file's."""
+    """Parse and check one policy file (sans-IO); ``provider``, if given, must match the file's.
+
+    References to local groups are checked by :func:`build_policy_set`, which sees every file.
+    """
+    parsed = _parse_file(name, data, provider)
+    return parsed.provider, parsed.grants
+
+
+def _parse_file(name: str, data: bytes, provider: MemberId | None) -> _ParsedFile:
     text, document = _decode(name, data)
     source = _Source(name, text)
     unknown = _unknown_key(document, FILE_KEYS)
@@ -148,10 +173,42 @@ def parse_policy_file(
         raise PolicyError(
             name, source.key_line(0, "grant"), "'grant' must be a list of [[grant]] tables"
         )
-    return declared, tuple(
-        _GrantParser(source, source.header_line(i), table, declared).grant()
+    parsers = [
+        _GrantParser(source, source.header_line(i), table, declared)
         for i, table in enumerate(tables)
+    ]
+    grants = tuple(parser.grant() for parser in parsers)
+    references = tuple(
+        (grant, parser.group_line)
+        for grant, parser in zip(grants, parsers, strict=True)
+        if isinstance(grant.client, LocalGroupId)
     )
+    return _ParsedFile(declared, grants, _local_groups(source, document), references)
+
+
+def _local_groups(source: _Source, document: Mapping[str, Any]) -> tuple[LocalGroup, ...]:
+    """The ``[groups]`` table: each name a list of client identifiers."""
+    table = document.get("groups", {})
+    start = source.groups_line or source.key_line(0, "groups")
+    if not isinstance(table, dict):
+        raise PolicyError(source.name, start, "'groups' must be a table: [groups]")
+    groups = []
+    for name, members in table.items():
+        line = source.key_line(start, name)
+        if _GRANT_ID.fullmatch(name) is None:
+            raise PolicyError(
+                source.name, line, f"bad group name {name!r}: use 1-64 of A-Z a-z 0-9 . _ -"
+            )
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise PolicyError(
+                source.name, line, f"group {name!r} must be a list of client identifiers"
+            )
+        try:
+            clients = frozenset(parse_client(m) for m in members)
+        except InvalidIdentifier as exc:
+            raise PolicyError(source.name, line, f"group {name!r}: {exc.message}") from None
+        groups.append(LocalGroup(name, clients, source.name, line))
+    return tuple(groups)
 
 
 def _file_provider(source: _Source, document: Mapping[str, Any]) -> MemberId:
@@ -177,6 +234,7 @@ class _GrantParser:
         self.table = table
         self.provider = provider
         self.label = "grant"
+        self.group_line = line
 
     def fail(self, key: str | None, reason: str) -> PolicyError:
         line = self.source.key_line(self.line, key) if key else self.line
@@ -241,11 +299,12 @@ class _GrantParser:
             reason = exc.message if isinstance(exc, InvalidIdentifier) else str(exc)
             raise self.fail(key, reason) from None
 
-    def client(self) -> ClientId | GlobalGroupId:
+    def client(self) -> Subject:
         if ("client" in self.table) == ("group" in self.table):
             raise self.fail(None, "give exactly one of 'client' (a subsystem) or 'group'")
         if "group" in self.table:
-            return self.parsed_required("group", parse_global_group)
+            self.group_line = self.source.key_line(self.line, "group")
+            return self.parsed_required("group", _parse_group)
         return self.parsed_required("client", parse_client)
 
     def service(self) -> ServiceId:
@@ -322,6 +381,15 @@ class _GrantParser:
         return value
 
 
+def _parse_group(text: str) -> GlobalGroupId | LocalGroupId:
+    if not text.startswith(LOCAL_PREFIX):
+        return parse_global_group(text)
+    name = text.removeprefix(LOCAL_PREFIX)
+    if _GRANT_ID.fullmatch(name) is None:
+        raise ValueError(f"bad local group {text!r}: 'local:' and 1-64 of A-Z a-z 0-9 . _ -")
+    return LocalGroupId(name)
+
+
 _KIND_NAMES: Final[dict[type, str]] = {str: "string", bool: "boolean (true or false)"}
 
 
@@ -356,21 +424,53 @@ def build_policy_set(
 ) -> PolicySet:
     """Parse named file contents into one checked :class:`PolicySet` (sans-IO)."""
     contents = sorted(files, key=lambda f: f[0])
-    grants: list[Grant] = []
-    seen: dict[str, Grant] = {}
+    parsed: list[_ParsedFile] = []
     for name, data in contents:
-        declared, file_grants = parse_policy_file(name, data, provider)
-        provider = declared
-        for grant in file_grants:
-            if grant.id in seen:
-                raise PolicyError(
-                    name,
-                    grant.line,
-                    f"duplicate grant id {grant.id!r} (first at {seen[grant.id].location})",
-                )
-            seen[grant.id] = grant
-            grants.append(grant)
-    return PolicySet(provider, tuple(grants), policy_version(contents))
+        parsed.append(_parse_file(name, data, provider))
+        provider = parsed[-1].provider
+    grants = _unique_grants(parsed)
+    groups = _unique_groups(parsed)
+    _check_references(parsed, {g.name for g in groups})
+    return PolicySet(provider, grants, policy_version(contents), groups)
+
+
+def _unique_grants(parsed: Iterable[_ParsedFile]) -> tuple[Grant, ...]:
+    seen: dict[str, Grant] = {}
+    for grant in (g for f in parsed for g in f.grants):
+        if grant.id in seen:
+            raise PolicyError(
+                grant.source,
+                grant.line,
+                f"duplicate grant id {grant.id!r} (first at {seen[grant.id].location})",
+            )
+        seen[grant.id] = grant
+    return tuple(seen.values())
+
+
+def _unique_groups(parsed: Iterable[_ParsedFile]) -> tuple[LocalGroup, ...]:
+    seen: dict[str, LocalGroup] = {}
+    for group in (g for f in parsed for g in f.groups):
+        if group.name in seen:
+            raise PolicyError(
+                group.source,
+                group.line,
+                f"duplicate local group {group.name!r} (first at {seen[group.name].location})",
+            )
+        seen[group.name] = group
+    return tuple(seen.values())
+
+
+def _check_references(parsed: Iterable[_ParsedFile], defined: set[str]) -> None:
+    for grant, line in (r for f in parsed for r in f.references):
+        assert isinstance(grant.client, LocalGroupId)
+        if grant.client.name not in defined:
+            known = ", ".join(sorted(defined)) or "none is defined"
+            raise PolicyError(
+                grant.source,
+                line,
+                f"grant {grant.id!r}: unknown local group {grant.client} "
+                f"(define it in a [groups] table; known: {known})",
+            )
 
 
 def load_policy_dir(path: str | os.PathLike[str], provider: MemberId | None = None) -> PolicySet:
@@ -396,18 +496,39 @@ def _snapshot(directory: Path) -> Snapshot:
         return ()
 
 
+Files = tuple[tuple[str, bytes], ...]
+ReloadHook = Callable[[Files, Files, "PolicySet | PolicyError"], object]
+
+
+def _read_files(directory: Path) -> Files:
+    return tuple((str(p), p.read_bytes()) for p in _policy_files(directory))
+
+
 class PolicyStore:
     """The provider's policy in force, reloaded from its directory; a broken reload changes nothing.
 
     Construction loads the directory and raises :class:`PolicyError` if it is broken (a server must
-    not start on a broken policy). ``last_error`` keeps the most recent reload failure.
+    not start on a broken policy). ``last_error`` keeps the most recent reload failure; ``files``
+    holds the names and bytes of the files in force. ``on_reload(old_files, new_files, outcome)``,
+    if given, is called for every changed version before it takes force (outcome: the new
+    :class:`PolicySet`) and for every refused reload (outcome: the :class:`PolicyError`), e.g.
+    :func:`exchange.policy.audit.record_reload` bound to a trail. If it raises on a change, the
+    change does not take force and the next poll tries again.
     """
 
-    def __init__(self, path: str | os.PathLike[str], provider: MemberId | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        provider: MemberId | None = None,
+        *,
+        on_reload: ReloadHook | None = None,
+    ) -> None:
         self.path = Path(path)
         self.provider = provider
+        self.on_reload = on_reload
         self._snapshot = _snapshot(self.path)
-        self._current = load_policy_dir(self.path, provider)
+        self.files = _read_files(self.path)
+        self._current = build_policy_set(self.files, provider)
         self.last_error: PolicyError | None = None
 
     @property
@@ -420,25 +541,46 @@ class PolicyStore:
         Raises :class:`PolicyError` (and keeps the old policy in force) if the files are broken.
         """
         self._snapshot = _snapshot(self.path)
+        files: Files = ()
         try:
-            new = load_policy_dir(self.path, self.provider)
+            files = _read_files(self.path)
+            new = build_policy_set(files, self.provider)
         except (PolicyError, OSError) as exc:
             error = (
                 exc if isinstance(exc, PolicyError) else PolicyError(str(self.path), None, str(exc))
             )
-            self.last_error = error
-            logger.error(
-                "policy reload refused, version %s stays in force: %s",
-                self._current.version,
-                error.message,
-            )
+            self._refused(files, error)
             raise error from None
         self.last_error = None
         if new.version == self._current.version:
             return False
-        logger.info("policy version %s -> %s", self._current.version, new.version)
-        self._current = new
+        self._accept(files, new)
         return True
+
+    def _refused(self, files: Files, error: PolicyError) -> None:
+        self.last_error = error
+        logger.error(
+            "policy reload refused, version %s stays in force: %s",
+            self._current.version,
+            error.message,
+        )
+        if self.on_reload is not None:
+            try:
+                self.on_reload(self.files, files, error)
+            except Exception:
+                logger.exception("could not record the refused policy reload")
+
+    def _accept(self, files: Files, new: PolicySet) -> None:
+        if self.on_reload is not None:
+            try:
+                self.on_reload(self.files, files, new)
+            except Exception:
+                self._snapshot = ()
+                logger.exception("policy %s not put in force: recording it failed", new.version)
+                raise
+        logger.info("policy version %s -> %s", self._current.version, new.version)
+        self.files = files
+        self._current = new
 
     def maybe_reload(self) -> bool:
         """Reload if a file was added, removed or changed (by mtime and size) since the last look.

@@ -148,6 +148,42 @@ def _check_pattern_segment(text: str, segment: str, *, last: bool) -> None:
         )
 
 
+# --- local groups -------------------------------------------------------------------------------
+
+LOCAL_PREFIX: Final = "local:"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class LocalGroupId:
+    """A group the provider defines in its own policy files (``group = "local:NAME"``)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"{LOCAL_PREFIX}{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalGroup:
+    """A ``[groups]`` entry: a name and the client identifiers that are its members."""
+
+    name: str
+    members: frozenset[ClientId]
+    source: str
+    line: int
+
+    @property
+    def id(self) -> LocalGroupId:
+        return LocalGroupId(self.name)
+
+    @property
+    def location(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+Subject = ClientId | GlobalGroupId | LocalGroupId
+
+
 # --- grants and policy sets ---------------------------------------------------------------------
 
 
@@ -155,13 +191,14 @@ def _check_pattern_segment(text: str, segment: str, *, last: bool) -> None:
 class Grant:
     """One ``[[grant]]`` table: who may call what, how, and what they get back.
 
-    ``client`` is a subsystem (or member) matched exactly, or a global group whose members match.
+    ``client`` is a subsystem (or member) matched exactly, or a global or local group whose
+    members match.
     ``methods`` holds upper-case method names or ``*``. ``fields=None`` releases the whole
     response. ``purposes=None`` accepts any (or no) purpose of use.
     """
 
     id: str
-    client: ClientId | GlobalGroupId
+    client: Subject
     service: ServiceId
     methods: frozenset[str]
     paths: tuple[PathPattern, ...]
@@ -180,7 +217,7 @@ class Grant:
 
     @property
     def is_group_grant(self) -> bool:
-        return isinstance(self.client, GlobalGroupId)
+        return isinstance(self.client, GlobalGroupId | LocalGroupId)
 
     def allows_method(self, method: str) -> bool:
         return ANY_METHOD in self.methods or method in self.methods
@@ -188,11 +225,12 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class PolicySet:
-    """A provider's grants in file/line order and the version of the files they came from."""
+    """A provider's grants in file/line order, its local groups, and the files' version."""
 
     provider: MemberId | None
     grants: tuple[Grant, ...]
     version: str
+    groups: tuple[LocalGroup, ...] = ()
     by_service: dict[ServiceId, tuple[Grant, ...]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -205,6 +243,13 @@ class PolicySet:
 
     def grant(self, grant_id: str) -> Grant | None:
         return next((g for g in self.grants if g.id == grant_id), None)
+
+    def local_group(self, group: LocalGroupId) -> LocalGroup | None:
+        return next((g for g in self.groups if g.name == group.name), None)
+
+    def local_groups_of(self, client: ClientId) -> tuple[LocalGroupId, ...]:
+        """The local groups that list ``client``, in definition order."""
+        return tuple(g.id for g in self.groups if client in g.members)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import ssl
@@ -90,9 +91,7 @@ class SecurityServer:
         self.replay = ReplayCache(config.limits.clock_skew_seconds)
         self.quota = PersistentQuota(config.state_dir / "quota.sqlite", clock)
         self.signer_registry = SignerCertRegistry([], on_admit=self._keep_cert)
-        self.policy = (
-            PolicyStore(config.policy_dir, provider=config.owner) if config.policy_dir else None
-        )
+        self.policy = self._open_policy(config)
         self.backend = Backend(
             max_response_bytes=config.limits.max_response_bytes,
             connect_timeout=config.limits.connect_timeout,
@@ -129,6 +128,27 @@ class SecurityServer:
         if not signers:
             raise ConfigurationError("no member signing key configured")
         return signers
+
+    def _open_policy(self, config: ServerConfig) -> PolicyStore | None:
+        """The provider's policy, with every change (and refused change) recorded in a signed,
+        hash-chained audit trail (who, when, the diff)."""
+        if config.policy_dir is None:
+            return None
+        from exchange.policy.audit import (
+            TRAIL_FILE,
+            PolicyAuditTrail,
+            record_reload,
+            record_startup,
+        )
+
+        trail = PolicyAuditTrail(config.state_dir / TRAIL_FILE, self.owner_signer)
+        store = PolicyStore(
+            config.policy_dir,
+            provider=config.owner,
+            on_reload=functools.partial(record_reload, trail),
+        )
+        record_startup(trail, store.files, store.current)
+        return store
 
     def hello_frame(self) -> bytes:
         """HELLO: our members' signing certificates and fresh OCSP responses for our own
@@ -479,7 +499,8 @@ class SecurityServer:
         while True:
             await asyncio.sleep(1.0)
             try:
-                self.policy.maybe_reload()
+                # reading files, signing and writing the audit trail: off the event loop
+                await asyncio.to_thread(self.policy.maybe_reload)
             except ExchangeError as exc:
                 log.error("policy reload refused, previous policy stays in force: %s", exc.message)
 
