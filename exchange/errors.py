@@ -134,6 +134,13 @@ class ConsumerLogFailed(ConsumerServerError):
     status = 500
 
 
+class ConsumerTimestampingFailed(ConsumerServerError):
+    """Tree heads have not been time-stamped for longer than the configured limit."""
+
+    code = "Server.ClientProxy.TimestampingFailed"
+    status = 500
+
+
 # --- raised by the provider security server ----------------------------------------------------
 
 
@@ -199,6 +206,13 @@ class ProviderOutdatedGlobalConf(ProviderServerError):
 
 class ProviderLogFailed(ProviderServerError):
     code = "Server.ServerProxy.MessageLogFailed"
+    status = 500
+
+
+class ProviderTimestampingFailed(ProviderServerError):
+    """Tree heads have not been time-stamped for longer than the configured limit."""
+
+    code = "Server.ServerProxy.TimestampingFailed"
     status = 500
 
 

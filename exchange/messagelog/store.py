@@ -14,9 +14,14 @@ bytes, so a deleted or reordered record is visible from the entries themselves. 
 UPDATE and DELETE, which stops accidents, not an attacker with the file: that is what the signed
 tree heads and :mod:`exchange.messagelog.verify` are for.
 
-This module does not verify logs (``verify.py``), answer queries (``query.py``) or time-stamp tree
-heads (a later issue; :meth:`MessageLog.sign_tree_head` is its hook). One process writes a log at
-a time, enforced with an advisory lock file next to it; readers use their own connections.
+RFC 3161 time-stamp tokens over tree heads are kept in the ``timestamps`` table, one per stamped
+tree-head size, written through the same writer thread (:meth:`MessageLog.add_timestamp`). The
+time-stamped digest is SHA-256 of the tree head's compact JWS, as ASCII bytes
+(:func:`tree_head_digest`): the token thereby covers the size, root, time and signature at once.
+
+This module does not verify logs (``verify.py``), answer queries (``query.py``) or ask a TSA for
+time-stamps (``exchange.server.timestamping``). One process writes a log at a time, enforced with
+an advisory lock file next to it; readers use their own connections.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import queue
@@ -74,6 +80,12 @@ CREATE TABLE IF NOT EXISTS tree_heads (
     signed_at INTEGER NOT NULL,
     jws TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS timestamps (
+    size INTEGER PRIMARY KEY,
+    token BLOB NOT NULL,
+    tsa TEXT NOT NULL,
+    gen_time INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS certs (thumbprint TEXT PRIMARY KEY, pem TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -85,6 +97,11 @@ _INSERT_RECORD = "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_HEAD = "INSERT INTO tree_heads VALUES (?, ?, ?, ?)"
 _INSERT_CERT = "INSERT OR IGNORE INTO certs VALUES (?, ?)"
 _LATEST_HEAD = "SELECT size, root, signed_at, jws FROM tree_heads ORDER BY size DESC LIMIT 1"
+_INSERT_STAMP = (
+    "INSERT INTO timestamps SELECT ?, ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM tree_heads WHERE size = ?)"
+)
+_STAMPS = "SELECT size, token, tsa, gen_time FROM timestamps"
 
 Row = tuple[int, int, str | None, str | None, str | None, str | None, str | None, bytes, bytes]
 
@@ -114,6 +131,37 @@ class TreeHead:
             "signed_at": self.signed_at,
             "jws": self.jws,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTimestamp:
+    """An RFC 3161 token (DER) over :func:`tree_head_digest` of the tree head of ``size``."""
+
+    size: int
+    token: bytes
+    tsa: str
+    gen_time: int
+    """The token's genTime, unix ms."""
+
+
+def tree_head_digest(head: TreeHead) -> bytes:
+    """What a tree head's time-stamp stamps: SHA-256 of its compact JWS (ASCII bytes)."""
+    return hashlib.sha256(head.jws.encode("ascii")).digest()
+
+
+def read_timestamps(conn: sqlite3.Connection, size: int | None = None) -> list[StoredTimestamp]:
+    """The stored time-stamps, by size (only the one of ``size`` when given).
+
+    A log written before time-stamps were kept has none.
+    """
+    where = "" if size is None else f" WHERE size = {int(size)}"
+    try:
+        rows = conn.execute(f"{_STAMPS}{where} ORDER BY size").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return []
+    return [StoredTimestamp(*row) for row in rows]
 
 
 def tree_head_payload(log_id: str, size: int, root: bytes, signed_at: int) -> bytes:
@@ -182,6 +230,13 @@ class _SignHead:
 
 
 @dataclass(slots=True)
+class _Stamp:
+    stamp: StoredTimestamp
+    future: asyncio.Future[StoredTimestamp]
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass(slots=True)
 class _Cert:
     thumbprint: str
     pem: str
@@ -191,7 +246,7 @@ class _Stop:
     pass
 
 
-_Item = _Append | _SignHead | _Cert | _Stop
+_Item = _Append | _SignHead | _Stamp | _Cert | _Stop
 _Outcome = tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, object]
 
 
@@ -274,6 +329,7 @@ class _Writer:
         conn: sqlite3.Connection,
         compact: CompactRange,
         latest: TreeHead | None,
+        stamped: StoredTimestamp | None,
         *,
         log_id: str,
         signer: Signer,
@@ -284,6 +340,7 @@ class _Writer:
         self.conn = conn
         self.compact = compact
         self.latest = latest
+        self.stamped = stamped
         self.committed = compact.size
         self.log_id = log_id
         self.signer = signer
@@ -332,6 +389,8 @@ class _Writer:
         for item in items:
             if isinstance(item, _SignHead):
                 outcomes.append((item.future, item.loop, self._sign_outcome()))
+            elif isinstance(item, _Stamp):
+                outcomes.append((item.future, item.loop, self._stamp_outcome(item.stamp)))
         _dispatch(outcomes)
         return any(isinstance(item, _Stop) for item in items)
 
@@ -340,7 +399,7 @@ class _Writer:
             [
                 (item.future, item.loop, _write_failed(exc))
                 for item in items
-                if isinstance(item, _Append | _SignHead)
+                if isinstance(item, _Append | _SignHead | _Stamp)
             ]
         )
 
@@ -437,6 +496,34 @@ class _Writer:
             log.error("signing a message log tree head failed: %s", exc)
             return _write_failed(exc)
 
+    def _stamp_outcome(self, stamp: StoredTimestamp) -> object:
+        try:
+            self._insert_stamp(stamp)
+        except MessageLogError as exc:
+            return exc
+        except Exception as exc:
+            log.error("storing a tree head time-stamp failed: %s", exc)
+            return _write_failed(exc)
+        if self.stamped is None or stamp.size > self.stamped.size:
+            self.stamped = stamp
+        return stamp
+
+    def _insert_stamp(self, stamp: StoredTimestamp) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = conn.execute(
+                _INSERT_STAMP, (stamp.size, stamp.token, stamp.tsa, stamp.gen_time, stamp.size)
+            )
+            if cursor.rowcount != 1:
+                raise MessageLogError(f"no tree head of size {stamp.size} to time-stamp")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
     def sign_if_behind(self, *, force: bool) -> TreeHead | None:
         """Sign a tree head unless the latest one already covers the current size."""
         if self.latest is not None and self.latest.size == self.committed:
@@ -506,6 +593,7 @@ class MessageLog:
         self._known_certs: set[str] = set()
         self._log_id = ""
         self._closed_state: tuple[int, TreeHead | None] = (0, None)
+        self._closed_stamp: StoredTimestamp | None = None
 
     # -- lifecycle
 
@@ -541,6 +629,7 @@ class MessageLog:
             writer.queue.put(_Stop())
         thread.join()
         self._closed_state = (writer.committed, writer.latest)
+        self._closed_stamp = writer.stamped
         _release_lock(self._lock_fd)
         self._lock_fd = None
 
@@ -587,12 +676,14 @@ class MessageLog:
             row = conn.execute(_LATEST_HEAD).fetchone()
             latest = head_from_row(self._log_id, row) if row else None
             compact = self._restore_checked(conn, latest)
+            stamps = conn.execute(_STAMPS + " ORDER BY size DESC LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise MessageLogError(f"cannot open message log {self.path}: {exc}") from None
         return _Writer(
             conn,
             compact,
             latest,
+            StoredTimestamp(*stamps[0]) if stamps else None,
             log_id=self._log_id,
             signer=self._signer,
             now=self._now,
@@ -700,7 +791,30 @@ class MessageLog:
         self._put(_SignHead(future, loop))
         return await future
 
+    async def add_timestamp(
+        self, size: int, token_der: bytes, tsa_name: str, gen_time_ms: int
+    ) -> StoredTimestamp:
+        """Keep the RFC 3161 token ``token_der`` over the stored tree head of ``size``.
+
+        The caller has verified the token over :func:`tree_head_digest` of that head. Raises
+        :class:`MessageLogError` if there is no such head, or it is time-stamped already.
+        """
+        stamp = StoredTimestamp(size=size, token=token_der, tsa=tsa_name, gen_time=gen_time_ms)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StoredTimestamp] = loop.create_future()
+        self._put(_Stamp(stamp, future, loop))
+        return await future
+
     # -- state
+
+    def latest_timestamp(self) -> StoredTimestamp | None:
+        """The time-stamp of the largest time-stamped tree head."""
+        writer = self._writer
+        return writer.stamped if writer is not None else self._closed_stamp
+
+    def latest_timestamped_size(self) -> int | None:
+        stamp = self.latest_timestamp()
+        return stamp.size if stamp is not None else None
 
     def latest_tree_head(self) -> TreeHead | None:
         writer = self._writer
@@ -720,7 +834,7 @@ class MessageLog:
 def _triggers() -> str:
     return "".join(
         _APPEND_ONLY.format(table=table, op=op)
-        for table in ("records", "tree_heads")
+        for table in ("records", "tree_heads", "timestamps")
         for op in ("UPDATE", "DELETE")
     )
 

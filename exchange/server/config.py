@@ -87,6 +87,8 @@ class ServerConfig:
     globalconf_state: Path = Path("globalconf.jws")
     passphrase_env: str = "EXCHANGE_KEY_PASSPHRASE"
     tree_head_interval: float = 60.0
+    timestamping_failure_limit: float = 14400.0
+    """Seconds tree heads may go without a time-stamp before exchanges are refused."""
 
     @property
     def owner(self) -> MemberId:
@@ -203,6 +205,7 @@ def parse_server_config(doc: dict[str, Any], path: Path) -> ServerConfig:
         ),
         passphrase_env=str(keys.get("passphrase_env", "EXCHANGE_KEY_PASSPHRASE")),
         tree_head_interval=float(log.get("tree_head_interval", 60.0)),
+        timestamping_failure_limit=float(log.get("timestamping_failure_limit", 14400.0)),
     )
 
 

@@ -24,10 +24,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from exchange.errors import (
     ConfigurationError,
     ConsumerLogFailed,
+    ConsumerTimestampingFailed,
     ExchangeError,
     OutdatedGlobalConf,
     ProviderLogFailed,
     ProviderOutdatedGlobalConf,
+    ProviderTimestampingFailed,
 )
 from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.client import GlobalConfPoller
@@ -52,6 +54,7 @@ from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
+from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 
 log = logging.getLogger("exchange.server")
@@ -97,6 +100,12 @@ class SecurityServer:
             connect_timeout=config.limits.connect_timeout,
         )
         self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
+        self.stamper = TreeHeadStamper(
+            self.log,
+            lambda: self.trusted.current,
+            clock=clock,
+            failure_limit=config.timestamping_failure_limit,
+        )
         self.pools: dict[SecurityServerId, PeerPool] = {}
         self.provider_connections: set[ProviderConnection] = set()
         self.revocation = RevocationChecks(clock)
@@ -303,6 +312,15 @@ class SecurityServer:
     # -- global configuration -------------------------------------------------------------------
 
     def globalconf_or_fail(self, *, provider: bool) -> GlobalConf:
+        """The configuration in force, checked before every exchange; this also refuses the
+        exchange while tree heads have gone un-time-stamped past the limit (DESIGN.md §8)."""
+        refusal = self.stamper.refusal()
+        if refusal is not None:
+            raise (
+                ProviderTimestampingFailed(refusal)
+                if provider
+                else ConsumerTimestampingFailed(refusal)
+            )
         try:
             self.trusted.check_fresh(int(self.clock()))
         except OutdatedGlobalConf as exc:
@@ -397,6 +415,8 @@ class SecurityServer:
             self.log.register_cert(signer.cert)
         self._seed_replay_cache()
         self.quota.start()
+        self.stamper.last_success = self.clock()
+        self._tasks.append(asyncio.create_task(self.stamper.run()))
         if self.trusted.current is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(15):
@@ -524,6 +544,9 @@ class SecurityServer:
         await self.quota.stop()
         if self.poller is not None:
             await self.poller.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(15):
+                await self.stamper.stamp_now(timeout=5)
         self.log.close()
 
     def health(self) -> dict[str, Any]:
@@ -536,6 +559,7 @@ class SecurityServer:
             "log_size": self.log.size,
             "ocsp": self._ocsp_health(conf),
             "certificate_warnings": self.expiring_certificates(),
+            "timestamping": self.stamper.health(),
         }
 
     def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, int]:
