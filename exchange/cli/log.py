@@ -48,6 +48,14 @@ def _log_path(config_path: Path | None, db: Path | None) -> Path:
     type=_CONFIG,
     help="Trusted CA certificate (PEM); default: the CAs of the server's global configuration.",
 )
+@click.option(
+    "--tsa-cert",
+    "tsa_files",
+    multiple=True,
+    type=_CONFIG,
+    help="Approved TSA certificate (PEM) for the tree heads' time-stamps; default: the TSAs of "
+    "the server's global configuration.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("--no-progress", is_flag=True)
 @handle_errors
@@ -55,6 +63,7 @@ def verify_cmd(
     config_path: Path | None,
     db: Path | None,
     ca_files: tuple[Path, ...],
+    tsa_files: tuple[Path, ...],
     as_json: bool,
     no_progress: bool,
 ) -> None:
@@ -65,10 +74,10 @@ def verify_cmd(
     \b
     Example:
       exchange log verify --config state/servers/MOI/server.toml
-      exchange log verify --db messagelog.sqlite --ca ca.cert.pem --json
+      exchange log verify --db messagelog.sqlite --ca ca.cert.pem --tsa-cert tsa.pem --json
     """
     from exchange.messagelog.verify import verify_log
-    from exchange.server.logcheck import exchange_entry_checker, trusted_cas_of
+    from exchange.server.logcheck import exchange_entry_checker, trusted_cas_of, trusted_tsas_of
     from exchange.trust.keys import load_certificates
 
     path = _log_path(config_path, db)
@@ -80,6 +89,14 @@ def verify_cmd(
         cas = trusted_cas_of(load_server_config(config_path))
     else:
         raise ConfigurationError("with --db, give the trusted CA certificates with --ca")
+    if tsa_files:
+        tsas = [c for f in tsa_files for c in load_certificates(f)]
+    elif config_path is not None:
+        from exchange.server.config import load_server_config
+
+        tsas = trusted_tsas_of(load_server_config(config_path))
+    else:
+        tsas = []
     with Progress(
         TextColumn("verifying"),
         BarColumn(),
@@ -95,6 +112,7 @@ def verify_cmd(
             trusted_cas=cas,
             entry_checker=exchange_entry_checker,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            tsa_certs=tsas,
         )
     if as_json:
         print_json(report.to_dict())
@@ -115,6 +133,15 @@ def _print_report(report: object) -> None:
         f"{report.tree_heads_verified}/{report.tree_heads} verified, "
         f"records not yet under a signed tree head: {report.unsigned_records}"
     )
+    if report.timestamps:
+        console.print(
+            f"  time-stamps (RFC 3161): {report.timestamps_verified}/{report.timestamps} verified"
+            + (
+                f", {report.timestamps_unchecked} not checked (give --tsa-cert)"
+                if report.timestamps_unchecked
+                else ""
+            )
+        )
     if report.first_bad is not None:
         bad = report.first_bad
         where = (
@@ -127,7 +154,10 @@ def _print_report(report: object) -> None:
         )
     for problem in report.problems[:20]:
         d = problem.to_dict()
-        where = f"record {d['seq']}" if d["kind"] == "record" else f"tree head of size {d['size']}"
+        where = {
+            "record": f"record {d['seq']}",
+            "timestamp": f"time-stamp of the tree head of size {d['size']}",
+        }.get(d["kind"], f"tree head of size {d['size']}")
         console.print(f"  - {where}: {d['reason']}")
     if len(report.problems) > 20 or report.problems_omitted:
         console.print(f"  ... {len(report.problems) - 20 + report.problems_omitted} more problems")
@@ -234,3 +264,125 @@ def show_cmd(
         )
     console.print(table)
     console.print(f"{len(views)} record(s)")
+
+
+def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
+    """Write ``document`` to ``output`` or print it as JSON; False when people get the text."""
+    if output is not None:
+        import orjson
+
+        output.write_bytes(
+            orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
+        console.print(f"wrote {output}")
+        return True
+    if as_json:
+        print_json(document)
+        return True
+    return False
+
+
+@group.command("prove")
+@click.option("--config", "config_path", type=_CONFIG, help="The security server's server.toml.")
+@click.option("--db", type=_CONFIG, help="A message log file.")
+@click.option("--id", "message_id", required=True, help="X-Road-Id of the exchange.")
+@click.option("--size", type=int, help="Prove against the signed tree head of this size.")
+@click.option("--json", "as_json", is_flag=True, help="Print the proofs as JSON.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
+@handle_errors
+def prove_cmd(
+    config_path: Path | None,
+    db: Path | None,
+    message_id: str,
+    size: int | None,
+    as_json: bool,
+    output: Path | None,
+) -> None:
+    """Print the RFC 9162 inclusion proof of an exchange's record(s) in a signed tree head.
+
+    Against the latest signed tree head unless --size names another. `exchange log check-proof`
+    verifies the file written with -o.
+
+    \b
+    Example:
+      exchange log prove --config state/servers/MOI/server.toml \\
+          --id 6f1c2a9e-0d4b-4c1e-9a57-3f2b8e0c7d11 -o proof.json
+    """
+    from exchange.messagelog.proofs import inclusion_for_message
+
+    proofs = inclusion_for_message(_log_path(config_path, db), message_id, size=size)
+    document = {"message_id": message_id, "proofs": [p.to_dict() for p in proofs]}
+    if _emit(document, as_json, output):
+        return
+    for p in proofs:
+        stamped = "time-stamped" if p.timestamp_token else "not time-stamped yet"
+        console.print(f"record seq {p.seq} of {message_id}")
+        console.print(f"  leaf hash:  {p.leaf_hash.hex()}")
+        console.print(f"  tree size:  {p.tree_size} (signed tree head, {stamped})")
+        console.print(f"  root:       {p.root.hex()}")
+        console.print(f"  audit path ({len(p.proof)} hashes, leaf to root):")
+        for i, node in enumerate(p.proof, 1):
+            console.print(f"    {i:2d}. {node.hex()}")
+
+
+@group.command("consistency")
+@click.option("--config", "config_path", type=_CONFIG, help="The security server's server.toml.")
+@click.option("--db", type=_CONFIG, help="A message log file.")
+@click.option("--from", "m", type=int, required=True, help="Size of the older signed tree head.")
+@click.option("--to", "n", type=int, required=True, help="Size of the newer signed tree head.")
+@click.option("--json", "as_json", is_flag=True, help="Print the proof as JSON.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
+@handle_errors
+def consistency_cmd(
+    config_path: Path | None,
+    db: Path | None,
+    m: int,
+    n: int,
+    as_json: bool,
+    output: Path | None,
+) -> None:
+    """Print the RFC 9162 consistency proof between two signed tree heads (append-only).
+
+    Both sizes must be those of signed tree heads; the error lists the nearest ones.
+
+    \b
+    Example:
+      exchange log consistency --config state/servers/MOI/server.toml \\
+          --from 120 --to 480 -o consistency.json
+    """
+    from exchange.messagelog.proofs import consistency_between
+
+    proof = consistency_between(_log_path(config_path, db), m, n)
+    if _emit(proof.to_dict(), as_json, output):
+        return
+    console.print(f"tree of size {proof.m} is a prefix of tree of size {proof.n}")
+    console.print(f"  root of size {proof.m}: {proof.root_m.hex()}")
+    console.print(f"  root of size {proof.n}: {proof.root_n.hex()}")
+    console.print(f"  proof ({len(proof.proof)} hashes):")
+    for i, node in enumerate(proof.proof, 1):
+        console.print(f"    {i:2d}. {node.hex()}")
+
+
+@group.command("check-proof")
+@click.argument("file", type=_CONFIG)
+@handle_errors
+def check_proof_cmd(file: Path) -> None:
+    """Verify a proof file from `log prove` or `log consistency` offline; print each check.
+
+    Checks the Merkle math and that each root is the one inside its tree head's JWS payload.
+    It does not check the tree heads' signatures or time-stamps: `exchange log verify` does,
+    over the whole log. Exit status 0 when every check passes, 1 otherwise.
+
+    \b
+    Example:
+      exchange log check-proof proof.json
+    """
+    from exchange.messagelog.proofs import checks_for, load_proof_file
+
+    checks = checks_for(load_proof_file(file))
+    for check in checks:
+        mark = "[green]ok[/green]    " if check.ok else "[red]FAILED[/red]"
+        console.print(f"{mark} {check.what}")
+    if not all(c.ok for c in checks):
+        raise SystemExit(EXIT_CHECK_FAILED)
+    console.print(f"{file}: [green]OK[/green] (tree head signatures: see `exchange log verify`)")

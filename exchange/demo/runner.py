@@ -124,7 +124,8 @@ def _verify_all(federation: Federation, console: Console) -> dict[str, VerifyRep
         console.print(
             f"  exchange log verify --config {site.config}\n"
             f"    {verdict}: {report.records} records, "
-            f"{report.tree_heads_verified}/{report.tree_heads} signed tree heads verified"
+            f"{report.tree_heads_verified}/{report.tree_heads} signed tree heads verified, "
+            f"{report.timestamps_verified}/{report.timestamps} RFC 3161 time-stamps verified"
         )
     return reports
 

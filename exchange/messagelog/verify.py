@@ -9,9 +9,16 @@ each entry. The report names the first bad record: exactly, when the entry or it
 betrays it; within the range between the last matching and the first mismatching tree head, when
 an entry was edited together with its stored leaf hash.
 
+Given the approved TSA certificates, it also checks each stored RFC 3161 time-stamp token
+(RFC 3161 §2.4.2) against the verified tree head of its size: the token stamps SHA-256 of that
+head's JWS (:func:`~exchange.messagelog.store.tree_head_digest`), is signed by an approved TSA
+whose certificate a trusted CA issued, and its genTime does not precede the head's signing time
+by more than the allowed clock skew. Without TSA certificates the tokens are counted, not checked.
+
 What this cannot see: records removed together with every tree head that covers them, or a
-log replaced wholesale. Time-stamped tree heads and consistency proofs held by others (later
-issues) close that gap. This module does not repair logs, nor verify RFC 3161 tokens.
+log replaced wholesale. Time-stamps close part of that gap (a head stamped by a TSA existed at
+that time); consistency proofs held by others (later issues) close the rest. This module does not
+repair logs nor check revocation of TSA certificates.
 """
 
 from __future__ import annotations
@@ -33,17 +40,23 @@ from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.messagelog.store import (
     INDEXED_KEYS,
     MessageLogError,
+    TreeHead,
+    head_from_row,
     iter_rows,
     open_readonly,
+    tree_head_digest,
     tree_head_payload,
 )
 from exchange.protocol import jws
 from exchange.protocol.canonical import b64url_decode
 from exchange.protocol.jws import JwsError
 from exchange.trust.keys import cert_from_pem
+from exchange.trust.timestamp import TimestampError, TimestampInvalid, verify_timestamp_token
 
 PROGRESS_EVERY = 4096
 MAX_PROBLEMS = 1000
+TIMESTAMP_SKEW_MS = 60_000
+"""How far a time-stamp's genTime may precede its tree head's signing time (clock skew)."""
 
 EntryChecker = Callable[[dict[str, Any], "CertLookup"], list[str]]
 
@@ -52,11 +65,12 @@ _RECORDS = (
     "FROM records ORDER BY seq"
 )
 _HEADS = "SELECT size, root, signed_at, jws FROM tree_heads ORDER BY size"
+_STAMPS = "SELECT size, token, gen_time FROM timestamps ORDER BY size"
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One finding: about a record (``seq``) or a tree head (``size``)."""
+    """One finding: about a record (``seq``), or a tree head or its time-stamp (``size``)."""
 
     kind: str
     reason: str
@@ -104,7 +118,8 @@ class VerifyReport:
     ``unsigned_records`` counts records after the last signed tree head: nothing proves them yet
     (normal only while a log that signs periodically is running), so show them to the auditor.
     Once the recomputed tree has diverged, later tree heads are not listed one by one; they are
-    simply missing from ``tree_heads_verified``.
+    simply missing from ``tree_heads_verified``. ``timestamps_unchecked`` counts the stored
+    time-stamp tokens when no TSA certificates were given to check them with.
     """
 
     path: str
@@ -116,6 +131,9 @@ class VerifyReport:
     first_bad: BadRecord | None
     problems: tuple[Problem, ...]
     problems_omitted: int = 0
+    timestamps: int = 0
+    timestamps_verified: int = 0
+    timestamps_unchecked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -130,6 +148,9 @@ class VerifyReport:
             "tree_heads": self.tree_heads,
             "tree_heads_verified": self.tree_heads_verified,
             "unsigned_records": self.unsigned_records,
+            "timestamps": self.timestamps,
+            "timestamps_verified": self.timestamps_verified,
+            "timestamps_unchecked": self.timestamps_unchecked,
             "first_bad": self.first_bad.to_dict() if self.first_bad else None,
             "problems": [p.to_dict() for p in self.problems],
             "problems_omitted": self.problems_omitted,
@@ -243,6 +264,7 @@ class _Verifier:
         trusted_cas: Sequence[x509.Certificate],
         entry_checker: EntryChecker | None,
         progress: Callable[[int, int], None] | None,
+        tsa_certs: Sequence[x509.Certificate] = (),
     ) -> None:
         self.conn = conn
         self.lookup = CertLookup(conn, trusted_cas)
@@ -250,6 +272,7 @@ class _Verifier:
         self.progress = progress
         self.compact = CompactRange()
         self.tally = _Tally()
+        self.stamps = _StampChecker(tuple(trusted_cas), tuple(tsa_certs), self.tally.add)
         self.log_id: str | None = None
         self.expected_seq = 0
         self.last_good = 0
@@ -266,6 +289,7 @@ class _Verifier:
         (total,) = self.conn.execute("SELECT count(*) FROM records").fetchone()
         heads = iter_rows(self.conn.execute(_HEADS))
         head = next(heads, None)
+        self.stamps.start(self.conn)
         for record in iter_rows(self.conn.execute(_RECORDS)):
             head = self._heads_at(head, heads)
             self._record(record)
@@ -273,6 +297,7 @@ class _Verifier:
                 self.progress(self.compact.size, total)
         head = self._heads_at(head, heads)
         self._beyond_end(head, heads)
+        self.stamps.through(None, None)
         if self.progress:
             self.progress(self.compact.size, total)
         self.conn.execute("COMMIT")
@@ -289,6 +314,9 @@ class _Verifier:
             first_bad=self.tally.first_bad(),
             problems=tuple(self.tally.problems),
             problems_omitted=self.tally.omitted,
+            timestamps=self.stamps.total,
+            timestamps_verified=self.stamps.verified,
+            timestamps_unchecked=self.stamps.unchecked,
         )
 
     # -- records
@@ -335,10 +363,13 @@ class _Verifier:
         while head is not None:
             if self._signed_root(head) is not None:
                 self._truncated(head[0])
+            self.stamps.through(head[0], None)
             head = next(heads, None)
 
     def _tree_head(self, row: _HeadRow) -> None:
         signed_root = self._signed_root(row)
+        verified = signed_root is not None and signed_root == row[1] == self.compact.root()
+        self.stamps.through(row[0], head_from_row(self.log_id or "", row) if verified else None)
         if signed_root is None:
             return
         # (3c) the signed root is the root recomputed from the entries at that size
@@ -410,6 +441,99 @@ class _Verifier:
 
 
 _HeadRow = tuple[Any, Any, Any, Any]
+
+
+class _StampChecker:
+    """Checks the ``timestamps`` rows against the tree heads, merged by size as both stream."""
+
+    def __init__(
+        self,
+        trusted_cas: tuple[x509.Certificate, ...],
+        tsa_certs: tuple[x509.Certificate, ...],
+        report: Callable[[Problem], None],
+    ) -> None:
+        self.trusted_cas = trusted_cas
+        self.tsa_certs = tsa_certs
+        self.report = report
+        self.rows: Iterator[tuple[Any, Any, Any]] = iter(())
+        self.pending: tuple[Any, Any, Any] | None = None
+        self.total = 0
+        self.verified = 0
+        self.unchecked = 0
+
+    def start(self, conn: sqlite3.Connection) -> None:
+        try:
+            if not self.tsa_certs:
+                (self.total,) = conn.execute("SELECT count(*) FROM timestamps").fetchone()
+                self.unchecked = self.total
+                return
+            self.rows = iter_rows(conn.execute(_STAMPS))
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+        self.pending = next(self.rows, None)
+
+    def through(self, size: int | None, head: TreeHead | None) -> None:
+        """Check the time-stamps up to ``size`` (all, for None); ``head`` is the verified head
+        of ``size``, None when that tree head did not verify."""
+        while self.pending is not None and (size is None or _size_key(self.pending) <= size):
+            row, self.pending = self.pending, next(self.rows, None)
+            self.total += 1
+            found = size is not None and row[0] == size
+            reason = self._check(row, head if found else None, found=found)
+            if reason is None:
+                self.verified += 1
+            else:
+                self.report(Problem("timestamp", reason, size=_int_or_none(row[0])))
+
+    def _check(
+        self, row: tuple[Any, Any, Any], head: TreeHead | None, *, found: bool
+    ) -> str | None:
+        size, token, gen_time = row
+        if not (isinstance(size, int) and isinstance(token, bytes) and isinstance(gen_time, int)):
+            return "malformed time-stamp row"
+        # (1) the tree head of that size exists and verified (signature, stored and recomputed root)
+        if head is None:
+            if found:
+                return "the tree head of this size did not verify, so its time-stamp proves nothing"
+            return "no tree head of this size: the time-stamp is over a tree head not in the log"
+        # (2) the token stamps SHA-256 of the head's JWS, signed by an approved TSA (RFC 3161)
+        try:
+            info = verify_timestamp_token(
+                token,
+                digest=tree_head_digest(head),
+                tsa_certs=self.tsa_certs,
+                ca_certs=self.trusted_cas,
+            )
+        except TimestampError as exc:
+            return _stamp_failure(exc)
+        stamped = int(info.gen_time.timestamp() * 1000)
+        # (3) a time-stamp over a tree head cannot predate it, beyond the allowed clock skew
+        if stamped < head.signed_at - TIMESTAMP_SKEW_MS:
+            return (
+                f"time-stamp genTime {info.gen_time.isoformat()} precedes the tree head's "
+                f"signing time {_at(head.signed_at).isoformat()} by more than "
+                f"{TIMESTAMP_SKEW_MS // 1000} s"
+            )
+        # (4) the stored genTime is the token's
+        if stamped != gen_time:
+            return "stored genTime differs from the token's (time-stamp row edited)"
+        return None
+
+
+def _size_key(row: tuple[Any, Any, Any]) -> int:
+    return row[0] if isinstance(row[0], int) else -1
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _stamp_failure(exc: TimestampError) -> str:
+    if exc.code == f"{TimestampInvalid.code}.Imprint":
+        detail = exc.internal or exc.message
+        return f"time-stamp is over another hash than the tree head ({detail})"
+    return f"time-stamp does not verify: {exc.message}"
 
 
 def _seqs(first: int, end: int) -> str:
@@ -486,11 +610,16 @@ def verify_log(
     trusted_cas: Sequence[x509.Certificate],
     entry_checker: EntryChecker | None = None,
     progress: Callable[[int, int], None] | None = None,
+    tsa_certs: Sequence[x509.Certificate] = (),
 ) -> VerifyReport:
-    """Verify the whole log at ``path`` in one streaming pass; see the module docstring."""
+    """Verify the whole log at ``path`` in one streaming pass; see the module docstring.
+
+    ``tsa_certs`` are the approved TSA certificates; without them time-stamps are not checked.
+    """
     conn = open_readonly(path)
     try:
-        return _Verifier(conn, trusted_cas, entry_checker, progress).run(Path(path))
+        verifier = _Verifier(conn, trusted_cas, entry_checker, progress, tsa_certs)
+        return verifier.run(Path(path))
     except sqlite3.DatabaseError as exc:
         raise MessageLogError(f"cannot read message log {path}: {exc}") from None
     finally:

@@ -1,7 +1,8 @@
 """Verifying and reading a security server's message log from its configuration.
 
-The trusted CAs come from the global configuration the server holds (verified against its
-anchor), or from CA certificate files an auditor supplies.
+The trusted CAs and the approved TSAs (whose certificates check the time-stamps of tree heads)
+come from the global configuration the server holds (verified against its anchor), or from
+certificate files an auditor supplies.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.errors import ConfigurationError, ExchangeError
 from exchange.globalconf.anchor import Anchor
+from exchange.globalconf.document import GlobalConf
 from exchange.globalconf.verifier import TrustedGlobalConf
 from exchange.identifiers import MemberId
 from exchange.messagelog.verify import CertLookup, VerifyReport, verify_log
@@ -47,13 +49,22 @@ def exchange_entry_checker(entry: dict[str, Any], lookup: CertLookup) -> list[st
 
 def trusted_cas_of(config: ServerConfig) -> list[x509.Certificate]:
     """Approved CAs of the global configuration this server last accepted."""
+    return _stored_globalconf(config, "the CA certificates with --ca").ca_certs()
+
+
+def trusted_tsas_of(config: ServerConfig) -> list[x509.Certificate]:
+    """Approved TSA certificates of the global configuration this server last accepted."""
+    return _stored_globalconf(config, "the TSA certificates with --tsa-cert").tsa_certs()
+
+
+def _stored_globalconf(config: ServerConfig, instead: str) -> GlobalConf:
     anchor = Anchor.load(config.anchor)
     try:
         data = config.globalconf_state.read_bytes()
     except OSError:
         raise ConfigurationError(
             f"{config.globalconf_state} does not exist: the server has never received a global "
-            "configuration; give the CA certificates with --ca"
+            f"configuration; give {instead}"
         ) from None
     now = int(time.time())
     trusted = TrustedGlobalConf(anchor, now=now)
@@ -61,15 +72,21 @@ def trusted_cas_of(config: ServerConfig) -> list[x509.Certificate]:
     conf = trusted.current
     if conf is None:
         raise ConfigurationError("the stored global configuration could not be loaded")
-    return conf.ca_certs()
+    return conf
 
 
 def verify_server_log(
     config: ServerConfig,
     *,
     cas: Sequence[x509.Certificate] | None = None,
+    tsa_certs: Sequence[x509.Certificate] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:
+    """Verify the server's message log, its tree heads and their time-stamps.
+
+    ``cas`` and ``tsa_certs`` default to the approved CAs and TSAs of the stored global
+    configuration.
+    """
     if not Path(config.log_path).exists():
         raise ConfigurationError(f"message log {config.log_path} does not exist yet")
     return verify_log(
@@ -77,4 +94,5 @@ def verify_server_log(
         trusted_cas=list(cas) if cas is not None else trusted_cas_of(config),
         entry_checker=exchange_entry_checker,
         progress=progress,
+        tsa_certs=list(tsa_certs) if tsa_certs is not None else trusted_tsas_of(config),
     )
