@@ -114,12 +114,33 @@ def verify_cmd(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             tsa_certs=tsas,
         )
+    without_bodies = _records_without_bodies(path)
     if as_json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "records_without_bodies": without_bodies})
     else:
         _print_report(report)
+        if without_bodies:
+            console.print(
+                f"  {without_bodies} record(s) were logged without bodies (metadata-only logging): "
+                "their signatures and body digests verify, but what was sent and answered "
+                "cannot be shown from this log"
+            )
     if not report.ok:
         raise SystemExit(EXIT_CHECK_FAILED)
+
+
+def _records_without_bodies(path: Path) -> int:
+    from exchange.messagelog.store import open_readonly
+
+    conn = open_readonly(path)
+    try:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM records WHERE instr(entry, ?) > 0",
+            ('"bodies":"digests-only"',),
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(count)
 
 
 def _print_report(report: object) -> None:

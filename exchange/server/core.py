@@ -411,6 +411,11 @@ class SecurityServer:
         cfg = self.config
         await self._start_globalconf()
         self.log.open()
+        if not cfg.log_bodies:
+            log.warning(
+                "metadata-only logging ([messagelog] bodies = false): records keep signatures and "
+                "body digests, but not what was sent and answered; the log cannot show them later"
+            )
         for _, signer in self.all_signers:
             self.log.register_cert(signer.cert)
         self._seed_replay_cache()
