@@ -8,6 +8,7 @@ import click
 import exchange.cli.ca_service
 import exchange.cli.registration
 import exchange.cli.server_keys  # noqa: F401
+from exchange.cli.audit import group as audit_group
 from exchange.cli.ca import group as ca_group
 from exchange.cli.central import group as central_group
 from exchange.cli.demo import command as demo_command
@@ -28,4 +29,5 @@ GROUPS: list[click.Command] = [
     registry_group,
     ocsp_group,
     tsa_group,
+    audit_group,
 ]

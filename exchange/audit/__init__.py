@@ -1,0 +1,1 @@
+"""Auditor tooling: evidence bundles for one exchange, verified offline (DESIGN.md §8)."""

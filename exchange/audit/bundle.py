@@ -1,0 +1,405 @@
+"""Evidence bundles: one exchange as a server logged it, in a zip an auditor verifies offline.
+
+:func:`export_bundle` writes, for one X-Road-Id, each record of it (the entry bytes exactly as
+stored, so they hash to the Merkle leaf, RFC 9162 §2.1.1), the signed request and response
+(compact JWS), the signers' and the tree head signer's certificates with their issuing CA (PEM),
+the inclusion proof of each record (RFC 9162 §2.1.3), the signed tree head (compact JWS) and its
+RFC 3161 token (DER, over SHA-256 of the head's JWS), and a ``manifest.json`` naming each part and
+what it proves. :func:`verify_bundle` checks such a zip with only the public trust material that
+:func:`export_trust` writes (approved CA and TSA certificates, the anchor).
+
+Not here: stapled OCSP responses are not bundled yet, so a bundle shows that the signing
+certificates chain to an approved CA, not that they were unrevoked at signing time. Bundles of
+logs whose bodies were not logged prove the signed digests only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import sqlite3
+import zipfile
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from exchange.errors import ConfigurationError, VerificationFailed
+from exchange.globalconf.anchor import Anchor
+from exchange.messagelog import merkle
+from exchange.messagelog.proofs import InclusionProof, inclusion_checks, inclusion_for_message
+from exchange.messagelog.store import open_readonly
+from exchange.messagelog.verify import CertLookup
+from exchange.protocol import jws
+from exchange.protocol.canonical import b64url
+from exchange.server.config import ServerConfig
+from exchange.server.logcheck import exchange_entry_checker, trusted_cas_of, trusted_tsas_of
+from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint, load_certificates
+from exchange.trust.timestamp import TimestampError, verify_timestamp_token
+
+FORMAT = "exchange-evidence-bundle/1"
+MANIFEST = "manifest.json"
+TREE_HEAD = "tree-head.jws"
+TOKEN = "tree-head.tsr"
+REQUEST = "request.jws"
+RESPONSE = "response.jws"
+_RECORD = re.compile(r"record-(\d+)\.json")
+
+Stamp = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One numbered check :func:`verify_bundle` made; ``reason`` says why it failed."""
+
+    number: int
+    what: str
+    ok: bool
+    reason: str = ""
+
+    def line(self) -> str:
+        mark = "ok" if self.ok else "FAILED"
+        tail = f": {self.reason}" if self.reason else ""
+        return f"({self.number}) {self.what} ... {mark}{tail}"
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+async def export_bundle(
+    config: ServerConfig, message_id: str, out: Path, *, stamp: Stamp | None = None
+) -> Path:
+    """Write the evidence bundle of ``message_id`` to ``out`` (a zip) and return its path.
+
+    The records are proved against the latest time-stamped tree head that covers them; when
+    there is none, ``stamp`` (if given) is awaited to sign and stamp a fresh one first.
+    """
+    size = _stamped_size(config.log_path, message_id)
+    if size is None and stamp is not None:
+        await stamp()
+        size = _stamped_size(config.log_path, message_id)
+    proofs = inclusion_for_message(config.log_path, message_id, size=size)
+    entries = _entries(config.log_path, [p.seq for p in proofs])
+    head = proofs[0].tree_head_jws
+    tokens = [
+        t
+        for e in entries.values()
+        for t in (_loads(e).get("request_jws"), _loads(e).get("response_jws"))
+        if isinstance(t, str)
+    ]
+    certs = _certs_for(config, [head, *tokens])
+    _write_zip(out, message_id, proofs, entries, certs)
+    return out
+
+
+def _stamped_size(db: Path, message_id: str) -> int | None:
+    """The size of the latest time-stamped tree head covering every record of ``message_id``."""
+    conn = open_readonly(db)
+    try:
+        (last,) = conn.execute(
+            "SELECT max(seq) FROM records WHERE message_id = ?", (message_id,)
+        ).fetchone()
+        if last is None:
+            return None
+        row = conn.execute(
+            "SELECT max(t.size) FROM timestamps t JOIN tree_heads h ON h.size = t.size "
+            "WHERE t.size > ?",
+            (last,),
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def _entries(db: Path, seqs: Sequence[int]) -> dict[int, bytes]:
+    conn = open_readonly(db)
+    try:
+        return {
+            s: bytes(conn.execute("SELECT entry FROM records WHERE seq = ?", (s,)).fetchone()[0])
+            for s in seqs
+        }
+    finally:
+        conn.close()
+
+
+def _loads(data: bytes) -> dict[str, Any]:
+    value = orjson.loads(data)
+    return value if isinstance(value, dict) else {}
+
+
+def _certs_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, str]:
+    """PEM by x5t#S256: the signers of ``tokens`` (from the log) and the CAs that issued them."""
+    thumbs = {jws.unverified_header(t).get("x5t#S256") for t in tokens}
+    conn = open_readonly(config.log_path)
+    try:
+        pems = {
+            str(t): str(row[0])
+            for t in thumbs
+            if (row := conn.execute("SELECT pem FROM certs WHERE thumbprint = ?", (t,)).fetchone())
+        }
+    finally:
+        conn.close()
+    cas = trusted_cas_of(config)
+    for pem in list(pems.values()):
+        cert = cert_from_pem(pem)
+        for ca in cas:
+            if _issued_by(cert, ca):
+                pems[jws.cert_thumbprint(ca)] = cert_pem(ca)
+    return pems
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _write_zip(
+    out: Path,
+    message_id: str,
+    proofs: Sequence[InclusionProof],
+    entries: dict[int, bytes],
+    certs: dict[str, str],
+) -> None:
+    first = _loads(entries[proofs[0].seq])
+    token = proofs[0].timestamp_token
+    parts: dict[str, str] = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in proofs:
+            z.writestr(f"record-{p.seq}.json", entries[p.seq])
+            parts[f"record-{p.seq}.json"] = "the log entry exactly as stored: its leaf hash"
+            z.writestr(f"inclusion-{p.seq}.json", orjson.dumps(p.to_dict()))
+            parts[f"inclusion-{p.seq}.json"] = "RFC 9162 inclusion of the record under the head"
+        for name, field, proves in (
+            (REQUEST, "request_jws", "what the client signed (compact JWS)"),
+            (RESPONSE, "response_jws", "what the provider signed, bound to the request"),
+        ):
+            if isinstance(first.get(field), str):
+                z.writestr(name, first[field])
+                parts[name] = proves
+        for thumb, pem in sorted(certs.items()):
+            z.writestr(f"certs/{thumb}.pem", pem)
+            parts[f"certs/{thumb}.pem"] = "a signer's certificate or its issuing CA (PEM)"
+        z.writestr(TREE_HEAD, proofs[0].tree_head_jws)
+        parts[TREE_HEAD] = "the log's signed size and Merkle root (compact JWS)"
+        if token is not None:
+            z.writestr(TOKEN, token)
+            parts[TOKEN] = "RFC 3161 token (DER) over SHA-256 of tree-head.jws: when it existed"
+        manifest = {
+            "format": FORMAT,
+            "message_id": message_id,
+            "records": [p.seq for p in proofs],
+            "tree_size": proofs[0].tree_size,
+            "time_stamped": token is not None,
+            "parts": parts,
+            "not_included": "stapled OCSP responses (revocation status at signing time)",
+        }
+        if token is None:
+            manifest["note"] = "the tree head is not time-stamped: it proves no time"
+        z.writestr(MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+
+
+# --- trust material ----------------------------------------------------------------------------
+
+
+def export_trust(config: ServerConfig, out_dir: Path) -> Path:
+    """Write the public trust material: ``ca/*.pem``, ``tsa/*.pem`` and ``anchor.json``."""
+    for sub, certs in (("ca", trusted_cas_of(config)), ("tsa", trusted_tsas_of(config))):
+        folder = out_dir / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        for cert in certs:
+            (folder / f"{fingerprint(cert)[:16]}.pem").write_text(cert_pem(cert))
+    Anchor.load(config.anchor).save(out_dir / "anchor.json")
+    return out_dir
+
+
+def _trust(trust_dir: Path, sub: str) -> list[x509.Certificate]:
+    folder = trust_dir / sub
+    if not folder.is_dir():
+        raise ConfigurationError(f"{folder} does not exist: run `exchange audit trust-export`")
+    return [c for f in sorted(folder.glob("*.pem")) for c in load_certificates(f)]
+
+
+# --- offline verification ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Bundle:
+    files: dict[str, bytes]
+
+    @classmethod
+    def read(cls, path: Path) -> _Bundle:
+        try:
+            with zipfile.ZipFile(path) as z:
+                return cls({n: z.read(n) for n in z.namelist()})
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise VerificationFailed(f"{path} is not an evidence bundle: {exc}") from None
+
+    def text(self, name: str) -> str | None:
+        data = self.files.get(name)
+        return data.decode("ascii", "replace") if data is not None else None
+
+    def seqs(self) -> list[int]:
+        return sorted(int(m[1]) for n in self.files if (m := _RECORD.fullmatch(n)))
+
+    def lookup(self, cas: Sequence[x509.Certificate]) -> tuple[sqlite3.Connection, CertLookup]:
+        """A :class:`CertLookup` over the bundle's certificates (an in-memory ``certs`` table)."""
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE TABLE certs (thumbprint TEXT PRIMARY KEY, pem TEXT NOT NULL)")
+        for name, data in self.files.items():
+            if name.startswith("certs/") and name.endswith(".pem"):
+                conn.execute(
+                    "INSERT OR IGNORE INTO certs VALUES (?, ?)",
+                    (name[len("certs/") : -len(".pem")], data.decode("ascii", "replace")),
+                )
+        return conn, CertLookup(conn, cas)
+
+
+def verify_bundle(path: Path, trust_dir: Path) -> list[Check]:
+    """Verify an evidence bundle offline against the trust folder; every check, numbered."""
+    cas, tsas = _trust(trust_dir, "ca"), _trust(trust_dir, "tsa")
+    bundle = _Bundle.read(path)
+    seqs = bundle.seqs()
+    head = bundle.text(TREE_HEAD)
+    if not seqs or head is None:
+        return [Check(1, "the bundle holds a record and a tree head", False, "parts missing")]
+    conn, lookup = bundle.lookup(cas)
+    try:
+        checks: list[tuple[str, str | None]] = []
+        for seq in seqs:
+            checks += _record_checks(bundle, seq, head)
+        # (3) the tree head JWS verifies with a bundled certificate issued by a trusted CA
+        checks.append(
+            ("the tree head is signed by a certificate of an approved CA", _head(head, lookup))
+        )
+        # (4) the RFC 3161 token stamps SHA-256 of the tree head JWS, signed by an approved TSA
+        checks.append(
+            ("the tree head is time-stamped by an approved TSA", _token(bundle, head, tsas, cas))
+        )
+        # (5) the request and response verify and are bound to each other and to the record
+        for seq in seqs:
+            checks.append(
+                (
+                    f"record {seq}: request and response signatures verify and are bound",
+                    _entry(bundle, seq, lookup),
+                )
+            )
+    finally:
+        conn.close()
+    return [
+        Check(i, what, reason is None, reason or "") for i, (what, reason) in enumerate(checks, 1)
+    ]
+
+
+def _record_checks(bundle: _Bundle, seq: int, head: str) -> list[tuple[str, str | None]]:
+    entry = bundle.files[f"record-{seq}.json"]
+    try:
+        proof = orjson.loads(bundle.files[f"inclusion-{seq}.json"])
+    except (KeyError, orjson.JSONDecodeError):
+        return [(f"record {seq} has an inclusion proof", "inclusion proof missing or not JSON")]
+    if not isinstance(proof, dict):
+        return [(f"record {seq} has an inclusion proof", "inclusion proof is not an object")]
+    # (1) the record hashes to the proof's leaf, and the proof is for this record
+    leaf = merkle.leaf_hash(entry)
+    if proof.get("seq") != seq:
+        leaf_reason: str | None = f"the inclusion proof is for record {proof.get('seq')}, not {seq}"
+    elif proof.get("leaf_hash") != b64url(leaf):
+        leaf_reason = "the record does not hash to the proof's leaf (record edited)"
+    else:
+        leaf_reason = None
+    # (2) the audit path leads to the root the bundled tree head signs
+    failed = [c.what for c in inclusion_checks(proof) if not c.ok]
+    if proof.get("tree_head_jws") != head:
+        failed.append("the proof names another tree head than tree-head.jws")
+    path_reason = "; ".join(f"failed: {f}" for f in failed) or None
+    return [
+        (f"record {seq} hashes to the inclusion proof's leaf", leaf_reason),
+        (f"record {seq}'s inclusion proof leads to the tree head's root", path_reason),
+    ]
+
+
+def _head(head: str, lookup: CertLookup) -> str | None:
+    try:
+        payload = orjson.loads(jws.unverified_payload(head))
+        at = dt.datetime.fromtimestamp(payload["signed_at"] / 1000, dt.UTC)
+        jws.verify(head, lambda thumb: lookup.key_for(thumb, at))
+    except jws.JwsError as exc:
+        return f"tree head signature: {exc.message}"
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return "the tree head JWS payload is not a tree head"
+    return None
+
+
+def _token(
+    bundle: _Bundle, head: str, tsas: Sequence[x509.Certificate], cas: Sequence[x509.Certificate]
+) -> str | None:
+    token = bundle.files.get(TOKEN)
+    if token is None:
+        return "the bundle holds no time-stamp token: the tree head is not time-stamped"
+    digest = hashlib.sha256(head.encode("ascii")).digest()
+    try:
+        verify_timestamp_token(token, digest=digest, tsa_certs=tsas, ca_certs=cas)
+    except TimestampError as exc:
+        return f"time-stamp: {exc.message}"
+    return None
+
+
+def _entry(bundle: _Bundle, seq: int, lookup: CertLookup) -> str | None:
+    try:
+        entry = orjson.loads(bundle.files[f"record-{seq}.json"])
+    except orjson.JSONDecodeError:
+        return "the record is not JSON"
+    if not isinstance(entry, dict):
+        return "the record is not a JSON object"
+    problems = exchange_entry_checker(entry, lookup)
+    for name, field in ((REQUEST, "request_jws"), (RESPONSE, "response_jws")):
+        if name in bundle.files and bundle.text(name) != entry.get(field):
+            problems.append(f"{name} differs from the record's {field}")
+    return "; ".join(problems) or None
+
+
+# --- both sides ------------------------------------------------------------------------------
+
+
+def correlate_bundles(a: Path, b: Path, trust_dir: Path) -> list[Check]:
+    """Both bundles verify and describe the same exchange (same request hash, both signed)."""
+    checks: list[tuple[str, str | None]] = []
+    hashes: list[set[str]] = []
+    for path in (a, b):
+        failed = [c for c in verify_bundle(path, trust_dir) if not c.ok]
+        # (1) each bundle verifies on its own
+        reason = "; ".join(f"({c.number}) {c.reason}" for c in failed) or None
+        checks.append((f"{path.name} verifies", reason))
+        bundle = _Bundle.read(path)
+        hashes.append(
+            {
+                str(_loads(bundle.files[f"record-{s}.json"]).get("request_hash"))
+                for s in bundle.seqs()
+            }
+        )
+    # (2) both name the same signed request (its SHA-512 hash) and the same response
+    same = hashes[0] & hashes[1] - {"None"}
+    checks.append(
+        (
+            "both bundles hold the same request hash",
+            None if same else "the bundles describe different requests (request hashes differ)",
+        )
+    )
+    responses = {_Bundle.read(p).text(RESPONSE) for p in (a, b)}
+    checks.append(
+        (
+            "both bundles hold the same signed response",
+            None if len(responses) == 1 and None not in responses else "the responses differ",
+        )
+    )
+    return [
+        Check(i, what, reason is None, reason or "") for i, (what, reason) in enumerate(checks, 1)
+    ]
