@@ -47,6 +47,25 @@ def test_demo_runs_exchanges_and_verifies_logs(tmp_path: Path) -> None:
     assert out.count(", verified") >= 5
 
 
+def _export_and_verify_evidence(tmp_path: Path, config: str, message_id: str) -> None:
+    """An auditor's evidence bundle from the running federation: the server time-stamps a tree
+    head on the spot (SIGUSR1) and the bundle verifies offline with the exported trust folder."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*EXCHANGE, "audit", *args], capture_output=True, text=True, timeout=120
+        )
+
+    trust, bundle = tmp_path / "trust", tmp_path / "evidence.zip"
+    for step in (
+        run("trust-export", "--config", config, "-o", str(trust)),
+        run("export", "--config", config, "--id", message_id, "-o", str(bundle)),
+        run("verify", str(bundle), "--trust", str(trust)),
+    ):
+        assert step.returncode == 0, step.stdout + step.stderr
+    assert "time-stamped by an approved TSA ... ok" in step.stdout
+
+
 def _rotate_signing_key(state: Path, endpoints: dict[str, Any]) -> None:
     """The post office's operator rotates its signing key on the running federation."""
     config = endpoints["servers"]["PS/GOV/PALPOST"]["config"]
@@ -161,7 +180,9 @@ def test_serve_mode_endpoints_curl_and_log_commands(tmp_path: Path) -> None:
             timeout=60,
         )
         assert show.returncode == 0, show.stderr
-        assert any(r["client"] == "PS/GOV/MOF/payments" for r in json.loads(show.stdout))
+        records = json.loads(show.stdout)
+        assert any(r["client"] == "PS/GOV/MOF/payments" for r in records)
+        _export_and_verify_evidence(tmp_path, config, records[0]["message_id"])
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -43,10 +43,13 @@ def export(config_path: Path, message_id: str, out: Path) -> None:
       exchange audit export --config ss-moi/server.toml --id 4df44553-... -o evidence.zip
     """
     from exchange.audit.bundle import export_bundle
+    from exchange.audit.force import stamp_on_the_spot
     from exchange.server.config import load_server_config
 
     config = load_server_config(config_path)
-    path = asyncio.run(export_bundle(config, message_id, out))
+    path = asyncio.run(
+        export_bundle(config, message_id, out, stamp=lambda: stamp_on_the_spot(config))
+    )
     console.print(f"wrote {path}")
 
 

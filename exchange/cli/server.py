@@ -169,6 +169,7 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload(server))
+        loop.add_signal_handler(signal.SIGUSR1, lambda: _stamp(server))
         pid_file = pid_file_of(config.path)
         pid_file.write_text(f"{os.getpid()}\n")
         ports = {
@@ -232,7 +233,14 @@ def pid_file_of(config_path: Path) -> Path:
     return config_path.resolve().parent / "server.pid"
 
 
-_RELOADS: set[asyncio.Future[None]] = set()
+_RELOADS: set[asyncio.Future[Any]] = set()
+
+
+def _stamp(server: Any) -> None:
+    """SIGUSR1: sign a tree head over the whole log and time-stamp it now (evidence export)."""
+    task = asyncio.ensure_future(server.stamper.stamp_now())
+    _RELOADS.add(task)
+    task.add_done_callback(_RELOADS.discard)
 
 
 def _reload(server: Any) -> None:
