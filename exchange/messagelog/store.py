@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS timestamps (
     gen_time INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS certs (thumbprint TEXT PRIMARY KEY, pem TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ocsp_responses (
+    thumbprint TEXT NOT NULL, digest TEXT NOT NULL, der BLOB NOT NULL,
+    PRIMARY KEY (thumbprint, digest)
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _APPEND_ONLY = """
@@ -96,6 +100,7 @@ BEGIN SELECT RAISE(ABORT, 'the message log is append-only'); END;
 _INSERT_RECORD = "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_HEAD = "INSERT INTO tree_heads VALUES (?, ?, ?, ?)"
 _INSERT_CERT = "INSERT OR IGNORE INTO certs VALUES (?, ?)"
+_INSERT_OCSP = "INSERT OR IGNORE INTO ocsp_responses VALUES (?, ?, ?)"
 _LATEST_HEAD = "SELECT size, root, signed_at, jws FROM tree_heads ORDER BY size DESC LIMIT 1"
 _INSERT_STAMP = (
     "INSERT INTO timestamps SELECT ?, ?, ?, ? "
@@ -242,11 +247,18 @@ class _Cert:
     pem: str
 
 
+@dataclass(slots=True)
+class _Ocsp:
+    thumbprint: str
+    digest: str
+    der: bytes
+
+
 class _Stop:
     pass
 
 
-_Item = _Append | _SignHead | _Stamp | _Cert | _Stop
+_Item = _Append | _SignHead | _Stamp | _Cert | _Ocsp | _Stop
 _Outcome = tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, object]
 
 
@@ -348,6 +360,7 @@ class _Writer:
         self.batch_tree_heads = batch_tree_heads
         self.max_batch = max_batch
         self.pending_certs: dict[str, str] = {}
+        self.pending_ocsp: dict[tuple[str, str], bytes] = {}
         self.resync_needed = False
         self.queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
 
@@ -383,7 +396,9 @@ class _Writer:
         for item in items:
             if isinstance(item, _Cert):
                 self.pending_certs[item.thumbprint] = item.pem
-        if appends or self.pending_certs:
+            elif isinstance(item, _Ocsp):
+                self.pending_ocsp[(item.thumbprint, item.digest)] = item.der
+        if appends or self.pending_certs or self.pending_ocsp:
             self._commit_batch(appends)
         outcomes: list[_Outcome] = []
         for item in items:
@@ -428,7 +443,7 @@ class _Writer:
             self.compact.extend(row[-1] for row in group)
             rows.extend(group)
             accepted.append((item, [row[0] for row in group]))
-        if not rows and not self.pending_certs:
+        if not rows and not self.pending_certs and not self.pending_ocsp:
             _dispatch(outcomes)
             return
         try:
@@ -449,6 +464,10 @@ class _Writer:
         try:
             if self.pending_certs:
                 conn.executemany(_INSERT_CERT, self.pending_certs.items())
+            if self.pending_ocsp:
+                conn.executemany(
+                    _INSERT_OCSP, [(t, d, der) for (t, d), der in self.pending_ocsp.items()]
+                )
             conn.executemany(_INSERT_RECORD, rows)
             head = self._sign(signed_at) if rows and self.batch_tree_heads else None
             if head is not None:
@@ -469,6 +488,7 @@ class _Writer:
     def _committed(self, head: TreeHead | None) -> None:
         self.committed = self.compact.size
         self.pending_certs.clear()
+        self.pending_ocsp.clear()
         if head is not None:
             self.latest = head
 
@@ -547,7 +567,7 @@ class _Writer:
 
     def _shutdown(self) -> None:
         try:
-            if self.pending_certs:
+            if self.pending_certs or self.pending_ocsp:
                 self._commit_batch([])
             self.sign_if_behind(force=False)
         except Exception as exc:
@@ -591,6 +611,7 @@ class MessageLog:
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._known_certs: set[str] = set()
+        self._known_ocsp: set[tuple[str, str]] = set()
         self._log_id = ""
         self._closed_state: tuple[int, TreeHead | None] = (0, None)
         self._closed_stamp: StoredTimestamp | None = None
@@ -672,6 +693,10 @@ class MessageLog:
         try:
             self._log_id = self._init_meta(conn)
             self._known_certs = {row[0] for row in conn.execute("SELECT thumbprint FROM certs")}
+            self._known_ocsp = {
+                (row[0], row[1])
+                for row in conn.execute("SELECT thumbprint, digest FROM ocsp_responses")
+            }
             self._store_cert(conn, self._signer.cert)
             row = conn.execute(_LATEST_HEAD).fetchone()
             latest = head_from_row(self._log_id, row) if row else None
@@ -784,6 +809,15 @@ class MessageLog:
             self._known_certs.add(thumbprint)
         return thumbprint
 
+    def register_ocsp(self, cert: x509.Certificate, response_der: bytes) -> None:
+        """Keep an OCSP response about ``cert`` (a staple verified on arrival, or our own) so
+        evidence can show the certificate's status when it signed. Committed like certificates:
+        with the next batch, never after a record that depends on it."""
+        key = (cert_thumbprint(cert), hashlib.sha256(response_der).hexdigest())
+        if key not in self._known_ocsp:
+            self._put(_Ocsp(key[0], key[1], response_der))
+            self._known_ocsp.add(key)
+
     async def sign_tree_head(self) -> TreeHead:
         """Sign (and store) a tree head over everything committed so far, unless one exists."""
         loop = asyncio.get_running_loop()
@@ -834,7 +868,7 @@ class MessageLog:
 def _triggers() -> str:
     return "".join(
         _APPEND_ONLY.format(table=table, op=op)
-        for table in ("records", "tree_heads", "timestamps")
+        for table in ("records", "tree_heads", "timestamps", "ocsp_responses")
         for op in ("UPDATE", "DELETE")
     )
 

@@ -411,6 +411,7 @@ class SecurityServer:
         cfg = self.config
         await self._start_globalconf()
         self.log.open()
+        self.revocation.keep = self.log.register_ocsp
         if not cfg.log_bodies:
             log.warning(
                 "metadata-only logging ([messagelog] bodies = false): records keep signatures and "

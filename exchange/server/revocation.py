@@ -73,6 +73,8 @@ class RevocationChecks:
         self.peers = OcspStapleCache()
         self.fetcher = OcspFetcher(clock=clock)
         self.responder_of = _ResponderIndex()
+        # where verified responses are kept as evidence (the message log), once set
+        self.keep: Callable[[x509.Certificate, bytes], None] | None = None
 
     async def close(self) -> None:
         await self.fetcher.close()
@@ -89,8 +91,12 @@ class RevocationChecks:
                 continue
             ca, urls = responder
             try:
-                await self.fetcher.refresh(self.own, cert, ca, urls, max_age_seconds=freshness)
+                status = await self.fetcher.refresh(
+                    self.own, cert, ca, urls, max_age_seconds=freshness
+                )
                 changed = True
+                if self.keep is not None:
+                    self.keep(cert, status.response_der)
             except OcspUnavailable as exc:
                 log.error("OCSP responder unreachable for own certificate: %s", exc.internal)
             except OcspError as exc:
@@ -151,6 +157,8 @@ class RevocationChecks:
             now=_utc(self.clock()),
             max_age_seconds=conf.settings.ocsp_freshness_seconds,
         )
+        if self.keep is not None:
+            self.keep(cert, der)
 
     def check_peer(self, cert: x509.Certificate, conf: GlobalConf) -> None:
         """At each message: the peer certificate's response must still be fresh."""
