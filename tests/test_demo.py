@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,15 @@ def _export_and_verify_evidence(tmp_path: Path, config: str, message_id: str) ->
     ):
         assert step.returncode == 0, step.stdout + step.stderr
     assert "time-stamped by an approved TSA ... ok" in step.stdout
+    assert "signer's certificate was good (OCSP) when it signed ... ok" in step.stdout
+    # a bundle whose OCSP responses were swapped for garbage no longer shows a good status
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(forged, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, b"garbage" if name.startswith("ocsp/") else src.read(name))
+    refused = run("verify", str(forged), "--trust", str(trust))
+    assert refused.returncode == 1, refused.stdout
+    assert "when it signed ... FAILED" in refused.stdout
 
 
 def _rotate_signing_key(state: Path, endpoints: dict[str, Any]) -> None:

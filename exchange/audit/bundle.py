@@ -44,6 +44,9 @@ from exchange.trust.timestamp import TimestampError, verify_timestamp_token
 
 FORMAT = "exchange-evidence-bundle/1"
 MANIFEST = "manifest.json"
+# the default freshness of the global configuration (DESIGN.md §12): a response this old or
+# younger at the time of the record shows the status then
+OCSP_MAX_AGE = 3600
 TREE_HEAD = "tree-head.jws"
 TOKEN = "tree-head.tsr"
 REQUEST = "request.jws"
@@ -93,8 +96,27 @@ async def export_bundle(
         if isinstance(t, str)
     ]
     certs = _certs_for(config, [head, *tokens])
-    _write_zip(out, message_id, proofs, entries, certs)
+    _write_zip(out, message_id, proofs, entries, certs, _ocsp_for(config, tokens))
     return out
+
+
+def _ocsp_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, bytes]:
+    """OCSP responses the server verified for the request and response signers (DER), by name
+    ``ocsp/<x5t#S256>-<digest>.der``; none when the issuing CA publishes no responder."""
+    thumbs = {str(jws.unverified_header(t).get("x5t#S256")) for t in tokens}
+    conn = open_readonly(config.log_path)
+    try:
+        has_table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ocsp_responses'"
+        ).fetchone()
+        rows = (
+            conn.execute("SELECT thumbprint, digest, der FROM ocsp_responses").fetchall()
+            if has_table
+            else []
+        )
+    finally:
+        conn.close()
+    return {f"ocsp/{t}-{d[:16]}.der": bytes(der) for t, d, der in rows if t in thumbs}
 
 
 def _stamped_size(db: Path, message_id: str) -> int | None:
@@ -167,6 +189,7 @@ def _write_zip(
     proofs: Sequence[InclusionProof],
     entries: dict[int, bytes],
     certs: dict[str, str],
+    ocsp: dict[str, bytes],
 ) -> None:
     first = _loads(entries[proofs[0].seq])
     token = proofs[0].timestamp_token
@@ -188,6 +211,9 @@ def _write_zip(
         for thumb, pem in sorted(certs.items()):
             z.writestr(f"certs/{thumb}.pem", pem)
             parts[f"certs/{thumb}.pem"] = "a signer's certificate or its issuing CA (PEM)"
+        for name, der in sorted(ocsp.items()):
+            z.writestr(name, der)
+            parts[name] = "OCSP response (RFC 6960, DER) the server verified for a signer"
         z.writestr(TREE_HEAD, proofs[0].tree_head_jws)
         parts[TREE_HEAD] = "the log's signed size and Merkle root (compact JWS)"
         if token is not None:
@@ -200,7 +226,7 @@ def _write_zip(
             "tree_size": proofs[0].tree_size,
             "time_stamped": token is not None,
             "parts": parts,
-            "not_included": "stapled OCSP responses (revocation status at signing time)",
+            "ocsp_responses": len(ocsp),
         }
         if token is None:
             manifest["note"] = "the tree head is not time-stamped: it proves no time"
@@ -292,6 +318,9 @@ def verify_bundle(path: Path, trust_dir: Path) -> list[Check]:
                     _entry(bundle, seq, lookup),
                 )
             )
+        # (6) where the bundle holds OCSP responses, each signer was "good" when it signed
+        for seq in seqs:
+            checks += _ocsp_checks(bundle, seq, lookup, cas)
     finally:
         conn.close()
     return [
@@ -364,6 +393,45 @@ def _entry(bundle: _Bundle, seq: int, lookup: CertLookup) -> str | None:
         if name in bundle.files and bundle.text(name) != entry.get(field):
             problems.append(f"{name} differs from the record's {field}")
     return "; ".join(problems) or None
+
+
+def _ocsp_checks(
+    bundle: _Bundle, seq: int, lookup: CertLookup, cas: Sequence[x509.Certificate]
+) -> list[tuple[str, str | None]]:
+    from exchange.trust.ocsp import OcspError, verify_ocsp_response
+    from exchange.trust.validation import find_issuer
+
+    responses = {n: d for n, d in bundle.files.items() if n.startswith("ocsp/")}
+    if not responses:
+        return []
+    entry = orjson.loads(bundle.files[f"record-{seq}.json"])
+    logged_at = dt.datetime.fromtimestamp(int(entry.get("logged_at", 0)) / 1000, dt.UTC)
+    checks: list[tuple[str, str | None]] = []
+    for field in ("request_jws", "response_jws"):
+        token = entry.get(field)
+        if not isinstance(token, str):
+            continue
+        thumb = str(jws.unverified_header(token).get("x5t#S256"))
+        cert = lookup.get(thumb)
+        mine = [d for n, d in responses.items() if n.startswith(f"ocsp/{thumb}-")]
+        issuer = find_issuer(cert, cas) if cert is not None else None
+        what = f"record {seq}: the {field[:-4]} signer's certificate was good (OCSP) when it signed"
+        if cert is None or issuer is None or not mine:
+            checks.append((what, "no OCSP response for this signer in the bundle"))
+            continue
+        reasons = []
+        for der in mine:
+            try:
+                verify_ocsp_response(
+                    der, cert=cert, issuer=issuer, now=logged_at, max_age_seconds=OCSP_MAX_AGE
+                )
+            except OcspError as exc:
+                reasons.append(exc.message)
+            else:
+                reasons = []
+                break
+        checks.append((what, "; ".join(reasons) or None))
+    return checks
 
 
 # --- both sides ------------------------------------------------------------------------------
