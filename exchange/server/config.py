@@ -86,7 +86,6 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     globalconf_state: Path = Path("globalconf.jws")
     passphrase_env: str = "EXCHANGE_KEY_PASSPHRASE"
-    tree_head_interval: float = 60.0
     timestamping_failure_limit: float = 14400.0
     """Seconds tree heads may go without a time-stamp before exchanges are refused."""
 
@@ -204,7 +203,6 @@ def parse_server_config(doc: dict[str, Any], path: Path) -> ServerConfig:
             base, doc.get("globalconf_state", "globalconf.jws"), "globalconf_state"
         ),
         passphrase_env=str(keys.get("passphrase_env", "EXCHANGE_KEY_PASSPHRASE")),
-        tree_head_interval=float(log.get("tree_head_interval", 60.0)),
         timestamping_failure_limit=float(log.get("timestamping_failure_limit", 14400.0)),
     )
 
