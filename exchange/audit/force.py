@@ -13,8 +13,7 @@ import signal
 import time
 
 from exchange.errors import ConfigurationError
-from exchange.globalconf.anchor import Anchor
-from exchange.globalconf.verifier import TrustedGlobalConf
+from exchange.globalconf.verifier import load_stored
 from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.protocol.jws import Signer
 from exchange.server.config import ServerConfig
@@ -68,15 +67,16 @@ async def _stamp_offline(config: ServerConfig) -> None:
     owner = next((s for s in config.signing if s.member == config.owner), config.signing[0])
     passphrase = passphrase_from_env(config)
     signer = Signer(load_private_key(owner.key, passphrase), load_certificate(owner.cert))
-    now = int(time.time())
-    trusted = TrustedGlobalConf(Anchor.load(config.anchor), now=now)
-    trusted.load_local(config.globalconf_state.read_bytes(), now=now)
+    conf = load_stored(config.anchor, config.globalconf_state, int(time.time()))
+    if conf is None:
+        raise ConfigurationError(
+            f"{config.globalconf_state} does not exist: the server has never received a global "
+            "configuration, so it knows no approved TSA"
+        )
     log = MessageLog(config.log_path, signer)
     log.open()
     try:
-        stamper = TreeHeadStamper(
-            log, lambda: trusted.current, clock=time.time, failure_limit=float("inf")
-        )
+        stamper = TreeHeadStamper(log, lambda: conf, clock=time.time, failure_limit=float("inf"))
         if await stamper.stamp_now() is None:
             raise ConfigurationError(
                 "no approved TSA could time-stamp the tree head (see the messages above)"

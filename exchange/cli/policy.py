@@ -91,19 +91,12 @@ def _server_groups(config: Path, client: ClientId) -> frozenset[GlobalGroupId]:
     """The client's global groups in the configuration the server last accepted."""
     import time
 
-    from exchange.globalconf.anchor import Anchor
-    from exchange.globalconf.verifier import TrustedGlobalConf
+    from exchange.globalconf.verifier import load_stored
     from exchange.server.config import load_server_config
 
     server = load_server_config(config)
-    try:
-        data = server.globalconf_state.read_bytes()
-    except OSError:
-        return frozenset()
-    now = int(time.time())
-    trusted = TrustedGlobalConf(Anchor.load(server.anchor), now=now)
-    trusted.load_local(data, now=now)
-    return trusted.current.groups_of(client) if trusted.current else frozenset()
+    conf = load_stored(server.anchor, server.globalconf_state, int(time.time()))
+    return conf.groups_of(client) if conf else frozenset()
 
 
 @click.group("policy", context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,6 +20,7 @@ Sans-IO: takes bytes and ``now``; fetching and persisting live in :mod:`exchange
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
 from exchange.errors import ExchangeError, GlobalConfError, OutdatedGlobalConf
@@ -166,3 +167,16 @@ class TrustedGlobalConf:
             return False
         self._current, self._current_bytes = conf, data
         return True
+
+
+def load_stored(anchor: Path, state: Path, now: int) -> GlobalConf | None:
+    """The global configuration a security server persisted at ``state``, verified against the
+    anchor file like :meth:`TrustedGlobalConf.load_local` (so it may be expired); None if the
+    server has never stored one."""
+    try:
+        data = state.read_bytes()
+    except OSError:
+        return None
+    trusted = TrustedGlobalConf(Anchor.load(anchor), initial=data, now=now)
+    assert trusted.current is not None  # load_local adopts into an empty state or raises
+    return trusted.current

@@ -17,9 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.errors import ConfigurationError, ExchangeError
-from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.document import GlobalConf
-from exchange.globalconf.verifier import TrustedGlobalConf
+from exchange.globalconf.verifier import load_stored
 from exchange.identifiers import MemberId
 from exchange.messagelog.verify import CertLookup, VerifyReport, verify_log
 from exchange.protocol.jws import JwsError
@@ -58,20 +57,12 @@ def trusted_tsas_of(config: ServerConfig) -> list[x509.Certificate]:
 
 
 def _stored_globalconf(config: ServerConfig, instead: str) -> GlobalConf:
-    anchor = Anchor.load(config.anchor)
-    try:
-        data = config.globalconf_state.read_bytes()
-    except OSError:
+    conf = load_stored(config.anchor, config.globalconf_state, int(time.time()))
+    if conf is None:
         raise ConfigurationError(
             f"{config.globalconf_state} does not exist: the server has never received a global "
             f"configuration; give {instead}"
-        ) from None
-    now = int(time.time())
-    trusted = TrustedGlobalConf(anchor, now=now)
-    trusted.load_local(data, now=now)
-    conf = trusted.current
-    if conf is None:
-        raise ConfigurationError("the stored global configuration could not be loaded")
+        )
     return conf
 
 

@@ -9,8 +9,7 @@ from typing import Any
 
 from cryptography import x509
 
-from exchange.globalconf.anchor import Anchor
-from exchange.globalconf.verifier import TrustedGlobalConf
+from exchange.globalconf.verifier import load_stored
 from exchange.messagelog.store import open_readonly
 from exchange.server.config import load_server_config
 from exchange.trust.keys import fingerprint, load_certificate
@@ -44,19 +43,17 @@ def server_status(config_path: Path) -> dict[str, Any]:
         "clients": [str(c.id) for c in config.clients],
         "services": {str(s.id): s.url for s in config.services},
     }
-    try:
-        data = config.globalconf_state.read_bytes()
-        trusted = TrustedGlobalConf(Anchor.load(config.anchor), now=int(time.time()))
-        trusted.load_local(data, now=int(time.time()))
-        conf = trusted.current
-        assert conf is not None
-        status["globalconf"] = {
+    now_s = int(time.time())
+    conf = load_stored(config.anchor, config.globalconf_state, now_s)
+    status["globalconf"] = (
+        None
+        if conf is None
+        else {
             "version": conf.version,
             "expires_at": dt.datetime.fromtimestamp(conf.expires_at, dt.UTC).isoformat(),
-            "fresh": not conf.is_expired(int(time.time())),
+            "fresh": not conf.is_expired(now_s),
         }
-    except OSError:
-        status["globalconf"] = None
+    )
     if config.log_path.exists():
         conn = open_readonly(config.log_path)
         try:
