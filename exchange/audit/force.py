@@ -16,16 +16,15 @@ from exchange.errors import ConfigurationError
 from exchange.globalconf.verifier import load_stored
 from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.protocol.jws import Signer
-from exchange.server.config import ServerConfig
+from exchange.server.config import ServerConfig, pid_file_of
 from exchange.server.core import passphrase_from_env
 from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import load_certificate, load_private_key
 
 
 def _running_pid(config: ServerConfig) -> int | None:
-    pid_file = config.path.resolve().parent / "server.pid"
     try:
-        pid = int(pid_file.read_text().strip())
+        pid = int(pid_file_of(config.path).read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None

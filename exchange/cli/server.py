@@ -155,7 +155,7 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
     Example:
       exchange server run --config ss-moi/server.toml
     """
-    from exchange.server.config import load_server_config
+    from exchange.server.config import load_server_config, pid_file_of
     from exchange.server.core import SecurityServer, passphrase_from_env
 
     config = load_server_config(config_path)
@@ -226,11 +226,6 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
         return
     for key, value in status.items():
         console.print(f"[bold]{key}[/bold]: {value}")
-
-
-def pid_file_of(config_path: Path) -> Path:
-    """Where a running server notes its process id (``exchange server reload`` signals it)."""
-    return config_path.resolve().parent / "server.pid"
 
 
 _RELOADS: set[asyncio.Future[Any]] = set()

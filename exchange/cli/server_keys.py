@@ -24,10 +24,9 @@ from cryptography import x509
 
 from exchange.cli.common import console, handle_errors
 from exchange.cli.server import group as server_group
-from exchange.cli.server import pid_file_of
 from exchange.errors import ConfigurationError
 from exchange.identifiers import MemberId, parse_member
-from exchange.server.config import load_server_config
+from exchange.server.config import load_server_config, pid_file_of
 from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import fingerprint, generate_key, save_certificate, save_private_key
 from exchange.trust.revocation import record_in_ca_dir

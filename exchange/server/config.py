@@ -27,6 +27,10 @@ from exchange.identifiers import (
 ConnectionType = Literal["http", "https", "https-noauth"]
 
 
+EXPIRY_WARNING_DAYS = 30
+"""Own certificates closer than this to expiry are warned about (server log, ``status``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
     host: str = "127.0.0.1"
@@ -205,6 +209,12 @@ def parse_server_config(doc: dict[str, Any], path: Path) -> ServerConfig:
         passphrase_env=str(keys.get("passphrase_env", "EXCHANGE_KEY_PASSPHRASE")),
         timestamping_failure_limit=float(log.get("timestamping_failure_limit", 14400.0)),
     )
+
+
+def pid_file_of(config_path: Path) -> Path:
+    """Where a running server notes its process id (``exchange server reload`` and
+    ``exchange audit export`` signal it)."""
+    return config_path.resolve().parent / "server.pid"
 
 
 def load_server_config(path: str | Path) -> ServerConfig:

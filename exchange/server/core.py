@@ -46,7 +46,12 @@ from exchange.protocol.rest import MAX_URI_LENGTH
 from exchange.server import tls
 from exchange.server.backend import Backend
 from exchange.server.certs import SignerCertRegistry
-from exchange.server.config import ClientConfig, ServerConfig, ServiceConfig
+from exchange.server.config import (
+    EXPIRY_WARNING_DAYS,
+    ClientConfig,
+    ServerConfig,
+    ServiceConfig,
+)
 from exchange.server.consumer import create_consumer_app
 from exchange.server.peer import PeerPool
 from exchange.server.provider import ProviderConnection
@@ -58,8 +63,6 @@ from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 
 log = logging.getLogger("exchange.server")
-
-EXPIRY_WARNING_DAYS = 30
 
 
 def passphrase_from_env(config: ServerConfig) -> bytes | None:

@@ -11,10 +11,8 @@ from cryptography import x509
 
 from exchange.globalconf.verifier import load_stored
 from exchange.messagelog.store import open_readonly
-from exchange.server.config import load_server_config
+from exchange.server.config import EXPIRY_WARNING_DAYS, load_server_config
 from exchange.trust.keys import fingerprint, load_certificate
-
-EXPIRY_WARNING_DAYS = 30
 
 
 def _cert_status(cert: x509.Certificate, now: dt.datetime) -> dict[str, Any]:
