@@ -199,10 +199,6 @@ class Federation:
         from adapters.population.generator import make_national_id
         from adapters.population.store import PopulationStore, build_registry
 
-        def store_get(db: Path, nid: str) -> object:
-            with PopulationStore(db) as st:
-                return st.get_person(nid)
-
         self.registry_db = self.state_dir / "population" / "registry.sqlite"
         self.registry_db.parent.mkdir(parents=True, exist_ok=True)
         with _progress(self.progress, self.people) as on_progress:
@@ -211,12 +207,12 @@ class Federation:
             )
         with PopulationStore(self.registry_db) as store:
             people = store.sample(5, locality="Biddu") or store.sample(5)
+            self.unknown_id = next(
+                make_national_id(n)
+                for n in range(10_000_000, 99_999_999, 7919)
+                if store.get_person(make_national_id(n)) is None
+            )
         self.sample_ids = [p["national_id"] for p in people]
-        self.unknown_id = next(
-            make_national_id(n)
-            for n in range(10_000_000, 99_999_999, 7919)
-            if store_get(self.registry_db, make_national_id(n)) is None
-        )
         say(f"population registry generated: {report.count:,} people in {report.seconds:.1f} s")
 
     def _build_site(self, ministry: Ministry, anchor: Path, policies: Path) -> None:
