@@ -53,11 +53,30 @@ class ClientConfig:
     is_certs: tuple[Path, ...] = ()
 
 
+ServiceType = Literal["rest", "soap"]
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
+    """A service this server provides: where its backend answers and how it is described.
+
+    A REST service's backend gets ``url`` + the path after the service code; a SOAP service's
+    backend gets the envelope POSTed to ``url``. ``openapi_url`` (REST) and ``wsdl_url`` (SOAP,
+    default ``url?wsdl``) are where the metadata services fetch the service description.
+    """
+
     id: ServiceId
     url: str
     timeout: float = 60.0
+    type: ServiceType = "rest"
+    openapi_url: str | None = None
+    wsdl_url: str | None = None
+
+    @property
+    def description_url(self) -> str | None:
+        if self.type == "soap":
+            return self.wsdl_url or self.url + "?wsdl"
+        return self.openapi_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,17 +170,29 @@ def _clients(base: Path, items: Any) -> tuple[ClientConfig, ...]:
     return tuple(out)
 
 
+def _http_url(item: dict[str, Any], key: str, required: bool) -> str | None:
+    url = item.get(key)
+    if url is None and not required:
+        return None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"services.{key} must be an http(s) URL, not {url!r}")
+    return url
+
+
 def _services(items: Any) -> tuple[ServiceConfig, ...]:
     out = []
     for item in items or []:
-        url = item.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"services.url must be an http(s) URL, not {url!r}")
+        kind = item.get("type", "rest")
+        if kind not in ("rest", "soap"):
+            raise ConfigurationError(f"services.type must be rest or soap, not {kind!r}")
         out.append(
             ServiceConfig(
                 id=parse_service(str(item.get("id"))),
-                url=url.rstrip("/"),
+                url=str(_http_url(item, "url", True)).rstrip("/"),
                 timeout=float(item.get("timeout", 60.0)),
+                type=kind,
+                openapi_url=_http_url(item, "openapi_url", False),
+                wsdl_url=_http_url(item, "wsdl_url", False),
             )
         )
     return tuple(out)
