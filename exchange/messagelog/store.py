@@ -97,7 +97,9 @@ _APPEND_ONLY = """
 CREATE TRIGGER IF NOT EXISTS {table}_no_{op} BEFORE {op} ON {table}
 BEGIN SELECT RAISE(ABORT, 'the message log is append-only'); END;
 """
-_INSERT_RECORD = "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_RECORD_PARAMS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# 64 rows × 9 = 576 parameters, within SQLite's historical limit of 999
+_ROWS_PER_INSERT = 64
 _INSERT_HEAD = "INSERT INTO tree_heads VALUES (?, ?, ?, ?)"
 _INSERT_CERT = "INSERT OR IGNORE INTO certs VALUES (?, ?)"
 _INSERT_OCSP = "INSERT OR IGNORE INTO ocsp_responses VALUES (?, ?, ?)"
@@ -301,6 +303,19 @@ def _record_row(entry: dict[str, Any], seq: int, logged_at: int, typed: bool = F
     return (seq, logged_at, message_id, client, service, side, status, data, leaf_hash(data))
 
 
+def _insert_records(conn: sqlite3.Connection, rows: list[Row]) -> None:
+    """Insert a batch with one statement per 64 rows rather than one per row.
+
+    The sqlite3 module releases the GIL around every statement step, and the writer thread must
+    then wait to get it back from the busy event loop (up to the interpreter's switch interval);
+    ``executemany`` steps once per row, so a batch of n records cost n such waits.
+    """
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        sql = "INSERT INTO records VALUES " + ", ".join([_RECORD_PARAMS] * len(chunk))
+        conn.execute(sql, [value for row in chunk for value in row])
+
+
 def _column(entry: dict[str, Any], key: str) -> str | None:
     value = entry.get(key)
     if value is not None and not isinstance(value, str):
@@ -468,7 +483,7 @@ class _Writer:
                 conn.executemany(
                     _INSERT_OCSP, [(t, d, der) for (t, d), der in self.pending_ocsp.items()]
                 )
-            conn.executemany(_INSERT_RECORD, rows)
+            _insert_records(conn, rows)
             head = self._sign(signed_at) if rows and self.batch_tree_heads else None
             if head is not None:
                 conn.execute(_INSERT_HEAD, (head.size, head.root, head.signed_at, head.jws))
