@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from lxml import etree  # type: ignore[import-untyped]
+from lxml import etree
 
 from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import MemberId, ServiceId, SubsystemId

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from aiohttp import web
-from lxml import etree  # type: ignore[import-untyped]
+from lxml import etree
 from openapi_spec_validator import validate
 
 from exchange.identifiers import GlobalGroupId, SecurityServerId, parse_subsystem
