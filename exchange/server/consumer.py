@@ -39,6 +39,7 @@ from exchange.protocol.rest import (
     parse_xroad_headers,
 )
 from exchange.server.backend import read_bounded
+from exchange.server.metadata import list_clients_handler
 from exchange.server.peer import PeerConnection, unsigned_refusal
 from exchange.server.records import ExchangeRecord
 
@@ -286,5 +287,6 @@ def create_consumer_app(server: SecurityServer) -> web.Application:
     from exchange.server.soap_consumer import handle_soap
 
     app.router.add_post("/", handle_soap)
+    app.router.add_get("/listClients", list_clients_handler(server))
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

@@ -41,6 +41,7 @@ from exchange.protocol.jws import JwsError, cert_thumbprint, unverified_payload,
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
 from exchange.protocol.rest import end_to_end_headers
 from exchange.server.certs import SignerCert, SignerCertificateError
+from exchange.server.metadata import is_rest_metadata
 from exchange.server.peer import parse_hello_certs
 from exchange.server.records import ExchangeRecord
 from exchange.server.revocation import staples_of
@@ -372,6 +373,10 @@ async def _process(
         return request, soap.status, soap.headers, soap.body, soap.released, soap.policy_version
     if request.protocol != "rest":
         raise InvalidMessage(f"unknown protocol {request.protocol[:20]!r} in the signed request")
+    # (7) a metadata service (PR-MREST) is answered by this server itself
+    if is_rest_metadata(request):
+        meta = await server.metadata.answer_rest(request, conf, rec)
+        return request, meta.status, meta.headers, meta.body, None, meta.policy_version
     # (7) a service this server provides
     service = server.services.get(request.service)
     if service is None:
