@@ -507,7 +507,7 @@ class _Verifier:
         """The live tree heads; the boundary head the last archive also holds is checked equal
         to the archived one instead of being verified twice."""
         for row in rows:
-            if not isinstance(row[0], int) or row[0] > boundary:
+            if not self.index or not isinstance(row[0], int) or row[0] > boundary:
                 yield row
                 continue
             closing = self.closing
@@ -524,7 +524,7 @@ class _Verifier:
 
     def _live_stamps(self, boundary: int) -> Iterator[tuple[Any, Any, Any]]:
         for row in _stamp_rows(self.conn):
-            if not isinstance(row[0], int) or row[0] > boundary:
+            if not self.index or not isinstance(row[0], int) or row[0] > boundary:
                 yield row
                 continue
             closing = self.closing
