@@ -352,7 +352,7 @@ async def test_file_written_but_rows_not_deleted_still_verifies_and_rerun_does_n
     finally:
         conn.close()
     assert plan is not None
-    _write_archive(log.db, log.archives, pki.signer, plan, _Moved(None, 0, 0), 0)
+    _write_archive(log.db, log.archives, pki.signer, plan, _Moved(None, 0, 0), int(log.now * 1000))
     (log.archives / ".messagelog-000002.zip.tmp").write_bytes(b"half a file")
     report = verify(log, pki)
     assert report.ok, report.to_dict()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -12,6 +12,10 @@ from rich.table import Table
 
 from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors, print_json
 from exchange.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from exchange.protocol.jws import Signer
+    from exchange.server.config import ServerConfig
 
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -553,7 +557,7 @@ def archive_cmd(
         )
 
 
-def _owner_signer(config: Any) -> Any:
+def _owner_signer(config: ServerConfig) -> Signer:
     """The owner member's newest signing key, as the running server signs with."""
     from exchange.protocol.jws import Signer
     from exchange.server.core import passphrase_from_env

@@ -292,7 +292,7 @@ def _write_archive(
             else CompactRange()
         )
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            digests, after, counts = _write_parts(z, conn, plan, before.copy(), moved)
+            digests, after, counts = _write_parts(z, conn, plan, before.copy(), moved, created_at)
             manifest = _manifest(str(log_id), plan, before, after, digests, counts, created_at)
             manifest["signer"] = cert_thumbprint(signer.cert)
             data = canonical_bytes(manifest)
@@ -318,12 +318,24 @@ def _write_archive(
     )
 
 
+def _member(name: str, created_at: int) -> zipfile.ZipInfo:
+    zip_epoch = 315_532_800  # 1980-01-01, the earliest time a zip member can carry
+    info = zipfile.ZipInfo(name, date_time=time.gmtime(max(created_at / 1000, zip_epoch))[:6])
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
 def _write_parts(
-    z: zipfile.ZipFile, conn: sqlite3.Connection, plan: _Plan, compact: CompactRange, moved: _Moved
+    z: zipfile.ZipFile,
+    conn: sqlite3.Connection,
+    plan: _Plan,
+    compact: CompactRange,
+    moved: _Moved,
+    created_at: int,
 ) -> tuple[dict[str, str], CompactRange, dict[str, int]]:
     digests: dict[str, str] = {}
     counts: dict[str, int] = {}
-    with z.open(RECORDS, "w", force_zip64=True) as stream:
+    with z.open(_member(RECORDS, created_at), "w", force_zip64=True) as stream:
         part = _Part(stream)
         _copy_records(conn, plan, compact, part, moved)
         digests[RECORDS], counts["records"] = part.digest.hexdigest(), part.count
@@ -333,7 +345,7 @@ def _write_parts(
             f"records {plan.start}..{plan.end - 1} do not match the signed tree head of size "
             f"{plan.end}; nothing was archived: run `exchange log verify`"
         )
-    with z.open(HEADS, "w", force_zip64=True) as stream:
+    with z.open(_member(HEADS, created_at), "w", force_zip64=True) as stream:
         part = _Part(stream)
         for size, root, signed_at, jws in iter_rows(
             conn.execute(
@@ -345,7 +357,7 @@ def _write_parts(
             head = {"size": size, "root": b64url(bytes(root)), "signed_at": signed_at, "jws": jws}
             part.line(canonical_bytes(head))
         digests[HEADS], counts["tree_heads"] = part.digest.hexdigest(), part.count
-    with z.open(STAMPS, "w", force_zip64=True) as stream:
+    with z.open(_member(STAMPS, created_at), "w", force_zip64=True) as stream:
         part = _Part(stream)
         for size, token, tsa, gen_time in iter_rows(
             conn.execute(
