@@ -1,0 +1,311 @@
+"""The adapter SDK called directly: input binding, the error model, context, OpenAPI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+import aiohttp
+import pytest
+from aiohttp import web
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate as validate_openapi
+
+from adapters.sdk import Adapter, BadRequest, Context, NotFound, param
+from adapters.sdk.openapi import openapi_document
+
+
+class Item(TypedDict):
+    """A thing in the shop."""
+
+    code: str
+    price: float
+    tags: list[str]
+    colour: Literal["red", "blue"] | None
+    seen_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemQuery:
+    code: str = param(pattern="^[A-Z]{2}[0-9]{2}$", soap="itemCode", error="invalid_code")
+    detail: bool = param(False)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    code: str
+    quantity: int = param(minimum=1, maximum=10)
+    deliver_on: dt.date | None = None
+    kind: Literal["gift", "plain"] = "plain"
+
+    def __post_init__(self) -> None:
+        if self.kind == "gift" and self.deliver_on is None:
+            raise ValueError("a gift needs a delivery date")
+
+
+class Placed(TypedDict):
+    code: str
+    quantity: int
+    deliver_on: str | None
+    kind: str
+    client: str | None
+
+
+def shop() -> Adapter:
+    adapter = Adapter("Shop", namespace="http://shop.example/v1", description="A test shop.")
+
+    @adapter.operation(rest="GET /items/{code}", soap="getItem", responses={404: "No such item."})
+    async def get_item(query: ItemQuery, ctx: Context) -> Item:
+        """One item."""
+        if query.code == "ZZ99":
+            raise NotFound(f"no item {query.code}")
+        if query.code == "XX00":
+            raise RuntimeError("secret internal detail /var/lib/shop.db")
+        return {
+            "code": query.code,
+            "price": 2.5,
+            "tags": ["a", "b"] if query.detail else [],
+            "colour": None,
+            "seen_by": ctx.client,
+        }
+
+    @adapter.operation(rest="POST /orders", input_error="invalid_order")
+    def place(ctx: Context, order: Order) -> Placed:
+        if order.code == "NOPE":
+            raise BadRequest("that item cannot be ordered", code="not_orderable")
+        return {
+            "code": order.code,
+            "quantity": order.quantity,
+            "deliver_on": order.deliver_on.isoformat() if order.deliver_on else None,
+            "kind": order.kind,
+            "client": ctx.client,
+        }
+
+    @adapter.operation(rest="GET /context")
+    async def context(ctx: Context) -> dict[str, Any]:
+        return {
+            "protocol": ctx.protocol,
+            "client": ctx.client,
+            "service": ctx.service,
+            "message_id": ctx.message_id,
+            "user_id": ctx.user_id,
+            "issue": ctx.issue,
+            "purpose": ctx.purpose,
+            "represented_party": ctx.represented_party,
+        }
+
+    return adapter
+
+
+@pytest.fixture
+async def shop_url() -> AsyncIterator[str]:
+    runner = web.AppRunner(shop().app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, Any]:
+    async with http.request(method, url, **kwargs) as response:
+        assert response.content_type == "application/json"
+        return response.status, await response.json()
+
+
+async def test_typed_input_and_output(shop_url: str, http: aiohttp.ClientSession) -> None:
+    status, body = await call(http, "GET", f"{shop_url}/items/AB12?detail=true")
+    assert status == 200
+    assert body == {"code": "AB12", "price": 2.5, "tags": ["a", "b"], "colour": None,
+                    "seen_by": None}  # fmt: skip
+    document = openapi_document(shop())
+    wrapper = {"$ref": "#/components/schemas/Item", "components": document["components"]}
+    OAS30Validator(wrapper).validate(body)
+
+
+async def test_context_comes_from_the_x_road_headers(
+    shop_url: str, http: aiohttp.ClientSession
+) -> None:
+    headers = {
+        "X-Road-Client": "PS/GOV/MOH/health-records",
+        "X-Road-Service": "PS/GOV/SHOP/shop/context",
+        "X-Road-Id": "id-1",
+        "X-Road-UserId": "PS-nurse-7",
+        "X-Road-Issue": "case-42",
+        "X-Road-Purpose": "patient-care",
+        "X-Road-Represented-Party": "COM/123",
+    }
+    status, body = await call(http, "GET", f"{shop_url}/context", headers=headers)
+    assert status == 200
+    assert body == {
+        "protocol": "rest",
+        "client": "PS/GOV/MOH/health-records",
+        "service": "PS/GOV/SHOP/shop/context",
+        "message_id": "id-1",
+        "user_id": "PS-nurse-7",
+        "issue": "case-42",
+        "purpose": "patient-care",
+        "represented_party": "COM/123",
+    }
+
+
+async def test_json_body_input(shop_url: str, http: aiohttp.ClientSession) -> None:
+    order = {"code": "AB12", "quantity": 3, "deliver_on": "2026-12-24", "kind": "gift"}
+    status, body = await call(
+        http, "POST", f"{shop_url}/orders", json=order, headers={"X-Road-Client": "PS/X/Y/z"}
+    )
+    assert status == 200
+    assert body == {**order, "client": "PS/X/Y/z"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "code"),
+    [
+        pytest.param("GET", "/items/ab12", {}, "invalid_code", id="pattern"),
+        pytest.param("GET", "/items/AB12?detail=maybe", {}, "invalid_input", id="bad-bool"),
+        pytest.param("GET", "/items/AB12?colour=red", {}, "invalid_input", id="unknown-param"),
+        pytest.param("GET", "/items/AB12?detail=1&detail=0", {}, "invalid_input", id="repeated"),
+        pytest.param("GET", "/items/AB12?code=CD34", {}, "invalid_input", id="path-in-query"),
+        pytest.param("GET", "/context?x=1", {}, "invalid_input", id="no-params-expected"),
+        pytest.param("POST", "/orders", {"data": b"not json"}, "invalid_order", id="not-json"),
+        pytest.param("POST", "/orders", {"json": [1]}, "invalid_order", id="not-object"),
+        pytest.param("POST", "/orders", {"json": {"quantity": 1}}, "invalid_order", id="missing"),
+        pytest.param(
+            "POST", "/orders", {"json": {"code": "A", "quantity": 11}}, "invalid_order", id="max"
+        ),
+        pytest.param(
+            "POST", "/orders", {"json": {"code": "A", "quantity": "2"}}, "invalid_order", id="text"
+        ),
+        pytest.param(
+            "POST", "/orders", {"json": {"code": "A", "quantity": True}}, "invalid_order", id="bool"
+        ),
+        pytest.param(
+            "POST",
+            "/orders",
+            {"json": {"code": "A", "quantity": 1, "deliver_on": "2026-02-30"}},
+            "invalid_order",
+            id="no-such-date",
+        ),
+        pytest.param(
+            "POST",
+            "/orders",
+            {"json": {"code": "A", "quantity": 1, "kind": "gift"}},
+            "invalid_order",
+            id="post-init",
+        ),
+        pytest.param(
+            "POST",
+            "/orders",
+            {"json": {"code": "A", "quantity": 1, "kind": "bulk"}},
+            "invalid_order",
+            id="literal",
+        ),
+        pytest.param(
+            "POST",
+            "/orders",
+            {"json": {"code": "A", "quantity": 1, "extra": 1}},
+            "invalid_order",
+            id="unknown-member",
+        ),
+        pytest.param(
+            "POST",
+            "/orders",
+            {"json": {"code": "NOPE", "quantity": 1}},
+            "not_orderable",
+            id="handler-says-no",
+        ),
+    ],
+)
+async def test_bad_input_is_400_with_a_reason(
+    shop_url: str,
+    http: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    code: str,
+) -> None:
+    status, body = await call(http, method, shop_url + path, **kwargs)
+    assert (status, body["error"]) == (400, code)
+    assert body["message"]
+    assert (await call(http, "GET", f"{shop_url}/items/AB12"))[0] == 200  # still serving
+
+
+async def test_not_found_unknown_route_and_method(
+    shop_url: str, http: aiohttp.ClientSession
+) -> None:
+    assert await call(http, "GET", f"{shop_url}/items/ZZ99") == (
+        404,
+        {"error": "not_found", "message": "no item ZZ99"},
+    )
+    assert (await call(http, "GET", f"{shop_url}/nothing"))[1]["error"] == "not_found"
+    status, body = await call(http, "DELETE", f"{shop_url}/items/AB12")
+    assert (status, body["error"]) == (405, "method_not_allowed")
+
+
+async def test_internal_error_does_not_leak(
+    shop_url: str, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="adapters.sdk.adapter"):
+        status, body = await call(http, "GET", f"{shop_url}/items/XX00")
+    assert (status, body["error"]) == (500, "internal_error")
+    assert "secret" not in body["message"] and "/var/lib" not in body["message"]
+    incident = body["message"].split("(")[1].rstrip(")")
+    assert any(incident in r.getMessage() for r in caplog.records)
+    assert "secret internal detail" in caplog.text
+
+
+async def test_health_and_openapi(shop_url: str, http: aiohttp.ClientSession) -> None:
+    assert await call(http, "GET", f"{shop_url}/health") == (200, {"status": "ok"})
+    status, document = await call(http, "GET", f"{shop_url}/openapi.json")
+    assert status == 200
+    validate_openapi(document)
+    assert document == openapi_document(shop())
+    get_item = document["paths"]["/items/{code}"]["get"]
+    assert get_item["operationId"] == "getItem"
+    assert [p["name"] for p in get_item["parameters"]] == ["code", "detail"]
+    assert set(get_item["responses"]) == {"200", "400", "404"}
+    order = document["paths"]["/orders"]["post"]["requestBody"]["content"]["application/json"]
+    assert order["schema"]["required"] == ["code", "quantity"]
+
+
+@pytest.mark.parametrize(
+    "declare",
+    [
+        pytest.param(lambda a: a.operation()(lambda: None), id="no-route"),
+        pytest.param(lambda a: a.operation(rest="items")(lambda: None), id="bad-rest"),
+        pytest.param(lambda a: Adapter("x").operation(soap="getX"), id="soap-needs-namespace"),
+    ],
+)
+def test_declaration_mistakes_fail_early(declare: Any) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        declare(Adapter("x", namespace="urn:x"))
+
+
+@dataclass
+class Nested:
+    inner: list[str]
+
+
+def test_unsupported_types_fail_early() -> None:
+    adapter = Adapter("x")
+
+    async def bad_input(query: Nested) -> dict[str, Any]:
+        return {}
+
+    async def no_return(query: ItemQuery):  # type: ignore[no-untyped-def]
+        return {}
+
+    with pytest.raises(TypeError, match="input fields"):
+        adapter.operation(rest="GET /x")(bad_input)
+    with pytest.raises(TypeError, match="return type"):
+        adapter.operation(rest="GET /y")(no_return)
