@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import aiohttp
 import pytest
+import zeep
 from aiohttp import web
+from lxml import etree
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_openapi
 
 from adapters.sdk import Adapter, BadRequest, Context, NotFound, param
 from adapters.sdk.openapi import openapi_document
+from adapters.sdk.soap import XSI_NS as XSI
+from exchange.identifiers import parse_service, parse_subsystem
+from exchange.protocol import soap as xsoap
 
 
 class Item(TypedDict):
@@ -309,3 +316,194 @@ def test_unsupported_types_fail_early() -> None:
         adapter.operation(rest="GET /x")(bad_input)
     with pytest.raises(TypeError, match="return type"):
         adapter.operation(rest="GET /y")(no_return)
+
+
+# --- SOAP ----------------------------------------------------------------------------------------
+
+SHOP_NS = "http://shop.example/v1"
+CLIENT = "PS/GOV/MOH/health-records"
+
+
+def envelope(body: str, *, service_code: str = "getItem", purpose: str | None = "audit") -> bytes:
+    header = xsoap.XRoadHeader(
+        client=parse_subsystem(CLIENT),
+        service=parse_service(f"PS/GOV/SHOP/shop/{service_code}"),
+        service_version=None,
+        message_id="soap-1",
+        user_id="PS-nurse-7",
+        issue=None,
+        protocol_version="4.0",
+        represented_party=None,
+        security_server=None,
+        purpose=purpose,
+    )
+    return xsoap.request_envelope(header, etree.fromstring(body))
+
+
+async def post_soap(
+    http: aiohttp.ClientSession, url: str, data: bytes, content_type: str = "text/xml"
+) -> tuple[int, etree._Element]:
+    async with http.post(f"{url}/soap", data=data, headers={"Content-Type": content_type}) as r:
+        assert r.content_type == "text/xml"
+        return r.status, etree.fromstring(await r.read())
+
+
+def fault_of(root: etree._Element) -> tuple[str, str, str | None]:
+    fault = root.find(f"{{{xsoap.SOAP_ENV_NS}}}Body/{{{xsoap.SOAP_ENV_NS}}}Fault")
+    assert fault is not None, etree.tostring(root)
+    return (
+        fault.findtext("faultcode") or "",
+        fault.findtext("faultstring") or "",
+        fault.findtext("detail/faultDetail"),
+    )
+
+
+async def test_soap_answers_from_the_same_handler(
+    shop_url: str, http: aiohttp.ClientSession
+) -> None:
+    body = (
+        f'<s:getItem xmlns:s="{SHOP_NS}"><s:itemCode>AB12</s:itemCode>'
+        "<s:detail>true</s:detail></s:getItem>"
+    )
+    status, root = await post_soap(http, shop_url, envelope(body))
+    assert status == 200
+    [response] = root.find(f"{{{xsoap.SOAP_ENV_NS}}}Body")  # type: ignore[misc]
+    assert response.tag == f"{{{SHOP_NS}}}getItemResponse"
+    children = [(etree.QName(c).localname, c.text) for c in response]
+    assert children == [("code", "AB12"), ("price", "2.5"), ("tags", "a"), ("tags", "b"),
+                        ("colour", None), ("seen_by", CLIENT)]  # fmt: skip
+    assert response.find(f"{{{SHOP_NS}}}colour").get(f"{{{XSI}}}nil") == "true"  # type: ignore[union-attr]
+    header = root.find(f"{{{xsoap.SOAP_ENV_NS}}}Header")
+    echoed = xsoap.parse_header(header)
+    assert (str(echoed.client), echoed.message_id, echoed.purpose) == (CLIENT, "soap-1", "audit")
+
+
+async def test_soap_inside_multipart_related(shop_url: str, http: aiohttp.ClientSession) -> None:
+    soap = envelope(f'<s:getItem xmlns:s="{SHOP_NS}"><s:itemCode>AB12</s:itemCode></s:getItem>')
+    data = (
+        b"--B\r\nContent-Type: text/xml; charset=UTF-8\r\n\r\n" + soap
+        + b"\r\n--B\r\nContent-Type: application/octet-stream\r\n\r\nattachment\r\n--B--\r\n"
+    )  # fmt: skip
+    status, _ = await post_soap(
+        http, shop_url, data, 'multipart/related; type="text/xml"; boundary=B'
+    )
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "detail"),
+    [
+        pytest.param(b"<not xml", "Client.InvalidXml", None, id="malformed"),
+        pytest.param(
+            b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+            b'<!ENTITY b "&a;&a;&a;&a;&a;&a;">]><l>&b;</l>',
+            "Client.InvalidXml",
+            None,
+            id="entity-expansion",
+        ),
+        pytest.param(
+            envelope('<s:getItem xmlns:s="urn:other"><s:itemCode>AB12</s:itemCode></s:getItem>'),
+            "Client",
+            "unknown_operation",
+            id="wrong-namespace",
+        ),
+        pytest.param(
+            envelope(f'<s:getThing xmlns:s="{SHOP_NS}"/>', service_code="getThing"),
+            "Client",
+            "unknown_operation",
+            id="unknown-operation",
+        ),
+        pytest.param(
+            envelope(f'<s:getItem xmlns:s="{SHOP_NS}"><s:itemCode>ab</s:itemCode></s:getItem>'),
+            "Client",
+            "invalid_code",
+            id="bad-input",
+        ),
+        pytest.param(
+            envelope(f'<s:getItem xmlns:s="{SHOP_NS}"/>'), "Client", "invalid_code", id="missing"
+        ),
+        pytest.param(
+            envelope(
+                f'<s:getItem xmlns:s="{SHOP_NS}"><s:itemCode>AB12</s:itemCode>'
+                "<s:colour>red</s:colour></s:getItem>"
+            ),
+            "Client",
+            "invalid_input",
+            id="unknown-element",
+        ),
+        pytest.param(
+            envelope(
+                f'<s:getItem xmlns:s="{SHOP_NS}"><s:itemCode>AB12</s:itemCode>'
+                "<s:itemCode>CD34</s:itemCode></s:getItem>"
+            ),
+            "Client",
+            "invalid_input",
+            id="repeated-element",
+        ),
+        pytest.param(
+            envelope(
+                f'<s:getItem xmlns:s="{SHOP_NS}"><s:itemCode><b>AB12</b></s:itemCode></s:getItem>'
+            ),
+            "Client",
+            "invalid_input",
+            id="nested-element",
+        ),
+        pytest.param(
+            envelope(f'<s:getItem xmlns:s="{SHOP_NS}"><s:itemCode>ZZ99</s:itemCode></s:getItem>'),
+            "Client",
+            "not_found",
+            id="not-found",
+        ),
+    ],
+)
+async def test_soap_faults(
+    shop_url: str, http: aiohttp.ClientSession, data: bytes, code: str, detail: str | None
+) -> None:
+    status, root = await post_soap(http, shop_url, data)
+    got_code, message, got_detail = fault_of(root)
+    assert (status, got_code) == (500, code)
+    assert message and (detail is None or got_detail == detail)
+
+
+async def test_soap_internal_error_does_not_leak(
+    shop_url: str, http: aiohttp.ClientSession
+) -> None:
+    body = f'<s:getItem xmlns:s="{SHOP_NS}"><s:itemCode>XX00</s:itemCode></s:getItem>'
+    status, root = await post_soap(http, shop_url, envelope(body))
+    code, _, _ = fault_of(root)
+    assert (status, code) == (500, "Server")
+    assert "secret" not in etree.tostring(root).decode()
+
+
+async def test_wsdl_is_served_and_zeep_calls_it(
+    shop_url: str, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    async with http.get(f"{shop_url}/soap?wsdl") as response:
+        assert (response.status, response.content_type) == (200, "text/xml")
+        (tmp_path / "shop.wsdl").write_bytes(await response.read())
+    async with http.get(f"{shop_url}/soap") as response:
+        assert response.status == 400
+
+    def call_with_zeep() -> Any:
+        client = zeep.Client(str(tmp_path / "shop.wsdl"))
+        operation = client.wsdl.bindings[f"{{{SHOP_NS}}}ShopBinding"].get("getItem")
+        headers = [name for name, _ in operation.input.header.type.elements]
+        assert headers == ["client", "service", "id", "userId", "issue", "protocolVersion",
+                           "purpose"]  # fmt: skip
+        service = client.create_service(f"{{{SHOP_NS}}}ShopBinding", f"{shop_url}/soap")
+        return service.getItem(itemCode="AB12", detail=True, _soapheaders=ZEEP_HEADERS)
+
+    result = await asyncio.to_thread(call_with_zeep)
+    assert result.body.code == "AB12" and result.body.tags == ["a", "b"]
+    assert result.header.id == "zeep-1"
+
+
+ZEEP_HEADERS = {
+    "client": {"objectType": "SUBSYSTEM", "xRoadInstance": "PS", "memberClass": "GOV",
+               "memberCode": "MOH", "subsystemCode": "health-records"},
+    "service": {"objectType": "SERVICE", "xRoadInstance": "PS", "memberClass": "GOV",
+                "memberCode": "SHOP", "subsystemCode": "shop", "serviceCode": "getItem"},
+    "id": "zeep-1",
+    "protocolVersion": "4.0",
+    "purpose": "audit",
+}  # fmt: skip

@@ -86,7 +86,7 @@ def create_adapter(db_path: Path | str) -> Adapter:
     store = adapter.resource(lambda: PopulationStore(Path(db_path), connections=_WORKERS + 1))
     not_found = {404: "No person with this national ID (`not_found`)."}
 
-    @adapter.operation(rest="GET /persons/{national_id}", responses=not_found)
+    @adapter.operation(rest="GET /persons/{national_id}", soap="getPerson", responses=not_found)
     async def get_person(query: PersonQuery) -> Person:
         """One person."""
         person = store.value.get_person(query.national_id)

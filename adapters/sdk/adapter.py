@@ -296,6 +296,10 @@ class Adapter:
         openapi = orjson.dumps(openapi_document(self, base_path=base))
         app.router.add_get(f"{base}/openapi.json", _static_json(openapi))
         app.router.add_get(f"{base}/health", self._health)
+        if operations_by(self, "soap"):
+            from adapters.sdk.soap import add_soap_routes
+
+            add_soap_routes(self, app, base)
         return app
 
     async def _executor_lifespan(self, app: web.Application) -> AsyncIterator[None]:
