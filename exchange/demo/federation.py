@@ -215,6 +215,15 @@ class Federation:
         self.sample_ids = [p["national_id"] for p in people]
         say(f"population registry generated: {report.count:,} people in {report.seconds:.1f} s")
 
+    def _persons_service(self) -> dict[str, str]:
+        """The registry's service, described by its OpenAPI document (for getOpenAPI)."""
+        adapter = f"http://127.0.0.1:{self.adapter_port}"
+        return {
+            "id": str(PERSONS),
+            "url": f"{adapter}/persons",
+            "openapi_url": f"{adapter}/openapi.json",
+        }
+
     def _build_site(self, ministry: Ministry, anchor: Path, policies: Path) -> None:
         assert self.ca is not None
         directory = self.state_dir / "servers" / ministry.member.member_code
@@ -232,6 +241,7 @@ class Federation:
             consumer_port=consumer_port,
             provider_port=provider_port,
             policy_dir=policies / ministry.member.member_code if is_interior else None,
+            extra={"services": [self._persons_service()]} if is_interior else None,
         )
         self.sites[ministry.member] = ServerSite(
             ministry=ministry,

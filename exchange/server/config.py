@@ -23,6 +23,7 @@ from exchange.identifiers import (
     parse_service,
     parse_subsystem,
 )
+from exchange.protocol.metadata import RESERVED_SERVICE_CODES
 
 ConnectionType = Literal["http", "https", "https-noauth"]
 
@@ -205,9 +206,15 @@ def _services(items: Any) -> tuple[ServiceConfig, ...]:
         kind = item.get("type", "rest")
         if kind not in ("rest", "soap"):
             raise ConfigurationError(f"services.type must be rest or soap, not {kind!r}")
+        service_id = parse_service(str(item.get("id")))
+        if service_id.service_code in RESERVED_SERVICE_CODES:
+            raise ConfigurationError(
+                f"service code {service_id.service_code!r} is reserved for the metadata services "
+                "the security server answers itself; choose another"
+            )
         out.append(
             ServiceConfig(
-                id=parse_service(str(item.get("id"))),
+                id=service_id,
                 url=str(_http_url(item, "url", True)).rstrip("/"),
                 timeout=float(item.get("timeout", 60.0)),
                 type=kind,

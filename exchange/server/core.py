@@ -54,6 +54,7 @@ from exchange.server.config import (
     ServiceConfig,
 )
 from exchange.server.consumer import create_consumer_app
+from exchange.server.metadata import MetadataServices
 from exchange.server.peer import PeerPool
 from exchange.server.provider import ProviderConnection
 from exchange.server.quota_store import PersistentQuota
@@ -104,6 +105,7 @@ class SecurityServer:
             connect_timeout=config.limits.connect_timeout,
         )
         self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
+        self.metadata = MetadataServices(self)
         self.stamper = TreeHeadStamper(
             self.log,
             lambda: self.trusted.current,
@@ -589,6 +591,7 @@ class SecurityServer:
             await self._runner.cleanup()
         self._close_pools()
         await self.backend.close()
+        await self.metadata.close()
         await self.revocation.close()
         await self.quota.stop()
         if self.poller is not None:

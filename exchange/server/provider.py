@@ -41,6 +41,7 @@ from exchange.protocol.jws import JwsError, cert_thumbprint, unverified_payload,
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
 from exchange.protocol.rest import end_to_end_headers
 from exchange.server.certs import SignerCert, SignerCertificateError
+from exchange.server.metadata import is_rest_metadata
 from exchange.server.peer import parse_hello_certs
 from exchange.server.records import ExchangeRecord
 from exchange.server.revocation import staples_of
@@ -361,6 +362,10 @@ async def _process(
     digest = b64url(hashlib.sha256(frame.body).digest())
     if digest != request.body_sha256 or len(frame.body) != request.body_length:
         raise InvalidMessage("request body does not match its signed digest")
+    # (7) a metadata service (PR-MREST) is answered by this server itself
+    if is_rest_metadata(request):
+        meta = await server.metadata.answer_rest(request, conf, rec)
+        return request, meta.status, meta.headers, meta.body, None, meta.policy_version
     # (7) a service this server provides
     service = server.services.get(request.service)
     if service is None:
