@@ -7,5 +7,7 @@ fail only on a wrong answer, never on a slow one.
 
 from hypothesis import settings
 
+pytest_plugins = ["adapters.sdk.testkit"]
+
 settings.register_profile("exchange", deadline=None)
 settings.load_profile("exchange")

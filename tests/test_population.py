@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -528,7 +529,7 @@ def test_openapi_document_is_valid_and_covers_every_route(
     validate_openapi(document)
     app = create_app(registry_db, base_path=base_path)
     routes = {resource.canonical.removeprefix(base_path) for resource in app.router.resources()}
-    assert routes == set(document["paths"])
+    assert routes == {*document["paths"], "/soap"}  # SOAP: POST /soap, WSDL at GET /soap?wsdl
 
 
 def test_error_bodies_match_the_schema() -> None:
@@ -584,3 +585,54 @@ def test_python_m_serve_prints_ready_and_stops_on_sigterm(registry_db: Path) -> 
             assert response.status == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+
+
+# --- SOAP: getPerson -----------------------------------------------------------------------------
+
+NS = "http://population.moi.gov.ps/v1"
+SOAP_HEADERS = {
+    "client": {"objectType": "SUBSYSTEM", "xRoadInstance": "PS", "memberClass": "GOV",
+               "memberCode": "MOH", "subsystemCode": "health-records"},
+    "service": {"objectType": "SERVICE", "xRoadInstance": "PS", "memberClass": "GOV",
+                "memberCode": "MOI", "subsystemCode": "population-registry",
+                "serviceCode": "getPerson"},
+    "id": "zeep-population-1",
+    "protocolVersion": "4.0",
+    "purpose": "patient-care",
+}  # fmt: skip
+
+
+def zeep_registry(wsdl: Path, url: str) -> Any:
+    import zeep
+
+    client = zeep.Client(str(wsdl))
+    return client.create_service(f"{{{NS}}}PopulationRegistryBinding", f"{url}/soap")
+
+
+async def test_soap_get_person_with_zeep(
+    service: str, http: aiohttp.ClientSession, store: PopulationStore, tmp_path: Path
+) -> None:
+    async with http.get(f"{service}/soap?wsdl") as response:
+        assert response.status == 200
+        (tmp_path / "population.wsdl").write_bytes(await response.read())
+    person = a_married_parent(store)
+
+    def call() -> Any:
+        registry = zeep_registry(tmp_path / "population.wsdl", service)
+        found = registry.getPerson(nationalId=person["national_id"], _soapheaders=SOAP_HEADERS)
+        with pytest.raises(Exception) as unknown:
+            registry.getPerson(nationalId=UNKNOWN_ID, _soapheaders=SOAP_HEADERS)
+        with pytest.raises(Exception) as invalid:
+            registry.getPerson(nationalId="123456789", _soapheaders=SOAP_HEADERS)
+        return found, unknown.value, invalid.value
+
+    found, unknown, invalid = await asyncio.to_thread(call)
+    body = found.body
+    assert body.national_id == person["national_id"]
+    assert body.name_en.full == person["name_en"]["full"]
+    assert body.address.locality == person["address"]["locality"]
+    assert body.date_of_death is None and body.status == "alive"
+    assert found.header.id == "zeep-population-1" and found.header.purpose == "patient-care"
+    assert (unknown.code, unknown.message) == ("Client", f"no person with national ID {UNKNOWN_ID}")
+    assert unknown.detail[0].text == "not_found"
+    assert (invalid.code, invalid.detail[0].text) == ("Client", "invalid_national_id")

@@ -1,6 +1,7 @@
-"""The population registry as a plain HTTP service (aiohttp), the backend of Interior's services.
+"""The population registry as an adapter (on :mod:`adapters.sdk`), the backend of Interior's
+services.
 
-Routes, under an optional ``base_path``:
+REST routes, under an optional ``base_path``:
 
 - ``GET /persons/{national_id}``: one person;
 - ``GET /persons/{national_id}/family``: father, mother, spouse and children;
@@ -15,261 +16,130 @@ code, so the service ``persons`` with base URL ``http://127.0.0.1:PORT/persons``
 Every error is JSON ``{"error": code, "message": text}``: ``invalid_national_id`` and
 ``invalid_query`` (400), ``not_found`` (404), ``method_not_allowed`` (405), ``internal_error``
 (500). Point lookups (tens of microseconds) run on the event loop; family and search queries,
-which read many rows, run in a small thread pool. The service only reads; it does not check who
-is asking (the security server in front of it does that).
+which read many rows, are plain functions the SDK runs in its thread pool. The service only
+reads; it does not check who is asking (the security server in front of it does that).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-import logging
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final
 
-import orjson
 from aiohttp import web
-from multidict import MultiMapping
 
 from adapters.population.generator import valid_national_id
-from adapters.population.openapi import openapi_document
-from adapters.population.store import MAX_SEARCH_LIMIT, Person, PopulationStore
+from adapters.population.model import AddressResponse, Family, Person, SearchResult
+from adapters.population.store import MAX_NAME_LENGTH, MAX_SEARCH_LIMIT, PopulationStore
+from adapters.sdk import Adapter, BadRequest, NotFound, param, serving
 
-log = logging.getLogger(__name__)
-
-STORE: Final = web.AppKey("population_store", PopulationStore)
-EXECUTOR: Final = web.AppKey("population_executor", ThreadPoolExecutor)
-_OPENAPI: Final = web.AppKey("population_openapi", bytes)
-
-_QUERY_KEYS: Final = frozenset({"name", "date_of_birth", "limit"})
-_DEFAULT_LIMIT: Final = 20
+NAMESPACE: Final = "http://population.moi.gov.ps/v1"
 _WORKERS: Final = 2
-_HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed"}
-
-T = TypeVar("T")
+_BAD_ID: Final = "a national ID is nine digits whose last is a Luhn check digit"
 
 
-class ApiError(Exception):
-    """An error answered as JSON ``{"error": code, "message": message}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return _json({"error": code, "message": message}, status)
+@dataclass(frozen=True, slots=True)
+class PersonQuery:
+    national_id: str = param(
+        soap="nationalId",
+        check=valid_national_id,
+        message=_BAD_ID,
+        error="invalid_national_id",
+        pattern="^[0-9]{9}$",
+        description="Nine digits; the last is a Luhn check digit.",
+        example="123456782",
+    )
 
 
-@web.middleware
-async def _json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return _error(exc.status, exc.code, exc.message)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
-    except Exception:
-        log.exception("population registry: %s %s failed", request.method, request.path)
-        return _error(500, "internal_error", "the registry could not answer; see its log")
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    name: str | None = param(
+        None,
+        max_length=MAX_NAME_LENGTH,
+        description="A full four-part name or a family name, Latin (case-insensitive) or Arabic.",
+    )
+    date_of_birth: dt.date | None = param(None)
+    limit: int = param(20, minimum=1, maximum=MAX_SEARCH_LIMIT)
 
 
-def _national_id(request: web.Request) -> str:
-    national_id = request.match_info["national_id"]
-    if not valid_national_id(national_id):
-        raise ApiError(
-            400,
-            "invalid_national_id",
-            "a national ID is nine digits whose last is a Luhn check digit",
-        )
-    return national_id
+def _not_found(national_id: str) -> NotFound:
+    return NotFound(f"no person with national ID {national_id}")
 
 
-def _not_found(national_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"no person with national ID {national_id}")
+def create_adapter(db_path: Path | str) -> Adapter:
+    """The registry's operations over the SQLite file ``db_path`` (opened when the app starts;
+    a missing or foreign file fails the start with :class:`~exchange.errors.ConfigurationError`).
+    """
+    adapter = Adapter(
+        "Population registry",
+        namespace=NAMESPACE,
+        description="The Ministry of Interior's population registry (civil records), served to "
+        "other ministries and unified service windows through the exchange layer.",
+        health=lambda: {
+            "persons": store.value.count,
+            "reference_date": store.value.reference_date.isoformat(),
+        },
+        workers=_WORKERS,
+    )
+    store = adapter.resource(lambda: PopulationStore(Path(db_path), connections=_WORKERS + 1))
+    not_found = {404: "No person with this national ID (`not_found`)."}
 
+    @adapter.operation(rest="GET /persons/{national_id}", soap="getPerson", responses=not_found)
+    async def get_person(query: PersonQuery) -> Person:
+        """One person."""
+        person = store.value.get_person(query.national_id)
+        if person is None:
+            raise _not_found(query.national_id)
+        return person
 
-async def _in_thread(request: web.Request, call: Callable[[], T]) -> T:
-    return await asyncio.get_running_loop().run_in_executor(request.app[EXECUTOR], call)
+    @adapter.operation(rest="GET /persons/{national_id}/address", responses=not_found)
+    async def get_address(query: PersonQuery) -> AddressResponse:
+        """A person's home address."""
+        address = store.value.address(query.national_id)
+        if address is None:
+            raise _not_found(query.national_id)
+        return {"national_id": query.national_id, "address": address}  # type: ignore[typeddict-item]
 
-
-# --- handlers ------------------------------------------------------------------------------------
-
-
-async def get_person(request: web.Request) -> web.Response:
-    national_id = _national_id(request)
-    person = request.app[STORE].get_person(national_id)
-    if person is None:
-        raise _not_found(national_id)
-    return _json(person)
-
-
-async def get_address(request: web.Request) -> web.Response:
-    national_id = _national_id(request)
-    address = request.app[STORE].address(national_id)
-    if address is None:
-        raise _not_found(national_id)
-    return _json({"national_id": national_id, "address": address})
-
-
-async def get_family(request: web.Request) -> web.Response:
-    national_id = _national_id(request)
-    store = request.app[STORE]
-    family = await _in_thread(request, functools.partial(store.family, national_id))
-    if family is None:
-        raise _not_found(national_id)
-    parents: dict[str | None, Person] = {p["national_id"]: p for p in family["parents"]}
-    person = family["person"]
-    return _json(
-        {
-            "national_id": national_id,
+    @adapter.operation(rest="GET /persons/{national_id}/family", responses=not_found)
+    def get_family(query: PersonQuery) -> Family:
+        """A person's father, mother, spouse and children."""
+        family = store.value.family(query.national_id)
+        if family is None:
+            raise _not_found(query.national_id)
+        parents: dict[str | None, Person] = {p["national_id"]: p for p in family["parents"]}
+        person = family["person"]
+        return {
+            "national_id": query.national_id,
             "father": parents.get(person["father_id"]),
             "mother": parents.get(person["mother_id"]),
             "spouse": family["spouse"],
             "children": family["children"],
         }
-    )
 
+    @adapter.operation(rest="GET /persons", input_error="invalid_query")
+    def search_persons(query: SearchQuery) -> SearchResult:
+        """Search people by name and/or date of birth (at least one is required).
 
-def _search_arguments(query: MultiMapping[str]) -> dict[str, Any]:
-    unknown = sorted(set(query) - _QUERY_KEYS)
-    if unknown:
-        raise ApiError(400, "invalid_query", f"unknown query parameter(s): {', '.join(unknown)}")
-    if any(len(query.getall(key)) > 1 for key in query):
-        raise ApiError(400, "invalid_query", "each query parameter may be given once")
-    limit_text = query.get("limit", str(_DEFAULT_LIMIT))
-    if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 3):
-        raise ApiError(400, "invalid_query", f"limit must be a number from 1 to {MAX_SEARCH_LIMIT}")
-    return {
-        "name": query.get("name"),
-        "date_of_birth": query.get("date_of_birth"),
-        "limit": int(limit_text),
-    }
+        ``name`` matches a full four-part name or a family name, Latin (case-insensitive) or
+        Arabic. Results are in no particular order.
+        """
+        born = None if query.date_of_birth is None else query.date_of_birth.isoformat()
+        try:
+            persons = store.value.search(name=query.name, date_of_birth=born, limit=query.limit)
+        except ValueError as exc:
+            raise BadRequest(str(exc), code="invalid_query") from exc
+        return {"count": len(persons), "persons": persons}
 
-
-async def search_persons(request: web.Request) -> web.Response:
-    arguments = _search_arguments(request.query)
-    store = request.app[STORE]
-    try:
-        persons = await _in_thread(request, functools.partial(store.search, **arguments))
-    except ValueError as exc:
-        raise ApiError(400, "invalid_query", str(exc)) from exc
-    return _json({"count": len(persons), "persons": persons})
-
-
-async def get_openapi(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[_OPENAPI], content_type="application/json")
-
-
-async def get_health(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    return _json(
-        {
-            "status": "ok",
-            "persons": store.count,
-            "reference_date": store.reference_date.isoformat(),
-        }
-    )
-
-
-# --- the application -----------------------------------------------------------------------------
-
-
-def _normalise_base_path(base_path: str) -> str:
-    base = base_path.strip("/")
-    return f"/{base}" if base else ""
-
-
-async def _resources(db_path: Path, app: web.Application) -> AsyncIterator[None]:
-    store = PopulationStore(db_path, connections=_WORKERS + 1)
-    executor = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="population-registry")
-    app[STORE] = store
-    app[EXECUTOR] = executor
-    try:
-        yield
-    finally:
-        executor.shutdown(wait=True)
-        store.close()
+    return adapter
 
 
 def create_app(db_path: Path | str, *, base_path: str = "") -> web.Application:
-    """The registry service over the SQLite file ``db_path``, its routes under ``base_path``.
-
-    The file is opened when the application starts (``cleanup_ctx``) and closed when it stops; a
-    missing or foreign file fails the start with :class:`~exchange.errors.ConfigurationError`.
-    """
-    base = _normalise_base_path(base_path)
-    app = web.Application(middlewares=[_json_errors])
-    app[_OPENAPI] = orjson.dumps(openapi_document(base_path=base))
-    app.cleanup_ctx.append(functools.partial(_resources, Path(db_path)))
-    app.router.add_get(f"{base}/persons", search_persons)
-    app.router.add_get(f"{base}/persons/{{national_id}}", get_person)
-    app.router.add_get(f"{base}/persons/{{national_id}}/family", get_family)
-    app.router.add_get(f"{base}/persons/{{national_id}}/address", get_address)
-    app.router.add_get(f"{base}/openapi.json", get_openapi)
-    app.router.add_get(f"{base}/health", get_health)
-    return app
-
-
-# --- running it ----------------------------------------------------------------------------------
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-async def serve(
-    db_path: Path, *, host: str, port: int, on_ready: Callable[[str, int], None]
-) -> None:
-    """Serve until SIGINT or SIGTERM; ``on_ready(url, port)`` once listening (port 0 allowed)."""
-    runner = web.AppRunner(create_app(db_path), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        on_ready(_url(bound_host, bound_port), bound_port)
-        await _until_signalled()
-    finally:
-        await runner.cleanup()
-
-
-async def _until_signalled() -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        return uvloop.new_event_loop  # type: ignore[no-any-return]
-    return None
+    """The registry service over the SQLite file ``db_path``, its routes under ``base_path``."""
+    return create_adapter(db_path).app(base_path=base_path)
 
 
 def run(db_path: Path, *, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:
-    """Run :func:`serve` on uvloop where available; returns after a clean shutdown."""
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(db_path, host=host, port=port, on_ready=on_ready))
+    """Serve the registry until SIGINT or SIGTERM (uvloop where available)."""
+    serving.run(create_app(db_path), host=host, port=port, on_ready=on_ready)

@@ -35,6 +35,7 @@ from adapters.population.generator import (
     generate_people,
     valid_national_id,
 )
+from adapters.population.model import Person
 from exchange.errors import ConfigurationError
 
 SCHEMA_VERSION: Final = 1
@@ -86,9 +87,6 @@ _SELECT: Final = f"SELECT {_COLUMNS} FROM persons"
 _INSERT: Final = (
     f"INSERT INTO persons ({_COLUMNS}) VALUES ({', '.join('?' * len(PersonRow._fields))})"
 )
-
-Person = dict[str, Any]
-"""A person as the service returns it (see the ``Person`` schema in :mod:`.openapi`)."""
 
 
 # --- writing -------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from exchange.protocol.rest import (
     parse_xroad_headers,
 )
 from exchange.server.backend import read_bounded
+from exchange.server.metadata import list_clients_handler
 from exchange.server.peer import PeerConnection, unsigned_refusal
 from exchange.server.records import ExchangeRecord
 
@@ -282,5 +283,10 @@ def create_consumer_app(server: SecurityServer) -> web.Application:
     app.on_response_prepare.append(_hide_server_header)
     app[SERVER_KEY] = server
     app.router.add_get("/health", health)
+    # X-Road message protocol 4.0 (SOAP) shares the port: POST / (DESIGN.md §4)
+    from exchange.server.soap_consumer import handle_soap
+
+    app.router.add_post("/", handle_soap)
+    app.router.add_get("/listClients", list_clients_handler(server))
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

@@ -36,6 +36,7 @@ from exchange.globalconf.client import GlobalConfPoller
 from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.globalconf.verifier import TrustedGlobalConf
 from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
+from exchange.messagelog.archive import ArchiveIndexEntry, archive_log
 from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
@@ -53,12 +54,14 @@ from exchange.server.config import (
     ServiceConfig,
 )
 from exchange.server.consumer import create_consumer_app
+from exchange.server.metadata import MetadataServices
 from exchange.server.peer import PeerPool
 from exchange.server.provider import ProviderConnection
 from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
+from exchange.server.soap_provider import LocalSoapService
 from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 
@@ -90,6 +93,8 @@ class SecurityServer:
         load_private_key(config.auth_key, passphrase)  # fail early on a bad key or passphrase
         self.clients: dict[SubsystemId, ClientConfig] = {c.id: c for c in config.clients}
         self.services: dict[ServiceId, ServiceConfig] = {s.id: s for s in config.services}
+        # SOAP services this server answers itself, by service code (the metadata services)
+        self.local_soap_services: dict[str, LocalSoapService] = {}
         self._is_fps = {
             c.id: frozenset(fingerprint(x) for p in c.is_certs for x in load_certificates(p))
             for c in config.clients
@@ -103,6 +108,7 @@ class SecurityServer:
             connect_timeout=config.limits.connect_timeout,
         )
         self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
+        self.metadata = MetadataServices(self)
         self.stamper = TreeHeadStamper(
             self.log,
             lambda: self.trusted.current,
@@ -408,6 +414,43 @@ class SecurityServer:
             cls = ConsumerLogFailed if rec.side == "consumer" else ProviderLogFailed
             raise cls("the exchange could not be logged, so it was not answered") from None
 
+    async def _archive_on_interval(self) -> None:
+        """Retention: every ``archive_interval`` seconds, move the records older than
+        ``retention_days`` (and covered by a time-stamped tree head) to archive files."""
+        while True:
+            await asyncio.sleep(self.config.retention.interval)
+            await self.archive_now()
+
+    async def archive_now(self) -> list[ArchiveIndexEntry]:
+        """One archiving run, in a thread (reading, zipping and signing never block the loop).
+
+        Failures are logged, never raised: the log stays as it was and the next run retries.
+        """
+        retention = self.config.retention
+        days = retention.days if retention.days is not None else 0.0
+        cutoff_ms = int((self.clock() - days * 86400) * 1000)
+        try:
+            written = await asyncio.to_thread(
+                archive_log,
+                self.config.log_path,
+                retention.archive_dir,
+                self.owner_signer,
+                older_than_ms=cutoff_ms,
+                max_records=retention.max_records,
+                now=self.clock,
+            )
+        except (ExchangeError, OSError) as exc:
+            log.error("archiving the message log failed (will retry): %s", exc)
+            return []
+        for entry in written:
+            log.info(
+                "archived message log records %d..%d to %s",
+                entry.first_seq,
+                entry.end_seq - 1,
+                retention.archive_dir / entry.file,
+            )
+        return written
+
     # -- life cycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -432,6 +475,8 @@ class SecurityServer:
                     await self.revocation.refresh_own(self.own_certs, self.trusted.current)
         self._tasks.append(asyncio.create_task(self._refresh_staples()))
         self._tasks.append(asyncio.create_task(self._watch_expiry()))
+        if cfg.retention.days is not None:
+            self._tasks.append(asyncio.create_task(self._archive_on_interval()))
         cas = self.trusted.current.ca_certs() if self.trusted.current else []
         self._provider_ctx = tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
         loop = asyncio.get_running_loop()
@@ -549,6 +594,7 @@ class SecurityServer:
             await self._runner.cleanup()
         self._close_pools()
         await self.backend.close()
+        await self.metadata.close()
         await self.revocation.close()
         await self.quota.stop()
         if self.poller is not None:

@@ -1,0 +1,196 @@
+"""X-Road service metadata, the message side (PR-META, PR-MREST): names, documents, checks.
+
+- ``listClients`` (PR-META §2, Annex A and C.1): the members and subsystems of an instance, from
+  the global configuration, as JSON (``Accept: application/json``) or the ``clientList`` XML.
+- ``listMethods`` / ``allowedMethods`` for REST (PR-MREST §4, Annex B.1/B.2): the
+  ``{"service": [...]}`` list with each service's identifier parts, ``service_type`` and
+  ``endpoint_list``.
+- ``getOpenAPI`` (PR-MREST §5): :func:`openapi_description` checks a fetched document and hides
+  the backend's address, as PR-META §4 does for WSDL endpoint locations.
+
+The service codes here are reserved: a provider cannot configure a service under them, and its
+security server answers them itself. Values and bytes only; no IO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from lxml import etree
+
+from exchange.globalconf.document import GlobalConf
+from exchange.identifiers import MemberId, ServiceId, SubsystemId
+
+LIST_CLIENTS: Final = "listClients"
+LIST_METHODS: Final = "listMethods"
+ALLOWED_METHODS: Final = "allowedMethods"
+GET_OPENAPI: Final = "getOpenAPI"
+GET_WSDL: Final = "getWsdl"
+
+REST_METADATA_SERVICES: Final = frozenset({LIST_METHODS, ALLOWED_METHODS, GET_OPENAPI})
+SOAP_METADATA_SERVICES: Final = frozenset({LIST_METHODS, ALLOWED_METHODS, GET_WSDL})
+RESERVED_SERVICE_CODES: Final = REST_METADATA_SERVICES | SOAP_METADATA_SERVICES
+
+ENDPOINT_PLACEHOLDER: Final = "http://example.org/xroad-endpoint"
+"""PR-META §4: what replaces a backend's address in a service description."""
+
+XROAD_NS: Final = "http://x-road.eu/xsd/xroad.xsd"
+ID_NS: Final = "http://x-road.eu/xsd/identifiers"
+
+JSON_TYPE: Final = "application/json; charset=utf-8"
+XML_TYPE: Final = "text/xml; charset=utf-8"
+YAML_TYPE: Final = "text/yaml; charset=utf-8"
+
+
+class DescriptionError(ValueError):
+    """A fetched service description is not one we pass on; the message says why."""
+
+
+# --- listClients --------------------------------------------------------------------------------
+
+
+def _member_id(member: MemberId) -> dict[str, str]:
+    return {
+        "member_class": member.member_class,
+        "member_code": member.member_code,
+        "object_type": "MEMBER",
+        "xroad_instance": member.instance,
+    }
+
+
+def _subsystem_id(subsystem: SubsystemId) -> dict[str, str]:
+    return {
+        "member_class": subsystem.member_class,
+        "member_code": subsystem.member_code,
+        "subsystem_code": subsystem.subsystem_code,
+        "object_type": "SUBSYSTEM",
+        "xroad_instance": subsystem.instance,
+    }
+
+
+def client_list(conf: GlobalConf, instance: str | None = None) -> dict[str, Any]:
+    """PR-META C.1 JSON: every member of ``instance`` (default: the configuration's own),
+    followed by its subsystems. Another instance is not federated here, so its list is empty."""
+    members: list[dict[str, Any]] = []
+    if instance not in (None, conf.instance):
+        return {"member": members}
+    for member in conf.members:
+        members.append({"id": _member_id(member.id), "name": member.name})
+        for subsystem in member.subsystems:
+            members.append({"id": _subsystem_id(subsystem), "name": member.name})
+    return {"member": members}
+
+
+def client_list_json(conf: GlobalConf, instance: str | None = None) -> bytes:
+    return orjson.dumps(client_list(conf, instance))
+
+
+def client_list_xml(conf: GlobalConf, instance: str | None = None) -> bytes:
+    """PR-META Annex A ``clientList`` (identifiers in the X-Road identifiers namespace)."""
+    root = etree.Element(f"{{{XROAD_NS}}}clientList", nsmap={"xroad": XROAD_NS, "id": ID_NS})
+    for entry in client_list(conf, instance)["member"]:
+        ident = entry["id"]
+        member = etree.SubElement(root, f"{{{XROAD_NS}}}member")
+        id_el = etree.SubElement(member, f"{{{XROAD_NS}}}id")
+        id_el.set(f"{{{ID_NS}}}objectType", ident["object_type"])
+        for key, tag in _ID_TAGS:
+            if key in ident:
+                etree.SubElement(id_el, f"{{{ID_NS}}}{tag}").text = ident[key]
+        etree.SubElement(member, f"{{{XROAD_NS}}}name").text = entry["name"]
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True))
+
+
+_ID_TAGS: Final = (
+    ("xroad_instance", "xRoadInstance"),
+    ("member_class", "memberClass"),
+    ("member_code", "memberCode"),
+    ("subsystem_code", "subsystemCode"),
+)
+
+
+# --- listMethods / allowedMethods (REST) --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    """One service in a ``listMethods``/``allowedMethods`` answer."""
+
+    id: ServiceId
+    service_type: str
+    """``OPENAPI`` (a REST service with an OpenAPI description), ``REST`` or ``WSDL``."""
+    endpoints: Sequence[tuple[str, str]]
+
+
+def service_list(entries: Iterable[ServiceEntry]) -> dict[str, Any]:
+    """PR-MREST Annex B.1/B.2: ``{"service": [...]}``, never naming a metadata service."""
+    out = []
+    for entry in sorted(entries, key=lambda e: e.id):
+        if entry.id.service_code in RESERVED_SERVICE_CODES:
+            continue
+        sid = entry.id
+        out.append(
+            {
+                "member_class": sid.member_class,
+                "member_code": sid.member_code,
+                "object_type": "SERVICE",
+                "service_code": sid.service_code,
+                "service_type": entry.service_type,
+                "subsystem_code": sid.subsystem_code,
+                "xroad_instance": sid.instance,
+                "endpoint_list": [{"method": m, "path": p} for m, p in entry.endpoints],
+            }
+        )
+    return {"service": out}
+
+
+# --- getOpenAPI ---------------------------------------------------------------------------------
+
+
+def openapi_description(body: bytes, content_type: str) -> tuple[bytes, str]:
+    """Check a fetched OpenAPI 3 document and make it safe to pass on.
+
+    JSON: must be an object with ``openapi: "3.x.y"``; ``servers`` is replaced by
+    :data:`ENDPOINT_PLACEHOLDER` (the backend's address stays inside the provider), and the
+    document is answered as ``application/json``. YAML (``*/yaml``, ``*/x-yaml``) is passed on
+    unchanged as ``text/yaml`` after a UTF-8 check: there is no YAML parser in the server, so its
+    ``servers`` cannot be rewritten (operators are told so). Anything else raises
+    :class:`DescriptionError`.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media.endswith("yaml"):
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DescriptionError("the YAML description is not UTF-8") from None
+        return body, YAML_TYPE
+    if media != "application/json" and not media.endswith("+json"):
+        raise DescriptionError(f"the description's content type {media[:80]!r} is not JSON/YAML")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise DescriptionError("the description is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise DescriptionError("the description is not a JSON object")
+    version = doc.get("openapi")
+    if not isinstance(version, str) or not version.startswith("3."):
+        raise DescriptionError("the description is not an OpenAPI 3 document ('openapi': '3.x')")
+    _hide_servers(doc)
+    return orjson.dumps(doc), JSON_TYPE
+
+
+def _hide_servers(doc: dict[str, Any]) -> None:
+    """``servers`` may stand at the top, on a path item and on an operation (OpenAPI 3 §4.8)."""
+    placeholder = [{"url": ENDPOINT_PLACEHOLDER}]
+    doc["servers"] = placeholder
+    paths = doc.get("paths")
+    for item in paths.values() if isinstance(paths, dict) else ():
+        if not isinstance(item, dict):
+            continue
+        if "servers" in item:
+            item["servers"] = placeholder
+        for operation in item.values():
+            if isinstance(operation, dict) and "servers" in operation:
+                operation["servers"] = placeholder

@@ -1,0 +1,272 @@
+"""The metadata services a security server answers itself (PR-META, PR-MREST).
+
+- ``GET /listClients[?xRoadInstance=..]`` on the consumer port: the members and subsystems of the
+  verified global configuration in force (JSON with ``Accept: application/json``, else XML). No
+  ``X-Road-Client`` is needed: the list is what every security server already holds.
+- ``GET /r1/{provider subsystem}/listMethods``, ``.../allowedMethods`` and
+  ``.../getOpenAPI?serviceCode=CODE``: the consumer server treats them as ordinary services (signed
+  request, mutual TLS, signed response bound to the request, both sides log). The provider server
+  recognises the reserved service code after every check of the request (signature, client hosted
+  by the connecting server, freshness, replay, body digest) and answers from its own configuration
+  and policy instead of calling a backend.
+
+Access: as in X-Road, every authenticated client of the federation may call them; there is no
+grant to hold. What they reveal is bounded instead: ``listMethods`` names the subsystem's services
+and types (what the central catalogue publishes anyway) with the catch-all endpoint, never the
+policy; ``allowedMethods`` lists only the endpoints the policy grants the *verified* caller now;
+``getOpenAPI`` passes on the service's description with the backend's address replaced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import web
+
+from exchange.errors import (
+    ExchangeError,
+    ProviderServerError,
+    ServiceFailed,
+    UnknownService,
+)
+from exchange.globalconf.document import GlobalConf
+from exchange.identifiers import SubsystemId, validate_part
+from exchange.policy.discovery import ALL_ENDPOINTS, allowed_endpoints
+from exchange.protocol.messages import SignedRequest
+from exchange.protocol.metadata import (
+    ALLOWED_METHODS,
+    GET_OPENAPI,
+    JSON_TYPE,
+    LIST_METHODS,
+    REST_METADATA_SERVICES,
+    XML_TYPE,
+    DescriptionError,
+    ServiceEntry,
+    client_list_json,
+    client_list_xml,
+    openapi_description,
+    service_list,
+)
+from exchange.server.config import ServiceConfig, ServiceType
+from exchange.server.httpclient import HttpClient
+from exchange.server.records import ExchangeRecord
+
+if TYPE_CHECKING:
+    from exchange.server.core import SecurityServer
+
+log = logging.getLogger("exchange.server.metadata")
+
+MAX_DESCRIPTION_BYTES: Final = 4 * 2**20
+DESCRIPTION_TIMEOUT: Final = 30.0
+METADATA_DECISION: Final = "Allowed.MetadataService"
+
+
+class InvalidMetadataRequest(ProviderServerError):
+    """A metadata service was called the wrong way (method, path, missing ``serviceCode``)."""
+
+    code = "Server.ServerProxy.InvalidRequest"
+    status = 400
+
+
+class InvalidServiceType(ProviderServerError):
+    """The service has no description of the kind asked for (e.g. getOpenAPI of a SOAP service
+    or of a REST service without ``openapi_url``)."""
+
+    code = "Server.ServerProxy.InvalidServiceType"
+    status = 400
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataAnswer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    policy_version: str
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# --- the consumer side: listClients ------------------------------------------------------------
+
+
+def list_clients_handler(server: SecurityServer) -> Handler:
+    """``GET /listClients`` (PR-META §2) for the consumer app."""
+
+    async def list_clients(request: web.Request) -> web.StreamResponse:
+        try:
+            instance = request.query.get("xRoadInstance")
+            if instance is not None:
+                validate_part(instance, "X-Road instance", code="Client.InvalidRequest")
+            conf = server.globalconf_or_fail(provider=False)
+        except ExchangeError as err:
+            log.info("listClients refused: %s [%s]", err.internal, err.detail)
+            return web.Response(
+                status=err.status,
+                body=orjson.dumps(err.body()),
+                headers={"X-Road-Error": err.code, "Content-Type": JSON_TYPE},
+            )
+        if "application/json" in request.headers.get("Accept", ""):
+            return web.Response(
+                body=client_list_json(conf, instance),
+                content_type=None,
+                headers={"Content-Type": JSON_TYPE},
+            )
+        return web.Response(
+            body=client_list_xml(conf, instance), headers={"Content-Type": XML_TYPE}
+        )
+
+    return list_clients
+
+
+# --- the provider side -------------------------------------------------------------------------
+
+
+def is_rest_metadata(request: SignedRequest) -> bool:
+    return request.service.service_code in REST_METADATA_SERVICES
+
+
+class MetadataServices:
+    """The provider's answers to metadata requests; owns the client that fetches descriptions."""
+
+    def __init__(self, server: SecurityServer) -> None:
+        self.server = server
+        self.client = HttpClient(
+            max_response_bytes=MAX_DESCRIPTION_BYTES,
+            connect_timeout=min(server.config.limits.connect_timeout, DESCRIPTION_TIMEOUT),
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def provided_subsystems(self) -> frozenset[SubsystemId]:
+        """Subsystems this server provides for: its configured clients and services."""
+        return frozenset(c for c in self.server.clients) | frozenset(
+            s.subsystem for s in self.server.services
+        )
+
+    def services_of(self, subsystem: SubsystemId, kind: ServiceType) -> list[ServiceConfig]:
+        return sorted(
+            (
+                s
+                for s in self.server.services.values()
+                if s.id.subsystem == subsystem and s.type == kind
+            ),
+            key=lambda s: s.id,
+        )
+
+    async def answer_rest(
+        self, request: SignedRequest, conf: GlobalConf, rec: ExchangeRecord
+    ) -> MetadataAnswer:
+        """Answer a verified REST metadata request (PR-MREST §4, §5)."""
+        code = request.service.service_code
+        # (1) the provider subsystem is served here
+        if request.service.subsystem not in self.provided_subsystems():
+            raise UnknownService(
+                f"service {request.service} is not provided by this security server"
+            )
+        # (2) called as PR-MREST describes: GET, nothing after the service code
+        if request.method != "GET":
+            raise InvalidMetadataRequest(f"{code} is called with GET, not {request.method}")
+        if request.path not in ("", "/"):
+            raise InvalidMetadataRequest(f"{code} takes no path after the service code")
+        policy_version = self.server.policy_set().version
+        rec.decision = {
+            "allowed": True,
+            "code": METADATA_DECISION,
+            "grant": None,
+            "source": None,
+            "fields": None,
+            "policy_version": policy_version,
+            "reason": f"metadata service {code}: answered by the provider security server",
+        }
+        if code == LIST_METHODS:
+            body = orjson.dumps(service_list(self._rest_entries(request.service.subsystem)))
+        elif code == ALLOWED_METHODS:
+            body = orjson.dumps(service_list(self._allowed_entries(request, conf)))
+        else:
+            return await self._get_openapi(request, policy_version)
+        return MetadataAnswer(200, [("content-type", JSON_TYPE)], body, policy_version)
+
+    def _rest_entries(self, subsystem: SubsystemId) -> list[ServiceEntry]:
+        return [
+            ServiceEntry(s.id, _rest_type(s), ALL_ENDPOINTS)
+            for s in self.services_of(subsystem, "rest")
+        ]
+
+    def _allowed_entries(self, request: SignedRequest, conf: GlobalConf) -> list[ServiceEntry]:
+        services = self.services_of(request.service.subsystem, "rest")
+        granted = allowed_endpoints(
+            self.server.policy_set(),
+            request.client,
+            [s.id for s in services],
+            groups=conf.groups_of(request.client),
+            now=dt.datetime.fromtimestamp(self.server.clock(), dt.UTC),
+        )
+        return [
+            ServiceEntry(s.id, _rest_type(s), granted[s.id]) for s in services if s.id in granted
+        ]
+
+    async def _get_openapi(self, request: SignedRequest, policy_version: str) -> MetadataAnswer:
+        codes = [
+            v for k, v in parse_qsl(request.query, keep_blank_values=True) if k == "serviceCode"
+        ]
+        if len(codes) != 1 or not codes[0]:
+            raise InvalidMetadataRequest(f"{GET_OPENAPI} needs exactly one serviceCode parameter")
+        service = self.described_service(request.service.subsystem, codes[0])
+        if service.type != "rest" or service.openapi_url is None:
+            raise InvalidServiceType(
+                f"service {service.id} has no OpenAPI description"
+                + (" (it is a SOAP service: use getWsdl)" if service.type == "soap" else "")
+            )
+        raw, content_type = await self.fetch_description(service, service.openapi_url)
+        try:
+            body, answer_type = openapi_description(raw, content_type)
+        except DescriptionError as exc:
+            raise ServiceFailed(
+                "the service's OpenAPI description is not usable",
+                internal=f"{service.openapi_url}: {exc}",
+            ) from None
+        return MetadataAnswer(200, [("content-type", answer_type)], body, policy_version)
+
+    def described_service(self, subsystem: SubsystemId, code: str) -> ServiceConfig:
+        """The configured service ``code`` of ``subsystem``, or ``UnknownService``."""
+        try:
+            service_id = subsystem.service(code)
+        except ExchangeError:
+            raise InvalidMetadataRequest("serviceCode is not a valid service code") from None
+        service = self.server.services.get(service_id)
+        if service is None:
+            raise UnknownService(f"service {service_id} is not provided by this security server")
+        return service
+
+    async def fetch_description(self, service: ServiceConfig, url: str) -> tuple[bytes, str]:
+        """GET a service description with a timeout and a size limit; non-200 is a failure."""
+        timeout = min(
+            service.timeout, self.server.config.limits.backend_timeout, DESCRIPTION_TIMEOUT
+        )
+        try:
+            response = await self.client.request(
+                "GET", url, [("Accept", "application/json, text/yaml, text/xml")], b"", timeout
+            )
+        except ProviderServerError as exc:
+            exc.internal = f"fetching the description of {service.id} from {url}: {exc.internal}"
+            raise
+        if response.status != 200:
+            raise ServiceFailed(
+                "the service's description could not be fetched",
+                internal=f"{url} answered HTTP {response.status}",
+            )
+        content_type = next((v for k, v in response.headers if k.lower() == "content-type"), "")
+        return response.body, content_type
+
+
+def _rest_type(service: ServiceConfig) -> str:
+    """X-Road's service types: ``OPENAPI`` when described by an OpenAPI document, else ``REST``."""
+    return "OPENAPI" if service.openapi_url is not None else "REST"
