@@ -222,6 +222,8 @@ class Federation:
             "id": str(PERSONS),
             "url": f"{adapter}/persons",
             "openapi_url": f"{adapter}/openapi.json",
+            "title": "Population registry: persons",
+            "description": "Civil records of residents: names, date of birth, family, address.",
         }
 
     def _build_site(self, ministry: Ministry, anchor: Path, policies: Path) -> None:
