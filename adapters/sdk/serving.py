@@ -41,12 +41,12 @@ async def serve(
         await web.TCPSite(runner, host, port, backlog=1024).start()
         bound_host, bound_port = runner.addresses[0][:2]
         on_ready(http_url(bound_host, bound_port), bound_port)
-        await _until_signalled()
+        await until_signalled()
     finally:
         await runner.cleanup()
 
 
-async def _until_signalled() -> None:
+async def until_signalled() -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)

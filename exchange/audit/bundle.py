@@ -32,6 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from exchange.errors import ConfigurationError, VerificationFailed
 from exchange.globalconf.anchor import Anchor
 from exchange.messagelog import merkle
+from exchange.messagelog.archive import find_archived
 from exchange.messagelog.proofs import InclusionProof, inclusion_checks, inclusion_for_message
 from exchange.messagelog.store import open_readonly
 from exchange.messagelog.verify import CertLookup
@@ -82,12 +83,14 @@ async def export_bundle(
     The records are proved against the latest time-stamped tree head that covers them; when
     there is none, ``stamp`` (if given) is awaited to sign and stamp a fresh one first.
     """
-    size = _stamped_size(config.log_path, message_id)
+    size = _stamped_size(config, message_id)
     if size is None and stamp is not None:
         await stamp()
-        size = _stamped_size(config.log_path, message_id)
-    proofs = inclusion_for_message(config.log_path, message_id, size=size)
-    entries = _entries(config.log_path, [p.seq for p in proofs])
+        size = _stamped_size(config, message_id)
+    proofs = inclusion_for_message(
+        config.log_path, message_id, size=size, archive_dir=config.archive_dir
+    )
+    entries = _entries(config, message_id, [p.seq for p in proofs])
     head = proofs[0].tree_head_jws
     tokens = [
         t
@@ -119,15 +122,19 @@ def _ocsp_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, bytes]:
     return {f"ocsp/{t}-{d[:16]}.der": bytes(der) for t, d, der in rows if t in thumbs}
 
 
-def _stamped_size(db: Path, message_id: str) -> int | None:
-    """The size of the latest time-stamped tree head covering every record of ``message_id``."""
-    conn = open_readonly(db)
+def _stamped_size(config: ServerConfig, message_id: str) -> int | None:
+    """The size of the latest time-stamped tree head covering every record of ``message_id``
+    (archived records are covered by the time-stamped boundary head the database keeps)."""
+    conn = open_readonly(config.log_path)
     try:
         (last,) = conn.execute(
             "SELECT max(seq) FROM records WHERE message_id = ?", (message_id,)
         ).fetchone()
         if last is None:
-            return None
+            archived = find_archived(config.log_path, config.archive_dir, message_id)
+            if not archived:
+                return None
+            last = archived[-1][0]
         row = conn.execute(
             "SELECT max(t.size) FROM timestamps t JOIN tree_heads h ON h.size = t.size "
             "WHERE t.size > ?",
@@ -138,15 +145,20 @@ def _stamped_size(db: Path, message_id: str) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
-def _entries(db: Path, seqs: Sequence[int]) -> dict[int, bytes]:
-    conn = open_readonly(db)
+def _entries(config: ServerConfig, message_id: str, seqs: Sequence[int]) -> dict[int, bytes]:
+    """The entries exactly as logged, from the database or, once archived, their archive."""
+    conn = open_readonly(config.log_path)
     try:
-        return {
-            s: bytes(conn.execute("SELECT entry FROM records WHERE seq = ?", (s,)).fetchone()[0])
+        entries = {
+            s: bytes(row[0])
             for s in seqs
+            if (row := conn.execute("SELECT entry FROM records WHERE seq = ?", (s,)).fetchone())
         }
     finally:
         conn.close()
+    if len(entries) < len(seqs):
+        entries.update(find_archived(config.log_path, config.archive_dir, message_id))
+    return entries
 
 
 def _loads(data: bytes) -> dict[str, Any]:

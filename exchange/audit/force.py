@@ -35,7 +35,10 @@ def _sizes(config: ServerConfig) -> tuple[int, int]:
     """(records in the log, size of the latest time-stamped tree head)."""
     conn = open_readonly(config.log_path)
     try:
-        (records,) = conn.execute("SELECT count(*) FROM records").fetchone()
+        # the next seq, not a count: archived records have left the table
+        (records,) = conn.execute(
+            "SELECT coalesce(max(seq) + 1, (SELECT max(size) FROM tree_heads), 0) FROM records"
+        ).fetchone()
         row = conn.execute("SELECT max(size) FROM timestamps").fetchone()
     finally:
         conn.close()

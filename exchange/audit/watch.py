@@ -75,7 +75,7 @@ def _save(state: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, state)
 
 
-def watch_once(db: Path, state: Path) -> WatchResult:
+def watch_once(db: Path, state: Path, archive_dir: Path | None = None) -> WatchResult:
     """Compare the log's latest signed tree head with the one remembered in ``state``."""
     log_id, size, root = _latest_head(db)
     data = _load(state)
@@ -94,7 +94,7 @@ def watch_once(db: Path, state: Path) -> WatchResult:
     # (2) the remembered root is a prefix of the current tree, by a consistency proof built from
     # the log's own leaves and checked against the root we remembered, not the log's
     try:
-        proof = consistency_between(db, old_size, size)
+        proof = consistency_between(db, old_size, size, archive_dir=archive_dir)
         ok = merkle.verify_consistency(old_size, size, old_root, root, proof.proof)
     except ExchangeError as exc:
         ok, detail = False, exc.message

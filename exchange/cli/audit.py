@@ -126,13 +126,15 @@ def watch(config_path: Path | None, db: Path | None, state: Path, as_json: bool)
     from exchange.cli.common import print_json
     from exchange.errors import ConfigurationError
 
+    archive_dir = None
     if db is None:
         if config_path is None:
             raise ConfigurationError("give --config (the server's TOML file) or --db")
         from exchange.server.config import load_server_config
 
-        db = load_server_config(config_path).log_path
-    result = watch_once(db, state)
+        config = load_server_config(config_path)
+        db, archive_dir = config.log_path, config.archive_dir
+    result = watch_once(db, state, archive_dir)
     if as_json:
         print_json(result.to_dict())
     else:

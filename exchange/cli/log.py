@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -12,6 +12,10 @@ from rich.table import Table
 
 from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors, print_json
 from exchange.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from exchange.protocol.jws import Signer
+    from exchange.server.config import ServerConfig
 
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -38,6 +42,28 @@ def _log_path(config_path: Path | None, db: Path | None) -> Path:
     return load_server_config(config_path).log_path
 
 
+def _archive_dir(config_path: Path | None, db: Path | None, given: Path | None) -> Path:
+    """--archive-dir, else the server's ``[messagelog] archive_dir``, else ``archives`` next to
+    the log file."""
+    if given is not None:
+        return given
+    if db is None and config_path is not None:
+        from exchange.server.config import load_server_config
+
+        return load_server_config(config_path).archive_dir
+    from exchange.messagelog.archive import default_archive_dir
+
+    return default_archive_dir(_log_path(config_path, db))
+
+
+_ARCHIVE_DIR = click.option(
+    "--archive-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of the log's archive files; default: [messagelog] archive_dir of the server, "
+    "or 'archives' next to --db.",
+)
+
+
 @group.command("verify")
 @click.option("--config", "config_path", type=_CONFIG, help="The security server's server.toml.")
 @click.option("--db", type=_CONFIG, help="A message log file (auditors: with --ca).")
@@ -56,6 +82,7 @@ def _log_path(config_path: Path | None, db: Path | None) -> Path:
     help="Approved TSA certificate (PEM) for the tree heads' time-stamps; default: the TSAs of "
     "the server's global configuration.",
 )
+@_ARCHIVE_DIR
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("--no-progress", is_flag=True)
 @handle_errors
@@ -64,17 +91,20 @@ def verify_cmd(
     db: Path | None,
     ca_files: tuple[Path, ...],
     tsa_files: tuple[Path, ...],
+    archive_dir: Path | None,
     as_json: bool,
     no_progress: bool,
 ) -> None:
-    """Check every record, signature, certificate and tree head; name the first bad record.
+    """Check every record, signature, certificate and tree head, in the archives and the live
+    database; name the first bad record, or the missing or altered archive.
 
     Exit status 0 when the log verifies, 1 when it does not.
 
     \b
     Example:
       exchange log verify --config state/servers/MOI/server.toml
-      exchange log verify --db messagelog.sqlite --ca ca.cert.pem --tsa-cert tsa.pem --json
+      exchange log verify --db messagelog.sqlite --archive-dir archives \\
+          --ca ca.cert.pem --tsa-cert tsa.pem --json
     """
     from exchange.messagelog.verify import verify_log
     from exchange.server.logcheck import exchange_entry_checker, trusted_cas_of, trusted_tsas_of
@@ -113,34 +143,21 @@ def verify_cmd(
             entry_checker=exchange_entry_checker,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             tsa_certs=tsas,
+            archive_dir=_archive_dir(config_path, db, archive_dir),
         )
-    without_bodies = _records_without_bodies(path)
     if as_json:
-        print_json({**report.to_dict(), "records_without_bodies": without_bodies})
+        print_json(report.to_dict())
     else:
         _print_report(report)
-        if without_bodies:
+        if report.records_without_bodies:
             console.print(
-                f"  {without_bodies} record(s) were logged without bodies (metadata-only logging): "
-                "their signatures and body digests verify, but what was sent and answered "
-                "cannot be shown from this log"
+                f"  {report.records_without_bodies} record(s) were logged without bodies "
+                "(metadata-only logging): their signatures and body digests verify, so who "
+                "asked what of whom, when, and the answer's status are proven; but what was sent "
+                "and answered cannot be shown from this log, nor checked against a complaint"
             )
     if not report.ok:
         raise SystemExit(EXIT_CHECK_FAILED)
-
-
-def _records_without_bodies(path: Path) -> int:
-    from exchange.messagelog.store import open_readonly
-
-    conn = open_readonly(path)
-    try:
-        (count,) = conn.execute(
-            "SELECT count(*) FROM records WHERE instr(entry, ?) > 0",
-            ('"bodies":"digests-only"',),
-        ).fetchone()
-    finally:
-        conn.close()
-    return int(count)
 
 
 def _print_report(report: object) -> None:
@@ -154,6 +171,19 @@ def _print_report(report: object) -> None:
         f"{report.tree_heads_verified}/{report.tree_heads} verified, "
         f"records not yet under a signed tree head: {report.unsigned_records}"
     )
+    if report.archives:
+        console.print(
+            f"  archives: {report.archives_verified}/{report.archives} verified "
+            f"(records 0..{report.archived_records - 1} archived, the chain of archive digests "
+            "intact)"
+            if report.archives_verified == report.archives
+            else f"  archives: {report.archives_verified}/{report.archives} verified"
+        )
+    for name in report.unindexed_files:
+        console.print(
+            f"  note: {name} is not in the archive index (left by an interrupted archiving run; "
+            "its records are still in the database; the next run replaces it)"
+        )
     if report.timestamps:
         console.print(
             f"  time-stamps (RFC 3161): {report.timestamps_verified}/{report.timestamps} verified"
@@ -170,14 +200,18 @@ def _print_report(report: object) -> None:
             if bad.range is None
             else f"seq {bad.seq} (somewhere in {bad.range[0]}..{bad.range[1] - 1})"
         )
-        console.print(
-            f"  [red]first bad record:[/red] {where}, message id {bad.message_id}: {bad.reason}"
-        )
+        if bad.reason.startswith("archive "):
+            console.print(f"  [red]first bad:[/red] {bad.reason}", highlight=False)
+        else:
+            console.print(
+                f"  [red]first bad record:[/red] {where}, message id {bad.message_id}: {bad.reason}"
+            )
     for problem in report.problems[:20]:
         d = problem.to_dict()
         where = {
             "record": f"record {d['seq']}",
             "timestamp": f"time-stamp of the tree head of size {d['size']}",
+            "archive": f"archive {d['archive']}",
         }.get(d["kind"], f"tree head of size {d['size']}")
         console.print(f"  - {where}: {d['reason']}")
     if len(report.problems) > 20 or report.problems_omitted:
@@ -218,6 +252,7 @@ def _when(text: str | None) -> dt.datetime | None:
 @click.option("--since", help="ISO time (UTC if no zone), inclusive.")
 @click.option("--until", help="ISO time (UTC if no zone), exclusive.")
 @click.option("--limit", default=50, show_default=True)
+@_ARCHIVE_DIR
 @click.option("--json", "as_json", is_flag=True, help="Full records as JSON.")
 @handle_errors
 def show_cmd(
@@ -230,15 +265,18 @@ def show_cmd(
     since: str | None,
     until: str | None,
     limit: int,
+    archive_dir: Path | None,
     as_json: bool,
 ) -> None:
     """List logged exchanges readably, filtered by message id, client, service, side or time.
+
+    Filters search the live database; --id also finds a record that was archived.
 
     \b
     Example:
       exchange log show --config state/servers/MOI/server.toml --since 2026-11-27T10:00
     """
-    from exchange.messagelog.query import query_records
+    from exchange.messagelog.query import archived_views, query_records
 
     try:
         views = query_records(
@@ -253,6 +291,9 @@ def show_cmd(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if message_id is not None and not views:
+        path = _log_path(config_path, db)
+        views = archived_views(path, _archive_dir(config_path, db, archive_dir), message_id)
     if as_json:
         print_json([v.to_dict() for v in views])
         return
@@ -308,6 +349,7 @@ def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
 @click.option("--db", type=_CONFIG, help="A message log file.")
 @click.option("--id", "message_id", required=True, help="X-Road-Id of the exchange.")
 @click.option("--size", type=int, help="Prove against the signed tree head of this size.")
+@_ARCHIVE_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print the proofs as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
 @handle_errors
@@ -316,6 +358,7 @@ def prove_cmd(
     db: Path | None,
     message_id: str,
     size: int | None,
+    archive_dir: Path | None,
     as_json: bool,
     output: Path | None,
 ) -> None:
@@ -331,7 +374,12 @@ def prove_cmd(
     """
     from exchange.messagelog.proofs import inclusion_for_message
 
-    proofs = inclusion_for_message(_log_path(config_path, db), message_id, size=size)
+    proofs = inclusion_for_message(
+        _log_path(config_path, db),
+        message_id,
+        size=size,
+        archive_dir=_archive_dir(config_path, db, archive_dir),
+    )
     document = {"message_id": message_id, "proofs": [p.to_dict() for p in proofs]}
     if _emit(document, as_json, output):
         return
@@ -351,6 +399,7 @@ def prove_cmd(
 @click.option("--db", type=_CONFIG, help="A message log file.")
 @click.option("--from", "m", type=int, required=True, help="Size of the older signed tree head.")
 @click.option("--to", "n", type=int, required=True, help="Size of the newer signed tree head.")
+@_ARCHIVE_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print the proof as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
 @handle_errors
@@ -359,6 +408,7 @@ def consistency_cmd(
     db: Path | None,
     m: int,
     n: int,
+    archive_dir: Path | None,
     as_json: bool,
     output: Path | None,
 ) -> None:
@@ -373,7 +423,9 @@ def consistency_cmd(
     """
     from exchange.messagelog.proofs import consistency_between
 
-    proof = consistency_between(_log_path(config_path, db), m, n)
+    proof = consistency_between(
+        _log_path(config_path, db), m, n, archive_dir=_archive_dir(config_path, db, archive_dir)
+    )
     if _emit(proof.to_dict(), as_json, output):
         return
     console.print(f"tree of size {proof.m} is a prefix of tree of size {proof.n}")
@@ -407,3 +459,111 @@ def check_proof_cmd(file: Path) -> None:
     if not all(c.ok for c in checks):
         raise SystemExit(EXIT_CHECK_FAILED)
     console.print(f"{file}: [green]OK[/green] (tree head signatures: see `exchange log verify`)")
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _seconds(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``; a bare number is days."""
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in _UNITS else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m or 45s") from None
+    if value < 0:
+        raise click.BadParameter("the age must not be negative")
+    return value * _UNITS.get(unit, 86400.0)
+
+
+@group.command("archive")
+@click.option("--config", "config_path", type=_CONFIG, required=True, help="The server.toml.")
+@click.option(
+    "--older-than",
+    help="Archive records logged longer ago than this (30d, 12h, 90m, 45s; a bare number is "
+    "days); default: [messagelog] retention_days.",
+)
+@click.option(
+    "--max-records",
+    type=click.IntRange(min=1),
+    help="Records per archive file, roughly (default: [messagelog] archive_max_records).",
+)
+@click.option("--json", "as_json", is_flag=True, help="List the archives written as JSON.")
+@click.option("--no-progress", is_flag=True)
+@handle_errors
+def archive_cmd(
+    config_path: Path,
+    older_than: str | None,
+    max_records: int | None,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
+    """Move old records out of the live message log into signed, linked archive files.
+
+    Only records covered by a time-stamped tree head move; each archive file ends at one. Works
+    while the server runs (it also archives on its own when retention_days is set). `exchange
+    log verify` checks the archives together with the database.
+
+    \b
+    Example:
+      exchange log archive --config state/servers/MOI/server.toml --older-than 30d
+    """
+    import time
+
+    from exchange.messagelog.archive import archivable, archive_log
+    from exchange.server.config import load_server_config
+
+    config = load_server_config(config_path)
+    if older_than is None and config.retention.days is None:
+        raise ConfigurationError(
+            "give --older-than (e.g. 30d) or set retention_days in the server's [messagelog]"
+        )
+    age = _seconds(older_than) if older_than is not None else (config.retention.days or 0) * 86400
+    cutoff_ms = int((time.time() - age) * 1000)
+    start, end = archivable(config.log_path, cutoff_ms)
+    with Progress(
+        TextColumn("archiving"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=no_progress or as_json or end == start,
+    ) as bar:
+        task = bar.add_task("archive", total=end - start)
+        written = archive_log(
+            config.log_path,
+            config.archive_dir,
+            _owner_signer(config),
+            older_than_ms=cutoff_ms,
+            max_records=max_records or config.retention.max_records,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        print_json({"archives": [e.to_dict() for e in written]})
+        return
+    for entry in written:
+        console.print(
+            f"archived records {entry.first_seq}..{entry.end_seq - 1} to "
+            f"{config.archive_dir / entry.file} (sha256 {entry.sha256[:16]}…)",
+            highlight=False,
+        )
+    if not written:
+        console.print(
+            "nothing to archive: no time-stamped tree head covers records older than that "
+            f"beyond seq {start}",
+            highlight=False,
+        )
+
+
+def _owner_signer(config: ServerConfig) -> Signer:
+    """The owner member's newest signing key, as the running server signs with."""
+    from exchange.protocol.jws import Signer
+    from exchange.server.core import passphrase_from_env
+    from exchange.trust.keys import load_certificate, load_private_key
+
+    mine = [s for s in config.signing if s.member == config.owner] or list(config.signing)
+    certs = [(load_certificate(s.cert), s) for s in mine]
+    cert, newest = max(certs, key=lambda pair: pair[0].not_valid_before_utc)
+    return Signer(load_private_key(newest.key, passphrase_from_env(config)), cert)

@@ -110,6 +110,7 @@ MINISTRIES: tuple[Ministry, ...] = (
 )
 INTERIOR = MINISTRIES[0]
 PERSONS = INTERIOR.subsystem.service("persons")
+GET_PERSON = INTERIOR.subsystem.service("getPerson")
 
 
 @dataclass
@@ -215,17 +216,6 @@ class Federation:
         self.sample_ids = [p["national_id"] for p in people]
         say(f"population registry generated: {report.count:,} people in {report.seconds:.1f} s")
 
-    def _persons_service(self) -> dict[str, str]:
-        """The registry's service, described by its OpenAPI document (for getOpenAPI)."""
-        adapter = f"http://127.0.0.1:{self.adapter_port}"
-        return {
-            "id": str(PERSONS),
-            "url": f"{adapter}/persons",
-            "openapi_url": f"{adapter}/openapi.json",
-            "title": "Population registry: persons",
-            "description": "Civil records of residents: names, date of birth, family, address.",
-        }
-
     def _build_site(self, ministry: Ministry, anchor: Path, policies: Path) -> None:
         assert self.ca is not None
         directory = self.state_dir / "servers" / ministry.member.member_code
@@ -236,14 +226,11 @@ class Federation:
             ministry.server,
             anchor,
             clients=[ministry.subsystem],
-            services=[(PERSONS, f"http://127.0.0.1:{self.adapter_port}/persons")]
-            if is_interior
-            else [],
             ca=None,  # CSRs: the certificates come from the CA service when the ministry onboards
             consumer_port=consumer_port,
             provider_port=provider_port,
             policy_dir=policies / ministry.member.member_code if is_interior else None,
-            extra={"services": [self._persons_service()]} if is_interior else None,
+            extra={"services": self.interior_services()} if is_interior else None,
         )
         self.sites[ministry.member] = ServerSite(
             ministry=ministry,
@@ -254,6 +241,20 @@ class Federation:
             auth_cert=result.auth_cert,
             sign_cert=result.signing_certs[ministry.member],
         )
+
+    def interior_services(self) -> list[dict[str, str]]:
+        """Interior's services: the registry's REST ``persons`` and SOAP ``getPerson``, with
+        where the metadata services find their OpenAPI document and WSDL."""
+        adapter = f"http://127.0.0.1:{self.adapter_port}"
+        return [
+            {"id": str(PERSONS), "url": f"{adapter}/persons", "type": "rest",
+             "openapi_url": f"{adapter}/openapi.json",
+             "title": "Population registry: persons",
+             "description": "Civil records of residents: names, date of birth, family, address."},
+            {"id": str(GET_PERSON), "url": f"{adapter}/soap", "type": "soap",
+             "wsdl_url": f"{adapter}/soap?wsdl",
+             "title": "Population registry: getPerson (SOAP)"},
+        ]  # fmt: skip
 
     def _register(self, db_path: Path) -> None:
         assert self.ca is not None
@@ -386,7 +387,10 @@ class Federation:
                 }
                 for m, site in self.sites.items()
             },
-            "adapters": {str(PERSONS): {"url": f"http://127.0.0.1:{self.adapter_port}/persons"}},
+            "adapters": {
+                service["id"]: {k: v for k, v in service.items() if k != "id"}
+                for service in self.interior_services()
+            },
             "sample_national_ids": self.sample_ids,
             "trust": {
                 "ca_url": self.ca_url,

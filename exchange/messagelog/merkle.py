@@ -186,6 +186,19 @@ class CompactRange:
         compact.extend(leaf_hashes)
         return compact
 
+    @classmethod
+    def from_frontier(cls, size: int, frontier: Sequence[bytes]) -> CompactRange:
+        """Resume from a stored frontier (e.g. after the leaves before ``size`` were archived).
+
+        Raises ValueError unless there is one SHA-256 value per set bit of ``size``.
+        """
+        if size < 0 or len(frontier) != size.bit_count() or not _well_formed(*frontier):
+            raise ValueError(f"not the frontier of a tree of {size} leaves")
+        compact = cls()
+        compact._size = size
+        compact._nodes = list(frontier)
+        return compact
+
     @property
     def size(self) -> int:
         return self._size

@@ -32,7 +32,15 @@ import orjson
 
 from exchange.errors import ConfigurationError, ExchangeError, VerificationFailed
 from exchange.messagelog import merkle
-from exchange.messagelog.store import iter_rows, open_readonly, read_timestamps
+from exchange.messagelog.archive import (
+    archived_end,
+    archived_head,
+    archived_leaves,
+    archived_stamp,
+    default_archive_dir,
+    find_archived,
+)
+from exchange.messagelog.store import StoredTimestamp, iter_rows, open_readonly, read_timestamps
 from exchange.protocol.canonical import b64url, b64url_decode
 from exchange.protocol.jws import JwsError, unverified_payload
 
@@ -111,27 +119,33 @@ class Check:
 
 
 def inclusion_for_message(
-    db_path: str | Path, message_id: str, *, size: int | None = None
+    db_path: str | Path,
+    message_id: str,
+    *,
+    size: int | None = None,
+    archive_dir: str | Path | None = None,
 ) -> list[InclusionProof]:
     """Inclusion proofs of every record with X-Road-Id ``message_id``, in seq order.
 
-    Against the latest signed tree head, or the signed head of ``size``. Raises
-    :class:`UnknownRecord` when no record has that id, :class:`VerificationFailed` when a record
-    is not under the head yet or the stored leaves do not match the head, and
+    Against the latest signed tree head, or the signed head of ``size``. Records and tree heads
+    moved to archives (in ``archive_dir``, default ``archives`` next to the log) are found
+    there. Raises :class:`UnknownRecord` when no record has that id, :class:`VerificationFailed`
+    when a record is not under the head yet or the stored leaves do not match the head, and
     :class:`ConfigurationError` when no signed head has ``size``.
     """
+    archives = _archive_dir(db_path, archive_dir)
     conn = open_readonly(db_path)
     try:
-        seqs = _seqs_of(conn, db_path, message_id)
-        head_size, head_root, jws = _head(conn, db_path, size)
+        seqs = _seqs_of(conn, db_path, message_id, archives)
+        head_size, head_root, jws = _head(conn, db_path, size, archives)
         late = [s for s in seqs if s >= head_size]
         if late:
             raise VerificationFailed(
                 f"record(s) {', '.join(map(str, late))} of {message_id!r} are not under the signed "
                 f"tree head of size {head_size} yet; wait for the next tree head and try again"
             )
-        leaves = _leaves(conn, db_path, head_size, head_root)
-        stamps = read_timestamps(conn, head_size)
+        leaves = _leaves(conn, db_path, head_size, head_root, archives)
+        stamps = read_timestamps(conn, head_size) or _archived_stamps(db_path, archives, head_size)
     finally:
         conn.close()
     token = stamps[0].token if stamps else None
@@ -149,15 +163,19 @@ def inclusion_for_message(
     ]
 
 
-def consistency_between(db_path: str | Path, m: int, n: int) -> ConsistencyProof:
-    """The consistency proof between the signed tree heads of sizes ``m`` and ``n`` (m <= n)."""
+def consistency_between(
+    db_path: str | Path, m: int, n: int, *, archive_dir: str | Path | None = None
+) -> ConsistencyProof:
+    """The consistency proof between the signed tree heads of sizes ``m`` and ``n`` (m <= n),
+    archived ones included (across the archive boundary too)."""
     if not 0 < m <= n:
         raise ConfigurationError(f"need 0 < --from <= --to, got {m} and {n}")
+    archives = _archive_dir(db_path, archive_dir)
     conn = open_readonly(db_path)
     try:
-        _, root_m, jws_m = _head(conn, db_path, m)
-        _, root_n, jws_n = _head(conn, db_path, n)
-        leaves = _leaves(conn, db_path, n, root_n)
+        _, root_m, jws_m = _head(conn, db_path, m, archives)
+        _, root_n, jws_n = _head(conn, db_path, n, archives)
+        leaves = _leaves(conn, db_path, n, root_n, archives)
     finally:
         conn.close()
     if merkle.root(leaves[:m]) != root_m:
@@ -176,19 +194,45 @@ def consistency_between(db_path: str | Path, m: int, n: int) -> ConsistencyProof
     )
 
 
-def _seqs_of(conn: sqlite3.Connection, db_path: str | Path, message_id: str) -> list[int]:
+def _archive_dir(db_path: str | Path, archive_dir: str | Path | None) -> Path:
+    return Path(archive_dir) if archive_dir is not None else default_archive_dir(Path(db_path))
+
+
+def _seqs_of(
+    conn: sqlite3.Connection, db_path: str | Path, message_id: str, archives: Path
+) -> list[int]:
     rows = conn.execute(
         "SELECT seq FROM records WHERE message_id = ? ORDER BY seq", (message_id,)
     ).fetchall()
-    if not rows:
+    archived = [seq for seq, _ in find_archived(db_path, archives, message_id)]
+    if not rows and not archived:
         raise UnknownRecord(f"no record with X-Road-Id {message_id!r} in {db_path}")
-    return [seq for (seq,) in rows]
+    return archived + [seq for (seq,) in rows]
+
+
+def _archived_stamps(db_path: str | Path, archives: Path, size: int) -> list[StoredTimestamp]:
+    token = archived_stamp(db_path, archives, size)
+    return [StoredTimestamp(size, token, "", 0)] if token is not None else []
 
 
 def _head(
-    conn: sqlite3.Connection, db_path: str | Path, size: int | None
+    conn: sqlite3.Connection, db_path: str | Path, size: int | None, archives: Path
 ) -> tuple[int, bytes, str]:
     """The signed tree head of ``size`` (the latest when None) as (size, root, jws)."""
+    if size is not None:
+        row = conn.execute(
+            "SELECT size, root, jws FROM tree_heads WHERE size = ?", (size,)
+        ).fetchone()
+        if row is None:
+            archived = archived_head(db_path, archives, size)
+            if archived is not None:
+                return archived
+    return _live_head(conn, db_path, size)
+
+
+def _live_head(
+    conn: sqlite3.Connection, db_path: str | Path, size: int | None
+) -> tuple[int, bytes, str]:
     if size is None:
         row = conn.execute(
             "SELECT size, root, jws FROM tree_heads ORDER BY size DESC LIMIT 1"
@@ -218,10 +262,14 @@ def _nearby(conn: sqlite3.Connection, size: int) -> str:
     return ", ".join(map(str, sizes)) if sizes else "none (the log has no signed tree head)"
 
 
-def _leaves(conn: sqlite3.Connection, db_path: str | Path, size: int, root: bytes) -> list[bytes]:
-    """The first ``size`` leaf hashes in seq order, checked against the head's ``root``."""
+def _leaves(
+    conn: sqlite3.Connection, db_path: str | Path, size: int, root: bytes, archives: Path
+) -> list[bytes]:
+    """The first ``size`` leaf hashes in seq order (archived ones from their archives), checked
+    against the head's ``root``."""
+    leaves = archived_leaves(db_path, archives, size) if archived_end(db_path) else []
     cursor = conn.execute("SELECT leaf_hash FROM records WHERE seq < ? ORDER BY seq", (size,))
-    leaves = [bytes(leaf) for (leaf,) in iter_rows(cursor)]
+    leaves += [bytes(leaf) for (leaf,) in iter_rows(cursor)]
     if len(leaves) != size or merkle.root(leaves) != root:
         raise VerificationFailed(
             f"the records of {db_path} do not match its signed tree head of size {size}; "

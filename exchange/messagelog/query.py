@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from exchange.messagelog.archive import find_archived
 from exchange.messagelog.store import open_readonly
 
 _COLUMNS = "seq, logged_at, side, message_id, client, service, status, entry"
@@ -74,6 +75,30 @@ def query_records(
     finally:
         conn.close()
     return [_view(row) for row in rows]
+
+
+def archived_views(
+    db_path: str | Path, archive_dir: str | Path, message_id: str
+) -> list[RecordView]:
+    """The archived records of X-Road-Id ``message_id``, read from the archive files."""
+    views = []
+    for seq, data in find_archived(db_path, archive_dir, message_id):
+        entry = _entry(data)
+        views.append(
+            _view(
+                (
+                    seq,
+                    entry.get("logged_at", 0),
+                    entry.get("side"),
+                    entry.get("message_id"),
+                    entry.get("client"),
+                    entry.get("service"),
+                    entry.get("status"),
+                    data,
+                )
+            )
+        )
+    return views
 
 
 def _filters(

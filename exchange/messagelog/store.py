@@ -92,11 +92,30 @@ CREATE TABLE IF NOT EXISTS ocsp_responses (
     PRIMARY KEY (thumbprint, digest)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS archives (
+    idx INTEGER PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    end_seq INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    frontier BLOB NOT NULL,
+    root BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
 """
 _APPEND_ONLY = """
 CREATE TRIGGER IF NOT EXISTS {table}_no_{op} BEFORE {op} ON {table}
 BEGIN SELECT RAISE(ABORT, 'the message log is append-only'); END;
 """
+# Rows below the end of the last archive may go: the archive holds them (archive.py inserts the
+# index row first, then deletes, in one transaction). The boundary tree head (size = end) stays.
+_DELETE_ONLY_ARCHIVED = """
+DROP TRIGGER IF EXISTS {table}_no_DELETE;
+CREATE TRIGGER {table}_no_DELETE BEFORE DELETE ON {table}
+WHEN OLD.{column} >= (SELECT coalesce(max(end_seq), 0) FROM archives)
+BEGIN SELECT RAISE(ABORT, 'the message log is append-only'); END;
+"""
+_ARCHIVABLE = (("records", "seq"), ("tree_heads", "size"), ("timestamps", "size"))
 _INSERT_RECORD = "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_HEAD = "INSERT INTO tree_heads VALUES (?, ?, ?, ?)"
 _INSERT_CERT = "INSERT OR IGNORE INTO certs VALUES (?, ?)"
@@ -308,20 +327,49 @@ def _column(entry: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def archived_frontier(conn: sqlite3.Connection) -> CompactRange:
+    """The Merkle frontier at the end of the last archive (empty when nothing was archived).
+
+    After archiving, the records below that end are gone from the database; the frontier is all
+    the log needs to keep appending and signing roots over the whole log (RFC 9162 §2.1).
+    """
+    try:
+        row = conn.execute(
+            "SELECT end_seq, frontier FROM archives ORDER BY idx DESC LIMIT 1"
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        row = None
+    if row is None:
+        return CompactRange()
+    end, packed = row
+    try:
+        nodes = [bytes(packed[i : i + HASH_SIZE]) for i in range(0, len(packed), HASH_SIZE)]
+        return CompactRange.from_frontier(int(end), nodes)
+    except (TypeError, ValueError):
+        raise MessageLogError(f"damaged archive index: no frontier for size {end}") from None
+
+
 def _restore(conn: sqlite3.Connection, check_at: int) -> tuple[CompactRange, bytes | None]:
-    """Rebuild the frontier from the stored leaf hashes; also return the root at ``check_at``."""
-    compact = CompactRange()
-    root_at = compact.root() if check_at == 0 else None
+    """Rebuild the frontier from the last archive's frontier and the stored leaf hashes after it;
+    also return the root at ``check_at``."""
+    compact = archived_frontier(conn)
+    start = compact.size
+    root_at = compact.root() if check_at == start else None
     for (stored,) in conn.execute("SELECT leaf_hash FROM records ORDER BY seq"):
         if not isinstance(stored, bytes) or len(stored) != HASH_SIZE:
             raise MessageLogError(f"damaged leaf hash at record {compact.size}")
         compact.append(stored)
         if compact.size == check_at:
             root_at = compact.root()
-    first, end = conn.execute("SELECT min(seq), coalesce(max(seq) + 1, 0) FROM records").fetchone()
-    if end != compact.size or first not in (0, None):
+    first, end = conn.execute(
+        "SELECT min(seq), coalesce(max(seq) + 1, ?) FROM records", (start,)
+    ).fetchone()
+    if end != compact.size or first not in (start, None):
         raise MessageLogError(
-            f"records are missing: {compact.size} records hold seqs {first}..{end - 1}"
+            f"records are missing: {compact.size - start} records after the archived "
+            f"{start} hold seqs {first}..{end - 1}"
         )
     return compact, root_at
 
@@ -680,7 +728,7 @@ class MessageLog:
         try:
             (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
             conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA + _triggers())
+            prepare_schema(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise MessageLogError(f"cannot open message log {self.path}: {exc}") from None
@@ -866,11 +914,22 @@ class MessageLog:
 
 
 def _triggers() -> str:
-    return "".join(
+    archivable = {table for table, _ in _ARCHIVABLE}
+    plain = "".join(
         _APPEND_ONLY.format(table=table, op=op)
-        for table in ("records", "tree_heads", "timestamps", "ocsp_responses")
+        for table in ("records", "tree_heads", "timestamps", "ocsp_responses", "archives")
         for op in ("UPDATE", "DELETE")
+        if not (op == "DELETE" and table in archivable)
     )
+    return plain + "".join(
+        _DELETE_ONLY_ARCHIVED.format(table=table, column=column) for table, column in _ARCHIVABLE
+    )
+
+
+def prepare_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables and the append-only triggers (replacing those of older versions) in one
+    transaction."""
+    conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}{_triggers()}COMMIT;")
 
 
 def _take_lock(path: Path) -> int:

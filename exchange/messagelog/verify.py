@@ -36,6 +36,19 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from exchange.messagelog.archive import FORMAT as ARCHIVE_FORMAT
+from exchange.messagelog.archive import (
+    MANIFEST,
+    MANIFEST_JWS,
+    ArchiveFile,
+    ArchiveFileError,
+    ArchiveIndexEntry,
+    default_archive_dir,
+    file_sha256,
+    read_index,
+)
+from exchange.messagelog.archive import PARTS as ARCHIVE_PARTS
+from exchange.messagelog.archive import RECORDS as ARCHIVE_RECORDS
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.messagelog.store import (
     INDEXED_KEYS,
@@ -48,7 +61,7 @@ from exchange.messagelog.store import (
     tree_head_payload,
 )
 from exchange.protocol import jws
-from exchange.protocol.canonical import b64url_decode
+from exchange.protocol.canonical import b64url, b64url_decode
 from exchange.protocol.jws import JwsError
 from exchange.trust.keys import cert_from_pem
 from exchange.trust.timestamp import TimestampError, TimestampInvalid, verify_timestamp_token
@@ -77,6 +90,8 @@ class Problem:
     seq: int | None = None
     size: int | None = None
     message_id: str | None = None
+    archive: str | None = None
+    """For ``kind == "archive"``: the archive's index and file name."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +100,7 @@ class Problem:
             "seq": self.seq,
             "size": self.size,
             "message_id": self.message_id,
+            "archive": self.archive,
         }
 
 
@@ -134,6 +150,13 @@ class VerifyReport:
     timestamps: int = 0
     timestamps_verified: int = 0
     timestamps_unchecked: int = 0
+    archives: int = 0
+    archives_verified: int = 0
+    archived_records: int = 0
+    unindexed_files: tuple[str, ...] = ()
+    """Archive files in the folder that the index does not name (an interrupted archiving run
+    leaves one; its records are still in the database): listed, not a failure."""
+    records_without_bodies: int = 0
 
     @property
     def ok(self) -> bool:
@@ -151,6 +174,11 @@ class VerifyReport:
             "timestamps": self.timestamps,
             "timestamps_verified": self.timestamps_verified,
             "timestamps_unchecked": self.timestamps_unchecked,
+            "archives": self.archives,
+            "archives_verified": self.archives_verified,
+            "archived_records": self.archived_records,
+            "unindexed_files": list(self.unindexed_files),
+            "records_without_bodies": self.records_without_bodies,
             "first_bad": self.first_bad.to_dict() if self.first_bad else None,
             "problems": [p.to_dict() for p in self.problems],
             "problems_omitted": self.problems_omitted,
@@ -237,6 +265,7 @@ class _Tally:
     last_tree_damage: int | None = None
     first_range: BadRecord | None = None
     truncated: BadRecord | None = None
+    archive_bad: BadRecord | None = None
 
     def add(self, problem: Problem) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -252,9 +281,29 @@ class _Tally:
         if tree:
             self.last_tree_damage = seq
 
+    def archive(self, entry: ArchiveIndexEntry, reason: str) -> None:
+        """A problem with a whole archive (missing, altered, out of its place in the chain)."""
+        label = f"{entry.index} ({entry.file})"
+        self.add(Problem("archive", reason, seq=entry.first_seq, archive=label))
+        if self.archive_bad is None:
+            span = f"records {entry.first_seq}..{entry.end_seq - 1}"
+            self.archive_bad = BadRecord(
+                entry.first_seq,
+                None,
+                f"archive {label}, {span}: {reason}",
+                (entry.first_seq, entry.end_seq),
+            )
+
     def first_bad(self) -> BadRecord | None:
         candidates = [b for b in (self.first_precise, self.first_range, self.truncated) if b]
-        return min(candidates, key=lambda b: (b.seq, b.range is not None), default=None)
+        best = min(candidates, key=lambda b: (b.seq, b.range is not None), default=None)
+        bad = self.archive_bad
+        if bad is None or bad.range is None:
+            return best
+        # a record pinpointed inside the bad archive says more than the archive as a whole
+        if best is not None and (best.seq < bad.seq or bad.range[0] <= best.seq < bad.range[1]):
+            return best
+        return bad
 
 
 class _Verifier:
@@ -281,29 +330,51 @@ class _Verifier:
         self.heads_total = 0
         self.heads_ok = 0
         self.last_signed = 0
+        self.total = 0
+        self.in_archive = False
+        self.archives_ok = 0
+        self.index: list[ArchiveIndexEntry] = []
+        self.closing: tuple[int, str, bytes | None] | None = None
+        """The last archive's closing tree head (size, jws) and its time-stamp token."""
+        self.without_bodies = 0
 
-    def run(self, path: Path) -> VerifyReport:
+    def run(self, path: Path, archive_dir: Path | None) -> VerifyReport:
         self.conn.execute("BEGIN")
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
         self.log_id = row[0] if row else None
-        (total,) = self.conn.execute("SELECT count(*) FROM records").fetchone()
-        heads = iter_rows(self.conn.execute(_HEADS))
+        self.index = read_index(self.conn)
+        (live,) = self.conn.execute("SELECT count(*) FROM records").fetchone()
+        self.total = live + sum(e.end_seq - e.first_seq for e in self.index)
+        folder = archive_dir if archive_dir is not None else default_archive_dir(path)
+        previous: ArchiveIndexEntry | None = None
+        for entry in self.index:
+            self._archive(folder, entry, previous)
+            previous = entry
+        # (5) the live records continue the last archive, under the live tree heads
+        boundary = previous.end_seq if previous else 0
+        self.stamps.start(self._live_stamps(boundary))
+        self._segment(
+            iter_rows(self.conn.execute(_RECORDS)),
+            self._live_heads(iter_rows(self.conn.execute(_HEADS)), boundary),
+        )
+        if self.progress:
+            self.progress(self.compact.size, self.total)
+        self.conn.execute("COMMIT")
+        return self._report(path, _unindexed(folder, self.index))
+
+    def _segment(self, records: Iterator[tuple[Any, ...]], heads: Iterator[_HeadRow]) -> None:
+        """Stream one run of records (an archive's, or the live ones) with its tree heads."""
         head = next(heads, None)
-        self.stamps.start(self.conn)
-        for record in iter_rows(self.conn.execute(_RECORDS)):
+        for record in records:
             head = self._heads_at(head, heads)
             self._record(record)
             if self.progress and self.compact.size % PROGRESS_EVERY == 0:
-                self.progress(self.compact.size, total)
+                self.progress(self.compact.size, self.total)
         head = self._heads_at(head, heads)
         self._beyond_end(head, heads)
         self.stamps.through(None, None)
-        if self.progress:
-            self.progress(self.compact.size, total)
-        self.conn.execute("COMMIT")
-        return self._report(path)
 
-    def _report(self, path: Path) -> VerifyReport:
+    def _report(self, path: Path, unindexed: tuple[str, ...]) -> VerifyReport:
         return VerifyReport(
             path=str(path),
             log_id=self.log_id,
@@ -317,7 +388,157 @@ class _Verifier:
             timestamps=self.stamps.total,
             timestamps_verified=self.stamps.verified,
             timestamps_unchecked=self.stamps.unchecked,
+            archives=len(self.index),
+            archives_verified=self.archives_ok,
+            archived_records=self.index[-1].end_seq if self.index else 0,
+            unindexed_files=unindexed,
+            records_without_bodies=self.without_bodies,
         )
+
+    # -- archives
+
+    def _archive(
+        self, folder: Path, entry: ArchiveIndexEntry, previous: ArchiveIndexEntry | None
+    ) -> None:
+        """Check one archive of the chain and stream its records through the same checks."""
+        found = len(self.tally.problems) + self.tally.omitted
+        # (A1) the index continues where the previous archive ended
+        start = previous.end_seq if previous else 0
+        if entry.first_seq != start or entry.end_seq <= entry.first_seq:
+            self.tally.archive(
+                entry,
+                f"the index gives records {entry.first_seq}..{entry.end_seq - 1}, but the "
+                f"previous archive ends at {start} (archive index edited)",
+            )
+        path = folder / entry.file
+        try:
+            with ArchiveFile(path) as archive:
+                # (A2) the file is the one the index names (its SHA-256)
+                if file_sha256(path) != entry.sha256:
+                    self.tally.archive(
+                        entry,
+                        "the file's SHA-256 differs from the archive index (archive altered or "
+                        "replaced)",
+                    )
+                for reason in self._manifest_problems(archive, entry, previous):
+                    self.tally.archive(entry, reason)
+                self._archived_segment(archive, entry)
+        except ArchiveFileError as exc:
+            self.tally.archive(entry, f"{exc}: its records cannot be checked")
+            self._resume_after(entry)
+            return
+        # (A6) its records end in the Merkle state the index keeps for resuming the log
+        if self.compact.size != entry.end_seq or self.compact.frontier != entry.frontier:
+            self.tally.archive(
+                entry,
+                f"its records do not end in the Merkle tree state the index holds for size "
+                f"{entry.end_seq}",
+            )
+            self._resume_after(entry)
+        if len(self.tally.problems) + self.tally.omitted == found:
+            self.archives_ok += 1
+
+    def _archived_segment(self, archive: ArchiveFile, entry: ArchiveIndexEntry) -> None:
+        heads: list[_HeadRow] = []
+
+        def keep(rows: Iterator[_HeadRow]) -> Iterator[_HeadRow]:
+            for row in rows:
+                if row[0] == entry.end_seq:
+                    heads.append(row)
+                yield row
+
+        closing_token = None
+        stamps = []
+        for stamp in archive.stamps():
+            if stamp[0] == entry.end_seq:
+                closing_token = stamp[1]
+            stamps.append(stamp)
+        self.stamps.start(iter(stamps))
+        self.in_archive = True
+        try:
+            self._segment(_archived_records(archive, entry), keep(archive.heads()))
+        finally:
+            self.in_archive = False
+        # the closing head (of the archive's end size) is time-stamped: archives end only there
+        if not heads or closing_token is None:
+            closes = f"no time-stamped tree head of size {entry.end_seq} closes it"
+            self.tally.archive(entry, closes)
+        jws_text = heads[-1][3] if heads and isinstance(heads[-1][3], str) else ""
+        self.closing = (entry.end_seq, jws_text, closing_token)
+
+    def _manifest_problems(
+        self, archive: ArchiveFile, entry: ArchiveIndexEntry, previous: ArchiveIndexEntry | None
+    ) -> list[str]:
+        data = archive.read(MANIFEST)
+        token = archive.read(MANIFEST_JWS).decode("ascii", "replace").strip()
+        # (A3) manifest.jws verifies with a log certificate of a trusted CA and signs the manifest
+        try:
+            verified = jws.verify(
+                token, functools.partial(self.lookup.key_for, at=_at(entry.created_at))
+            )
+        except JwsError as exc:
+            return [f"manifest signature: {exc.message}"]
+        if verified.payload != data:
+            return ["manifest.json is not the manifest that manifest.jws signs (manifest edited)"]
+        manifest = _parse_entry(data) or {}
+        # (A4) it is this archive of this log, linked to the previous archive by its SHA-256
+        problems = _manifest_mismatches(manifest, entry, previous, self.log_id)
+        # (A5) every part is the one the manifest names
+        parts = manifest.get("parts") if isinstance(manifest.get("parts"), dict) else {}
+        assert isinstance(parts, dict)
+        for part in ARCHIVE_PARTS:
+            if archive.part_sha256(part) != parts.get(part):
+                problems.append(f"{part} differs from the digest in the signed manifest (altered)")
+        return problems
+
+    def _resume_after(self, entry: ArchiveIndexEntry) -> None:
+        """Carry on after an archive that could not be checked, from the index's frontier."""
+        try:
+            self.compact = CompactRange.from_frontier(entry.end_seq, entry.frontier)
+        except ValueError:
+            self.tally.archive(entry, "the archive index holds no valid Merkle frontier")
+            return
+        self.expected_seq = entry.end_seq
+        self.last_signed = max(self.last_signed, entry.end_seq)
+        self.last_good, self.after_good, self.diverged = entry.end_seq, None, False
+        self.closing = None
+
+    def _live_heads(self, rows: Iterator[_HeadRow], boundary: int) -> Iterator[_HeadRow]:
+        """The live tree heads; the boundary head the last archive also holds is checked equal
+        to the archived one instead of being verified twice."""
+        for row in rows:
+            if not self.index or not isinstance(row[0], int) or row[0] > boundary:
+                yield row
+                continue
+            closing = self.closing
+            if closing is None and row[0] == boundary:
+                yield row  # the last archive did not check out: verify against the index
+                continue
+            if closing is not None and row[0] == closing[0] and row[3] == closing[1]:
+                continue
+            self.tally.add(
+                Problem(
+                    "tree_head",
+                    "a tree head in the database inside the archived range differs from the "
+                    "archive's closing tree head",
+                    size=row[0],
+                )
+            )
+
+    def _live_stamps(self, boundary: int) -> Iterator[tuple[Any, Any, Any]]:
+        for row in _stamp_rows(self.conn):
+            if not self.index or not isinstance(row[0], int) or row[0] > boundary:
+                yield row
+                continue
+            closing = self.closing
+            if closing is None and row[0] == boundary:
+                yield row
+                continue
+            if closing is not None and row[0] == closing[0] and row[1] == closing[2]:
+                continue
+            reason = "a time-stamp in the database inside the archived range differs from the "
+            reason += "archive's closing time-stamp"
+            self.tally.add(Problem("timestamp", reason, size=row[0]))
 
     # -- records
 
@@ -328,6 +549,8 @@ class _Verifier:
         message_id = _message_id(entry, columns)
         if self.compact.size == self.last_good:
             self.after_good = (seq, message_id)
+        if entry is not None and entry.get("bodies") == "digests-only":
+            self.without_bodies += 1
         # (1) seq continuity: a gap means deleted records
         if seq != self.expected_seq:
             reason = f"{_seqs(self.expected_seq, seq)} missing (deleted)"
@@ -425,8 +648,9 @@ class _Verifier:
         if damage is not None and a <= damage < b:
             return
         seq, message_id = self.after_good or (a, None)
+        how = "in an archive" if self.in_archive else "together with its stored leaf hash"
         reason = (
-            f"a record with seq {a}..{b - 1} was altered together with its stored leaf hash: "
+            f"a record with seq {a}..{b - 1} was altered {how}: "
             f"the signed tree head at size {a} matches, the one at size {b} does not"
         )
         self.tally.first_range = BadRecord(seq, message_id, reason, (a, b))
@@ -461,16 +685,15 @@ class _StampChecker:
         self.verified = 0
         self.unchecked = 0
 
-    def start(self, conn: sqlite3.Connection) -> None:
-        try:
-            if not self.tsa_certs:
-                (self.total,) = conn.execute("SELECT count(*) FROM timestamps").fetchone()
-                self.unchecked = self.total
-                return
-            self.rows = iter_rows(conn.execute(_STAMPS))
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
+    def start(self, rows: Iterator[tuple[Any, Any, Any]]) -> None:
+        """Check ``rows`` (one archive's, or the live ones) as the tree heads stream by."""
+        if not self.tsa_certs:
+            count = sum(1 for _ in rows)
+            self.total += count
+            self.unchecked += count
+            self.rows, self.pending = iter(()), None
+            return
+        self.rows = rows
         self.pending = next(self.rows, None)
 
     def through(self, size: int | None, head: TreeHead | None) -> None:
@@ -519,6 +742,79 @@ class _StampChecker:
         if stamped != gen_time:
             return "stored genTime differs from the token's (time-stamp row edited)"
         return None
+
+
+def _stamp_rows(conn: sqlite3.Connection) -> Iterator[tuple[Any, Any, Any]]:
+    try:
+        cursor = conn.execute(_STAMPS)
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return iter(())
+    return iter_rows(cursor)
+
+
+def _archived_records(archive: ArchiveFile, entry: ArchiveIndexEntry) -> Iterator[tuple[Any, ...]]:
+    """An archive's records as database rows. The seq is the entry's own (its position when
+    the entry has none), so a removed or moved line shows as a gap; the columns and the leaf
+    hash are taken from the entry, which is all an archive holds."""
+    for offset, line in enumerate(archive.lines(ARCHIVE_RECORDS)):
+        entry_doc = _parse_entry(line) or {}
+        seq = entry_doc.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            seq = entry.first_seq + offset
+        columns = tuple(entry_doc.get(key) for key in INDEXED_KEYS)
+        yield (seq, entry_doc.get("logged_at"), *columns, line, leaf_hash(line))
+
+
+def _manifest_mismatches(
+    manifest: dict[str, Any],
+    entry: ArchiveIndexEntry,
+    previous: ArchiveIndexEntry | None,
+    log_id: str | None,
+) -> list[str]:
+    problems = []
+    if manifest.get("format") != ARCHIVE_FORMAT:
+        problems.append(f"the manifest is not of format {ARCHIVE_FORMAT}")
+    if manifest.get("log") != log_id:
+        problems.append(f"the archive is of log {manifest.get('log')!r}, not {log_id!r}")
+    if manifest.get("index") != entry.index:
+        problems.append(
+            f"the file is archive {manifest.get('index')}, not {entry.index} "
+            "(archives reordered or replaced)"
+        )
+    if (manifest.get("first_seq"), manifest.get("end_seq")) != (entry.first_seq, entry.end_seq):
+        problems.append(
+            f"the signed manifest covers records {manifest.get('first_seq')}.."
+            f"{_minus_one(manifest.get('end_seq'))}, the index {entry.first_seq}.."
+            f"{entry.end_seq - 1} (archive index edited, or archive replaced)"
+        )
+    link = manifest.get("previous")
+    if previous is None and link is not None:
+        problems.append("the signed manifest links to a previous archive, but it is the first")
+    elif previous is not None and (
+        not isinstance(link, dict)
+        or link.get("sha256") != previous.sha256
+        or link.get("index") != previous.index
+    ):
+        problems.append(
+            f"its signed link to archive {previous.index} does not match that archive's SHA-256 "
+            "in the index (the previous archive was altered, replaced or removed)"
+        )
+    if manifest.get("root") != b64url(entry.root):
+        problems.append("the signed manifest's root differs from the archive index (index edited)")
+    return problems
+
+
+def _minus_one(value: object) -> object:
+    return value - 1 if isinstance(value, int) else value
+
+
+def _unindexed(folder: Path, index: Sequence[ArchiveIndexEntry]) -> tuple[str, ...]:
+    named = {e.file for e in index}
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted(p.name for p in folder.glob("messagelog-*.zip") if p.name not in named))
 
 
 def _size_key(row: tuple[Any, Any, Any]) -> int:
@@ -611,15 +907,18 @@ def verify_log(
     entry_checker: EntryChecker | None = None,
     progress: Callable[[int, int], None] | None = None,
     tsa_certs: Sequence[x509.Certificate] = (),
+    archive_dir: str | Path | None = None,
 ) -> VerifyReport:
-    """Verify the whole log at ``path`` in one streaming pass; see the module docstring.
+    """Verify the whole log at ``path``, its archives first, in one streaming pass; see the
+    module docstring.
 
     ``tsa_certs`` are the approved TSA certificates; without them time-stamps are not checked.
+    ``archive_dir`` is where the archive files are (default: ``archives`` next to the log).
     """
     conn = open_readonly(path)
     try:
         verifier = _Verifier(conn, trusted_cas, entry_checker, progress, tsa_certs)
-        return verifier.run(Path(path))
+        return verifier.run(Path(path), Path(archive_dir) if archive_dir is not None else None)
     except sqlite3.DatabaseError as exc:
         raise MessageLogError(f"cannot read message log {path}: {exc}") from None
     finally:

@@ -93,6 +93,21 @@ class Limits:
     peer_connections: int = 2
 
 
+DEFAULT_ARCHIVE_INTERVAL = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """``[messagelog]`` archiving: records older than ``days`` move to archive files in
+    ``archive_dir`` every ``interval`` seconds; ``days = None`` (the default) keeps everything
+    in the live database until an operator runs ``exchange log archive``."""
+
+    archive_dir: Path
+    days: float | None = None
+    interval: float = DEFAULT_ARCHIVE_INTERVAL
+    max_records: int = 100_000
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     path: Path
@@ -115,10 +130,15 @@ class ServerConfig:
     passphrase_env: str = "EXCHANGE_KEY_PASSPHRASE"
     timestamping_failure_limit: float = 14400.0
     """Seconds tree heads may go without a time-stamp before exchanges are refused."""
+    retention: Retention = field(default_factory=lambda: Retention(Path("archives")))
 
     @property
     def owner(self) -> MemberId:
         return self.server_id.owner
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.retention.archive_dir
 
 
 def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -219,6 +239,31 @@ def _services(items: Any) -> tuple[ServiceConfig, ...]:
     return tuple(out)
 
 
+def _retention(base: Path, state_dir: Path, log: dict[str, Any]) -> Retention:
+    days = log.get("retention_days")
+    if days is not None and (
+        isinstance(days, bool) or not isinstance(days, int | float) or days < 0
+    ):
+        raise ConfigurationError("messagelog.retention_days must be a number of days, 0 or more")
+    interval = log.get("archive_interval", DEFAULT_ARCHIVE_INTERVAL)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+        raise ConfigurationError("messagelog.archive_interval must be a positive number of seconds")
+    max_records = log.get("archive_max_records", 100_000)
+    if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
+        raise ConfigurationError("messagelog.archive_max_records must be a positive integer")
+    archive_dir = (
+        _path(base, log["archive_dir"], "messagelog.archive_dir")
+        if "archive_dir" in log
+        else state_dir / "archives"
+    )
+    return Retention(
+        archive_dir=archive_dir,
+        days=float(days) if days is not None else None,
+        interval=float(interval),
+        max_records=max_records,
+    )
+
+
 def _limits(section: dict[str, Any]) -> Limits:
     defaults = Limits()
     return Limits(
@@ -260,6 +305,7 @@ def parse_server_config(doc: dict[str, Any], path: Path) -> ServerConfig:
         ),
         passphrase_env=str(keys.get("passphrase_env", "EXCHANGE_KEY_PASSPHRASE")),
         timestamping_failure_limit=float(log.get("timestamping_failure_limit", 14400.0)),
+        retention=_retention(base, state_dir, log),
     )
 
 

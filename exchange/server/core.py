@@ -36,6 +36,7 @@ from exchange.globalconf.client import GlobalConfPoller
 from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.globalconf.verifier import TrustedGlobalConf
 from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
+from exchange.messagelog.archive import ArchiveIndexEntry, archive_log
 from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
@@ -413,6 +414,43 @@ class SecurityServer:
             cls = ConsumerLogFailed if rec.side == "consumer" else ProviderLogFailed
             raise cls("the exchange could not be logged, so it was not answered") from None
 
+    async def _archive_on_interval(self) -> None:
+        """Retention: every ``archive_interval`` seconds, move the records older than
+        ``retention_days`` (and covered by a time-stamped tree head) to archive files."""
+        while True:
+            await asyncio.sleep(self.config.retention.interval)
+            await self.archive_now()
+
+    async def archive_now(self) -> list[ArchiveIndexEntry]:
+        """One archiving run, in a thread (reading, zipping and signing never block the loop).
+
+        Failures are logged, never raised: the log stays as it was and the next run retries.
+        """
+        retention = self.config.retention
+        days = retention.days if retention.days is not None else 0.0
+        cutoff_ms = int((self.clock() - days * 86400) * 1000)
+        try:
+            written = await asyncio.to_thread(
+                archive_log,
+                self.config.log_path,
+                retention.archive_dir,
+                self.owner_signer,
+                older_than_ms=cutoff_ms,
+                max_records=retention.max_records,
+                now=self.clock,
+            )
+        except (ExchangeError, OSError) as exc:
+            log.error("archiving the message log failed (will retry): %s", exc)
+            return []
+        for entry in written:
+            log.info(
+                "archived message log records %d..%d to %s",
+                entry.first_seq,
+                entry.end_seq - 1,
+                retention.archive_dir / entry.file,
+            )
+        return written
+
     # -- life cycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -437,6 +475,8 @@ class SecurityServer:
                     await self.revocation.refresh_own(self.own_certs, self.trusted.current)
         self._tasks.append(asyncio.create_task(self._refresh_staples()))
         self._tasks.append(asyncio.create_task(self._watch_expiry()))
+        if cfg.retention.days is not None:
+            self._tasks.append(asyncio.create_task(self._archive_on_interval()))
         cas = self.trusted.current.ca_certs() if self.trusted.current else []
         self._provider_ctx = tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
         loop = asyncio.get_running_loop()

@@ -86,4 +86,5 @@ def verify_server_log(
         entry_checker=exchange_entry_checker,
         progress=progress,
         tsa_certs=list(tsa_certs) if tsa_certs is not None else trusted_tsas_of(config),
+        archive_dir=config.archive_dir,
     )
