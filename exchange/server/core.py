@@ -62,6 +62,7 @@ from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
+from exchange.server.soap_provider import LocalSoapService
 from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 
@@ -93,6 +94,8 @@ class SecurityServer:
         load_private_key(config.auth_key, passphrase)  # fail early on a bad key or passphrase
         self.clients: dict[SubsystemId, ClientConfig] = {c.id: c for c in config.clients}
         self.services: dict[ServiceId, ServiceConfig] = {s.id: s for s in config.services}
+        # SOAP services this server answers itself, by service code (the metadata services)
+        self.local_soap_services: dict[str, LocalSoapService] = {}
         self._is_fps = {
             c.id: frozenset(fingerprint(x) for p in c.is_certs for x in load_certificates(p))
             for c in config.clients
