@@ -618,13 +618,6 @@ LOADER_ERRORS = [
     bad("", 7, "at least one method", grant=GRANT.replace('["GET"]', "[]"), id="no-methods"),
     bad(
         "",
-        3,
-        "at least one method",
-        grant=GRANT.replace('methods = ["GET"]\n', ""),
-        id="methods-missing",
-    ),
-    bad(
-        "",
         7,
         "'methods' must be a list of strings",
         grant=GRANT.replace('["GET"]', '"GET"'),

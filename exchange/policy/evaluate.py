@@ -8,6 +8,12 @@ conditions is denied with a specific code (``...AccessDenied.GrantExpired``,
 ``...GrantNotYetValid``, ``...PurposeNotAllowed``, ``...UserIdRequired``) so that the caller
 knows what to fix; anything else is the plain ``Server.ServerProxy.AccessDenied``.
 
+SOAP requests (X-Road message protocol 4.0, ``protocol="soap"``) name their operation by the
+service code alone: a grant's ``methods`` and ``paths`` scope REST requests only and are not
+consulted for them; client, service and every condition are. A grant that omits ``methods``
+allows no REST request at all (a SOAP-only grant). The provider never sends a SOAP request to a
+REST service or the other way round, so a REST grant's path limits cannot be side-stepped.
+
 The request path is judged before any grant: it is percent-decoded exactly once and refused
 (``...AccessDenied.BadPath``) if it holds anything that a later decoding or normalisation could
 turn into a different path, so that path tricks never widen a grant.
@@ -122,7 +128,12 @@ def _scope_mismatch(
     client = _client_mismatch(policy, grant, request.client, groups)
     if client is not None:
         return client
+    if request.protocol == "soap":
+        # PR-MESS §2.3: a SOAP request names its operation by the service code alone
+        return None
     if not grant.allows_method(method):
+        if not grant.methods:
+            return "the grant lists no methods: it allows SOAP requests only"
         return f"method {method} is not in {', '.join(sorted(grant.methods))}"
     if not any(pattern.matches(segments) for pattern in grant.paths):
         shown = "/" + "/".join(segments)
@@ -151,6 +162,8 @@ def _condition_failure(
 
 
 def _describe(request: PolicyRequest) -> str:
+    if request.protocol == "soap":
+        return f"{request.client} -> SOAP {request.service}"
     return f"{request.client} -> {request.method.upper()} {request.service} {request.path or '/'}"
 
 

@@ -319,6 +319,9 @@ class _GrantParser:
 
     def methods(self) -> frozenset[str]:
         methods = self.string_list("methods")
+        if methods is None:
+            # a grant without methods allows no REST request: it is for a SOAP service
+            return frozenset()
         if not methods:
             raise self.fail("methods", "'methods' must list at least one method, or [\"*\"]")
         names = frozenset(m.upper() for m in methods)

@@ -281,6 +281,9 @@ class PolicyRequest:
     path: str
     purpose: str | None = None
     user_id: str | None = None
+    protocol: str = "rest"
+    """``"soap"`` for X-Road message protocol 4.0 requests: the service code is the operation,
+    so a grant's ``methods`` and ``paths`` are not consulted (they scope REST requests only)."""
 
 
 @dataclass(frozen=True, slots=True)

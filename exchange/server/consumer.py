@@ -283,6 +283,10 @@ def create_consumer_app(server: SecurityServer) -> web.Application:
     app.on_response_prepare.append(_hide_server_header)
     app[SERVER_KEY] = server
     app.router.add_get("/health", health)
+    # X-Road message protocol 4.0 (SOAP) shares the port: POST / (DESIGN.md §4)
+    from exchange.server.soap_consumer import handle_soap
+
+    app.router.add_post("/", handle_soap)
     app.router.add_get("/listClients", list_clients_handler(server))
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

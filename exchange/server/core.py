@@ -54,6 +54,7 @@ from exchange.server.config import (
     ServiceConfig,
 )
 from exchange.server.consumer import create_consumer_app
+from exchange.server.declare import ServiceDeclarer
 from exchange.server.metadata import MetadataServices
 from exchange.server.peer import PeerPool
 from exchange.server.provider import ProviderConnection
@@ -61,6 +62,7 @@ from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
+from exchange.server.soap_provider import LocalSoapService
 from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 
@@ -92,6 +94,8 @@ class SecurityServer:
         load_private_key(config.auth_key, passphrase)  # fail early on a bad key or passphrase
         self.clients: dict[SubsystemId, ClientConfig] = {c.id: c for c in config.clients}
         self.services: dict[ServiceId, ServiceConfig] = {s.id: s for s in config.services}
+        # SOAP services this server answers itself, by service code (the metadata services)
+        self.local_soap_services: dict[str, LocalSoapService] = {}
         self._is_fps = {
             c.id: frozenset(fingerprint(x) for p in c.is_certs for x in load_certificates(p))
             for c in config.clients
@@ -106,6 +110,7 @@ class SecurityServer:
         )
         self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
         self.metadata = MetadataServices(self)
+        self.declarer = ServiceDeclarer(self)
         self.stamper = TreeHeadStamper(
             self.log,
             lambda: self.trusted.current,
@@ -244,6 +249,7 @@ class SecurityServer:
         if auth_changed:
             self._rotate_auth(conf)
         self._restaple()
+        self.declarer.start()
         log.info(
             "keys reloaded: %d signing certificate(s), auth %s",
             len(self.all_signers),
@@ -487,6 +493,7 @@ class SecurityServer:
         await self._start_consumer()
         if self.policy is not None:
             self._tasks.append(asyncio.create_task(self._watch_policy()))
+        self.declarer.start()
         log.info(
             "security server %s serving: consumer %s:%s, provider %s:%s",
             cfg.server_id,
@@ -576,6 +583,7 @@ class SecurityServer:
                 log.error("policy reload refused, previous policy stays in force: %s", exc.message)
 
     async def stop(self) -> None:
+        await self.declarer.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -45,6 +45,8 @@ from exchange.server.metadata import is_rest_metadata
 from exchange.server.peer import parse_hello_certs
 from exchange.server.records import ExchangeRecord
 from exchange.server.revocation import staples_of
+from exchange.server.soap_provider import fault_answer
+from exchange.server.soap_provider import process as process_soap
 from exchange.trust.keys import fingerprint
 from exchange.trust.ocsp import OcspError
 from exchange.trust.profiles import check_auth_profile
@@ -283,6 +285,8 @@ async def handle_request(server: SecurityServer, conn: ProviderConnection, frame
         rec.fail(err)
         status, body = err.status, orjson.dumps(err.body())
         headers = [("content-type", _JSON)]
+        if rec.protocol == "soap":
+            status, headers, body = fault_answer(err)
         if isinstance(err, QuotaExceeded):
             headers.append(("retry-after", str(err.retry_after)))
         released, policy_version = None, (rec.decision or {}).get("policy_version")
@@ -362,6 +366,13 @@ async def _process(
     digest = b64url(hashlib.sha256(frame.body).digest())
     if digest != request.body_sha256 or len(frame.body) != request.body_length:
         raise InvalidMessage("request body does not match its signed digest")
+    if request.protocol == "soap":
+        soap = await process_soap(
+            server, request, frame.body, conf, rec, lambda r, c, d: _decide(server, r, c, d)
+        )
+        return request, soap.status, soap.headers, soap.body, soap.released, soap.policy_version
+    if request.protocol != "rest":
+        raise InvalidMessage(f"unknown protocol {request.protocol[:20]!r} in the signed request")
     # (7) a metadata service (PR-MREST) is answered by this server itself
     if is_rest_metadata(request):
         meta = await server.metadata.answer_rest(request, conf, rec)
@@ -370,6 +381,8 @@ async def _process(
     service = server.services.get(request.service)
     if service is None:
         raise UnknownService(f"service {request.service} is not provided by this security server")
+    if service.type != "rest":
+        raise UnknownService(f"service {request.service} is a SOAP service: POST an envelope to /")
     # (8) the access policy grants it
     decision = _decide(server, request, conf, rec)
     rec.mark("decided")
@@ -409,6 +422,7 @@ def _claimed_message_id(token: str) -> str | None:
 
 
 def _describe(rec: ExchangeRecord, request: SignedRequest) -> None:
+    rec.protocol = request.protocol
     rec.message_id = request.message_id
     rec.client = str(request.client)
     rec.service = str(request.service)
@@ -449,6 +463,7 @@ def _decide(
             path=request.path,
             purpose=request.purpose,
             user_id=request.user_id,
+            protocol=request.protocol,
         ),
         groups=conf.groups_of(request.client),
         now=dt.datetime.fromtimestamp(server.clock(), dt.UTC),

@@ -26,6 +26,7 @@ class ExchangeRecord:
     """Mutable while an exchange is processed; frozen into a dict when logged."""
 
     side: str
+    protocol: str = "rest"
     message_id: str | None = None
     client: str | None = None
     service: str | None = None
@@ -86,6 +87,8 @@ class ExchangeRecord:
             "timings_us": self.timings,
             "bodies": "logged" if with_bodies else "digests-only",
         }
+        if self.protocol != "rest":
+            entry["protocol"] = self.protocol
         if with_bodies:
             entry["request_body"] = None if self.request_body is None else b64(self.request_body)
             entry["response_body"] = None if self.response_body is None else b64(self.response_body)

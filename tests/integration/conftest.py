@@ -38,6 +38,7 @@ from exchange.server.core import SecurityServer
 from exchange.server.setup import init_server
 from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import cert_pem, fingerprint, load_certificate
+from tests.integration.soap_backend import soap_service
 
 INTEGRATION = Path(__file__).parent
 
@@ -106,6 +107,7 @@ def backend_app() -> web.Application:
     app.router.add_get("/garbage", _garbage)
     app.router.add_get("/text", _text)
     app.router.add_get("/redirect", _redirect)
+    app.router.add_route("*", "/soap", soap_service)
     return app
 
 

@@ -1,0 +1,240 @@
+"""The consumer side of X-Road message protocol 4.0: ``POST /`` with a SOAP 1.1 envelope.
+
+The same steps as REST (:mod:`exchange.server.consumer`), in the same order once the envelope is
+read: body within its limit; envelope parsed (hardened, :mod:`exchange.protocol.soap`); global
+configuration fresh; client hosted here and the information system registered for it; a provider
+security server chosen; the request signed with the client member's key; the signed response
+verified and bound to the request; logged durably; answered.
+
+The signed request says ``protocol = "soap"``, method ``POST``, empty path, and binds the whole
+HTTP body (the envelope, or the ``multipart/related`` message with its attachments, unchanged)
+by its digest, together with the ``Content-Type`` and ``SOAPAction`` headers, the two HTTP
+headers X-Road forwards (PR-MESS §2.2). The X-Road header fields travel inside the envelope and,
+for the provider's checks and the log, in the signed request too.
+
+A successful response must carry ``requestHash`` (SHA-512 of the envelope we sent, with its
+``algorithmId``) and echo the request's client, service and id; otherwise it is refused with
+``Server.ClientProxy.InconsistentResponse``. Every error raised by the exchange layer on this
+path is answered as a SOAP Fault (HTTP 500, SOAP 1.1 §6.2) with the X-Road dotted code, the
+message and the detail id that is also in the server's log: never JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from exchange.errors import (
+    ClientError,
+    ConsumerServerError,
+    ExchangeError,
+    InconsistentResponse,
+    UnknownClient,
+    UnknownMember,
+)
+from exchange.identifiers import SubsystemId
+from exchange.protocol import soap
+from exchange.protocol.canonical import b64url
+from exchange.protocol.frames import FrameKind
+from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
+from exchange.server.consumer import (
+    SERVER_KEY,
+    _authorise_information_system,
+    _read_body,
+    _verify_response,
+)
+from exchange.server.peer import unsigned_refusal
+from exchange.server.records import ExchangeRecord
+
+if TYPE_CHECKING:
+    from exchange.server.core import SecurityServer
+
+log = logging.getLogger("exchange.server.consumer")
+
+FAULT_STATUS = 500
+"""SOAP 1.1 §6.2: a SOAP Fault travels with HTTP 500, whatever the fault."""
+
+
+def fault_response(err: ExchangeError) -> web.Response:
+    return web.Response(
+        status=FAULT_STATUS,
+        body=soap.fault_envelope(err.code, err.message, err.detail),
+        headers={"Content-Type": soap.SOAP_CONTENT_TYPE, "X-Road-Error": err.code},
+    )
+
+
+async def handle_soap(request: web.Request) -> web.StreamResponse:
+    server = request.app[SERVER_KEY]
+    rec = ExchangeRecord(side="consumer", protocol="soap", started_ns=time.perf_counter_ns())
+    rec.method, rec.path = "POST", "/"
+    try:
+        try:
+            return await _consume(server, request, rec)
+        except ExchangeError:
+            raise
+        except Exception as exc:
+            log.exception("internal error in SOAP exchange %s", rec.message_id)
+            raise ConsumerServerError(
+                "internal error of the security server", internal=repr(exc)
+            ) from exc
+    except ExchangeError as err:
+        log.info("SOAP exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
+        rec.fail(err)
+        answer = fault_response(err)
+        rec.http_status = answer.status
+        rec.response_body = answer.body if isinstance(answer.body, bytes) else None
+        try:
+            await server.log_record(rec)
+        except ExchangeError as log_err:
+            return fault_response(log_err)
+        return answer
+
+
+def _signed_headers(request: web.Request, content_type: str) -> tuple[tuple[str, str], ...]:
+    """PR-MESS §2.2: Content-Type and SOAPAction are forwarded to the service, nothing else."""
+    headers = [("content-type", content_type)]
+    action = request.headers.get("SOAPAction")
+    if action is not None:
+        if len(action) > soap.MAX_TEXT or not action.isprintable():
+            raise ClientError("invalid SOAPAction header", code="Client.InvalidHeader")
+        headers.append(("soapaction", action))
+    return tuple(headers)
+
+
+async def _consume(
+    server: SecurityServer, request: web.Request, rec: ExchangeRecord
+) -> web.StreamResponse:
+    # (1) the body is within its limit, and holds a SOAP 1.1 envelope (first, so that every
+    # refusal below is logged with the request's identifiers)
+    body = await _read_body(request, server.config.limits.max_body_bytes)
+    rec.request_body = body
+    content_type = request.headers.get("Content-Type", "")
+    part = soap.soap_part(content_type, body)
+    parsed = soap.parse_request(part.envelope, max_bytes=server.config.limits.max_body_bytes)
+    header = parsed.header
+    rec.message_id = header.message_id
+    rec.client, rec.service = str(header.client), str(header.service)
+    rec.user_id, rec.purpose, rec.issue = header.user_id, header.purpose, header.issue
+    # (2) the global configuration is fresh
+    conf = server.globalconf_or_fail(provider=False)
+    # (3) the client is hosted here and the information system may act for it
+    client = header.client
+    if not isinstance(client, SubsystemId):
+        raise UnknownClient(f"client {client} is a member; clients are subsystems here")
+    _authorise_information_system(server, request, client)
+    me = conf.server(server.config.server_id)
+    if me is None or client not in me.clients:
+        raise UnknownClient(
+            f"client {client} is not registered for this security server "
+            "in the global configuration"
+        )
+    # (4) a security server provides the service (PR-TARGETSS: securityServer pins one)
+    providers = conf.servers_hosting(header.service.subsystem)
+    if header.security_server is not None:
+        providers = tuple(p for p in providers if p.id == header.security_server)
+    if not providers:
+        raise UnknownMember(
+            f"no security server in the global configuration provides {header.service.subsystem}"
+        )
+    provider = providers[server.next_index(len(providers))]
+    rec.peer_server = str(provider.id)
+    # (5) sign with the client member's key: the whole body, and that it is SOAP
+    signed = SignedRequest(
+        message_id=header.message_id,
+        client=client,
+        service=header.service,
+        method="POST",
+        path="",
+        query="",
+        headers=_signed_headers(request, content_type),
+        body_sha256=b64url(hashlib.sha256(body).digest()),
+        body_length=len(body),
+        user_id=header.user_id,
+        purpose=header.purpose,
+        issue=header.issue,
+        represented_party=header.represented_party,
+        security_server=provider.id,
+        timestamp_ms=int(server.clock() * 1000),
+        protocol="soap",
+    )
+    token = server.signer_for(client.member, consumer=True).sign(signed.canonical())
+    rec.request_jws = token
+    rec.request_hash = request_hash(token)
+    rec.mark("signed")
+    # (6) send, and check what comes back
+    pool = server.pool_for(provider)
+    frame, conn = await pool.request({"jws": token}, body, server.response_timeout)
+    rec.mark("answered")
+    if frame.kind is FrameKind.ERROR:
+        raise unsigned_refusal(frame.meta)
+    response = _verify_response(frame.meta.get("jws"), frame.body, conn, signed, rec)
+    rec.response_body = frame.body
+    rec.released_fields = (
+        None if response.released_fields is None else list(response.released_fields)
+    )
+    answer = _answer(response, frame.body, parsed)
+    rec.http_status = answer.status
+    if response.error_type is not None:
+        rec.error = ExchangeError(
+            response.error_message or "", code=response.error_type, status=answer.status
+        )
+    rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
+    # (7) logged durably before the answer
+    await server.log_record(rec)
+    return answer
+
+
+def _answer(response: SignedResponse, body: bytes, request: soap.SoapRequest) -> web.Response:
+    """The information system's answer: the provider's signed bytes, once they are checked."""
+    content_type = next((v for k, v in response.headers if k == "content-type"), "")
+    try:
+        part = soap.soap_part(content_type, body)
+        parsed = soap.parse_response(part.envelope)
+    except ClientError as exc:
+        if response.error_type is not None:
+            return _refusal_as_fault(response, body)
+        raise InconsistentResponse(
+            f"the provider's answer is not a SOAP message: {exc.message}"
+        ) from None
+    if parsed.fault is None:
+        # PR-MESS §2.2: requestHash is verified by the client's security server
+        value, algorithm = soap.response_request_hash(parsed)
+        if algorithm != soap.REQUEST_HASH_ALGORITHM_ID or value != soap.request_hash(
+            request.envelope
+        ):
+            raise InconsistentResponse(
+                "the response's requestHash does not bind it to this request"
+            )
+        try:
+            soap.check_echo(parsed, request)
+        except ClientError as exc:
+            raise InconsistentResponse(exc.message) from None
+    status = FAULT_STATUS if parsed.fault is not None else 200
+    headers = {"Content-Type": content_type}
+    if response.error_type is not None:
+        headers["X-Road-Error"] = response.error_type
+    return web.Response(status=status, body=body, headers=headers)
+
+
+def _refusal_as_fault(response: SignedResponse, body: bytes) -> web.Response:
+    """A signed refusal the provider made before it could tell the request was SOAP (a bad
+    signature, say) carries the REST error body: the same code, message and detail, as a
+    fault."""
+    assert response.error_type is not None
+    try:
+        detail = orjson.loads(body).get("detail")
+    except (orjson.JSONDecodeError, AttributeError):
+        detail = None
+    err = ExchangeError(response.error_message or "", code=response.error_type)
+    return web.Response(
+        status=FAULT_STATUS,
+        body=soap.fault_envelope(
+            err.code, err.message, detail if isinstance(detail, str) else None
+        ),
+        headers={"Content-Type": soap.SOAP_CONTENT_TYPE, "X-Road-Error": err.code},
+    )

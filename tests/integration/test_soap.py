@@ -1,0 +1,724 @@
+"""X-Road message protocol 4.0 (SOAP 1.1) through two real security servers (DESIGN.md §4, §5).
+
+An information system posts PR-MESS envelopes to its consumer security server (``POST /``); the
+request is signed, verified, policy-checked, logged on both sides and forwarded to a SOAP
+backend (:mod:`tests.integration.soap_backend`); the response comes back with the request's
+header echoed and ``requestHash`` added. Every refusal is a SOAP Fault with its exact X-Road
+code, logged, and the servers keep serving. zeep, a stock SOAP client, calls through it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import pytest_asyncio
+from lxml import etree
+from multidict import CIMultiDict
+
+from exchange.identifiers import SecurityServerId, ServiceId, SubsystemId, parse_subsystem
+from exchange.protocol.canonical import b64url
+from exchange.protocol.jws import unverified_payload
+from exchange.protocol.messages import SignedRequest
+from exchange.server.core import SecurityServer
+from tests.integration.conftest import FINANCE, HEALTH, MOI, PALPOST, WINDOW, Net
+from tests.integration.rogue import RogueClient, read_signed_response, tamper_signature
+from tests.integration.soap_backend import BOMB, POP, WSDL_FILE
+from tests.integration.support import launch, new_id, records
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+XRD = "http://x-road.eu/xsd/xroad.xsd"
+SHA512_URI = "http://www.w3.org/2001/04/xmlenc#sha512"
+SUBSYSTEM = parse_subsystem(f"{MOI}/soap-registry")
+SOAP_SS = SecurityServerId(*MOI.parts, "ss-soap")
+
+POLICY = f"""
+provider = "PS/GOV/MOI"
+
+# a SOAP-only grant: no methods, no paths
+[[grant]]
+id = "window-get-person"
+client = "{WINDOW}"
+service = "{SUBSYSTEM}/getPerson"
+fields = ["nationalId", "name.full", "address.locality", "children[].nationalId"]
+
+# REST scoping (methods, paths) is not consulted for SOAP requests
+[[grant]]
+id = "window-example"
+client = "{WINDOW}"
+service = "{SUBSYSTEM}/exampleService"
+methods = ["GET"]
+paths = ["/never"]
+
+[[grant]]
+id = "window-rest-persons"
+client = "{WINDOW}"
+service = "{SUBSYSTEM}/persons"
+methods = ["GET"]
+
+[[grant]]
+id = "health-get-person"
+client = "{HEALTH}"
+service = "{SUBSYSTEM}/getPerson"
+purposes = ["patient-care"]
+"""
+
+
+@dataclass
+class Soap:
+    provider: SecurityServer
+    consumer: SecurityServer
+    net: Net
+
+    def url(self, name: str = "palpost") -> str:
+        return f"http://127.0.0.1:{self.net.servers[name].consumer_port}/"
+
+    async def post(
+        self,
+        body: bytes,
+        *,
+        name: str = "palpost",
+        content_type: str = "text/xml; charset=utf-8",
+        soap_action: str = '""',
+    ) -> tuple[int, CIMultiDict[str], bytes]:
+        assert self.net.session is not None
+        headers = {"Content-Type": content_type, "SOAPAction": soap_action}
+        async with self.net.session.post(
+            self.url(name), data=io.BytesIO(body), headers=headers
+        ) as r:
+            return r.status, CIMultiDict(r.headers), await r.read()
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def soap(net: Net) -> AsyncIterator[Soap]:
+    url = f"{net.backend_url}/soap"
+    services = [
+        {"id": f"{SUBSYSTEM}/getPerson", "url": url, "type": "soap"},
+        {"id": f"{SUBSYSTEM}/exampleService", "url": url, "type": "soap", "timeout": 10.0},
+        {"id": f"{SUBSYSTEM}/persons", "url": f"{net.backend_url}/persons"},
+    ]
+    provider = await launch(
+        net,
+        "moi-soap",
+        SOAP_SS,
+        clients=[SUBSYSTEM],
+        policy=POLICY,
+        extra={"services": services},
+    )
+    yield Soap(provider=provider, consumer=net.servers["palpost"], net=net)
+
+
+# --- envelopes (PR-MESS Annex E's shape) ---------------------------------------------------------
+
+
+def envelope(
+    code: str = "getPerson",
+    payload: str = "<nationalId>123456782</nationalId>",
+    *,
+    client: SubsystemId = WINDOW,
+    subsystem: SubsystemId = SUBSYSTEM,
+    message_id: str | None = None,
+    extra: str = "",
+    body: str | None = None,
+) -> tuple[bytes, str]:
+    """An envelope as Annex E.1 writes it, and its message id."""
+    mid = message_id or new_id("soap")
+    inner = body if body is not None else f"<ns1:{code}>{payload}</ns1:{code}>"
+    text = f"""<?xml version="1.0" encoding="UTF-8"?>
+<SOAP-ENV:Envelope
+        xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"
+        xmlns:ns1="{POP}"
+        xmlns:xrd="http://x-road.eu/xsd/xroad.xsd"
+        xmlns:id="http://x-road.eu/xsd/identifiers">
+    <SOAP-ENV:Header>
+        <xrd:client id:objectType="SUBSYSTEM">
+            <id:xRoadInstance>{client.instance}</id:xRoadInstance>
+            <id:memberClass>{client.member_class}</id:memberClass>
+            <id:memberCode>{client.member_code}</id:memberCode>
+            <id:subsystemCode>{client.subsystem_code}</id:subsystemCode>
+        </xrd:client>
+        <xrd:service id:objectType="SERVICE">
+            <id:xRoadInstance>{subsystem.instance}</id:xRoadInstance>
+            <id:memberClass>{subsystem.member_class}</id:memberClass>
+            <id:memberCode>{subsystem.member_code}</id:memberCode>
+            <id:subsystemCode>{subsystem.subsystem_code}</id:subsystemCode>
+            <id:serviceCode>{code}</id:serviceCode>
+            <id:serviceVersion>v1</id:serviceVersion>
+        </xrd:service>
+        <xrd:id>{mid}</xrd:id>
+        <xrd:userId>PS12345678901</xrd:userId>
+        <xrd:issue>12345</xrd:issue>
+        <xrd:protocolVersion>4.0</xrd:protocolVersion>{extra}
+    </SOAP-ENV:Header>
+    <SOAP-ENV:Body>
+        {inner}
+    </SOAP-ENV:Body>
+</SOAP-ENV:Envelope>
+"""
+    return text.encode(), mid
+
+
+def parse(body: bytes) -> etree._Element:
+    return etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+
+
+def response_element(body: bytes) -> etree._Element:
+    root = parse(body)
+    return root.find(f"{{{SOAP_ENV}}}Body")[0]  # type: ignore[index]
+
+
+def assert_fault(
+    result: tuple[int, CIMultiDict[str], bytes], code: str, *, exchange_layer: bool = True
+) -> etree._Element:
+    """A SOAP 1.1 Fault (HTTP 500, text/xml) with X-Road's dotted code and a detail id."""
+    status, headers, body = result
+    assert status == 500, body[:800]
+    assert headers["Content-Type"].startswith("text/xml"), headers
+    fault = response_element(body)
+    assert fault.tag == f"{{{SOAP_ENV}}}Fault", body[:800]
+    assert fault.findtext("faultcode") == code, body[:800]
+    assert fault.findtext("faultstring")
+    if exchange_layer:
+        assert headers["X-Road-Error"] == code
+        uuid.UUID(fault.findtext("detail/faultDetail") or "")
+    return fault
+
+
+def xroad_header(body: bytes) -> list[tuple[str, str]]:
+    header = parse(body).find(f"{{{SOAP_ENV}}}Header")
+    assert header is not None
+    return [(etree.QName(el).localname, " ".join("".join(el.itertext()).split())) for el in header]
+
+
+async def assert_soap_serving(soap: Soap) -> None:
+    data, _ = envelope()
+    status, _, body = await soap.post(data)
+    assert status == 200, body[:800]
+    assert response_element(body).findtext("nationalId") == "123456782"
+
+
+# --- conformant requests -------------------------------------------------------------------------
+
+
+async def test_annex_shaped_request_succeeds_with_echo_and_request_hash(soap: Soap) -> None:
+    data, mid = envelope("exampleService", "<exampleInput>foo</exampleInput>")
+    status, headers, body = await soap.post(data, soap_action='"urn:example"')
+    assert status == 200, body[:800]
+    assert headers["Content-Type"].startswith("text/xml")
+    assert "X-Road-Error" not in headers
+    # PR-MESS §2.2: every request header field echoed, in order, same values; then requestHash
+    sent = xroad_header(data)
+    got = xroad_header(body)
+    assert got[:-1] == sent
+    assert got[-1] == ("requestHash", base64.b64encode(hashlib.sha512(data).digest()).decode())
+    hash_el = parse(body).find(f"{{{SOAP_ENV}}}Header/{{{XRD}}}requestHash")
+    assert hash_el is not None and hash_el.get("algorithmId") == SHA512_URI
+    out = response_element(body)
+    assert out.tag == f"{{{POP}}}exampleServiceResponse"
+    assert out.findtext("exampleOutput") == "bar"
+    # the backend got the envelope unchanged, with Content-Type and SOAPAction
+    assert out.findtext("received/sha256") == hashlib.sha256(data).hexdigest()
+    assert out.findtext("received/soapAction") == '"urn:example"'
+    assert out.findtext("received/contentType") == "text/xml; charset=utf-8"
+    # both sides logged it as SOAP; the signature binds the envelope and says it is SOAP
+    [provider] = records(soap.provider, mid, "provider")
+    [consumer] = records(soap.consumer, mid, "consumer")
+    for view in (provider, consumer):
+        assert (view.status, view.entry["protocol"]) == ("ok", "soap")
+        assert view.entry["user_id"] == "PS12345678901" and view.entry["issue"] == "12345"
+    signed = SignedRequest.from_payload(unverified_payload(consumer.entry["request_jws"]))
+    assert (signed.protocol, signed.method, signed.path) == ("soap", "POST", "")
+    assert signed.body_sha256 == b64url(hashlib.sha256(data).digest())
+    assert ("soapaction", '"urn:example"') in signed.headers
+    assert base64.b64decode(consumer.entry["response_body"]) == body
+
+
+async def test_get_person_releases_only_the_granted_fields(soap: Soap) -> None:
+    data, mid = envelope()
+    status, _, body = await soap.post(data)
+    assert status == 200, body[:800]
+    person = response_element(body)
+    assert person.tag == f"{{{POP}}}getPersonResponse"
+    shape = [(el.tag, [c.tag for c in el]) for el in person]
+    assert shape == [
+        ("nationalId", []),
+        ("name", ["full"]),
+        ("address", ["locality"]),
+        ("children", ["nationalId"]),
+        ("children", ["nationalId"]),
+    ]
+    assert person.findtext("name/full") == "Amal Haddad"
+    assert person.find("name").get("lang") is None  # type: ignore[union-attr]
+    for leaked in (b"1990-04-01", b"married", b"Jerusalem", b"Sami", b"Main", b"Amal<"):
+        assert leaked not in body
+    [view] = records(soap.provider, mid, "provider")
+    assert view.released_fields == (
+        "address.locality",
+        "children[].nationalId",
+        "name.full",
+        "nationalId",
+    )
+    assert view.entry["decision"]["grant"] == "window-get-person"
+
+
+async def test_purpose_of_use_in_the_extension_header(soap: Soap) -> None:
+    data, _ = envelope(client=HEALTH)
+    assert_fault(
+        await soap.post(data, name="moh"), "Server.ServerProxy.AccessDenied.PurposeNotAllowed"
+    )
+    purpose = (
+        '\n        <ext:purpose xmlns:ext="urn:exchange:xroad-ext:1">patient-care</ext:purpose>'
+    )
+    data, mid = envelope(client=HEALTH, extra=purpose)
+    status, _, body = await soap.post(data, name="moh")
+    assert status == 200, body[:800]
+    assert response_element(body).findtext("dateOfBirth") == "1990-04-01"  # no fields limit
+    [view] = records(soap.provider, mid, "provider")
+    assert view.entry["purpose"] == "patient-care"
+
+
+async def test_service_echoes_nothing_the_security_server_echoes(soap: Soap) -> None:
+    data, _ = envelope(payload="<nationalId>noecho</nationalId>")
+    status, _, body = await soap.post(data)
+    assert status == 200, body[:800]
+    assert xroad_header(body)[:-1] == xroad_header(data)
+
+
+async def test_request_hash_from_the_service_is_replaced(soap: Soap) -> None:
+    data, _ = envelope(payload="<nationalId>forgedhash</nationalId>")
+    status, _, body = await soap.post(data)
+    assert status == 200, body[:800]
+    hashes = parse(body).findall(f"{{{SOAP_ENV}}}Header/{{{XRD}}}requestHash")
+    assert len(hashes) == 1
+    assert hashes[0].get("algorithmId") == SHA512_URI
+    assert hashes[0].text == base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
+# --- SOAP with attachments -----------------------------------------------------------------------
+
+
+async def test_swa_attachment_passes_through_byte_for_byte(soap: Soap) -> None:
+    data, mid = envelope(
+        "exampleService",
+        "<exampleInput>foo</exampleInput><exampleAttachment>cid:data.bin</exampleAttachment>",
+    )
+    attachment = bytes(range(256)) * 64
+    multipart = (
+        b"--MIME_boundary\r\nContent-Type: text/xml; charset=UTF-8\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\nContent-ID: <rootpart>\r\n\r\n"
+        + data
+        + b"\r\n--MIME_boundary\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: binary\r\nContent-ID: <data.bin>\r\n\r\n"
+        + attachment
+        + b"\r\n--MIME_boundary--\r\n"
+    )
+    content_type = (
+        'multipart/related; type="text/xml"; start="<rootpart>"; boundary="MIME_boundary"'
+    )
+    status, _, body = await soap.post(multipart, content_type=content_type)
+    assert status == 200, body[:800]
+    out = response_element(body)
+    assert out.findtext("received/sha256") == hashlib.sha256(multipart).hexdigest()
+    assert out.findtext("received/contentType") == content_type
+    # requestHash covers the SOAP part (PR-MESS §2.2)
+    assert xroad_header(body)[-1][1] == base64.b64encode(hashlib.sha512(data).digest()).decode()
+    [view] = records(soap.provider, mid, "provider")
+    assert base64.b64decode(view.entry["request_body"]) == multipart
+
+
+# --- faults from the exchange layer --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "code"),
+    [
+        pytest.param(
+            "palpost",
+            {"code": "noSuchService"},
+            "Server.ServerProxy.UnknownService",
+            id="unknown-service",
+        ),
+        pytest.param(
+            "palpost",
+            {"code": "persons"},
+            "Server.ServerProxy.UnknownService",
+            id="rest-service-over-soap",
+        ),
+        pytest.param(
+            "mof", {"client": FINANCE}, "Server.ServerProxy.AccessDenied", id="access-denied"
+        ),
+        pytest.param(
+            "palpost", {"client": HEALTH}, "Client.UnknownClient", id="client-not-hosted-here"
+        ),
+        pytest.param(
+            "palpost",
+            {"subsystem": parse_subsystem(f"{PALPOST}/nobody-hosts-this")},
+            "Server.ClientProxy.UnknownMember",
+            id="no-provider",
+        ),
+        pytest.param(
+            "palpost",
+            {"payload": "<nationalId>garbage</nationalId>"},
+            "Server.ServerProxy.ServiceFailed",
+            id="backend-not-soap",
+        ),
+        pytest.param(
+            "palpost",
+            {"payload": "<nationalId>badxml</nationalId>"},
+            "Server.ServerProxy.ServiceFailed",
+            id="backend-malformed-xml",
+        ),
+        pytest.param(
+            "palpost",
+            {"payload": "<nationalId>bomb</nationalId>"},
+            "Server.ServerProxy.ServiceFailed",
+            id="backend-xml-bomb",
+        ),
+        pytest.param(
+            "palpost",
+            {"payload": "<nationalId>http500</nationalId>"},
+            "Server.ServerProxy.ServiceFailed",
+            id="backend-500-without-fault",
+        ),
+        pytest.param(
+            "palpost",
+            {"payload": "<nationalId>wrongname</nationalId>"},
+            "Server.ServerProxy.ServiceFailed",
+            id="fields-but-wrong-response-element",
+        ),
+        pytest.param(
+            "palpost",
+            {"payload": "<nationalId>wrongid</nationalId>"},
+            "Server.ServerProxy.ServiceFailed.InconsistentHeaders",
+            id="backend-echoes-another-id",
+        ),
+    ],
+)
+async def test_exchange_layer_faults(
+    soap: Soap, name: str, kwargs: dict[str, Any], code: str
+) -> None:
+    data, mid = envelope(**kwargs)
+    fault = assert_fault(await soap.post(data, name=name), code)
+    detail = fault.findtext("detail/faultDetail")
+    [view] = records(soap.net.servers[name], mid, "consumer")
+    assert view.entry["error"]["type"] == code
+    if code.startswith("Server.ServerProxy."):
+        [provider] = records(soap.provider, mid, "provider")
+        assert provider.entry["error"]["type"] == code
+        assert provider.entry["error"]["detail"] == detail  # the provider's own detail id
+    else:
+        assert view.entry["error"]["detail"] == detail
+    assert b"secret" not in fault.findtext("faultstring", "").encode()
+    await assert_soap_serving(soap)
+
+
+async def test_backend_fault_passes_through(soap: Soap) -> None:
+    data, mid = envelope(payload="<nationalId>000000000</nationalId>")
+    status, headers, body = await soap.post(data)
+    fault = assert_fault(
+        (status, headers, body), "SOAP-ENV:Client.PersonNotFound", exchange_layer=False
+    )
+    assert "X-Road-Error" not in headers
+    assert fault.findtext("faultstring") == "no person with this national id"
+    [view] = records(soap.provider, mid, "provider")
+    assert view.status == "ok"  # the exchange worked; the service said no
+
+
+async def test_soap_service_over_rest_is_unknown(soap: Soap) -> None:
+    status, headers, body = await soap.net.call("palpost", f"/r1/{SUBSYSTEM}/getPerson/x")
+    assert (status, headers["X-Road-Error"]) == (404, "Server.ServerProxy.UnknownService")
+    assert b"SOAP service" in body
+
+
+async def test_replayed_message_id_is_a_fault(soap: Soap) -> None:
+    data, mid = envelope()
+    status, _, body = await soap.post(data)
+    assert status == 200, body[:800]
+    assert_fault(await soap.post(data), "Server.ServerProxy.ReplayedMessage")
+    for server, side in ((soap.consumer, "consumer"), (soap.provider, "provider")):
+        views = records(server, mid, side)
+        assert [v.status for v in views] == ["ok", "error"]
+        assert views[1].entry["error"]["type"] == "Server.ServerProxy.ReplayedMessage"
+    await assert_soap_serving(soap)
+
+
+# --- what the information system sends that is not acceptable -----------------------------------
+
+GOOD, _ = envelope()
+XXE = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE e [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n'
+    + envelope(payload="<nationalId>&xxe;</nationalId>")[0].split(b"?>", 1)[1]
+)
+
+
+def _swap(old: bytes, new: bytes) -> bytes:
+    assert old in GOOD
+    return GOOD.replace(old, new, 1)
+
+
+BAD_INPUT = [
+    pytest.param(b"<not-closed", "text/xml", "Client.InvalidXml", id="malformed-xml"),
+    pytest.param(b"", "text/xml", "Client.InvalidXml", id="empty"),
+    pytest.param(BOMB, "text/xml", "Client.InvalidXml", id="billion-laughs"),
+    pytest.param(XXE, "text/xml", "Client.InvalidXml", id="xxe"),
+    pytest.param(
+        b'<?xml version="1.0"?><!DOCTYPE Envelope SYSTEM "http://127.0.0.1:9/x.dtd">'
+        + GOOD.split(b"?>", 1)[1],
+        "text/xml",
+        "Client.InvalidXml",
+        id="doctype",
+    ),
+    pytest.param(
+        GOOD.replace(SOAP_ENV.encode(), b"http://www.w3.org/2003/05/soap-envelope"),
+        "text/xml",
+        "Client.InvalidSoap",
+        id="soap-1.2-envelope",
+    ),
+    pytest.param(GOOD, "application/soap+xml", "Client.InvalidContentType", id="soap-1.2-type"),
+    pytest.param(b'{"a": 1}', "application/json", "Client.InvalidContentType", id="json"),
+    pytest.param(
+        GOOD.replace(SOAP_ENV.encode(), b"urn:not-soap"),
+        "text/xml",
+        "Client.InvalidSoap",
+        id="wrong-envelope-namespace",
+    ),
+    pytest.param(
+        GOOD.replace(XRD.encode(), b"http://x-road.eu/xsd/wrong.xsd"),
+        "text/xml",
+        "Client.MissingHeaderField",
+        id="wrong-header-namespace",
+    ),
+    pytest.param(
+        _swap(b"<xrd:protocolVersion>4.0</xrd:protocolVersion>", b""),
+        "text/xml",
+        "Client.MissingHeaderField",
+        id="missing-protocol-version",
+    ),
+    pytest.param(
+        _swap(b"<xrd:protocolVersion>4.0<", b"<xrd:protocolVersion>3.1<"),
+        "text/xml",
+        "Client.InvalidProtocolVersion",
+        id="protocol-3.1",
+    ),
+    pytest.param(
+        _swap(b"<ns1:getPerson>", b"<ns1:getPersonX>").replace(
+            b"</ns1:getPerson>", b"</ns1:getPersonX>"
+        ),
+        "text/xml",
+        "Client.InvalidBody",
+        id="body-is-not-the-service-code",
+    ),
+    pytest.param(
+        _swap(b'id:objectType="SUBSYSTEM"', b'id:objectType="SERVICE"'),
+        "text/xml",
+        "Client.InvalidClientIdentifier",
+        id="client-object-type",
+    ),
+    pytest.param(
+        b"--b\r\nContent-Type: application/octet-stream\r\n\r\nx\r\n--b--\r\n",
+        'multipart/related; boundary="b"',
+        "Client.MimeParsingFailed",
+        id="swa-without-soap-part",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "content_type", "code"), BAD_INPUT)
+async def test_bad_input_is_a_client_fault_logged_and_survived(
+    soap: Soap, data: bytes, content_type: str, code: str
+) -> None:
+    before = time.time()
+    fault = assert_fault(await soap.post(data, content_type=content_type), code)
+    detail = fault.findtext("detail/faultDetail")
+    assert b"root:" not in etree.tostring(fault)  # no XXE ever reads a file
+    logged = [
+        v for v in _recent_consumer_errors(soap.consumer, before) if v["error"]["detail"] == detail
+    ]
+    assert len(logged) == 1 and logged[0]["error"]["type"] == code
+    assert logged[0]["protocol"] == "soap"
+    await assert_soap_serving(soap)
+
+
+def _recent_consumer_errors(server: SecurityServer, since: float) -> list[dict[str, Any]]:
+    from exchange.messagelog.store import open_readonly
+
+    conn = open_readonly(server.config.log_path)
+    try:
+        rows = conn.execute(
+            "SELECT entry FROM records WHERE side = 'consumer' ORDER BY seq DESC LIMIT 50"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [e for (raw,) in rows if (e := orjson.loads(raw)).get("error")]
+
+
+async def test_oversize_request_is_refused_before_reading_it(soap: Soap) -> None:
+    limit = soap.consumer.config.limits.max_body_bytes
+    data = GOOD.replace(b"123456782", b"1" * (limit + 1))
+    assert_fault(await soap.post(data), "Client.RequestTooLarge")
+    await assert_soap_serving(soap)
+
+
+# --- a peer security server that breaks the rules (the provider's checks) ------------------------
+
+
+def _signed_soap(soap: Soap, data: bytes, **overrides: Any) -> tuple[str, bytes]:
+    """A SOAP request signed by the window's member, as its security server would."""
+    mid = new_id("rogue-soap")
+    fields: dict[str, Any] = {
+        "message_id": mid,
+        "client": WINDOW,
+        "service": ServiceId(*SUBSYSTEM.parts, "getPerson"),
+        "method": "POST",
+        "path": "",
+        "query": "",
+        "headers": (("content-type", "text/xml; charset=utf-8"),),
+        "body_sha256": b64url(hashlib.sha256(data).digest()),
+        "body_length": len(data),
+        "user_id": "PS12345678901",
+        "purpose": None,
+        "issue": "12345",
+        "represented_party": None,
+        "security_server": SOAP_SS,
+        "timestamp_ms": int(time.time() * 1000),
+        "protocol": "soap",
+    }
+    fields.update(overrides)
+    request = SignedRequest(**fields)
+    return soap.consumer.signers[PALPOST].sign(request.canonical()), data
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        pytest.param(
+            "header-differs",
+            "Server.ServerProxy.InvalidMessage",
+            id="envelope-header-differs-from-signature",
+        ),
+        pytest.param("tampered-body", "Server.ServerProxy.InvalidMessage", id="tampered-envelope"),
+        pytest.param("not-soap", "Server.ServerProxy.InvalidMessage", id="signed-garbage"),
+        pytest.param(
+            "bad-signature", "Server.ServerProxy.InvalidSignatureValue", id="bad-signature"
+        ),
+    ],
+)
+async def test_provider_refuses_forged_soap_requests(soap: Soap, case: str, code: str) -> None:
+    data, mid = envelope()
+    if case == "header-differs":
+        token, body = _signed_soap(soap, data, message_id=mid, user_id="PS-someone-else")
+    elif case == "tampered-body":
+        token, _ = _signed_soap(soap, data, message_id=mid)
+        body = data.replace(b"123456782", b"999999999")
+    elif case == "not-soap":
+        token, body = _signed_soap(soap, b"not soap", message_id=mid)
+    else:
+        token, body = _signed_soap(soap, data, message_id=mid)
+        token = tamper_signature(token)
+    palpost = soap.consumer
+    conf = soap.provider.trusted.current
+    assert conf is not None
+    rogue = RogueClient(
+        soap.provider,
+        auth_cert=palpost.config.auth_cert,
+        auth_key=palpost.config.auth_key,
+        cas=conf.ca_certs(),
+        presented=[palpost.signers[PALPOST].cert],
+        claimed_server=palpost.config.server_id,
+    )
+    try:
+        frame, conn = await rogue.send(token, body)
+        response, _ = _read(frame, conn)
+    finally:
+        rogue.close()
+    assert response.error_type == code
+    if case != "bad-signature":  # once the signature verifies, the refusal is a SOAP Fault
+        fault = response_element(frame.body)
+        assert fault.findtext("faultcode") == code
+    await assert_soap_serving(soap)
+
+
+def _read(frame: Any, conn: Any) -> tuple[Any, Any]:
+    try:
+        return read_signed_response(frame, conn)
+    except orjson.JSONDecodeError:
+        from exchange.protocol.jws import verify
+
+        token = frame.meta["jws"]
+        verified = verify(token, lambda t: conn.signer_certs[t].public_key)
+        from exchange.protocol.messages import SignedResponse
+
+        return SignedResponse.from_payload(verified.payload), None
+
+
+# --- a stock SOAP client -------------------------------------------------------------------------
+
+
+def _zeep_call(wsdl_url: str, address: str, message_id: str) -> Any:
+    import zeep
+
+    client = zeep.Client(wsdl_url)
+    service = client.create_service("{http://population.moi.gov.ps/v1}populationBinding", address)
+    headers = {
+        "client": {
+            "objectType": "SUBSYSTEM",
+            "xRoadInstance": WINDOW.instance,
+            "memberClass": WINDOW.member_class,
+            "memberCode": WINDOW.member_code,
+            "subsystemCode": WINDOW.subsystem_code,
+        },
+        "service": {
+            "objectType": "SERVICE",
+            "xRoadInstance": SUBSYSTEM.instance,
+            "memberClass": SUBSYSTEM.member_class,
+            "memberCode": SUBSYSTEM.member_code,
+            "subsystemCode": SUBSYSTEM.subsystem_code,
+            "serviceCode": "getPerson",
+            "serviceVersion": "v1",
+        },
+        "id": message_id,
+        "userId": "PS12345678901",
+        "issue": "zeep",
+        "protocolVersion": "4.0",
+    }
+    return service.getPerson(nationalId="123456782", _soapheaders=headers)
+
+
+def _zeep_fault(wsdl_url: str, address: str) -> Any:
+    import zeep
+    import zeep.exceptions
+
+    client = zeep.Client(wsdl_url)
+    service = client.create_service("{http://population.moi.gov.ps/v1}populationBinding", address)
+    try:
+        service.getPerson(nationalId="123456782")  # no X-Road headers at all
+    except zeep.exceptions.Fault as fault:
+        return fault
+    raise AssertionError("no fault")
+
+
+async def test_zeep_calls_through_the_consumer_security_server(soap: Soap) -> None:
+    wsdl_url = f"{soap.net.backend_url}/soap?wsdl"
+    mid = new_id("zeep")
+    result = await asyncio.to_thread(_zeep_call, wsdl_url, soap.url(), mid)
+    body = result.body if hasattr(result, "body") else result
+    assert body.nationalId == "123456782"
+    assert body.name.full == "Amal Haddad"
+    assert body.dateOfBirth is None  # not released to this client
+    assert [c.nationalId for c in body.children] == ["200000004", "200000012"]
+    [view] = records(soap.provider, mid, "provider")
+    assert view.entry["issue"] == "zeep"
+    fault = await asyncio.to_thread(_zeep_fault, wsdl_url, soap.url())
+    assert fault.code == "Client.MissingHeaderField"
+    assert WSDL_FILE.exists()
