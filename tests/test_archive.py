@@ -30,6 +30,7 @@ from exchange.messagelog.archive import (
     MANIFEST,
     MANIFEST_JWS,
     RECORDS,
+    ArchivingBusy,
     _Moved,
     _plan,
     _write_archive,
@@ -376,8 +377,10 @@ async def test_a_second_archiving_run_at_once_is_refused(tmp_path: Path, pki: Pk
     fd = os.open(log.db.with_name(log.db.name + ".archive.lock"), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(MessageLogError, match="another archiving run is in progress"):
+        with pytest.raises(ArchivingBusy, match="another archiving run is in progress"):
             archive(log, pki)
+        with pytest.raises(ArchivingBusy):
+            archive_log(log.db, log.archives, pki.signer, older_than_ms=log.cutoff(), wait=0.2)
     finally:
         os.close(fd)
     assert live_seqs(log.db) == list(range(35))
