@@ -623,6 +623,7 @@ class SecurityServer:
             "ocsp": self._ocsp_health(conf),
             "certificate_warnings": self.expiring_certificates(),
             "timestamping": self.stamper.health(),
+            "catalogue": self.declarer.health(),
         }
 
     def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, int]:
