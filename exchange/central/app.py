@@ -7,6 +7,8 @@ Routes:
 - ``GET /anchor``: the anchor file security servers install (its integrity is checked out of band).
 - ``GET /health``: ``{"status": "ok" | "stale", ...}``; ``503`` when regeneration has stalled.
 - ``POST /registration``, ``GET /registration/{id}``: registration requests of security servers.
+- ``POST /catalogue/declarations``, ``GET /catalogue[/{member or subsystem}]``: the service
+  catalogue (:mod:`exchange.central.catalogue_app`).
 
 A :class:`Publisher` re-signs the registry's content every ``regenerate_interval_seconds`` with a
 new ``generated_at``/``expires_at``, and at once when the registry's version counter moves (the CLI
@@ -35,6 +37,7 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 from cryptography import x509
 
+from exchange.central.catalogue_app import add_catalogue_routes
 from exchange.central.registration_app import add_registration_routes
 from exchange.central.registry import Registry
 from exchange.errors import ConfigurationError, InvalidIdentifier
@@ -274,6 +277,7 @@ def create_app(config: CentralConfig, *, clock: Clock = time.time) -> web.Applic
     app.router.add_get("/anchor", handle_anchor)
     app.router.add_get("/health", handle_health)
     add_registration_routes(app, config.db_path, lambda: _approved_cas(app), clock=clock)
+    add_catalogue_routes(app, config.db_path, clock=clock)
     return app
 
 

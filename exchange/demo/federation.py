@@ -248,9 +248,12 @@ class Federation:
         adapter = f"http://127.0.0.1:{self.adapter_port}"
         return [
             {"id": str(PERSONS), "url": f"{adapter}/persons", "type": "rest",
-             "openapi_url": f"{adapter}/openapi.json"},
+             "openapi_url": f"{adapter}/openapi.json",
+             "title": "Population registry: persons",
+             "description": "Civil records of residents: names, date of birth, family, address."},
             {"id": str(GET_PERSON), "url": f"{adapter}/soap", "type": "soap",
-             "wsdl_url": f"{adapter}/soap?wsdl"},
+             "wsdl_url": f"{adapter}/soap?wsdl",
+             "title": "Population registry: getPerson (SOAP)"},
         ]  # fmt: skip
 
     def _register(self, db_path: Path) -> None:

@@ -72,6 +72,9 @@ class ServiceConfig:
     type: ServiceType = "rest"
     openapi_url: str | None = None
     wsdl_url: str | None = None
+    title: str | None = None
+    description: str | None = None
+    """Shown in the central server's service catalogue (declared by this server)."""
 
     @property
     def description_url(self) -> str | None:
@@ -200,6 +203,15 @@ def _http_url(item: dict[str, Any], key: str, required: bool) -> str | None:
     return url
 
 
+def _short_text(item: dict[str, Any], key: str, limit: int) -> str | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise ConfigurationError(f"services.{key} must be text of 1 to {limit} characters")
+    return value
+
+
 def _services(items: Any) -> tuple[ServiceConfig, ...]:
     out = []
     for item in items or []:
@@ -220,6 +232,8 @@ def _services(items: Any) -> tuple[ServiceConfig, ...]:
                 type=kind,
                 openapi_url=_http_url(item, "openapi_url", False),
                 wsdl_url=_http_url(item, "wsdl_url", False),
+                title=_short_text(item, "title", 200),
+                description=_short_text(item, "description", 2000),
             )
         )
     return tuple(out)

@@ -54,6 +54,7 @@ from exchange.server.config import (
     ServiceConfig,
 )
 from exchange.server.consumer import create_consumer_app
+from exchange.server.declare import ServiceDeclarer
 from exchange.server.metadata import MetadataServices
 from exchange.server.peer import PeerPool
 from exchange.server.provider import ProviderConnection
@@ -109,6 +110,7 @@ class SecurityServer:
         )
         self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
         self.metadata = MetadataServices(self)
+        self.declarer = ServiceDeclarer(self)
         self.stamper = TreeHeadStamper(
             self.log,
             lambda: self.trusted.current,
@@ -247,6 +249,7 @@ class SecurityServer:
         if auth_changed:
             self._rotate_auth(conf)
         self._restaple()
+        self.declarer.start()
         log.info(
             "keys reloaded: %d signing certificate(s), auth %s",
             len(self.all_signers),
@@ -490,6 +493,7 @@ class SecurityServer:
         await self._start_consumer()
         if self.policy is not None:
             self._tasks.append(asyncio.create_task(self._watch_policy()))
+        self.declarer.start()
         log.info(
             "security server %s serving: consumer %s:%s, provider %s:%s",
             cfg.server_id,
@@ -579,6 +583,7 @@ class SecurityServer:
                 log.error("policy reload refused, previous policy stays in force: %s", exc.message)
 
     async def stop(self) -> None:
+        await self.declarer.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -1,0 +1,105 @@
+"""The catalogue's declaration parser and verifier: any input either verifies or is refused with
+the documented error, nothing else (the h11 fuzz invariant); and the catalogue joins
+declarations with the registry."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exchange.central.catalogue import (
+    Declaration,
+    DeclaredService,
+    InvalidServiceDeclaration,
+    ServiceDeclarationForbidden,
+    build_catalogue,
+    verify_declaration,
+)
+from exchange.globalconf.document import GlobalConf, MemberInfo, SecurityServerInfo
+from exchange.identifiers import parse_member, parse_security_server, parse_subsystem
+from exchange.protocol.canonical import b64url
+from exchange.trust.ca import CertificateAuthority
+
+REGISTRY = GlobalConf("PS", 1, 0, 600)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["service-declaration", "x"]),
+        "server": st.sampled_from(["PS/GOV/MOI/ss1", "bad", "PS/GOV/MOI"]),
+        "declared_at": st.integers(-5, 2**40) | st.text(max_size=3),
+        "nonce": st.text(max_size=20),
+        "auth_cert": st.text(max_size=20),
+        "subsystems": json_values,
+        "extra": json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=documents)
+def test_any_document_parses_or_is_refused(doc: dict[str, Any]) -> None:
+    with contextlib.suppress(InvalidServiceDeclaration):
+        Declaration.from_document(doc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=200) | json_values.map(orjson.dumps))
+def test_any_body_is_refused_with_the_documented_error(body: bytes) -> None:
+    try:
+        verify_declaration(body, registry=REGISTRY, now=1000)
+    except (InvalidServiceDeclaration, ServiceDeclarationForbidden):
+        return
+    raise AssertionError("an arbitrary body verified")
+
+
+@settings(max_examples=100, deadline=None)
+@given(doc=documents)
+def test_any_signed_looking_body_is_refused(doc: dict[str, Any]) -> None:
+    header = b64url(orjson.dumps({"alg": "ES256", "x5t#S256": "x"}))
+    token = f"{header}.{b64url(orjson.dumps(doc))}.AAAA"
+    try:
+        verify_declaration(orjson.dumps({"signature": token}), registry=REGISTRY, now=1000)
+    except (InvalidServiceDeclaration, ServiceDeclarationForbidden):
+        return
+    raise AssertionError("an unsigned body verified")
+
+
+def test_catalogue_keeps_only_what_the_registry_places_on_the_server(tmp_path: Any) -> None:
+    ca = CertificateAuthority.create(tmp_path / "ca", "CA")
+    server = parse_security_server("PS/GOV/MOI/ss1")
+    kept, moved = parse_subsystem("PS/GOV/MOI/kept"), parse_subsystem("PS/GOV/MOI/moved")
+    from exchange.trust.keys import generate_key
+
+    cert = ca.issue_auth_cert(generate_key().public_key(), server)
+    registry = GlobalConf(
+        "PS",
+        1,
+        0,
+        600,
+        members=(MemberInfo(parse_member("PS/GOV/MOI"), "Interior", (kept, moved)),),
+        security_servers=(SecurityServerInfo(server, "127.0.0.1:1", ("0" * 64,), (kept,)),),
+    )
+    declaration = Declaration(
+        server,
+        5000,
+        "n" * 16,
+        cert,
+        ((kept, (DeclaredService("a", "rest", "A"),)), (moved, (DeclaredService("b", "soap"),))),
+    )
+    catalogue = build_catalogue(registry, [declaration])
+    assert [e["subsystem"] for e in catalogue["subsystems"]] == ["PS/GOV/MOI/kept"]
+    assert catalogue["subsystems"][0]["services"][0]["title"] == "A"
+    other = parse_member("PS/GOV/MOF")
+    assert build_catalogue(registry, [declaration], member=other)["subsystems"] == []
