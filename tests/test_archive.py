@@ -603,3 +603,20 @@ async def test_edited_index_frontier_stops_the_writer(tmp_path: Path, pki: Pki) 
     assert (A3, "its records do not end in the Merkle tree state the index holds for size 30") in (
         archive_problems(report)
     )
+
+
+async def test_records_without_bodies_are_counted_in_archives_too(tmp_path: Path, pki: Pki) -> None:
+    db = tmp_path / "messagelog.sqlite"
+    with MessageLog(db, pki.signer) as log:
+        for i in range(12):
+            await log.append({**entry(i), "bodies": "digests-only" if i % 2 else "logged"})
+            head = log.latest_tree_head()
+            assert head is not None
+            if head.size == 10:
+                token, gen_time = pki.stamp(head)
+                await log.add_timestamp(head.size, token, "Test TSA", gen_time)
+    archives = tmp_path / "archives"
+    assert len(archive_log(db, archives, pki.signer, older_than_ms=2**62)) == 1
+    report = verify_log(db, trusted_cas=[pki.ca.cert], archive_dir=archives)
+    assert report.ok, report.to_dict()
+    assert (report.records, report.records_without_bodies) == (12, 6)

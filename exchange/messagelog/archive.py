@@ -68,7 +68,7 @@ RECORDS = "records.jsonl"
 HEADS = "tree-heads.jsonl"
 STAMPS = "timestamps.jsonl"
 PARTS = (RECORDS, HEADS, STAMPS)
-DEFAULT_MAX_RECORDS = 100_000
+DEFAULT_MAX_RECORDS = 20_000
 """Records per archive file, roughly: a file ends at the last time-stamped head within it."""
 _FILE = "messagelog-{:06d}.zip"
 _INDEX = (

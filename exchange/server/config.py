@@ -94,6 +94,9 @@ class Limits:
 
 
 DEFAULT_ARCHIVE_INTERVAL = 3600.0
+DEFAULT_ARCHIVE_MAX_RECORDS = 20_000
+"""Records per archive file: the transaction that deletes them holds the write lock (well under
+a second on a 2-core machine, `bench/archive_bench.py`), while the server's log writes wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,7 @@ class Retention:
     archive_dir: Path
     days: float | None = None
     interval: float = DEFAULT_ARCHIVE_INTERVAL
-    max_records: int = 100_000
+    max_records: int = DEFAULT_ARCHIVE_MAX_RECORDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +251,7 @@ def _retention(base: Path, state_dir: Path, log: dict[str, Any]) -> Retention:
     interval = log.get("archive_interval", DEFAULT_ARCHIVE_INTERVAL)
     if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
         raise ConfigurationError("messagelog.archive_interval must be a positive number of seconds")
-    max_records = log.get("archive_max_records", 100_000)
+    max_records = log.get("archive_max_records", DEFAULT_ARCHIVE_MAX_RECORDS)
     if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
         raise ConfigurationError("messagelog.archive_max_records must be a positive integer")
     archive_dir = (

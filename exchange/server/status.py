@@ -10,6 +10,7 @@ from typing import Any
 from cryptography import x509
 
 from exchange.globalconf.verifier import load_stored
+from exchange.messagelog.archive import read_index
 from exchange.messagelog.store import open_readonly
 from exchange.server.config import EXPIRY_WARNING_DAYS, load_server_config
 from exchange.trust.keys import fingerprint, load_certificate
@@ -56,7 +57,13 @@ def server_status(config_path: Path) -> dict[str, Any]:
         conn = open_readonly(config.log_path)
         try:
             (count,) = conn.execute("SELECT count(*) FROM records").fetchone()
+            archives = read_index(conn)
         finally:
             conn.close()
-        status["message_log"] = {"path": str(config.log_path), "records": count}
+        status["message_log"] = {
+            "path": str(config.log_path),
+            "records": count,
+            "archives": len(archives),
+            "archived_records": archives[-1].end_seq if archives else 0,
+        }
     return status
