@@ -208,3 +208,40 @@ def test_openapi_servers_are_hidden_everywhere() -> None:
 def test_unusable_descriptions(body: bytes, ctype: str, reason: str) -> None:
     with pytest.raises(DescriptionError, match=reason):
         openapi_description(body, ctype)
+
+
+def test_soap_only_grants_show_the_service_without_endpoints(tmp_path: Path) -> None:
+    (tmp_path / "p.toml").write_text(
+        'provider = "PS/GOV/MOI"\n[[grant]]\nid = "soap"\nclient = "PS/GOV/MOH/me"\n'
+        'service = "PS/GOV/MOI/docs/a"\n'
+    )
+    policy = load_policy_dir(tmp_path, provider=parse_member("PS/GOV/MOI"))
+    assert allowed_endpoints(policy, ME, [A, B], groups=frozenset(), now=NOW) == {A: ()}
+
+
+def test_wsdl_endpoints_are_replaced_and_non_wsdl_refused() -> None:
+    from lxml import etree
+
+    from exchange.protocol.metadata import wsdl_description
+
+    wsdl = etree.fromstring(
+        b'<wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/"'
+        b' xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/"'
+        b' xmlns:soap12="http://schemas.xmlsoap.org/wsdl/soap12/"><wsdl:service><wsdl:port>'
+        b'<soap:address location="http://10.0.0.1/a"/><soap12:address location="http://10.0.0.2/"/>'
+        b"</wsdl:port></wsdl:service></wsdl:definitions>"
+    )
+    out = wsdl_description(wsdl)
+    assert b"10.0.0." not in out and out.count(ENDPOINT_PLACEHOLDER.encode()) == 2
+    with pytest.raises(DescriptionError, match="WSDL"):
+        wsdl_description(etree.fromstring(b"<html/>"))
+
+
+def test_multipart_related_parses_back_with_the_soap_part_first() -> None:
+    from exchange.protocol import soap
+    from exchange.protocol.metadata import multipart_related
+
+    envelope = b'<?xml version="1.0"?><e/>'
+    content_type, body = multipart_related(envelope, b"<wsdl/>\r\n--x--\r\n")
+    assert content_type.startswith("multipart/related")
+    assert soap.soap_part(content_type, body).envelope == envelope

@@ -48,8 +48,10 @@ def allowed_endpoints(
 ) -> dict[ServiceId, tuple[Endpoint, ...]]:
     """The endpoints of each of ``services`` that ``policy`` grants ``client`` at ``now``.
 
-    Services without any such grant are left out. Under :class:`UnsafeAllowAll` every service is
-    open on every endpoint (which is the truth under that policy).
+    Services without any such grant are left out. A service granted only by grants without
+    ``methods`` (SOAP-only grants) is in the answer with no endpoints: callable over SOAP, not
+    over REST. Under :class:`UnsafeAllowAll` every service is open on every endpoint (which is
+    the truth under that policy).
     """
     _check_now(now)
     out: dict[ServiceId, tuple[Endpoint, ...]] = {}
@@ -58,7 +60,7 @@ def allowed_endpoints(
             out[service] = ALL_ENDPOINTS
             continue
         found = _granted(policy, client, service, groups, now)
-        if found:
+        if found is not None:
             out[service] = tuple(found)
     return out
 
@@ -69,8 +71,9 @@ def _granted(
     service: ServiceId,
     groups: frozenset[GlobalGroupId],
     now: datetime,
-) -> list[Endpoint]:
-    found: dict[Endpoint, None] = {}
+) -> list[Endpoint] | None:
+    """The endpoints the covering grants in force name, or None without any such grant."""
+    found: dict[Endpoint, None] | None = None
     for grant in policy.by_service.get(service, ()):
         # (1) the grant covers this client (itself, a global group, a local group)
         if _client_mismatch(policy, grant, client, groups) is not None:
@@ -78,6 +81,7 @@ def _granted(
         # (2) and is in force now
         if not _valid_at(grant, now):
             continue
+        found = {} if found is None else found
         for endpoint in _endpoints(grant):
             found.setdefault(endpoint, None)
-    return list(found)
+    return None if found is None else list(found)

@@ -7,6 +7,9 @@
   ``endpoint_list``.
 - ``getOpenAPI`` (PR-MREST §5): :func:`openapi_description` checks a fetched document and hides
   the backend's address, as PR-META §4 does for WSDL endpoint locations.
+- SOAP ``listMethods`` / ``allowedMethods`` / ``getWsdl`` (PR-META §3-4): the response elements,
+  :func:`wsdl_description` (endpoint locations replaced) and the ``multipart/related`` message
+  that carries the WSDL as an attachment.
 
 The service codes here are reserved: a provider cannot configure a service under them, and its
 security server answers them itself. Values and bytes only; no IO.
@@ -14,6 +17,7 @@ security server answers them itself. Values and bytes only; no IO.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -194,3 +198,78 @@ def _hide_servers(doc: dict[str, Any]) -> None:
         for operation in item.values():
             if isinstance(operation, dict) and "servers" in operation:
                 operation["servers"] = placeholder
+
+
+# --- SOAP: listMethods / allowedMethods / getWsdl (PR-META §3-4) -------------------------------
+
+WSDL_NS: Final = "http://schemas.xmlsoap.org/wsdl/"
+_WSDL_ADDRESS_NS: Final = (
+    "http://schemas.xmlsoap.org/wsdl/soap/",
+    "http://schemas.xmlsoap.org/wsdl/soap12/",
+    "http://schemas.xmlsoap.org/wsdl/http/",
+)
+_SERVICE_ID_TAGS: Final = (
+    "xRoadInstance",
+    "memberClass",
+    "memberCode",
+    "subsystemCode",
+    "serviceCode",
+)
+
+
+def soap_method_list(code: str, services: Iterable[ServiceId]) -> etree._Element:
+    """``<xrd:listMethodsResponse>`` / ``<xrd:allowedMethodsResponse>`` (PR-META §3,
+    ``MethodListType``): one ``xrd:service`` identifier per service, never a metadata service."""
+    root = etree.Element(f"{{{XROAD_NS}}}{code}Response", nsmap={"xrd": XROAD_NS, "id": ID_NS})
+    for service in sorted(services):
+        if service.service_code in RESERVED_SERVICE_CODES:
+            continue
+        el = etree.SubElement(root, f"{{{XROAD_NS}}}service")
+        el.set(f"{{{ID_NS}}}objectType", "SERVICE")
+        for tag, value in zip(_SERVICE_ID_TAGS, service.parts, strict=True):
+            etree.SubElement(el, f"{{{ID_NS}}}{tag}").text = value
+    return root
+
+
+def get_wsdl_response(service_code: str, service_version: str | None) -> etree._Element:
+    """``<xrd:getWsdlResponse>``: which service the attached WSDL describes (PR-META §4)."""
+    root = etree.Element(f"{{{XROAD_NS}}}getWsdlResponse", nsmap={"xrd": XROAD_NS})
+    etree.SubElement(root, f"{{{XROAD_NS}}}serviceCode").text = service_code
+    if service_version is not None:
+        etree.SubElement(root, f"{{{XROAD_NS}}}serviceVersion").text = service_version
+    return root
+
+
+def wsdl_description(root: etree._Element) -> bytes:
+    """A parsed WSDL 1.1 document with every endpoint location replaced (PR-META §4)."""
+    if root.tag != f"{{{WSDL_NS}}}definitions":
+        raise DescriptionError("the description is not a WSDL 1.1 document (wsdl:definitions)")
+    for el in root.iter():
+        if not isinstance(el.tag, str):
+            continue
+        name = etree.QName(el)
+        if name.localname == "address" and name.namespace in _WSDL_ADDRESS_NS:
+            el.set("location", ENDPOINT_PLACEHOLDER)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def multipart_related(
+    envelope: bytes, attachment: bytes, attachment_type: str = XML_TYPE
+) -> tuple[str, bytes]:
+    """A SOAP-with-attachments message (the SOAP part first) and its ``Content-Type``."""
+    boundary = "exchange-" + secrets.token_hex(16)
+    while boundary.encode() in envelope or boundary.encode() in attachment:
+        boundary = "exchange-" + secrets.token_hex(16)
+    crlf = b"\r\n"
+    parts = [
+        (XML_TYPE, "<soap-part>", envelope),
+        (attachment_type, "<attachment>", attachment),
+    ]
+    out = b""
+    for ctype, cid, data in parts:
+        out += b"--" + boundary.encode() + crlf
+        out += f"Content-Type: {ctype}\r\nContent-ID: {cid}\r\n\r\n".encode()
+        out += data + crlf
+    out += b"--" + boundary.encode() + b"--" + crlf
+    content_type = f'multipart/related; type="text/xml"; start="<soap-part>"; boundary="{boundary}"'
+    return content_type, out

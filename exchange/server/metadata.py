@@ -9,6 +9,11 @@
   recognises the reserved service code after every check of the request (signature, client hosted
   by the connecting server, freshness, replay, body digest) and answers from its own configuration
   and policy instead of calling a backend.
+- SOAP ``listMethods``, ``allowedMethods`` and ``getWsdl`` (PR-META §3-4): registered in
+  ``server.local_soap_services``, the hook :mod:`exchange.server.soap_provider` calls once a SOAP
+  request is verified and its envelope matched against the signed request. ``getWsdl`` answers
+  SOAP with attachments: the ``getWsdlResponse`` envelope, then the WSDL (hardened parse,
+  endpoint locations replaced).
 
 Access: as in X-Road, every authenticated client of the federation may call them; there is no
 grant to hold. What they reveal is bounded instead: ``listMethods`` names the subsystem's services
@@ -28,20 +33,24 @@ from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
+from lxml import etree
 
 from exchange.errors import (
+    ClientError,
     ExchangeError,
     ProviderServerError,
     ServiceFailed,
     UnknownService,
 )
 from exchange.globalconf.document import GlobalConf
-from exchange.identifiers import SubsystemId, validate_part
-from exchange.policy.discovery import ALL_ENDPOINTS, allowed_endpoints
+from exchange.identifiers import ClientId, ServiceId, SubsystemId, validate_part
+from exchange.policy.discovery import ALL_ENDPOINTS, Endpoint, allowed_endpoints
+from exchange.protocol import soap
 from exchange.protocol.messages import SignedRequest
 from exchange.protocol.metadata import (
     ALLOWED_METHODS,
     GET_OPENAPI,
+    GET_WSDL,
     JSON_TYPE,
     LIST_METHODS,
     REST_METADATA_SERVICES,
@@ -50,8 +59,11 @@ from exchange.protocol.metadata import (
     ServiceEntry,
     client_list_json,
     client_list_xml,
+    get_wsdl_response,
     openapi_description,
     service_list,
+    soap_method_list,
+    wsdl_description,
 )
 from exchange.server.config import ServiceConfig, ServiceType
 from exchange.server.httpclient import HttpClient
@@ -141,6 +153,13 @@ class MetadataServices:
             max_response_bytes=MAX_DESCRIPTION_BYTES,
             connect_timeout=min(server.config.limits.connect_timeout, DESCRIPTION_TIMEOUT),
         )
+        server.local_soap_services.update(
+            {
+                LIST_METHODS: self._soap_list_methods,
+                ALLOWED_METHODS: self._soap_allowed_methods,
+                GET_WSDL: self._soap_get_wsdl,
+            }
+        )
 
     async def close(self) -> None:
         await self.client.close()
@@ -176,6 +195,16 @@ class MetadataServices:
             raise InvalidMetadataRequest(f"{code} is called with GET, not {request.method}")
         if request.path not in ("", "/"):
             raise InvalidMetadataRequest(f"{code} takes no path after the service code")
+        policy_version = self._record_decision(code, rec)
+        if code == LIST_METHODS:
+            body = orjson.dumps(service_list(self._rest_entries(request.service.subsystem)))
+        elif code == ALLOWED_METHODS:
+            body = orjson.dumps(service_list(self._allowed_entries(request, conf)))
+        else:
+            return await self._get_openapi(request, policy_version)
+        return MetadataAnswer(200, [("content-type", JSON_TYPE)], body, policy_version)
+
+    def _record_decision(self, code: str, rec: ExchangeRecord) -> str:
         policy_version = self.server.policy_set().version
         rec.decision = {
             "allowed": True,
@@ -186,13 +215,7 @@ class MetadataServices:
             "policy_version": policy_version,
             "reason": f"metadata service {code}: answered by the provider security server",
         }
-        if code == LIST_METHODS:
-            body = orjson.dumps(service_list(self._rest_entries(request.service.subsystem)))
-        elif code == ALLOWED_METHODS:
-            body = orjson.dumps(service_list(self._allowed_entries(request, conf)))
-        else:
-            return await self._get_openapi(request, policy_version)
-        return MetadataAnswer(200, [("content-type", JSON_TYPE)], body, policy_version)
+        return policy_version
 
     def _rest_entries(self, subsystem: SubsystemId) -> list[ServiceEntry]:
         return [
@@ -202,16 +225,80 @@ class MetadataServices:
 
     def _allowed_entries(self, request: SignedRequest, conf: GlobalConf) -> list[ServiceEntry]:
         services = self.services_of(request.service.subsystem, "rest")
-        granted = allowed_endpoints(
+        granted = self._granted(request.client, services, conf)
+        # a service granted by SOAP-only grants (no methods) has no REST endpoint to show
+        return [
+            ServiceEntry(s.id, _rest_type(s), granted[s.id]) for s in services if granted.get(s.id)
+        ]
+
+    def _granted(
+        self, client: ClientId, services: list[ServiceConfig], conf: GlobalConf
+    ) -> dict[ServiceId, tuple[Endpoint, ...]]:
+        return allowed_endpoints(
             self.server.policy_set(),
-            request.client,
+            client,
             [s.id for s in services],
-            groups=conf.groups_of(request.client),
+            groups=conf.groups_of(client),
             now=dt.datetime.fromtimestamp(self.server.clock(), dt.UTC),
         )
-        return [
-            ServiceEntry(s.id, _rest_type(s), granted[s.id]) for s in services if s.id in granted
-        ]
+
+    # -- SOAP (PR-META §3-4), through the hook of :mod:`exchange.server.soap_provider` ---------
+
+    def _check_soap(self, request: soap.SoapRequest, rec: ExchangeRecord) -> SubsystemId:
+        """The provider subsystem is served here; the decision is recorded."""
+        service = request.header.service
+        if service.subsystem not in self.provided_subsystems():
+            raise UnknownService(f"service {service} is not provided by this security server")
+        self._record_decision(service.service_code, rec)
+        return service.subsystem
+
+    async def _soap_list_methods(
+        self,
+        server: SecurityServer,
+        request: soap.SoapRequest,
+        conf: GlobalConf,
+        rec: ExchangeRecord,
+    ) -> etree._Element:
+        subsystem = self._check_soap(request, rec)
+        services = [s.id for s in self.services_of(subsystem, "soap")]
+        return soap_method_list(LIST_METHODS, services)
+
+    async def _soap_allowed_methods(
+        self,
+        server: SecurityServer,
+        request: soap.SoapRequest,
+        conf: GlobalConf,
+        rec: ExchangeRecord,
+    ) -> etree._Element:
+        subsystem = self._check_soap(request, rec)
+        services = self.services_of(subsystem, "soap")
+        granted = self._granted(request.header.client, services, conf)
+        return soap_method_list(ALLOWED_METHODS, [s.id for s in services if s.id in granted])
+
+    async def _soap_get_wsdl(
+        self,
+        server: SecurityServer,
+        request: soap.SoapRequest,
+        conf: GlobalConf,
+        rec: ExchangeRecord,
+    ) -> tuple[etree._Element, bytes]:
+        subsystem = self._check_soap(request, rec)
+        code, version = _get_wsdl_arguments(request)
+        service = self.described_service(subsystem, code)
+        url = service.description_url
+        if service.type != "soap" or url is None:
+            raise InvalidServiceType(
+                f"service {service.id} has no WSDL (it is a REST service: use getOpenAPI)"
+            )
+        raw, _ = await self.fetch_description(service, url)
+        try:
+            wsdl = wsdl_description(soap.parse_xml(raw, max_bytes=MAX_DESCRIPTION_BYTES))
+        except (ClientError, DescriptionError) as exc:
+            reason = exc.message if isinstance(exc, ClientError) else str(exc)
+            raise ServiceFailed(
+                "the service's WSDL is not usable", internal=f"{url}: {reason}"
+            ) from None
+        return get_wsdl_response(code, version), wsdl
 
     async def _get_openapi(self, request: SignedRequest, policy_version: str) -> MetadataAnswer:
         codes = [
@@ -265,6 +352,25 @@ class MetadataServices:
             )
         content_type = next((v for k, v in response.headers if k.lower() == "content-type"), "")
         return response.body, content_type
+
+
+def _get_wsdl_arguments(request: soap.SoapRequest) -> tuple[str, str | None]:
+    """``serviceCode`` (required) and ``serviceVersion`` of a ``getWsdl`` body (PR-META §4)."""
+    root = soap.parse_xml(request.envelope)
+    body = root.find(f"{{{soap.SOAP_ENV_NS}}}Body")
+    wrapper = (
+        next((el for el in body if isinstance(el.tag, str)), None) if body is not None else None
+    )
+    found: dict[str, list[str]] = {}
+    for el in wrapper if wrapper is not None else ():
+        if isinstance(el.tag, str):
+            found.setdefault(etree.QName(el).localname, []).append((el.text or "").strip())
+    codes, versions = found.get("serviceCode", []), found.get("serviceVersion", [])
+    if len(codes) != 1 or not codes[0] or len(versions) > 1:
+        raise InvalidMetadataRequest(
+            "getWsdl needs exactly one serviceCode (and at most one serviceVersion)"
+        )
+    return codes[0], versions[0] if versions else None
 
 
 def _rest_type(service: ServiceConfig) -> str:

@@ -41,6 +41,7 @@ from exchange.policy.model import Decision
 from exchange.policy.xml_fields import filter_response_element
 from exchange.protocol import soap
 from exchange.protocol.messages import SignedRequest
+from exchange.protocol.metadata import multipart_related
 from exchange.server.records import ExchangeRecord
 
 if TYPE_CHECKING:
@@ -60,14 +61,16 @@ class SoapAnswer:
 
 LocalSoapService = Callable[
     ["SecurityServer", soap.SoapRequest, GlobalConf, ExchangeRecord],
-    Awaitable[etree._Element],
+    Awaitable[etree._Element | tuple[etree._Element, bytes]],
 ]
 """A service the security server answers itself (the SOAP metadata services of PR-META).
 
 It gets the parsed request (already verified and matched against the signed request), decides
 access itself (raising an :class:`~exchange.errors.ExchangeError`, which becomes a fault) and
-returns the ``<{code}Response>`` element; this module wraps it in an envelope that echoes the
-request's header and carries ``requestHash``, then it is signed and logged like any answer.
+returns the ``<{code}Response>`` element, or that element and an XML attachment (``getWsdl``:
+the answer is then SOAP with attachments, the envelope first); this module wraps it in an
+envelope that echoes the request's header and carries ``requestHash``, then it is signed and
+logged like any answer.
 """
 
 Decide = Callable[[SignedRequest, GlobalConf, ExchangeRecord], Decision]
@@ -134,10 +137,14 @@ async def process(
     parsed = _parse(request, body, limit)
     if service is None:
         assert local is not None
-        element = await local(server, parsed, conf, rec)
+        answer = await local(server, parsed, conf, rec)
+        element, attachment = answer if isinstance(answer, tuple) else (answer, None)
         envelope = soap.parse_response(soap.serialise(_wrap(element)))
         out = soap.finish_response(envelope, parsed)
-        return SoapAnswer(200, [("content-type", soap.SOAP_CONTENT_TYPE)], out, None, None)
+        if attachment is None:
+            return SoapAnswer(200, [("content-type", soap.SOAP_CONTENT_TYPE)], out, None, None)
+        content_type, message = multipart_related(out, attachment)
+        return SoapAnswer(200, [("content-type", content_type)], message, None, None)
     # (8) the access policy grants it
     decision = decide(request, conf, rec)
     rec.mark("decided")

@@ -27,6 +27,7 @@ from exchange.identifiers import GlobalGroupId, SecurityServerId, parse_subsyste
 from exchange.protocol.metadata import ENDPOINT_PLACEHOLDER, ID_NS, XROAD_NS
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import FINANCE, HEALTH, MOI, WINDOW, Net
+from tests.integration.soap_backend import BOMB, WSDL_FILE
 from tests.integration.support import assert_xroad_error, launch, logged, new_id, publish
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -68,6 +69,17 @@ id = "window-unconfigured"
 client = "PS/GOV/PALPOST/unified-window"
 service = "PS/GOV/MOI/civil-docs/not-configured"
 methods = ["GET"]
+
+[[grant]]
+id = "window-get-certificate"
+client = "PS/GOV/PALPOST/unified-window"
+service = "PS/GOV/MOI/civil-docs/getCertificate"
+
+[[grant]]
+id = "window-get-record-expired"
+client = "PS/GOV/PALPOST/unified-window"
+service = "PS/GOV/MOI/civil-docs/getRecord"
+valid_until = 2020-01-01T00:00:00Z
 
 [[grant]]
 id = "readers-records"
@@ -143,7 +155,21 @@ def _backend(release: asyncio.Event) -> web.Application:
     async def svc(request: web.Request) -> web.StreamResponse:
         return web.json_response({"path": request.raw_path})
 
+    async def wsdl(request: web.Request) -> web.StreamResponse:
+        if "wsdl" not in request.query:
+            return web.Response(status=405)
+        return web.Response(body=WSDL_FILE.read_bytes(), content_type="text/xml")
+
+    async def not_wsdl(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="<html><body>no</body></html>", content_type="text/xml")
+
+    async def bomb(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=BOMB, content_type="text/xml")
+
     app = web.Application()
+    app.router.add_get("/soap", wsdl)
+    app.router.add_get("/not.wsdl", not_wsdl)
+    app.router.add_get("/bomb.wsdl", bomb)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/openapi.yaml", openapi_yaml)
     app.router.add_get("/broken.json", broken)
@@ -166,6 +192,13 @@ def _services(b: str) -> list[dict[str, Any]]:
         rest("slow", openapi_url=f"{b}/slow.json", timeout=0.5),
         rest("gone", openapi_url=f"{b}/nothing-here.json"),
         {"id": f"{DOCS}/getCertificate", "type": "soap", "url": f"{b}/soap"},
+        {
+            "id": f"{DOCS}/getRecord",
+            "type": "soap",
+            "url": f"{b}/soap",
+            "wsdl_url": f"{b}/not.wsdl",
+        },
+        {"id": f"{DOCS}/getBomb", "type": "soap", "url": f"{b}/soap", "wsdl_url": f"{b}/bomb.wsdl"},
     ]
 
 
@@ -485,4 +518,196 @@ async def test_get_openapi_refusals(
     logged(net.servers["palpost"], message_id, "consumer", code)
     # the provider keeps serving
     again = await net.call("palpost", f"{BASE}/listMethods")
+    assert again[0] == 200
+
+
+# --- SOAP: listMethods, allowedMethods, getWsdl (PR-META §3-4) ----------------------------------
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
+WSDL_SOAP_NS = "http://schemas.xmlsoap.org/wsdl/soap/"
+
+
+def _soap_request(code: str, client: Any = WINDOW, body: str = "", subsystem: Any = DOCS) -> bytes:
+    """A PR-META C.2/C.4/C.6-shaped request for metadata service ``code`` of ``subsystem``."""
+    return f"""<?xml version="1.0" encoding="utf-8"?>
+<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}" xmlns:xroad="{XROAD_NS}" xmlns:id="{ID_NS}">
+    <SOAP-ENV:Header>
+        <xroad:client id:objectType="SUBSYSTEM">
+            <id:xRoadInstance>PS</id:xRoadInstance>
+            <id:memberClass>{client.member_class}</id:memberClass>
+            <id:memberCode>{client.member_code}</id:memberCode>
+            <id:subsystemCode>{client.subsystem_code}</id:subsystemCode>
+        </xroad:client>
+        <xroad:service id:objectType="SERVICE">
+            <id:xRoadInstance>PS</id:xRoadInstance>
+            <id:memberClass>GOV</id:memberClass>
+            <id:memberCode>MOI</id:memberCode>
+            <id:subsystemCode>{subsystem.subsystem_code}</id:subsystemCode>
+            <id:serviceCode>{code}</id:serviceCode>
+        </xroad:service>
+        <xroad:id>{new_id("soap-meta")}</xroad:id>
+        <xroad:protocolVersion>4.0</xroad:protocolVersion>
+    </SOAP-ENV:Header>
+    <SOAP-ENV:Body><xroad:{code}>{body}</xroad:{code}></SOAP-ENV:Body>
+</SOAP-ENV:Envelope>""".encode()
+
+
+async def _soap_call(net: Net, data: bytes, via: str = "palpost") -> tuple[int, Any, bytes]:
+    assert net.session is not None
+    url = f"http://127.0.0.1:{net.servers[via].consumer_port}/"
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+    async with net.session.post(url, data=data, headers=headers) as r:
+        return r.status, r.headers, await r.read()
+
+
+def _soap_body(envelope: bytes) -> etree._Element:
+    root = etree.fromstring(envelope, etree.XMLParser(resolve_entities=False, no_network=True))
+    body = root.find(f"{{{SOAP_ENV}}}Body")
+    assert body is not None
+    return body[0]
+
+
+def _listed(envelope: bytes, code: str) -> list[str]:
+    response = _soap_body(envelope)
+    assert response.tag == f"{{{XROAD_NS}}}{code}Response", envelope[:500]
+    out = []
+    for service in response:
+        assert service.tag == f"{{{XROAD_NS}}}service"
+        assert service.get(f"{{{ID_NS}}}objectType") == "SERVICE"
+        assert service.findtext(f"{{{ID_NS}}}subsystemCode") == "civil-docs"
+        out.append(service.findtext(f"{{{ID_NS}}}serviceCode") or "")
+    return out
+
+
+async def test_soap_list_methods(net: Net, meta: Meta) -> None:
+    data = _soap_request("listMethods", client=FINANCE)
+    status, headers, body = await _soap_call(net, data, via="mof")
+    assert status == 200, body[:800]
+    assert headers["Content-Type"].startswith("text/xml")
+    assert _listed(body, "listMethods") == ["getBomb", "getCertificate", "getRecord"]
+    header = etree.fromstring(body).find(f"{{{SOAP_ENV}}}Header")
+    assert header is not None and header.find(f"{{{XROAD_NS}}}requestHash") is not None
+    message_id = header.findtext(f"{{{XROAD_NS}}}id") or ""
+    record = logged(meta.provider, message_id, "provider")
+    assert record.entry["decision"]["code"] == "Allowed.MetadataService"
+    logged(net.servers["mof"], message_id, "consumer")
+
+
+@pytest.mark.parametrize(
+    ("via", "client", "expected"),
+    [
+        pytest.param("palpost", WINDOW, ["getCertificate"], id="granted-and-valid-only"),
+        pytest.param("moh", HEALTH, [], id="rest-grants-only"),
+        pytest.param("mof", FINANCE, [], id="no-grant-sees-none"),
+    ],
+)
+async def test_soap_allowed_methods(
+    net: Net, meta: Meta, via: str, client: Any, expected: list[str]
+) -> None:
+    status, _, body = await _soap_call(net, _soap_request("allowedMethods", client=client), via)
+    assert status == 200, body[:800]
+    assert _listed(body, "allowedMethods") == expected
+
+
+def _parts(content_type: str, body: bytes) -> list[Any]:
+    import email.parser
+    import email.policy
+
+    head = f"Content-Type: {content_type}\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(head + body)
+    assert message.is_multipart()
+    return list(message.get_payload())  # type: ignore[arg-type]
+
+
+async def test_soap_get_wsdl_is_an_attachment_without_the_backend_address(
+    net: Net, meta: Meta, tmp_path: Any
+) -> None:
+    data = _soap_request(
+        "getWsdl",
+        body="<xroad:serviceCode>getCertificate</xroad:serviceCode>"
+        "<xroad:serviceVersion>v1</xroad:serviceVersion>",
+    )
+    status, headers, body = await _soap_call(net, data)
+    assert status == 200, body[:800]
+    assert headers["Content-Type"].startswith("multipart/related")
+    soap_part, attachment = _parts(headers["Content-Type"], body)
+    response = _soap_body(soap_part.get_payload(decode=True))
+    assert response.tag == f"{{{XROAD_NS}}}getWsdlResponse"
+    assert response.findtext(f"{{{XROAD_NS}}}serviceCode") == "getCertificate"
+    assert response.findtext(f"{{{XROAD_NS}}}serviceVersion") == "v1"
+    wsdl = attachment.get_payload(decode=True)
+    root = etree.fromstring(wsdl)
+    assert root.tag == f"{{{WSDL_NS}}}definitions"
+    locations = [el.get("location") for el in root.iter(f"{{{WSDL_SOAP_NS}}}address")]
+    assert locations == [ENDPOINT_PLACEHOLDER]
+    assert b"127.0.0.1:1/soap" not in body
+    # a stock SOAP client reads it
+    import zeep
+
+    path = tmp_path / "service.wsdl"
+    path.write_bytes(wsdl)
+    client = await asyncio.to_thread(zeep.Client, str(path))
+    assert "getPerson" in {
+        op
+        for service in client.wsdl.services.values()
+        for port in service.ports.values()
+        for op in port.binding._operations
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "body", "subsystem", "fault"),
+    [
+        pytest.param("getWsdl", "", DOCS, "Server.ServerProxy.InvalidRequest", id="no-serviceCode"),
+        pytest.param(
+            "getWsdl",
+            "<xroad:serviceCode>nosuch</xroad:serviceCode>",
+            DOCS,
+            "Server.ServerProxy.UnknownService",
+            id="unknown-service",
+        ),
+        pytest.param(
+            "getWsdl",
+            "<xroad:serviceCode>certificates</xroad:serviceCode>",
+            DOCS,
+            "Server.ServerProxy.InvalidServiceType",
+            id="rest-service",
+        ),
+        pytest.param(
+            "getWsdl",
+            "<xroad:serviceCode>getRecord</xroad:serviceCode>",
+            DOCS,
+            "Server.ServerProxy.ServiceFailed",
+            id="not-a-wsdl",
+        ),
+        pytest.param(
+            "getWsdl",
+            "<xroad:serviceCode>getBomb</xroad:serviceCode>",
+            DOCS,
+            "Server.ServerProxy.ServiceFailed",
+            id="entity-bomb-not-expanded",
+        ),
+        pytest.param(
+            "listMethods",
+            "",
+            GHOST,
+            "Server.ServerProxy.UnknownService",
+            id="subsystem-not-served-here",
+        ),
+    ],
+)
+async def test_soap_metadata_faults(
+    net: Net, meta: Meta, code: str, body: str, subsystem: Any, fault: str
+) -> None:
+    data = _soap_request(code, body=body, subsystem=subsystem)
+    status, headers, answer = await _soap_call(net, data)
+    assert status == 500, answer[:800]
+    assert headers["X-Road-Error"] == fault
+    element = _soap_body(answer)
+    assert element.tag == f"{{{SOAP_ENV}}}Fault"
+    assert element.findtext("faultcode") == fault
+    message_id = etree.fromstring(data).findtext(f".//{{{XROAD_NS}}}id") or ""
+    logged(meta.provider, message_id, "provider", fault)
+    again = await _soap_call(net, _soap_request("listMethods"))
     assert again[0] == 200
