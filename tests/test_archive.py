@@ -30,6 +30,7 @@ from exchange.messagelog.archive import (
     MANIFEST,
     MANIFEST_JWS,
     RECORDS,
+    ArchivingBusy,
     _Moved,
     _plan,
     _write_archive,
@@ -376,8 +377,10 @@ async def test_a_second_archiving_run_at_once_is_refused(tmp_path: Path, pki: Pk
     fd = os.open(log.db.with_name(log.db.name + ".archive.lock"), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(MessageLogError, match="another archiving run is in progress"):
+        with pytest.raises(ArchivingBusy, match="another archiving run is in progress"):
             archive(log, pki)
+        with pytest.raises(ArchivingBusy):
+            archive_log(log.db, log.archives, pki.signer, older_than_ms=log.cutoff(), wait=0.2)
     finally:
         os.close(fd)
     assert live_seqs(log.db) == list(range(35))
@@ -620,3 +623,18 @@ async def test_records_without_bodies_are_counted_in_archives_too(tmp_path: Path
     report = verify_log(db, trusted_cas=[pki.ca.cert], archive_dir=archives)
     assert report.ok, report.to_dict()
     assert (report.records, report.records_without_bodies) == (12, 6)
+
+
+async def test_audit_watch_stays_consistent_across_archiving(tmp_path: Path, pki: Pki) -> None:
+    from exchange.audit.watch import watch_once
+
+    log = await build(tmp_path, pki)
+    state = tmp_path / "heads.json"
+    assert watch_once(log.db, state, log.archives).consistent  # remembers the head of size 35
+    with MessageLog(log.db, pki.signer) as live:
+        await _append(live, pki, 35, 8)  # stamped at 40
+    archive_log(log.db, log.archives, pki.signer, older_than_ms=2**62)  # the head of 35 too
+    assert live_seqs(log.db) == [40, 41, 42]
+    result = watch_once(log.db, state, log.archives)
+    assert result.consistent, result.message
+    assert (result.previous_size, result.size) == (35, 43)

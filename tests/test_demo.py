@@ -40,7 +40,7 @@ def test_demo_runs_exchanges_and_verifies_logs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "14/14 exchanges as expected, 5/5 message logs verified" in out
+    assert "16/16 exchanges as expected, 5/5 message logs verified" in out
     assert "Server.ServerProxy.AccessDenied" in out
     assert "Server.ServerProxy.UnknownService" in out
     # every server fetched, stapled and verified OCSP responses; every tree head was time-stamped

@@ -38,6 +38,13 @@ methods = ["GET"]
 paths = ["/*"]
 fields = ["national_id", "count", "vaccinations[].vaccine", "vaccinations[].date"]
 purposes = ["citizen-service"]
+
+[[grant]]
+id = "window-vaccination-certificate-soap"
+client = "PS/GOV/PALPOST/unified-window"
+service = "PS/GOV/MOH/health-records/getVaccinations"
+fields = ["national_id", "vaccinations.vaccine", "vaccinations.date"]
+purposes = ["citizen-service"]
 """
 
 
@@ -149,6 +156,20 @@ async def test_through_two_security_servers(
         "vaccinations", method="POST", purpose="citizen-service", body=b"{}"
     )
     assert (status, headers["X-Road-Error"]) == (403, "Server.ServerProxy.AccessDenied")
+    wsdl = exchange.root / "health.wsdl"
+    async with exchange.session.get(f"{exchange.adapter_url}/soap?wsdl") as response:
+        wsdl.write_bytes(await response.read())
+
+    def call() -> Any:
+        client = zeep.Client(str(wsdl))
+        binding = f"{{{NAMESPACE}}}HealthRecordsBinding"
+        service = client.create_service(binding, exchange.consumer_url + "/")
+        return service.getVaccinations(nationalId=CHILD, _soapheaders=HEADERS)
+
+    answer = await asyncio.to_thread(call)
+    assert answer.body.national_id == CHILD and answer.body.count is None  # not granted
+    doses = answer.body.vaccinations
+    assert doses and all(d.vaccine and d.date and d.lot is None for d in doses)
 
 
 HEADERS = {

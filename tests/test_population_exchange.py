@@ -3,11 +3,16 @@ provider security server (real PKI, mutual TLS, signed global configuration, Int
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 import pytest_asyncio
+import zeep
+import zeep.exceptions
 
 from adapters.population.app import create_adapter
 from adapters.population.generator import make_national_id
@@ -26,6 +31,13 @@ client = "PS/GOV/PALPOST/unified-window"
 service = "PS/GOV/MOI/population-registry/persons"
 methods = ["GET"]
 paths = ["/*", "/*/address"]
+fields = ["national_id", "name_en.full", "address.locality"]
+purposes = ["citizen-service"]
+
+[[grant]]
+id = "window-soap"
+client = "PS/GOV/PALPOST/unified-window"
+service = "PS/GOV/MOI/population-registry/getPerson"
 fields = ["national_id", "name_en.full", "address.locality"]
 purposes = ["citizen-service"]
 """
@@ -108,3 +120,53 @@ async def test_adapter_errors_pass_through_unchanged(exchange: Exchange) -> None
     }
     status, _, body = await exchange.rest("persons/123456789", purpose="citizen-service")
     assert (status, orjson.loads(body)["error"]) == (400, "invalid_national_id")
+
+
+# --- SOAP getPerson with a stock client (zeep) through both security servers ---------------------
+
+NS = "http://population.moi.gov.ps/v1"
+
+
+def soap_headers(purpose: str, message_id: str) -> dict[str, object]:
+    return {
+        "client": {"objectType": "SUBSYSTEM", "xRoadInstance": "PS", "memberClass": "GOV",
+                   "memberCode": "PALPOST", "subsystemCode": "unified-window"},
+        "service": {"objectType": "SERVICE", "xRoadInstance": "PS", "memberClass": "GOV",
+                    "memberCode": "MOI", "subsystemCode": "population-registry",
+                    "serviceCode": "getPerson"},
+        "id": message_id,
+        "protocolVersion": "4.0",
+        "purpose": purpose,
+    }  # fmt: skip
+
+
+async def test_zeep_get_person_through_the_exchange_is_minimised(
+    exchange: Exchange, nid: str, tmp_path: Path
+) -> None:
+    wsdl = tmp_path / "population.wsdl"
+    async with exchange.session.get(f"{exchange.adapter_url}/soap?wsdl") as response:
+        wsdl.write_bytes(await response.read())
+
+    def call() -> tuple[Any, Exception]:
+        client = zeep.Client(str(wsdl))
+        registry = client.create_service(
+            f"{{{NS}}}PopulationRegistryBinding", exchange.consumer_url + "/"
+        )
+        found = registry.getPerson(
+            nationalId=nid, _soapheaders=soap_headers("citizen-service", "zeep-kit-1")
+        )
+        with pytest.raises(zeep.exceptions.Fault) as refused:
+            registry.getPerson(nationalId=nid, _soapheaders=soap_headers("curiosity", "zeep-kit-2"))
+        return found, refused.value
+
+    found, refused = await asyncio.to_thread(call)
+    person = found.body
+    assert person.national_id == nid and person.name_en.full
+    assert person.name_en.first is None and person.address.street is None
+    assert person.date_of_birth is None and person.name_ar is None  # not granted: removed
+    assert found.header.requestHash
+    assert refused.code == "Server.ServerProxy.AccessDenied.PurposeNotAllowed"
+    [record] = query_records(
+        exchange.provider.config.log_path, message_id="zeep-kit-1", side="provider"
+    )
+    assert record.entry["client"] == WINDOW

@@ -462,6 +462,8 @@ def check_proof_cmd(file: Path) -> None:
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+ARCHIVE_WAIT_SECONDS = 300.0
+"""How long `log archive` waits for a running server's own archiving run to finish."""
 
 
 def _seconds(text: str) -> float:
@@ -539,6 +541,7 @@ def archive_cmd(
             older_than_ms=cutoff_ms,
             max_records=max_records or config.retention.max_records,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            wait=ARCHIVE_WAIT_SECONDS,
         )
     if as_json:
         print_json({"archives": [e.to_dict() for e in written]})

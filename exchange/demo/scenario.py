@@ -14,8 +14,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+from lxml import etree
 
-from exchange.demo.federation import MINISTRIES, PERSONS, Federation, Ministry
+from adapters.population.app import NAMESPACE as REGISTRY_NS
+from exchange.demo.federation import GET_PERSON, MINISTRIES, PERSONS, Federation, Ministry
+from exchange.identifiers import parse_subsystem
+from exchange.protocol import soap
 
 _BY_CODE = {m.member.member_code: m for m in MINISTRIES}
 
@@ -31,6 +35,7 @@ class Step:
     as_client: str | None = None
     user_id: str | None = None
     repeat_before: int = 0  # this many requests first (e.g. to use up a quota)
+    soap_national_id: str | None = None  # a SOAP getPerson request (X-Road 4.0) for this person
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,24 @@ def steps(federation: Federation) -> list[Step]:
             200,
             None,
             "patient-care",
+        ),
+        Step(
+            "Health reads a patient's record over SOAP (getPerson, a stock X-Road 4.0 client)",
+            "MOH",
+            "/ (SOAP getPerson)",
+            200,
+            None,
+            "patient-care",
+            soap_national_id=other,
+        ),
+        Step(
+            "Finance asks for a person over SOAP (no getPerson grant)",
+            "MOF",
+            "/ (SOAP getPerson)",
+            500,
+            "Server.ServerProxy.AccessDenied",
+            "fee-collection",
+            soap_national_id=nid,
         ),
         Step(
             "Telecom checks a name for a SIM registration",
@@ -173,7 +196,53 @@ def _client_of(ministry: Ministry, step: Step) -> str:
     return step.as_client or str(ministry.subsystem)
 
 
+def _soap_envelope(ministry: Ministry, step: Step, message_id: str) -> bytes:
+    header = soap.XRoadHeader(
+        client=parse_subsystem(_client_of(ministry, step)),
+        service=GET_PERSON,
+        service_version=None,
+        message_id=message_id,
+        user_id=step.user_id,
+        issue=None,
+        protocol_version=soap.PROTOCOL_VERSION,
+        represented_party=None,
+        security_server=None,
+        purpose=step.purpose,
+    )
+    body = etree.Element(f"{{{REGISTRY_NS}}}getPerson", nsmap={"reg": REGISTRY_NS})
+    etree.SubElement(body, f"{{{REGISTRY_NS}}}nationalId").text = step.soap_national_id
+    return soap.request_envelope(header, body)
+
+
+def _soap_fields(raw: bytes) -> tuple[str, ...]:
+    """The child element names of the response's ``<getPersonResponse>``."""
+    root = soap.parse_xml(raw)
+    body = root.find(f"{{{soap.SOAP_ENV_NS}}}Body")
+    answer = next(iter(body), None) if body is not None else None
+    if answer is None or not str(answer.tag).endswith("getPersonResponse"):
+        return ()
+    return tuple(etree.QName(child).localname for child in answer)
+
+
+async def run_soap_step(
+    session: aiohttp.ClientSession, federation: Federation, step: Step
+) -> Outcome:
+    ministry = _BY_CODE[step.caller]
+    message_id = str(uuid.uuid4())
+    envelope = _soap_envelope(ministry, step, message_id)
+    headers = {"Content-Type": soap.SOAP_CONTENT_TYPE, "SOAPAction": '""'}
+    url = federation.consumer_url(ministry.member) + "/"
+    async with session.post(url, data=envelope, headers=headers) as resp:
+        raw = await resp.read()
+        error = resp.headers.get("X-Road-Error")
+        status = resp.status
+    fields = _soap_fields(raw) if status == 200 else ()
+    return Outcome(step, message_id, status, error, fields, raw.decode(errors="replace"))
+
+
 async def run_step(session: aiohttp.ClientSession, federation: Federation, step: Step) -> Outcome:
+    if step.soap_national_id is not None:
+        return await run_soap_step(session, federation, step)
     ministry = _BY_CODE[step.caller]
     message_id = str(uuid.uuid4())
     headers = {"X-Road-Client": _client_of(ministry, step), "X-Road-Id": message_id}

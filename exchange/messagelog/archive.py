@@ -198,17 +198,27 @@ def archivable(db_path: Path, cutoff_ms: int) -> tuple[int, int]:
 # --- writing -----------------------------------------------------------------------------------
 
 
+class ArchivingBusy(MessageLogError):
+    """Another archiving run (the server's own, or an operator's) holds the log's archive lock."""
+
+
 @contextlib.contextmanager
-def _archive_lock(db_path: Path) -> Iterator[None]:
+def _archive_lock(db_path: Path, wait: float) -> Iterator[None]:
     path = db_path.with_name(db_path.name + ".archive.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise MessageLogError(
-                f"another archiving run is in progress for {db_path}; try again when it is done"
-            ) from None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise ArchivingBusy(
+                        f"another archiving run is in progress for {db_path}; "
+                        "try again when it is done"
+                    ) from None
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)
@@ -223,19 +233,21 @@ def archive_log(
     max_records: int = DEFAULT_MAX_RECORDS,
     progress: Progress | None = None,
     now: Callable[[], float] = time.time,
+    wait: float = 0.0,
 ) -> list[ArchiveIndexEntry]:
     """Move the records logged before ``older_than_ms`` (unix ms) into archive files.
 
     Only whole ranges that end at a time-stamped tree head move; the rest waits for the next
-    run. Returns the archives written (none when nothing was old enough and stamped). Raises
+    run. Returns the archives written (none when nothing was old enough and stamped). Waits up
+    to ``wait`` seconds for another run to finish, then raises :class:`ArchivingBusy`; raises
     :class:`MessageLogError` when the records to move do not match their signed tree head (run
-    ``exchange log verify``) or another run holds the lock.
+    ``exchange log verify``).
     """
     db, folder = Path(db_path), Path(archive_dir)
     if max_records < 1:
         raise ValueError("max_records must be at least 1")
     written: list[ArchiveIndexEntry] = []
-    with _archive_lock(db):
+    with _archive_lock(db, wait):
         start, goal = archivable(db, older_than_ms)
         while True:
             conn = open_readonly(db)

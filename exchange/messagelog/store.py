@@ -11,8 +11,11 @@ its commit succeeded (DESIGN.md §5 "log before answer", §8, §9).
 
 The store adds ``seq`` and ``logged_at`` (unix ms) into each entry before taking its canonical
 bytes, so a deleted or reordered record is visible from the entries themselves. Triggers refuse
-UPDATE and DELETE, which stops accidents, not an attacker with the file: that is what the signed
-tree heads and :mod:`exchange.messagelog.verify` are for.
+UPDATE and DELETE (except DELETE of rows an indexed archive holds, see
+:mod:`exchange.messagelog.archive`), which stops accidents, not an attacker with the file: that is
+what the signed tree heads and :mod:`exchange.messagelog.verify` are for. After archiving, the
+Merkle frontier is restored from the ``archives`` index (:func:`archived_frontier`) and the
+remaining leaf hashes.
 
 RFC 3161 time-stamp tokens over tree heads are kept in the ``timestamps`` table, one per stamped
 tree-head size, written through the same writer thread (:meth:`MessageLog.add_timestamp`). The

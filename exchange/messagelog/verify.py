@@ -15,6 +15,15 @@ head's JWS (:func:`~exchange.messagelog.store.tree_head_digest`), is signed by a
 whose certificate a trusted CA issued, and its genTime does not precede the head's signing time
 by more than the allowed clock skew. Without TSA certificates the tokens are counted, not checked.
 
+Archives (:mod:`exchange.messagelog.archive`) are verified first, in the order of the database's
+archive index, as part of the same pass: (A1) the index is contiguous, (A2) each file's SHA-256
+is the indexed one, (A3) its manifest is signed by a log certificate of a trusted CA, (A4) it
+names this log, its index and range, and links to the previous archive's SHA-256, (A5) each part
+matches the manifest; then its records, tree heads and time-stamps stream through the checks
+above, and (A6) the tree ends at the frontier the index keeps, from which the live records go
+on. An archive that cannot be read is reported and skipped from the index's frontier, so the
+rest of the log is still checked.
+
 What this cannot see: records removed together with every tree head that covers them, or a
 log replaced wholesale. Time-stamps close part of that gap (a head stamped by a TSA existed at
 that time); consistency proofs held by others (later issues) close the rest. This module does not

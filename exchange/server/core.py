@@ -36,7 +36,7 @@ from exchange.globalconf.client import GlobalConfPoller
 from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.globalconf.verifier import TrustedGlobalConf
 from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
-from exchange.messagelog.archive import ArchiveIndexEntry, archive_log
+from exchange.messagelog.archive import ArchiveIndexEntry, ArchivingBusy, archive_log
 from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
@@ -442,6 +442,9 @@ class SecurityServer:
                 max_records=retention.max_records,
                 now=self.clock,
             )
+        except ArchivingBusy:
+            log.info("an operator's archiving run is in progress; archiving on the next interval")
+            return []
         except (ExchangeError, OSError) as exc:
             log.error("archiving the message log failed (will retry): %s", exc)
             return []
