@@ -638,3 +638,23 @@ async def test_audit_watch_stays_consistent_across_archiving(tmp_path: Path, pki
     result = watch_once(log.db, state, log.archives)
     assert result.consistent, result.message
     assert (result.previous_size, result.size) == (35, 43)
+
+
+async def test_queries_find_archived_and_live_records_in_order(tmp_path: Path, pki: Pki) -> None:
+    from exchange.messagelog.query import query_records
+
+    log = await build(tmp_path, pki)
+    archive(log, pki)
+    everything = query_records(log.db, archive_dir=log.archives, limit=100)
+    assert [v.seq for v in everything] == list(range(35))
+    assert [v.seq for v in query_records(log.db, limit=100)] == list(range(30, 35))
+    [found] = query_records(log.db, message_id="msg-12", archive_dir=log.archives)
+    assert (found.seq, found.client, found.entry["seq"]) == (12, "PS/GOV/MOF/tax", 12)
+    page = query_records(log.db, archive_dir=log.archives, limit=5, offset=28)
+    assert [v.seq for v in page] == [28, 29, 30, 31, 32]
+    recent = dt.datetime.fromtimestamp(log.now - 86400, dt.UTC)
+    assert [v.seq for v in query_records(log.db, since=recent, archive_dir=log.archives)] == [
+        30, 31, 32, 33, 34
+    ]  # fmt: skip
+    old = query_records(log.db, until=recent, archive_dir=log.archives, limit=3)
+    assert [v.seq for v in old] == [0, 1, 2]

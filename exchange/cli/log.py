@@ -253,6 +253,7 @@ def _when(text: str | None) -> dt.datetime | None:
 @click.option("--until", help="ISO time (UTC if no zone), exclusive.")
 @click.option("--limit", default=50, show_default=True)
 @_ARCHIVE_DIR
+@click.option("--live-only", is_flag=True, help="Search the database only, not the archives.")
 @click.option("--json", "as_json", is_flag=True, help="Full records as JSON.")
 @handle_errors
 def show_cmd(
@@ -266,17 +267,18 @@ def show_cmd(
     until: str | None,
     limit: int,
     archive_dir: Path | None,
+    live_only: bool,
     as_json: bool,
 ) -> None:
     """List logged exchanges readably, filtered by message id, client, service, side or time.
 
-    Filters search the live database; --id also finds a record that was archived.
+    Archived records are searched too (read from the archive files; oldest first).
 
     \b
     Example:
       exchange log show --config state/servers/MOI/server.toml --since 2026-11-27T10:00
     """
-    from exchange.messagelog.query import archived_views, query_records
+    from exchange.messagelog.query import query_records
 
     try:
         views = query_records(
@@ -288,12 +290,10 @@ def show_cmd(
             since=_when(since),
             until=_when(until),
             limit=limit,
+            archive_dir=None if live_only else _archive_dir(config_path, db, archive_dir),
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if message_id is not None and not views:
-        path = _log_path(config_path, db)
-        views = archived_views(path, _archive_dir(config_path, db, archive_dir), message_id)
     if as_json:
         print_json([v.to_dict() for v in views])
         return

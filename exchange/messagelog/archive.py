@@ -613,6 +613,19 @@ def _archives(db_path: Path) -> list[ArchiveIndexEntry]:
         conn.close()
 
 
+def archived_records(db_path: str | Path, archive_dir: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(seq, entry bytes) of every archived record, in seq order, streamed from the files."""
+    for entry in _archives(Path(db_path)):
+        try:
+            with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+                for offset, line in enumerate(archive.lines(RECORDS)):
+                    yield entry.first_seq + offset, line
+        except ArchiveFileError as exc:
+            raise MessageLogError(
+                f"archive {entry.file} cannot be read ({exc}); run `exchange log verify`"
+            ) from None
+
+
 def find_archived(
     db_path: str | Path, archive_dir: str | Path, message_id: str
 ) -> list[tuple[int, bytes]]:

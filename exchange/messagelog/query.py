@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from exchange.messagelog.archive import find_archived
+from exchange.messagelog.archive import archived_records
 from exchange.messagelog.store import open_readonly
 
 _COLUMNS = "seq, logged_at, side, message_id, client, service, status, entry"
@@ -63,42 +63,67 @@ def query_records(
     side: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    archive_dir: str | Path | None = None,
 ) -> list[RecordView]:
-    """Records matching every given filter, oldest first; ``since`` inclusive, ``until`` not."""
+    """Records matching every given filter, oldest first; ``since`` inclusive, ``until`` not.
+
+    With ``archive_dir``, archived records are searched too (read from the archive files, before
+    the live ones: they are older).
+    """
     if not 0 < limit <= _MAX_LIMIT or offset < 0:
         raise ValueError(f"limit must be 1..{_MAX_LIMIT} and offset at least 0")
     where, params = _filters(message_id, client, service, since, until, side)
+    archived: list[RecordView] = []
+    if archive_dir is not None:
+        wanted = {"message_id": message_id, "client": client, "service": service, "side": side}
+        span = (_ms(since) if since else None, _ms(until) if until else None)
+        archived = _archived_matches(path, archive_dir, wanted, span, offset + limit)
+    skip = max(offset - len(archived), 0)
+    archived = archived[offset:]
     sql = f"SELECT {_COLUMNS} FROM records{where} ORDER BY seq LIMIT ? OFFSET ?"
     conn = open_readonly(path)
     try:
-        rows = conn.execute(sql, [*params, limit, offset]).fetchall()
+        rows = conn.execute(sql, [*params, limit - len(archived), skip]).fetchall()
     finally:
         conn.close()
-    return [_view(row) for row in rows]
+    return archived + [_view(row) for row in rows]
 
 
-def archived_views(
-    db_path: str | Path, archive_dir: str | Path, message_id: str
+def _archived_matches(
+    path: str | Path,
+    archive_dir: str | Path,
+    wanted: dict[str, str | None],
+    span: tuple[int | None, int | None],
+    enough: int,
 ) -> list[RecordView]:
-    """The archived records of X-Road-Id ``message_id``, read from the archive files."""
-    views = []
-    for seq, data in find_archived(db_path, archive_dir, message_id):
+    found: list[RecordView] = []
+    for seq, data in archived_records(path, archive_dir):
         entry = _entry(data)
-        views.append(
-            _view(
-                (
-                    seq,
-                    entry.get("logged_at", 0),
-                    entry.get("side"),
-                    entry.get("message_id"),
-                    entry.get("client"),
-                    entry.get("service"),
-                    entry.get("status"),
-                    data,
-                )
-            )
-        )
-    return views
+        logged_at = entry.get("logged_at")
+        if any(value is not None and entry.get(key) != value for key, value in wanted.items()):
+            continue
+        if not isinstance(logged_at, int):
+            continue
+        if (span[0] is not None and logged_at < span[0]) or (
+            span[1] is not None and logged_at >= span[1]
+        ):
+            continue
+        found.append(_archived_view(seq, data, entry))
+        if len(found) >= enough:
+            break
+    return found
+
+
+def _archived_view(seq: int, data: bytes, entry: dict[str, Any]) -> RecordView:
+    logged_at = entry.get("logged_at")
+    columns = (entry.get(key) for key in ("side", "message_id", "client", "service", "status"))
+    return _view(
+        (seq, logged_at if isinstance(logged_at, int) else 0, *(_str(c) for c in columns), data)
+    )
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _filters(
