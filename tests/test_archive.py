@@ -481,6 +481,10 @@ def _last_archive_and_index_row(log: Log) -> None:
     sql(log.db, "DELETE FROM archives WHERE idx = 3")
 
 
+def _middle_index_row(log: Log) -> None:
+    sql(log.db, "DELETE FROM archives WHERE idx = 2")
+
+
 def _live_record(log: Log) -> None:
     sql(log.db, "DELETE FROM records WHERE seq = 32")
 
@@ -548,6 +552,12 @@ TAMPERING = [
         None,
         (20, "records 20..29 are missing (deleted)"),
         id="last-archive-and-its-index-row-removed",
+    ),
+    pytest.param(
+        _middle_index_row,
+        (A3, "the index gives records 20..29, but the previous archive ends at 10"),
+        (10, "records 10..19 are missing (deleted)"),
+        id="middle-index-row-deleted",
     ),
     pytest.param(
         _live_record,
@@ -658,3 +668,56 @@ async def test_queries_find_archived_and_live_records_in_order(tmp_path: Path, p
     ]  # fmt: skip
     old = query_records(log.db, until=recent, archive_dir=log.archives, limit=3)
     assert [v.seq for v in old] == [0, 1, 2]
+
+
+BASE_CONFIG = {
+    "server_id": "PS/GOV/MOI/ss1",
+    "state_dir": "state",
+    "keys": {
+        "auth_key": "a.pem",
+        "auth_cert": "a.cert.pem",
+        "signing": [{"member": "PS/GOV/MOI", "key": "s.pem", "cert": "s.cert.pem"}],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("messagelog", "expected"),
+    [
+        pytest.param({}, (None, "state/archives", 3600.0, 20_000), id="off-by-default"),
+        pytest.param(
+            {"retention_days": 30, "archive_dir": "/srv/archives", "archive_interval": 600},
+            (30.0, "/srv/archives", 600.0, 20_000),
+            id="configured",
+        ),
+        pytest.param({"retention_days": 0.5}, (0.5, "state/archives", 3600.0, 20_000), id="half"),
+    ],
+)
+def test_retention_configuration(
+    tmp_path: Path, messagelog: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
+    from exchange.server.config import parse_server_config
+
+    config = parse_server_config({**BASE_CONFIG, "messagelog": messagelog}, tmp_path / "s.toml")
+    r = config.retention
+    folder = str(r.archive_dir.relative_to(tmp_path)) if not expected[1].startswith("/") else ""
+    assert (r.days, folder or str(r.archive_dir), r.interval, r.max_records) == expected
+    assert config.archive_dir == r.archive_dir
+
+
+@pytest.mark.parametrize(
+    "messagelog",
+    [
+        pytest.param({"retention_days": -1}, id="negative-days"),
+        pytest.param({"retention_days": "30d"}, id="days-not-a-number"),
+        pytest.param({"retention_days": True}, id="days-boolean"),
+        pytest.param({"archive_interval": 0}, id="zero-interval"),
+        pytest.param({"archive_max_records": 0}, id="zero-records"),
+    ],
+)
+def test_bad_retention_configuration_is_refused(tmp_path: Path, messagelog: dict[str, Any]) -> None:
+    from exchange.errors import ConfigurationError
+    from exchange.server.config import parse_server_config
+
+    with pytest.raises(ConfigurationError, match=r"messagelog\.(retention_days|archive_)"):
+        parse_server_config({**BASE_CONFIG, "messagelog": messagelog}, tmp_path / "s.toml")

@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 import zeep
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 from lxml import etree
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_openapi
@@ -21,6 +23,7 @@ from openapi_spec_validator import validate as validate_openapi
 from adapters.sdk import Adapter, BadRequest, Context, NotFound, param
 from adapters.sdk.openapi import openapi_document
 from adapters.sdk.soap import XSI_NS as XSI
+from adapters.sdk.types import InputBinder, InputError
 from exchange.identifiers import parse_service, parse_subsystem
 from exchange.protocol import soap as xsoap
 
@@ -507,3 +510,36 @@ ZEEP_HEADERS = {
     "protocolVersion": "4.0",
     "purpose": "audit",
 }  # fmt: skip
+
+
+# --- the input binder's contract: anything parses or is an InputError ----------------------------
+
+_BINDER = InputBinder(Order, "invalid_order")
+_TEXT = st.text(max_size=30)
+
+
+@given(st.dictionaries(st.sampled_from(["code", "quantity", "deliver_on", "kind", "x"]), _TEXT))
+def test_any_text_input_binds_or_is_an_input_error(values: dict[str, str]) -> None:
+    try:
+        order = _BINDER.from_text(values)
+    except InputError as exc:
+        assert exc.code == "invalid_order" and exc.message
+    else:
+        assert isinstance(order, Order) and 1 <= order.quantity <= 10
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["code", "quantity", "deliver_on", "kind", "x"]), _JSON))
+def test_any_json_input_binds_or_is_an_input_error(values: dict[str, Any]) -> None:
+    try:
+        order = _BINDER.from_json(values)
+    except InputError as exc:
+        assert exc.code == "invalid_order" and exc.message
+    else:
+        assert isinstance(order, Order) and isinstance(order.code, str)

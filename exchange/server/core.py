@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import os
@@ -36,7 +37,12 @@ from exchange.globalconf.client import GlobalConfPoller
 from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.globalconf.verifier import TrustedGlobalConf
 from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
-from exchange.messagelog.archive import ArchiveIndexEntry, ArchivingBusy, archive_log
+from exchange.messagelog.archive import (
+    ArchiveIndexEntry,
+    ArchivingBusy,
+    archive_log,
+    archived_end,
+)
 from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
@@ -130,6 +136,7 @@ class SecurityServer:
         self._sites: list[web.TCPSite] = []
         self._provider_server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.archiving: dict[str, Any] = {"last_run": None, "last_error": None, "archived": 0}
         self.poller: GlobalConfPoller | None = None
         self.consumer_port = 0
         self.consumer_tls_port = 0
@@ -447,7 +454,11 @@ class SecurityServer:
             return []
         except (ExchangeError, OSError) as exc:
             log.error("archiving the message log failed (will retry): %s", exc)
+            self.archiving["last_error"] = str(exc)
             return []
+        self.archiving["last_run"] = dt.datetime.fromtimestamp(self.clock(), dt.UTC).isoformat()
+        self.archiving["last_error"] = None
+        self.archiving["archived"] = await asyncio.to_thread(archived_end, self.config.log_path)
         for entry in written:
             log.info(
                 "archived message log records %d..%d to %s",
@@ -623,6 +634,7 @@ class SecurityServer:
             "ocsp": self._ocsp_health(conf),
             "certificate_warnings": self.expiring_certificates(),
             "timestamping": self.stamper.health(),
+            **({"archiving": self.archiving} if self.config.retention.days is not None else {}),
         }
 
     def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, int]:

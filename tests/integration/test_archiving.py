@@ -159,6 +159,8 @@ async def test_running_servers_archive_on_their_interval_and_stay_verifiable(
         report = verify_server_log(server.config)
         assert report.ok, report.to_dict()
         assert report.archives >= 1 and report.archives_verified == report.archives
+        health = server.health()["archiving"]
+        assert health["archived"] >= 1 and health["last_error"] is None, health
     config = str(pair.consumer.config.path)
     # (1) the auditor's commands find the archived exchange
     code, output = _cli("log", "verify", "--config", config, "--no-progress")
