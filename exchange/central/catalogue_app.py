@@ -86,7 +86,7 @@ def add_catalogue_routes(app: web.Application, db_path: Path, *, clock: Clock = 
 async def handle_declaration(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return _error(InvalidServiceDeclaration(f"the body is larger than {MAX_BODY_BYTES} bytes"))
-    body = await request.content.read(MAX_BODY_BYTES + 1)
+    body = await request.read()  # bounded by the app's client_max_size (1 MiB)
     try:
         declaration = await asyncio.to_thread(request.app[CATALOGUE_KEY].declare, body)
     except ClientError as exc:

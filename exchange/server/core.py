@@ -634,6 +634,7 @@ class SecurityServer:
             "ocsp": self._ocsp_health(conf),
             "certificate_warnings": self.expiring_certificates(),
             "timestamping": self.stamper.health(),
+            "catalogue": self.declarer.health(),
             **({"archiving": self.archiving} if self.config.retention.days is not None else {}),
         }
 

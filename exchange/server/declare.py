@@ -135,6 +135,10 @@ class ServiceDeclarer:
             log.info("services declared to the central catalogue: %s", self.last_answer)
             return
 
+    def health(self) -> dict[str, Any]:
+        """Whether the central catalogue holds this server's latest declaration, and why not."""
+        return {"declared": self.accepted.is_set(), "last_error": self.last_error}
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -128,6 +128,7 @@ async def test_servers_declare_on_start(net: Net, cat: Cat) -> None:
             "description_service": None,
         },
     ]
+    assert cat.server.health()["catalogue"] == {"declared": True, "last_error": None}
     # the shared federation's registry server declared too
     await asyncio.wait_for(net.servers["moi"].declarer.accepted.wait(), 30)
     _, catalogue = await _get(net, cat.central)
@@ -289,6 +290,13 @@ def _reserved(net: Net, cat: Cat) -> bytes:
         pytest.param(_stale, 400, "Client.InvalidServiceDeclaration", "declared_at", id="stale"),
         pytest.param(
             _reserved, 400, "Client.InvalidServiceDeclaration", "reserved", id="reserved-code"
+        ),
+        pytest.param(
+            lambda net, cat: b" " * (600 * 1024),
+            400,
+            "Client.InvalidServiceDeclaration",
+            "larger than",
+            id="oversize",
         ),
         pytest.param(
             lambda net, cat: b"not json",
