@@ -8,9 +8,8 @@ RFC 3161 token (DER, over SHA-256 of the head's JWS), and a ``manifest.json`` na
 what it proves. :func:`verify_bundle` checks such a zip with only the public trust material that
 :func:`export_trust` writes (approved CA and TSA certificates, the anchor).
 
-Not here: stapled OCSP responses are not bundled yet, so a bundle shows that the signing
-certificates chain to an approved CA, not that they were unrevoked at signing time. Bundles of
-logs whose bodies were not logged prove the signed digests only.
+Records archived out of the live log are read from their archive files. Bundles of records
+logged without bodies prove the signed digests only; :func:`bundle_notes` says so.
 """
 
 from __future__ import annotations
@@ -338,6 +337,22 @@ def verify_bundle(path: Path, trust_dir: Path) -> list[Check]:
     return [
         Check(i, what, reason is None, reason or "") for i, (what, reason) in enumerate(checks, 1)
     ]
+
+
+def bundle_notes(path: Path) -> list[str]:
+    """What the bundle cannot show, for the auditor: records logged without bodies."""
+    bundle = _Bundle.read(path)
+    notes = []
+    for seq in bundle.seqs():
+        entry = _loads(bundle.files[f"record-{seq}.json"])
+        if entry.get("bodies") == "digests-only":
+            notes.append(
+                f"record {seq} was logged without bodies (metadata-only logging): the signatures "
+                "prove who asked what of whom and when, and the SHA-256 digests of the request "
+                "and response bodies, but not their content; only someone holding a body can "
+                "show that it matches"
+            )
+    return notes
 
 
 def _record_checks(bundle: _Bundle, seq: int, head: str) -> list[tuple[str, str | None]]:

@@ -64,9 +64,12 @@ def verify(bundle: Path, trust_dir: Path) -> None:
     Example:
       exchange audit verify evidence.zip --trust trust
     """
-    from exchange.audit.bundle import verify_bundle
+    from exchange.audit.bundle import bundle_notes, verify_bundle
 
-    _report(verify_bundle(bundle, trust_dir))
+    checks = verify_bundle(bundle, trust_dir)
+    for note in bundle_notes(bundle):
+        console.print(f"note: {note}", markup=False, highlight=False)
+    _report(checks)
 
 
 @group.command("correlate")

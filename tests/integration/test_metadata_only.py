@@ -4,9 +4,12 @@ says plainly what such records can no longer show."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
+from exchange.audit.bundle import bundle_notes, export_bundle, export_trust
 from exchange.cli import main
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
 from exchange.messagelog.query import query_records
@@ -30,7 +33,9 @@ methods = ["GET"]
 NO_BODIES = {"messagelog": {"path": "messagelog.sqlite", "bodies": False}}
 
 
-async def test_metadata_only_log_verifies_and_says_what_it_cannot_show(net: Net) -> None:
+async def test_metadata_only_log_verifies_and_says_what_it_cannot_show(
+    net: Net, tmp_path: Path
+) -> None:
     with net.registry() as reg:
         reg.add_member(PROVIDER, "Metadata provider")
         reg.add_member(CONSUMER, "Metadata consumer")
@@ -61,3 +66,10 @@ async def test_metadata_only_log_verifies_and_says_what_it_cannot_show(net: Net)
     assert result.exit_code == 0, result.output
     assert "logged without bodies (metadata-only logging)" in result.output
     assert "cannot be shown" in result.output
+    # an evidence bundle of such a record says what it cannot show
+    bundle = await export_bundle(consumer.config, "md-1", tmp_path / "md.zip")
+    [note] = bundle_notes(bundle)
+    assert note.startswith("record ") and "without bodies (metadata-only logging)" in note
+    trust = export_trust(consumer.config, tmp_path / "trust")
+    result = CliRunner().invoke(main, ["audit", "verify", str(bundle), "--trust", str(trust)])
+    assert f"note: {note}" in result.output
