@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -263,19 +262,24 @@ class _Federation:
 
 StartExchange = Callable[..., Awaitable[Exchange]]
 
+try:  # the fixture needs pytest-asyncio (the dev extra); Exchange itself does not
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - `python -m adapters.sdk try` without the dev extra
+    pass
+else:
 
-@pytest.fixture
-async def adapter_exchange(tmp_path: Path) -> AsyncIterator[StartExchange]:
-    """``await adapter_exchange(adapter, policy=..., services=...)``: a running :class:`Exchange`
-    for this test (stopped when the test ends). Keyword arguments as for
-    :meth:`Exchange.running`."""
-    async with contextlib.AsyncExitStack() as stack:
-        count = 0
+    @pytest_asyncio.fixture
+    async def adapter_exchange(tmp_path: Path) -> AsyncIterator[StartExchange]:
+        """``await adapter_exchange(adapter, policy=..., services=...)``: a running
+        :class:`Exchange` for this test (stopped when the test ends). Keyword arguments as for
+        :meth:`Exchange.running`."""
+        async with contextlib.AsyncExitStack() as stack:
+            count = 0
 
-        async def start(target: Adapter | web.Application, **options: Any) -> Exchange:
-            nonlocal count
-            count += 1
-            running = Exchange.running(target, tmp_path / f"exchange-{count}", **options)
-            return await stack.enter_async_context(running)
+            async def start(target: Adapter | web.Application, **options: Any) -> Exchange:
+                nonlocal count
+                count += 1
+                running = Exchange.running(target, tmp_path / f"exchange-{count}", **options)
+                return await stack.enter_async_context(running)
 
-        yield start
+            yield start
