@@ -38,3 +38,6 @@ check 403 "Finance has no grant" \
   -H 'X-Road-Client: PS/GOV/MOF/payments' -H 'X-Road-Purpose: fee-collection' \
   "$finance/$svc/$nid"
 check 400 "missing X-Road-Client header" "$window/$svc/$nid"
+
+# the same registry over SOAP (X-Road message protocol 4.0)
+bash "$(dirname "$0")/soap/try-soap.sh" "$state"

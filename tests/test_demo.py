@@ -155,6 +155,7 @@ def test_serve_mode_endpoints_curl_and_log_commands(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=60,
+            env={**os.environ, "PYTHON": sys.executable},
         )
         assert tried.returncode == 0, tried.stdout + tried.stderr
         _rotate_signing_key(state, endpoints)
@@ -163,6 +164,7 @@ def test_serve_mode_endpoints_curl_and_log_commands(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=60,
+            env={**os.environ, "PYTHON": sys.executable},
         )
         assert tried.returncode == 0, tried.stdout + tried.stderr
         config = endpoints["servers"]["PS/GOV/MOI"]["config"]

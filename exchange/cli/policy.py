@@ -148,6 +148,8 @@ def _print_policy(policy: PolicySet) -> None:
         for key, value in _grant_summary(grant).items():
             if key not in ("id", "location") and value not in (None, False):
                 shown = ", ".join(value) if isinstance(value, list) else value
+                if key == "methods" and not value:
+                    shown = "(none: SOAP requests only)"
                 console.print(f"  {key}: {shown}", markup=False, soft_wrap=True)
 
 
