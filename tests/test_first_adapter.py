@@ -49,9 +49,11 @@ def test_try_serves_it_behind_two_security_servers() -> None:
         assert process.stdout is not None
         try:
             ready = ""
+            lines = []
             while not ready.startswith("READY"):
                 ready = process.stdout.readline()
                 assert ready, "the command ended before it was ready"
+                lines.append(ready)
             consumer = ready.split("consumer=")[1].strip()
             url = f"{consumer}/r1/PS/GOV/MOT/licences/licences"
             status, headers, body = get(f"{url}/401409669", HEADERS)
@@ -65,6 +67,14 @@ def test_try_serves_it_behind_two_security_servers() -> None:
                 404,
                 {"error": "not_found", "message": "no licence for 123456789"},
             )
+            adapter = next(line for line in lines if line.startswith("adapter on ")).split()[-1]
+            soap = subprocess.run(
+                [sys.executable, "call_soap.py", adapter, consumer],
+                cwd=EXAMPLE, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert soap.returncode == 0, soap.stderr
+            assert "'categories': [" in soap.stdout and "'checked_for': None" in soap.stdout
+            assert "'algorithmId': 'http://www.w3.org/2001/04/xmlenc#sha512'" in soap.stdout
         finally:
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=30) == 0
