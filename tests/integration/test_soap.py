@@ -46,7 +46,7 @@ from tests.integration.rogue import (
     read_signed_response,
     tamper_signature,
 )
-from tests.integration.soap_backend import BOMB, POP, WSDL_FILE
+from tests.integration.soap_backend import ATTACHMENT, BOMB, POP, WSDL_FILE
 from tests.integration.support import launch, new_id, publish, records
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -351,6 +351,24 @@ async def test_swa_attachment_passes_through_byte_for_byte(soap: Soap) -> None:
     assert base64.b64decode(view.entry["request_body"]) == multipart
 
 
+async def test_swa_response_attachment_passes_through_byte_for_byte(soap: Soap) -> None:
+    data, mid = envelope("exampleService", "<exampleInput>swa-response</exampleInput>")
+    status, headers, body = await soap.post(data)
+    assert status == 200, body[:800]
+    assert headers["Content-Type"].startswith("multipart/related")
+    assert body.startswith(b"preamble\r\n--MIME_boundary\r\n")
+    assert body.endswith(b"\r\n\r\n" + ATTACHMENT + b"\r\n--MIME_boundary--\r\n")
+    envelope_part = body.split(b"Content-ID: <rootpart>\r\n\r\n", 1)[1].split(
+        b"\r\n--MIME_boundary", 1
+    )[0]
+    assert (
+        xroad_header(envelope_part)[-1][1]
+        == base64.b64encode(hashlib.sha512(data).digest()).decode()
+    )
+    [view] = records(soap.consumer, mid, "consumer")
+    assert view.status == "ok"
+
+
 # --- faults from the exchange layer --------------------------------------------------------------
 
 
@@ -410,6 +428,12 @@ async def test_swa_attachment_passes_through_byte_for_byte(soap: Soap) -> None:
             {"payload": "<nationalId>wrongname</nationalId>"},
             "Server.ServerProxy.ServiceFailed",
             id="fields-but-wrong-response-element",
+        ),
+        pytest.param(
+            "palpost",
+            {"payload": "<nationalId>attachment</nationalId>"},
+            "Server.ServerProxy.ServiceFailed",
+            id="fields-but-attachments",
         ),
         pytest.param(
             "palpost",
