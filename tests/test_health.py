@@ -166,6 +166,16 @@ async def test_through_two_security_servers(
         service = client.create_service(binding, exchange.consumer_url + "/")
         return service.getVaccinations(nationalId=CHILD, _soapheaders=HEADERS)
 
+    status, headers, envelope = await exchange.soap(
+        "getVaccinations", {"nationalId": "123456789"}, namespace=NAMESPACE,
+        purpose="citizen-service",
+    )  # fmt: skip
+    assert status == 500 and envelope.findtext(".//faultcode") == "Client"
+    assert envelope.findtext(".//detail/faultDetail") == "invalid_national_id"
+    status, headers, envelope = await exchange.soap(
+        "getVaccinations", {"nationalId": CHILD}, namespace=NAMESPACE, purpose="curiosity"
+    )
+    assert headers["X-Road-Error"] == "Server.ServerProxy.AccessDenied.PurposeNotAllowed"
     answer = await asyncio.to_thread(call)
     assert answer.body.national_id == CHILD and answer.body.count is None  # not granted
     doses = answer.body.vaccinations

@@ -673,3 +673,19 @@ def test_any_multipart_parses_or_raises_a_client_error(params: str, body: bytes)
         soap.soap_part("multipart/related; " + params, body)
     except ClientError as exc:
         assert exc.code.startswith("Client.")
+
+
+def test_replacing_the_soap_part_keeps_everything_else() -> None:
+    envelope = ANNEX_E1.replace(b"\n", b"\r\n")
+    message = b"preamble\r\n" + swa(envelope)
+    replaced = soap.replace_soap_part(ANNEX_F_TYPE, message, b"<new/>")
+    assert replaced == message.replace(envelope, b"<new/>")
+    assert soap.soap_part(ANNEX_F_TYPE, replaced).envelope == b"<new/>"
+
+
+def test_replacing_needs_crlf_line_ends() -> None:
+    message = swa(ANNEX_E1).replace(b"\r\n", b"\n")
+    assert soap.soap_part(ANNEX_F_TYPE, message).envelope  # the MIME parser reads it
+    with pytest.raises(ClientError) as caught:
+        soap.replace_soap_part(ANNEX_F_TYPE, message, b"<new/>")
+    assert caught.value.code == "Client.MimeParsingFailed"

@@ -19,12 +19,14 @@ or directly: ``async with Exchange.running(adapter, tmp_path, ...) as ex``. SOAP
 an :class:`~adapters.sdk.Adapter` are declared as services automatically (service code = the
 operation's element name, ``type = "soap"``); REST services are the ``services`` you map to a
 path of the adapter. Each server's message log is at ``ex.provider.config.log_path`` (and
-``ex.consumer...``) for tests that check what was logged.
+``ex.consumer...``) for tests that check what was logged. ``ex.soap(operation, {...})`` sends a
+SOAP request without a SOAP client; ``ex.consumer_url`` is where zeep sends its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from lxml import etree
 from multidict import CIMultiDict
 
 from adapters.sdk.adapter import Adapter, operations_by
@@ -42,6 +45,7 @@ from exchange.central.registry import Registry
 from exchange.central.setup import init_central
 from exchange.demo.processes import free_port
 from exchange.identifiers import SubsystemId, parse_subsystem
+from exchange.protocol import soap as xsoap
 from exchange.server.config import load_server_config
 from exchange.server.core import SecurityServer
 from exchange.server.setup import init_server
@@ -111,6 +115,37 @@ class Exchange:
             self.consumer_url + "/", data=envelope, headers=headers
         ) as response:
             return response.status, CIMultiDict(response.headers), await response.read()
+
+    async def soap(
+        self,
+        operation: str,
+        values: Mapping[str, str],
+        *,
+        namespace: str,
+        purpose: str | None = None,
+        user_id: str | None = None,
+        message_id: str | None = None,
+    ) -> tuple[int, CIMultiDict[str], etree._Element]:
+        """Call SOAP ``operation`` (the service code) through the consumer security server:
+        ``<operation xmlns=namespace>`` with one child per ``values`` item, the X-Road header of
+        this exchange's client. Returns the status, headers and the parsed response envelope."""
+        header = xsoap.XRoadHeader(
+            client=self.client_id,
+            service=self.provider_id.service(operation),
+            service_version=None,
+            message_id=message_id or f"testkit-{uuid.uuid4()}",
+            user_id=user_id,
+            issue=None,
+            protocol_version=xsoap.PROTOCOL_VERSION,
+            represented_party=None,
+            security_server=None,
+            purpose=purpose,
+        )
+        body = etree.Element(f"{{{namespace}}}{operation}", nsmap={"op": namespace})
+        for name, value in values.items():
+            etree.SubElement(body, f"{{{namespace}}}{name}").text = value
+        status, headers, answer = await self.post_soap(xsoap.request_envelope(header, body))
+        return status, headers, xsoap.parse_xml(answer)
 
     @classmethod
     @contextlib.asynccontextmanager

@@ -554,6 +554,30 @@ def _first_part(content_type: str, body: bytes) -> bytes:
     return payload
 
 
+def replace_soap_part(content_type: str, body: bytes, envelope: bytes) -> bytes:
+    """``body`` (a ``multipart/related`` message) with its SOAP part replaced by ``envelope``;
+    the preamble, every MIME header and every attachment stay byte for byte.
+
+    Only a message whose first part the byte search finds exactly where the MIME parser does is
+    rewritten (CRLF line ends, RFC 2046 §5.1.1); anything else is ``Client.MimeParsingFailed``.
+    """
+    current = _first_part(content_type, body)
+    holder = email.message.Message()
+    holder["Content-Type"] = content_type
+    boundary = holder.get_boundary()
+    assert boundary is not None  # _first_part checked it
+    delimiter = b"--" + boundary.encode("utf-8", "surrogateescape")
+    start = body.find(delimiter)
+    head_end = body.find(b"\r\n\r\n", start) + 4 if start >= 0 else -1
+    end = body.find(b"\r\n" + delimiter, head_end) if head_end >= 4 else -1
+    if start < 0 or head_end < 4 or end < 0 or body[head_end:end] != current:
+        raise BadRequest(
+            "multipart message: cannot locate the SOAP part byte for byte (CRLF line ends needed)",
+            code="Client.MimeParsingFailed",
+        )
+    return body[:head_end] + envelope + body[end:]
+
+
 # --- responses ------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,10 @@ client hosted by the connecting server, freshness and replay, body digest), then
   1.1 response is ``Server.ServerProxy.ServiceFailed``; a response must echo the request's
   client, service and id (``...ServiceFailed.InconsistentHeaders`` otherwise), gets the request's
   header fields if it has none, is filtered to the grant's ``fields`` (children of
-  ``<{code}Response>``) and gets ``requestHash`` with its ``algorithmId`` (PR-MESS §2.2).
+  ``<{code}Response>``) and gets ``requestHash`` with its ``algorithmId`` (PR-MESS §2.2);
+- a response with attachments (``multipart/related``) keeps them byte for byte, only its SOAP
+  part is replaced by the finished envelope; under a grant with ``fields`` it is withheld
+  (``ServiceFailed``), since no field filter reads attachments.
 
 Errors on this path are turned into SOAP Faults by the caller (:func:`fault_answer`).
 """
@@ -184,13 +187,15 @@ def _finish(
     rec: ExchangeRecord,
 ) -> SoapAnswer:
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
-    if soap.media_type(content_type) != "text/xml":
+    kind = soap.media_type(content_type)
+    if kind not in ("text/xml", "multipart/related"):
         raise ServiceFailed(
-            f"the SOAP service answered {soap.media_type(content_type)[:60] or 'no content type'!r}"
-            ", not a SOAP 1.1 envelope (text/xml)"
+            f"the SOAP service answered {kind[:60] or 'no content type'!r}, not a SOAP 1.1 "
+            "envelope (text/xml, or multipart/related with attachments)"
         )
     try:
-        response = soap.parse_response(body, max_bytes=limit)
+        part = soap.soap_part(content_type, body)
+        response = soap.parse_response(part.envelope, max_bytes=limit)
     except ClientError as exc:
         raise ServiceFailed(f"the SOAP service answered no valid envelope: {exc.message}") from None
     # a fault from the service passes through as it is
@@ -208,11 +213,25 @@ def _finish(
         ) from None
     released: tuple[str, ...] | None = None
     if decision.fields is not None:
+        if part.multipart:
+            raise ServiceFailed(
+                "the grant releases only some fields, but the service answered attachments, "
+                "which no field filter can read"
+            )
         released = _minimise(response, request, decision.fields)
         rec.released_fields = list(released)
     out = soap.finish_response(response, request)
+    if not part.multipart:
+        return SoapAnswer(
+            200, [("content-type", soap.SOAP_CONTENT_TYPE)], out, released, decision.policy_version
+        )
+    # SwA: the finished envelope replaces the SOAP part; the attachments pass unchanged
+    try:
+        message = soap.replace_soap_part(content_type, body, out)
+    except ClientError as exc:
+        raise ServiceFailed(f"the SOAP service's attachments: {exc.message}") from None
     return SoapAnswer(
-        200, [("content-type", soap.SOAP_CONTENT_TYPE)], out, released, decision.policy_version
+        200, [("content-type", content_type)], message, released, decision.policy_version
     )
 
 

@@ -84,6 +84,27 @@ def _xml(root: etree._Element, status: int = 200) -> web.Response:
     return web.Response(status=status, body=body, content_type="text/xml", charset="utf-8")
 
 
+ATTACHMENT: Final = bytes(range(256)) * 16 + b"\r\n--not-the-boundary\r\n"
+
+
+def _with_attachment(root: etree._Element) -> web.Response:
+    """SOAP with attachments (PR-MESS Annex F's shape): the envelope, then one binary part."""
+    envelope = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    body = (
+        b"preamble\r\n--MIME_boundary\r\nContent-Type: text/xml; charset=UTF-8\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\nContent-ID: <rootpart>\r\n\r\n"
+        + envelope
+        + b"\r\n--MIME_boundary\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: binary\r\nContent-ID: <data.bin>\r\n\r\n"
+        + ATTACHMENT
+        + b"\r\n--MIME_boundary--\r\n"
+    )
+    content_type = (
+        'multipart/related; type="text/xml"; start="<rootpart>"; boundary="MIME_boundary"'
+    )
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 async def soap_service(request: web.Request) -> web.StreamResponse:
     if request.method == "GET" and "wsdl" in request.query:
         return web.Response(body=WSDL_FILE.read_bytes(), content_type="text/xml")
@@ -110,6 +131,8 @@ async def soap_service(request: web.Request) -> web.StreamResponse:
         _sub(received, "contentType", content_type)
         _sub(received, "soapAction", request.headers.get("SOAPAction"))
         _sub(received, "sha256", hashlib.sha256(raw).hexdigest())
+        if request_el.findtext("exampleInput") == "swa-response":
+            return _with_attachment(root)
         return _xml(root)
     nid = request_el.findtext("nationalId") or ""
     if nid == "000000000":
@@ -130,4 +153,6 @@ async def soap_service(request: web.Request) -> web.StreamResponse:
     if nid == "wrongname":
         response_el.tag = _q(POP, "somethingElse")
     _person(response_el, nid)
+    if nid == "attachment":
+        return _with_attachment(root)
     return _xml(root, status=500 if nid == "http500" else 200)

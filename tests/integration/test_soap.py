@@ -15,7 +15,7 @@ import hashlib
 import io
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,15 +25,29 @@ import pytest_asyncio
 from lxml import etree
 from multidict import CIMultiDict
 
-from exchange.identifiers import SecurityServerId, ServiceId, SubsystemId, parse_subsystem
+from exchange.identifiers import (
+    SecurityServerId,
+    ServiceId,
+    SubsystemId,
+    parse_member,
+    parse_subsystem,
+)
+from exchange.protocol import soap as soap_protocol
 from exchange.protocol.canonical import b64url
-from exchange.protocol.jws import unverified_payload
-from exchange.protocol.messages import SignedRequest
+from exchange.protocol.jws import Signer, unverified_payload
+from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.server.core import SecurityServer
+from exchange.trust.keys import fingerprint, generate_key, save_certificate, save_private_key
 from tests.integration.conftest import FINANCE, HEALTH, MOI, PALPOST, WINDOW, Net
-from tests.integration.rogue import RogueClient, read_signed_response, tamper_signature
-from tests.integration.soap_backend import BOMB, POP, WSDL_FILE
-from tests.integration.support import launch, new_id, records
+from tests.integration.rogue import (
+    Incoming,
+    RogueClient,
+    RogueProvider,
+    read_signed_response,
+    tamper_signature,
+)
+from tests.integration.soap_backend import ATTACHMENT, BOMB, POP, WSDL_FILE
+from tests.integration.support import launch, new_id, publish, records
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -337,6 +351,24 @@ async def test_swa_attachment_passes_through_byte_for_byte(soap: Soap) -> None:
     assert base64.b64decode(view.entry["request_body"]) == multipart
 
 
+async def test_swa_response_attachment_passes_through_byte_for_byte(soap: Soap) -> None:
+    data, mid = envelope("exampleService", "<exampleInput>swa-response</exampleInput>")
+    status, headers, body = await soap.post(data)
+    assert status == 200, body[:800]
+    assert headers["Content-Type"].startswith("multipart/related")
+    assert body.startswith(b"preamble\r\n--MIME_boundary\r\n")
+    assert body.endswith(b"\r\n\r\n" + ATTACHMENT + b"\r\n--MIME_boundary--\r\n")
+    envelope_part = body.split(b"Content-ID: <rootpart>\r\n\r\n", 1)[1].split(
+        b"\r\n--MIME_boundary", 1
+    )[0]
+    assert (
+        xroad_header(envelope_part)[-1][1]
+        == base64.b64encode(hashlib.sha512(data).digest()).decode()
+    )
+    [view] = records(soap.consumer, mid, "consumer")
+    assert view.status == "ok"
+
+
 # --- faults from the exchange layer --------------------------------------------------------------
 
 
@@ -396,6 +428,12 @@ async def test_swa_attachment_passes_through_byte_for_byte(soap: Soap) -> None:
             {"payload": "<nationalId>wrongname</nationalId>"},
             "Server.ServerProxy.ServiceFailed",
             id="fields-but-wrong-response-element",
+        ),
+        pytest.param(
+            "palpost",
+            {"payload": "<nationalId>attachment</nationalId>"},
+            "Server.ServerProxy.ServiceFailed",
+            id="fields-but-attachments",
         ),
         pytest.param(
             "palpost",
@@ -722,3 +760,175 @@ async def test_zeep_calls_through_the_consumer_security_server(soap: Soap) -> No
     fault = await asyncio.to_thread(_zeep_fault, wsdl_url, soap.url())
     assert fault.code == "Client.MissingHeaderField"
     assert WSDL_FILE.exists()
+
+
+# --- a provider that answers SOAP wrongly (the consumer's checks) --------------------------------
+
+SOAP_ROGUE = parse_member("PS/GOV/SOAPROGUE")
+SOAP_ROGUE_SS = SecurityServerId(*SOAP_ROGUE.parts, "ss1")
+SOAP_ROGUE_API = parse_subsystem(f"{SOAP_ROGUE}/api")
+
+
+@dataclass
+class RogueSoap:
+    provider: RogueProvider
+    signer: Signer
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def rogue_soap(net: Net) -> AsyncIterator[RogueSoap]:
+    """A provider registered in the global configuration that answers as each test says."""
+    directory = net.root / "rogue-soap-provider"
+    auth_key = generate_key()
+    auth_cert = net.ca.issue_auth_cert(auth_key.public_key(), SOAP_ROGUE_SS)
+    save_private_key(directory / "auth.key.pem", auth_key)
+    save_certificate(directory / "auth.cert.pem", auth_cert)
+    sign_key = generate_key()
+    signer = Signer(sign_key, net.ca.issue_sign_cert(sign_key.public_key(), SOAP_ROGUE))
+    conf = net.servers["palpost"].trusted.current
+    assert conf is not None
+    provider = RogueProvider(
+        SOAP_ROGUE_SS,
+        auth_cert=directory / "auth.cert.pem",
+        auth_key=directory / "auth.key.pem",
+        cas=conf.ca_certs(),
+        presented=[signer.cert],
+    )
+    port = await provider.start()
+    with net.registry() as reg:
+        reg.add_member(SOAP_ROGUE, "Rogue SOAP provider")
+        reg.add_subsystem(SOAP_ROGUE_API)
+        reg.add_server(SOAP_ROGUE_SS, f"127.0.0.1:{port}", [fingerprint(auth_cert)])
+        reg.add_server_client(SOAP_ROGUE_SS, SOAP_ROGUE_API)
+    await publish(net)
+    try:
+        yield RogueSoap(provider, signer)
+    finally:
+        await provider.close()
+
+
+def _honest_envelope(inc: Incoming) -> bytes:
+    """What an honest provider answers: the request's header echoed, requestHash added."""
+    request = soap_protocol.parse_request(inc.frame.body)
+    root = etree.fromstring(inc.frame.body)
+    body = root.find(f"{{{SOAP_ENV}}}Body")
+    assert body is not None
+    body.remove(body[0])
+    etree.SubElement(body, f"{{{POP}}}getPersonResponse").text = "the real one"
+    return soap_protocol.finish_response(
+        soap_protocol.parse_response(etree.tostring(root)), request
+    )
+
+
+def _signed_reply(
+    r: RogueSoap,
+    inc: Incoming,
+    body: bytes,
+    *,
+    content_type: str = "text/xml; charset=utf-8",
+    status: int = 200,
+    error: tuple[str, str] | None = None,
+) -> None:
+    response = SignedResponse(
+        message_id=inc.request.message_id,
+        request_id=str(uuid.uuid4()),
+        request_hash=inc.request_hash,
+        status=status,
+        headers=(("content-type", content_type),),
+        body_sha256=b64url(hashlib.sha256(body).digest()),
+        body_length=len(body),
+        error_type=None if error is None else error[0],
+        error_message=None if error is None else error[1],
+        policy_version=None,
+        released_fields=None,
+        timestamp_ms=int(time.time() * 1000),
+    )
+    inc.reply(r.signer.sign(response.canonical()), body)
+
+
+def _swap_in(old: bytes, new: bytes) -> Callable[[RogueSoap, Incoming], None]:
+    def reply(r: RogueSoap, inc: Incoming) -> None:
+        honest = _honest_envelope(inc)
+        assert old in honest, honest
+        _signed_reply(r, inc, honest.replace(old, new, 1))
+
+    return reply
+
+
+def _no_request_hash(r: RogueSoap, inc: Incoming) -> None:
+    root = etree.fromstring(_honest_envelope(inc))
+    header = root.find(f"{{{SOAP_ENV}}}Header")
+    assert header is not None
+    header.remove(header[-1])
+    _signed_reply(r, inc, etree.tostring(root))
+
+
+def _hash_of_another_request(r: RogueSoap, inc: Incoming) -> None:
+    honest = _honest_envelope(inc)
+    right = soap_protocol.request_hash(inc.frame.body).encode()
+    _signed_reply(r, inc, honest.replace(right, soap_protocol.request_hash(b"other").encode()))
+
+
+def _json_answer(r: RogueSoap, inc: Incoming) -> None:
+    _signed_reply(r, inc, b'{"not": "soap"}', content_type="application/json")
+
+
+CONSUMER_CHECKS = [
+    pytest.param(_no_request_hash, id="no-request-hash"),
+    pytest.param(_hash_of_another_request, id="request-hash-of-another-request"),
+    pytest.param(
+        _swap_in(SHA512_URI.encode(), b"http://www.w3.org/2000/09/xmldsig#sha1"),
+        id="request-hash-other-algorithm",
+    ),
+    pytest.param(_swap_in(b"<xrd:id>", b"<xrd:id>x"), id="echoes-another-id"),
+    pytest.param(
+        _swap_in(b"<id:memberCode>PALPOST<", b"<id:memberCode>MOH<"), id="echoes-another-client"
+    ),
+    pytest.param(_json_answer, id="not-soap"),
+]
+
+
+async def test_rogue_honest_soap_answer_is_accepted(soap: Soap, rogue_soap: RogueSoap) -> None:
+    """The control: the rogue's setup is valid, so the refusals below are about what each
+    test alters."""
+    rogue_soap.provider.answer = lambda inc: _signed_reply(rogue_soap, inc, _honest_envelope(inc))
+    data, _ = envelope(subsystem=SOAP_ROGUE_API)
+    status, _, body = await soap.post(data)
+    assert status == 200, body[:800]
+    assert b"the real one" in body
+
+
+@pytest.mark.parametrize("reply", CONSUMER_CHECKS)
+async def test_consumer_refuses_soap_answers_not_bound_to_the_request(
+    soap: Soap, rogue_soap: RogueSoap, reply: Callable[[RogueSoap, Incoming], None]
+) -> None:
+    rogue_soap.provider.answer = lambda inc: reply(rogue_soap, inc)
+    data, mid = envelope(subsystem=SOAP_ROGUE_API)
+    async with asyncio.timeout(10):
+        result = await soap.post(data)
+    assert_fault(result, "Server.ClientProxy.InconsistentResponse")
+    assert b"the real one" not in result[2]
+    [view] = records(soap.consumer, mid, "consumer")
+    assert view.entry["error"]["type"] == "Server.ClientProxy.InconsistentResponse"
+    await assert_soap_serving(soap)
+
+
+async def test_signed_refusal_in_json_becomes_a_fault(soap: Soap, rogue_soap: RogueSoap) -> None:
+    """A provider refuses before it can tell the request is SOAP (its REST error body): the
+    information system still gets a SOAP Fault, with the provider's code and detail id."""
+    code = "Server.ServerProxy.InvalidSignatureValue"
+    detail = str(uuid.uuid4())
+    rogue_soap.provider.answer = lambda inc: _signed_reply(
+        rogue_soap,
+        inc,
+        orjson.dumps({"type": code, "message": "request signature is invalid", "detail": detail}),
+        content_type="application/json; charset=utf-8",
+        status=400,
+        error=(code, "request signature is invalid"),
+    )
+    data, mid = envelope(subsystem=SOAP_ROGUE_API)
+    fault = assert_fault(await soap.post(data), code)
+    assert fault.findtext("detail/faultDetail") == detail
+    assert fault.findtext("faultstring") == "request signature is invalid"
+    [view] = records(soap.consumer, mid, "consumer")
+    assert view.entry["error"]["type"] == code
