@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from exchange.errors import ConfigurationError
 
@@ -25,11 +26,31 @@ class ChildFailed(ConfigurationError):
     """A child process exited or did not become ready; the message quotes its log."""
 
 
+_PORT_RANGE: Final = (20000, 32767)
+"""Below Linux's default ephemeral range (32768-60999), so that the outgoing connections of other
+processes cannot take a port between the moment it is chosen and the moment a child binds it."""
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago (the child binds it at once)."""
+    """A port on 127.0.0.1 that was free a moment ago (the child binds it at once), never the
+    same one twice in this process: a federation chooses all its ports before any child binds."""
+    for _ in range(1000):
+        port = random.randint(*_PORT_RANGE)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    low, high = _PORT_RANGE
+    raise OSError(f"no free port on 127.0.0.1 between {low} and {high}")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass
