@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import quote, unquote
 
 from exchange.errors import InvalidIdentifier
@@ -196,30 +196,53 @@ def _parts(text: str, count: int, what: str, *, encoded: bool, code: str | None)
     return [validate_part(p, f"{what} part", code=code) for p in parts]
 
 
+_Id = TypeVar("_Id", "MemberId", "SubsystemId", "ServiceId", "SecurityServerId", "GlobalGroupId")
+
+
+_PARSED: dict[tuple[type, str, bool], object] = {}
+_PARSED_MAX: Final = 1024
+
+
+def _parse(
+    cls: type[_Id], count: int, what: str, text: str, encoded: bool, code: str | None
+) -> _Id:
+    """Identifiers are immutable values, so each text is parsed once: every exchange names the
+    same few clients, services and servers. Refusals raise and are not remembered."""
+    if not isinstance(text, str):
+        raise InvalidIdentifier(f"invalid {what}: not text", code=code)
+    key = (cls, text, encoded)
+    known = _PARSED.get(key)
+    if isinstance(known, cls):
+        return known
+    parsed = cls(*_parts(text, count, what, encoded=encoded, code=code))
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = parsed
+    return parsed
+
+
 def parse_member(text: str, *, encoded: bool = False, code: str | None = None) -> MemberId:
-    return MemberId(*_parts(text, 3, "member identifier", encoded=encoded, code=code))
+    return _parse(MemberId, 3, "member identifier", text, encoded, code)
 
 
 def parse_subsystem(text: str, *, encoded: bool = False, code: str | None = None) -> SubsystemId:
-    return SubsystemId(*_parts(text, 4, "subsystem identifier", encoded=encoded, code=code))
+    return _parse(SubsystemId, 4, "subsystem identifier", text, encoded, code)
 
 
 def parse_service(text: str, *, encoded: bool = False, code: str | None = None) -> ServiceId:
-    return ServiceId(*_parts(text, 5, "service identifier", encoded=encoded, code=code))
+    return _parse(ServiceId, 5, "service identifier", text, encoded, code)
 
 
 def parse_security_server(
     text: str, *, encoded: bool = False, code: str | None = None
 ) -> SecurityServerId:
-    return SecurityServerId(
-        *_parts(text, 4, "security server identifier", encoded=encoded, code=code)
-    )
+    return _parse(SecurityServerId, 4, "security server identifier", text, encoded, code)
 
 
 def parse_global_group(
     text: str, *, encoded: bool = False, code: str | None = None
 ) -> GlobalGroupId:
-    return GlobalGroupId(*_parts(text, 2, "global group identifier", encoded=encoded, code=code))
+    return _parse(GlobalGroupId, 2, "global group identifier", text, encoded, code)
 
 
 def parse_client(text: str, *, encoded: bool = False, code: str | None = None) -> ClientId:

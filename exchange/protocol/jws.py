@@ -15,6 +15,7 @@ No IO.
 from __future__ import annotations
 
 import binascii
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,8 +44,14 @@ class JwsError(ExchangeError):
     status = 400
 
 
+@functools.lru_cache(maxsize=4096)
 def cert_thumbprint(cert: x509.Certificate) -> str:
-    """``x5t#S256`` of a certificate: base64url SHA-256 of its DER form."""
+    """``x5t#S256`` of a certificate: base64url SHA-256 of its DER form.
+
+    Remembered per certificate (equal certificates are equal DER): the OCSP freshness check
+    looks up both of a peer's certificates by thumbprint at every message, and re-encoding a
+    certificate to hash it costs more than the lookup.
+    """
     return b64url(cert.fingerprint(hashes.SHA256()))
 
 

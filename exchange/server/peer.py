@@ -253,6 +253,15 @@ class PeerConnection(asyncio.Protocol):
             self.transport.close()
 
 
+class _Expired(Exception):
+    """The answer did not arrive in time."""
+
+
+def _expire(fut: asyncio.Future[Frame]) -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
+
+
 class PeerPool:
     """A few persistent connections to one provider security server."""
 
@@ -348,14 +357,17 @@ class PeerPool:
     ) -> tuple[Frame, PeerConnection]:
         conn = await self.connection()
         fut = conn.send(meta, body)
+        # a timer on the answer's future: cheaper than asyncio.timeout's per-request context
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
         try:
-            async with asyncio.timeout(timeout):
-                frame = await fut
-        except TimeoutError:
+            frame = await fut
+        except _Expired:
             conn.forget(fut)
             raise ConsumerTimeout(
                 f"security server {self.target} did not answer within {timeout:g} s"
             ) from None
+        finally:
+            timer.cancel()
         return frame, conn
 
     def drain(self) -> None:

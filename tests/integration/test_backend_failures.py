@@ -272,3 +272,19 @@ async def _assert_both_serving(net: Net, provider: Provider) -> None:
     status, _, body = await net.call("palpost", f"{BKD}/echo/still-here", method="POST", body=b"1")
     assert status == 200, body
     assert orjson.loads(body)["path"] == "/echo/still-here"
+
+
+async def test_provider_slower_than_consumer_timeout(net: Net, provider: Provider) -> None:
+    """The consumer stops waiting for a provider that has not answered in time, answers
+    ``Server.ClientProxy.Timeout`` and logs it; a late answer is dropped, both keep serving."""
+    consumer = net.servers["palpost"]
+    kept = consumer.response_timeout
+    consumer.response_timeout = 0.1
+    mid = new_id("consumer-timeout")
+    try:
+        result = await net.call("palpost", f"{BKD}/slow?s=1", headers={"X-Road-Id": mid})
+    finally:
+        consumer.response_timeout = kept
+    assert_xroad_error(*result, "Server.ClientProxy.Timeout", 504)
+    logged(consumer, mid, "consumer", "Server.ClientProxy.Timeout")
+    await _assert_both_serving(net, provider)

@@ -1,0 +1,132 @@
+"""CPU time per exchange of each process on the full path, the figure that survives a busy machine.
+
+Starts the example federation (as ``federation_bench.py`` does), drives the full path with wrk at
+32 connections, and reads each process's user+system CPU time from ``/proc/<pid>/stat`` before
+and after the run. CPU per exchange is that difference over the number of answered requests:
+unlike requests/s it barely moves when other programs share the cores.
+
+With ``--py-spy DIR`` it also records a sampled profile (py-spy, ``--gil``: only samples that
+hold the GIL, i.e. Python work) of each security server on the path during a second run, as
+speedscope and flame-graph files in DIR.
+
+Usage: python bench/cpu_bench.py [--seconds 8] [--connections 32] [--runs 2] [--py-spy DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from exchange.demo.federation import INTERIOR, MINISTRIES, PERSONS, Federation
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # fields after the command: state is [0]; utime and stime are stat fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def run_wrk(url: str, connections: int, seconds: int, headers: list[str]) -> dict[str, Any]:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    result: dict[str, Any] = {"non2xx": 0}
+    for line in out.stdout.splitlines():
+        words = line.split()
+        if "requests in" in line:
+            result["requests"] = int(words[0])
+        elif line.startswith("Requests/sec:"):
+            result["rps"] = float(words[1])
+        elif "Non-2xx or 3xx responses" in line:
+            result["non2xx"] = int(words[-1])
+    return result
+
+
+def measure(
+    pids: dict[str, int], url: str, connections: int, seconds: int, headers: list[str]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = run_wrk(url, connections, seconds, headers)
+    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    n = max(1, result["requests"])
+    return result, {name: (after[name] - before[name]) / n * 1e6 for name in pids}
+
+
+def py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes]:
+    args = ["py-spy", "record", "--gil", "--nonblocking", "-r", "250", "-d", str(seconds)]
+    return subprocess.Popen(
+        [*args, "-f", "speedscope", "-o", str(out), "-p", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--people", type=int, default=20_000)
+    parser.add_argument("--py-spy", type=Path, default=None, dest="pyspy")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("cpu_bench.py needs wrk (apt-get install wrk)")
+    window = MINISTRIES[1]
+    with tempfile.TemporaryDirectory(prefix="exchange-cpu-") as tmp:
+        fed = Federation(Path(tmp), people=args.people, progress=False)
+        fed.build()
+        await fed.start()
+        try:
+            by_name = {child.name: child.proc.pid for child in fed.children}
+            pids = {
+                "consumer": by_name[f"ss-{window.member.member_code}"],
+                "provider": by_name[f"ss-{INTERIOR.member.member_code}"],
+                "adapter": by_name["population-registry"],
+            }
+            nid = fed.sample_ids[0]
+            url = f"{fed.consumer_url(window.member)}/r1/{PERSONS.encoded()}/{nid}"
+            headers = [f"X-Road-Client: {window.subsystem}", "X-Road-Purpose: citizen-service"]
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, run_wrk, url, 4, 2, headers)  # warm-up
+            print(f"load average before: {os.getloadavg()[0]:.2f}")
+            for _ in range(args.runs):
+                result, cpu = await loop.run_in_executor(
+                    None, measure, pids, url, args.connections, args.seconds, headers
+                )
+                per = "  ".join(f"{name} {us:6.0f} µs" for name, us in cpu.items())
+                print(
+                    f"{result['rps']:8.1f} req/s ({result['requests']} requests, "
+                    f"{result['non2xx']} non-2xx)  CPU per exchange: {per}",
+                    flush=True,
+                )
+            print(f"load average after: {os.getloadavg()[0]:.2f}")
+            if args.pyspy is not None:
+                args.pyspy.mkdir(parents=True, exist_ok=True)
+                spies = [
+                    py_spy(pids[side], args.pyspy / f"{side}.speedscope.json", args.seconds)
+                    for side in ("consumer", "provider")
+                ]
+                await loop.run_in_executor(
+                    None, run_wrk, url, args.connections, args.seconds + 1, headers
+                )
+                for spy in spies:
+                    spy.wait(timeout=60)
+                print(f"py-spy profiles in {args.pyspy}")
+        finally:
+            await fed.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
