@@ -194,6 +194,40 @@ def test_openapi_servers_are_hidden_everywhere() -> None:
     assert out["paths"]["/a"]["get"]["servers"] == [{"url": ENDPOINT_PLACEHOLDER}]
 
 
+def _paths_seen_by_clients(paths: list[str], server: str, base: str) -> list[str]:
+    doc = {
+        "openapi": "3.0.3",
+        "info": {"title": "t", "version": "1"},
+        "servers": [{"url": server}],
+        "paths": {p: {"get": {"responses": {}}} for p in paths},
+    }
+    body, _ = openapi_description(orjson.dumps(doc), "application/json", base)
+    return list(orjson.loads(body)["paths"])
+
+
+@pytest.mark.parametrize(
+    ("paths", "server", "base", "seen"),
+    [
+        pytest.param(
+            ["/persons", "/persons/{id}", "/persons/{id}/family", "/health"],
+            "/",
+            "/persons",
+            ["/", "/{id}", "/{id}/family"],
+            id="adapter-root-document-service-under-persons",
+        ),
+        pytest.param(
+            ["/persons/{id}"], "http://10.0.0.1/api", "/api/persons", ["/{id}"], id="server-path"
+        ),
+        pytest.param(["/{id}"], "/", "/svc/docs", ["/{id}"], id="already-relative-to-service"),
+        pytest.param(["/persons/{id}"], "/", "", ["/persons/{id}"], id="service-at-root"),
+    ],
+)
+def test_openapi_paths_are_those_a_client_writes_after_the_service_code(
+    paths: list[str], server: str, base: str, seen: list[str]
+) -> None:
+    assert _paths_seen_by_clients(paths, server, base) == seen
+
+
 @pytest.mark.parametrize(
     ("body", "ctype", "reason"),
     [

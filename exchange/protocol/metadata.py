@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import orjson
 from lxml import etree
@@ -153,12 +154,17 @@ def service_list(entries: Iterable[ServiceEntry]) -> dict[str, Any]:
 # --- getOpenAPI ---------------------------------------------------------------------------------
 
 
-def openapi_description(body: bytes, content_type: str) -> tuple[bytes, str]:
+def openapi_description(body: bytes, content_type: str, base_path: str = "") -> tuple[bytes, str]:
     """Check a fetched OpenAPI 3 document and make it safe to pass on.
 
     JSON: must be an object with ``openapi: "3.x.y"``; ``servers`` is replaced by
-    :data:`ENDPOINT_PLACEHOLDER` (the backend's address stays inside the provider), and the
-    document is answered as ``application/json``. YAML (``*/yaml``, ``*/x-yaml``) is passed on
+    :data:`ENDPOINT_PLACEHOLDER` (the backend's address stays inside the provider); when the
+    document's paths (under the path of its own first server) lie under the service's
+    ``base_path`` (the path of its configured URL), they are made relative to it, so that each is
+    what a client writes after the service code in ``/r1/.../{serviceCode}``, and paths outside
+    it, which no client can reach through this service, are left out; a document none of whose
+    paths lie there is taken as relative to the service already. The document is answered as
+    ``application/json``. YAML (``*/yaml``, ``*/x-yaml``) is passed on
     unchanged as ``text/yaml`` after a UTF-8 check: there is no YAML parser in the server, so its
     ``servers`` cannot be rewritten (operators are told so). Anything else raises
     :class:`DescriptionError`.
@@ -181,8 +187,33 @@ def openapi_description(body: bytes, content_type: str) -> tuple[bytes, str]:
     version = doc.get("openapi")
     if not isinstance(version, str) or not version.startswith("3."):
         raise DescriptionError("the description is not an OpenAPI 3 document ('openapi': '3.x')")
+    _relative_paths(doc, _server_path(doc), base_path.rstrip("/"))
     _hide_servers(doc)
     return orjson.dumps(doc), JSON_TYPE
+
+
+def _server_path(doc: dict[str, Any]) -> str:
+    servers = doc.get("servers")
+    if isinstance(servers, list) and servers and isinstance(servers[0], dict):
+        url = servers[0].get("url")
+        if isinstance(url, str):
+            return urlsplit(url).path.rstrip("/")
+    return ""
+
+
+def _relative_paths(doc: dict[str, Any], server_path: str, base: str) -> None:
+    paths = doc.get("paths")
+    if not base or not isinstance(paths, dict):
+        return
+    relative = {}
+    for path, item in paths.items():
+        full = server_path + path if isinstance(path, str) else ""
+        if full == base:
+            relative["/"] = item
+        elif full.startswith(base + "/"):
+            relative[full[len(base) :]] = item
+    if relative:
+        doc["paths"] = relative
 
 
 def _hide_servers(doc: dict[str, Any]) -> None:

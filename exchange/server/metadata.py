@@ -29,7 +29,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from aiohttp import web
@@ -314,7 +314,7 @@ class MetadataServices:
             )
         raw, content_type = await self.fetch_description(service, service.openapi_url)
         try:
-            body, answer_type = openapi_description(raw, content_type)
+            body, answer_type = openapi_description(raw, content_type, urlsplit(service.url).path)
         except DescriptionError as exc:
             raise ServiceFailed(
                 "the service's OpenAPI description is not usable",

@@ -124,8 +124,16 @@ class PersistentQuota:
             now = self.clock()
             dirty = self.limiter.take_dirty()
             self.limiter.prune(now)
+            write = asyncio.ensure_future(asyncio.to_thread(self.store.save, dirty, now))
             try:
-                await asyncio.to_thread(self.store.save, dirty, now)
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # the thread goes on writing: hold the lock until it is done, so that no other
+                # write or the close overlaps it on the same connection (that crashed sqlite3)
+                with contextlib.suppress(Exception):
+                    await write
+                self.limiter.mark_dirty(dirty)
+                raise
             except BaseException:
                 self.limiter.mark_dirty(dirty)
                 raise
