@@ -150,6 +150,19 @@ async def test_slow_backend_times_out(serve, client: HttpClient) -> None:  # typ
         await client.request("GET", base + "/", [], b"", 0.2)
 
 
+async def test_timed_out_connection_is_not_reused(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
+    """A connection whose answer did not come in time is dropped: a late answer can never be
+    taken for the answer to the next request."""
+    replies = iter([None, OK])
+    script = Scripted(lambda head: next(replies))
+    base = await serve(script)
+    with pytest.raises(ServiceTimeout):
+        await client.request("GET", base + "/a", [], b"", 0.2)
+    response = await client.request("GET", base + "/b", [], b"", 2)
+    assert response.status == 200
+    assert script.connections == 2
+
+
 async def test_backend_down_is_a_service_failure(client: HttpClient) -> None:
     with pytest.raises(ServiceFailed):
         await client.request("GET", "http://127.0.0.1:1/", [], b"", 2)

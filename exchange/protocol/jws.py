@@ -103,14 +103,28 @@ def _decode(segment: str, what: str) -> bytes:
 
 
 def unverified_header(token: str) -> dict[str, Any]:
-    header_b64, _, _ = _split(token)
-    try:
-        header = loads(_decode(header_b64, "header"))
-    except ExchangeError:
-        raise JwsError("malformed JWS: header is not JSON") from None
-    if not isinstance(header, dict):
-        raise JwsError("malformed JWS: header is not an object")
-    return header
+    return _header(_split(token)[0])
+
+
+# parsed protected headers by their segment: there are few (one per signing certificate), and
+# each verification would otherwise decode and parse the same one again
+_HEADERS: dict[str, dict[str, Any]] = {}
+_HEADERS_MAX = 256
+
+
+def _header(header_b64: str) -> dict[str, Any]:
+    known = _HEADERS.get(header_b64)
+    if known is None:
+        try:
+            known = loads(_decode(header_b64, "header"))
+        except ExchangeError:
+            raise JwsError("malformed JWS: header is not JSON") from None
+        if not isinstance(known, dict):
+            raise JwsError("malformed JWS: header is not an object")
+        if len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.clear()
+        _HEADERS[header_b64] = known
+    return dict(known)
 
 
 def unverified_payload(token: str) -> bytes:
@@ -121,7 +135,7 @@ def unverified_payload(token: str) -> bytes:
 def verify(token: str, key_for: Callable[[str], ec.EllipticCurvePublicKey]) -> VerifiedJws:
     """Verify ``token``; ``key_for(x5t#S256)`` returns the signer's public key or raises."""
     header_b64, payload_b64, sig_b64 = _split(token)
-    header = unverified_header(token)
+    header = _header(header_b64)
     # (1) only the algorithm we sign with; never "none", never a key-confusion downgrade
     if header.get("alg") != ALGORITHM:
         raise JwsError(f"unsupported JWS algorithm {header.get('alg')!r}")

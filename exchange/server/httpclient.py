@@ -196,11 +196,14 @@ class _HostPool:
         self.idle: deque[_Connection] = deque()
         self.host_header = f"{host}:{port}".encode("latin-1")
 
-    async def acquire(self, connect_timeout: float) -> _Connection:
+    def idle_connection(self) -> _Connection | None:
         while self.idle:
             conn = self.idle.pop()
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
+        return None
+
+    async def connect(self, connect_timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
@@ -249,6 +252,11 @@ def _request_bytes(
     return b"\r\n".join(lines)
 
 
+def _expire(future: asyncio.Future[Response]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class HttpClient:
     """Pooled HTTP/1.1 client: ``await client.request(method, url, headers, body, timeout)``."""
 
@@ -282,27 +290,36 @@ class HttpClient:
         pool = self._pool(parts.scheme, parts.hostname, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         data = _request_bytes(method, target, pool.host_header, headers, body)
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                try:
-                    return await self._once(pool, method, data)
-                except _Stale:
-                    if method not in _IDEMPOTENT:
-                        raise ServiceFailed("the service closed an idle connection") from None
-                    return await self._once(pool, method, data)
+            try:
+                return await self._once(pool, method, data, deadline)
+            except _Stale:
+                if method not in _IDEMPOTENT:
+                    raise ServiceFailed("the service closed an idle connection") from None
+                return await self._once(pool, method, data, deadline)
         except TimeoutError:
             raise ServiceTimeout(f"the service did not answer within {timeout:g} s") from None
 
-    async def _once(self, pool: _HostPool, method: str, data: bytes) -> Response:
-        conn = await pool.acquire(self.connect_timeout)
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        conn.send(data, _Exchange(future, self.max_response_bytes, method == "HEAD"))
+    async def _once(self, pool: _HostPool, method: str, data: bytes, deadline: float) -> Response:
+        loop = asyncio.get_running_loop()
+        conn = pool.idle_connection()
+        if conn is None:
+            async with asyncio.timeout_at(deadline):
+                conn = await pool.connect(self.connect_timeout)
+        future: asyncio.Future[Response] = loop.create_future()
+        exchange = _Exchange(future, self.max_response_bytes, method == "HEAD")
+        # a timer on the answer's future: cheaper than an asyncio.timeout context per request
+        timer = loop.call_at(deadline, _expire, future)
+        conn.send(data, exchange)
         try:
             return await future
         except BaseException:
-            if not future.done() or future.cancelled():
+            if conn.exchange is exchange:  # timed out or cancelled while the service was busy
                 conn.abort()
             raise
+        finally:
+            timer.cancel()
 
     async def close(self) -> None:
         for pool in self._pools.values():

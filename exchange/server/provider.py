@@ -331,13 +331,17 @@ async def _process(
     rec.request_jws = token
     rec.request_hash = request_hash(token)
     rec.request_body = frame.body
-    rec.message_id = _claimed_message_id(token)
-    # (1) the signature verifies with a signing certificate the peer presented and we admitted
     try:
-        verified = verify(token, conn.key_for)
-    except JwsError as exc:
-        raise InvalidSignatureValue(f"request signature is invalid: {exc.message}") from None
-    request = SignedRequest.from_payload(verified.payload)
+        # (1) the signature verifies with a signing certificate the peer presented and we admitted
+        try:
+            verified = verify(token, conn.key_for)
+        except JwsError as exc:
+            raise InvalidSignatureValue(f"request signature is invalid: {exc.message}") from None
+        request = SignedRequest.from_payload(verified.payload)
+    except ExchangeError:
+        # the payload is parsed a second time only for a refusal, to answer under its claimed id
+        rec.message_id = _claimed_message_id(token)
+        raise
     rec.mark("verified")
     _describe(rec, request)
     # the global configuration is fresh (checked once the refusal can name the request)
