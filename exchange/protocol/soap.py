@@ -61,6 +61,8 @@ MAX_ENVELOPE_BYTES: Final = 10 * 2**20
 MAX_DEPTH: Final = 64
 MAX_TEXT: Final = 1024
 SOAP_CONTENT_TYPE: Final = "text/xml; charset=utf-8"
+OFF_LOOP_BYTES: Final = 64 * 1024
+"""Servers parse messages larger than this in a worker thread, not on their event loop."""
 
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 # printable text, as for the REST headers
