@@ -192,10 +192,12 @@ async def _consume(
         None if response.released_fields is None else list(response.released_fields)
     )
     answer = await _off_loop(len(frame.body), _answer, response, frame.body, parsed)
-    rec.http_status = answer.status
+    # the record keeps the signed status (an auditor checks it against the signature); the
+    # information system got the SOAP status (500 for every fault)
+    rec.http_status = response.status
     if response.error_type is not None:
         rec.error = ExchangeError(
-            response.error_message or "", code=response.error_type, status=answer.status
+            response.error_message or "", code=response.error_type, status=response.status
         )
     rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
     # (7) logged durably before the answer

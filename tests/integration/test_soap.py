@@ -948,3 +948,14 @@ async def test_signed_refusal_in_json_becomes_a_fault(soap: Soap, rogue_soap: Ro
     assert fault.findtext("faultstring") == "request signature is invalid"
     [view] = records(soap.consumer, mid, "consumer")
     assert view.entry["error"]["type"] == code
+
+
+async def test_message_logs_with_soap_exchanges_verify(soap: Soap) -> None:
+    """Runs after the tests above (successes, faults, refusals, attachments) in this module: an
+    auditor's check of both servers' logs passes, SOAP records included."""
+    from exchange.server.logcheck import verify_server_log
+
+    await assert_soap_serving(soap)
+    for server in (soap.consumer, soap.provider):
+        report = verify_server_log(server.config)
+        assert report.ok, orjson.dumps(report.to_dict()).decode()[:3000]
