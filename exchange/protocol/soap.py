@@ -194,6 +194,10 @@ def _check_encoding(data: bytes) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _invalid_xml(f"the message is not valid UTF-8 (byte {exc.start})") from None
+    # NUL is valid UTF-8 but never XML; refusing it also refuses UTF-16/32 without a byte order
+    # mark, which libxml2 would detect on its own and which the DOCTYPE scan could not read
+    if b"\x00" in data:
+        raise _invalid_xml("the message holds a NUL byte: only UTF-8 XML is accepted")
 
 
 def parse_xml(data: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> etree._Element:
