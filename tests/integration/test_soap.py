@@ -950,6 +950,50 @@ async def test_signed_refusal_in_json_becomes_a_fault(soap: Soap, rogue_soap: Ro
     assert view.entry["error"]["type"] == code
 
 
+REPRESENTED = """
+        <repr:representedParty xmlns:repr="http://x-road.eu/xsd/representation.xsd">
+            <repr:partyClass>COM</repr:partyClass><repr:partyCode>12345</repr:partyCode>
+        </repr:representedParty>"""
+
+
+def _pin(server: SecurityServerId) -> str:
+    return f"""
+        <xrd:securityServer id:objectType="SERVER">
+            <id:xRoadInstance>{server.instance}</id:xRoadInstance>
+            <id:memberClass>{server.member_class}</id:memberClass>
+            <id:memberCode>{server.member_code}</id:memberCode>
+            <id:serverCode>{server.server_code}</id:serverCode>
+        </xrd:securityServer>"""
+
+
+async def test_represented_party_and_pinned_server_are_signed(soap: Soap) -> None:
+    data, mid = envelope(extra=REPRESENTED + _pin(SOAP_SS))
+    status, _, body = await soap.post(data)
+    assert status == 200, body[:800]
+    [view] = records(soap.consumer, mid, "consumer")
+    signed = SignedRequest.from_payload(unverified_payload(view.entry["request_jws"]))
+    assert (signed.represented_party, signed.security_server) == ("COM/12345", SOAP_SS)
+    names = [name for name, _ in xroad_header(body)]
+    assert "securityServer" in names and "representedParty" in names
+
+
+async def test_pinning_a_server_that_does_not_provide_the_service(soap: Soap) -> None:
+    data, _ = envelope(extra=_pin(SecurityServerId(*MOI.parts, "ss1")))
+    assert_fault(await soap.post(data), "Server.ClientProxy.UnknownMember")
+
+
+async def test_soap_action_that_is_not_a_header_value(soap: Soap) -> None:
+    data, _ = envelope()
+    assert_fault(await soap.post(data, soap_action="a" * 2000), "Client.InvalidHeader")
+
+
+async def test_concurrent_soap_exchanges(soap: Soap) -> None:
+    results = await asyncio.gather(*(soap.post(envelope()[0]) for _ in range(40)))
+    assert [status for status, _, _ in results] == [200] * 40
+    ids = {xroad_header(body)[2][1] for _, _, body in results}
+    assert len(ids) == 40  # each answer echoes its own request
+
+
 async def test_message_logs_with_soap_exchanges_verify(soap: Soap) -> None:
     """Runs after the tests above (successes, faults, refusals, attachments) in this module: an
     auditor's check of both servers' logs passes, SOAP records included."""
