@@ -217,6 +217,13 @@ BAD = [
     ),
     pytest.param(b"<a>\xff</a>", "Client.InvalidXml", "UTF-8", id="invalid-utf8"),
     pytest.param(
+        BILLION_LAUGHS.decode().encode("utf-16-le"),
+        "Client.InvalidXml",
+        "NUL byte",
+        id="utf16-without-bom-bomb",
+    ),
+    pytest.param(b"<a>\x00</a>", "Client.InvalidXml", "NUL byte", id="nul-byte"),
+    pytest.param(
         edit(b"<exampleInput>foo", b"<exampleInput>&undefined;"),
         "Client.InvalidXml",
         "malformed XML",

@@ -61,6 +61,8 @@ MAX_ENVELOPE_BYTES: Final = 10 * 2**20
 MAX_DEPTH: Final = 64
 MAX_TEXT: Final = 1024
 SOAP_CONTENT_TYPE: Final = "text/xml; charset=utf-8"
+OFF_LOOP_BYTES: Final = 64 * 1024
+"""Servers parse messages larger than this in a worker thread, not on their event loop."""
 
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 # printable text, as for the REST headers
@@ -192,6 +194,10 @@ def _check_encoding(data: bytes) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _invalid_xml(f"the message is not valid UTF-8 (byte {exc.start})") from None
+    # NUL is valid UTF-8 but never XML; refusing it also refuses UTF-16/32 without a byte order
+    # mark, which libxml2 would detect on its own and which the DOCTYPE scan could not read
+    if b"\x00" in data:
+        raise _invalid_xml("the message holds a NUL byte: only UTF-8 XML is accepted")
 
 
 def parse_xml(data: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> etree._Element:

@@ -21,10 +21,12 @@ message and the detail id that is also in the server's log: never JSON.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
 
 log = logging.getLogger("exchange.server.consumer")
+
+T = TypeVar("T")
 
 FAULT_STATUS = 500
 """SOAP 1.1 §6.2: a SOAP Fault travels with HTTP 500, whatever the fault."""
@@ -95,6 +99,17 @@ async def handle_soap(request: web.Request) -> web.StreamResponse:
         return answer
 
 
+def _parse_request(content_type: str, body: bytes, limit: int) -> soap.SoapRequest:
+    return soap.parse_request(soap.soap_part(content_type, body).envelope, max_bytes=limit)
+
+
+async def _off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """Large messages are parsed in a worker thread, so the event loop keeps serving."""
+    if size > soap.OFF_LOOP_BYTES:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
 def _signed_headers(request: web.Request, content_type: str) -> tuple[tuple[str, str], ...]:
     """PR-MESS §2.2: Content-Type and SOAPAction are forwarded to the service, nothing else."""
     headers = [("content-type", content_type)]
@@ -114,8 +129,7 @@ async def _consume(
     body = await _read_body(request, server.config.limits.max_body_bytes)
     rec.request_body = body
     content_type = request.headers.get("Content-Type", "")
-    part = soap.soap_part(content_type, body)
-    parsed = soap.parse_request(part.envelope, max_bytes=server.config.limits.max_body_bytes)
+    parsed = await _off_loop(len(body), _parse_request, content_type, body, len(body))
     header = parsed.header
     rec.message_id = header.message_id
     rec.client, rec.service = str(header.client), str(header.service)
@@ -177,11 +191,13 @@ async def _consume(
     rec.released_fields = (
         None if response.released_fields is None else list(response.released_fields)
     )
-    answer = _answer(response, frame.body, parsed)
-    rec.http_status = answer.status
+    answer = await _off_loop(len(frame.body), _answer, response, frame.body, parsed)
+    # the record keeps the signed status (an auditor checks it against the signature); the
+    # information system got the SOAP status (500 for every fault)
+    rec.http_status = response.status
     if response.error_type is not None:
         rec.error = ExchangeError(
-            response.error_message or "", code=response.error_type, status=answer.status
+            response.error_message or "", code=response.error_type, status=response.status
         )
     rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
     # (7) logged durably before the answer

@@ -26,6 +26,7 @@ Errors on this path are turned into SOAP Faults by the caller (:func:`fault_answ
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -137,7 +138,10 @@ async def process(
         raise UnknownService(
             f"service {request.service} is a REST service: call it at /r1/{request.service}"
         )
-    parsed = _parse(request, body, limit)
+    if len(body) > soap.OFF_LOOP_BYTES:
+        parsed = await asyncio.to_thread(_parse, request, body, limit)
+    else:
+        parsed = _parse(request, body, limit)
     if service is None:
         assert local is not None
         answer = await local(server, parsed, conf, rec)
@@ -166,7 +170,11 @@ async def process(
         min(service.timeout, server.config.limits.backend_timeout),
     )
     rec.mark("backend")
-    return _finish(result.status, result.headers, result.body, parsed, decision, limit, rec)
+    args = (result.status, result.headers, result.body, parsed, decision, limit, rec)
+    if len(result.body) > soap.OFF_LOOP_BYTES:
+        # a large answer is parsed, filtered and re-serialised in a worker thread
+        return await asyncio.to_thread(_finish, *args)
+    return _finish(*args)
 
 
 def _wrap(element: etree._Element) -> etree._Element:

@@ -131,6 +131,8 @@ async def soap_service(request: web.Request) -> web.StreamResponse:
         _sub(received, "contentType", content_type)
         _sub(received, "soapAction", request.headers.get("SOAPAction"))
         _sub(received, "sha256", hashlib.sha256(raw).hexdigest())
+        if request_el.findtext("exampleInput") == "big-response":
+            _sub(response_el, "padding", "p" * 300_000)
         if request_el.findtext("exampleInput") == "swa-response":
             return _with_attachment(root)
         return _xml(root)

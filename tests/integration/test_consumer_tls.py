@@ -140,3 +140,50 @@ async def test_https_noauth_client_needs_tls_but_no_certificate(
     plain = f"http://127.0.0.1:{tls_server.consumer_port}{PERSONS}"
     status, error, _ = await _get(plain, str(OPEN), None, "tls-noauth-2")
     assert (status, error) == (403, "Client.SslAuthenticationFailed")
+
+
+@pytest.mark.parametrize(
+    ("scheme", "cert", "code"),
+    [
+        # through the consumer's checks: the provider answers (no such SOAP service there)
+        pytest.param("https", "kiosk", "Server.ServerProxy.UnknownService", id="registered"),
+        pytest.param("http", None, "Client.SslAuthenticationFailed", id="plain-http"),
+        pytest.param("https", "portal", "Client.SslAuthenticationFailed", id="other-cert"),
+    ],
+)
+async def test_soap_information_systems_are_authenticated_the_same_way(
+    net: Net, tls_server: SecurityServer, scheme: str, cert: str | None, code: str
+) -> None:
+    from lxml import etree
+
+    from exchange.identifiers import ServiceId
+    from exchange.protocol import soap
+
+    message_id = f"tls-soap-{scheme}-{cert}"
+    header = soap.XRoadHeader(
+        client=KIOSK,
+        service=ServiceId("PS", "GOV", "MOI", "population-registry", "getPerson"),
+        service_version=None,
+        message_id=message_id,
+        user_id=None,
+        issue=None,
+        protocol_version="4.0",
+        represented_party=None,
+        security_server=None,
+        purpose=None,
+    )
+    envelope = soap.request_envelope(header, etree.Element("getPerson"))
+    if scheme == "http":
+        url, ctx = f"http://127.0.0.1:{tls_server.consumer_port}/", None
+    else:
+        url, ctx = f"https://localhost:{tls_server.consumer_tls_port}/", _context(net, cert)
+    headers = {"Content-Type": "text/xml; charset=utf-8"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=envelope, headers=headers, ssl=ctx) as r,
+    ):
+        status, error, body = r.status, r.headers.get("X-Road-Error"), await r.read()
+    assert (status, error) == (500, code), body
+    assert f"<faultcode>{code}</faultcode>".encode() in body
+    [record] = query_records(tls_server.config.log_path, message_id=message_id)
+    assert record.entry["error"]["type"] == code

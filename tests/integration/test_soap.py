@@ -351,6 +351,22 @@ async def test_swa_attachment_passes_through_byte_for_byte(soap: Soap) -> None:
     assert base64.b64decode(view.entry["request_body"]) == multipart
 
 
+@pytest.mark.parametrize("which", ["big-request", "big-response"])
+async def test_large_messages_are_handled_off_the_event_loop(soap: Soap, which: str) -> None:
+    """Above 64 KiB the servers parse (and finish) in a worker thread: same results."""
+    payload = "x" * 300_000 if which == "big-request" else "big-response"
+    data, mid = envelope("exampleService", f"<exampleInput>{payload}</exampleInput>")
+    status, _, body = await soap.post(data)
+    assert status == 200, body[:800]
+    out = response_element(body)
+    assert out.findtext("received/sha256") == hashlib.sha256(data).hexdigest()
+    assert len(out.findtext("padding") or "") == (300_000 if which == "big-response" else 0)
+    assert xroad_header(body)[-1][1] == base64.b64encode(hashlib.sha512(data).digest()).decode()
+    for server, side in ((soap.consumer, "consumer"), (soap.provider, "provider")):
+        [view] = records(server, mid, side)
+        assert view.status == "ok"
+
+
 async def test_swa_response_attachment_passes_through_byte_for_byte(soap: Soap) -> None:
     data, mid = envelope("exampleService", "<exampleInput>swa-response</exampleInput>")
     status, headers, body = await soap.post(data)
@@ -932,3 +948,58 @@ async def test_signed_refusal_in_json_becomes_a_fault(soap: Soap, rogue_soap: Ro
     assert fault.findtext("faultstring") == "request signature is invalid"
     [view] = records(soap.consumer, mid, "consumer")
     assert view.entry["error"]["type"] == code
+
+
+REPRESENTED = """
+        <repr:representedParty xmlns:repr="http://x-road.eu/xsd/representation.xsd">
+            <repr:partyClass>COM</repr:partyClass><repr:partyCode>12345</repr:partyCode>
+        </repr:representedParty>"""
+
+
+def _pin(server: SecurityServerId) -> str:
+    return f"""
+        <xrd:securityServer id:objectType="SERVER">
+            <id:xRoadInstance>{server.instance}</id:xRoadInstance>
+            <id:memberClass>{server.member_class}</id:memberClass>
+            <id:memberCode>{server.member_code}</id:memberCode>
+            <id:serverCode>{server.server_code}</id:serverCode>
+        </xrd:securityServer>"""
+
+
+async def test_represented_party_and_pinned_server_are_signed(soap: Soap) -> None:
+    data, mid = envelope(extra=REPRESENTED + _pin(SOAP_SS))
+    status, _, body = await soap.post(data)
+    assert status == 200, body[:800]
+    [view] = records(soap.consumer, mid, "consumer")
+    signed = SignedRequest.from_payload(unverified_payload(view.entry["request_jws"]))
+    assert (signed.represented_party, signed.security_server) == ("COM/12345", SOAP_SS)
+    names = [name for name, _ in xroad_header(body)]
+    assert "securityServer" in names and "representedParty" in names
+
+
+async def test_pinning_a_server_that_does_not_provide_the_service(soap: Soap) -> None:
+    data, _ = envelope(extra=_pin(SecurityServerId(*MOI.parts, "ss1")))
+    assert_fault(await soap.post(data), "Server.ClientProxy.UnknownMember")
+
+
+async def test_soap_action_that_is_not_a_header_value(soap: Soap) -> None:
+    data, _ = envelope()
+    assert_fault(await soap.post(data, soap_action="a" * 2000), "Client.InvalidHeader")
+
+
+async def test_concurrent_soap_exchanges(soap: Soap) -> None:
+    results = await asyncio.gather(*(soap.post(envelope()[0]) for _ in range(40)))
+    assert [status for status, _, _ in results] == [200] * 40
+    ids = {xroad_header(body)[2][1] for _, _, body in results}
+    assert len(ids) == 40  # each answer echoes its own request
+
+
+async def test_message_logs_with_soap_exchanges_verify(soap: Soap) -> None:
+    """Runs after the tests above (successes, faults, refusals, attachments) in this module: an
+    auditor's check of both servers' logs passes, SOAP records included."""
+    from exchange.server.logcheck import verify_server_log
+
+    await assert_soap_serving(soap)
+    for server in (soap.consumer, soap.provider):
+        report = verify_server_log(server.config)
+        assert report.ok, orjson.dumps(report.to_dict()).decode()[:3000]
