@@ -26,19 +26,16 @@ registry's SQLite file, on its own connection.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import secrets
-import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from exchange.central.registry import Registry
+from exchange.central.tablestore import TableStore
 from exchange.errors import ClientError, ExchangeError
 from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import (
@@ -433,39 +430,18 @@ CREATE TABLE IF NOT EXISTS service_declarations (
 """
 
 
-class DeclarationStore:
+class DeclarationStore(TableStore):
     """The ``service_declarations`` table in the registry's SQLite file (its own connection).
 
     Blocking: call it from a worker thread in async code; one store per thread. The signed body
     is kept, so what a server declared can be re-verified later.
     """
 
-    def __init__(self, db_path: Path) -> None:
-        self._conn = sqlite3.connect(db_path, isolation_level=None)
-        try:
-            self._conn.execute("PRAGMA busy_timeout = 5000")
-            self._conn.execute(_SCHEMA)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    @classmethod
-    @contextlib.contextmanager
-    def open(cls, db_path: str | Path) -> Iterator[DeclarationStore]:
-        Registry.open(db_path).close()
-        store = cls(Path(db_path))
-        try:
-            yield store
-        finally:
-            store.close()
-
-    def close(self) -> None:
-        self._conn.close()
+    schema = _SCHEMA
 
     def put(self, declaration: Declaration, body: bytes, received_at: int) -> None:
         """Replace the server's declaration; one not later than the held one is refused."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             row = self._conn.execute(
                 "SELECT declared_at FROM service_declarations WHERE server = ?",
                 [str(declaration.server)],
@@ -480,10 +456,6 @@ class DeclarationStore:
                 "body) VALUES (?, ?, ?, ?)",
                 [str(declaration.server), declaration.declared_at, received_at, body],
             )
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
 
     def declarations(self) -> list[Declaration]:
         """Every held declaration, parsed again from the signed bodies."""

@@ -21,20 +21,19 @@ new version on its own.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.central.registry import Registry
+from exchange.central.tablestore import TableStore
 from exchange.errors import ClientError, ConfigurationError, ExchangeError, InvalidIdentifier
 from exchange.globalconf.document import valid_address
 from exchange.identifiers import (
@@ -391,35 +390,13 @@ _COLUMNS: Final = (
 )
 
 
-class RegistrationStore:
+class RegistrationStore(TableStore):
     """The ``registration_requests`` table in the registry's SQLite file, on its own connection.
 
     Blocking: call it from a worker thread in async code; one store per thread.
     """
 
-    def __init__(self, db_path: Path) -> None:
-        self._db_path = db_path
-        self._conn = sqlite3.connect(db_path, isolation_level=None)
-        try:
-            self._conn.execute("PRAGMA busy_timeout = 5000")
-            self._conn.execute(_SCHEMA)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    @classmethod
-    @contextlib.contextmanager
-    def open(cls, db_path: str | Path) -> Iterator[RegistrationStore]:
-        """Open the store of an existing central registry (checked with :meth:`Registry.open`)."""
-        Registry.open(db_path).close()
-        store = cls(Path(db_path))
-        try:
-            yield store
-        finally:
-            store.close()
-
-    def close(self) -> None:
-        self._conn.close()
+    schema = _SCHEMA
 
     def add(self, request: RegistrationRequest, body: bytes, received_at: int) -> StoredRequest:
         """Store a verified request as pending; a nonce seen before is refused."""
