@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.central.tablestore import TableStore
 from exchange.errors import ClientError, ExchangeError
@@ -47,7 +46,7 @@ from exchange.identifiers import (
     validate_part,
 )
 from exchange.protocol.canonical import canonical_bytes, loads
-from exchange.protocol.jws import JwsError, Signer, cert_thumbprint, unverified_payload, verify
+from exchange.protocol.jws import JwsError, Signer, unverified_payload, verify_by_cert
 from exchange.protocol.metadata import RESERVED_SERVICE_CODES
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
 from exchange.trust.profiles import check_auth_profile, server_id_of_auth_cert
@@ -327,18 +326,8 @@ def _envelope(body: bytes) -> str:
 
 
 def _verify_signature(token: str, cert: x509.Certificate) -> None:
-    expected = cert_thumbprint(cert)
-
-    def key_for(thumbprint: str) -> ec.EllipticCurvePublicKey:
-        if thumbprint != expected:
-            raise JwsError("x5t#S256 is not the thumbprint of auth_cert")
-        key = cert.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise JwsError("auth_cert's key is not an EC key")
-        return key
-
     try:
-        verify(token, key_for)
+        verify_by_cert(token, cert, "auth_cert")
     except JwsError as exc:
         raise _invalid(f"signature: {exc.message}") from None
 

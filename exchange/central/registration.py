@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.central.registry import Registry
 from exchange.central.tablestore import TableStore
@@ -44,7 +43,7 @@ from exchange.identifiers import (
     parse_subsystem,
 )
 from exchange.protocol.canonical import canonical_bytes, loads
-from exchange.protocol.jws import JwsError, Signer, cert_thumbprint, unverified_payload, verify
+from exchange.protocol.jws import JwsError, Signer, unverified_payload, verify_by_cert
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
 from exchange.trust.profiles import (
     check_auth_profile,
@@ -301,18 +300,8 @@ def _same_payload(auth_jws: str, member_jws: str) -> bytes:
 
 
 def _verify_signature(token: str, cert: x509.Certificate, what: str) -> None:
-    expected = cert_thumbprint(cert)
-
-    def key_for(thumbprint: str) -> ec.EllipticCurvePublicKey:
-        if thumbprint != expected:
-            raise JwsError(f"x5t#S256 {thumbprint[:64]!r} is not the thumbprint of the certificate")
-        key = cert.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise JwsError("the certificate's key is not an EC key")
-        return key
-
     try:
-        verify(token, key_for)
+        verify_by_cert(token, cert, "the certificate")
     except JwsError as exc:
         raise _refuse(f"{what} signature: {exc.message}") from None
 
