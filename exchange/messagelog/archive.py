@@ -56,6 +56,8 @@ from exchange.messagelog.store import (
     iter_rows,
     open_readonly,
     prepare_schema,
+    query_if_table,
+    write_transaction,
 )
 from exchange.protocol.canonical import b64url, b64url_decode, canonical_bytes
 from exchange.protocol.jws import Signer, cert_thumbprint
@@ -110,12 +112,8 @@ def _unpack(packed: bytes) -> tuple[bytes, ...]:
 
 def read_index(conn: sqlite3.Connection) -> list[ArchiveIndexEntry]:
     """The archive index of a log, in order (empty for a log that never archived)."""
-    try:
-        rows = conn.execute(_INDEX).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        return []
+    cursor = query_if_table(conn, _INDEX)
+    rows = [] if cursor is None else cursor.fetchall()
     return [
         ArchiveIndexEntry(
             index=int(r[0]),
@@ -468,8 +466,7 @@ def _commit(db: Path, entry: ArchiveIndexEntry, signer: Signer, busy_timeout: fl
         ).fetchone()
         if not has_index:
             prepare_schema(conn)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             (last,) = conn.execute("SELECT coalesce(max(end_seq), 0) FROM archives").fetchone()
             if last != entry.first_seq:
                 raise MessageLogError(
@@ -496,12 +493,6 @@ def _commit(db: Path, entry: ArchiveIndexEntry, signer: Signer, busy_timeout: fl
             conn.execute("DELETE FROM records WHERE seq < ?", (entry.end_seq,))
             conn.execute("DELETE FROM tree_heads WHERE size < ?", (entry.end_seq,))
             conn.execute("DELETE FROM timestamps WHERE size < ?", (entry.end_seq,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
     except sqlite3.Error as exc:
         raise MessageLogError(f"could not record archive {entry.file} in {db}: {exc}") from None
     finally:

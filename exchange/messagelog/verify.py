@@ -66,6 +66,7 @@ from exchange.messagelog.store import (
     head_from_row,
     iter_rows,
     open_readonly,
+    query_if_table,
     tree_head_digest,
     tree_head_payload,
 )
@@ -754,13 +755,8 @@ class _StampChecker:
 
 
 def _stamp_rows(conn: sqlite3.Connection) -> Iterator[tuple[Any, Any, Any]]:
-    try:
-        cursor = conn.execute(_STAMPS)
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        return iter(())
-    return iter_rows(cursor)
+    cursor = query_if_table(conn, _STAMPS)
+    return iter(()) if cursor is None else iter_rows(cursor)
 
 
 def _archived_records(archive: ArchiveFile, entry: ArchiveIndexEntry) -> Iterator[tuple[Any, ...]]:
