@@ -46,7 +46,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 
@@ -355,31 +355,37 @@ def _write_parts(
             f"records {plan.start}..{plan.end - 1} do not match the signed tree head of size "
             f"{plan.end}; nothing was archived: run `exchange log verify`"
         )
-    with z.open(_member(HEADS, created_at), "w", force_zip64=True) as stream:
-        part = _Part(stream)
-        for size, root, signed_at, jws in iter_rows(
-            conn.execute(
-                "SELECT size, root, signed_at, jws FROM tree_heads "
-                "WHERE size > ? AND size <= ? ORDER BY size",
-                (plan.start, plan.end),
-            )
-        ):
-            head = {"size": size, "root": b64url(bytes(root)), "signed_at": signed_at, "jws": jws}
-            part.line(canonical_bytes(head))
-        digests[HEADS], counts["tree_heads"] = part.digest.hexdigest(), part.count
-    with z.open(_member(STAMPS, created_at), "w", force_zip64=True) as stream:
-        part = _Part(stream)
-        for size, token, tsa, gen_time in iter_rows(
-            conn.execute(
-                "SELECT size, token, tsa, gen_time FROM timestamps "
-                "WHERE size > ? AND size <= ? ORDER BY size",
-                (plan.start, plan.end),
-            )
-        ):
-            stamp = {"size": size, "token": b64url(bytes(token)), "tsa": tsa, "gen_time": gen_time}
-            part.line(canonical_bytes(stamp))
-        digests[STAMPS], counts["timestamps"] = part.digest.hexdigest(), part.count
+    for name, table, columns in _SIZED_PARTS:
+        part = _copy_sized_rows(z, _member(name, created_at), conn, plan, table, columns)
+        digests[name], counts[table] = part.digest.hexdigest(), part.count
     return digests, compact, counts
+
+
+_SIZED_PARTS: Final = (
+    (HEADS, "tree_heads", ("size", "root", "signed_at", "jws")),
+    (STAMPS, "timestamps", ("size", "token", "tsa", "gen_time")),
+)
+"""The parts copied from a table keyed by tree size; each table's second column is a blob."""
+
+
+def _copy_sized_rows(
+    z: zipfile.ZipFile,
+    member: zipfile.ZipInfo,
+    conn: sqlite3.Connection,
+    plan: _Plan,
+    table: str,
+    columns: tuple[str, ...],
+) -> _Part:
+    """The rows of ``table`` with a size in the plan's range, one canonical JSON line each, the
+    blob in base64url."""
+    query = f"SELECT {', '.join(columns)} FROM {table} WHERE size > ? AND size <= ? ORDER BY size"
+    with z.open(member, "w", force_zip64=True) as stream:
+        part = _Part(stream)
+        for row in iter_rows(conn.execute(query, (plan.start, plan.end))):
+            line = dict(zip(columns, row, strict=True))
+            line[columns[1]] = b64url(bytes(row[1]))
+            part.line(canonical_bytes(line))
+    return part
 
 
 def _copy_records(
