@@ -28,7 +28,8 @@ from exchange.errors import (
     UnknownClient,
     UnknownMember,
 )
-from exchange.identifiers import SubsystemId
+from exchange.globalconf.document import GlobalConf, SecurityServerInfo
+from exchange.identifiers import ClientId, SecurityServerId, SubsystemId
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import FrameKind
 from exchange.protocol.jws import JwsError, verify
@@ -101,30 +102,13 @@ async def _consume(
     # (2) the global configuration is fresh
     conf = server.globalconf_or_fail(provider=False)
     # (3) the client is hosted here and the information system may act for it
-    client = xh.client
-    if not isinstance(client, SubsystemId):
-        raise UnknownClient(f"client {client} is a member; clients are subsystems here")
-    _authorise_information_system(server, request, client)
-    me = conf.server(server.config.server_id)
-    if me is None or client not in me.clients:
-        raise UnknownClient(
-            f"client {client} is not registered for this security server "
-            "in the global configuration"
-        )
+    client = hosted_client(server, request, conf, xh.client)
     # (4) the body is within its limit
-    body = await _read_body(request, server.config.limits.max_body_bytes)
+    body = await read_body(request, server.config.limits.max_body_bytes)
     rec.request_body = body
     # (5) a security server provides the service
-    providers = conf.servers_hosting(target.service.subsystem)
-    if xh.security_server is not None:
-        providers = tuple(p for p in providers if p.id == xh.security_server)
-    if not providers:
-        raise UnknownMember(
-            f"no security server in the global configuration provides {target.service.subsystem}"
-        )
-    provider = providers[server.next_index(len(providers))]
-    rec.peer_server = str(provider.id)
-    # (6) sign with the client member's key
+    provider = choose_provider(server, conf, target.service.subsystem, xh.security_server, rec)
+    # (6) sign with the client member's key, send, and check what comes back
     signed = SignedRequest(
         message_id=xh.message_id,
         client=client,
@@ -142,11 +126,64 @@ async def _consume(
         security_server=provider.id,
         timestamp_ms=int(server.clock() * 1000),
     )
-    token = server.signer_for(client.member, consumer=True).sign(signed.canonical())
+    response, response_body = await exchange_signed(server, provider, signed, body, rec)
+    rec.http_status = response.status
+    # (7) logged durably before the answer
+    await server.log_record(rec)
+    return _to_web_response(response, response_body, signed, rec)
+
+
+def hosted_client(
+    server: SecurityServer, request: web.Request, conf: GlobalConf, client: ClientId
+) -> SubsystemId:
+    """The client is a subsystem hosted here, registered for this server in the global
+    configuration, and the information system on ``request`` may act for it."""
+    if not isinstance(client, SubsystemId):
+        raise UnknownClient(f"client {client} is a member; clients are subsystems here")
+    _authorise_information_system(server, request, client)
+    me = conf.server(server.config.server_id)
+    if me is None or client not in me.clients:
+        raise UnknownClient(
+            f"client {client} is not registered for this security server "
+            "in the global configuration"
+        )
+    return client
+
+
+def choose_provider(
+    server: SecurityServer,
+    conf: GlobalConf,
+    subsystem: SubsystemId,
+    pinned: SecurityServerId | None,
+    rec: ExchangeRecord,
+) -> SecurityServerInfo:
+    """A security server of the global configuration that hosts ``subsystem`` (the ``pinned``
+    one if the caller named it), taken in turn."""
+    providers = conf.servers_hosting(subsystem)
+    if pinned is not None:
+        providers = tuple(p for p in providers if p.id == pinned)
+    if not providers:
+        raise UnknownMember(f"no security server in the global configuration provides {subsystem}")
+    provider = providers[server.next_index(len(providers))]
+    rec.peer_server = str(provider.id)
+    return provider
+
+
+async def exchange_signed(
+    server: SecurityServer,
+    provider: SecurityServerInfo,
+    signed: SignedRequest,
+    body: bytes,
+    rec: ExchangeRecord,
+) -> tuple[SignedResponse, bytes]:
+    """Sign ``signed`` with the client member's key, send it with ``body`` to ``provider``, and
+    return the signed response once it verifies and is bound to this request, with its body.
+    The record gets both signatures, the response body, the released fields, the provider's
+    error if it refused, and the timings."""
+    token = server.signer_for(signed.client.member, consumer=True).sign(signed.canonical())
     rec.request_jws = token
     rec.request_hash = request_hash(token)
     rec.mark("signed")
-    # (7) send, and check what comes back
     pool = server.pool_for(provider)
     frame, conn = await pool.request({"jws": token}, body, server.response_timeout)
     rec.mark("answered")
@@ -154,7 +191,6 @@ async def _consume(
         raise unsigned_refusal(frame.meta)
     response = _verify_response(frame.meta.get("jws"), frame.body, conn, signed, rec)
     rec.response_body = frame.body
-    rec.http_status = response.status
     rec.released_fields = (
         None if response.released_fields is None else list(response.released_fields)
     )
@@ -163,9 +199,7 @@ async def _consume(
             response.error_message or "", code=response.error_type, status=response.status
         )
     rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
-    # (8) logged durably before the answer
-    await server.log_record(rec)
-    return _to_web_response(response, frame.body, signed, rec)
+    return response, frame.body
 
 
 def _authorise_information_system(
@@ -189,7 +223,7 @@ def _authorise_information_system(
             )
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")

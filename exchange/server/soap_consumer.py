@@ -36,21 +36,17 @@ from exchange.errors import (
     ConsumerServerError,
     ExchangeError,
     InconsistentResponse,
-    UnknownClient,
-    UnknownMember,
 )
-from exchange.identifiers import SubsystemId
 from exchange.protocol import soap
 from exchange.protocol.canonical import b64url
-from exchange.protocol.frames import FrameKind
-from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
+from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.server.consumer import (
     SERVER_KEY,
-    _authorise_information_system,
-    _read_body,
-    _verify_response,
+    choose_provider,
+    exchange_signed,
+    hosted_client,
+    read_body,
 )
-from exchange.server.peer import unsigned_refusal
 from exchange.server.records import ExchangeRecord
 
 if TYPE_CHECKING:
@@ -126,7 +122,7 @@ async def _consume(
 ) -> web.StreamResponse:
     # (1) the body is within its limit, and holds a SOAP 1.1 envelope (first, so that every
     # refusal below is logged with the request's identifiers)
-    body = await _read_body(request, server.config.limits.max_body_bytes)
+    body = await read_body(request, server.config.limits.max_body_bytes)
     rec.request_body = body
     content_type = request.headers.get("Content-Type", "")
     parsed = await _off_loop(len(body), _parse_request, content_type, body, len(body))
@@ -137,27 +133,11 @@ async def _consume(
     # (2) the global configuration is fresh
     conf = server.globalconf_or_fail(provider=False)
     # (3) the client is hosted here and the information system may act for it
-    client = header.client
-    if not isinstance(client, SubsystemId):
-        raise UnknownClient(f"client {client} is a member; clients are subsystems here")
-    _authorise_information_system(server, request, client)
-    me = conf.server(server.config.server_id)
-    if me is None or client not in me.clients:
-        raise UnknownClient(
-            f"client {client} is not registered for this security server "
-            "in the global configuration"
-        )
+    client = hosted_client(server, request, conf, header.client)
     # (4) a security server provides the service (PR-TARGETSS: securityServer pins one)
-    providers = conf.servers_hosting(header.service.subsystem)
-    if header.security_server is not None:
-        providers = tuple(p for p in providers if p.id == header.security_server)
-    if not providers:
-        raise UnknownMember(
-            f"no security server in the global configuration provides {header.service.subsystem}"
-        )
-    provider = providers[server.next_index(len(providers))]
-    rec.peer_server = str(provider.id)
-    # (5) sign with the client member's key: the whole body, and that it is SOAP
+    provider = choose_provider(server, conf, header.service.subsystem, header.security_server, rec)
+    # (5) sign with the client member's key: the whole body, and that it is SOAP; send, and
+    # check what comes back
     signed = SignedRequest(
         message_id=header.message_id,
         client=client,
@@ -176,31 +156,13 @@ async def _consume(
         timestamp_ms=int(server.clock() * 1000),
         protocol="soap",
     )
-    token = server.signer_for(client.member, consumer=True).sign(signed.canonical())
-    rec.request_jws = token
-    rec.request_hash = request_hash(token)
-    rec.mark("signed")
-    # (6) send, and check what comes back
-    pool = server.pool_for(provider)
-    frame, conn = await pool.request({"jws": token}, body, server.response_timeout)
-    rec.mark("answered")
-    if frame.kind is FrameKind.ERROR:
-        raise unsigned_refusal(frame.meta)
-    response = _verify_response(frame.meta.get("jws"), frame.body, conn, signed, rec)
-    rec.response_body = frame.body
-    rec.released_fields = (
-        None if response.released_fields is None else list(response.released_fields)
-    )
-    answer = await _off_loop(len(frame.body), _answer, response, frame.body, parsed)
+    response, response_body = await exchange_signed(server, provider, signed, body, rec)
+    answer = await _off_loop(len(response_body), _answer, response, response_body, parsed)
     # the record keeps the signed status (an auditor checks it against the signature); the
     # information system got the SOAP status (500 for every fault)
     rec.http_status = response.status
-    if response.error_type is not None:
-        rec.error = ExchangeError(
-            response.error_message or "", code=response.error_type, status=response.status
-        )
     rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
-    # (7) logged durably before the answer
+    # (6) logged durably before the answer
     await server.log_record(rec)
     return answer
 
