@@ -40,6 +40,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import sqlite3
 import time
 import zipfile
@@ -512,6 +513,19 @@ class ArchiveFileError(Exception):
     """An archive file cannot be read (missing, not a zip, a part damaged)."""
 
 
+_FILE_NAME = re.compile(r"messagelog-[0-9]{6}\.zip")
+
+
+def archive_file(folder: Path, name: str) -> Path:
+    """The archive ``name`` (from the index) in ``folder``: only a plain archive file name, so an
+    edited index cannot make anyone read a file elsewhere (``../``, an absolute path)."""
+    if _FILE_NAME.fullmatch(name) is None:
+        raise ArchiveFileError(
+            f"the index names {name[:120]!r}, not a file name in the archive folder (index edited)"
+        )
+    return folder / name
+
+
 class ArchiveFile:
     """Read access to one archive zip. Reading does not check it: the verifier does."""
 
@@ -614,7 +628,7 @@ def archived_records(db_path: str | Path, archive_dir: str | Path) -> Iterator[t
     """(seq, entry bytes) of every archived record, in seq order, streamed from the files."""
     for entry in _archives(Path(db_path)):
         try:
-            with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+            with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
                 for offset, line in enumerate(archive.lines(RECORDS)):
                     yield entry.first_seq + offset, line
         except ArchiveFileError as exc:
@@ -631,7 +645,7 @@ def find_archived(
     found: list[tuple[int, bytes]] = []
     for entry in _archives(Path(db_path)):
         try:
-            with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+            with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
                 for offset, line in enumerate(archive.lines(RECORDS)):
                     if needle in line and _object(line).get("message_id") == message_id:
                         found.append((entry.first_seq + offset, line))
@@ -649,7 +663,7 @@ def archived_head(
     for entry in _archives(Path(db_path)):
         if entry.first_seq < size <= entry.end_seq:
             try:
-                with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+                with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
                     for row in archive.heads():
                         if row[0] == size and row[1] is not None and isinstance(row[3], str):
                             return size, row[1], row[3]
@@ -663,7 +677,7 @@ def archived_stamp(db_path: str | Path, archive_dir: str | Path, size: int) -> b
     for entry in _archives(Path(db_path)):
         if entry.first_seq < size <= entry.end_seq:
             try:
-                with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+                with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
                     for row in archive.stamps():
                         if row[0] == size and isinstance(row[1], bytes):
                             return row[1]
@@ -679,7 +693,7 @@ def archived_leaves(db_path: str | Path, archive_dir: str | Path, size: int) -> 
         if entry.first_seq >= size:
             break
         try:
-            with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+            with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
                 for line in archive.lines(RECORDS):
                     if len(leaves) >= size:
                         break

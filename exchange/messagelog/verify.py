@@ -52,6 +52,7 @@ from exchange.messagelog.archive import (
     ArchiveFile,
     ArchiveFileError,
     ArchiveIndexEntry,
+    archive_file,
     default_archive_dir,
     file_sha256,
     read_index,
@@ -420,8 +421,8 @@ class _Verifier:
                 f"the index gives records {entry.first_seq}..{entry.end_seq - 1}, but the "
                 f"previous archive ends at {start} (archive index edited)",
             )
-        path = folder / entry.file
         try:
+            path = archive_file(folder, entry.file)
             with ArchiveFile(path) as archive:
                 # (A2) the file is the one the index names (its SHA-256)
                 if file_sha256(path) != entry.sha256:
