@@ -50,6 +50,7 @@ from typing import IO, Any, Final
 
 import orjson
 
+from exchange.durable import durable_replace
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.messagelog.store import (
     MessageLogError,
@@ -309,7 +310,7 @@ def _write_archive(
             z.writestr(MANIFEST, data)
             z.writestr(MANIFEST_JWS, signer.sign(data))
         conn.execute("COMMIT")
-        _durable_rename(tmp, final)
+        durable_replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -443,21 +444,6 @@ def _manifest(
         "parts": digests,
         "created_at": created_at,
     }
-
-
-def _durable_rename(tmp: Path, final: Path) -> None:
-    """fsync the file, rename it over ``final`` (atomic), fsync the folder."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _commit(db: Path, entry: ArchiveIndexEntry, signer: Signer, busy_timeout: float = 30.0) -> None:
