@@ -58,10 +58,10 @@ from exchange.messagelog.store import (
     open_readonly,
     prepare_schema,
     query_if_table,
-    write_transaction,
 )
 from exchange.protocol.canonical import b64url, b64url_decode, canonical_bytes
 from exchange.protocol.jws import Signer, cert_thumbprint
+from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
 
 FORMAT = "exchange-log-archive/1"
