@@ -48,6 +48,7 @@ from exchange.identifiers import (
 from exchange.protocol.canonical import canonical_bytes, loads
 from exchange.protocol.jws import JwsError, Signer, unverified_payload, verify_by_cert
 from exchange.protocol.metadata import RESERVED_SERVICE_CODES
+from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
 from exchange.trust.profiles import check_auth_profile, server_id_of_auth_cert
 from exchange.trust.validation import verify_chain
@@ -430,7 +431,7 @@ class DeclarationStore(TableStore):
 
     def put(self, declaration: Declaration, body: bytes, received_at: int) -> None:
         """Replace the server's declaration; one not later than the held one is refused."""
-        with self._transaction():
+        with write_transaction(self._conn):
             row = self._conn.execute(
                 "SELECT declared_at FROM service_declarations WHERE server = ?",
                 [str(declaration.server)],

@@ -2,8 +2,8 @@
 the stores of registration requests and of service declarations.
 
 It opens the file of an existing registry (checked with :meth:`Registry.open`), sets the busy
-timeout, creates the subclass's table and offers a write transaction. It knows nothing of what
-the table holds.
+timeout and creates the subclass's table; it knows nothing of what the table holds. Writes go
+through :func:`exchange.transaction.write_transaction`.
 """
 
 from __future__ import annotations
@@ -45,14 +45,3 @@ class TableStore:
 
     def close(self) -> None:
         self._conn.close()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """``BEGIN IMMEDIATE``: a concurrent writer waits for the lock, not fails halfway."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")

@@ -51,6 +51,7 @@ from typing import IO, Any, Final
 
 import orjson
 
+from exchange.durable import durable_replace
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.messagelog.store import (
     MessageLogError,
@@ -58,10 +59,10 @@ from exchange.messagelog.store import (
     open_readonly,
     prepare_schema,
     query_if_table,
-    write_transaction,
 )
 from exchange.protocol.canonical import b64url, b64url_decode, canonical_bytes
 from exchange.protocol.jws import Signer, cert_thumbprint
+from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
 
 FORMAT = "exchange-log-archive/1"
@@ -310,7 +311,7 @@ def _write_archive(
             z.writestr(MANIFEST, data)
             z.writestr(MANIFEST_JWS, signer.sign(data))
         conn.execute("COMMIT")
-        _durable_rename(tmp, final)
+        durable_replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -444,21 +445,6 @@ def _manifest(
         "parts": digests,
         "created_at": created_at,
     }
-
-
-def _durable_rename(tmp: Path, final: Path) -> None:
-    """fsync the file, rename it over ``final`` (atomic), fsync the folder."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _commit(db: Path, entry: ArchiveIndexEntry, signer: Signer, busy_timeout: float = 30.0) -> None:

@@ -52,6 +52,7 @@ from exchange.errors import ConfigurationError, ExchangeError
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.protocol.canonical import b64url, canonical_bytes
 from exchange.protocol.jws import Signer, cert_thumbprint
+from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
 
 log = logging.getLogger(__name__)
@@ -998,17 +999,3 @@ def query_if_table(
         if "no such table" not in str(exc):
             raise
         return None
-
-
-@contextlib.contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` .. ``COMMIT``; on any failure, even of the commit, a rollback."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
