@@ -363,14 +363,16 @@ def build_catalogue(
 ) -> dict[str, Any]:
     """The browsable catalogue: per subsystem, the services its servers declared.
 
-    Only what the registry still places on the declaring server counts. When several servers
-    (a cluster) declare one subsystem, the latest declaration gives its services.
+    Only what the registry still places on the declaring server, signed with a key the
+    registry still holds for it, counts. When several servers (a cluster) declare one
+    subsystem, the latest declaration gives its services.
     """
     latest: dict[SubsystemId, tuple[Declaration, tuple[DeclaredService, ...]]] = {}
     servers: dict[SubsystemId, set[SecurityServerId]] = {}
     for declaration in declarations:
         info = registry.server(declaration.server)
-        if info is None:
+        # a key removed from the registry (rotated away, or stolen) no longer speaks for it
+        if info is None or fingerprint(declaration.auth_cert) not in info.auth_cert_fingerprints:
             continue
         for sub, services in declaration.subsystems:
             if sub not in info.clients:
