@@ -102,6 +102,20 @@ async def _service(request: web.Request) -> web.StreamResponse:
         assert issue is not None
         issue.text = SECRET  # its own "echo" of a header field
     out = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    if nid == "swa-start-second":
+        # the client's MIME parser would read the second part: an envelope nobody checked
+        other = out.replace(SECRET.encode(), b"unchecked")
+        parts = b"".join(
+            b"--B\r\nContent-Type: text/xml; charset=UTF-8\r\nContent-ID: <%s>\r\n\r\n%s\r\n"
+            % (cid, envelope_bytes)
+            for cid, envelope_bytes in ((b"first", out), (b"second", other))
+        )
+        return web.Response(
+            body=parts + b"--B--\r\n",
+            headers={
+                "Content-Type": 'multipart/related; type="text/xml"; start="<second>"; boundary="B"'
+            },
+        )
     return web.Response(body=out, content_type="text/xml", charset="utf-8")
 
 
@@ -225,6 +239,19 @@ async def test_multipart_whose_root_part_is_ambiguous_is_refused(
         v for v in _recent_consumer_errors(red.consumer, before) if v["error"]["detail"] == detail
     ]
     assert len(logged) == 1 and logged[0]["error"]["type"] == "Client.MimeParsingFailed"
+    await _assert_serving(red)
+
+
+async def test_a_service_answer_whose_start_names_another_part_is_refused(red: Soap) -> None:
+    """The same ambiguity in a service's SwA answer: the consumer would check one envelope and
+    its information system read another."""
+    data, mid = envelope(
+        "exampleService", "<nationalId>swa-start-second</nationalId>", subsystem=SUB
+    )
+    assert_fault(await red.post(data), "Server.ServerProxy.ServiceFailed")
+    [view] = records(red.provider, mid, "provider")
+    assert view.entry["error"]["type"] == "Server.ServerProxy.ServiceFailed"
+    assert "start parameter" in view.entry["error"]["message"]
     await _assert_serving(red)
 
 
