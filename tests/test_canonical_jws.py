@@ -37,6 +37,7 @@ from exchange.protocol.jws import (
     unverified_header,
     unverified_payload,
     verify,
+    verify_by_cert,
 )
 from exchange.trust.keys import generate_key, self_signed_certificate
 
@@ -275,6 +276,15 @@ def test_flipped_character_is_refused(alice: Party, index: int) -> None:
 def test_wrong_key_is_refused(alice: Party, mallory: Party) -> None:
     with pytest.raises(JwsError, match="does not verify"):
         verify(alice.signer.sign(b"{}"), mallory.any_key)
+
+
+def test_verify_by_cert_takes_the_key_of_the_carried_certificate(
+    alice: Party, mallory: Party
+) -> None:
+    token = alice.signer.sign(b'{"x":1}')
+    assert verify_by_cert(token, alice.cert, "auth_cert").payload == b'{"x":1}'
+    with pytest.raises(JwsError, match="is not the thumbprint of auth_cert"):
+        verify_by_cert(token, mallory.cert, "auth_cert")
 
 
 def test_other_signers_payload_is_refused(alice: Party, mallory: Party) -> None:

@@ -80,17 +80,21 @@ def test_catalogue_keeps_only_what_the_registry_places_on_the_server(tmp_path: A
     ca = CertificateAuthority.create(tmp_path / "ca", "CA")
     server = parse_security_server("PS/GOV/MOI/ss1")
     kept, moved = parse_subsystem("PS/GOV/MOI/kept"), parse_subsystem("PS/GOV/MOI/moved")
-    from exchange.trust.keys import generate_key
+    from exchange.trust.keys import fingerprint, generate_key
 
     cert = ca.issue_auth_cert(generate_key().public_key(), server)
-    registry = GlobalConf(
-        "PS",
-        1,
-        0,
-        600,
-        members=(MemberInfo(parse_member("PS/GOV/MOI"), "Interior", (kept, moved)),),
-        security_servers=(SecurityServerInfo(server, "127.0.0.1:1", ("0" * 64,), (kept,)),),
-    )
+
+    def registry_with(key: str) -> GlobalConf:
+        return GlobalConf(
+            "PS",
+            1,
+            0,
+            600,
+            members=(MemberInfo(parse_member("PS/GOV/MOI"), "Interior", (kept, moved)),),
+            security_servers=(SecurityServerInfo(server, "127.0.0.1:1", (key,), (kept,)),),
+        )
+
+    registry = registry_with(fingerprint(cert))
     declaration = Declaration(
         server,
         5000,
@@ -103,3 +107,5 @@ def test_catalogue_keeps_only_what_the_registry_places_on_the_server(tmp_path: A
     assert catalogue["subsystems"][0]["services"][0]["title"] == "A"
     other = parse_member("PS/GOV/MOF")
     assert build_catalogue(registry, [declaration], member=other)["subsystems"] == []
+    # signed with a key the registry no longer holds for the server (red team): nothing counts
+    assert build_catalogue(registry_with("0" * 64), [declaration])["subsystems"] == []

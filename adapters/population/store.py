@@ -36,6 +36,7 @@ from adapters.population.generator import (
     valid_national_id,
 )
 from adapters.population.model import Person
+from exchange.durable import fsync_path
 from exchange.errors import ConfigurationError
 
 SCHEMA_VERSION: Final = 1
@@ -141,7 +142,7 @@ def build_registry(
         _remove_database(partial)
         raise
     conn.close()
-    _fsync(partial)
+    fsync_path(partial)
     os.replace(partial, path)
     seconds = time.perf_counter() - started
     return BuildReport(path, count, deceased, married, seed, reference_date, seconds)
@@ -151,15 +152,6 @@ def _remove_database(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(f"{path}{suffix}")
-
-
-def _fsync(path: Path) -> None:
-    """Make the file durable before it is renamed into place (it was written unsynchronised)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _bulk_load_settings(conn: sqlite3.Connection) -> None:

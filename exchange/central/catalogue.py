@@ -26,19 +26,15 @@ registry's SQLite file, on its own connection.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import secrets
-import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from exchange.central.registry import Registry
+from exchange.central.tablestore import TableStore
 from exchange.errors import ClientError, ExchangeError
 from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import (
@@ -50,8 +46,9 @@ from exchange.identifiers import (
     validate_part,
 )
 from exchange.protocol.canonical import canonical_bytes, loads
-from exchange.protocol.jws import JwsError, Signer, cert_thumbprint, unverified_payload, verify
+from exchange.protocol.jws import JwsError, Signer, unverified_payload, verify_by_cert
 from exchange.protocol.metadata import RESERVED_SERVICE_CODES
+from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
 from exchange.trust.profiles import check_auth_profile, server_id_of_auth_cert
 from exchange.trust.validation import verify_chain
@@ -330,18 +327,8 @@ def _envelope(body: bytes) -> str:
 
 
 def _verify_signature(token: str, cert: x509.Certificate) -> None:
-    expected = cert_thumbprint(cert)
-
-    def key_for(thumbprint: str) -> ec.EllipticCurvePublicKey:
-        if thumbprint != expected:
-            raise JwsError("x5t#S256 is not the thumbprint of auth_cert")
-        key = cert.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise JwsError("auth_cert's key is not an EC key")
-        return key
-
     try:
-        verify(token, key_for)
+        verify_by_cert(token, cert, "auth_cert")
     except JwsError as exc:
         raise _invalid(f"signature: {exc.message}") from None
 
@@ -376,14 +363,16 @@ def build_catalogue(
 ) -> dict[str, Any]:
     """The browsable catalogue: per subsystem, the services its servers declared.
 
-    Only what the registry still places on the declaring server counts. When several servers
-    (a cluster) declare one subsystem, the latest declaration gives its services.
+    Only what the registry still places on the declaring server, signed with a key the
+    registry still holds for it, counts. When several servers (a cluster) declare one
+    subsystem, the latest declaration gives its services.
     """
     latest: dict[SubsystemId, tuple[Declaration, tuple[DeclaredService, ...]]] = {}
     servers: dict[SubsystemId, set[SecurityServerId]] = {}
     for declaration in declarations:
         info = registry.server(declaration.server)
-        if info is None:
+        # a key removed from the registry (rotated away, or stolen) no longer speaks for it
+        if info is None or fingerprint(declaration.auth_cert) not in info.auth_cert_fingerprints:
             continue
         for sub, services in declaration.subsystems:
             if sub not in info.clients:
@@ -433,39 +422,18 @@ CREATE TABLE IF NOT EXISTS service_declarations (
 """
 
 
-class DeclarationStore:
+class DeclarationStore(TableStore):
     """The ``service_declarations`` table in the registry's SQLite file (its own connection).
 
     Blocking: call it from a worker thread in async code; one store per thread. The signed body
     is kept, so what a server declared can be re-verified later.
     """
 
-    def __init__(self, db_path: Path) -> None:
-        self._conn = sqlite3.connect(db_path, isolation_level=None)
-        try:
-            self._conn.execute("PRAGMA busy_timeout = 5000")
-            self._conn.execute(_SCHEMA)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    @classmethod
-    @contextlib.contextmanager
-    def open(cls, db_path: str | Path) -> Iterator[DeclarationStore]:
-        Registry.open(db_path).close()
-        store = cls(Path(db_path))
-        try:
-            yield store
-        finally:
-            store.close()
-
-    def close(self) -> None:
-        self._conn.close()
+    schema = _SCHEMA
 
     def put(self, declaration: Declaration, body: bytes, received_at: int) -> None:
         """Replace the server's declaration; one not later than the held one is refused."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self._conn):
             row = self._conn.execute(
                 "SELECT declared_at FROM service_declarations WHERE server = ?",
                 [str(declaration.server)],
@@ -480,10 +448,6 @@ class DeclarationStore:
                 "body) VALUES (?, ?, ?, ?)",
                 [str(declaration.server), declaration.declared_at, received_at, body],
             )
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
 
     def declarations(self) -> list[Declaration]:
         """Every held declaration, parsed again from the signed bodies."""

@@ -21,20 +21,18 @@ new version on its own.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.central.registry import Registry
+from exchange.central.tablestore import TableStore
 from exchange.errors import ClientError, ConfigurationError, ExchangeError, InvalidIdentifier
 from exchange.globalconf.document import valid_address
 from exchange.identifiers import (
@@ -45,7 +43,7 @@ from exchange.identifiers import (
     parse_subsystem,
 )
 from exchange.protocol.canonical import canonical_bytes, loads
-from exchange.protocol.jws import JwsError, Signer, cert_thumbprint, unverified_payload, verify
+from exchange.protocol.jws import JwsError, Signer, unverified_payload, verify_by_cert
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
 from exchange.trust.profiles import (
     check_auth_profile,
@@ -302,18 +300,8 @@ def _same_payload(auth_jws: str, member_jws: str) -> bytes:
 
 
 def _verify_signature(token: str, cert: x509.Certificate, what: str) -> None:
-    expected = cert_thumbprint(cert)
-
-    def key_for(thumbprint: str) -> ec.EllipticCurvePublicKey:
-        if thumbprint != expected:
-            raise JwsError(f"x5t#S256 {thumbprint[:64]!r} is not the thumbprint of the certificate")
-        key = cert.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise JwsError("the certificate's key is not an EC key")
-        return key
-
     try:
-        verify(token, key_for)
+        verify_by_cert(token, cert, "the certificate")
     except JwsError as exc:
         raise _refuse(f"{what} signature: {exc.message}") from None
 
@@ -391,35 +379,13 @@ _COLUMNS: Final = (
 )
 
 
-class RegistrationStore:
+class RegistrationStore(TableStore):
     """The ``registration_requests`` table in the registry's SQLite file, on its own connection.
 
     Blocking: call it from a worker thread in async code; one store per thread.
     """
 
-    def __init__(self, db_path: Path) -> None:
-        self._db_path = db_path
-        self._conn = sqlite3.connect(db_path, isolation_level=None)
-        try:
-            self._conn.execute("PRAGMA busy_timeout = 5000")
-            self._conn.execute(_SCHEMA)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    @classmethod
-    @contextlib.contextmanager
-    def open(cls, db_path: str | Path) -> Iterator[RegistrationStore]:
-        """Open the store of an existing central registry (checked with :meth:`Registry.open`)."""
-        Registry.open(db_path).close()
-        store = cls(Path(db_path))
-        try:
-            yield store
-        finally:
-            store.close()
-
-    def close(self) -> None:
-        self._conn.close()
+    schema = _SCHEMA
 
     def add(self, request: RegistrationRequest, body: bytes, received_at: int) -> StoredRequest:
         """Store a verified request as pending; a nonce seen before is refused."""

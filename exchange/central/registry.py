@@ -54,6 +54,7 @@ from exchange.identifiers import (
     parse_subsystem,
     validate_part,
 )
+from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
 
 SCHEMA_VERSION: Final = 1
@@ -105,7 +106,7 @@ class Registry:
             raise ConfigurationError(f"{p} already exists; use it or choose another path")
         p.parent.mkdir(parents=True, exist_ok=True)
         db = _connect(p)
-        with _transaction(db):
+        with write_transaction(db.conn):
             for name, (columns, pk) in _TABLES.items():
                 db.create_table(name, columns, pk=pk)
             db.table("meta").insert({"id": 1, "instance": instance, "version": 1, "schema": 1})
@@ -432,7 +433,7 @@ class Registry:
     @contextlib.contextmanager
     def _change(self) -> Iterator[None]:
         """One write transaction that also bumps the version counter."""
-        with _transaction(self._db):
+        with write_transaction(self._db.conn):
             yield
             self._db.execute("UPDATE meta SET version = version + 1 WHERE id = 1")
 
@@ -494,19 +495,6 @@ def _connect(path: Path) -> Database:
         conn.close()
         raise
     return db
-
-
-@contextlib.contextmanager
-def _transaction(db: Database) -> Iterator[None]:
-    """``BEGIN IMMEDIATE``: take the write lock up front so a concurrent writer waits instead of
-    failing halfway (the CLI and the central server share the file)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def _settings_rows(settings: Settings) -> list[dict[str, Any]]:

@@ -127,15 +127,7 @@ def verify_cmd(
         tsas = trusted_tsas_of(load_server_config(config_path))
     else:
         tsas = []
-    with Progress(
-        TextColumn("verifying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=no_progress or as_json,
-    ) as bar:
+    with _progress("verifying", hidden=no_progress or as_json) as bar:
         task = bar.add_task("verify", total=None)
         report = verify_log(
             path,
@@ -524,15 +516,7 @@ def archive_cmd(
     age = _seconds(older_than) if older_than is not None else (config.retention.days or 0) * 86400
     cutoff_ms = int((time.time() - age) * 1000)
     start, end = archivable(config.log_path, cutoff_ms)
-    with Progress(
-        TextColumn("archiving"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=no_progress or as_json or end == start,
-    ) as bar:
+    with _progress("archiving", hidden=no_progress or as_json or end == start) as bar:
         task = bar.add_task("archive", total=end - start)
         written = archive_log(
             config.log_path,
@@ -570,3 +554,16 @@ def _owner_signer(config: ServerConfig) -> Signer:
     certs = [(load_certificate(s.cert), s) for s in mine]
     cert, newest = max(certs, key=lambda pair: pair[0].not_valid_before_utc)
     return Signer(load_private_key(newest.key, passphrase_from_env(config)), cert)
+
+
+def _progress(label: str, *, hidden: bool) -> Progress:
+    """The progress bar of a long log operation (verify, archive); gone once it ends."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=hidden,
+    )

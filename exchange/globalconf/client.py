@@ -25,6 +25,7 @@ from typing import Final
 
 import aiohttp
 
+from exchange.durable import fsync_path
 from exchange.errors import ExchangeError, GlobalConfError
 from exchange.globalconf.document import GlobalConf
 from exchange.globalconf.signing import CONTENT_TYPE
@@ -196,8 +197,4 @@ def _write_atomically(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_path(path.parent)

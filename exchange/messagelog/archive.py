@@ -40,25 +40,29 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import sqlite3
 import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 
+from exchange.durable import durable_replace
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.messagelog.store import (
     MessageLogError,
     iter_rows,
     open_readonly,
     prepare_schema,
+    query_if_table,
 )
 from exchange.protocol.canonical import b64url, b64url_decode, canonical_bytes
 from exchange.protocol.jws import Signer, cert_thumbprint
+from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
 
 FORMAT = "exchange-log-archive/1"
@@ -110,12 +114,8 @@ def _unpack(packed: bytes) -> tuple[bytes, ...]:
 
 def read_index(conn: sqlite3.Connection) -> list[ArchiveIndexEntry]:
     """The archive index of a log, in order (empty for a log that never archived)."""
-    try:
-        rows = conn.execute(_INDEX).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        return []
+    cursor = query_if_table(conn, _INDEX)
+    rows = [] if cursor is None else cursor.fetchall()
     return [
         ArchiveIndexEntry(
             index=int(r[0]),
@@ -311,7 +311,7 @@ def _write_archive(
             z.writestr(MANIFEST, data)
             z.writestr(MANIFEST_JWS, signer.sign(data))
         conn.execute("COMMIT")
-        _durable_rename(tmp, final)
+        durable_replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -357,31 +357,37 @@ def _write_parts(
             f"records {plan.start}..{plan.end - 1} do not match the signed tree head of size "
             f"{plan.end}; nothing was archived: run `exchange log verify`"
         )
-    with z.open(_member(HEADS, created_at), "w", force_zip64=True) as stream:
-        part = _Part(stream)
-        for size, root, signed_at, jws in iter_rows(
-            conn.execute(
-                "SELECT size, root, signed_at, jws FROM tree_heads "
-                "WHERE size > ? AND size <= ? ORDER BY size",
-                (plan.start, plan.end),
-            )
-        ):
-            head = {"size": size, "root": b64url(bytes(root)), "signed_at": signed_at, "jws": jws}
-            part.line(canonical_bytes(head))
-        digests[HEADS], counts["tree_heads"] = part.digest.hexdigest(), part.count
-    with z.open(_member(STAMPS, created_at), "w", force_zip64=True) as stream:
-        part = _Part(stream)
-        for size, token, tsa, gen_time in iter_rows(
-            conn.execute(
-                "SELECT size, token, tsa, gen_time FROM timestamps "
-                "WHERE size > ? AND size <= ? ORDER BY size",
-                (plan.start, plan.end),
-            )
-        ):
-            stamp = {"size": size, "token": b64url(bytes(token)), "tsa": tsa, "gen_time": gen_time}
-            part.line(canonical_bytes(stamp))
-        digests[STAMPS], counts["timestamps"] = part.digest.hexdigest(), part.count
+    for name, table, columns in _SIZED_PARTS:
+        part = _copy_sized_rows(z, _member(name, created_at), conn, plan, table, columns)
+        digests[name], counts[table] = part.digest.hexdigest(), part.count
     return digests, compact, counts
+
+
+_SIZED_PARTS: Final = (
+    (HEADS, "tree_heads", ("size", "root", "signed_at", "jws")),
+    (STAMPS, "timestamps", ("size", "token", "tsa", "gen_time")),
+)
+"""The parts copied from a table keyed by tree size; each table's second column is a blob."""
+
+
+def _copy_sized_rows(
+    z: zipfile.ZipFile,
+    member: zipfile.ZipInfo,
+    conn: sqlite3.Connection,
+    plan: _Plan,
+    table: str,
+    columns: tuple[str, ...],
+) -> _Part:
+    """The rows of ``table`` with a size in the plan's range, one canonical JSON line each, the
+    blob in base64url."""
+    query = f"SELECT {', '.join(columns)} FROM {table} WHERE size > ? AND size <= ? ORDER BY size"
+    with z.open(member, "w", force_zip64=True) as stream:
+        part = _Part(stream)
+        for row in iter_rows(conn.execute(query, (plan.start, plan.end))):
+            line = dict(zip(columns, row, strict=True))
+            line[columns[1]] = b64url(bytes(row[1]))
+            part.line(canonical_bytes(line))
+    return part
 
 
 def _copy_records(
@@ -441,21 +447,6 @@ def _manifest(
     }
 
 
-def _durable_rename(tmp: Path, final: Path) -> None:
-    """fsync the file, rename it over ``final`` (atomic), fsync the folder."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _commit(db: Path, entry: ArchiveIndexEntry, signer: Signer, busy_timeout: float = 30.0) -> None:
     """One transaction: the manifest signer's certificate (so the manifest verifies offline),
     the index row, then the rows it covers go (the triggers allow only those). The boundary tree
@@ -468,8 +459,7 @@ def _commit(db: Path, entry: ArchiveIndexEntry, signer: Signer, busy_timeout: fl
         ).fetchone()
         if not has_index:
             prepare_schema(conn)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             (last,) = conn.execute("SELECT coalesce(max(end_seq), 0) FROM archives").fetchone()
             if last != entry.first_seq:
                 raise MessageLogError(
@@ -496,12 +486,6 @@ def _commit(db: Path, entry: ArchiveIndexEntry, signer: Signer, busy_timeout: fl
             conn.execute("DELETE FROM records WHERE seq < ?", (entry.end_seq,))
             conn.execute("DELETE FROM tree_heads WHERE size < ?", (entry.end_seq,))
             conn.execute("DELETE FROM timestamps WHERE size < ?", (entry.end_seq,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
     except sqlite3.Error as exc:
         raise MessageLogError(f"could not record archive {entry.file} in {db}: {exc}") from None
     finally:
@@ -513,6 +497,19 @@ def _commit(db: Path, entry: ArchiveIndexEntry, signer: Signer, busy_timeout: fl
 
 class ArchiveFileError(Exception):
     """An archive file cannot be read (missing, not a zip, a part damaged)."""
+
+
+_FILE_NAME = re.compile(r"messagelog-[0-9]{6}\.zip")
+
+
+def archive_file(folder: Path, name: str) -> Path:
+    """The archive ``name`` (from the index) in ``folder``: only a plain archive file name, so an
+    edited index cannot make anyone read a file elsewhere (``../``, an absolute path)."""
+    if _FILE_NAME.fullmatch(name) is None:
+        raise ArchiveFileError(
+            f"the index names {name[:120]!r}, not a file name in the archive folder (index edited)"
+        )
+    return folder / name
 
 
 class ArchiveFile:
@@ -617,7 +614,7 @@ def archived_records(db_path: str | Path, archive_dir: str | Path) -> Iterator[t
     """(seq, entry bytes) of every archived record, in seq order, streamed from the files."""
     for entry in _archives(Path(db_path)):
         try:
-            with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+            with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
                 for offset, line in enumerate(archive.lines(RECORDS)):
                     yield entry.first_seq + offset, line
         except ArchiveFileError as exc:
@@ -634,7 +631,7 @@ def find_archived(
     found: list[tuple[int, bytes]] = []
     for entry in _archives(Path(db_path)):
         try:
-            with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+            with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
                 for offset, line in enumerate(archive.lines(RECORDS)):
                     if needle in line and _object(line).get("message_id") == message_id:
                         found.append((entry.first_seq + offset, line))
@@ -652,7 +649,7 @@ def archived_head(
     for entry in _archives(Path(db_path)):
         if entry.first_seq < size <= entry.end_seq:
             try:
-                with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+                with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
                     for row in archive.heads():
                         if row[0] == size and row[1] is not None and isinstance(row[3], str):
                             return size, row[1], row[3]
@@ -666,7 +663,7 @@ def archived_stamp(db_path: str | Path, archive_dir: str | Path, size: int) -> b
     for entry in _archives(Path(db_path)):
         if entry.first_seq < size <= entry.end_seq:
             try:
-                with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+                with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
                     for row in archive.stamps():
                         if row[0] == size and isinstance(row[1], bytes):
                             return row[1]
@@ -682,7 +679,7 @@ def archived_leaves(db_path: str | Path, archive_dir: str | Path, size: int) -> 
         if entry.first_seq >= size:
             break
         try:
-            with ArchiveFile(Path(archive_dir) / entry.file) as archive:
+            with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
                 for line in archive.lines(RECORDS):
                     if len(leaves) >= size:
                         break

@@ -52,6 +52,7 @@ from exchange.errors import ConfigurationError, ExchangeError
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.protocol.canonical import b64url, canonical_bytes
 from exchange.protocol.jws import Signer, cert_thumbprint
+from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
 
 log = logging.getLogger(__name__)
@@ -184,13 +185,8 @@ def read_timestamps(conn: sqlite3.Connection, size: int | None = None) -> list[S
     A log written before time-stamps were kept has none.
     """
     where = "" if size is None else f" WHERE size = {int(size)}"
-    try:
-        rows = conn.execute(f"{_STAMPS}{where} ORDER BY size").fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        return []
-    return [StoredTimestamp(*row) for row in rows]
+    cursor = query_if_table(conn, f"{_STAMPS}{where} ORDER BY size")
+    return [] if cursor is None else [StoredTimestamp(*row) for row in cursor.fetchall()]
 
 
 def tree_head_payload(log_id: str, size: int, root: bytes, signed_at: int) -> bytes:
@@ -359,14 +355,10 @@ def archived_frontier(conn: sqlite3.Connection) -> CompactRange:
     After archiving, the records below that end are gone from the database; the frontier is all
     the log needs to keep appending and signing roots over the whole log (RFC 9162 §2.1).
     """
-    try:
-        row = conn.execute(
-            "SELECT end_seq, frontier FROM archives ORDER BY idx DESC LIMIT 1"
-        ).fetchone()
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        row = None
+    cursor = query_if_table(
+        conn, "SELECT end_seq, frontier FROM archives ORDER BY idx DESC LIMIT 1"
+    )
+    row = None if cursor is None else cursor.fetchone()
     if row is None:
         return CompactRange()
     end, packed = row
@@ -537,8 +529,7 @@ class _Writer:
     def _transaction(self, rows: list[Row], signed_at: int) -> TreeHead | None:
         """Insert certs, records and (per batch) a tree head, then commit: one fsync."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             if self.pending_certs:
                 conn.executemany(_INSERT_CERT, self.pending_certs.items())
             if self.pending_ocsp:
@@ -549,12 +540,6 @@ class _Writer:
             head = self._sign(signed_at) if rows and self.batch_tree_heads else None
             if head is not None:
                 conn.execute(_INSERT_HEAD, (head.size, head.root, head.signed_at, head.jws))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
         return head
 
     def _sign(self, signed_at: int) -> TreeHead:
@@ -607,19 +592,12 @@ class _Writer:
 
     def _insert_stamp(self, stamp: StoredTimestamp) -> None:
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             cursor = conn.execute(
                 _INSERT_STAMP, (stamp.size, stamp.token, stamp.tsa, stamp.gen_time, stamp.size)
             )
             if cursor.rowcount != 1:
                 raise MessageLogError(f"no tree head of size {stamp.size} to time-stamp")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
 
     def sign_if_behind(self, *, force: bool) -> TreeHead | None:
         """Sign a tree head unless the latest one already covers the current size."""
@@ -630,15 +608,8 @@ class _Writer:
         if self.resync_needed:
             self._resync()
         head = self._sign(int(self.now() * 1000))
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self.conn):
             self.conn.execute(_INSERT_HEAD, (head.size, head.root, head.signed_at, head.jws))
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.execute("ROLLBACK")
-            raise
         self.latest = head
         return head
 
@@ -1015,3 +986,16 @@ def iter_rows(cursor: sqlite3.Cursor, chunk: int = 4096) -> Iterator[Any]:
     """Stream a query's rows in chunks (constant memory for millions of rows)."""
     while rows := cursor.fetchmany(chunk):
         yield from rows
+
+
+def query_if_table(
+    conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()
+) -> sqlite3.Cursor | None:
+    """``conn.execute``, or None where the query's table does not exist (a log written before
+    that table was added)."""
+    try:
+        return conn.execute(sql, params)
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return None

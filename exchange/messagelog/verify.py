@@ -52,6 +52,7 @@ from exchange.messagelog.archive import (
     ArchiveFile,
     ArchiveFileError,
     ArchiveIndexEntry,
+    archive_file,
     default_archive_dir,
     file_sha256,
     read_index,
@@ -66,6 +67,7 @@ from exchange.messagelog.store import (
     head_from_row,
     iter_rows,
     open_readonly,
+    query_if_table,
     tree_head_digest,
     tree_head_payload,
 )
@@ -419,8 +421,8 @@ class _Verifier:
                 f"the index gives records {entry.first_seq}..{entry.end_seq - 1}, but the "
                 f"previous archive ends at {start} (archive index edited)",
             )
-        path = folder / entry.file
         try:
+            path = archive_file(folder, entry.file)
             with ArchiveFile(path) as archive:
                 # (A2) the file is the one the index names (its SHA-256)
                 if file_sha256(path) != entry.sha256:
@@ -754,13 +756,8 @@ class _StampChecker:
 
 
 def _stamp_rows(conn: sqlite3.Connection) -> Iterator[tuple[Any, Any, Any]]:
-    try:
-        cursor = conn.execute(_STAMPS)
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        return iter(())
-    return iter_rows(cursor)
+    cursor = query_if_table(conn, _STAMPS)
+    return iter(()) if cursor is None else iter_rows(cursor)
 
 
 def _archived_records(archive: ArchiveFile, entry: ArchiveIndexEntry) -> Iterator[tuple[Any, ...]]:

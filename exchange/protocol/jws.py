@@ -156,3 +156,20 @@ def verify(token: str, key_for: Callable[[str], ec.EllipticCurvePublicKey]) -> V
     except InvalidSignature:
         raise JwsError("signature does not verify") from None
     return VerifiedJws(header=header, payload=_decode(payload_b64, "payload"))
+
+
+def verify_by_cert(token: str, cert: x509.Certificate, name: str) -> VerifiedJws:
+    """Verify ``token`` as signed by the key of ``cert``, a certificate the signed document
+    carries (``name`` says which, in the error). Whether ``cert`` is trusted is the caller's
+    separate check."""
+    expected = cert_thumbprint(cert)
+
+    def key_for(thumbprint: str) -> ec.EllipticCurvePublicKey:
+        if thumbprint != expected:
+            raise JwsError(f"x5t#S256 {thumbprint[:64]!r} is not the thumbprint of {name}")
+        key = cert.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise JwsError(f"the key of {name} is not an EC key")
+        return key
+
+    return verify(token, key_for)

@@ -28,6 +28,7 @@ from lxml import etree
 
 from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import MemberId, ServiceId, SubsystemId
+from exchange.protocol.soap import ID_NS, XROAD_NS
 
 LIST_CLIENTS: Final = "listClients"
 LIST_METHODS: Final = "listMethods"
@@ -41,9 +42,6 @@ RESERVED_SERVICE_CODES: Final = REST_METADATA_SERVICES | SOAP_METADATA_SERVICES
 
 ENDPOINT_PLACEHOLDER: Final = "http://example.org/xroad-endpoint"
 """PR-META §4: what replaces a backend's address in a service description."""
-
-XROAD_NS: Final = "http://x-road.eu/xsd/xroad.xsd"
-ID_NS: Final = "http://x-road.eu/xsd/identifiers"
 
 JSON_TYPE: Final = "application/json; charset=utf-8"
 XML_TYPE: Final = "text/xml; charset=utf-8"

@@ -30,6 +30,7 @@ import email.parser
 import email.policy
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -438,6 +439,22 @@ def _header_fields(header: etree._Element | None) -> dict[str, etree._Element]:
     return fields
 
 
+_FIELD_NAMES: Final = frozenset({*_XROAD_FIELDS, "representedParty", "purpose"})
+
+
+def _no_lookalikes(header: etree._Element | None) -> None:
+    """A header block named like an X-Road field in another namespace is refused: a service that
+    reads the header by local name would take it for the field the security servers checked."""
+    for el in [] if header is None else _elements(header):
+        qname = etree.QName(el)
+        if qname.localname in _FIELD_NAMES and qname.namespace not in (XROAD_NS, REPR_NS, EXT_NS):
+            raise BadRequest(
+                f"the header block {qname.localname!r} in namespace "
+                f"{(qname.namespace or '')[:80]!r} looks like an X-Road header field",
+                code="Client.InvalidHeader",
+            )
+
+
 def parse_header(header: etree._Element | None) -> XRoadHeader:
     """Read and check the X-Road header of a request (PR-MESS §2.2)."""
     fields = _header_fields(header)
@@ -451,6 +468,7 @@ def parse_header(header: etree._Element | None) -> XRoadHeader:
         )
     if "service" not in fields:
         raise _missing_field("service")
+    _no_lookalikes(header)
     version = _text_of(fields["protocolVersion"], "protocolVersion")
     if version != PROTOCOL_VERSION:
         raise BadRequest(
@@ -554,10 +572,36 @@ def _first_part(content_type: str, body: bytes) -> bytes:
     encoding = (first.get("Content-Transfer-Encoding") or "8bit").strip().lower()
     if encoding not in ("8bit", "7bit", "binary"):
         raise fail("the SOAP part's Content-Transfer-Encoding must be 8bit (PR-MESS §2.4)")
+    _check_root_part(message, first, fail)
     payload = first.get_payload(decode=True)
     if not isinstance(payload, bytes):
         raise fail("the SOAP part is empty")
     return payload
+
+
+def _check_root_part(
+    message: email.message.Message,
+    first: email.message.Message,
+    fail: Callable[[str], ClientError],
+) -> None:
+    """Every reader must take the same part for the envelope: the first (PR-MESS §2.4).
+
+    A ``start`` parameter naming another part (RFC 2387 §3.2), or a repeated parameter such as
+    two ``boundary`` values, would let a service's MIME parser read another envelope than the
+    one the security servers checked, signed and matched against the policy.
+    """
+    names = [name.lower() for name, _ in (message.get_params() or [])[1:]]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise fail(f"the content type repeats the parameter(s) {', '.join(repeated)[:80]}")
+    start = message.get_param("start")
+    if start is not None:
+        content_id = (first.get("Content-ID") or "").strip()
+        if not isinstance(start, str) or start.strip() != content_id:
+            raise fail(
+                "the start parameter names another part than the first: the SOAP envelope "
+                "must be the first part (PR-MESS §2.4)"
+            )
 
 
 def replace_soap_part(content_type: str, body: bytes, envelope: bytes) -> bytes:
@@ -664,6 +708,30 @@ def _request_header_copies(request: SoapRequest) -> list[etree._Element]:
         if etree.QName(el).namespace in (XROAD_NS, REPR_NS, EXT_NS)
         and etree.QName(el).localname != "requestHash"
     ]
+
+
+def keep_only_the_answer(response: SoapResponse, request: SoapRequest) -> None:
+    """Nothing but the ``Body``'s element and the X-Road header stays in ``response``.
+
+    For a grant with ``fields``: what the service put around the filtered element (other header
+    blocks, text, comments, processing instructions, attributes of Envelope, Header and Body, its
+    own copies of the X-Road fields) is dropped; the Header holds the request's X-Road fields.
+    """
+    for el in (response.root, response.header, response.body.getparent()):
+        if el is None:
+            continue
+        el.text = None
+        el.attrib.clear()
+        for child in list(el):
+            if isinstance(child.tag, str):
+                child.tail = None
+            else:
+                el.remove(child)
+    if response.header is not None:
+        for child in list(response.header):
+            response.header.remove(child)
+        response.header.extend(_request_header_copies(request))
+    etree.cleanup_namespaces(response.root)
 
 
 def finish_response(response: SoapResponse, request: SoapRequest) -> bytes:

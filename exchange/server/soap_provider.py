@@ -252,4 +252,7 @@ def _minimise(
             f"the grant releases only some fields, but the service answered "
             f"<{name.localname[:60]}> instead of <{request.response_name}>"
         )
-    return filter_response_element(response.body, fields)
+    released = filter_response_element(response.body, fields)
+    # nothing the service wrote around the answer leaves either (header blocks, comments)
+    soap.keep_only_the_answer(response, request)
+    return released

@@ -28,6 +28,7 @@ from typing import Final, Literal
 from cryptography import x509
 
 from exchange.errors import ConfigurationError
+from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem, fingerprint
 from exchange.trust.ocsp import CertStatus
 from exchange.trust.validation import name_text
@@ -219,14 +220,8 @@ class RevocationStore:
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
         """Under the lock, in ``BEGIN IMMEDIATE``: another process writing waits for the lock."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, write_transaction(self._conn):
+            yield
 
     def _select(
         self, column: Literal["serial", "fingerprint"], value: str

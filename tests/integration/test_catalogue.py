@@ -365,3 +365,36 @@ async def test_subsystem_moved_off_the_server_drops_out(net: Net, cat: Cat) -> N
         with net.registry() as reg:
             reg.add_server_client(CAT_ID, PERMITS)
         await publish(net)
+
+
+async def test_a_declaration_by_a_key_removed_from_the_registry_drops_out(
+    net: Net, cat: Cat
+) -> None:
+    """Red team: a second authentication key of the server (as during a rotation) is stolen and
+    declares a fake service; the operator removes its fingerprint. Before the fix, the catalogue
+    kept showing what the removed key declared until the server declared again (the catalogue
+    re-checked the server and its subsystems at read time, not the key)."""
+    from exchange.trust.keys import fingerprint
+
+    stolen = _issued(lambda pub: net.ca.issue_auth_cert(pub, CAT_ID))
+    with net.registry() as reg:
+        reg.add_auth_cert(CAT_ID, fingerprint(stolen.cert))
+    try:
+        fake = [(LICENCES, [DeclaredService("phishing", "rest", "Renew your licence here")])]
+        status, answer = await _post(net, cat, _declare(cat, auth=stolen, subsystems=fake))
+        assert status == 200, answer
+        _, catalogue = await _get(net, cat.central)
+        licences = _entry(catalogue, LICENCES)
+        assert licences is not None and licences["services"][0]["service_code"] == "phishing"
+    finally:
+        with net.registry() as reg:
+            reg.remove_auth_cert(CAT_ID, fingerprint(stolen.cert))
+        await publish(net)
+    _, catalogue = await _get(net, cat.central)
+    assert _entry(catalogue, LICENCES) is None, catalogue
+    # the server's own declaration (its registered key) brings the real services back
+    cat.server.declarer.start()
+    await asyncio.wait_for(cat.server.declarer.accepted.wait(), 30)
+    _, catalogue = await _get(net, cat.central)
+    licences = _entry(catalogue, LICENCES)
+    assert licences is not None and "phishing" not in str(licences["services"])

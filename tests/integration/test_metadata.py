@@ -152,6 +152,21 @@ def _backend(release: asyncio.Event) -> web.Application:
             await asyncio.wait_for(release.wait(), 10)
         return web.json_response(OPENAPI)
 
+    async def moved(request: web.Request) -> web.StreamResponse:
+        # a valid description one redirect away: the provider must not follow it
+        return web.Response(status=302, headers={"Location": "/openapi.json"})
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        # headers at once, then a byte every 0.1 s: each read is quick, the whole is not
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(30):
+                await response.write(b" ")
+                await asyncio.sleep(0.1)
+            await response.write(orjson.dumps(OPENAPI))
+        return response
+
     async def svc(request: web.Request) -> web.StreamResponse:
         return web.json_response({"path": request.raw_path})
 
@@ -175,6 +190,8 @@ def _backend(release: asyncio.Event) -> web.Application:
     app.router.add_get("/broken.json", broken)
     app.router.add_get("/huge.json", huge)
     app.router.add_get("/slow.json", slow)
+    app.router.add_get("/moved.json", moved)
+    app.router.add_get("/drip.json", drip)
     app.router.add_route("*", "/svc/{tail:.*}", svc)
     return app
 
@@ -191,6 +208,8 @@ def _services(b: str) -> list[dict[str, Any]]:
         rest("huge", openapi_url=f"{b}/huge.json"),
         rest("slow", openapi_url=f"{b}/slow.json", timeout=0.5),
         rest("gone", openapi_url=f"{b}/nothing-here.json"),
+        rest("moved", openapi_url=f"{b}/moved.json"),
+        rest("drip", openapi_url=f"{b}/drip.json", timeout=0.5),
         {"id": f"{DOCS}/getCertificate", "type": "soap", "url": f"{b}/soap"},
         {
             "id": f"{DOCS}/getRecord",
@@ -340,7 +359,17 @@ async def test_list_methods_lists_every_rest_service(net: Net, meta: Meta) -> No
     assert "X-Road-Error" not in headers
     assert headers["X-Road-Service"] == f"{DOCS}/listMethods"
     codes = _codes(body)
-    assert sorted(codes) == ["archive", "broken", "certificates", "gone", "huge", "records", "slow"]
+    assert sorted(codes) == [
+        "archive",
+        "broken",
+        "certificates",
+        "drip",
+        "gone",
+        "huge",
+        "moved",
+        "records",
+        "slow",
+    ]
     assert all(endpoints == [("*", "/**")] for endpoints in codes.values())
     types = {e["service_code"]: e["service_type"] for e in orjson.loads(body)["service"]}
     assert types["certificates"] == "OPENAPI" and types["records"] == "REST"
@@ -506,6 +535,19 @@ async def test_get_openapi_yaml_passes_unchanged(net: Net, meta: Meta) -> None:
         ),
         pytest.param(
             "?serviceCode=slow", "Server.ServerProxy.ServiceTimeout", 504, id="description-timeout"
+        ),
+        # red team: a redirect is not followed, a trickling body is bounded by the whole timeout
+        pytest.param(
+            "?serviceCode=moved",
+            "Server.ServerProxy.ServiceFailed",
+            502,
+            id="description-redirects",
+        ),
+        pytest.param(
+            "?serviceCode=drip",
+            "Server.ServerProxy.ServiceTimeout",
+            504,
+            id="description-trickles",
         ),
     ],
 )
