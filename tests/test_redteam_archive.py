@@ -2,7 +2,9 @@
 
 Builds on the real logs, keys and time-stamps of :mod:`tests.test_archive`: an attacker with
 the files swaps in another log's archive, points the index outside the archive folder, or plants
-a symbolic link. Each case checks the exact reason ``exchange log verify`` names.
+a symbolic link, or plants a link at the temporary name the archiver (or the key writer)
+writes to. Each case checks the exact reason ``exchange log verify`` names, or that nothing was
+written through the link.
 """
 
 from __future__ import annotations
@@ -83,3 +85,41 @@ async def test_a_symlink_to_another_archive_is_caught_by_its_digest(
         where == A2 and reason.startswith("the file's SHA-256 differs from the archive index")
         for where, reason in archive_problems(report)
     ), archive_problems(report)
+
+
+async def test_a_link_planted_at_the_temporary_name_is_not_written_through(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """Someone who can write to the archive folder plants ``.messagelog-000001.zip.tmp`` as a link
+    to another file of the server (its key, say). Before the fix the archiver wrote the zip
+    through the link, clobbering that file, and renamed the link into place as the archive."""
+    log = await build(tmp_path, pki)
+    victim = tmp_path / "victim.pem"
+    victim.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    log.archives.mkdir()
+    (log.archives / ".messagelog-000001.zip.tmp").symlink_to(victim)
+    written = archive(log, pki)
+    assert [e.index for e in written] == [1, 2, 3]
+    assert victim.read_bytes() == b"-----BEGIN PRIVATE KEY-----\n"
+    first = log.archives / "messagelog-000001.zip"
+    assert not first.is_symlink() and first.stat().st_mode & 0o777 == 0o600
+    assert verify(log, pki).ok
+
+
+def test_a_link_planted_at_a_private_keys_temporary_name_is_not_written_through(
+    tmp_path: Path,
+) -> None:
+    """The same attack on the key files: the private key must not land in the link's target."""
+    from exchange.trust.keys import generate_key, load_private_key, save_private_key
+
+    victim = tmp_path / "public" / "readable.txt"
+    victim.parent.mkdir()
+    victim.write_bytes(b"nothing secret\n")
+    key_path = tmp_path / "keys" / "sign.key.pem"
+    key_path.parent.mkdir()
+    key_path.with_name(key_path.name + ".tmp").symlink_to(victim)
+    key = generate_key()
+    save_private_key(key_path, key)
+    assert victim.read_bytes() == b"nothing secret\n"
+    assert not key_path.is_symlink() and key_path.stat().st_mode & 0o777 == 0o600
+    assert load_private_key(key_path, None).private_numbers() == key.private_numbers()

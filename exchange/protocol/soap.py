@@ -617,7 +617,11 @@ def replace_soap_part(content_type: str, body: bytes, envelope: bytes) -> bytes:
     boundary = holder.get_boundary()
     assert boundary is not None  # _first_part checked it
     delimiter = b"--" + boundary.encode("utf-8", "surrogateescape")
-    start = body.find(delimiter)
+    # the first delimiter *line* (RFC 2046 §5.1.1), as the MIME parser finds it: not the same
+    # bytes inside the preamble, which would put the finished envelope where no one reads it
+    line = re.compile(rb"(?:\A|\r\n)" + re.escape(delimiter) + rb"[ \t]*\r\n")
+    found = line.search(body)
+    start = -1 if found is None else found.start() + (2 if found.group().startswith(b"\r\n") else 0)
     head_end = body.find(b"\r\n\r\n", start) + 4 if start >= 0 else -1
     end = body.find(b"\r\n" + delimiter, head_end) if head_end >= 4 else -1
     if start < 0 or head_end < 4 or end < 0 or body[head_end:end] != current:

@@ -9,6 +9,8 @@ servers keep serving; each claim that held keeps its test as evidence.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import time
 from collections.abc import AsyncIterator
 
@@ -102,6 +104,18 @@ async def _service(request: web.Request) -> web.StreamResponse:
         assert issue is not None
         issue.text = SECRET  # its own "echo" of a header field
     out = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    if nid == "swa-preamble-copy":
+        # the preamble holds the delimiter's bytes mid-line and a copy of the envelope
+        body = (
+            b"zz--B\r\n\r\n"
+            + out
+            + b"\r\n--B\r\nContent-Type: text/xml; charset=UTF-8\r\n\r\n"
+            + out
+            + b"\r\n--B\r\nContent-Type: application/octet-stream\r\n\r\nATTACHMENT\r\n--B--\r\n"
+        )
+        return web.Response(
+            body=body, headers={"Content-Type": 'multipart/related; type="text/xml"; boundary="B"'}
+        )
     if nid == "swa-start-second":
         # the client's MIME parser would read the second part: an envelope nobody checked
         other = out.replace(SECRET.encode(), b"unchecked")
@@ -253,6 +267,27 @@ async def test_a_service_answer_whose_start_names_another_part_is_refused(red: S
     assert view.entry["error"]["type"] == "Server.ServerProxy.ServiceFailed"
     assert "start parameter" in view.entry["error"]["message"]
     await _assert_serving(red)
+
+
+async def test_the_finished_envelope_replaces_the_part_a_mime_parser_reads(red: Soap) -> None:
+    """Before the fix, the provider looked for the first delimiter by a byte search, found the
+    boundary's bytes inside the preamble and put the finished envelope (with ``requestHash``)
+    there, where no MIME parser reads; the information system's parser got the service's own
+    envelope (the consumer refused it: ``InconsistentResponse``)."""
+    data, _ = envelope(
+        "exampleService", "<nationalId>swa-preamble-copy</nationalId>", subsystem=SUB
+    )
+    status, headers, body = await red.post(data)
+    assert status == 200, body[:800]
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+        f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode() + body
+    )
+    parts = message.get_payload()
+    assert isinstance(parts, list) and len(parts) == 2
+    first = parts[0].get_payload(decode=True)
+    assert b"requestHash" in first
+    assert parts[1].get_payload(decode=True) == b"ATTACHMENT"
+    assert body.startswith(b"zz--B\r\n\r\n<?xml")  # the preamble stays byte for byte
 
 
 async def test_multipart_whose_start_names_the_first_part_is_served(red: Soap) -> None:
