@@ -5,6 +5,15 @@ subsystem is hosted here and the information system is registered for it; the bo
 its limit. The request is then signed with the client member's key and sent to a provider
 security server hosting the service; the signed response must verify, come from the service's
 member, and be bound to our exact request. The exchange is logged durably before the answer.
+
+The consumer port is served by aiohttp's low-level server (``web.Server``) with one handler,
+:func:`consumer_handler`, rather than an app factory: the port has four fixed entry points
+(``/health``, SOAP on ``POST /``, ``/listClients``, and everything else REST), no middlewares,
+no per-app state and nothing to clean up, and the ``web.Application`` layers (router, match
+info, ``on_response_prepare`` signal) cost about a quarter of aiohttp's serving CPU per
+exchange (bench/README.md). What those layers did is done here: the handler dispatches on the
+path and method as the routes did, answers ``Expect`` as aiohttp's default expect handler does,
+and sets ``Server: Exchange`` on every answer (PR-REST §4.3).
 """
 
 from __future__ import annotations
@@ -12,10 +21,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, cast
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.errors import (
@@ -49,7 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exchange.server.consumer")
 
-SERVER_KEY: web.AppKey[SecurityServer] = web.AppKey("security_server")
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 _JSON = "application/json; charset=utf-8"
 
 
@@ -60,8 +71,7 @@ def error_response(err: ExchangeError, extra: dict[str, str] | None = None) -> w
     return web.Response(status=err.status, body=orjson.dumps(err.body()), headers=headers)
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    server = request.app[SERVER_KEY]
+async def handle(server: SecurityServer, request: web.BaseRequest) -> web.StreamResponse:
     rec = ExchangeRecord(side="consumer", started_ns=time.perf_counter_ns())
     try:
         try:
@@ -86,7 +96,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _consume(
-    server: SecurityServer, request: web.Request, rec: ExchangeRecord
+    server: SecurityServer, request: web.BaseRequest, rec: ExchangeRecord
 ) -> web.StreamResponse:
     raw_path, _, query = request.raw_path.partition("?")
     rec.method = request.method
@@ -134,7 +144,7 @@ async def _consume(
 
 
 def hosted_client(
-    server: SecurityServer, request: web.Request, conf: GlobalConf, client: ClientId
+    server: SecurityServer, request: web.BaseRequest, conf: GlobalConf, client: ClientId
 ) -> SubsystemId:
     """The client is a subsystem hosted here, registered for this server in the global
     configuration, and the information system on ``request`` may act for it."""
@@ -203,7 +213,7 @@ async def exchange_signed(
 
 
 def _authorise_information_system(
-    server: SecurityServer, request: web.Request, client: SubsystemId
+    server: SecurityServer, request: web.BaseRequest, client: SubsystemId
 ) -> None:
     hosted = server.clients.get(client)
     if hosted is None:
@@ -223,7 +233,7 @@ def _authorise_information_system(
             )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise RequestTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
@@ -302,25 +312,54 @@ def _to_web_response(
     return out
 
 
-async def health(request: web.Request) -> web.Response:
-    server = request.app[SERVER_KEY]
+def health(server: SecurityServer) -> web.Response:
     return web.json_response(server.health(), dumps=lambda o: orjson.dumps(o).decode())
 
 
-async def _hide_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    """PR-REST §4.3: headers that leak the origin host or software are not passed on."""
-    response.headers["Server"] = "Exchange"
+async def _expect(request: web.BaseRequest) -> web.Response | None:
+    """``Expect`` as aiohttp's default expect handler answers it (RFC 9110 §10.1.1)."""
+    expect = request.headers.get(hdrs.EXPECT)
+    if not expect or request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        return web.Response(status=417, text=f"Unknown Expect: {expect}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0
+    await request.writer.drain()
+    return None
 
 
-def create_consumer_app(server: SecurityServer) -> web.Application:
-    app = web.Application(client_max_size=server.config.limits.max_body_bytes)
-    app.on_response_prepare.append(_hide_server_header)
-    app[SERVER_KEY] = server
-    app.router.add_get("/health", health)
-    # X-Road message protocol 4.0 (SOAP) shares the port: POST / (DESIGN.md §4)
+def consumer_handler(server: SecurityServer) -> Handler:
+    """The one handler of the consumer port (see the module docstring)."""
     from exchange.server.soap_consumer import handle_soap
 
-    app.router.add_post("/", handle_soap)
-    app.router.add_get("/listClients", list_clients_handler(server))
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app
+    list_clients = list_clients_handler(server)
+
+    async def route(request: web.BaseRequest) -> web.StreamResponse:
+        path, method = request.rel_url.path_safe, request.method
+        if path == "/health" and method in _GET:
+            return health(server)
+        # X-Road message protocol 4.0 (SOAP) shares the port: POST / (DESIGN.md §4)
+        if path == "/" and method == hdrs.METH_POST:
+            return await handle_soap(server, request)
+        if path == "/listClients" and method in _GET:
+            # list_clients reads only the query and headers, which a BaseRequest has
+            # (exchange/server/metadata.py types its handlers for web.Request)
+            return await list_clients(cast(web.Request, request))
+        return await handle(server, request)
+
+    async def consumer_port(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            refused = await _expect(request)
+            response = refused if refused is not None else await route(request)
+        except Exception:
+            log.exception("internal error on the consumer port")
+            response = error_response(ConsumerServerError("internal error of the security server"))
+        # PR-REST §4.3: headers that leak the origin host or software are not passed on.
+        response.headers[hdrs.SERVER] = "Exchange"
+        return response
+
+    return consumer_port
+
+
+_GET = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})

@@ -59,7 +59,7 @@ from exchange.server.config import (
     ServerConfig,
     ServiceConfig,
 )
-from exchange.server.consumer import create_consumer_app
+from exchange.server.consumer import consumer_handler
 from exchange.server.declare import ServiceDeclarer
 from exchange.server.metadata import MetadataServices
 from exchange.server.peer import PeerPool
@@ -132,7 +132,7 @@ class SecurityServer:
         self._client_ctx: ssl.SSLContext | None = None
         self._provider_ctx: ssl.SSLContext | None = None
         self._ca_fps: tuple[str, ...] = ()
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._sites: list[web.TCPSite] = []
         self._provider_server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -550,11 +550,9 @@ class SecurityServer:
         cfg = self.config
         # aiohttp refuses request lines over 8190 bytes with a bare 400 before our handler runs;
         # with room above MAX_URI_LENGTH, a long URI gets its X-Road error (414) and is logged.
-        self._runner = web.AppRunner(
-            create_consumer_app(self),
-            access_log=None,
+        self._runner = web.ServerRunner(
+            web.Server(consumer_handler(self), access_log=None, max_line_size=4 * MAX_URI_LENGTH),
             handle_signals=False,
-            max_line_size=4 * MAX_URI_LENGTH,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.consumer.host, cfg.consumer.port, backlog=1024)

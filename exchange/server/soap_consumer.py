@@ -41,7 +41,6 @@ from exchange.protocol import soap
 from exchange.protocol.canonical import b64url
 from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.server.consumer import (
-    SERVER_KEY,
     choose_provider,
     exchange_signed,
     hosted_client,
@@ -68,8 +67,7 @@ def fault_response(err: ExchangeError) -> web.Response:
     )
 
 
-async def handle_soap(request: web.Request) -> web.StreamResponse:
-    server = request.app[SERVER_KEY]
+async def handle_soap(server: SecurityServer, request: web.BaseRequest) -> web.StreamResponse:
     rec = ExchangeRecord(side="consumer", protocol="soap", started_ns=time.perf_counter_ns())
     rec.method, rec.path = "POST", "/"
     try:
@@ -106,7 +104,7 @@ async def _off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
-def _signed_headers(request: web.Request, content_type: str) -> tuple[tuple[str, str], ...]:
+def _signed_headers(request: web.BaseRequest, content_type: str) -> tuple[tuple[str, str], ...]:
     """PR-MESS §2.2: Content-Type and SOAPAction are forwarded to the service, nothing else."""
     headers = [("content-type", content_type)]
     action = request.headers.get("SOAPAction")
@@ -118,7 +116,7 @@ def _signed_headers(request: web.Request, content_type: str) -> tuple[tuple[str,
 
 
 async def _consume(
-    server: SecurityServer, request: web.Request, rec: ExchangeRecord
+    server: SecurityServer, request: web.BaseRequest, rec: ExchangeRecord
 ) -> web.StreamResponse:
     # (1) the body is within its limit, and holds a SOAP 1.1 envelope (first, so that every
     # refusal below is logged with the request's identifiers)

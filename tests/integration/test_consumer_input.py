@@ -9,6 +9,7 @@ arrives. Every refusal is in the message log, and the server keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -509,3 +510,74 @@ async def test_path_and_query_pass_unchanged(net: Net, tail: str) -> None:
     )
     assert status == 200, body
     assert orjson.loads(body)["path"] == f"/echo{tail}"
+
+
+# --- the consumer port: entry points, Server header, Expect -------------------------------------
+
+ENTRY_POINTS = [
+    pytest.param("GET", "/health", 200, None, id="health"),
+    pytest.param("HEAD", "/health", 200, None, id="health-head"),
+    pytest.param("GET", "/listClients", 200, None, id="list-clients"),
+    pytest.param("GET", f"{ECHO}/x", 200, None, id="rest"),
+    pytest.param("GET", "/r2/x", 400, "Client.InvalidProtocolVersion", id="rest-error"),
+    pytest.param("POST", "/", 500, "Client.InvalidSoap", id="soap"),
+    pytest.param("GET", "/", 400, "Client.InvalidProtocolVersion", id="get-root-is-rest"),
+    pytest.param("POST", "/health", 400, "Client.InvalidProtocolVersion", id="post-health-is-rest"),
+    pytest.param(
+        "POST", "/listClients", 400, "Client.InvalidProtocolVersion", id="post-list-is-rest"
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code"), ENTRY_POINTS)
+async def test_entry_points_answer_as_exchange(
+    net: Net, method: str, path: str, status: int, code: str | None
+) -> None:
+    """PR-REST §4.3: no answer of the consumer port names the software behind it."""
+    got, headers, body = await raw_call(
+        net,
+        "palpost",
+        path,
+        method=method,
+        body=b"<not-soap/>" if method == "POST" else None,
+        headers=[("X-Road-Client", str(WINDOW)), ("Content-Type", "text/xml")],
+    )
+    assert (got, headers.get("X-Road-Error")) == (status, code), body[:300]
+    assert headers["Server"] == "Exchange"
+
+
+async def _raw_exchange(net: Net, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """Send ``head``, read the interim answer, then send ``body`` and read the final answer."""
+    port = net.servers["palpost"].consumer_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        interim = await reader.readuntil(b"\r\n\r\n")
+        if not interim.startswith(b"HTTP/1.1 100 "):
+            return interim, b""
+        writer.write(body)
+        return interim, await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def _head(expect: str, body: bytes) -> bytes:
+    return (
+        f"POST {ECHO}/expect HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Road-Client: {WINDOW}\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: {expect}\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
+async def test_expect_100_continue_is_answered_before_the_body(net: Net) -> None:
+    interim, final = await _raw_exchange(net, _head("100-continue", b"hello"), b"hello")
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert final.startswith(b"HTTP/1.1 200 "), final
+    assert b"\r\nServer: Exchange\r\n" in final
+
+
+async def test_unknown_expectation_is_refused(net: Net) -> None:
+    answer, _ = await _raw_exchange(net, _head("something-else", b"hello"), b"hello")
+    assert answer.startswith(b"HTTP/1.1 417 "), answer
+    assert b"\r\nServer: Exchange\r\n" in answer
+    await assert_serving(net, "palpost")
