@@ -6,8 +6,10 @@ and the rename itself is on disk (the folder is synced too). IO only; no file fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import IO
 
 
 def fsync_path(path: Path) -> None:
@@ -24,3 +26,16 @@ def durable_replace(tmp: Path, final: Path) -> None:
     fsync_path(tmp)
     os.replace(tmp, final)
     fsync_path(final.parent)
+
+
+def new_file(path: Path, mode: int = 0o600) -> IO[bytes]:
+    """A new file at ``path`` (a temporary name), open for writing, never through a link.
+
+    Whatever is at ``path`` (a stale temporary file, or a symbolic link someone planted there to
+    make the writer clobber, or receive, another file) is removed, not written through; the
+    file is then created exclusively (``O_EXCL | O_NOFOLLOW``) with ``mode``.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    return os.fdopen(fd, "wb")

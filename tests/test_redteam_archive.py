@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,42 @@ def test_a_link_planted_at_a_private_keys_temporary_name_is_not_written_through(
     assert victim.read_bytes() == b"nothing secret\n"
     assert not key_path.is_symlink() and key_path.stat().st_mode & 0o777 == 0o600
     assert load_private_key(key_path, None).private_numbers() == key.private_numbers()
+
+
+def _write_globalconf_cache(path: Path) -> None:
+    from exchange.globalconf.client import _write_atomically
+
+    _write_atomically(path, b"{}")
+
+
+def _save_watch_state(path: Path) -> None:
+    from exchange.audit.watch import _save
+
+    _save(path, {})
+
+
+def _new_file_directly(path: Path) -> None:
+    from exchange.durable import new_file
+
+    with new_file(path.with_name(path.name + ".tmp")) as f:
+        f.write(b"{}")
+    path.with_name(path.name + ".tmp").replace(path)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(_write_globalconf_cache, id="globalconf-cache"),
+        pytest.param(_save_watch_state, id="audit-watch-state"),
+        pytest.param(_new_file_directly, id="durable-new-file"),
+    ],
+)
+def test_other_writers_do_not_write_through_a_planted_link(tmp_path: Path, write: Any) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"untouched")
+    target = tmp_path / "state" / "file.json"
+    target.parent.mkdir()
+    target.with_name(target.name + ".tmp").symlink_to(victim)
+    write(target)
+    assert victim.read_bytes() == b"untouched"
+    assert not target.is_symlink() and target.read_bytes().strip() == b"{}"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exchange.durable import new_file
 from exchange.errors import ExchangeError
 from exchange.messagelog import merkle
 from exchange.messagelog.proofs import consistency_between
@@ -71,7 +72,8 @@ def _load(state: Path) -> dict[str, Any]:
 
 def _save(state: Path, data: dict[str, Any]) -> None:
     tmp = state.with_name(state.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    with new_file(tmp, 0o666) as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True).encode())
     os.replace(tmp, state)
 
 

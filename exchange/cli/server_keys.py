@@ -24,6 +24,7 @@ from cryptography import x509
 
 from exchange.cli.common import console, handle_errors
 from exchange.cli.server import group as server_group
+from exchange.durable import new_file
 from exchange.errors import ConfigurationError
 from exchange.identifiers import MemberId, parse_member
 from exchange.server.config import load_server_config, pid_file_of
@@ -39,7 +40,8 @@ def _edit(config: Path, change: Callable[[dict[str, Any]], None]) -> None:
     doc = tomllib.loads(config.read_text(encoding="utf-8"))
     change(doc)
     tmp = config.with_name(config.name + ".tmp")
-    tmp.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    with new_file(tmp, 0o666) as f:
+        f.write(tomli_w.dumps(doc).encode("utf-8"))
     os.replace(tmp, config)
     load_server_config(config)  # the result must still load
 

@@ -24,6 +24,7 @@ import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from exchange.durable import new_file
 from exchange.errors import ConfigurationError, GlobalConfError, InvalidIdentifier
 from exchange.identifiers import validate_part
 from exchange.protocol.jws import cert_thumbprint
@@ -103,7 +104,8 @@ class Anchor:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        tmp.write_bytes(self.to_json() + b"\n")
+        with new_file(tmp, 0o666) as f:
+            f.write(self.to_json() + b"\n")
         os.replace(tmp, target)
         return target
 

@@ -25,7 +25,7 @@ from typing import Final
 
 import aiohttp
 
-from exchange.durable import fsync_path
+from exchange.durable import fsync_path, new_file
 from exchange.errors import ExchangeError, GlobalConfError
 from exchange.globalconf.document import GlobalConf
 from exchange.globalconf.signing import CONTENT_TYPE
@@ -192,7 +192,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file, fsync, rename over ``path``, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with new_file(tmp, 0o666) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

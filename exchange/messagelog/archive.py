@@ -51,7 +51,7 @@ from typing import IO, Any, Final
 
 import orjson
 
-from exchange.durable import durable_replace
+from exchange.durable import durable_replace, new_file
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.messagelog.store import (
     MessageLogError,
@@ -303,7 +303,7 @@ def _write_archive(
             if plan.previous
             else CompactRange()
         )
-        with _new_file(tmp) as stream, zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED) as z:
+        with new_file(tmp) as stream, zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED) as z:
             digests, after, counts = _write_parts(z, conn, plan, before.copy(), moved, created_at)
             manifest = _manifest(str(log_id), plan, before, after, digests, counts, created_at)
             manifest["signer"] = cert_thumbprint(signer.cert)
@@ -328,16 +328,6 @@ def _write_archive(
         root=after.root(),
         created_at=created_at,
     )
-
-
-def _new_file(path: Path) -> IO[bytes]:
-    """A new file at ``path``, never through a link planted there: whatever is at ``path``
-    (a stale temporary file, or a symbolic link to a file elsewhere) is removed, not written
-    through, and the file is created exclusively."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    return os.fdopen(fd, "wb")
 
 
 def _member(name: str, created_at: int) -> zipfile.ZipInfo:

@@ -269,17 +269,45 @@ def get_wsdl_response(service_code: str, service_version: str | None) -> etree._
     return root
 
 
-def wsdl_description(root: etree._Element) -> bytes:
-    """A parsed WSDL 1.1 document with every endpoint location replaced (PR-META §4)."""
+_XSD_NS: Final = "http://www.w3.org/2001/XMLSchema"
+_REFERENCES: Final = {
+    (WSDL_NS, "import"): "location",
+    (_XSD_NS, "import"): "schemaLocation",
+    (_XSD_NS, "include"): "schemaLocation",
+    (_XSD_NS, "redefine"): "schemaLocation",
+}
+
+
+def wsdl_description(root: etree._Element, hidden_hosts: Iterable[str] = ()) -> bytes:
+    """A parsed WSDL 1.1 document with every endpoint location replaced (PR-META §4).
+
+    An import or include whose location is an absolute URL on one of ``hidden_hosts`` (the
+    backend's: a JAX-WS service imports its schemas from its own address) is replaced too; other
+    references (relative, or on another host) stay as they are.
+    """
     if root.tag != f"{{{WSDL_NS}}}definitions":
         raise DescriptionError("the description is not a WSDL 1.1 document (wsdl:definitions)")
+    hidden = {host.lower() for host in hidden_hosts if host}
     for el in root.iter():
         if not isinstance(el.tag, str):
             continue
         name = etree.QName(el)
         if name.localname == "address" and name.namespace in _WSDL_ADDRESS_NS:
             el.set("location", ENDPOINT_PLACEHOLDER)
+        attribute = _REFERENCES.get((name.namespace or "", name.localname))
+        if attribute is not None and _on_hidden_host(el.get(attribute), hidden):
+            el.set(attribute, ENDPOINT_PLACEHOLDER)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def _on_hidden_host(location: str | None, hidden: set[str]) -> bool:
+    if not location:
+        return False
+    try:
+        host = urlsplit(location.strip()).hostname
+    except ValueError:
+        return True  # not even a URL we can read: do not pass it on
+    return host is not None and host.lower() in hidden
 
 
 def multipart_related(

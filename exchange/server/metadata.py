@@ -292,7 +292,10 @@ class MetadataServices:
             )
         raw, _ = await self.fetch_description(service, url)
         try:
-            wsdl = wsdl_description(soap.parse_xml(raw, max_bytes=MAX_DESCRIPTION_BYTES))
+            wsdl = wsdl_description(
+                soap.parse_xml(raw, max_bytes=MAX_DESCRIPTION_BYTES),
+                hidden_hosts=[urlsplit(u).hostname or "" for u in (service.url, url)],
+            )
         except (ClientError, DescriptionError) as exc:
             reason = exc.message if isinstance(exc, ClientError) else str(exc)
             raise ServiceFailed(

@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -178,6 +179,26 @@ def _backend(release: asyncio.Event) -> web.Application:
     async def not_wsdl(request: web.Request) -> web.StreamResponse:
         return web.Response(text="<html><body>no</body></html>", content_type="text/xml")
 
+    async def imports(request: web.Request) -> web.StreamResponse:
+        # as JAX-WS serves it: schemas and a second WSDL imported from the backend's own address
+        here = f"http://{request.host}"
+        wsdl = WSDL_FILE.read_bytes().replace(
+            b"<wsdl:types>",
+            b'<wsdl:import namespace="urn:more" location="' + here.encode() + b'/more?wsdl"/>'
+            b"<wsdl:types>",
+            1,
+        )
+        root = etree.fromstring(wsdl)
+        schema = root.find(".//{http://www.w3.org/2001/XMLSchema}schema")
+        assert schema is not None
+        for tag, attrs in (
+            ("import", {"namespace": "urn:ximp", "schemaLocation": f"{here}/svc?xsd=1"}),
+            ("include", {"schemaLocation": f"{here}/svc?xsd=2"}),
+            ("import", {"namespace": "urn:public", "schemaLocation": "https://www.w3.org/x.xsd"}),
+        ):
+            schema.insert(0, etree.Element(f"{{http://www.w3.org/2001/XMLSchema}}{tag}", attrs))
+        return web.Response(body=etree.tostring(root), content_type="text/xml")
+
     async def bomb(request: web.Request) -> web.StreamResponse:
         return web.Response(body=BOMB, content_type="text/xml")
 
@@ -185,6 +206,7 @@ def _backend(release: asyncio.Event) -> web.Application:
     app.router.add_get("/soap", wsdl)
     app.router.add_get("/not.wsdl", not_wsdl)
     app.router.add_get("/bomb.wsdl", bomb)
+    app.router.add_get("/imports.wsdl", imports)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/openapi.yaml", openapi_yaml)
     app.router.add_get("/broken.json", broken)
@@ -218,6 +240,12 @@ def _services(b: str) -> list[dict[str, Any]]:
             "wsdl_url": f"{b}/not.wsdl",
         },
         {"id": f"{DOCS}/getBomb", "type": "soap", "url": f"{b}/soap", "wsdl_url": f"{b}/bomb.wsdl"},
+        {
+            "id": f"{DOCS}/getImports",
+            "type": "soap",
+            "url": f"{b}/soap",
+            "wsdl_url": f"{b}/imports.wsdl",
+        },
     ]
 
 
@@ -627,7 +655,7 @@ async def test_soap_list_methods(net: Net, meta: Meta) -> None:
     status, headers, body = await _soap_call(net, data, via="mof")
     assert status == 200, body[:800]
     assert headers["Content-Type"].startswith("text/xml")
-    assert _listed(body, "listMethods") == ["getBomb", "getCertificate", "getRecord"]
+    assert _listed(body, "listMethods") == ["getBomb", "getCertificate", "getImports", "getRecord"]
     header = etree.fromstring(body).find(f"{{{SOAP_ENV}}}Header")
     assert header is not None and header.find(f"{{{XROAD_NS}}}requestHash") is not None
     message_id = header.findtext(f"{{{XROAD_NS}}}id") or ""
@@ -696,6 +724,26 @@ async def test_soap_get_wsdl_is_an_attachment_without_the_backend_address(
         for port in service.ports.values()
         for op in port.binding._operations
     }
+
+
+async def test_soap_get_wsdl_hides_the_backend_address_in_imports_too(net: Net, meta: Meta) -> None:
+    """Red team: a WSDL that imports schemas (and a WSDL) from the backend's own address, as
+    JAX-WS serves them, leaked that address through ``location``/``schemaLocation``."""
+    data = _soap_request("getWsdl", body="<xroad:serviceCode>getImports</xroad:serviceCode>")
+    status, headers, body = await _soap_call(net, data)
+    assert status == 200, body[:800]
+    _, attachment = _parts(headers["Content-Type"], body)
+    wsdl = attachment.get_payload(decode=True)
+    backend = urlsplit(meta.backend).netloc.encode()
+    assert backend not in wsdl, wsdl
+    root = etree.fromstring(wsdl)
+    xsd = "{http://www.w3.org/2001/XMLSchema}"
+    locations = [el.get("location") for el in root.iter(f"{{{WSDL_NS}}}import")] + [
+        el.get("schemaLocation") for el in root.iter(f"{xsd}import", f"{xsd}include")
+    ]
+    assert sorted(filter(None, locations)) == sorted(
+        [ENDPOINT_PLACEHOLDER] * 3 + ["https://www.w3.org/x.xsd"]
+    )
 
 
 @pytest.mark.parametrize(

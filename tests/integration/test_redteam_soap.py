@@ -90,6 +90,25 @@ async def _service(request: web.Request) -> web.StreamResponse:
     address = etree.SubElement(answer, "address")
     etree.SubElement(address, "locality").text = "Biddu"
     etree.SubElement(address, "street").text = SECRET
+    if nid == "mixed-fields":
+        # the secret at every place a filter could miss inside the answer
+        address.set("dob", SECRET)
+        address.text = SECRET
+        locality = address.find("locality")
+        assert locality is not None
+        locality.tail = SECRET
+        address.append(etree.Comment(SECRET))
+        address.append(etree.ProcessingInstruction("dob", SECRET))
+        etree.SubElement(address, "dateOfBirth").text = SECRET
+        etree.SubElement(address, _q(LEAK, "street"), nsmap={"leak": LEAK}).text = SECRET
+        second = etree.SubElement(answer, "address")
+        second.text = SECRET
+        etree.SubElement(second, "street").text = SECRET
+        third = etree.SubElement(answer, "address")
+        etree.SubElement(third, "locality").text = "Ramallah"
+        etree.SubElement(answer, "addressLocality").text = SECRET
+        answer.set("dob", SECRET)
+        answer.text = SECRET
     if nid == "leak-around":
         # everything a service could put next to the answer instead of into it
         leak = etree.SubElement(header, _q(LEAK, "record"), nsmap={"leak": LEAK})
@@ -187,6 +206,24 @@ async def test_nothing_the_service_writes_around_the_answer_leaves_under_fields(
     assert view.status == "ok"
     assert view.entry["released_fields"] == ["address.locality", "nationalId"]
     await _assert_serving(red)
+
+
+async def test_fields_inside_the_answer_leak_nothing_ungranted(red: Soap) -> None:
+    """Held: attributes, text and tails of a partly granted element, comments and processing
+    instructions, an ungranted sibling of a granted leaf (also in another namespace), a repeated
+    element with nothing granted in it, a look-alike name: all removed."""
+    data, mid = _request("mixed-fields")
+    status, _, body = await red.post(data)
+    assert status == 200, body[:800]
+    assert SECRET.encode() not in body, body
+    answer = response_element(body)
+    assert [(el.tag, [(c.tag, c.text) for c in el]) for el in answer] == [
+        ("nationalId", []),
+        ("address", [("locality", "Biddu")]),
+        ("address", [("locality", "Ramallah")]),
+    ]
+    [view] = records(red.provider, mid, "provider")
+    assert view.entry["released_fields"] == ["address.locality", "nationalId"]
 
 
 async def test_without_fields_the_answer_is_released_whole(red: Soap) -> None:
