@@ -152,7 +152,9 @@ def service_list(entries: Iterable[ServiceEntry]) -> dict[str, Any]:
 # --- getOpenAPI ---------------------------------------------------------------------------------
 
 
-def openapi_description(body: bytes, content_type: str, base_path: str = "") -> tuple[bytes, str]:
+def openapi_description(
+    body: bytes, content_type: str, base_path: str = "", hidden_hosts: Iterable[str] = ()
+) -> tuple[bytes, str]:
     """Check a fetched OpenAPI 3 document and make it safe to pass on.
 
     JSON: must be an object with ``openapi: "3.x.y"``; ``servers`` is replaced by
@@ -187,7 +189,40 @@ def openapi_description(body: bytes, content_type: str, base_path: str = "") -> 
         raise DescriptionError("the description is not an OpenAPI 3 document ('openapi': '3.x')")
     _relative_paths(doc, _server_path(doc), base_path.rstrip("/"))
     _hide_servers(doc)
+    _hide_references(doc, {host.lower() for host in hidden_hosts if host})
     return orjson.dumps(doc), JSON_TYPE
+
+
+_URL_KEYS: Final = frozenset(
+    {
+        "$ref",
+        "url",
+        "operationRef",
+        "authorizationUrl",
+        "tokenUrl",
+        "refreshUrl",
+        "openIdConnectUrl",
+    }
+)
+
+
+def _hide_references(doc: dict[str, Any], hidden: set[str]) -> None:
+    """References and links (``$ref``, ``externalDocs.url``, OAuth URLs...) that are absolute
+    URLs on one of the ``hidden`` hosts (the backend's) become the placeholder."""
+    if not hidden:
+        return
+    stack: list[Any] = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, str):
+                    if key in _URL_KEYS and _on_hidden_host(value, hidden):
+                        node[key] = ENDPOINT_PLACEHOLDER
+                else:
+                    stack.append(value)
 
 
 def _server_path(doc: dict[str, Any]) -> str:

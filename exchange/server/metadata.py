@@ -317,7 +317,14 @@ class MetadataServices:
             )
         raw, content_type = await self.fetch_description(service, service.openapi_url)
         try:
-            body, answer_type = openapi_description(raw, content_type, urlsplit(service.url).path)
+            body, answer_type = openapi_description(
+                raw,
+                content_type,
+                urlsplit(service.url).path,
+                hidden_hosts=[
+                    urlsplit(u).hostname or "" for u in (service.url, service.openapi_url)
+                ],
+            )
         except DescriptionError as exc:
             raise ServiceFailed(
                 "the service's OpenAPI description is not usable",

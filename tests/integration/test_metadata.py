@@ -179,6 +179,25 @@ def _backend(release: asyncio.Event) -> web.Application:
     async def not_wsdl(request: web.Request) -> web.StreamResponse:
         return web.Response(text="<html><body>no</body></html>", content_type="text/xml")
 
+    async def refs(request: web.Request) -> web.StreamResponse:
+        # references to the backend's own address outside `servers`
+        here = f"http://{request.host}"
+        doc = dict(
+            OPENAPI,
+            externalDocs={"url": f"{here}/docs"},
+            components={
+                "schemas": {"Person": {"$ref": f"{here}/schemas.json#/Person"}},
+                "securitySchemes": {
+                    "oauth": {
+                        "type": "oauth2",
+                        "flows": {"clientCredentials": {"tokenUrl": f"{here}/token", "scopes": {}}},
+                    }
+                },
+            },
+            info=dict(OPENAPI["info"], contact={"url": "https://www.example.org/contact"}),
+        )
+        return web.json_response(doc)
+
     async def imports(request: web.Request) -> web.StreamResponse:
         # as JAX-WS serves it: schemas and a second WSDL imported from the backend's own address
         here = f"http://{request.host}"
@@ -207,6 +226,7 @@ def _backend(release: asyncio.Event) -> web.Application:
     app.router.add_get("/not.wsdl", not_wsdl)
     app.router.add_get("/bomb.wsdl", bomb)
     app.router.add_get("/imports.wsdl", imports)
+    app.router.add_get("/refs.json", refs)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/openapi.yaml", openapi_yaml)
     app.router.add_get("/broken.json", broken)
@@ -231,6 +251,7 @@ def _services(b: str) -> list[dict[str, Any]]:
         rest("slow", openapi_url=f"{b}/slow.json", timeout=0.5),
         rest("gone", openapi_url=f"{b}/nothing-here.json"),
         rest("moved", openapi_url=f"{b}/moved.json"),
+        rest("refs", openapi_url=f"{b}/refs.json"),
         rest("drip", openapi_url=f"{b}/drip.json", timeout=0.5),
         {"id": f"{DOCS}/getCertificate", "type": "soap", "url": f"{b}/soap"},
         {
@@ -396,6 +417,7 @@ async def test_list_methods_lists_every_rest_service(net: Net, meta: Meta) -> No
         "huge",
         "moved",
         "records",
+        "refs",
         "slow",
     ]
     assert all(endpoints == [("*", "/**")] for endpoints in codes.values())
@@ -508,6 +530,17 @@ async def test_get_openapi_validates_and_hides_the_backend(net: Net, meta: Meta)
     assert b"10.1.2.3" not in body and meta.backend.encode() not in body
     record = logged(meta.provider, message_id, "provider")
     assert record.entry["decision"]["code"] == "Allowed.MetadataService"
+
+
+async def test_get_openapi_hides_the_backend_in_references_too(net: Net, meta: Meta) -> None:
+    """Red team: ``$ref``, ``externalDocs`` and OAuth URLs on the backend's address leaked it."""
+    status, _, body, _ = await _meta_call(net, f"{BASE}/getOpenAPI?serviceCode=refs")
+    assert status == 200, body
+    assert urlsplit(meta.backend).netloc.encode() not in body, body
+    doc = orjson.loads(body)
+    assert doc["externalDocs"]["url"] == ENDPOINT_PLACEHOLDER
+    assert doc["components"]["schemas"]["Person"]["$ref"] == ENDPOINT_PLACEHOLDER
+    assert doc["info"]["contact"]["url"] == "https://www.example.org/contact"  # elsewhere: kept
 
 
 async def test_get_openapi_yaml_passes_unchanged(net: Net, meta: Meta) -> None:
