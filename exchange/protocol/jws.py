@@ -15,7 +15,6 @@ No IO.
 from __future__ import annotations
 
 import binascii
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,15 +43,26 @@ class JwsError(ExchangeError):
     status = 400
 
 
-@functools.lru_cache(maxsize=4096)
+# thumbprints by certificate object; the entry holds the certificate, so its id is not reused
+_THUMBPRINTS: dict[int, tuple[x509.Certificate, str]] = {}
+_THUMBPRINTS_MAX = 4096
+
+
 def cert_thumbprint(cert: x509.Certificate) -> str:
     """``x5t#S256`` of a certificate: base64url SHA-256 of its DER form.
 
-    Remembered per certificate (equal certificates are equal DER): the OCSP freshness check
-    looks up both of a peer's certificates by thumbprint at every message, and re-encoding a
-    certificate to hash it costs more than the lookup.
+    Remembered per certificate object: the OCSP freshness check looks up both of a peer's
+    certificates by thumbprint at every message, and re-encoding a certificate to hash it (as
+    ``hash(cert)`` also does) costs more than the lookup.
     """
-    return b64url(cert.fingerprint(hashes.SHA256()))
+    known = _THUMBPRINTS.get(id(cert))
+    if known is not None and known[0] is cert:
+        return known[1]
+    thumbprint = b64url(cert.fingerprint(hashes.SHA256()))
+    if len(_THUMBPRINTS) >= _THUMBPRINTS_MAX:
+        _THUMBPRINTS.clear()
+    _THUMBPRINTS[id(cert)] = (cert, thumbprint)
+    return thumbprint
 
 
 @dataclass(frozen=True, slots=True)
