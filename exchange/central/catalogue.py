@@ -372,7 +372,7 @@ def build_catalogue(
     for declaration in declarations:
         info = registry.server(declaration.server)
         # a key removed from the registry (rotated away, or stolen) no longer speaks for it
-        if info is None or fingerprint(declaration.auth_cert) not in info.auth_cert_fingerprints:
+        if info is None or not _speaks_for(registry, declaration):
             continue
         for sub, services in declaration.subsystems:
             if sub not in info.clients:
@@ -400,6 +400,16 @@ def build_catalogue(
             }
         )
     return {"instance": registry.instance, "subsystems": entries}
+
+
+def _speaks_for(registry: GlobalConf, declaration: Declaration) -> bool:
+    """The declaration's key is still registered for its server."""
+    info = registry.server(declaration.server)
+    return info is not None and fingerprint(declaration.auth_cert) in info.auth_cert_fingerprints
+
+
+def _held(body: bytes) -> Declaration:
+    return Declaration.from_document(loads(unverified_payload(_envelope(body))))
 
 
 def _code(service: DeclaredService) -> str:
@@ -431,14 +441,26 @@ class DeclarationStore(TableStore):
 
     schema = _SCHEMA
 
-    def put(self, declaration: Declaration, body: bytes, received_at: int) -> None:
-        """Replace the server's declaration; one not later than the held one is refused."""
+    def put(
+        self,
+        declaration: Declaration,
+        body: bytes,
+        received_at: int,
+        registry: GlobalConf | None = None,
+    ) -> None:
+        """Replace the server's declaration; one not later than the held one is refused, unless
+        the held one no longer counts in ``registry`` (its key was removed): a declaration dated
+        ahead by a key that is then removed must not block the server's own."""
         with write_transaction(self._conn):
             row = self._conn.execute(
-                "SELECT declared_at FROM service_declarations WHERE server = ?",
+                "SELECT declared_at, body FROM service_declarations WHERE server = ?",
                 [str(declaration.server)],
             ).fetchone()
-            if row is not None and row[0] >= declaration.declared_at:
+            if (
+                row is not None
+                and row[0] >= declaration.declared_at
+                and (registry is None or _speaks_for(registry, _held(bytes(row[1]))))
+            ):
                 raise _invalid(
                     "a declaration at least as recent is already held for this server "
                     "(replayed or out of order)"

@@ -52,7 +52,7 @@ class _Catalogue:
             conf = registry.build_globalconf(now)
         declaration = verify_declaration(body, registry=conf, now=now)
         with DeclarationStore.open(self.db_path) as store:
-            store.put(declaration, body, now)
+            store.put(declaration, body, now, registry=conf)
         return declaration
 
     def browse(self, member: MemberId | None, subsystem: SubsystemId | None) -> dict[str, Any]:

@@ -373,7 +373,8 @@ async def test_a_declaration_by_a_key_removed_from_the_registry_drops_out(
     """Red team: a second authentication key of the server (as during a rotation) is stolen and
     declares a fake service; the operator removes its fingerprint. Before the fix, the catalogue
     kept showing what the removed key declared until the server declared again (the catalogue
-    re-checked the server and its subsystems at read time, not the key)."""
+    re-checked the server and its subsystems at read time, not the key), and a declaration it
+    dated ahead blocked the server's own until that time."""
     from exchange.trust.keys import fingerprint
 
     stolen = _issued(lambda pub: net.ca.issue_auth_cert(pub, CAT_ID))
@@ -381,7 +382,10 @@ async def test_a_declaration_by_a_key_removed_from_the_registry_drops_out(
         reg.add_auth_cert(CAT_ID, fingerprint(stolen.cert))
     try:
         fake = [(LICENCES, [DeclaredService("phishing", "rest", "Renew your licence here")])]
-        status, answer = await _post(net, cat, _declare(cat, auth=stolen, subsystems=fake))
+        # dated ahead (within the allowed skew), so that it would block the server's own
+        ahead = int((cat.server.clock() + 590) * 1000)
+        forged = _declare(cat, auth=stolen, subsystems=fake, now_ms=ahead)
+        status, answer = await _post(net, cat, forged)
         assert status == 200, answer
         _, catalogue = await _get(net, cat.central)
         licences = _entry(catalogue, LICENCES)
@@ -392,6 +396,10 @@ async def test_a_declaration_by_a_key_removed_from_the_registry_drops_out(
         await publish(net)
     _, catalogue = await _get(net, cat.central)
     assert _entry(catalogue, LICENCES) is None, catalogue
+    # the server's own declaration is not blocked by the removed key's one dated ahead
+    # (before the second fix: "a declaration at least as recent is already held")
+    status, answer = await _post(net, cat, _declare(cat))
+    assert status == 200, answer
     # the server's own declaration (its registered key) brings the real services back
     cat.server.declarer.start()
     await asyncio.wait_for(cat.server.declarer.accepted.wait(), 30)
