@@ -739,8 +739,9 @@ def keep_only_the_answer(response: SoapResponse, request: SoapRequest) -> None:
 
 
 def finish_response(response: SoapResponse, request: SoapRequest) -> bytes:
-    """The provider's last touch: echo the request's header if the service did not, and put in
-    ``requestHash`` (replacing any the service sent, PR-MESS §2.2)."""
+    """The provider's last touch: echo each field of the request's header that the service did
+    not (so the client always finds its client, service and id, PR-MESS §2.2), and put in
+    ``requestHash`` (replacing any the service sent)."""
     root = response.root
     header = response.header
     if header is None:
@@ -751,8 +752,9 @@ def finish_response(response: SoapResponse, request: SoapRequest) -> bytes:
     old = fields.get("requestHash")
     if old is not None:
         header.remove(old)
-    if not any(name in fields for name in ("client", "service", "id")):
-        for el in _request_header_copies(request):
+    present = {(etree.QName(el).namespace, etree.QName(el).localname) for el in _elements(header)}
+    for el in _request_header_copies(request):
+        if (etree.QName(el).namespace, etree.QName(el).localname) not in present:
             header.append(el)
     hash_el = etree.SubElement(header, _q(XROAD_NS, "requestHash"), nsmap={"xrd": XROAD_NS})
     hash_el.set("algorithmId", REQUEST_HASH_ALGORITHM_ID)

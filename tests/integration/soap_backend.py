@@ -147,6 +147,10 @@ async def soap_service(request: web.Request) -> web.StreamResponse:
         return web.Response(body=BOMB, content_type="text/xml")
     if nid == "noecho" and header is not None:
         root.remove(header)
+    if nid == "idonly" and header is not None:
+        for el in list(header):
+            if etree.QName(el).localname != "id":
+                header.remove(el)
     if nid == "wrongid" and header is not None:
         header.find(_q(XRD, "id")).text = "not-the-request-id"  # type: ignore[union-attr]
     if nid == "forgedhash" and header is not None:

@@ -309,6 +309,16 @@ async def test_service_echoes_nothing_the_security_server_echoes(soap: Soap) -> 
     assert xroad_header(body)[:-1] == xroad_header(data)
 
 
+async def test_fields_the_service_does_not_echo_the_security_server_echoes(soap: Soap) -> None:
+    """Health's grant has no ``fields``, so the service's envelope is passed on as it wrote it,
+    but for the header fields it left out: a client always finds its client, service and id."""
+    purpose = '<ext:purpose xmlns:ext="urn:exchange:xroad-ext:1">patient-care</ext:purpose>'
+    data, _ = envelope(client=HEALTH, extra=purpose, payload="<nationalId>idonly</nationalId>")
+    status, _, body = await soap.post(data, name="moh")
+    assert status == 200, body[:800]
+    assert sorted(xroad_header(body)[:-1]) == sorted(xroad_header(data))
+
+
 async def test_request_hash_from_the_service_is_replaced(soap: Soap) -> None:
     data, _ = envelope(payload="<nationalId>forgedhash</nationalId>")
     status, _, body = await soap.post(data)
