@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import hdrs, web
@@ -343,9 +343,7 @@ def consumer_handler(server: SecurityServer) -> Handler:
         if path == "/" and method == hdrs.METH_POST:
             return await handle_soap(server, request)
         if path == "/listClients" and method in _GET:
-            # list_clients reads only the query and headers, which a BaseRequest has
-            # (exchange/server/metadata.py types its handlers for web.Request)
-            return await list_clients(cast(web.Request, request))
+            return await list_clients(request)
         return await handle(server, request)
 
     async def consumer_port(request: web.BaseRequest) -> web.StreamResponse:

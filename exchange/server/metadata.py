@@ -102,16 +102,16 @@ class MetadataAnswer:
     policy_version: str
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 # --- the consumer side: listClients ------------------------------------------------------------
 
 
 def list_clients_handler(server: SecurityServer) -> Handler:
-    """``GET /listClients`` (PR-META §2) for the consumer app."""
+    """``GET /listClients`` (PR-META §2) for the consumer port."""
 
-    async def list_clients(request: web.Request) -> web.StreamResponse:
+    async def list_clients(request: web.BaseRequest) -> web.StreamResponse:
         try:
             instance = request.query.get("xRoadInstance")
             if instance is not None:
