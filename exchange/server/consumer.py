@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 from aiohttp import hdrs, web
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("exchange.server.consumer")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 _JSON = "application/json; charset=utf-8"
 
 
@@ -71,18 +72,25 @@ def error_response(err: ExchangeError, extra: dict[str, str] | None = None) -> w
     return web.Response(status=err.status, body=orjson.dumps(err.body()), headers=headers)
 
 
+async def guarded(rec: ExchangeRecord, exchange: Awaitable[T]) -> T:
+    """``exchange``, with any failure that is not an :class:`ExchangeError` logged with its
+    traceback and raised as ``Server.ClientProxy.InternalError``, so that it is logged and
+    answered like every other refusal."""
+    try:
+        return await exchange
+    except ExchangeError:
+        raise
+    except Exception as exc:
+        log.exception("internal error in %s exchange %s", rec.protocol, rec.message_id)
+        raise ConsumerServerError(
+            "internal error of the security server", internal=repr(exc)
+        ) from exc
+
+
 async def handle(server: SecurityServer, request: web.BaseRequest) -> web.StreamResponse:
     rec = ExchangeRecord(side="consumer", started_ns=time.perf_counter_ns())
     try:
-        try:
-            return await _consume(server, request, rec)
-        except ExchangeError:
-            raise
-        except Exception as exc:
-            log.exception("internal error in exchange %s", rec.message_id)
-            raise ConsumerServerError(
-                "internal error of the security server", internal=repr(exc)
-            ) from exc
+        return await guarded(rec, _consume(server, request, rec))
     except ExchangeError as err:
         log.info("exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
         rec.fail(err)

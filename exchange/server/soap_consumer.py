@@ -33,7 +33,6 @@ from aiohttp import web
 
 from exchange.errors import (
     ClientError,
-    ConsumerServerError,
     ExchangeError,
     InconsistentResponse,
 )
@@ -43,6 +42,7 @@ from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.server.consumer import (
     choose_provider,
     exchange_signed,
+    guarded,
     hosted_client,
     read_body,
 )
@@ -71,15 +71,7 @@ async def handle_soap(server: SecurityServer, request: web.BaseRequest) -> web.S
     rec = ExchangeRecord(side="consumer", protocol="soap", started_ns=time.perf_counter_ns())
     rec.method, rec.path = "POST", "/"
     try:
-        try:
-            return await _consume(server, request, rec)
-        except ExchangeError:
-            raise
-        except Exception as exc:
-            log.exception("internal error in SOAP exchange %s", rec.message_id)
-            raise ConsumerServerError(
-                "internal error of the security server", internal=repr(exc)
-            ) from exc
+        return await guarded(rec, _consume(server, request, rec))
     except ExchangeError as err:
         log.info("SOAP exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
         rec.fail(err)
