@@ -20,8 +20,10 @@ import pytest_asyncio
 from multidict import CIMultiDict
 from yarl import URL
 
-from exchange.identifiers import parse_security_server
+from exchange.identifiers import parse_security_server, parse_subsystem
 from exchange.messagelog.query import query_records
+from exchange.server import consumer as consumer_side
+from exchange.server import soap_consumer
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import FINANCE, HEALTH, PALPOST, WINDOW, Net
 from tests.integration.support import (
@@ -33,6 +35,7 @@ from tests.integration.support import (
     logged,
     new_id,
 )
+from tests.integration.test_soap import envelope
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -581,3 +584,39 @@ async def test_unknown_expectation_is_refused(net: Net) -> None:
     assert answer.startswith(b"HTTP/1.1 417 "), answer
     assert b"\r\nServer: Exchange\r\n" in answer
     await assert_serving(net, "palpost")
+
+
+# --- a failure of the security server itself ---------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["rest", "soap"])
+async def test_an_internal_failure_is_answered_logged_and_survived(
+    net: Net, monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    """A bug of ours (a fault injected where the consumer assembles the signed request) is
+    ``Server.ClientProxy.InternalError`` (500) for the caller, with its message id; the
+    exchange is in the log with that code, and the next request is served."""
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("injected fault")
+
+    message_id = new_id("internal")
+    if protocol == "rest":
+        monkeypatch.setattr(consumer_side, "end_to_end_headers", broken)
+        headers = [("X-Road-Client", str(WINDOW)), ("X-Road-Id", message_id)]
+        status, got, body = await raw_call(net, "palpost", f"{PERSONS}/123456782", headers=headers)
+        assert_xroad_error(status, got, body, "Server.ClientProxy.InternalError", 500)
+        assert got["X-Road-Id"] == message_id
+        assert b"injected" not in body
+    else:
+        monkeypatch.setattr(soap_consumer, "_signed_headers", broken)
+        data, message_id = envelope(subsystem=parse_subsystem(REGISTRY))
+        status, got, body = await raw_call(
+            net, "palpost", "/", headers=[("Content-Type", "text/xml")], method="POST", body=data
+        )
+        assert status == 500 and got["X-Road-Error"] == "Server.ClientProxy.InternalError"
+        assert b"<faultcode>Server.ClientProxy.InternalError</faultcode>" in body
+        assert b"injected" not in body
+    logged(net.servers["palpost"], message_id, "consumer", "Server.ClientProxy.InternalError")
+    monkeypatch.undo()
+    await assert_serving(net)
