@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import hdrs, web
@@ -53,7 +53,7 @@ from exchange.protocol.rest import (
 from exchange.server.backend import read_bounded
 from exchange.server.metadata import list_clients_handler
 from exchange.server.peer import PeerConnection, unsigned_refusal
-from exchange.server.records import ExchangeRecord
+from exchange.server.records import ExchangeRecord, guarded
 
 if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
@@ -61,7 +61,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("exchange.server.consumer")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-T = TypeVar("T")
 _JSON = "application/json; charset=utf-8"
 
 
@@ -72,25 +71,10 @@ def error_response(err: ExchangeError, extra: dict[str, str] | None = None) -> w
     return web.Response(status=err.status, body=orjson.dumps(err.body()), headers=headers)
 
 
-async def guarded(rec: ExchangeRecord, exchange: Awaitable[T]) -> T:
-    """``exchange``, with any failure that is not an :class:`ExchangeError` logged with its
-    traceback and raised as ``Server.ClientProxy.InternalError``, so that it is logged and
-    answered like every other refusal."""
-    try:
-        return await exchange
-    except ExchangeError:
-        raise
-    except Exception as exc:
-        log.exception("internal error in %s exchange %s", rec.protocol, rec.message_id)
-        raise ConsumerServerError(
-            "internal error of the security server", internal=repr(exc)
-        ) from exc
-
-
 async def handle(server: SecurityServer, request: web.BaseRequest) -> web.StreamResponse:
     rec = ExchangeRecord(side="consumer", started_ns=time.perf_counter_ns())
     try:
-        return await guarded(rec, _consume(server, request, rec))
+        return await guarded(rec, _consume(server, request, rec), ConsumerServerError)
     except ExchangeError as err:
         log.info("exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
         rec.fail(err)

@@ -25,6 +25,7 @@ from exchange.errors import (
     ExchangeError,
     InvalidMessage,
     InvalidSignatureValue,
+    ProviderServerError,
     ServiceFailed,
     SslAuthenticationFailed,
     UnknownService,
@@ -43,7 +44,7 @@ from exchange.protocol.rest import end_to_end_headers
 from exchange.server.certs import SignerCert, SignerCertificateError
 from exchange.server.metadata import is_rest_metadata
 from exchange.server.peer import parse_hello_certs
-from exchange.server.records import ExchangeRecord
+from exchange.server.records import ExchangeRecord, guarded
 from exchange.server.revocation import staples_of
 from exchange.server.soap_provider import fault_answer
 from exchange.server.soap_provider import process as process_soap
@@ -276,8 +277,8 @@ async def handle_request(server: SecurityServer, conn: ProviderConnection, frame
     )
     request: SignedRequest | None = None
     try:
-        request, status, headers, body, released, policy_version = await _process(
-            server, conn, frame, rec
+        request, status, headers, body, released, policy_version = await guarded(
+            rec, _process(server, conn, frame, rec), ProviderServerError
         )
     except ExchangeError as err:
         if not isinstance(err, AccessDenied):

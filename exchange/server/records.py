@@ -4,17 +4,38 @@ One entry per exchange per side, including refused and failed ones. The entry ho
 request and response (compact JWS), so an auditor can check both signatures; with bodies
 logged, the bodies too (base64), so the digests inside the signatures can be checked.
 
-No IO.
+No IO, but for :func:`guarded`'s line in the operator's log.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from exchange.errors import ExchangeError
+
+log = logging.getLogger("exchange.server")
+
+T = TypeVar("T")
+
+
+async def guarded(
+    rec: ExchangeRecord, exchange: Awaitable[T], internal_error: type[ExchangeError]
+) -> T:
+    """``exchange``, with any failure that is not an :class:`ExchangeError` (a bug of ours) logged
+    with its traceback for the operator and raised as ``internal_error``, without its text, so
+    that the caller answers, signs and logs it like every other refusal."""
+    try:
+        return await exchange
+    except ExchangeError:
+        raise
+    except Exception as exc:
+        log.exception("internal error in %s %s exchange %s", rec.side, rec.protocol, rec.message_id)
+        raise internal_error("internal error of the security server", internal=repr(exc)) from exc
 
 
 def b64(data: bytes) -> str:

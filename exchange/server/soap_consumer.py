@@ -33,6 +33,7 @@ from aiohttp import web
 
 from exchange.errors import (
     ClientError,
+    ConsumerServerError,
     ExchangeError,
     InconsistentResponse,
 )
@@ -42,11 +43,10 @@ from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.server.consumer import (
     choose_provider,
     exchange_signed,
-    guarded,
     hosted_client,
     read_body,
 )
-from exchange.server.records import ExchangeRecord
+from exchange.server.records import ExchangeRecord, guarded
 
 if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
@@ -71,7 +71,7 @@ async def handle_soap(server: SecurityServer, request: web.BaseRequest) -> web.S
     rec = ExchangeRecord(side="consumer", protocol="soap", started_ns=time.perf_counter_ns())
     rec.method, rec.path = "POST", "/"
     try:
-        return await guarded(rec, _consume(server, request, rec))
+        return await guarded(rec, _consume(server, request, rec), ConsumerServerError)
     except ExchangeError as err:
         log.info("SOAP exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
         rec.fail(err)

@@ -23,6 +23,7 @@ from yarl import URL
 from exchange.identifiers import parse_security_server, parse_subsystem
 from exchange.messagelog.query import query_records
 from exchange.server import consumer as consumer_side
+from exchange.server import provider as provider_side
 from exchange.server import soap_consumer
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import FINANCE, HEALTH, PALPOST, WINDOW, Net
@@ -618,5 +619,27 @@ async def test_an_internal_failure_is_answered_logged_and_survived(
         assert b"<faultcode>Server.ClientProxy.InternalError</faultcode>" in body
         assert b"injected" not in body
     logged(net.servers["palpost"], message_id, "consumer", "Server.ClientProxy.InternalError")
+    monkeypatch.undo()
+    await assert_serving(net)
+
+
+async def test_an_internal_failure_of_the_provider_is_signed_logged_and_survived(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of the provider's (a fault injected in its field filter) does not leave the
+    consumer waiting for an answer that never comes: the provider answers a signed
+    ``Server.ServerProxy.InternalError``, both sides log it, and both keep serving."""
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(provider_side, "filter_fields", broken)
+    message_id = new_id("internal")
+    headers = [("X-Road-Client", str(WINDOW)), ("X-Road-Id", message_id)]
+    status, got, body = await raw_call(net, "palpost", f"{PERSONS}/123456782", headers=headers)
+    assert_xroad_error(status, got, body, "Server.ServerProxy.InternalError", 500)
+    assert b"injected" not in body
+    logged(net.servers["moi"], message_id, "provider", "Server.ServerProxy.InternalError")
+    logged(net.servers["palpost"], message_id, "consumer", "Server.ServerProxy.InternalError")
     monkeypatch.undo()
     await assert_serving(net)
