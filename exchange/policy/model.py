@@ -39,8 +39,12 @@ _SHORT_MESSAGES: Final = {
     BAD_PATH: "Access denied: the request path is not acceptable",
     GRANT_EXPIRED: "Access denied: the access grant has expired",
     GRANT_NOT_YET_VALID: "Access denied: the access grant is not yet valid",
-    PURPOSE_NOT_ALLOWED: "Access denied: state an allowed purpose of use in X-Road-Purpose",
-    USER_ID_REQUIRED: "Access denied: this service requires X-Road-UserId",
+    PURPOSE_NOT_ALLOWED: (
+        "Access denied: state an allowed purpose of use (X-Road-Purpose; in SOAP, ext:purpose)"
+    ),
+    USER_ID_REQUIRED: (
+        "Access denied: this service requires a user id (X-Road-UserId; in SOAP, userId)"
+    ),
 }
 
 
