@@ -539,7 +539,9 @@ def archive_cmd(
     if not written:
         console.print(
             "nothing to archive: no time-stamped tree head covers records older than that "
-            f"beyond seq {start}",
+            f"beyond seq {start} (a running server time-stamps its tree head on the global "
+            "configuration's interval, 60 s by default, and when it stops: run this again "
+            "after the next one)",
             highlight=False,
         )
 
