@@ -102,7 +102,7 @@ class Exchange:
         ):
             if value is not None:
                 sent[name] = value
-        url = f"{self.consumer_url}/r1/{self.provider_id.encoded()}/{path.lstrip('/')}"
+        url = self.consumer_url + self.service_path(path.lstrip("/"))
         async with self.session.request(method, url, headers=sent, data=body) as response:
             return response.status, CIMultiDict(response.headers), await response.read()
 
