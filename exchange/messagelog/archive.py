@@ -628,18 +628,11 @@ def find_archived(
 ) -> list[tuple[int, bytes]]:
     """(seq, entry bytes) of every archived record of X-Road-Id ``message_id``, in seq order."""
     needle = b'"message_id":' + orjson.dumps(message_id)
-    found: list[tuple[int, bytes]] = []
-    for entry in _archives(Path(db_path)):
-        try:
-            with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
-                for offset, line in enumerate(archive.lines(RECORDS)):
-                    if needle in line and _object(line).get("message_id") == message_id:
-                        found.append((entry.first_seq + offset, line))
-        except ArchiveFileError as exc:
-            raise MessageLogError(
-                f"archive {entry.file} cannot be read ({exc}); run `exchange log verify`"
-            ) from None
-    return found
+    return [
+        (seq, line)
+        for seq, line in archived_records(db_path, archive_dir)
+        if needle in line and _object(line).get("message_id") == message_id
+    ]
 
 
 def archived_head(
