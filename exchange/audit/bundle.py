@@ -26,7 +26,6 @@ from typing import Any
 
 import orjson
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from exchange.errors import ConfigurationError, VerificationFailed
 from exchange.globalconf.anchor import Anchor
@@ -41,6 +40,7 @@ from exchange.server.config import ServerConfig
 from exchange.server.logcheck import exchange_entry_checker, trusted_cas_of, trusted_tsas_of
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint, load_certificates
 from exchange.trust.timestamp import TimestampError, verify_timestamp_token
+from exchange.trust.validation import find_issuer
 
 FORMAT = "exchange-evidence-bundle/1"
 MANIFEST = "manifest.json"
@@ -181,17 +181,9 @@ def _certs_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, str]:
     for pem in list(pems.values()):
         cert = cert_from_pem(pem)
         for ca in cas:
-            if _issued_by(cert, ca):
+            if find_issuer(cert, [ca]) is not None:
                 pems[jws.cert_thumbprint(ca)] = cert_pem(ca)
     return pems
-
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _write_zip(
@@ -426,7 +418,6 @@ def _ocsp_checks(
     bundle: _Bundle, seq: int, lookup: CertLookup, cas: Sequence[x509.Certificate]
 ) -> list[tuple[str, str | None]]:
     from exchange.trust.ocsp import OcspError, verify_ocsp_response
-    from exchange.trust.validation import find_issuer
 
     responses = {n: d for n, d in bundle.files.items() if n.startswith("ocsp/")}
     if not responses:
