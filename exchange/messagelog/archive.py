@@ -533,35 +533,30 @@ class ArchiveFile:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def read(self, name: str) -> bytes:
+    @contextlib.contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
         try:
-            return self._zip.read(name)
+            yield
         except KeyError:
             raise ArchiveFileError(f"{name} is missing from the archive") from None
         except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
             raise ArchiveFileError(f"{name} cannot be read ({exc})") from None
+
+    def read(self, name: str) -> bytes:
+        with self._reading(name):
+            return self._zip.read(name)
 
     def lines(self, name: str) -> Iterator[bytes]:
         """The lines of a JSONL part, streamed (without their newline)."""
-        try:
-            with self._zip.open(name) as stream:
-                for line in stream:
-                    yield line[:-1] if line.endswith(b"\n") else line
-        except KeyError:
-            raise ArchiveFileError(f"{name} is missing from the archive") from None
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-            raise ArchiveFileError(f"{name} cannot be read ({exc})") from None
+        with self._reading(name), self._zip.open(name) as stream:
+            for line in stream:
+                yield line[:-1] if line.endswith(b"\n") else line
 
     def part_sha256(self, name: str) -> str:
         digest = hashlib.sha256()
-        try:
-            with self._zip.open(name) as stream:
-                while chunk := stream.read(1 << 20):
-                    digest.update(chunk)
-        except KeyError:
-            raise ArchiveFileError(f"{name} is missing from the archive") from None
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-            raise ArchiveFileError(f"{name} cannot be read ({exc})") from None
+        with self._reading(name), self._zip.open(name) as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
         return digest.hexdigest()
 
     def heads(self) -> Iterator[tuple[Any, Any, Any, Any]]:
