@@ -32,7 +32,7 @@ from exchange.globalconf.anchor import Anchor
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import find_archived
 from exchange.messagelog.proofs import InclusionProof, inclusion_checks, inclusion_for_message
-from exchange.messagelog.store import open_readonly
+from exchange.messagelog.store import open_readonly, query_if_table
 from exchange.messagelog.verify import CertLookup
 from exchange.protocol import jws
 from exchange.protocol.canonical import b64url
@@ -108,14 +108,8 @@ def _ocsp_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, bytes]:
     thumbs = {str(jws.unverified_header(t).get("x5t#S256")) for t in tokens}
     conn = open_readonly(config.log_path)
     try:
-        has_table = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ocsp_responses'"
-        ).fetchone()
-        rows = (
-            conn.execute("SELECT thumbprint, digest, der FROM ocsp_responses").fetchall()
-            if has_table
-            else []
-        )
+        cursor = query_if_table(conn, "SELECT thumbprint, digest, der FROM ocsp_responses")
+        rows = [] if cursor is None else cursor.fetchall()
     finally:
         conn.close()
     return {f"ocsp/{t}-{d[:16]}.der": bytes(der) for t, d, der in rows if t in thumbs}
