@@ -25,13 +25,14 @@ against a schema. No aiohttp, ssl or sqlite3.
 from __future__ import annotations
 
 import base64
+import copy
 import email.message
 import email.parser
 import email.policy
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from lxml import etree
@@ -120,12 +121,15 @@ class XRoadHeader:
 
 @dataclass(frozen=True, slots=True)
 class SoapRequest:
-    """A parsed request: its header, the wrapper element of its body, the exact envelope bytes."""
+    """A parsed request: its header, the wrapper element of its body, the exact envelope bytes,
+    and detached copies of its X-Road header field elements (all but ``requestHash``), which the
+    provider echoes into the response."""
 
     header: XRoadHeader
     body_namespace: str | None
     body_name: str
     envelope: bytes
+    xroad_fields: tuple[etree._Element, ...] = field(repr=False, compare=False)
 
     @property
     def response_name(self) -> str:
@@ -520,7 +524,22 @@ def parse_request(envelope: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> So
             code="Client.InvalidBody",
         )
     return SoapRequest(
-        header=header, body_namespace=qname.namespace, body_name=qname.localname, envelope=envelope
+        header=header,
+        body_namespace=qname.namespace,
+        body_name=qname.localname,
+        envelope=envelope,
+        xroad_fields=_xroad_field_copies(header_el),
+    )
+
+
+def _xroad_field_copies(header: etree._Element | None) -> tuple[etree._Element, ...]:
+    if header is None:
+        return ()
+    return tuple(
+        copy.deepcopy(el)
+        for el in _elements(header)
+        if etree.QName(el).namespace in (XROAD_NS, REPR_NS, EXT_NS)
+        and etree.QName(el).localname != "requestHash"
     )
 
 
@@ -702,16 +721,7 @@ def check_echo(response: SoapResponse, request: SoapRequest) -> None:
 
 
 def _request_header_copies(request: SoapRequest) -> list[etree._Element]:
-    root = parse_xml(request.envelope)
-    header, _ = _envelope_parts(root)
-    if header is None:
-        return []
-    return [
-        el
-        for el in _elements(header)
-        if etree.QName(el).namespace in (XROAD_NS, REPR_NS, EXT_NS)
-        and etree.QName(el).localname != "requestHash"
-    ]
+    return [copy.deepcopy(el) for el in request.xroad_fields]
 
 
 def keep_only_the_answer(response: SoapResponse, request: SoapRequest) -> None:
