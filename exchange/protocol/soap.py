@@ -47,6 +47,7 @@ from exchange.identifiers import (
     SubsystemId,
     validate_part,
 )
+from exchange.protocol.syntax import is_field_value
 
 SOAP_ENV_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_ENV_NS: Final = "http://www.w3.org/2003/05/soap-envelope"
@@ -67,8 +68,6 @@ OFF_LOOP_BYTES: Final = 64 * 1024
 """Servers parse messages larger than this in a worker thread, not on their event loop."""
 
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
-# printable text, as for the REST headers
-_TEXT = re.compile(r"[\x20-\x7e\u00a0-\ud7ff\ue000-\uffff]*")
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._\-]+)["']""")
 _UTF8_NAMES: Final = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
@@ -309,7 +308,7 @@ def _text_of(el: etree._Element, name: str) -> str:
 
 def _checked_text(el: etree._Element, name: str) -> str:
     value = _text_of(el, name)
-    if not value or len(value) > MAX_TEXT or _TEXT.fullmatch(value) is None:
+    if not value or len(value) > MAX_TEXT or not is_field_value(value):
         raise BadRequest(
             f"the X-Road header field {name!r} must be 1-{MAX_TEXT} printable characters",
             code="Client.InvalidHeader",
@@ -354,7 +353,7 @@ def _codes(el: etree._Element, name: str, expected: tuple[str, ...], code: str) 
     for child, part in zip(children, expected, strict=True):
         value = _text_of(child, f"{name}/{part}")
         if part == "serviceVersion":
-            if not value or len(value) > MAX_PART_LENGTH or _TEXT.fullmatch(value) is None:
+            if not value or len(value) > MAX_PART_LENGTH or not is_field_value(value):
                 raise BadRequest(f"invalid serviceVersion in {name!r}", code=code)
         else:
             validate_part(value, f"{name} {part}", code=code)
