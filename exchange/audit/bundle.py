@@ -26,14 +26,13 @@ from typing import Any
 
 import orjson
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from exchange.errors import ConfigurationError, VerificationFailed
 from exchange.globalconf.anchor import Anchor
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import find_archived
 from exchange.messagelog.proofs import InclusionProof, inclusion_checks, inclusion_for_message
-from exchange.messagelog.store import open_readonly
+from exchange.messagelog.store import open_readonly, query_if_table
 from exchange.messagelog.verify import CertLookup
 from exchange.protocol import jws
 from exchange.protocol.canonical import b64url
@@ -41,6 +40,7 @@ from exchange.server.config import ServerConfig
 from exchange.server.logcheck import exchange_entry_checker, trusted_cas_of, trusted_tsas_of
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint, load_certificates
 from exchange.trust.timestamp import TimestampError, verify_timestamp_token
+from exchange.trust.validation import find_issuer
 
 FORMAT = "exchange-evidence-bundle/1"
 MANIFEST = "manifest.json"
@@ -108,14 +108,8 @@ def _ocsp_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, bytes]:
     thumbs = {str(jws.unverified_header(t).get("x5t#S256")) for t in tokens}
     conn = open_readonly(config.log_path)
     try:
-        has_table = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ocsp_responses'"
-        ).fetchone()
-        rows = (
-            conn.execute("SELECT thumbprint, digest, der FROM ocsp_responses").fetchall()
-            if has_table
-            else []
-        )
+        cursor = query_if_table(conn, "SELECT thumbprint, digest, der FROM ocsp_responses")
+        rows = [] if cursor is None else cursor.fetchall()
     finally:
         conn.close()
     return {f"ocsp/{t}-{d[:16]}.der": bytes(der) for t, d, der in rows if t in thumbs}
@@ -181,17 +175,9 @@ def _certs_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, str]:
     for pem in list(pems.values()):
         cert = cert_from_pem(pem)
         for ca in cas:
-            if _issued_by(cert, ca):
+            if find_issuer(cert, [ca]) is not None:
                 pems[jws.cert_thumbprint(ca)] = cert_pem(ca)
     return pems
-
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _write_zip(
@@ -426,7 +412,6 @@ def _ocsp_checks(
     bundle: _Bundle, seq: int, lookup: CertLookup, cas: Sequence[x509.Certificate]
 ) -> list[tuple[str, str | None]]:
     from exchange.trust.ocsp import OcspError, verify_ocsp_response
-    from exchange.trust.validation import find_issuer
 
     responses = {n: d for n, d in bundle.files.items() if n.startswith("ocsp/")}
     if not responses:

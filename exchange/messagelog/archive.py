@@ -533,35 +533,30 @@ class ArchiveFile:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def read(self, name: str) -> bytes:
+    @contextlib.contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
         try:
-            return self._zip.read(name)
+            yield
         except KeyError:
             raise ArchiveFileError(f"{name} is missing from the archive") from None
         except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
             raise ArchiveFileError(f"{name} cannot be read ({exc})") from None
+
+    def read(self, name: str) -> bytes:
+        with self._reading(name):
+            return self._zip.read(name)
 
     def lines(self, name: str) -> Iterator[bytes]:
         """The lines of a JSONL part, streamed (without their newline)."""
-        try:
-            with self._zip.open(name) as stream:
-                for line in stream:
-                    yield line[:-1] if line.endswith(b"\n") else line
-        except KeyError:
-            raise ArchiveFileError(f"{name} is missing from the archive") from None
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-            raise ArchiveFileError(f"{name} cannot be read ({exc})") from None
+        with self._reading(name), self._zip.open(name) as stream:
+            for line in stream:
+                yield line[:-1] if line.endswith(b"\n") else line
 
     def part_sha256(self, name: str) -> str:
         digest = hashlib.sha256()
-        try:
-            with self._zip.open(name) as stream:
-                while chunk := stream.read(1 << 20):
-                    digest.update(chunk)
-        except KeyError:
-            raise ArchiveFileError(f"{name} is missing from the archive") from None
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-            raise ArchiveFileError(f"{name} cannot be read ({exc})") from None
+        with self._reading(name), self._zip.open(name) as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
         return digest.hexdigest()
 
     def heads(self) -> Iterator[tuple[Any, Any, Any, Any]]:
@@ -628,18 +623,11 @@ def find_archived(
 ) -> list[tuple[int, bytes]]:
     """(seq, entry bytes) of every archived record of X-Road-Id ``message_id``, in seq order."""
     needle = b'"message_id":' + orjson.dumps(message_id)
-    found: list[tuple[int, bytes]] = []
-    for entry in _archives(Path(db_path)):
-        try:
-            with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
-                for offset, line in enumerate(archive.lines(RECORDS)):
-                    if needle in line and _object(line).get("message_id") == message_id:
-                        found.append((entry.first_seq + offset, line))
-        except ArchiveFileError as exc:
-            raise MessageLogError(
-                f"archive {entry.file} cannot be read ({exc}); run `exchange log verify`"
-            ) from None
-    return found
+    return [
+        (seq, line)
+        for seq, line in archived_records(db_path, archive_dir)
+        if needle in line and _object(line).get("message_id") == message_id
+    ]
 
 
 def archived_head(

@@ -42,7 +42,6 @@ from typing import Any
 
 import orjson
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.messagelog.archive import FORMAT as ARCHIVE_FORMAT
@@ -76,6 +75,7 @@ from exchange.protocol.canonical import b64url, b64url_decode
 from exchange.protocol.jws import JwsError
 from exchange.trust.keys import cert_from_pem
 from exchange.trust.timestamp import TimestampError, TimestampInvalid, verify_timestamp_token
+from exchange.trust.validation import find_issuer
 
 PROGRESS_EVERY = 4096
 MAX_PROBLEMS = 1000
@@ -236,7 +236,7 @@ class CertLookup:
         return key
 
     def _judge(self, cert: x509.Certificate) -> str | None:
-        if not any(_issued_by(cert, ca) for ca in self._trusted_cas):
+        if find_issuer(cert, self._trusted_cas) is None:
             return "is not issued by a trusted CA"
         try:
             usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -245,14 +245,6 @@ class CertLookup:
         if not usage.digital_signature:
             return "is not allowed to sign (KeyUsage lacks digitalSignature)"
         return None
-
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _parse_pem(pem: object) -> x509.Certificate | None:
