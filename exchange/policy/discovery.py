@@ -7,8 +7,9 @@ grants inside their validity window. Grants that add conditions (purposes of use
 rate) still count: the client can meet them. Nothing about other clients' grants, grant ids,
 fields or sources is returned, so the answer reveals only what the caller may do.
 
-Client matching is :mod:`exchange.policy.evaluate`'s own, so discovery and enforcement cannot
-disagree about who a grant covers. Pure functions, no IO; ``now`` is explicit.
+Client matching and the validity window are :mod:`exchange.policy.evaluate`'s own, so discovery
+and enforcement cannot disagree about who a grant covers, or when. Pure functions, no IO; ``now``
+is explicit.
 """
 
 from __future__ import annotations
@@ -18,19 +19,13 @@ from datetime import datetime
 from typing import Final
 
 from exchange.identifiers import ClientId, GlobalGroupId, ServiceId
-from exchange.policy.evaluate import _check_now, _client_mismatch
+from exchange.policy.evaluate import _check_now, _client_mismatch, _validity_failure
 from exchange.policy.model import ANY_METHOD, Grant, Policy, PolicySet, UnsafeAllowAll
 
 Endpoint = tuple[str, str]
 """``(METHOD or "*", path pattern)`` as written in the grant, e.g. ``("GET", "/*")``."""
 
 ALL_ENDPOINTS: Final[tuple[Endpoint, ...]] = ((ANY_METHOD, "/**"),)
-
-
-def _valid_at(grant: Grant, now: datetime) -> bool:
-    if grant.valid_from is not None and now < grant.valid_from:
-        return False
-    return grant.valid_until is None or now < grant.valid_until
 
 
 def _endpoints(grant: Grant) -> list[Endpoint]:
@@ -79,7 +74,7 @@ def _granted(
         if _client_mismatch(policy, grant, client, groups) is not None:
             continue
         # (2) and is in force now
-        if not _valid_at(grant, now):
+        if _validity_failure(grant, now) is not None:
             continue
         found = {} if found is None else found
         for endpoint in _endpoints(grant):

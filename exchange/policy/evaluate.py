@@ -141,14 +141,22 @@ def _scope_mismatch(
     return None
 
 
-def _condition_failure(
-    grant: Grant, request: PolicyRequest, now: datetime
-) -> tuple[str, str] | None:
-    """The code and reason of the first condition of an in-scope grant that fails at ``now``."""
+def _validity_failure(grant: Grant, now: datetime) -> tuple[str, str] | None:
+    """The code and reason if ``grant`` is not in force at ``now``."""
     if grant.valid_from is not None and now < grant.valid_from:
         return GRANT_NOT_YET_VALID, f"grant is valid from {grant.valid_from.isoformat()}"
     if grant.valid_until is not None and now >= grant.valid_until:
         return GRANT_EXPIRED, f"grant expired at {grant.valid_until.isoformat()}"
+    return None
+
+
+def _condition_failure(
+    grant: Grant, request: PolicyRequest, now: datetime
+) -> tuple[str, str] | None:
+    """The code and reason of the first condition of an in-scope grant that fails at ``now``."""
+    validity = _validity_failure(grant, now)
+    if validity is not None:
+        return validity
     if grant.purposes is not None and request.purpose not in grant.purposes:
         stated = repr(request.purpose) if request.purpose is not None else "no purpose"
         allowed = ", ".join(sorted(grant.purposes))

@@ -25,6 +25,7 @@ from itertools import combinations
 from typing import Final
 
 from exchange.identifiers import ClientId
+from exchange.policy.evaluate import _check_now
 from exchange.policy.model import ANY_METHOD, Grant, LocalGroupId, PathPattern, PolicySet
 
 OVERLAP: Final = "overlap"
@@ -190,8 +191,7 @@ def _single_findings(policy: PolicySet, grant: Grant, now: datetime) -> list[Fin
 
 def lint(policy: PolicySet, now: datetime) -> tuple[Finding, ...]:
     """Every finding about ``policy`` at ``now``, grant by grant in file/line order."""
-    if now.tzinfo is None:
-        raise ValueError("now must be a timezone-aware datetime")
+    _check_now(now)
     found: list[Finding] = []
     for grant in policy.grants:
         found += _single_findings(policy, grant, now)

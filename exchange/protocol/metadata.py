@@ -28,7 +28,7 @@ from lxml import etree
 
 from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import MemberId, ServiceId, SubsystemId
-from exchange.protocol.soap import ID_NS, XROAD_NS
+from exchange.protocol.soap import ID_NS, XROAD_NS, media_type
 
 LIST_CLIENTS: Final = "listClients"
 LIST_METHODS: Final = "listMethods"
@@ -169,7 +169,7 @@ def openapi_description(
     ``servers`` cannot be rewritten (operators are told so). Anything else raises
     :class:`DescriptionError`.
     """
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = media_type(content_type)
     if media.endswith("yaml"):
         try:
             body.decode("utf-8")

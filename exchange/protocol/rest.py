@@ -25,7 +25,7 @@ from exchange.identifiers import (
     parse_security_server,
     parse_service,
 )
-from exchange.protocol.syntax import is_path, is_query, is_token
+from exchange.protocol.syntax import is_field_value, is_path, is_query, is_token
 
 PROTOCOL_VERSION: Final = "r1"
 MAX_URI_LENGTH: Final = 8192
@@ -65,7 +65,6 @@ FILTERED_HEADERS: Final = frozenset(
 )
 _XROAD_PREFIX: Final = "x-road-"
 # printable text; no lone surrogates (aiohttp maps non-UTF-8 header bytes to them)
-_TEXT = re.compile(r"[\x20-\x7e\u00a0-\ud7ff\ue000-\uffff]*")
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 
 
@@ -122,7 +121,7 @@ def parse_target(raw_path: str, query: str) -> RestRequestTarget:
 def _text_header(value: str | None, name: str) -> str | None:
     if value is None:
         return None
-    if len(value) > MAX_HEADER_VALUE or _TEXT.fullmatch(value) is None:
+    if len(value) > MAX_HEADER_VALUE or not is_field_value(value):
         raise BadRequest(f"invalid {name} header", code="Client.InvalidHeader")
     return value
 
@@ -174,7 +173,7 @@ def end_to_end_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
         lname = name.lower()
         if lname in FILTERED_HEADERS or lname.startswith(_XROAD_PREFIX):
             continue
-        if not is_token(name) or _TEXT.fullmatch(value) is None:
+        if not is_token(name) or not is_field_value(value):
             raise BadRequest(
                 f"header {name} has a value that is not text", code="Client.InvalidHeader"
             )

@@ -25,13 +25,14 @@ against a schema. No aiohttp, ssl or sqlite3.
 from __future__ import annotations
 
 import base64
+import copy
 import email.message
 import email.parser
 import email.policy
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from lxml import etree
@@ -46,6 +47,7 @@ from exchange.identifiers import (
     SubsystemId,
     validate_part,
 )
+from exchange.protocol.syntax import is_field_value
 
 SOAP_ENV_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_ENV_NS: Final = "http://www.w3.org/2003/05/soap-envelope"
@@ -66,8 +68,6 @@ OFF_LOOP_BYTES: Final = 64 * 1024
 """Servers parse messages larger than this in a worker thread, not on their event loop."""
 
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
-# printable text, as for the REST headers
-_TEXT = re.compile(r"[\x20-\x7e\u00a0-\ud7ff\ue000-\uffff]*")
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._\-]+)["']""")
 _UTF8_NAMES: Final = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
@@ -120,12 +120,15 @@ class XRoadHeader:
 
 @dataclass(frozen=True, slots=True)
 class SoapRequest:
-    """A parsed request: its header, the wrapper element of its body, the exact envelope bytes."""
+    """A parsed request: its header, the wrapper element of its body, the exact envelope bytes,
+    and detached copies of its X-Road header field elements (all but ``requestHash``), which the
+    provider echoes into the response."""
 
     header: XRoadHeader
     body_namespace: str | None
     body_name: str
     envelope: bytes
+    xroad_fields: tuple[etree._Element, ...] = field(repr=False, compare=False)
 
     @property
     def response_name(self) -> str:
@@ -305,7 +308,7 @@ def _text_of(el: etree._Element, name: str) -> str:
 
 def _checked_text(el: etree._Element, name: str) -> str:
     value = _text_of(el, name)
-    if not value or len(value) > MAX_TEXT or _TEXT.fullmatch(value) is None:
+    if not value or len(value) > MAX_TEXT or not is_field_value(value):
         raise BadRequest(
             f"the X-Road header field {name!r} must be 1-{MAX_TEXT} printable characters",
             code="Client.InvalidHeader",
@@ -350,7 +353,7 @@ def _codes(el: etree._Element, name: str, expected: tuple[str, ...], code: str) 
     for child, part in zip(children, expected, strict=True):
         value = _text_of(child, f"{name}/{part}")
         if part == "serviceVersion":
-            if not value or len(value) > MAX_PART_LENGTH or _TEXT.fullmatch(value) is None:
+            if not value or len(value) > MAX_PART_LENGTH or not is_field_value(value):
                 raise BadRequest(f"invalid serviceVersion in {name!r}", code=code)
         else:
             validate_part(value, f"{name} {part}", code=code)
@@ -520,7 +523,22 @@ def parse_request(envelope: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> So
             code="Client.InvalidBody",
         )
     return SoapRequest(
-        header=header, body_namespace=qname.namespace, body_name=qname.localname, envelope=envelope
+        header=header,
+        body_namespace=qname.namespace,
+        body_name=qname.localname,
+        envelope=envelope,
+        xroad_fields=_xroad_field_copies(header_el),
+    )
+
+
+def _xroad_field_copies(header: etree._Element | None) -> tuple[etree._Element, ...]:
+    if header is None:
+        return ()
+    return tuple(
+        copy.deepcopy(el)
+        for el in _elements(header)
+        if etree.QName(el).namespace in (XROAD_NS, REPR_NS, EXT_NS)
+        and etree.QName(el).localname != "requestHash"
     )
 
 
@@ -702,16 +720,7 @@ def check_echo(response: SoapResponse, request: SoapRequest) -> None:
 
 
 def _request_header_copies(request: SoapRequest) -> list[etree._Element]:
-    root = parse_xml(request.envelope)
-    header, _ = _envelope_parts(root)
-    if header is None:
-        return []
-    return [
-        el
-        for el in _elements(header)
-        if etree.QName(el).namespace in (XROAD_NS, REPR_NS, EXT_NS)
-        and etree.QName(el).localname != "requestHash"
-    ]
+    return [copy.deepcopy(el) for el in request.xroad_fields]
 
 
 def keep_only_the_answer(response: SoapResponse, request: SoapRequest) -> None:
