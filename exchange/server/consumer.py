@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -51,7 +50,7 @@ from exchange.protocol.rest import (
     parse_xroad_headers,
 )
 from exchange.server.backend import read_bounded
-from exchange.server.metadata import list_clients_handler
+from exchange.server.metadata import Handler, list_clients_handler
 from exchange.server.peer import PeerConnection, unsigned_refusal
 from exchange.server.records import ExchangeRecord, guarded
 
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exchange.server.consumer")
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 _JSON = "application/json; charset=utf-8"
 
 

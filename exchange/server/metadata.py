@@ -110,6 +110,7 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 def list_clients_handler(server: SecurityServer) -> Handler:
     """``GET /listClients`` (PR-META §2) for the consumer port."""
+    from exchange.server.consumer import error_response
 
     async def list_clients(request: web.BaseRequest) -> web.StreamResponse:
         try:
@@ -119,11 +120,7 @@ def list_clients_handler(server: SecurityServer) -> Handler:
             conf = server.globalconf_or_fail(provider=False)
         except ExchangeError as err:
             log.info("listClients refused: %s [%s]", err.internal, err.detail)
-            return web.Response(
-                status=err.status,
-                body=orjson.dumps(err.body()),
-                headers={"X-Road-Error": err.code, "Content-Type": JSON_TYPE},
-            )
+            return error_response(err)
         if "application/json" in request.headers.get("Accept", ""):
             return web.Response(
                 body=client_list_json(conf, instance),

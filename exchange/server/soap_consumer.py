@@ -21,12 +21,10 @@ message and the detail id that is also in the server's log: never JSON.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
@@ -47,16 +45,12 @@ from exchange.server.consumer import (
     read_body,
 )
 from exchange.server.records import ExchangeRecord, guarded
+from exchange.server.soap_provider import FAULT_STATUS, off_loop
 
 if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
 
 log = logging.getLogger("exchange.server.consumer")
-
-T = TypeVar("T")
-
-FAULT_STATUS = 500
-"""SOAP 1.1 §6.2: a SOAP Fault travels with HTTP 500, whatever the fault."""
 
 
 def fault_response(err: ExchangeError) -> web.Response:
@@ -89,13 +83,6 @@ def _parse_request(content_type: str, body: bytes, limit: int) -> soap.SoapReque
     return soap.parse_request(soap.soap_part(content_type, body).envelope, max_bytes=limit)
 
 
-async def _off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
-    """Large messages are parsed in a worker thread, so the event loop keeps serving."""
-    if size > soap.OFF_LOOP_BYTES:
-        return await asyncio.to_thread(fn, *args)
-    return fn(*args)
-
-
 def _signed_headers(request: web.BaseRequest, content_type: str) -> tuple[tuple[str, str], ...]:
     """PR-MESS §2.2: Content-Type and SOAPAction are forwarded to the service, nothing else."""
     headers = [("content-type", content_type)]
@@ -115,7 +102,7 @@ async def _consume(
     body = await read_body(request, server.config.limits.max_body_bytes)
     rec.request_body = body
     content_type = request.headers.get("Content-Type", "")
-    parsed = await _off_loop(len(body), _parse_request, content_type, body, len(body))
+    parsed = await off_loop(len(body), _parse_request, content_type, body, len(body))
     header = parsed.header
     rec.message_id = header.message_id
     rec.client, rec.service = str(header.client), str(header.service)
@@ -147,7 +134,7 @@ async def _consume(
         protocol="soap",
     )
     response, response_body = await exchange_signed(server, provider, signed, body, rec)
-    answer = await _off_loop(len(response_body), _answer, response, response_body, parsed)
+    answer = await off_loop(len(response_body), _answer, response, response_body, parsed)
     # the record keeps the signed status (an auditor checks it against the signature); the
     # information system got the SOAP status (500 for every fault)
     rec.http_status = response.status

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lxml import etree
 
@@ -51,7 +51,10 @@ from exchange.server.records import ExchangeRecord
 if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
 
+T = TypeVar("T")
+
 FAULT_STATUS = 500
+"""SOAP 1.1 §6.2: a SOAP Fault travels with HTTP 500, whatever the fault."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,13 @@ logged like any answer.
 """
 
 Decide = Callable[[SignedRequest, GlobalConf, ExchangeRecord], Decision]
+
+
+async def off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """Large messages are parsed in a worker thread, so the event loop keeps serving."""
+    if size > soap.OFF_LOOP_BYTES:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
 
 
 def fault_answer(err: ExchangeError) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -138,10 +148,7 @@ async def process(
         raise UnknownService(
             f"service {request.service} is a REST service: call it at /r1/{request.service}"
         )
-    if len(body) > soap.OFF_LOOP_BYTES:
-        parsed = await asyncio.to_thread(_parse, request, body, limit)
-    else:
-        parsed = _parse(request, body, limit)
+    parsed = await off_loop(len(body), _parse, request, body, limit)
     if service is None:
         assert local is not None
         answer = await local(server, parsed, conf, rec)
@@ -171,10 +178,8 @@ async def process(
     )
     rec.mark("backend")
     args = (result.status, result.headers, result.body, parsed, decision, limit, rec)
-    if len(result.body) > soap.OFF_LOOP_BYTES:
-        # a large answer is parsed, filtered and re-serialised in a worker thread
-        return await asyncio.to_thread(_finish, *args)
-    return _finish(*args)
+    # a large answer is parsed, filtered and re-serialised in a worker thread
+    return await off_loop(len(result.body), _finish, *args)
 
 
 def _wrap(element: etree._Element) -> etree._Element:
