@@ -173,8 +173,6 @@ class PeerConnection(asyncio.Protocol):
         staples = staples_of(frame.meta)
         # (2) the provider's authentication certificate is not revoked (fresh OCSP "good")
         revocation = self.revocation
-        if revocation is None:
-            conf = None
         if conf is not None and revocation is not None and self.peer_cert is not None:
             try:
                 revocation.admit_peer(self.peer_cert, staples, conf)
