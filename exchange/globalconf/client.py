@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Final
 
 import aiohttp
 
-from exchange.durable import fsync_path, new_file
+from exchange.durable import durable_replace, new_file
 from exchange.errors import ExchangeError, GlobalConfError
 from exchange.globalconf.document import GlobalConf
 from exchange.globalconf.signing import CONTENT_TYPE
@@ -194,7 +193,4 @@ def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with new_file(tmp, 0o666) as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
+    durable_replace(tmp, path)

@@ -52,13 +52,14 @@ from typing import IO, Any, Final
 import orjson
 
 from exchange.durable import durable_replace, new_file
-from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
+from exchange.messagelog.merkle import CompactRange, leaf_hash
 from exchange.messagelog.store import (
     MessageLogError,
     iter_rows,
     open_readonly,
     prepare_schema,
     query_if_table,
+    unpack_frontier,
 )
 from exchange.protocol.canonical import b64url, b64url_decode, canonical_bytes
 from exchange.protocol.jws import Signer, cert_thumbprint
@@ -108,10 +109,6 @@ class ArchiveIndexEntry:
         }
 
 
-def _unpack(packed: bytes) -> tuple[bytes, ...]:
-    return tuple(bytes(packed[i : i + HASH_SIZE]) for i in range(0, len(packed), HASH_SIZE))
-
-
 def read_index(conn: sqlite3.Connection) -> list[ArchiveIndexEntry]:
     """The archive index of a log, in order (empty for a log that never archived)."""
     cursor = query_if_table(conn, _INDEX)
@@ -123,7 +120,7 @@ def read_index(conn: sqlite3.Connection) -> list[ArchiveIndexEntry]:
             end_seq=int(r[2]),
             file=str(r[3]),
             sha256=str(r[4]),
-            frontier=_unpack(bytes(r[5])),
+            frontier=unpack_frontier(bytes(r[5])),
             root=bytes(r[6]),
             created_at=int(r[7]),
         )

@@ -349,6 +349,11 @@ def _column(entry: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def unpack_frontier(packed: bytes) -> tuple[bytes, ...]:
+    """The Merkle frontier nodes an ``archives`` row keeps concatenated."""
+    return tuple(bytes(packed[i : i + HASH_SIZE]) for i in range(0, len(packed), HASH_SIZE))
+
+
 def archived_frontier(conn: sqlite3.Connection) -> CompactRange:
     """The Merkle frontier at the end of the last archive (empty when nothing was archived).
 
@@ -363,8 +368,7 @@ def archived_frontier(conn: sqlite3.Connection) -> CompactRange:
         return CompactRange()
     end, packed = row
     try:
-        nodes = [bytes(packed[i : i + HASH_SIZE]) for i in range(0, len(packed), HASH_SIZE)]
-        return CompactRange.from_frontier(int(end), nodes)
+        return CompactRange.from_frontier(int(end), unpack_frontier(packed))
     except (TypeError, ValueError):
         raise MessageLogError(f"damaged archive index: no frontier for size {end}") from None
 
