@@ -78,7 +78,6 @@ def _soap_handler(
         try:
             part = xsoap.soap_part(request.headers.get("Content-Type", ""), body)
             parsed = xsoap.parse_request(part.envelope)
-            root = xsoap.parse_xml(part.envelope)
         except ExchangeError as exc:
             return fault_response(exc.code, exc.message)
         op = operations.get(parsed.body_name)
@@ -86,7 +85,7 @@ def _soap_handler(
             name = f"{{{parsed.body_namespace}}}{parsed.body_name}"
             return fault_response("Client", f"no operation {name} here", "unknown_operation")
         try:
-            value = op.binder.from_text(_input_values(root), soap=True)
+            value = op.binder.from_text(_input_values(parsed.body_element), soap=True)
         except InputError as exc:
             return fault_response("Client", exc.message, exc.code)
         ctx = Context("soap", _context_values(parsed.header), request)
@@ -121,11 +120,8 @@ def _context_values(header: xsoap.XRoadHeader) -> dict[str, str]:
     return values
 
 
-def _input_values(root: etree._Element) -> dict[str, str]:
+def _input_values(wrapper: etree._Element) -> dict[str, str]:
     """The wrapper element's children as ``{local name: text}``; ``xsi:nil`` ones left out."""
-    body = root.find(f"{{{xsoap.SOAP_ENV_NS}}}Body")
-    assert body is not None  # parse_request checked the envelope
-    wrapper = next(child for child in body if isinstance(child.tag, str))
     values: dict[str, str] = {}
     for child in wrapper:
         if not isinstance(child.tag, str):

@@ -120,15 +120,17 @@ class XRoadHeader:
 
 @dataclass(frozen=True, slots=True)
 class SoapRequest:
-    """A parsed request: its header, the wrapper element of its body, the exact envelope bytes,
-    and detached copies of its X-Road header field elements (all but ``requestHash``), which the
-    provider echoes into the response."""
+    """A parsed request: its header, the wrapper element of its body (its name, and the parsed
+    element for a service that reads its children), the exact envelope bytes, and detached copies
+    of its X-Road header field elements (all but ``requestHash``), which the provider echoes
+    into the response."""
 
     header: XRoadHeader
     body_namespace: str | None
     body_name: str
     envelope: bytes
     xroad_fields: tuple[etree._Element, ...] = field(repr=False, compare=False)
+    body_element: etree._Element = field(repr=False, compare=False)
 
     @property
     def response_name(self) -> str:
@@ -528,6 +530,7 @@ def parse_request(envelope: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> So
         body_name=qname.localname,
         envelope=envelope,
         xroad_fields=_xroad_field_copies(header_el),
+        body_element=element,
     )
 
 
