@@ -37,7 +37,8 @@ T = TypeVar("T")
 Handler = Callable[..., Any]
 
 _HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+"""REST methods whose input is a JSON body (read so, and described so in the OpenAPI document)."""
 _MAX_BODY: Final = 1 * 2**20
 
 
@@ -351,7 +352,7 @@ async def _rest_input(op: Operation, request: web.Request) -> Any:
             raise InputError(op.binder.default_error, "this operation takes no parameters")
         return None
     values: dict[str, str] = dict(request.match_info)
-    if request.method in _BODY_METHODS:
+    if request.method in BODY_METHODS:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Final
 
+from adapters.sdk.adapter import BODY_METHODS
 from adapters.sdk.types import SchemaBuilder, input_parameter_schema
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def _operation(op: Operation, builder: SchemaBuilder, path: str) -> dict[str, An
         described["summary"] = op.summary
     if op.description:
         described["description"] = op.description
-    if op.method in ("POST", "PUT", "PATCH") and op.binder.fields:
+    if op.method in BODY_METHODS and op.binder.fields:
         path_fields = [f for f in _parameters(op, path_names) if f["in"] == "path"]
         if path_fields:
             described["parameters"] = path_fields

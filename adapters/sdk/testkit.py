@@ -102,7 +102,7 @@ class Exchange:
         ):
             if value is not None:
                 sent[name] = value
-        url = f"{self.consumer_url}/r1/{self.provider_id.encoded()}/{path.lstrip('/')}"
+        url = self.consumer_url + self.service_path(path.lstrip("/"))
         async with self.session.request(method, url, headers=sent, data=body) as response:
             return response.status, CIMultiDict(response.headers), await response.read()
 
@@ -277,7 +277,7 @@ class _Federation:
             conf = registry.build_globalconf(0)
             if conf.member(server_id.owner) is None:
                 registry.add_member(server_id.owner, server_id.owner.member_code)
-            if not registry.build_globalconf(0).has_subsystem(subsystem):
+            if not conf.has_subsystem(subsystem):
                 registry.add_subsystem(subsystem)
             auth = fingerprint(load_certificate(result.auth_cert))
             registry.add_server(server_id, f"127.0.0.1:{provider_port}", [auth])

@@ -71,10 +71,7 @@ def _identifiers_schema(types: etree._Element) -> None:
         elementFormDefault="qualified",
         attributeFormDefault="qualified",
     )
-    object_type = _sub(schema, _x("simpleType"), name="XRoadObjectType")
-    restriction = _sub(object_type, _x("restriction"), base="xsd:string")
-    for value in _OBJECT_TYPES:
-        _sub(restriction, _x("enumeration"), value=value)
+    _enumeration(_sub(schema, _x("simpleType"), name="XRoadObjectType"), _OBJECT_TYPES)
     for name, parts in (
         ("XRoadClientIdentifierType", ("xRoadInstance", "memberClass", "memberCode")),
         ("XRoadServiceIdentifierType", ("xRoadInstance", "memberClass", "memberCode")),
