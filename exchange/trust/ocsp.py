@@ -41,6 +41,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from exchange.errors import ConfigurationError
 from exchange.protocol.jws import cert_thumbprint
 from exchange.trust.ca import BACKDATE, CertificateAuthority
+from exchange.trust.profiles import key_usage
 from exchange.trust.validation import CertificateError, check_validity, describe
 
 DEFAULT_SKEW_SECONDS: Final = 60
@@ -350,17 +351,7 @@ def issue_ocsp_responder_cert(
     )
 
 
-_DIGITAL_SIGNATURE: Final = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
+_DIGITAL_SIGNATURE: Final = key_usage("digitalSignature")
 
 
 def check_responder(
