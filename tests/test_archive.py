@@ -123,7 +123,7 @@ async def _append(log: MessageLog, pki: Pki, first: int, count: int) -> dict[int
     heads: dict[int, TreeHead] = {}
     for i in range(first, first + count):
         await log.append(entry(i))
-        head = log.latest_tree_head()
+        head = await log.sign_tree_head()
         assert head is not None and head.size == i + 1
         heads[head.size] = head
         if head.size % STAMP_EVERY == 0:
@@ -623,7 +623,7 @@ async def test_records_without_bodies_are_counted_in_archives_too(tmp_path: Path
     with MessageLog(db, pki.signer) as log:
         for i in range(12):
             await log.append({**entry(i), "bodies": "digests-only" if i % 2 else "logged"})
-            head = log.latest_tree_head()
+            head = await log.sign_tree_head()
             assert head is not None
             if head.size == 10:
                 token, gen_time = pki.stamp(head)

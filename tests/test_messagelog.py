@@ -191,7 +191,7 @@ async def test_concurrent_appends_are_contiguous_and_signed(tmp_path: Path, pki:
         seqs = await asyncio.gather(*(log.append(entry(i)) for i in range(2000)))
         assert sorted(seqs) == list(range(2000))
         assert log.size == 2000
-        head = log.latest_tree_head()
+        head = await log.sign_tree_head()
         assert head is not None and head.size == 2000
         assert head.root == root(stored_leaves(path))
     (heads,) = read_one(path, "SELECT count(*) FROM tree_heads")
@@ -213,6 +213,34 @@ async def test_append_many_is_one_contiguous_group(tmp_path: Path, pki: Pki) -> 
             assert group == list(range(group[0], group[0] + len(group)))
         assert await log.append_many([]) == []
         assert log.size == 100
+
+
+async def test_each_batch_gets_its_tree_head_after_the_answer(tmp_path: Path, pki: Pki) -> None:
+    """A batch's tree head is signed once its callers are answered. With nothing else to carry
+    it, it is stored alone, without waiting for more appends or close; back-to-back batches
+    carry the previous batch's head in their own transaction: one head per batch either way."""
+    path = tmp_path / "log.db"
+    with MessageLog(path, pki.signer) as log:
+        await log.append(entry(0))
+        for _ in range(1000):  # a bounded wait for the writer thread, not a timing assertion
+            if read_one(path, "SELECT count(*) FROM tree_heads") == (1,):
+                break
+            await asyncio.sleep(0.01)
+        assert read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (1, 1)
+        head = log.latest_tree_head()
+        assert head is not None and head.size == 1
+        await log.append(entry(1))
+        await log.append(entry(2))
+        stamped = await log.sign_tree_head()  # the carried head, stored now; no new signature
+        assert stamped.size == 3
+    conn = sqlite3.connect(path)
+    try:
+        sizes = [size for (size,) in conn.execute("SELECT size FROM tree_heads ORDER BY size")]
+    finally:
+        conn.close()
+    assert sizes == [1, 2, 3]
+    report = verify(path, pki)
+    assert report.ok and report.tree_heads_verified == 3 and report.unsigned_records == 0
 
 
 async def test_appends_of_one_loop_iteration_are_one_batch(tmp_path: Path, pki: Pki) -> None:
@@ -286,7 +314,7 @@ async def test_bad_entry_fails_alone(
 async def test_tree_head_is_a_standard_jws(tmp_path: Path, pki: Pki) -> None:
     with MessageLog(tmp_path / "log.db", pki.signer, log_id="PS/GOV/MOI/ss1") as log:
         await log.append(entry(0))
-        head = log.latest_tree_head()
+        head = await log.sign_tree_head()
     assert head is not None
     public_key = pki.signer.cert.public_key()
     assert isinstance(public_key, ec.EllipticCurvePublicKey)
@@ -312,14 +340,14 @@ async def test_reopen_restores_size_root_and_frontier(tmp_path: Path, pki: Pki) 
     path = tmp_path / "log.db"
     with MessageLog(path, pki.signer) as log:
         await asyncio.gather(*(log.append(entry(i)) for i in range(300)))
-        first = log.latest_tree_head()
+        first = await log.sign_tree_head()
         log_id = log.log_id
     assert log.size == 300 and log.latest_tree_head() == first
     with MessageLog(path, pki.signer) as again:
         assert again.size == 300 and again.log_id == log_id
         assert again.latest_tree_head() == first
         assert await again.append(entry(300)) == 300
-        head = again.latest_tree_head()
+        head = await again.sign_tree_head()
         assert head is not None and head.root == root(stored_leaves(path))
     assert verify(path, pki).ok
 

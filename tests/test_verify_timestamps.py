@@ -97,7 +97,7 @@ async def build_log(path: Path, pki: Pki, stamper: Stamper = good) -> dict[int, 
     with MessageLog(path, pki.signer) as log:
         for b in range(len(SIZES)):
             await log.append_many([entry(b * 5 + i) for i in range(5)])
-            head = log.latest_tree_head()
+            head = await log.sign_tree_head()
             assert head is not None
             heads[head.size] = head
         for size, head in heads.items():
