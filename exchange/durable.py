@@ -39,3 +39,17 @@ def new_file(path: Path, mode: int = 0o600) -> IO[bytes]:
         path.unlink()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     return os.fdopen(fd, "wb")
+
+
+def write_durably(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Replace ``path`` with ``data``: readers see the old bytes or the new, never a mix, and
+    after a crash the file holds one of them (fsync of the file and of its folder). The
+    temporary file is created afresh, never through a planted link. ``private`` files (keys)
+    are exactly 0600; others are 0666 less the umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with new_file(tmp, 0o600 if private else 0o666) as f:
+        if private:
+            os.fchmod(f.fileno(), 0o600)
+        f.write(data)
+    durable_replace(tmp, path)

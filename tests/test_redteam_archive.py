@@ -127,9 +127,10 @@ def test_a_link_planted_at_a_private_keys_temporary_name_is_not_written_through(
 
 
 def _write_globalconf_cache(path: Path) -> None:
-    from exchange.globalconf.client import _write_atomically
+    # the global configuration cache, the anchor, keys and server.toml edits all use it
+    from exchange.durable import write_durably
 
-    _write_atomically(path, b"{}")
+    write_durably(path, b"{}")
 
 
 def _save_watch_state(path: Path) -> None:

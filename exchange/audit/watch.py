@@ -15,12 +15,11 @@ remembered prefix intact — which is exactly what append-only means.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exchange.durable import new_file
+from exchange.durable import write_durably
 from exchange.errors import ExchangeError
 from exchange.messagelog import merkle
 from exchange.messagelog.proofs import consistency_between
@@ -71,10 +70,7 @@ def _load(state: Path) -> dict[str, Any]:
 
 
 def _save(state: Path, data: dict[str, Any]) -> None:
-    tmp = state.with_name(state.name + ".tmp")
-    with new_file(tmp, 0o666) as f:
-        f.write(json.dumps(data, indent=2, sort_keys=True).encode())
-    os.replace(tmp, state)
+    write_durably(state, json.dumps(data, indent=2, sort_keys=True).encode())
 
 
 def watch_once(db: Path, state: Path, archive_dir: Path | None = None) -> WatchResult:

@@ -24,7 +24,7 @@ from cryptography import x509
 
 from exchange.cli.common import console, handle_errors
 from exchange.cli.server import group as server_group
-from exchange.durable import new_file
+from exchange.durable import write_durably
 from exchange.errors import ConfigurationError
 from exchange.identifiers import MemberId, parse_member
 from exchange.server.config import load_server_config, pid_file_of
@@ -39,10 +39,7 @@ _CA_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 def _edit(config: Path, change: Callable[[dict[str, Any]], None]) -> None:
     doc = tomllib.loads(config.read_text(encoding="utf-8"))
     change(doc)
-    tmp = config.with_name(config.name + ".tmp")
-    with new_file(tmp, 0o666) as f:
-        f.write(tomli_w.dumps(doc).encode("utf-8"))
-    os.replace(tmp, config)
+    write_durably(config, tomli_w.dumps(doc).encode("utf-8"))
     load_server_config(config)  # the result must still load
 
 

@@ -15,7 +15,6 @@ This module reads and writes the anchor file; it does not fetch or verify config
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from exchange.durable import new_file
+from exchange.durable import write_durably
 from exchange.errors import ConfigurationError, GlobalConfError, InvalidIdentifier
 from exchange.identifiers import validate_part
 from exchange.protocol.jws import cert_thumbprint
@@ -102,11 +101,7 @@ class Anchor:
     def save(self, path: str | Path) -> Path:
         """Write atomically (a reader never sees half an anchor)."""
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        with new_file(tmp, 0o666) as f:
-            f.write(self.to_json() + b"\n")
-        os.replace(tmp, target)
+        write_durably(target, self.to_json() + b"\n")
         return target
 
 

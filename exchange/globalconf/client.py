@@ -24,7 +24,7 @@ from typing import Final
 
 import aiohttp
 
-from exchange.durable import durable_replace, new_file
+from exchange.durable import write_durably
 from exchange.errors import ExchangeError, GlobalConfError
 from exchange.globalconf.document import GlobalConf
 from exchange.globalconf.signing import CONTENT_TYPE
@@ -121,7 +121,7 @@ class GlobalConfPoller:
             raise
         self._etag = etag
         if self.trusted.current_bytes is not before:
-            await asyncio.to_thread(_write_atomically, self.state_path, data)
+            await asyncio.to_thread(write_durably, self.state_path, data)
         conf = self.trusted.current
         if changed and conf is not None:
             logger.info("global configuration version %d accepted", conf.version)
@@ -185,12 +185,3 @@ async def _read_limited(resp: aiohttp.ClientResponse) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file, fsync, rename over ``path``, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with new_file(tmp, 0o666) as f:
-        f.write(data)
-    durable_replace(tmp, path)

@@ -8,7 +8,6 @@ instant), optionally encrypted with a passphrase. Certificates are PEM.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -16,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from exchange.durable import new_file
+from exchange.durable import write_durably
 from exchange.errors import ConfigurationError
 
 
@@ -25,15 +24,7 @@ def generate_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # never through a link planted at the temporary name
-    with new_file(tmp) as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_durably(path, data, private=True)
 
 
 def save_private_key(
