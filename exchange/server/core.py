@@ -96,8 +96,7 @@ class SecurityServer:
         self.all_signers = self._load_signers(config)
         self.signers = _active(self.all_signers)
         self.owner_signer = self.signers.get(config.owner) or next(iter(self.signers.values()))
-        self.auth_cert = load_certificate(config.auth_cert)
-        load_private_key(config.auth_key, passphrase)  # fail early on a bad key or passphrase
+        self.auth_cert = self._auth_cert(config)
         self.clients: dict[SubsystemId, ClientConfig] = {c.id: c for c in config.clients}
         self.services: dict[ServiceId, ServiceConfig] = {s.id: s for s in config.services}
         # SOAP services this server answers itself, by service code (the metadata services)
@@ -143,6 +142,16 @@ class SecurityServer:
         self.provider_port = 0
 
     # -- keys -----------------------------------------------------------------------------------
+
+    def _auth_cert(self, config: ServerConfig) -> x509.Certificate:
+        """The authentication certificate, checked to be the auth key's (a bad key, passphrase
+        or pairing fails at start, not at the first TLS handshake)."""
+        cert = load_certificate(config.auth_cert)
+        if load_private_key(config.auth_key, self.passphrase).public_key() != cert.public_key():
+            raise ConfigurationError(
+                f"{config.auth_cert} is not the certificate of {config.auth_key}"
+            )
+        return cert
 
     def _load_signers(self, config: ServerConfig) -> list[tuple[MemberId, Signer]]:
         signers = []
@@ -218,14 +227,7 @@ class SecurityServer:
 
         config = load_server_config(self.config.path)
         all_signers = self._load_signers(config)
-        auth_cert = load_certificate(config.auth_cert)
-        if (
-            load_private_key(config.auth_key, self.passphrase).public_key()
-            != auth_cert.public_key()
-        ):
-            raise ConfigurationError(
-                f"{config.auth_cert} is not the certificate of {config.auth_key}"
-            )
+        auth_cert = self._auth_cert(config)
         own_certs = [auth_cert, *(s.cert for _, s in all_signers)]
         conf = self.trusted.current
         # (1) OCSP responses for new certificates first, so peers accept them from the start;

@@ -17,6 +17,7 @@ import tomli_w
 
 from exchange.errors import ConfigurationError
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
+from exchange.server.config import load_server_config
 from exchange.server.core import SecurityServer
 from exchange.server.logcheck import verify_server_log
 from exchange.trust.keys import (
@@ -167,3 +168,15 @@ async def test_reload_refuses_an_auth_key_that_is_not_its_certificates(net: Net)
         _edit(config, lambda d: d["keys"].update(auth_key="keys/auth-2.key.pem"))
     status, _, _ = await net.call("rotc", ECHO, client=str(DESK))
     assert status == 200
+
+
+async def test_start_refuses_an_auth_key_that_is_not_its_certificates(net: Net) -> None:
+    """The pairing is checked when the server is built, before any port or file is opened, not
+    at the first TLS handshake."""
+    config = net.servers["rotc"].config.path
+    _edit(config, lambda d: d["keys"].update(auth_key="keys/sign-ROTC-2.key.pem"))
+    try:
+        with pytest.raises(ConfigurationError, match="is not the certificate of"):
+            SecurityServer(load_server_config(config))
+    finally:
+        _edit(config, lambda d: d["keys"].update(auth_key="keys/auth-2.key.pem"))
