@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import re
 import sqlite3
@@ -509,20 +510,59 @@ def archive_file(folder: Path, name: str) -> Path:
     return folder / name
 
 
-class ArchiveFile:
-    """Read access to one archive zip. Reading does not check it: the verifier does."""
+IN_MEMORY_MAX = 256 * 2**20
+"""Archive files, and parts of them, up to this size (bytes) are read once and held in memory
+while they are checked and used; larger ones are streamed, and read again for each pass over
+them."""
 
-    def __init__(self, path: Path) -> None:
+
+class ArchiveFile:
+    """Read access to one archive zip. Reading does not check it: the verifier does.
+
+    The file is opened once. One of up to :data:`IN_MEMORY_MAX` bytes is read once: its
+    :meth:`sha256` is over the very bytes the zip is read from. A part whose digest was taken
+    (:meth:`part_sha256`) is decompressed once and kept for the next pass over its lines.
+    """
+
+    def __init__(self, path: Path, *, in_memory_max: int | None = None) -> None:
         self.path = path
+        self._in_memory_max = IN_MEMORY_MAX if in_memory_max is None else in_memory_max
+        self._parts: dict[str, bytes] = {}
+        self._sha256: str | None = None
         try:
-            self._zip = zipfile.ZipFile(path)
+            self._file = path.open("rb")
         except FileNotFoundError:
             raise ArchiveFileError("the file is missing") from None
+        except OSError as exc:
+            raise ArchiveFileError(f"the file is not a readable zip ({exc})") from None
+        try:
+            self.stat = os.fstat(self._file.fileno())
+            self._zip = zipfile.ZipFile(self._whole_or_file())
         except (OSError, zipfile.BadZipFile) as exc:
+            self._file.close()
             raise ArchiveFileError(f"the file is not a readable zip ({exc})") from None
 
+    def _whole_or_file(self) -> IO[bytes]:
+        if self.stat.st_size > self._in_memory_max:
+            return self._file
+        data = self._file.read()
+        self._sha256 = hashlib.sha256(data).hexdigest()
+        return io.BytesIO(data)
+
+    def sha256(self) -> str:
+        """SHA-256 (hex) of the file as opened."""
+        if self._sha256 is None:
+            digest, offset = hashlib.sha256(), 0
+            while chunk := os.pread(self._file.fileno(), 1 << 20, offset):
+                digest.update(chunk)
+                offset += len(chunk)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
+
     def close(self) -> None:
+        self._parts.clear()
         self._zip.close()
+        self._file.close()
 
     def __enter__(self) -> ArchiveFile:
         return self
@@ -544,16 +584,27 @@ class ArchiveFile:
             return self._zip.read(name)
 
     def lines(self, name: str) -> Iterator[bytes]:
-        """The lines of a JSONL part, streamed (without their newline)."""
-        with self._reading(name), self._zip.open(name) as stream:
+        """The lines of a JSONL part, streamed (without their newline); a part kept by
+        :meth:`part_sha256` is not decompressed again (and is let go)."""
+        kept = self._parts.pop(name, None)
+        with (
+            self._reading(name),
+            io.BytesIO(kept) if kept is not None else self._zip.open(name) as stream,
+        ):
             for line in stream:
                 yield line[:-1] if line.endswith(b"\n") else line
 
     def part_sha256(self, name: str) -> str:
-        digest = hashlib.sha256()
-        with self._reading(name), self._zip.open(name) as stream:
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
+        with self._reading(name):
+            info = self._zip.getinfo(name)
+            if info.file_size <= self._in_memory_max:
+                # ZipExtFile yields at most file_size bytes: the declared size bounds the memory
+                self._parts[name] = data = self._zip.read(info)
+                return hashlib.sha256(data).hexdigest()
+            digest = hashlib.sha256()
+            with self._zip.open(info) as stream:
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
         return digest.hexdigest()
 
     def heads(self) -> Iterator[tuple[Any, Any, Any, Any]]:
