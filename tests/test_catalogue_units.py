@@ -5,9 +5,11 @@ declarations with the registry."""
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,12 +19,16 @@ from exchange.central.catalogue import (
     InvalidServiceDeclaration,
     ServiceDeclarationForbidden,
     build_catalogue,
+    new_declaration,
+    sign_declaration,
     verify_declaration,
 )
-from exchange.globalconf.document import GlobalConf, MemberInfo, SecurityServerInfo
+from exchange.globalconf.document import ApprovedCA, GlobalConf, MemberInfo, SecurityServerInfo
 from exchange.identifiers import parse_member, parse_security_server, parse_subsystem
 from exchange.protocol.canonical import b64url
+from exchange.protocol.jws import Signer
 from exchange.trust.ca import CertificateAuthority
+from exchange.trust.keys import cert_pem, fingerprint, generate_key
 
 REGISTRY = GlobalConf("PS", 1, 0, 600)
 
@@ -109,3 +115,36 @@ def test_catalogue_keeps_only_what_the_registry_places_on_the_server(tmp_path: A
     assert build_catalogue(registry, [declaration], member=other)["subsystems"] == []
     # signed with a key the registry no longer holds for the server (red team): nothing counts
     assert build_catalogue(registry_with("0" * 64), [declaration])["subsystems"] == []
+
+
+def test_declared_at_may_be_600_s_away_either_way_to_the_millisecond(tmp_path: Any) -> None:
+    ca = CertificateAuthority.create(tmp_path / "ca", "CA")
+    server, sub = parse_security_server("PS/GOV/MOI/ss1"), parse_subsystem("PS/GOV/MOI/s")
+    key = generate_key()
+    signer = Signer(key, ca.issue_auth_cert(key.public_key(), server))
+    registry = GlobalConf(
+        "PS",
+        1,
+        0,
+        600,
+        members=(MemberInfo(parse_member("PS/GOV/MOI"), "Interior", (sub,)),),
+        security_servers=(
+            SecurityServerInfo(server, "127.0.0.1:1", (fingerprint(signer.cert),), (sub,)),
+        ),
+        approved_cas=(ApprovedCA("CA", cert_pem(ca.cert)),),
+    )
+    now = int(time.time())
+
+    def declared(at_ms: int) -> bytes:
+        declaration = new_declaration(server, signer.cert, [(sub, [])], at_ms)
+        return sign_declaration(declaration, signer)
+
+    for at_ms in (now * 1000 - 600_000, now * 1000 + 600_000):
+        assert verify_declaration(declared(at_ms), registry=registry, now=now).declared_at == at_ms
+    for at_ms in (now * 1000 - 600_001, now * 1000 + 600_001):
+        with pytest.raises(InvalidServiceDeclaration) as refused:
+            verify_declaration(declared(at_ms), registry=registry, now=now)
+        assert refused.value.message == (
+            "declared_at is more than 600 s from the central server's time; "
+            "check the security server's clock"
+        )

@@ -181,6 +181,28 @@ def test_startup_records_only_a_new_version(tmp_path: Path, signer: Signer, poli
     assert record is not None and record.seq == 2 and '+fields = ["national_id"' in record.diff
 
 
+class _SignerThatFails(Signer):
+    def sign(self, payload: bytes) -> str:
+        raise RuntimeError("the signing key is unavailable")
+
+
+def test_a_failed_append_leaves_no_record(tmp_path: Path, signer: Signer, policies: Path) -> None:
+    """Signing fails inside the write transaction: the error is raised, nothing is written, and
+    the next record follows the last one written."""
+    path = tmp_path / TRAIL_FILE
+    store = PolicyStore(policies)
+    assert record_startup(PolicyAuditTrail(path, signer), store.files, store.current, now=NOW)
+    (policies / "moi.toml").write_text(V2)
+    changed = PolicyStore(policies)
+    failing = PolicyAuditTrail(path, _SignerThatFails(signer.key, signer.cert))
+    with pytest.raises(RuntimeError, match="the signing key is unavailable"):
+        record_startup(failing, changed.files, changed.current, now=NOW)
+    assert [seq for seq, _ in _rows(path)] == [1]
+    record = record_startup(PolicyAuditTrail(path, signer), changed.files, changed.current, now=NOW)
+    assert record is not None and record.seq == 2
+    assert verify_trail(path, key_for(signer)) == []
+
+
 def test_a_failing_hook_keeps_the_old_policy(policies: Path) -> None:
     calls: list[str] = []
 

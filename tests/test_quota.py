@@ -233,3 +233,42 @@ async def test_periodic_flush_writes_without_a_stop(tmp_path: Path) -> None:
 
 async def test_stop_without_start_is_harmless(tmp_path: Path) -> None:
     await PersistentQuota(tmp_path / "quota.sqlite", lambda: NOW).stop()
+
+
+def test_a_failed_save_writes_nothing_and_the_next_save_works(tmp_path: Path) -> None:
+    """The insert and the delete are one transaction: when the delete fails, the insert is
+    rolled back, the error is raised, and the connection is free for the next write."""
+    path = tmp_path / "quota.sqlite"
+    store = QuotaStore(path)
+    store.open()
+    try:
+        store.save({KEY: Fraction(NOW) + 20}, NOW)
+        _execute(
+            path,
+            "CREATE TRIGGER no_delete BEFORE DELETE ON quota BEGIN SELECT RAISE(ABORT, 'no'); END",
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="no"):
+            store.save({OTHER_CLIENT: Fraction(NOW) + 40}, NOW + 30)
+        assert _rows(path) == [KEY]
+        _execute(path, "DROP TRIGGER no_delete")
+        store.save({OTHER_CLIENT: Fraction(NOW) + 40}, NOW + 30)
+    finally:
+        store.close()
+    assert _rows(path) == [OTHER_CLIENT]
+
+
+def _execute(path: Path, sql: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _rows(path: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return [(g, c) for g, c in conn.execute("SELECT grant_id, client FROM quota")]
+    finally:
+        conn.close()

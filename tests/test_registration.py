@@ -388,6 +388,29 @@ def test_any_body_is_refused_with_the_documented_error(body: bytes) -> None:
         verify_registration(body, trusted_cas=[], members=[MOI], now=0)
 
 
+def test_requested_at_may_be_600_s_away_either_way(tmp_path: Path) -> None:
+    ca = CertificateAuthority.create(tmp_path / "ca", "CA")
+    auth_key, sign_key = generate_key(), generate_key()
+    auth = Signer(auth_key, ca.issue_auth_cert(auth_key.public_key(), SS1))
+    sign = Signer(sign_key, ca.issue_sign_cert(sign_key.public_key(), MOI))
+    now = int(time.time())
+
+    def verified(at: int) -> RegistrationRequest:
+        request = new_request(SS1, "127.0.0.1:8443", (), auth.cert, sign.cert, at)
+        body = sign_registration(request, auth, sign)
+        return verify_registration(body, trusted_cas=[ca.cert], members=[MOI], now=now)
+
+    for at in (now - 600, now + 600):
+        assert verified(at).requested_at == at
+    for at in (now - 601, now + 601):
+        with pytest.raises(InvalidRegistrationRequest) as refused:
+            verified(at)
+        assert refused.value.message == (
+            f"requested_at {at} is more than 600 s from the central server's time {now}; "
+            "check the security server's clock and send it again"
+        )
+
+
 @given(
     st.dictionaries(
         st.sampled_from(["type", "server", "address", "clients", "requested_at", "nonce"]),

@@ -34,9 +34,16 @@ from typing import Any, Final, Literal
 
 from cryptography import x509
 
+from exchange.central.signed_documents import (
+    MAX_AGE_SECONDS,
+    Envelope,
+    check_auth_cert,
+    check_signature,
+    is_fresh,
+)
 from exchange.central.tablestore import TableStore
 from exchange.errors import ClientError, ExchangeError
-from exchange.globalconf.document import GlobalConf
+from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.identifiers import (
     MemberId,
     SecurityServerId,
@@ -46,15 +53,12 @@ from exchange.identifiers import (
     validate_part,
 )
 from exchange.protocol.canonical import canonical_bytes, loads
-from exchange.protocol.jws import JwsError, Signer, unverified_payload, verify_by_cert
+from exchange.protocol.jws import Signer, unverified_payload
 from exchange.protocol.metadata import RESERVED_SERVICE_CODES
 from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
-from exchange.trust.profiles import check_auth_profile, server_id_of_auth_cert
-from exchange.trust.validation import verify_chain
 
 DECLARATION_TYPE: Final = "service-declaration"
-MAX_AGE_SECONDS: Final = 600
 MAX_BODY_BYTES: Final = 512 * 2**10
 MAX_SUBSYSTEMS: Final = 100
 MAX_SERVICES: Final = 1000
@@ -266,7 +270,7 @@ def verify_declaration(body: bytes, *, registry: GlobalConf, now: int) -> Declar
     (:meth:`DeclarationStore.put`).
     """
     # (1) the body holds one compact JWS whose payload parses as a declaration
-    token = _envelope(body)
+    (token,) = _ENVELOPE.tokens(body, _invalid)
     try:
         payload = unverified_payload(token)
         declaration = Declaration.from_document(loads(payload))
@@ -275,29 +279,29 @@ def verify_declaration(body: bytes, *, registry: GlobalConf, now: int) -> Declar
             raise
         raise _invalid(f"the signed document: {exc.message}") from None
     # (2) the key of the certificate it carries signed it
-    _verify_signature(token, declaration.auth_cert)
+    check_signature(
+        token, declaration.auth_cert, cert_name="auth_cert", label="signature", refuse=_invalid
+    )
     # (3) it is fresh
-    if abs(now * 1000 - declaration.declared_at) > MAX_AGE_SECONDS * 1000:
+    if not is_fresh(declaration.declared_at, now, per_second=1000):
         raise _invalid(
             f"declared_at is more than {MAX_AGE_SECONDS} s from the central server's time; "
             "check the security server's clock"
         )
-    # (4) the certificate is an authentication certificate of an approved CA, valid now
-    at = dt.datetime.fromtimestamp(now, dt.UTC)
-    try:
-        verify_chain(declaration.auth_cert, registry.ca_certs(), at)
-        check_auth_profile(declaration.auth_cert)
-        named = server_id_of_auth_cert(declaration.auth_cert)
-    except ExchangeError as exc:
-        raise _invalid(f"authentication certificate: {exc.message}") from None
-    # (5) issued to the declaring server, and registered for it
+    # (4) the certificate is an authentication certificate of an approved CA, valid now, issued
+    #     to the declaring server
     server = declaration.server
-    if named != server:
-        raise ServiceDeclarationForbidden(
-            f"the authentication certificate is issued to {named}, not {server}"
-        )
-    info = registry.server(server)
-    if info is None or fingerprint(declaration.auth_cert) not in info.auth_cert_fingerprints:
+    check_auth_cert(
+        declaration.auth_cert,
+        server,
+        registry.ca_certs(),
+        now,
+        refuse=_invalid,
+        refuse_other_server=ServiceDeclarationForbidden,
+    )
+    # (5) and registered for it
+    info = _registered_server(registry, declaration)
+    if info is None:
         raise ServiceDeclarationForbidden(
             f"the authentication certificate is not registered for security server {server}"
         )
@@ -311,26 +315,22 @@ def verify_declaration(body: bytes, *, registry: GlobalConf, now: int) -> Declar
     return declaration
 
 
-def _envelope(body: bytes) -> str:
-    if len(body) > MAX_BODY_BYTES:
-        raise _invalid(f"the declaration is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        envelope = loads(body)
-    except ExchangeError:
-        raise _invalid("the body is not JSON") from None
-    if not isinstance(envelope, dict) or set(envelope) != {"signature"}:
-        raise _invalid("the body must hold exactly 'signature'")
-    token = envelope["signature"]
-    if not isinstance(token, str):
-        raise _invalid("signature must be a compact JWS string")
-    return token
+_ENVELOPE: Final = Envelope(
+    fields=("signature",),
+    max_bytes=MAX_BODY_BYTES,
+    too_large=f"the declaration is larger than {MAX_BODY_BYTES} bytes",
+    not_json="the body is not JSON",
+    wrong_fields="the body must hold exactly 'signature'",
+    not_strings="signature must be a compact JWS string",
+)
 
 
-def _verify_signature(token: str, cert: x509.Certificate) -> None:
-    try:
-        verify_by_cert(token, cert, "auth_cert")
-    except JwsError as exc:
-        raise _invalid(f"signature: {exc.message}") from None
+def _registered_server(registry: GlobalConf, declaration: Declaration) -> SecurityServerInfo | None:
+    """The declaring server in the registry, if the declaration's key is registered for it."""
+    info = registry.server(declaration.server)
+    if info is None or fingerprint(declaration.auth_cert) not in info.auth_cert_fingerprints:
+        return None
+    return info
 
 
 # --- the catalogue ------------------------------------------------------------------------------
@@ -370,9 +370,9 @@ def build_catalogue(
     latest: dict[SubsystemId, tuple[Declaration, tuple[DeclaredService, ...]]] = {}
     servers: dict[SubsystemId, set[SecurityServerId]] = {}
     for declaration in declarations:
-        info = registry.server(declaration.server)
         # a key removed from the registry (rotated away, or stolen) no longer speaks for it
-        if info is None or not _speaks_for(registry, declaration):
+        info = _registered_server(registry, declaration)
+        if info is None:
             continue
         for sub, services in declaration.subsystems:
             if sub not in info.clients:
@@ -404,12 +404,12 @@ def build_catalogue(
 
 def _speaks_for(registry: GlobalConf, declaration: Declaration) -> bool:
     """The declaration's key is still registered for its server."""
-    info = registry.server(declaration.server)
-    return info is not None and fingerprint(declaration.auth_cert) in info.auth_cert_fingerprints
+    return _registered_server(registry, declaration) is not None
 
 
 def _held(body: bytes) -> Declaration:
-    return Declaration.from_document(loads(unverified_payload(_envelope(body))))
+    (token,) = _ENVELOPE.tokens(body, _invalid)
+    return Declaration.from_document(loads(unverified_payload(token)))
 
 
 def _code(service: DeclaredService) -> str:

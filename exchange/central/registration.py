@@ -21,17 +21,24 @@ new version on its own.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from cryptography import x509
 
 from exchange.central.registry import Registry
+from exchange.central.signed_documents import (
+    MAX_AGE_SECONDS,
+    Envelope,
+    check_auth_cert,
+    check_certificate,
+    check_signature,
+    is_fresh,
+)
 from exchange.central.tablestore import TableStore
 from exchange.errors import ClientError, ConfigurationError, ExchangeError, InvalidIdentifier
 from exchange.globalconf.document import valid_address
@@ -43,18 +50,11 @@ from exchange.identifiers import (
     parse_subsystem,
 )
 from exchange.protocol.canonical import canonical_bytes, loads
-from exchange.protocol.jws import JwsError, Signer, unverified_payload, verify_by_cert
+from exchange.protocol.jws import JwsError, Signer, unverified_payload
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
-from exchange.trust.profiles import (
-    check_auth_profile,
-    check_sign_profile,
-    member_id_of_signing_cert,
-    server_id_of_auth_cert,
-)
-from exchange.trust.validation import CertificateError, verify_chain
+from exchange.trust.profiles import check_sign_profile, member_id_of_signing_cert
 
 REQUEST_TYPE: Final = "register-server"
-MAX_AGE_SECONDS: Final = 600
 MAX_BODY_BYTES: Final = 64 * 2**10
 MAX_CLIENTS: Final = 1000
 _NONCE_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -222,7 +222,7 @@ def verify_registration(
     before is the store's check (:meth:`RegistrationStore.add`).
     """
     # (1) the body holds two compact JWS over the same document, which parses
-    auth_jws, member_jws = _envelope(body)
+    auth_jws, member_jws = _ENVELOPE.tokens(body, _refuse)
     payload = _same_payload(auth_jws, member_jws)
     request = RegistrationRequest.from_document(_json(payload, "the signed document"))
     # (2) the authentication key signed it: proof of possession of the registered key
@@ -230,23 +230,31 @@ def verify_registration(
     # (3) the owner member's signing key signed it: the member vouches for its server
     _verify_signature(member_jws, request.sign_cert, "member")
     # (4) it is fresh: requested_at within MAX_AGE_SECONDS of now, either way
-    if abs(now - request.requested_at) > MAX_AGE_SECONDS:
+    if not is_fresh(request.requested_at, now):
         raise _refuse(
             f"requested_at {request.requested_at} is more than {MAX_AGE_SECONDS} s from the "
             f"central server's time {now}; check the security server's clock and send it again"
         )
-    at = dt.datetime.fromtimestamp(now, dt.UTC)
     # (5) the auth cert chains to an approved CA, is valid now, has the auth profile and names
     #     this server
-    _check_cert(request.auth_cert, trusted_cas, at, "authentication", check_auth_profile)
-    named_server = server_id_of_auth_cert(request.auth_cert)
-    if named_server != request.server:
-        raise _refuse(
-            f"the authentication certificate is issued to {named_server}, not {request.server}"
-        )
+    check_auth_cert(
+        request.auth_cert,
+        request.server,
+        trusted_cas,
+        now,
+        refuse=_refuse,
+        refuse_other_server=_refuse,
+    )
     # (6) the sign cert chains to an approved CA, is valid now, has the signing profile and
     #     names the server's owner member
-    _check_cert(request.sign_cert, trusted_cas, at, "signing", check_sign_profile)
+    check_certificate(
+        request.sign_cert,
+        trusted_cas,
+        now,
+        what="signing",
+        profile_check=check_sign_profile,
+        refuse=_refuse,
+    )
     named_member = member_id_of_signing_cert(request.sign_cert)
     if named_member != request.server.owner:
         raise _refuse(
@@ -269,16 +277,14 @@ def verify_registration(
     return request
 
 
-def _envelope(body: bytes) -> tuple[str, str]:
-    if len(body) > MAX_BODY_BYTES:
-        raise _refuse(f"the request is larger than {MAX_BODY_BYTES} bytes")
-    envelope = _json(body, "the request body")
-    if not isinstance(envelope, dict) or set(envelope) != {"auth_signature", "member_signature"}:
-        raise _refuse("the request body must hold exactly auth_signature and member_signature")
-    auth_jws, member_jws = envelope["auth_signature"], envelope["member_signature"]
-    if not isinstance(auth_jws, str) or not isinstance(member_jws, str):
-        raise _refuse("auth_signature and member_signature must be compact JWS strings")
-    return auth_jws, member_jws
+_ENVELOPE: Final = Envelope(
+    fields=("auth_signature", "member_signature"),
+    max_bytes=MAX_BODY_BYTES,
+    too_large=f"the request is larger than {MAX_BODY_BYTES} bytes",
+    not_json="the request body is not JSON",
+    wrong_fields="the request body must hold exactly auth_signature and member_signature",
+    not_strings="auth_signature and member_signature must be compact JWS strings",
+)
 
 
 def _json(data: bytes, what: str) -> Any:
@@ -300,24 +306,9 @@ def _same_payload(auth_jws: str, member_jws: str) -> bytes:
 
 
 def _verify_signature(token: str, cert: x509.Certificate, what: str) -> None:
-    try:
-        verify_by_cert(token, cert, "the certificate")
-    except JwsError as exc:
-        raise _refuse(f"{what} signature: {exc.message}") from None
-
-
-def _check_cert(
-    cert: x509.Certificate,
-    trusted_cas: Sequence[x509.Certificate],
-    at: dt.datetime,
-    what: str,
-    profile_check: Callable[[x509.Certificate], None],
-) -> None:
-    try:
-        verify_chain(cert, trusted_cas, at)
-        profile_check(cert)
-    except CertificateError as exc:
-        raise _refuse(f"{what} certificate: {exc.message}") from None
+    check_signature(
+        token, cert, cert_name="the certificate", label=f"{what} signature", refuse=_refuse
+    )
 
 
 # --- the store (IO) ----------------------------------------------------------------------------

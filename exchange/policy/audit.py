@@ -40,6 +40,7 @@ from exchange.protocol.canonical import (
     sha256_b64url,
 )
 from exchange.protocol.jws import Signer, unverified_payload, verify
+from exchange.transaction import write_transaction
 
 TRAIL_FILE: Final = "policy-audit.sqlite"
 ACCEPTED: Final = "accepted"
@@ -162,26 +163,20 @@ class PolicyAuditTrail:
         self, entry: dict[str, object], files: Files | None, *, now: datetime
     ) -> AuditRecord:
         """Sign ``entry`` with the next sequence number and the hash of the previous record."""
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT seq, jws FROM policy_audit ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                seq = 1 if row is None else int(row[0]) + 1
-                payload = {
-                    **entry,
-                    "seq": seq,
-                    "at": now.astimezone(UTC).isoformat(timespec="seconds"),
-                    "prev": None if row is None else sha256_b64url(str(row[1]).encode("ascii")),
-                }
-                token = self.signer.sign(canonical_bytes(payload))
-                encoded = _encode_files(files) if files is not None else None
-                db.execute("INSERT INTO policy_audit VALUES (?, ?, ?)", (seq, token, encoded))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with closing(self._connect()) as db, write_transaction(db):
+            row = db.execute(
+                "SELECT seq, jws FROM policy_audit ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq = 1 if row is None else int(row[0]) + 1
+            payload = {
+                **entry,
+                "seq": seq,
+                "at": now.astimezone(UTC).isoformat(timespec="seconds"),
+                "prev": None if row is None else sha256_b64url(str(row[1]).encode("ascii")),
+            }
+            token = self.signer.sign(canonical_bytes(payload))
+            encoded = _encode_files(files) if files is not None else None
+            db.execute("INSERT INTO policy_audit VALUES (?, ?, ?)", (seq, token, encoded))
         return AuditRecord.from_jws(token)
 
     def accepted_files(self) -> tuple[tuple[str, bytes], ...] | None:

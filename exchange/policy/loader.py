@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePath
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from exchange.errors import InvalidIdentifier
 from exchange.identifiers import (
@@ -431,35 +431,40 @@ def build_policy_set(
     for name, data in contents:
         parsed.append(_parse_file(name, data, provider))
         provider = parsed[-1].provider
-    grants = _unique_grants(parsed)
-    groups = _unique_groups(parsed)
+    grants = _unique((g for f in parsed for g in f.grants), lambda g: g.id, "grant id")
+    groups = _unique((g for f in parsed for g in f.groups), lambda g: g.name, "local group")
     _check_references(parsed, {g.name for g in groups})
     return PolicySet(provider, grants, policy_version(contents), groups)
 
 
-def _unique_grants(parsed: Iterable[_ParsedFile]) -> tuple[Grant, ...]:
-    seen: dict[str, Grant] = {}
-    for grant in (g for f in parsed for g in f.grants):
-        if grant.id in seen:
-            raise PolicyError(
-                grant.source,
-                grant.line,
-                f"duplicate grant id {grant.id!r} (first at {seen[grant.id].location})",
-            )
-        seen[grant.id] = grant
-    return tuple(seen.values())
+class _Located(Protocol):
+    """A grant or a local group: defined at a line of a policy file."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def line(self) -> int: ...
+
+    @property
+    def location(self) -> str: ...
 
 
-def _unique_groups(parsed: Iterable[_ParsedFile]) -> tuple[LocalGroup, ...]:
-    seen: dict[str, LocalGroup] = {}
-    for group in (g for f in parsed for g in f.groups):
-        if group.name in seen:
+_L = TypeVar("_L", bound=_Located)
+
+
+def _unique(items: Iterable[_L], key: Callable[[_L], str], kind: str) -> tuple[_L, ...]:
+    """``items`` in order; a second item with the same key is ``duplicate <kind> 'key'``."""
+    seen: dict[str, _L] = {}
+    for item in items:
+        name = key(item)
+        if name in seen:
             raise PolicyError(
-                group.source,
-                group.line,
-                f"duplicate local group {group.name!r} (first at {seen[group.name].location})",
+                item.source,
+                item.line,
+                f"duplicate {kind} {name!r} (first at {seen[name].location})",
             )
-        seen[group.name] = group
+        seen[name] = item
     return tuple(seen.values())
 
 

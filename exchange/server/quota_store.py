@@ -31,6 +31,7 @@ from typing import Final
 from exchange.errors import ConfigurationError
 from exchange.policy.model import Rate
 from exchange.policy.quota import QuotaKey, QuotaLimiter
+from exchange.transaction import write_transaction
 
 log = logging.getLogger("exchange.server.quota")
 
@@ -75,15 +76,9 @@ class QuotaStore:
         """Write ``entries`` and delete rows whose bucket is full again at ``now``, atomically."""
         conn = self._connection()
         rows = [(g, c, str(tat), float(tat)) for (g, c), tat in entries.items()]
-        with contextlib.closing(conn.cursor()) as cur:
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.executemany("INSERT OR REPLACE INTO quota VALUES (?, ?, ?, ?)", rows)
-                cur.execute("DELETE FROM quota WHERE tat_seconds <= ?", (now,))
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+        with write_transaction(conn):
+            conn.executemany("INSERT OR REPLACE INTO quota VALUES (?, ?, ?, ?)", rows)
+            conn.execute("DELETE FROM quota WHERE tat_seconds <= ?", (now,))
 
     def close(self) -> None:
         if self._conn is not None:

@@ -54,10 +54,15 @@ log = logging.getLogger("exchange.server.consumer")
 
 
 def fault_response(err: ExchangeError) -> web.Response:
+    return _fault(err.code, err.message, err.detail)
+
+
+def _fault(code: str, message: str, detail: str | None) -> web.Response:
+    """The one place a consumer-side SOAP Fault is built: HTTP 500 with ``X-Road-Error``."""
     return web.Response(
         status=FAULT_STATUS,
-        body=soap.fault_envelope(err.code, err.message, err.detail),
-        headers={"Content-Type": soap.SOAP_CONTENT_TYPE, "X-Road-Error": err.code},
+        body=soap.fault_envelope(code, message, detail),
+        headers={"Content-Type": soap.SOAP_CONTENT_TYPE, "X-Road-Error": code},
     )
 
 
@@ -185,11 +190,8 @@ def _refusal_as_fault(response: SignedResponse, body: bytes) -> web.Response:
         detail = orjson.loads(body).get("detail")
     except (orjson.JSONDecodeError, AttributeError):
         detail = None
-    err = ExchangeError(response.error_message or "", code=response.error_type)
-    return web.Response(
-        status=FAULT_STATUS,
-        body=soap.fault_envelope(
-            err.code, err.message, detail if isinstance(detail, str) else None
-        ),
-        headers={"Content-Type": soap.SOAP_CONTENT_TYPE, "X-Road-Error": err.code},
+    return _fault(
+        response.error_type,
+        response.error_message or "",
+        detail if isinstance(detail, str) else None,
     )
