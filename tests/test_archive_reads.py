@@ -13,6 +13,7 @@ number of times a file is opened is seen by a ``sys.addaudithook`` hook on ``ope
 from __future__ import annotations
 
 import sys
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,6 +80,18 @@ def _untouched(log: Log) -> None:
     pass
 
 
+def _heads_part_does_not_inflate(log: Log) -> None:
+    """Bytes inside the heads part's compressed data changed in place: it no longer inflates."""
+    path = log.archives / "messagelog-000002.zip"
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("tree-heads.jsonl")
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for i in range(start + 2, start + min(info.compress_size, 40)):
+        data[i] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
 def _garbled_line(log: Log) -> None:
     rezip(log.archives / "messagelog-000003.zip", edit_line(2, lambda _: b"not json"))
 
@@ -86,6 +99,7 @@ def _garbled_line(log: Log) -> None:
 CASES = [
     pytest.param(_untouched, id="intact"),
     pytest.param(_garbled_line, id="record-line-not-json"),
+    pytest.param(_heads_part_does_not_inflate, id="heads-part-does-not-inflate"),
     *[pytest.param(p.values[0], id=p.id) for p in TAMPERING],
 ]
 
@@ -178,3 +192,19 @@ async def test_the_evidence_of_an_archived_record_reads_each_archive_once_and_ve
         ("the tree head is signed by a certificate of an approved CA", True),
         ("the tree head is time-stamped by an approved TSA", True),
     ]
+
+
+async def test_a_part_that_does_not_inflate_is_named_not_a_crash(tmp_path: Path, pki: Pki) -> None:
+    log = await build(tmp_path, pki)
+    archive(log, pki)
+    _heads_part_does_not_inflate(log)
+    report = verify(log, pki)
+    assert not report.ok
+    [digest, (where, reason)] = [(p.archive, p.reason) for p in report.problems]
+    assert digest == (
+        "2 (messagelog-000002.zip)",
+        "the file's SHA-256 differs from the archive index (archive altered or replaced)",
+    )
+    assert where == "2 (messagelog-000002.zip)"
+    assert reason.startswith("tree-heads.jsonl cannot be read (Error -3 while decompressing")
+    assert reason.endswith(": its records cannot be checked")

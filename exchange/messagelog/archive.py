@@ -46,6 +46,7 @@ import re
 import sqlite3
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -577,7 +578,7 @@ class ArchiveFile:
             yield
         except KeyError:
             raise ArchiveFileError(f"{name} is missing from the archive") from None
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error) as exc:
             raise ArchiveFileError(f"{name} cannot be read ({exc})") from None
 
     def read(self, name: str) -> bytes:
