@@ -30,7 +30,7 @@ from cryptography import x509
 from exchange.errors import ConfigurationError, VerificationFailed
 from exchange.globalconf.anchor import Anchor
 from exchange.messagelog import merkle
-from exchange.messagelog.archive import find_archived
+from exchange.messagelog.archive import ArchiveReader
 from exchange.messagelog.proofs import InclusionProof, inclusion_checks, inclusion_for_message
 from exchange.messagelog.store import open_readonly, query_if_table
 from exchange.messagelog.verify import CertLookup
@@ -80,16 +80,16 @@ async def export_bundle(
     """Write the evidence bundle of ``message_id`` to ``out`` (a zip) and return its path.
 
     The records are proved against the latest time-stamped tree head that covers them; when
-    there is none, ``stamp`` (if given) is awaited to sign and stamp a fresh one first.
+    there is none, ``stamp`` (if given) is awaited to sign and stamp a fresh one first. Each
+    archive file is read once: one reader serves the record search, the proof and the entries.
     """
-    size = _stamped_size(config, message_id)
+    archives = ArchiveReader(config.log_path, config.archive_dir, message_id=message_id)
+    size = _stamped_size(config, message_id, archives)
     if size is None and stamp is not None:
         await stamp()
-        size = _stamped_size(config, message_id)
-    proofs = inclusion_for_message(
-        config.log_path, message_id, size=size, archive_dir=config.archive_dir
-    )
-    entries = _entries(config, message_id, [p.seq for p in proofs])
+        size = _stamped_size(config, message_id, archives)
+    proofs = inclusion_for_message(config.log_path, message_id, size=size, reader=archives)
+    entries = _entries(config, message_id, [p.seq for p in proofs], archives)
     head = proofs[0].tree_head_jws
     tokens = [
         t
@@ -115,7 +115,7 @@ def _ocsp_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, bytes]:
     return {f"ocsp/{t}-{d[:16]}.der": bytes(der) for t, d, der in rows if t in thumbs}
 
 
-def _stamped_size(config: ServerConfig, message_id: str) -> int | None:
+def _stamped_size(config: ServerConfig, message_id: str, archives: ArchiveReader) -> int | None:
     """The size of the latest time-stamped tree head covering every record of ``message_id``
     (archived records are covered by the time-stamped boundary head the database keeps)."""
     conn = open_readonly(config.log_path)
@@ -124,7 +124,7 @@ def _stamped_size(config: ServerConfig, message_id: str) -> int | None:
             "SELECT max(seq) FROM records WHERE message_id = ?", (message_id,)
         ).fetchone()
         if last is None:
-            archived = find_archived(config.log_path, config.archive_dir, message_id)
+            archived = archives.find(message_id)
             if not archived:
                 return None
             last = archived[-1][0]
@@ -138,7 +138,9 @@ def _stamped_size(config: ServerConfig, message_id: str) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
-def _entries(config: ServerConfig, message_id: str, seqs: Sequence[int]) -> dict[int, bytes]:
+def _entries(
+    config: ServerConfig, message_id: str, seqs: Sequence[int], archives: ArchiveReader
+) -> dict[int, bytes]:
     """The entries exactly as logged, from the database or, once archived, their archive."""
     conn = open_readonly(config.log_path)
     try:
@@ -150,7 +152,7 @@ def _entries(config: ServerConfig, message_id: str, seqs: Sequence[int]) -> dict
     finally:
         conn.close()
     if len(entries) < len(seqs):
-        entries.update(find_archived(config.log_path, config.archive_dir, message_id))
+        entries.update(archives.find(message_id))
     return entries
 
 

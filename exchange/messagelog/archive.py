@@ -30,8 +30,9 @@ transaction inserts its index row and deletes the archived rows: a crash leaves 
 in the database (and maybe an unindexed file, which the next run overwrites), or the indexed file.
 One archiving run at a time per log (an advisory lock); it works while the server runs.
 
-This module also finds archived records, tree heads and leaf hashes for proofs and evidence. It
-does not verify archives: :mod:`exchange.messagelog.verify` does, together with the database.
+This module also finds archived records, tree heads and leaf hashes for proofs and evidence:
+:class:`ArchiveReader` reads each file once per run and keeps what the run asks of it. It does not
+verify archives: :mod:`exchange.messagelog.verify` does, together with the database.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import re
 import sqlite3
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -509,20 +512,59 @@ def archive_file(folder: Path, name: str) -> Path:
     return folder / name
 
 
-class ArchiveFile:
-    """Read access to one archive zip. Reading does not check it: the verifier does."""
+IN_MEMORY_MAX = 256 * 2**20
+"""Archive files, and parts of them, up to this size (bytes) are read once and held in memory
+while they are checked and used; larger ones are streamed, and read again for each pass over
+them."""
 
-    def __init__(self, path: Path) -> None:
+
+class ArchiveFile:
+    """Read access to one archive zip. Reading does not check it: the verifier does.
+
+    The file is opened once. One of up to :data:`IN_MEMORY_MAX` bytes is read once: its
+    :meth:`sha256` is over the very bytes the zip is read from. A part whose digest was taken
+    (:meth:`part_sha256`) is decompressed once and kept for the next pass over its lines.
+    """
+
+    def __init__(self, path: Path, *, in_memory_max: int | None = None) -> None:
         self.path = path
+        self._in_memory_max = IN_MEMORY_MAX if in_memory_max is None else in_memory_max
+        self._parts: dict[str, bytes] = {}
+        self._sha256: str | None = None
         try:
-            self._zip = zipfile.ZipFile(path)
+            self._file = path.open("rb")
         except FileNotFoundError:
             raise ArchiveFileError("the file is missing") from None
+        except OSError as exc:
+            raise ArchiveFileError(f"the file is not a readable zip ({exc})") from None
+        try:
+            self.stat = os.fstat(self._file.fileno())
+            self._zip = zipfile.ZipFile(self._whole_or_file())
         except (OSError, zipfile.BadZipFile) as exc:
+            self._file.close()
             raise ArchiveFileError(f"the file is not a readable zip ({exc})") from None
 
+    def _whole_or_file(self) -> IO[bytes]:
+        if self.stat.st_size > self._in_memory_max:
+            return self._file
+        data = self._file.read()
+        self._sha256 = hashlib.sha256(data).hexdigest()
+        return io.BytesIO(data)
+
+    def sha256(self) -> str:
+        """SHA-256 (hex) of the file as opened."""
+        if self._sha256 is None:
+            digest, offset = hashlib.sha256(), 0
+            while chunk := os.pread(self._file.fileno(), 1 << 20, offset):
+                digest.update(chunk)
+                offset += len(chunk)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
+
     def close(self) -> None:
+        self._parts.clear()
         self._zip.close()
+        self._file.close()
 
     def __enter__(self) -> ArchiveFile:
         return self
@@ -536,7 +578,7 @@ class ArchiveFile:
             yield
         except KeyError:
             raise ArchiveFileError(f"{name} is missing from the archive") from None
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error) as exc:
             raise ArchiveFileError(f"{name} cannot be read ({exc})") from None
 
     def read(self, name: str) -> bytes:
@@ -544,16 +586,27 @@ class ArchiveFile:
             return self._zip.read(name)
 
     def lines(self, name: str) -> Iterator[bytes]:
-        """The lines of a JSONL part, streamed (without their newline)."""
-        with self._reading(name), self._zip.open(name) as stream:
+        """The lines of a JSONL part, streamed (without their newline); a part kept by
+        :meth:`part_sha256` is not decompressed again (and is let go)."""
+        kept = self._parts.pop(name, None)
+        with (
+            self._reading(name),
+            io.BytesIO(kept) if kept is not None else self._zip.open(name) as stream,
+        ):
             for line in stream:
                 yield line[:-1] if line.endswith(b"\n") else line
 
     def part_sha256(self, name: str) -> str:
-        digest = hashlib.sha256()
-        with self._reading(name), self._zip.open(name) as stream:
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
+        with self._reading(name):
+            info = self._zip.getinfo(name)
+            if info.file_size <= self._in_memory_max:
+                # ZipExtFile yields at most file_size bytes: the declared size bounds the memory
+                self._parts[name] = data = self._zip.read(info)
+                return hashlib.sha256(data).hexdigest()
+            digest = hashlib.sha256()
+            with self._zip.open(info) as stream:
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
         return digest.hexdigest()
 
     def heads(self) -> Iterator[tuple[Any, Any, Any, Any]]:
@@ -615,6 +668,183 @@ def archived_records(db_path: str | Path, archive_dir: str | Path) -> Iterator[t
             ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveContents:
+    """What proofs and evidence take from one archive file, read from it in one pass."""
+
+    leaves: tuple[bytes, ...]
+    """The leaf hash of each record line that could be read, in seq order (RFC 9162 §2.1.1)."""
+    matches: tuple[tuple[int, bytes], ...]
+    """(seq, entry bytes) of the records of the reader's X-Road-Id."""
+    heads: tuple[tuple[Any, Any, Any, Any], ...]
+    """Tree head rows (:meth:`ArchiveFile.heads`) of the reader's sizes."""
+    stamps: tuple[tuple[Any, Any, Any], ...]
+    """Time-stamp rows (:meth:`ArchiveFile.stamps`) of the reader's sizes."""
+    sizes: frozenset[int]
+    """The tree sizes whose heads and time-stamps were kept."""
+    errors: tuple[tuple[str, ArchiveFileError], ...]
+    """The parts that could not be read to their end, with the error."""
+
+    def error(self, part: str) -> ArchiveFileError | None:
+        return next((exc for name, exc in self.errors if name == part), None)
+
+
+_ContentsKey = tuple[str, int, int, int, str, int]
+
+
+class ArchiveReader:
+    """The archive files of one log for one auditor's run (a proof, an evidence bundle): each
+    file is read once, for the leaves, the records of ``message_id`` and the tree heads and
+    time-stamps of ``sizes``, and what it held is kept for the run.
+
+    The archive index is read from the database at each question, as before; what a file held
+    is kept under its path, inode, size and modification time and the SHA-256 and first seq the
+    index gives it, so a file replaced or re-indexed during the run is read again. A tree size
+    not announced in ``sizes`` reads the files that may hold it again. Nothing is checked here
+    (``exchange log verify`` does): the answers are the ones reading the files each time gave.
+    """
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        archive_dir: str | Path,
+        *,
+        message_id: str | None = None,
+        sizes: frozenset[int] = frozenset(),
+    ) -> None:
+        self.db_path, self.folder = Path(db_path), Path(archive_dir)
+        self.message_id = message_id
+        self.sizes = sizes
+        self._kept: dict[_ContentsKey, ArchiveContents] = {}
+
+    def index(self) -> list[ArchiveIndexEntry]:
+        return _archives(self.db_path)
+
+    def contents(self, entry: ArchiveIndexEntry, size: int | None = None) -> ArchiveContents:
+        """What the file of ``entry`` holds (with the tree head and time-stamp of ``size``, if
+        given); raises :class:`ArchiveFileError` when it cannot be opened as a zip (a part that
+        cannot be read is noted in the contents)."""
+        path = archive_file(self.folder, entry.file)
+        with contextlib.suppress(OSError):
+            kept = self._kept.get(_contents_key(path, os.stat(path), entry))
+            if kept is not None and (size is None or size in kept.sizes):
+                return kept
+        with ArchiveFile(path) as archive:
+            contents = _read_contents(archive, entry, self.message_id, self.sizes)
+            self._kept[_contents_key(path, archive.stat, entry)] = contents
+        return contents
+
+    def find(self, message_id: str) -> list[tuple[int, bytes]]:
+        """(seq, entry bytes) of every archived record of X-Road-Id ``message_id``, in seq order."""
+        if message_id != self.message_id:
+            return find_archived(self.db_path, self.folder, message_id)
+        found: list[tuple[int, bytes]] = []
+        for entry in self.index():
+            try:
+                contents = self.contents(entry)
+                error = contents.error(RECORDS)
+                if error is not None:
+                    raise error
+            except ArchiveFileError as exc:
+                raise MessageLogError(
+                    f"archive {entry.file} cannot be read ({exc}); run `exchange log verify`"
+                ) from None
+            found += contents.matches
+        return found
+
+    def head(self, size: int) -> tuple[int, bytes, str] | None:
+        """The archived signed tree head of ``size`` as (size, root, jws), if one is held."""
+        for entry, contents in self._holding(size):
+            for row in contents.heads:
+                if row[0] == size and row[1] is not None and isinstance(row[3], str):
+                    return size, bytes(row[1]), str(row[3])
+            _unread(entry, contents, HEADS)
+        return None
+
+    def stamp(self, size: int) -> bytes | None:
+        """The archived RFC 3161 token (DER) over the tree head of ``size``, if one is held."""
+        for entry, contents in self._holding(size):
+            for row in contents.stamps:
+                if row[0] == size and isinstance(row[1], bytes):
+                    return bytes(row[1])
+            _unread(entry, contents, STAMPS)
+        return None
+
+    def _holding(self, size: int) -> Iterator[tuple[ArchiveIndexEntry, ArchiveContents]]:
+        """The contents of the archives whose range holds tree size ``size``."""
+        self.sizes |= {size}
+        for entry in self.index():
+            if entry.first_seq < size <= entry.end_seq:
+                try:
+                    contents = self.contents(entry, size)
+                except ArchiveFileError as exc:
+                    raise MessageLogError(f"archive {entry.file} cannot be read ({exc})") from None
+                yield entry, contents
+
+    def leaves(self, size: int) -> list[bytes]:
+        """Leaf hashes of the archived records below ``size``, in seq order (RFC 9162 §2.1.1)."""
+        leaves: list[bytes] = []
+        for entry in self.index():
+            if entry.first_seq >= size:
+                break
+            try:
+                contents = self.contents(entry)
+                wanted = size - len(leaves)
+                error = contents.error(RECORDS)
+                if error is not None and len(contents.leaves) < wanted:
+                    raise error
+            except ArchiveFileError as exc:
+                raise MessageLogError(f"archive {entry.file} cannot be read ({exc})") from None
+            leaves += contents.leaves[: max(wanted, 0)]
+        return leaves
+
+
+def _unread(entry: ArchiveIndexEntry, contents: ArchiveContents, part: str) -> None:
+    """Not found in what could be read of ``part``: its read error, if any, is the answer."""
+    error = contents.error(part)
+    if error is not None:
+        raise MessageLogError(f"archive {entry.file} cannot be read ({error})")
+
+
+def _contents_key(path: Path, stat: os.stat_result, entry: ArchiveIndexEntry) -> _ContentsKey:
+    return (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, entry.sha256, entry.first_seq)
+
+
+def _read_contents(
+    archive: ArchiveFile, entry: ArchiveIndexEntry, message_id: str | None, sizes: frozenset[int]
+) -> ArchiveContents:
+    leaves: list[bytes] = []
+    matches: list[tuple[int, bytes]] = []
+    errors: list[tuple[str, ArchiveFileError]] = []
+    needle = b'"message_id":' + orjson.dumps(message_id) if message_id is not None else None
+    try:
+        for offset, line in enumerate(archive.lines(RECORDS)):
+            leaves.append(leaf_hash(line))
+            if (
+                needle is not None
+                and needle in line
+                and _object(line).get("message_id") == (message_id)
+            ):
+                matches.append((entry.first_seq + offset, line))
+    except ArchiveFileError as exc:
+        errors.append((RECORDS, exc))
+    heads: list[tuple[Any, Any, Any, Any]] = []
+    stamps: list[tuple[Any, Any, Any]] = []
+    if not sizes:  # no tree head asked for: a size asked later reads the file again
+        return ArchiveContents(tuple(leaves), tuple(matches), (), (), sizes, tuple(errors))
+    try:
+        heads += (row for row in archive.heads() if row[0] in sizes)
+    except ArchiveFileError as exc:
+        errors.append((HEADS, exc))
+    try:
+        stamps += (row for row in archive.stamps() if row[0] in sizes)
+    except ArchiveFileError as exc:
+        errors.append((STAMPS, exc))
+    return ArchiveContents(
+        tuple(leaves), tuple(matches), tuple(heads), tuple(stamps), sizes, tuple(errors)
+    )
+
+
 def find_archived(
     db_path: str | Path, archive_dir: str | Path, message_id: str
 ) -> list[tuple[int, bytes]]:
@@ -625,53 +855,6 @@ def find_archived(
         for seq, line in archived_records(db_path, archive_dir)
         if needle in line and _object(line).get("message_id") == message_id
     ]
-
-
-def archived_head(
-    db_path: str | Path, archive_dir: str | Path, size: int
-) -> tuple[int, bytes, str] | None:
-    """The archived signed tree head of ``size`` as (size, root, jws), if an archive holds it."""
-    for entry in _archives(Path(db_path)):
-        if entry.first_seq < size <= entry.end_seq:
-            try:
-                with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
-                    for row in archive.heads():
-                        if row[0] == size and row[1] is not None and isinstance(row[3], str):
-                            return size, row[1], row[3]
-            except ArchiveFileError as exc:
-                raise MessageLogError(f"archive {entry.file} cannot be read ({exc})") from None
-    return None
-
-
-def archived_stamp(db_path: str | Path, archive_dir: str | Path, size: int) -> bytes | None:
-    """The archived RFC 3161 token (DER) over the tree head of ``size``, if an archive holds it."""
-    for entry in _archives(Path(db_path)):
-        if entry.first_seq < size <= entry.end_seq:
-            try:
-                with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
-                    for row in archive.stamps():
-                        if row[0] == size and isinstance(row[1], bytes):
-                            return row[1]
-            except ArchiveFileError as exc:
-                raise MessageLogError(f"archive {entry.file} cannot be read ({exc})") from None
-    return None
-
-
-def archived_leaves(db_path: str | Path, archive_dir: str | Path, size: int) -> list[bytes]:
-    """Leaf hashes of the archived records below ``size``, in seq order (RFC 9162 §2.1.1)."""
-    leaves: list[bytes] = []
-    for entry in _archives(Path(db_path)):
-        if entry.first_seq >= size:
-            break
-        try:
-            with ArchiveFile(archive_file(Path(archive_dir), entry.file)) as archive:
-                for line in archive.lines(RECORDS):
-                    if len(leaves) >= size:
-                        break
-                    leaves.append(leaf_hash(line))
-        except ArchiveFileError as exc:
-            raise MessageLogError(f"archive {entry.file} cannot be read ({exc})") from None
-    return leaves
 
 
 def archived_end(db_path: str | Path) -> int:

@@ -32,14 +32,7 @@ import orjson
 
 from exchange.errors import ConfigurationError, ExchangeError, VerificationFailed
 from exchange.messagelog import merkle
-from exchange.messagelog.archive import (
-    archived_end,
-    archived_head,
-    archived_leaves,
-    archived_stamp,
-    default_archive_dir,
-    find_archived,
-)
+from exchange.messagelog.archive import ArchiveReader, archived_end, default_archive_dir
 from exchange.messagelog.store import StoredTimestamp, iter_rows, open_readonly, read_timestamps
 from exchange.protocol.canonical import b64url, b64url_decode
 from exchange.protocol.jws import JwsError, unverified_payload
@@ -124,6 +117,7 @@ def inclusion_for_message(
     *,
     size: int | None = None,
     archive_dir: str | Path | None = None,
+    reader: ArchiveReader | None = None,
 ) -> list[InclusionProof]:
     """Inclusion proofs of every record with X-Road-Id ``message_id``, in seq order.
 
@@ -131,9 +125,16 @@ def inclusion_for_message(
     moved to archives (in ``archive_dir``, default ``archives`` next to the log) are found
     there. Raises :class:`UnknownRecord` when no record has that id, :class:`VerificationFailed`
     when a record is not under the head yet or the stored leaves do not match the head, and
-    :class:`ConfigurationError` when no signed head has ``size``.
+    :class:`ConfigurationError` when no signed head has ``size``. A ``reader`` of this log's
+    archives (for ``message_id``) shares what it read with the caller; without one, each archive
+    file is read once for this call.
     """
-    archives = _archive_dir(db_path, archive_dir)
+    archives = reader or ArchiveReader(
+        db_path,
+        _archive_dir(db_path, archive_dir),
+        message_id=message_id,
+        sizes=frozenset() if size is None else frozenset({size}),
+    )
     conn = open_readonly(db_path)
     try:
         seqs = _seqs_of(conn, db_path, message_id, archives)
@@ -145,7 +146,7 @@ def inclusion_for_message(
                 f"tree head of size {head_size} yet; wait for the next tree head and try again"
             )
         leaves = _leaves(conn, db_path, head_size, head_root, archives)
-        stamps = read_timestamps(conn, head_size) or _archived_stamps(db_path, archives, head_size)
+        stamps = read_timestamps(conn, head_size) or _archived_stamps(archives, head_size)
     finally:
         conn.close()
     token = stamps[0].token if stamps else None
@@ -170,7 +171,7 @@ def consistency_between(
     archived ones included (across the archive boundary too)."""
     if not 0 < m <= n:
         raise ConfigurationError(f"need 0 < --from <= --to, got {m} and {n}")
-    archives = _archive_dir(db_path, archive_dir)
+    archives = ArchiveReader(db_path, _archive_dir(db_path, archive_dir), sizes=frozenset({m, n}))
     conn = open_readonly(db_path)
     try:
         _, root_m, jws_m = _head(conn, db_path, m, archives)
@@ -199,24 +200,24 @@ def _archive_dir(db_path: str | Path, archive_dir: str | Path | None) -> Path:
 
 
 def _seqs_of(
-    conn: sqlite3.Connection, db_path: str | Path, message_id: str, archives: Path
+    conn: sqlite3.Connection, db_path: str | Path, message_id: str, archives: ArchiveReader
 ) -> list[int]:
     rows = conn.execute(
         "SELECT seq FROM records WHERE message_id = ? ORDER BY seq", (message_id,)
     ).fetchall()
-    archived = [seq for seq, _ in find_archived(db_path, archives, message_id)]
+    archived = [seq for seq, _ in archives.find(message_id)]
     if not rows and not archived:
         raise UnknownRecord(f"no record with X-Road-Id {message_id!r} in {db_path}")
     return archived + [seq for (seq,) in rows]
 
 
-def _archived_stamps(db_path: str | Path, archives: Path, size: int) -> list[StoredTimestamp]:
-    token = archived_stamp(db_path, archives, size)
+def _archived_stamps(archives: ArchiveReader, size: int) -> list[StoredTimestamp]:
+    token = archives.stamp(size)
     return [StoredTimestamp(size, token, "", 0)] if token is not None else []
 
 
 def _head(
-    conn: sqlite3.Connection, db_path: str | Path, size: int | None, archives: Path
+    conn: sqlite3.Connection, db_path: str | Path, size: int | None, archives: ArchiveReader
 ) -> tuple[int, bytes, str]:
     """The signed tree head of ``size`` (the latest when None) as (size, root, jws)."""
     if size is not None:
@@ -224,7 +225,7 @@ def _head(
             "SELECT size, root, jws FROM tree_heads WHERE size = ?", (size,)
         ).fetchone()
         if row is None:
-            archived = archived_head(db_path, archives, size)
+            archived = archives.head(size)
             if archived is not None:
                 return archived
     return _live_head(conn, db_path, size)
@@ -263,11 +264,11 @@ def _nearby(conn: sqlite3.Connection, size: int) -> str:
 
 
 def _leaves(
-    conn: sqlite3.Connection, db_path: str | Path, size: int, root: bytes, archives: Path
+    conn: sqlite3.Connection, db_path: str | Path, size: int, root: bytes, archives: ArchiveReader
 ) -> list[bytes]:
     """The first ``size`` leaf hashes in seq order (archived ones from their archives), checked
     against the head's ``root``."""
-    leaves = archived_leaves(db_path, archives, size) if archived_end(db_path) else []
+    leaves = archives.leaves(size) if archived_end(db_path) else []
     cursor = conn.execute("SELECT leaf_hash FROM records WHERE seq < ? ORDER BY seq", (size,))
     leaves += [bytes(leaf) for (leaf,) in iter_rows(cursor)]
     if len(leaves) != size or merkle.root(leaves) != root:

@@ -53,7 +53,6 @@ from exchange.messagelog.archive import (
     ArchiveIndexEntry,
     archive_file,
     default_archive_dir,
-    file_sha256,
     read_index,
 )
 from exchange.messagelog.archive import PARTS as ARCHIVE_PARTS
@@ -414,10 +413,9 @@ class _Verifier:
                 f"previous archive ends at {start} (archive index edited)",
             )
         try:
-            path = archive_file(folder, entry.file)
-            with ArchiveFile(path) as archive:
+            with ArchiveFile(archive_file(folder, entry.file)) as archive:
                 # (A2) the file is the one the index names (its SHA-256)
-                if file_sha256(path) != entry.sha256:
+                if archive.sha256() != entry.sha256:
                     self.tally.archive(
                         entry,
                         "the file's SHA-256 differs from the archive index (archive altered or "
