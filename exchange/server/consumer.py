@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 from aiohttp import hdrs, web
@@ -39,7 +39,7 @@ from exchange.errors import (
     UnknownMember,
 )
 from exchange.globalconf.document import GlobalConf, SecurityServerInfo
-from exchange.identifiers import ClientId, SecurityServerId, SubsystemId
+from exchange.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import FrameKind
 from exchange.protocol.jws import JwsError, verify
@@ -109,28 +109,75 @@ async def _consume(
     # (5) a security server provides the service
     provider = choose_provider(server, conf, target.service.subsystem, xh.security_server, rec)
     # (6) sign with the client member's key, send, and check what comes back
-    signed = SignedRequest(
-        message_id=xh.message_id,
-        client=client,
-        service=target.service,
+    signed = signed_request(
+        server,
+        provider,
+        xh,
+        client,
+        target.service,
         method=request.method,
         path=target.path,
         query=query,
         headers=tuple((k, v) for k, v in end_to_end_headers(request.headers.items())),
-        body_sha256=b64url(hashlib.sha256(body).digest()),
-        body_length=len(body),
-        user_id=xh.user_id,
-        purpose=xh.purpose,
-        issue=xh.issue,
-        represented_party=xh.represented_party,
-        security_server=provider.id,
-        timestamp_ms=int(server.clock() * 1000),
+        body=body,
     )
     response, response_body = await exchange_signed(server, provider, signed, body, rec)
     rec.http_status = response.status
     # (7) logged durably before the answer
     await server.log_record(rec)
     return _to_web_response(response, response_body, signed, rec)
+
+
+class CallerFields(Protocol):
+    """The X-Road fields an information system gives with its call, from the ``X-Road-*``
+    headers (REST) or the envelope's header (SOAP)."""
+
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def purpose(self) -> str | None: ...
+    @property
+    def issue(self) -> str | None: ...
+    @property
+    def represented_party(self) -> str | None: ...
+
+
+def signed_request(
+    server: SecurityServer,
+    provider: SecurityServerInfo,
+    caller: CallerFields,
+    client: SubsystemId,
+    service: ServiceId,
+    *,
+    method: str,
+    path: str,
+    query: str,
+    headers: tuple[tuple[str, str], ...],
+    body: bytes,
+    protocol: str = "rest",
+) -> SignedRequest:
+    """What the client member signs for one call, REST or SOAP: the call, ``body`` by its
+    SHA-256 and length, the caller's X-Road fields, the chosen provider and the time now."""
+    return SignedRequest(
+        message_id=caller.message_id,
+        client=client,
+        service=service,
+        method=method,
+        path=path,
+        query=query,
+        headers=headers,
+        body_sha256=b64url(hashlib.sha256(body).digest()),
+        body_length=len(body),
+        user_id=caller.user_id,
+        purpose=caller.purpose,
+        issue=caller.issue,
+        represented_party=caller.represented_party,
+        security_server=provider.id,
+        timestamp_ms=int(server.clock() * 1000),
+        protocol=protocol,
+    )
 
 
 def hosted_client(

@@ -21,7 +21,6 @@ message and the detail id that is also in the server's log: never JSON.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -36,13 +35,13 @@ from exchange.errors import (
     InconsistentResponse,
 )
 from exchange.protocol import soap
-from exchange.protocol.canonical import b64url
-from exchange.protocol.messages import SignedRequest, SignedResponse
+from exchange.protocol.messages import SignedResponse
 from exchange.server.consumer import (
     choose_provider,
     exchange_signed,
     hosted_client,
     read_body,
+    signed_request,
 )
 from exchange.server.records import ExchangeRecord, guarded
 from exchange.server.soap_provider import FAULT_STATUS, off_loop
@@ -120,22 +119,17 @@ async def _consume(
     provider = choose_provider(server, conf, header.service.subsystem, header.security_server, rec)
     # (5) sign with the client member's key: the whole body, and that it is SOAP; send, and
     # check what comes back
-    signed = SignedRequest(
-        message_id=header.message_id,
-        client=client,
-        service=header.service,
+    signed = signed_request(
+        server,
+        provider,
+        header,
+        client,
+        header.service,
         method="POST",
         path="",
         query="",
         headers=_signed_headers(request, content_type),
-        body_sha256=b64url(hashlib.sha256(body).digest()),
-        body_length=len(body),
-        user_id=header.user_id,
-        purpose=header.purpose,
-        issue=header.issue,
-        represented_party=header.represented_party,
-        security_server=provider.id,
-        timestamp_ms=int(server.clock() * 1000),
+        body=body,
         protocol="soap",
     )
     response, response_body = await exchange_signed(server, provider, signed, body, rec)
