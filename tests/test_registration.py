@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import exchange.cli.registration as registration_cli
 from exchange.central.app import PUBLISHER_KEY, CentralConfig, create_app
 from exchange.central.registration import (
+    MAX_BODY_BYTES,
     InvalidRegistrationRequest,
     RegistrationRequest,
     new_request,
@@ -355,6 +356,27 @@ async def test_refused(
     else:
         assert reason.fullmatch(answer["message"]), answer["message"]
     assert json.loads(_cli("list", "--config", str(central.toml), "--json", "--all").output) == []
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 16 * 1024):
+        yield body[start : start + 16 * 1024]
+
+
+async def test_an_oversize_request_is_refused_in_the_same_words(central: Central) -> None:
+    """Refused before it is read when its length is announced, after it is read when not: the
+    same code and words either way."""
+    body = b" " * (MAX_BODY_BYTES + 1)
+    expected = (
+        400,
+        "Client.InvalidRegistrationRequest",
+        f"the request is larger than {MAX_BODY_BYTES} bytes",
+    )
+    async with aiohttp.ClientSession() as session:
+        for data in (body, _chunks(body)):
+            async with session.post(f"{central.url}/registration", data=data) as response:
+                answer = await response.json()
+                assert (response.status, answer["type"], answer["message"]) == expected
 
 
 async def test_the_same_request_is_stored_once(central: Central) -> None:

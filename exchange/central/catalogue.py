@@ -270,7 +270,7 @@ def verify_declaration(body: bytes, *, registry: GlobalConf, now: int) -> Declar
     (:meth:`DeclarationStore.put`).
     """
     # (1) the body holds one compact JWS whose payload parses as a declaration
-    (token,) = _ENVELOPE.tokens(body, _invalid)
+    (token,) = ENVELOPE.tokens(body, _invalid)
     try:
         payload = unverified_payload(token)
         declaration = Declaration.from_document(loads(payload))
@@ -315,7 +315,7 @@ def verify_declaration(body: bytes, *, registry: GlobalConf, now: int) -> Declar
     return declaration
 
 
-_ENVELOPE: Final = Envelope(
+ENVELOPE: Final = Envelope(
     fields=("signature",),
     max_bytes=MAX_BODY_BYTES,
     too_large=f"the declaration is larger than {MAX_BODY_BYTES} bytes",
@@ -323,6 +323,8 @@ _ENVELOPE: Final = Envelope(
     wrong_fields="the body must hold exactly 'signature'",
     not_strings="signature must be a compact JWS string",
 )
+"""The HTTP body of a service declaration; :mod:`exchange.central.catalogue_app` refuses one
+announced as larger in the same words."""
 
 
 def _registered_server(registry: GlobalConf, declaration: Declaration) -> SecurityServerInfo | None:
@@ -408,7 +410,7 @@ def _speaks_for(registry: GlobalConf, declaration: Declaration) -> bool:
 
 
 def _held(body: bytes) -> Declaration:
-    (token,) = _ENVELOPE.tokens(body, _invalid)
+    (token,) = ENVELOPE.tokens(body, _invalid)
     return Declaration.from_document(loads(unverified_payload(token)))
 
 

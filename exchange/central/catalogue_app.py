@@ -25,7 +25,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from exchange.central.catalogue import (
-    MAX_BODY_BYTES,
+    ENVELOPE,
     Declaration,
     DeclarationStore,
     InvalidServiceDeclaration,
@@ -33,7 +33,8 @@ from exchange.central.catalogue import (
     verify_declaration,
 )
 from exchange.central.registry import Registry
-from exchange.errors import ClientError, ExchangeError, InvalidIdentifier
+from exchange.central.signed_documents_app import announced_too_large, error_response
+from exchange.errors import ClientError, InvalidIdentifier
 from exchange.identifiers import MemberId, SubsystemId, parse_member, parse_subsystem
 
 logger = logging.getLogger(__name__)
@@ -84,14 +85,15 @@ def add_catalogue_routes(app: web.Application, db_path: Path, *, clock: Clock = 
 
 
 async def handle_declaration(request: web.Request) -> web.StreamResponse:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return _error(InvalidServiceDeclaration(f"the body is larger than {MAX_BODY_BYTES} bytes"))
+    refused = announced_too_large(request, ENVELOPE, InvalidServiceDeclaration)
+    if refused is not None:
+        return refused
     body = await request.read()  # bounded by the app's client_max_size (1 MiB)
     try:
         declaration = await asyncio.to_thread(request.app[CATALOGUE_KEY].declare, body)
     except ClientError as exc:
         logger.warning("service declaration refused (%s): %s", exc.detail, exc.internal)
-        return _error(exc)
+        return error_response(exc)
     services = sum(len(s) for _, s in declaration.subsystems)
     logger.info(
         "service declaration of %s: %d subsystem(s), %d service(s)",
@@ -121,9 +123,5 @@ async def handle_catalogue(request: web.Request) -> web.StreamResponse:
                 subsystem = parse_subsystem(raw.rstrip("/"), encoded=True)
         catalogue = await asyncio.to_thread(request.app[CATALOGUE_KEY].browse, member, subsystem)
     except (ClientError, InvalidIdentifier) as exc:
-        return _error(exc)
+        return error_response(exc)
     return web.json_response(catalogue)
-
-
-def _error(exc: ExchangeError) -> web.StreamResponse:
-    return web.json_response(exc.body(), status=exc.status)

@@ -222,7 +222,7 @@ def verify_registration(
     before is the store's check (:meth:`RegistrationStore.add`).
     """
     # (1) the body holds two compact JWS over the same document, which parses
-    auth_jws, member_jws = _ENVELOPE.tokens(body, _refuse)
+    auth_jws, member_jws = ENVELOPE.tokens(body, _refuse)
     payload = _same_payload(auth_jws, member_jws)
     request = RegistrationRequest.from_document(_json(payload, "the signed document"))
     # (2) the authentication key signed it: proof of possession of the registered key
@@ -277,7 +277,7 @@ def verify_registration(
     return request
 
 
-_ENVELOPE: Final = Envelope(
+ENVELOPE: Final = Envelope(
     fields=("auth_signature", "member_signature"),
     max_bytes=MAX_BODY_BYTES,
     too_large=f"the request is larger than {MAX_BODY_BYTES} bytes",
@@ -285,6 +285,8 @@ _ENVELOPE: Final = Envelope(
     wrong_fields="the request body must hold exactly auth_signature and member_signature",
     not_strings="auth_signature and member_signature must be compact JWS strings",
 )
+"""The HTTP body of a registration request; :mod:`exchange.central.registration_app` refuses one
+announced as larger in the same words."""
 
 
 def _json(data: bytes, what: str) -> Any:

@@ -25,14 +25,15 @@ from aiohttp import web
 from cryptography import x509
 
 from exchange.central.registration import (
-    MAX_BODY_BYTES,
+    ENVELOPE,
     InvalidRegistrationRequest,
     RegistrationStore,
     StoredRequest,
     verify_registration,
 )
 from exchange.central.registry import Registry
-from exchange.errors import ConfigurationError, ExchangeError
+from exchange.central.signed_documents_app import announced_too_large, error_response
+from exchange.errors import ConfigurationError
 from exchange.globalconf.document import GlobalConf
 
 logger = logging.getLogger(__name__)
@@ -88,16 +89,15 @@ def add_registration_routes(
 
 
 async def handle_registration(request: web.Request) -> web.StreamResponse:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return _error(
-            InvalidRegistrationRequest(f"the request is larger than {MAX_BODY_BYTES} bytes")
-        )
+    refused = announced_too_large(request, ENVELOPE, InvalidRegistrationRequest)
+    if refused is not None:
+        return refused
     body = await request.read()
     try:
         stored = await asyncio.to_thread(request.app[REGISTRATION_KEY].receive, body)
     except InvalidRegistrationRequest as exc:
         logger.warning("registration request refused (%s): %s", exc.detail, exc.internal)
-        return _error(exc)
+        return error_response(exc)
     logger.info(
         "registration request %s from %s (%s) is pending approval",
         stored.id,
@@ -118,7 +118,3 @@ async def handle_registration_status(request: web.Request) -> web.StreamResponse
         )
     body = {"id": stored.id, "status": stored.status, "reason": stored.reason}
     return web.json_response(body)
-
-
-def _error(exc: ExchangeError) -> web.StreamResponse:
-    return web.json_response(exc.body(), status=exc.status)

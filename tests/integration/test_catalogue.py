@@ -15,6 +15,7 @@ import pytest_asyncio
 from cryptography import x509
 
 from exchange.central.catalogue import (
+    MAX_BODY_BYTES,
     DeclaredService,
     new_declaration,
     sign_declaration,
@@ -323,6 +324,29 @@ async def test_forged_declarations_are_refused(
     assert reason in body["message"]
     _, after = await _get(net, cat.central)
     assert after == before
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 64 * 1024):
+        yield body[start : start + 64 * 1024]
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "chunked"])
+async def test_an_oversize_declaration_is_refused_in_the_same_words(
+    net: Net, cat: Cat, announced: bool
+) -> None:
+    """Refused before it is read when its length is announced, after it is read when not: the
+    same code and words either way."""
+    assert net.session is not None
+    body = b" " * (MAX_BODY_BYTES + 1)
+    data = body if announced else _chunks(body)
+    async with net.session.post(f"{cat.central}/declarations", data=data) as response:
+        status, answer = response.status, orjson.loads(await response.read())
+    assert (status, answer["type"], answer["message"]) == (
+        400,
+        "Client.InvalidServiceDeclaration",
+        f"the declaration is larger than {MAX_BODY_BYTES} bytes",
+    )
 
 
 async def test_replayed_declaration_is_refused(net: Net, cat: Cat) -> None:
