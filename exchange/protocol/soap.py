@@ -851,6 +851,16 @@ def request_envelope(header: XRoadHeader, body: etree._Element) -> bytes:
 
 # --- faults ---------------------------------------------------------------------------------------
 
+FAULT_STATUS: Final = 500
+"""SOAP 1.1 §6.2: a SOAP Fault travels with HTTP 500, whatever the fault."""
+
+
+def fault_message(code: str, message: str, detail: str | None = None) -> tuple[int, str, bytes]:
+    """A fault as HTTP carries it: :data:`FAULT_STATUS`, :data:`SOAP_CONTENT_TYPE` and the
+    :func:`fault_envelope`. The headers are the caller's: the provider signs the content type
+    alone (the code travels as the signed ``error_type``), the consumer adds ``X-Road-Error``."""
+    return FAULT_STATUS, SOAP_CONTENT_TYPE, fault_envelope(code, message, detail)
+
 
 def fault_envelope(code: str, message: str, detail: str | None = None) -> bytes:
     """A SOAP 1.1 Fault with X-Road's dotted code (PR-MESS §2.5, Annex D.1)."""

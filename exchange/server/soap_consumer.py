@@ -44,7 +44,7 @@ from exchange.server.consumer import (
     signed_request,
 )
 from exchange.server.records import ExchangeRecord, guarded
-from exchange.server.soap_provider import FAULT_STATUS, off_loop
+from exchange.server.soap_provider import off_loop
 
 if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
@@ -58,10 +58,9 @@ def fault_response(err: ExchangeError) -> web.Response:
 
 def _fault(code: str, message: str, detail: str | None) -> web.Response:
     """The one place a consumer-side SOAP Fault is built: HTTP 500 with ``X-Road-Error``."""
+    status, content_type, body = soap.fault_message(code, message, detail)
     return web.Response(
-        status=FAULT_STATUS,
-        body=soap.fault_envelope(code, message, detail),
-        headers={"Content-Type": soap.SOAP_CONTENT_TYPE, "X-Road-Error": code},
+        status=status, body=body, headers={"Content-Type": content_type, "X-Road-Error": code}
     )
 
 
@@ -168,7 +167,7 @@ def _answer(response: SignedResponse, body: bytes, request: soap.SoapRequest) ->
             soap.check_echo(parsed, request)
         except ClientError as exc:
             raise InconsistentResponse(exc.message) from None
-    status = FAULT_STATUS if parsed.fault is not None else 200
+    status = soap.FAULT_STATUS if parsed.fault is not None else 200
     headers = {"Content-Type": content_type}
     if response.error_type is not None:
         headers["X-Road-Error"] = response.error_type

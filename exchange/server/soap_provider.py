@@ -53,9 +53,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-FAULT_STATUS = 500
-"""SOAP 1.1 §6.2: a SOAP Fault travels with HTTP 500, whatever the fault."""
-
 
 @dataclass(frozen=True, slots=True)
 class SoapAnswer:
@@ -91,8 +88,9 @@ async def off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
 
 
 def fault_answer(err: ExchangeError) -> tuple[int, list[tuple[str, str]], bytes]:
-    body = soap.fault_envelope(err.code, err.message, err.detail)
-    return FAULT_STATUS, [("content-type", soap.SOAP_CONTENT_TYPE)], body
+    """The signed answer's status, headers and body for ``err`` on the SOAP path."""
+    status, content_type, body = soap.fault_message(err.code, err.message, err.detail)
+    return status, [("content-type", content_type)], body
 
 
 def _header_value(request: SignedRequest, name: str) -> str | None:
@@ -214,7 +212,7 @@ def _finish(
     # a fault from the service passes through as it is
     if response.fault is not None:
         return SoapAnswer(
-            FAULT_STATUS, [("content-type", content_type)], body, None, decision.policy_version
+            soap.FAULT_STATUS, [("content-type", content_type)], body, None, decision.policy_version
         )
     if status != 200:
         raise ServiceFailed(f"the SOAP service answered HTTP {status} without a SOAP Fault")
