@@ -618,3 +618,93 @@ def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
     result = _cli(*path, "--help")
     assert result.exit_code == 0
     assert "Example:" in result.output
+
+
+def test_server_client_and_group_member_commands_say_what_they_did(tmp_path: Path) -> None:
+    """The exact output and exit code of each run: done (0), refused by the registry (2, one
+    line), a bad or missing argument (2, click's usage error)."""
+    c = ("--config", str(_init(tmp_path)))
+    ss1, pop = "PS/GOV/MOI/ss1", "PS/GOV/MOI/pop"
+    for args in (
+        ["member", "add", *c, "PS/GOV/MOI", "--name", "Interior"],
+        ["subsystem", "add", *c, pop],
+        ["server", "add", *c, ss1, "--address", "127.0.0.1:1"],
+        ["group", "add", *c, "PS/win", "--description", "Windows"],
+    ):
+        assert _cli(*args).exit_code == 0
+    usage = "Usage: central {} [OPTIONS] {}\nTry 'central {} --help' for help.\n\nError: {}\n"
+    runs = [
+        (["server", "add-client", ss1, pop], 0, f"{ss1} now hosts {pop} (registry version 6)\n"),
+        (["server", "add-client", ss1, pop], 2, f"error: {pop} is already a client of {ss1}\n"),
+        (
+            ["server", "add-client", "PS/GOV/MOI/ss9", pop],
+            2,
+            "error: unknown security server PS/GOV/MOI/ss9: add it first\n",
+        ),
+        (
+            ["server", "add-client", ss1, "PS/GOV/MOI"],
+            2,
+            usage.format(
+                "server add-client",
+                "SERVER_ID SUBSYSTEM_ID",
+                "server add-client",
+                "Invalid value for 'SUBSYSTEM_ID': invalid subsystem identifier 'PS/GOV/MOI': "
+                "expected 4 parts separated by '/', got 3",
+            ),
+        ),
+        (
+            ["server", "remove-client", ss1, pop],
+            0,
+            f"{ss1} no longer hosts {pop} (registry version 7)\n",
+        ),
+        (["server", "remove-client", ss1, pop], 2, f"error: {pop} is not a client of {ss1}\n"),
+        (
+            ["group", "add-member", "PS/win", pop],
+            0,
+            f"{pop} added to PS/win (registry version 8)\n",
+        ),
+        (
+            ["group", "add-member", "PS/win", pop],
+            2,
+            f"error: {pop} is already in global group PS/win\n",
+        ),
+        (
+            ["group", "add-member", "PS/nope", pop],
+            2,
+            "error: unknown global group PS/nope: add it first\n",
+        ),
+        (
+            ["group", "add-member", "PS/win", "PS/GOV"],
+            2,
+            usage.format(
+                "group add-member",
+                "GROUP_ID CLIENT",
+                "group add-member",
+                "Invalid value for 'CLIENT': invalid subsystem identifier 'PS/GOV': "
+                "expected 4 parts separated by '/', got 2",
+            ),
+        ),
+        (
+            ["group", "remove-member", "PS/win", pop],
+            0,
+            f"{pop} removed from PS/win (registry version 9)\n",
+        ),
+        (
+            ["group", "remove-member", "PS/win", pop],
+            2,
+            f"error: {pop} is not in global group PS/win\n",
+        ),
+        (
+            ["group", "remove-member", "PS/win"],
+            2,
+            usage.format(
+                "group remove-member",
+                "GROUP_ID CLIENT",
+                "group remove-member",
+                "Missing argument 'CLIENT'.",
+            ),
+        ),
+    ]
+    for (parent, name, *ids), code, output in runs:
+        result = _cli(parent, name, *c, *ids)
+        assert (result.exit_code, result.output) == (code, output), (parent, name, *ids)

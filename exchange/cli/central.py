@@ -28,7 +28,6 @@ from exchange.errors import InvalidIdentifier
 from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import (
-    ClientId,
     GlobalGroupId,
     MemberId,
     SecurityServerId,
@@ -89,6 +88,28 @@ def _edit(config_path: Path, change: Callable[[Registry], int], done: str) -> No
     with _open_registry(config_path) as registry:
         version = change(registry)
     console.print(f"{done} (registry version {version})")
+
+
+def _edit_command(
+    parent: click.Group,
+    name: str,
+    arguments: tuple[tuple[str, IdentifierType[Any]], ...],
+    change: Callable[..., int],
+    done: str,
+    help_text: str,
+) -> click.Command:
+    """Add ``parent name --config FILE ID...``: the identifiers parsed in order, one
+    ``change(registry, *ids)``, and ``done`` (formatted with the identifiers by name) printed with
+    the new registry version."""
+
+    @handle_errors
+    def edit(config_path: Path, **ids: Any) -> None:
+        values = [ids[param] for param, _ in arguments]
+        _edit(config_path, lambda r: change(r, *values), done.format(**ids))
+
+    for param, kind in reversed(arguments):
+        edit = click.argument(param, type=kind)(edit)
+    return parent.command(name, help=help_text)(config_option(edit))
 
 
 @click.group("central")
@@ -445,48 +466,35 @@ def server_remove_auth_cert(
     )
 
 
-@server.command("add-client")
-@config_option
-@click.argument("server_id", type=SERVER)
-@click.argument("subsystem_id", type=SUBSYSTEM)
-@handle_errors
-def server_add_client(
-    config_path: Path, server_id: SecurityServerId, subsystem_id: SubsystemId
-) -> None:
+server_add_client = _edit_command(
+    server,
+    "add-client",
+    (("server_id", SERVER), ("subsystem_id", SUBSYSTEM)),
+    Registry.add_server_client,
+    "{server_id} now hosts {subsystem_id}",
     """Record that a security server hosts a client subsystem.
 
     \b
     Example:
       exchange central server add-client --config central.toml PS/GOV/MOI/ss1 \\
           PS/GOV/MOI/population-registry
-    """
-    _edit(
-        config_path,
-        lambda r: r.add_server_client(server_id, subsystem_id),
-        f"{server_id} now hosts {subsystem_id}",
-    )
+    """,
+)
 
-
-@server.command("remove-client")
-@config_option
-@click.argument("server_id", type=SERVER)
-@click.argument("subsystem_id", type=SUBSYSTEM)
-@handle_errors
-def server_remove_client(
-    config_path: Path, server_id: SecurityServerId, subsystem_id: SubsystemId
-) -> None:
+server_remove_client = _edit_command(
+    server,
+    "remove-client",
+    (("server_id", SERVER), ("subsystem_id", SUBSYSTEM)),
+    Registry.remove_server_client,
+    "{server_id} no longer hosts {subsystem_id}",
     """Record that a security server no longer hosts a client subsystem.
 
     \b
     Example:
       exchange central server remove-client --config central.toml PS/GOV/MOI/ss1 \\
           PS/GOV/MOI/population-registry
-    """
-    _edit(
-        config_path,
-        lambda r: r.remove_server_client(server_id, subsystem_id),
-        f"{server_id} no longer hosts {subsystem_id}",
-    )
+    """,
+)
 
 
 # --- global groups -----------------------------------------------------------------------------
@@ -533,42 +541,35 @@ def group_remove(config_path: Path, group_id: GlobalGroupId) -> None:
     _edit(config_path, lambda r: r.remove_group(group_id), f"removed group {group_id}")
 
 
-@global_group.command("add-member")
-@config_option
-@click.argument("group_id", type=GROUP)
-@click.argument("client", type=CLIENT)
-@handle_errors
-def group_add_member(config_path: Path, group_id: GlobalGroupId, client: ClientId) -> None:
+group_add_member = _edit_command(
+    global_group,
+    "add-member",
+    (("group_id", GROUP), ("client", CLIENT)),
+    Registry.add_group_member,
+    "{client} added to {group_id}",
     """Add a subsystem (or a member) to a global group.
 
     \b
     Example:
       exchange central group add-member --config central.toml PS/unified-windows \\
           PS/GOV/POST/biddu-window
-    """
-    _edit(
-        config_path, lambda r: r.add_group_member(group_id, client), f"{client} added to {group_id}"
-    )
+    """,
+)
 
-
-@global_group.command("remove-member")
-@config_option
-@click.argument("group_id", type=GROUP)
-@click.argument("client", type=CLIENT)
-@handle_errors
-def group_remove_member(config_path: Path, group_id: GlobalGroupId, client: ClientId) -> None:
+group_remove_member = _edit_command(
+    global_group,
+    "remove-member",
+    (("group_id", GROUP), ("client", CLIENT)),
+    Registry.remove_group_member,
+    "{client} removed from {group_id}",
     """Remove a client from a global group.
 
     \b
     Example:
       exchange central group remove-member --config central.toml PS/unified-windows \\
           PS/GOV/POST/biddu-window
-    """
-    _edit(
-        config_path,
-        lambda r: r.remove_group_member(group_id, client),
-        f"{client} removed from {group_id}",
-    )
+    """,
+)
 
 
 # --- trust services ----------------------------------------------------------------------------
