@@ -243,6 +243,44 @@ async def test_each_batch_gets_its_tree_head_after_the_answer(tmp_path: Path, pk
     assert report.ok and report.tree_heads_verified == 3 and report.unsigned_records == 0
 
 
+async def test_a_tree_head_that_cannot_be_stored_loses_no_record(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The records are durable before their tree head is signed; a head that cannot be stored
+    is logged as an error, the answers stand, and the next stored head covers those records."""
+    path = tmp_path / "log.db"
+
+    async def head_refused(times: int) -> None:
+        for _ in range(1000):  # a bounded wait for the writer thread, not a timing assertion
+            if caplog.text.count("storing a message log tree head failed") >= times:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the writer never tried to store the tree head")
+
+    with MessageLog(path, pki.signer) as log:
+        await log.append(entry(0))
+        assert (await log.sign_tree_head()).size == 1
+        block = sqlite3.connect(path)
+        try:
+            block.execute(
+                "CREATE TRIGGER block_heads BEFORE INSERT ON tree_heads "
+                "BEGIN SELECT RAISE(ABORT, 'no tree heads now'); END"
+            )
+            block.commit()
+            assert await log.append(entry(1)) == 1
+            await head_refused(1)
+            assert await log.append(entry(2)) == 2
+            await head_refused(2)
+            block.execute("DROP TRIGGER block_heads")
+            block.commit()
+        finally:
+            block.close()
+        assert await log.append(entry(3)) == 3
+        assert (await log.sign_tree_head()).size == 4
+    report = verify(path, pki)
+    assert report.ok and report.records == 4 and report.unsigned_records == 0
+
+
 async def test_appends_of_one_loop_iteration_are_one_batch(tmp_path: Path, pki: Pki) -> None:
     """Appends made during one event-loop iteration reach the writer together: one commit and
     one tree head for all of them (group commit without waiting for a busy writer)."""
