@@ -5,6 +5,7 @@ declarations with the registry."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
 from typing import Any
 
@@ -29,6 +30,7 @@ from exchange.protocol.canonical import b64url
 from exchange.protocol.jws import Signer
 from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import cert_pem, fingerprint, generate_key
+from exchange.trust.ocsp import CertStatus, build_ocsp_request, build_ocsp_response
 
 REGISTRY = GlobalConf("PS", 1, 0, 600)
 
@@ -148,3 +150,102 @@ def test_declared_at_may_be_600_s_away_either_way_to_the_millisecond(tmp_path: A
             "declared_at is more than 600 s from the central server's time; "
             "check the security server's clock"
         )
+
+
+# --- revocation: a declaration carries a fresh "good" OCSP response when the CA has a responder
+
+
+SS1 = parse_security_server("PS/GOV/MOI/ss1")
+
+
+def _ocsp_setup(tmp_path: Any) -> tuple[CertificateAuthority, Signer, Signer, GlobalConf, Any]:
+    ca = CertificateAuthority.create(tmp_path / "ca", "CA")
+    server, sub = SS1, parse_subsystem("PS/GOV/MOI/s")
+    key, other_key = generate_key(), generate_key()
+    signer = Signer(key, ca.issue_auth_cert(key.public_key(), server))
+    other = Signer(other_key, ca.issue_auth_cert(other_key.public_key(), server))
+    registry = GlobalConf(
+        "PS",
+        1,
+        0,
+        600,
+        members=(MemberInfo(parse_member("PS/GOV/MOI"), "Interior", (sub,)),),
+        security_servers=(
+            SecurityServerInfo(server, "127.0.0.1:1", (fingerprint(signer.cert),), (sub,)),
+        ),
+        approved_cas=(ApprovedCA("CA", cert_pem(ca.cert), ("http://127.0.0.1:9/",)),),
+    )
+    return ca, signer, other, registry, sub
+
+
+def _ocsp_about(
+    ca: CertificateAuthority, cert: Any, *, revoked: bool = False, at: dt.datetime | None = None
+) -> bytes:
+    def lookup(serial: int) -> CertStatus:
+        if revoked:
+            return CertStatus(serial, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+        return CertStatus(serial)
+
+    return build_ocsp_response(
+        build_ocsp_request(cert, ca.cert),
+        ca=ca.cert,
+        responder_key=ca.key,
+        responder_cert=ca.cert,
+        store_lookup=lookup,
+        now=at or dt.datetime.now(dt.UTC),
+    )
+
+
+def test_a_declaration_with_a_fresh_good_ocsp_response_verifies(tmp_path: Any) -> None:
+    ca, signer, _, registry, sub = _ocsp_setup(tmp_path)
+    now = int(time.time())
+    ocsp = _ocsp_about(ca, signer.cert)
+    declaration = new_declaration(SS1, signer.cert, [(sub, [])], now * 1000, ocsp=ocsp)
+    verified = verify_declaration(sign_declaration(declaration, signer), registry=registry, now=now)
+    assert verified.ocsp == declaration.ocsp
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "message"),
+    [
+        (
+            "missing",
+            InvalidServiceDeclaration,
+            "the declaration carries no OCSP response for its authentication certificate, "
+            "whose CA publishes an OCSP responder",
+        ),
+        ("revoked", ServiceDeclarationForbidden, "the authentication certificate is revoked"),
+        (
+            "stale",
+            InvalidServiceDeclaration,
+            "the OCSP response for the authentication certificate: OCSP response is stale",
+        ),
+        (
+            "another-certificate",
+            InvalidServiceDeclaration,
+            "the OCSP response for the authentication certificate: "
+            "OCSP response is not about this certificate",
+        ),
+        (
+            "garbage",
+            InvalidServiceDeclaration,
+            "the OCSP response for the authentication certificate: malformed OCSP response",
+        ),
+    ],
+)
+def test_a_declaration_without_a_fresh_good_ocsp_response_is_refused(
+    tmp_path: Any, case: str, error: type[Exception], message: str
+) -> None:
+    ca, signer, other, registry, sub = _ocsp_setup(tmp_path)
+    now = int(time.time())
+    ocsp = {
+        "missing": None,
+        "revoked": _ocsp_about(ca, signer.cert, revoked=True),
+        "stale": _ocsp_about(ca, signer.cert, at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)),
+        "another-certificate": _ocsp_about(ca, other.cert),
+        "garbage": b"\x30\x03\x0a\x01\x00",
+    }[case]
+    declaration = new_declaration(SS1, signer.cert, [(sub, [])], now * 1000, ocsp=ocsp)
+    with pytest.raises(error) as refused:
+        verify_declaration(sign_declaration(declaration, signer), registry=registry, now=now)
+    assert refused.value.message == message  # type: ignore[attr-defined]

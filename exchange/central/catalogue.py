@@ -5,7 +5,7 @@ reload. The declaration document (canonical JSON,
 :func:`exchange.protocol.canonical.canonical_bytes`)::
 
     {"type": "service-declaration", "server": "PS/GOV/MOI/ss1", "declared_at": <unix ms>,
-     "nonce": "<random>", "auth_cert": "<PEM>",
+     "nonce": "<random>", "auth_cert": "<PEM>", "ocsp": "<base64url DER OCSP response>",
      "subsystems": [{"id": "PS/GOV/MOI/population-registry",
                      "services": [{"code": "persons", "type": "rest", "title": "...",
                                    "description": "...", "described": true}]}]}
@@ -13,6 +13,9 @@ reload. The declaration document (canonical JSON,
 is signed as compact JWS (RFC 7515 §7.1, ES256) by the server's *authentication* key: the key
 whose certificate fingerprint the registry holds for exactly that server. The HTTP body is
 ``{"signature": <JWS>}``. A declaration replaces everything the server declared before.
+``ocsp`` is the fresh OCSP response the server staples to its peers for that certificate; it is
+required when the certificate's CA publishes an OCSP responder, so that a server whose
+authentication certificate was revoked can no longer declare.
 
 :func:`verify_declaration` is sans-IO: the body, the registry's current content (a
 :class:`GlobalConf`) and ``now``. It refuses with :class:`InvalidServiceDeclaration` (400: the
@@ -52,11 +55,12 @@ from exchange.identifiers import (
     parse_subsystem,
     validate_part,
 )
-from exchange.protocol.canonical import canonical_bytes, loads
+from exchange.protocol.canonical import b64url, b64url_decode, canonical_bytes, loads
 from exchange.protocol.jws import Signer, unverified_payload
 from exchange.protocol.metadata import RESERVED_SERVICE_CODES
 from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
+from exchange.trust.ocsp import CertificateRevoked, OcspError, verify_ocsp_response
 
 DECLARATION_TYPE: Final = "service-declaration"
 MAX_BODY_BYTES: Final = 512 * 2**10
@@ -114,9 +118,11 @@ class Declaration:
     nonce: str
     auth_cert: x509.Certificate
     subsystems: tuple[tuple[SubsystemId, tuple[DeclaredService, ...]], ...]
+    ocsp: bytes | None = None
+    """DER OCSP response about ``auth_cert`` (RFC 6960), when its CA publishes a responder."""
 
     def document(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "type": DECLARATION_TYPE,
             "server": str(self.server),
             "declared_at": self.declared_at,
@@ -127,6 +133,9 @@ class Declaration:
                 for sub, services in self.subsystems
             ],
         }
+        if self.ocsp is not None:
+            doc["ocsp"] = b64url(self.ocsp)
+        return doc
 
     @classmethod
     def from_document(cls, doc: Any) -> Declaration:
@@ -141,6 +150,7 @@ class Declaration:
                 nonce=_nonce(_text(doc, "nonce", 128)),
                 auth_cert=_cert(_text(doc, "auth_cert", 16384)),
                 subsystems=_subsystems(doc.get("subsystems")),
+                ocsp=_ocsp(doc.get("ocsp")),
             )
         except ExchangeError as exc:
             if isinstance(exc, InvalidServiceDeclaration):
@@ -148,7 +158,8 @@ class Declaration:
             raise _invalid(exc.message) from None
 
 
-_FIELDS: Final = ("type", "server", "declared_at", "nonce", "auth_cert", "subsystems")
+_FIELDS: Final = ("type", "server", "declared_at", "nonce", "auth_cert", "subsystems", "ocsp")
+MAX_OCSP_CHARS: Final = 16384
 _SERVICE_FIELDS: Final = ("code", "type", "title", "description", "described")
 
 
@@ -157,6 +168,7 @@ def new_declaration(
     auth_cert: x509.Certificate,
     subsystems: Iterable[tuple[SubsystemId, Iterable[DeclaredService]]],
     now_ms: int,
+    ocsp: bytes | None = None,
 ) -> Declaration:
     return Declaration(
         server=server,
@@ -164,6 +176,7 @@ def new_declaration(
         nonce=secrets.token_urlsafe(18),
         auth_cert=auth_cert,
         subsystems=tuple((sub, tuple(services)) for sub, services in subsystems),
+        ocsp=ocsp,
     )
 
 
@@ -208,6 +221,17 @@ def _nonce(nonce: str) -> str:
     if len(nonce) < 16 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in nonce):
         raise _invalid("nonce must be 16 to 128 base64url characters")
     return nonce
+
+
+def _ocsp(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_OCSP_CHARS:
+        raise _invalid(f"ocsp must be a base64url string of at most {MAX_OCSP_CHARS} characters")
+    try:
+        return b64url_decode(value)
+    except ValueError:
+        raise _invalid("ocsp is not base64url") from None
 
 
 def _cert(pem: str) -> x509.Certificate:
@@ -299,6 +323,9 @@ def verify_declaration(body: bytes, *, registry: GlobalConf, now: int) -> Declar
         refuse=_invalid,
         refuse_other_server=ServiceDeclarationForbidden,
     )
+    # (4b) not revoked: when its CA publishes an OCSP responder, the declaration carries a
+    #      fresh "good" OCSP response about it
+    _check_not_revoked(declaration, registry, now)
     # (5) and registered for it
     info = _registered_server(registry, declaration)
     if info is None:
@@ -313,6 +340,31 @@ def verify_declaration(body: bytes, *, registry: GlobalConf, now: int) -> Declar
                 "it cannot declare services for it"
             )
     return declaration
+
+
+def _check_not_revoked(declaration: Declaration, registry: GlobalConf, now: int) -> None:
+    responder = registry.ocsp_issuer(declaration.auth_cert)
+    if responder is None:
+        return
+    if declaration.ocsp is None:
+        raise _invalid(
+            "the declaration carries no OCSP response for its authentication certificate, "
+            "whose CA publishes an OCSP responder"
+        )
+    try:
+        verify_ocsp_response(
+            declaration.ocsp,
+            cert=declaration.auth_cert,
+            issuer=responder[0],
+            now=dt.datetime.fromtimestamp(now, dt.UTC),
+            max_age_seconds=registry.settings.ocsp_freshness_seconds,
+        )
+    except CertificateRevoked:
+        raise ServiceDeclarationForbidden("the authentication certificate is revoked") from None
+    except OcspError as exc:
+        raise _invalid(
+            f"the OCSP response for the authentication certificate: {exc.message}"
+        ) from None
 
 
 ENVELOPE: Final = Envelope(

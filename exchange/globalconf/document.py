@@ -37,6 +37,7 @@ from exchange.identifiers import (
     validate_part,
 )
 from exchange.protocol.canonical import loads
+from exchange.trust.validation import find_issuer
 
 T = TypeVar("T")
 
@@ -138,6 +139,16 @@ class GlobalConf:
 
     def ca_certs(self) -> list[x509.Certificate]:
         return list(self._index.ca_certs)
+
+    def ocsp_issuer(
+        self, cert: x509.Certificate
+    ) -> tuple[x509.Certificate, tuple[str, ...]] | None:
+        """The approved CA that issued ``cert`` and its OCSP responder URLs, when that CA
+        publishes a responder (its certificates then need a fresh "good" OCSP response)."""
+        for approved, ca in zip(self.approved_cas, self._index.ca_certs, strict=True):
+            if approved.ocsp_urls and find_issuer(cert, [ca]) is not None:
+                return ca, approved.ocsp_urls
+        return None
 
     def tsa_certs(self) -> list[x509.Certificate]:
         return list(self._index.tsa_certs)

@@ -7,14 +7,17 @@ central server checks). The central server's address comes from the anchor: the 
 with its last path segment replaced by ``catalogue/declarations``.
 
 Sending runs in the background and retries (2 s, doubling, at most every 60 s) until the central
-server accepts — e.g. while the server's registration is still pending approval; a refusal is
-logged with the central server's reason. Nothing here is on the exchange path.
+server accepts — e.g. while the server's registration is still pending approval, or before the
+first OCSP response for the authentication certificate has been fetched (the declaration carries
+it, so that a revoked server cannot declare); a refusal is logged with the central server's
+reason. Nothing here is on the exchange path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Final
@@ -85,8 +88,23 @@ class ServiceDeclarer:
             self.server.auth_cert,
             self.subsystems(),
             int(self.server.clock() * 1000),
+            ocsp=self._own_ocsp(),
         )
         return sign_declaration(declaration, auth)
+
+    def _own_ocsp(self) -> bytes | None:
+        """The fresh OCSP response held for the auth certificate (the one stapled to peers):
+        the central server refuses a declaration without one when the CA publishes a responder.
+        None while there is none yet; the retries pick it up once the refresh has fetched it."""
+        conf = self.server.trusted.current
+        if conf is None:
+            return None
+        held = self.server.revocation.own.get(
+            self.server.auth_cert,
+            dt.datetime.fromtimestamp(self.server.clock(), dt.UTC),
+            conf.settings.ocsp_freshness_seconds,
+        )
+        return held.response_der if held is not None else None
 
     async def declare_once(self) -> dict[str, Any]:
         """Send one declaration; the central server's answer, or :class:`DeclarationRefused`."""

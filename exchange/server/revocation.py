@@ -28,7 +28,6 @@ from exchange.protocol.canonical import b64url, b64url_decode
 from exchange.protocol.jws import cert_thumbprint
 from exchange.trust.ocsp import CertificateStatusUnknown, OcspError, OcspStapleCache
 from exchange.trust.ocsp_service import OcspFetcher, OcspUnavailable
-from exchange.trust.validation import find_issuer
 
 log = logging.getLogger("exchange.server.revocation")
 
@@ -38,14 +37,6 @@ def _utc(ts: float) -> dt.datetime:
 
 
 Responder = tuple[x509.Certificate, tuple[str, ...]]
-
-
-def _find_responder(cert: x509.Certificate, conf: GlobalConf) -> Responder | None:
-    # conf.ca_certs() is parsed once per configuration, in the order of approved_cas
-    for approved, ca in zip(conf.approved_cas, conf.ca_certs(), strict=True):
-        if approved.ocsp_urls and find_issuer(cert, [ca]) is not None:
-            return ca, approved.ocsp_urls
-    return None
 
 
 class _ResponderIndex:
@@ -62,7 +53,7 @@ class _ResponderIndex:
             self._known = {}
         key = cert_thumbprint(cert)
         if key not in self._known:
-            self._known[key] = _find_responder(cert, conf)
+            self._known[key] = conf.ocsp_issuer(cert)
         return self._known[key]
 
 

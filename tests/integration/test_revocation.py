@@ -8,11 +8,13 @@ missing, revoked or stale, with a clear code, and keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -219,6 +221,53 @@ async def test_revoked_authentication_certificate_refuses_the_peer(rev: Revocabl
         rev.provider.revocation.admit_peer(auth, staples, conf)
     assert info.value.code == "Server.ServerProxy.CertificateRevoked"
     assert info.value.for_consumer().code == "Server.ClientProxy.CertificateRevoked"
+
+
+async def test_a_server_whose_auth_certificate_is_revoked_cannot_declare(rev: Revocable) -> None:
+    """The central catalogue asks for a fresh "good" OCSP response about the declaring server's
+    authentication certificate: once the server's own refresh learns of the revocation it holds
+    none and its declaration is refused; the CA's "revoked" answer sent anyway is refused as
+    revoked (403)."""
+    from exchange.central.catalogue import new_declaration, sign_declaration
+    from exchange.errors import ConfigurationError
+    from exchange.protocol.jws import Signer
+    from exchange.server.declare import DeclarationRefused
+    from exchange.trust.keys import load_private_key
+    from exchange.trust.ocsp_service import OcspFetcher
+
+    server = rev.consumer
+    conf = server.trusted.current
+    assert conf is not None
+    before = await server.declarer.declare_once()  # with its fresh "good" response: accepted
+    assert before["server"] == str(server.config.server_id)
+    auth = load_certificate(server.config.auth_cert)
+    with contextlib.suppress(ConfigurationError):  # (already revoked by an earlier test)
+        rev.store.revoke(auth, "keyCompromise")
+    server.revocation.own.forget(auth)
+    await server.revocation.refresh_own(server.own_certs, conf)  # learns "revoked", holds none
+    with pytest.raises(DeclarationRefused) as refused:
+        await server.declarer.declare_once()
+    assert refused.value.status == 400
+    assert refused.value.reason == (
+        "the declaration carries no OCSP response for its authentication certificate, "
+        "whose CA publishes an OCSP responder"
+    )
+    url = next(c for c in conf.approved_cas if c.name == "Revocable CA").ocsp_urls[0]
+    async with OcspFetcher() as fetcher:
+        revoked = await fetcher.fetch(auth, rev.ca.cert, url)
+    key = load_private_key(server.config.auth_key, server.passphrase)
+    declaration = new_declaration(
+        server.config.server_id, auth, [], int(server.clock() * 1000), ocsp=revoked
+    )
+    body_sent = sign_declaration(declaration, Signer(key, auth))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(server.declarer.url, data=body_sent) as answer,
+    ):
+        body = await answer.json()
+    assert answer.status == 403
+    assert body["type"] == "Client.ServiceDeclarationForbidden"
+    assert body["message"] == "the authentication certificate is revoked"
 
 
 async def test_responder_down_refuses_with_a_clear_code_and_logs(net: Net, rev: Revocable) -> None:
