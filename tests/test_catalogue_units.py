@@ -119,22 +119,33 @@ def test_catalogue_keeps_only_what_the_registry_places_on_the_server(tmp_path: A
     assert build_catalogue(registry_with("0" * 64), [declaration])["subsystems"] == []
 
 
-def test_declared_at_may_be_600_s_away_either_way_to_the_millisecond(tmp_path: Any) -> None:
-    ca = CertificateAuthority.create(tmp_path / "ca", "CA")
-    server, sub = parse_security_server("PS/GOV/MOI/ss1"), parse_subsystem("PS/GOV/MOI/s")
-    key = generate_key()
-    signer = Signer(key, ca.issue_auth_cert(key.public_key(), server))
-    registry = GlobalConf(
+SS1 = parse_security_server("PS/GOV/MOI/ss1")
+SUB = parse_subsystem("PS/GOV/MOI/s")
+
+
+def _one_server(
+    ca: CertificateAuthority, signer: Signer, ocsp_urls: tuple[str, ...] = ()
+) -> GlobalConf:
+    """A registry with SS1 hosting SUB under ``signer``'s certificate, and ``ca`` approved."""
+    return GlobalConf(
         "PS",
         1,
         0,
         600,
-        members=(MemberInfo(parse_member("PS/GOV/MOI"), "Interior", (sub,)),),
+        members=(MemberInfo(parse_member("PS/GOV/MOI"), "Interior", (SUB,)),),
         security_servers=(
-            SecurityServerInfo(server, "127.0.0.1:1", (fingerprint(signer.cert),), (sub,)),
+            SecurityServerInfo(SS1, "127.0.0.1:1", (fingerprint(signer.cert),), (SUB,)),
         ),
-        approved_cas=(ApprovedCA("CA", cert_pem(ca.cert)),),
+        approved_cas=(ApprovedCA("CA", cert_pem(ca.cert), ocsp_urls),),
     )
+
+
+def test_declared_at_may_be_600_s_away_either_way_to_the_millisecond(tmp_path: Any) -> None:
+    ca = CertificateAuthority.create(tmp_path / "ca", "CA")
+    server, sub = SS1, SUB
+    key = generate_key()
+    signer = Signer(key, ca.issue_auth_cert(key.public_key(), server))
+    registry = _one_server(ca, signer)
     now = int(time.time())
 
     def declared(at_ms: int) -> bytes:
@@ -155,27 +166,12 @@ def test_declared_at_may_be_600_s_away_either_way_to_the_millisecond(tmp_path: A
 # --- revocation: a declaration carries a fresh "good" OCSP response when the CA has a responder
 
 
-SS1 = parse_security_server("PS/GOV/MOI/ss1")
-
-
 def _ocsp_setup(tmp_path: Any) -> tuple[CertificateAuthority, Signer, Signer, GlobalConf, Any]:
     ca = CertificateAuthority.create(tmp_path / "ca", "CA")
-    server, sub = SS1, parse_subsystem("PS/GOV/MOI/s")
     key, other_key = generate_key(), generate_key()
-    signer = Signer(key, ca.issue_auth_cert(key.public_key(), server))
-    other = Signer(other_key, ca.issue_auth_cert(other_key.public_key(), server))
-    registry = GlobalConf(
-        "PS",
-        1,
-        0,
-        600,
-        members=(MemberInfo(parse_member("PS/GOV/MOI"), "Interior", (sub,)),),
-        security_servers=(
-            SecurityServerInfo(server, "127.0.0.1:1", (fingerprint(signer.cert),), (sub,)),
-        ),
-        approved_cas=(ApprovedCA("CA", cert_pem(ca.cert), ("http://127.0.0.1:9/",)),),
-    )
-    return ca, signer, other, registry, sub
+    signer = Signer(key, ca.issue_auth_cert(key.public_key(), SS1))
+    other = Signer(other_key, ca.issue_auth_cert(other_key.public_key(), SS1))
+    return ca, signer, other, _one_server(ca, signer, ("http://127.0.0.1:9/",)), SUB
 
 
 def _ocsp_about(
