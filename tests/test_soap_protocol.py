@@ -187,7 +187,28 @@ def nested(depth: int) -> bytes:
     return edit(b"<exampleInput>foo</exampleInput>", inner)
 
 
+NEXT = b"http://schemas.xmlsoap.org/soap/actor/next"
+
+
+def with_block(attributes: bytes, name: bytes = b"t:token", ns: bytes = b"urn:x:t") -> bytes:
+    """ANNEX_E1 with one more header block carrying ``attributes``."""
+    block = b"<%s xmlns:t='%s' %s>x</%s>" % (name, ns, attributes, name)
+    return edit(b"</SOAP-ENV:Header>", block + b"</SOAP-ENV:Header>")
+
+
 BAD = [
+    pytest.param(
+        with_block(b"SOAP-ENV:mustUnderstand='1' SOAP-ENV:actor='%s'" % NEXT),
+        "Client.MustUnderstand",
+        "must be understood by the next SOAP node, the security server",
+        id="must-understand-for-the-security-server",
+    ),
+    pytest.param(
+        with_block(b"SOAP-ENV:mustUnderstand='true'"),
+        "Client.InvalidSoap",
+        "mustUnderstand must be",
+        id="must-understand-not-0-or-1",
+    ),
     pytest.param(b"", "Client.InvalidXml", "empty", id="empty"),
     pytest.param(b"   \n", "Client.InvalidXml", "empty", id="blank"),
     pytest.param(b"not xml at all", "Client.InvalidXml", "malformed XML", id="not-xml"),
@@ -470,6 +491,29 @@ def test_bad_requests_are_refused_with_their_code(data: bytes, code: str, words:
         soap.parse_request(data)
     assert caught.value.code == code, caught.value.message
     assert words in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        b"SOAP-ENV:mustUnderstand='1'",  # for the ultimate recipient: the service answers for it
+        b"SOAP-ENV:mustUnderstand='0' SOAP-ENV:actor='%s'" % NEXT,
+        b"SOAP-ENV:mustUnderstand='1' SOAP-ENV:actor='urn:some:other:node'",
+    ],
+    ids=["for-the-service", "optional-for-the-security-server", "for-another-node"],
+)
+def test_must_understand_blocks_the_security_server_need_not_process_pass(
+    attributes: bytes,
+) -> None:
+    assert soap.parse_request(with_block(attributes)).header.message_id
+
+
+def test_must_understand_x_road_fields_for_the_security_server_pass() -> None:
+    marked = edit(
+        b"<xrd:protocolVersion>",
+        b"<xrd:protocolVersion SOAP-ENV:mustUnderstand='1' SOAP-ENV:actor='%s'>" % NEXT,
+    )
+    assert soap.parse_request(marked).header.protocol_version == "4.0"
 
 
 def test_oversize_is_refused_before_parsing() -> None:

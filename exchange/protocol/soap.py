@@ -515,6 +515,7 @@ def parse_request(envelope: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> So
     root = parse_xml(envelope, max_bytes=max_bytes)
     header_el, body = _envelope_parts(root)
     header = parse_header(header_el)
+    _check_must_understand(header_el)
     element = _body_element(body)
     qname = etree.QName(element)
     # (PR-MESS §2.3) the wrapper element is named after the service code
@@ -532,6 +533,31 @@ def parse_request(envelope: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> So
         xroad_fields=_xroad_field_copies(header_el),
         body_element=element,
     )
+
+
+SOAP_ACTOR_NEXT: Final = "http://schemas.xmlsoap.org/soap/actor/next"
+
+
+def _check_must_understand(header: etree._Element | None) -> None:
+    """SOAP 1.1 §4.2.3: ``mustUnderstand`` is "0" or "1"; a block marked "1" for the next SOAP
+    node (``actor`` .../actor/next), which is the security server, must be one it processes,
+    i.e. an X-Road header field. Blocks for the ultimate recipient (no ``actor``) go on to the
+    service, which answers for them."""
+    for el in [] if header is None else _elements(header):
+        value = el.get(_q(SOAP_ENV_NS, "mustUnderstand"))
+        if value is None:
+            continue
+        if value not in ("0", "1"):
+            raise _invalid_soap(f'mustUnderstand must be "0" or "1", not {value[:20]!r}')
+        qname = etree.QName(el)
+        understood = qname.namespace in (XROAD_NS, REPR_NS, EXT_NS)
+        if value == "1" and el.get(_q(SOAP_ENV_NS, "actor")) == SOAP_ACTOR_NEXT and not understood:
+            raise BadRequest(
+                f"the header block {qname.localname[:60]!r} in namespace "
+                f"{(qname.namespace or '')[:80]!r} must be understood by the next SOAP node, the "
+                "security server, which does not process it",
+                code="Client.MustUnderstand",
+            )
 
 
 def _xroad_field_copies(header: etree._Element | None) -> tuple[etree._Element, ...]:

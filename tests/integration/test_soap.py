@@ -590,6 +590,17 @@ BAD_INPUT = [
         id="client-object-type",
     ),
     pytest.param(
+        _swap(
+            b"</SOAP-ENV:Header>",
+            b"<t:token xmlns:t='urn:x:t' SOAP-ENV:mustUnderstand='1' "
+            b"SOAP-ENV:actor='http://schemas.xmlsoap.org/soap/actor/next'>x</t:token>"
+            b"</SOAP-ENV:Header>",
+        ),
+        "text/xml",
+        "Client.MustUnderstand",
+        id="must-understand-for-the-security-server",
+    ),
+    pytest.param(
         b"--b\r\nContent-Type: application/octet-stream\r\n\r\nx\r\n--b--\r\n",
         'multipart/related; boundary="b"',
         "Client.MimeParsingFailed",
