@@ -245,3 +245,21 @@ def test_a_declaration_without_a_fresh_good_ocsp_response_is_refused(
     with pytest.raises(error) as refused:
         verify_declaration(sign_declaration(declaration, signer), registry=registry, now=now)
     assert refused.value.message == message  # type: ignore[attr-defined]
+
+
+def test_an_ocsp_response_for_a_ca_without_responder_is_refused(tmp_path: Any) -> None:
+    """Nothing rides along unchecked: a CA without a responder gets no OCSP field (found in
+    review: any bytes, even a "revoked" answer, were stored)."""
+    ca = CertificateAuthority.create(tmp_path / "ca", "CA")
+    key = generate_key()
+    signer = Signer(key, ca.issue_auth_cert(key.public_key(), SS1))
+    registry = _one_server(ca, signer)  # no responder
+    now = int(time.time())
+    declaration = new_declaration(
+        SS1, signer.cert, [(SUB, [])], now * 1000, ocsp=_ocsp_about(ca, signer.cert, revoked=True)
+    )
+    with pytest.raises(InvalidServiceDeclaration) as refused:
+        verify_declaration(sign_declaration(declaration, signer), registry=registry, now=now)
+    assert refused.value.message == (
+        "ocsp is given, but the authentication certificate's CA publishes no OCSP responder"
+    )

@@ -281,6 +281,52 @@ async def test_a_tree_head_that_cannot_be_stored_loses_no_record(
     assert report.ok and report.records == 4 and report.unsigned_records == 0
 
 
+async def test_a_failed_batch_that_carried_the_last_head_does_not_lose_it(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch after an answered one carries its tree head; if that batch fails, the head
+    over the answered records is signed and stored again, not dropped (found in review)."""
+    from exchange.messagelog import store
+
+    monkeypatch.setattr(store, "SIGN_DELAY", 0.5)  # the next batch surely carries the head
+    path = tmp_path / "log.db"
+    with MessageLog(path, pki.signer) as log:
+        assert await log.append(entry(0)) == 0
+        block = sqlite3.connect(path)
+        block.execute(
+            "CREATE TRIGGER refuse_bad BEFORE INSERT ON records WHEN NEW.message_id = 'bad' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        block.commit()
+        block.close()
+        with pytest.raises(MessageLogError):
+            await log.append(entry(1, message_id="bad"))
+        for _ in range(1000):  # a bounded wait for the writer thread, not a timing assertion
+            if read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (1, 1):
+                break
+            await asyncio.sleep(0.01)
+        assert read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (1, 1)
+    report = verify(path, pki)
+    assert report.ok and report.records == 1 and report.unsigned_records == 0
+
+
+async def test_an_entry_that_cannot_be_encoded_fails_alone(tmp_path: Path, pki: Pki) -> None:
+    """An untyped entry nested too deep for the encoder fails its own append; the others of its
+    batch are logged and the tree stays that of the stored records (found in review)."""
+    deep: Any = "x"
+    for _ in range(5000):
+        deep = [deep]
+    path = tmp_path / "log.db"
+    with MessageLog(path, pki.signer) as log:
+        results = await asyncio.gather(
+            log.append(entry(0)), log.append({**entry(1), "extra": deep}), return_exceptions=True
+        )
+        assert results[0] == 0 and isinstance(results[1], MessageLogError)
+        assert await log.append(entry(2)) == 1
+    report = verify(path, pki)
+    assert report.ok and report.records == 2 and report.unsigned_records == 0
+
+
 async def test_appends_of_one_loop_iteration_are_one_batch(tmp_path: Path, pki: Pki) -> None:
     """Appends made during one event-loop iteration reach the writer together: one commit and
     one tree head for all of them (group commit without waiting for a busy writer)."""

@@ -61,6 +61,7 @@ from exchange.protocol.metadata import RESERVED_SERVICE_CODES
 from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
 from exchange.trust.ocsp import CertificateRevoked, OcspError, verify_ocsp_response
+from exchange.trust.ocsp_service import MAX_RESPONSE_BYTES
 
 DECLARATION_TYPE: Final = "service-declaration"
 MAX_BODY_BYTES: Final = 512 * 2**10
@@ -159,7 +160,8 @@ class Declaration:
 
 
 _FIELDS: Final = ("type", "server", "declared_at", "nonce", "auth_cert", "subsystems", "ocsp")
-MAX_OCSP_CHARS: Final = 16384
+# base64url of the largest OCSP response a security server's fetcher accepts
+MAX_OCSP_CHARS: Final = 4 * MAX_RESPONSE_BYTES // 3 + 4
 _SERVICE_FIELDS: Final = ("code", "type", "title", "description", "described")
 
 
@@ -345,6 +347,10 @@ def verify_declaration(body: bytes, *, registry: GlobalConf, now: int) -> Declar
 def _check_not_revoked(declaration: Declaration, registry: GlobalConf, now: int) -> None:
     responder = registry.ocsp_issuer(declaration.auth_cert)
     if responder is None:
+        if declaration.ocsp is not None:
+            raise _invalid(
+                "ocsp is given, but the authentication certificate's CA publishes no OCSP responder"
+            )
         return
     if declaration.ocsp is None:
         raise _invalid(

@@ -12,10 +12,13 @@ kept incrementally in a :class:`~exchange.messagelog.merkle.CompactRange`), off 
 answers: the writer signs it once the next batch arrives or after :data:`SIGN_DELAY` (the
 callers have taken their answers and the GIL back by then), and stores it with that next batch's
 transaction, or alone if none has come. An ECDSA signature costs 30-90 µs on our machines, a
-fifth of a commit at one connection. So a record's tree head is stored about a millisecond (and
-one commit) after its answer; a crash in between leaves records "not yet under a signed tree
-head", which ``exchange log verify`` reports as such, and which the next batch's tree head (or
-the one signed at close) covers.
+fifth of a commit at one connection: with the writer idle it is now off the answers' path;
+under load it still comes before the next batch's commit, once per batch as before, and at low
+load a lone head costs a commit of its own after the answers. So a record's tree head is stored
+about a millisecond (and one commit) after its answer; a crash in between leaves records "not
+yet under a signed tree head", which ``exchange log verify`` reports as such, and which the next
+batch's tree head (or the one signed at close) covers. A batch that fails after carrying the
+previous batch's head makes the writer sign and store a head over what is committed again.
 
 The store adds ``seq`` and ``logged_at`` (unix ms) into each entry before taking its canonical
 bytes, so a deleted or reordered record is visible from the entries themselves. Triggers refuse
@@ -443,6 +446,8 @@ class _Writer:
         self.pending_ocsp: dict[tuple[str, str], bytes] = {}
         # the last batch's tree head is still to be signed
         self.head_due = False
+        # (thumbprint, PEM) of the certificate of the key that signed the last tree head
+        self.signed_with: tuple[str, str] = ("", "")
         # the last batch's signed tree head, to store with the next batch's transaction
         self.unsaved: TreeHead | None = None
         self.resync_needed = False
@@ -530,9 +535,15 @@ class _Writer:
         if head is None:
             return
         with write_transaction(self.conn):
-            self.conn.execute(_INSERT_HEAD, (head.size, head.root, head.signed_at, head.jws))
+            self._insert_head(head)
         self.latest = head
         self.unsaved = None
+
+    def _insert_head(self, head: TreeHead) -> None:
+        """The head, with the certificate of the key that signed it (a signer swapped in since
+        may not have had its certificate committed yet)."""
+        self.conn.execute(_INSERT_CERT, self.signed_with)
+        self.conn.execute(_INSERT_HEAD, (head.size, head.root, head.signed_at, head.jws))
 
     def _fail_all(self, items: Sequence[_Item], exc: BaseException) -> None:
         _dispatch(
@@ -565,6 +576,9 @@ class _Writer:
             except (TypeError, ValueError) as exc:
                 outcomes.append((item.future, item.loop, exc))
                 continue
+            except Exception as exc:  # e.g. RecursionError: refuse this append, keep the tree
+                outcomes.append((item.future, item.loop, _write_failed(exc)))
+                continue
             self.compact.extend(row[-1] for row in group)
             rows.extend(group)
             accepted.append((item, [row[0] for row in group]))
@@ -595,13 +609,16 @@ class _Writer:
                     _INSERT_OCSP, [(t, d, der) for (t, d), der in self.pending_ocsp.items()]
                 )
             if head is not None:
-                conn.execute(_INSERT_HEAD, (head.size, head.root, head.signed_at, head.jws))
+                self._insert_head(head)
             _insert_records(conn, rows)
         return head
 
     def _sign(self, signed_at: int) -> TreeHead:
         size, root = self.compact.size, self.compact.root()
-        jws = self.signer.sign(tree_head_payload(self.log_id, size, root, signed_at))
+        signer = self.signer
+        jws = signer.sign(tree_head_payload(self.log_id, size, root, signed_at))
+        if self.signed_with[0] != signer.thumbprint:
+            self.signed_with = (signer.thumbprint, cert_pem(signer.cert))
         return TreeHead(log_id=self.log_id, size=size, root=root, signed_at=signed_at, jws=jws)
 
     def _committed(self, head: TreeHead | None) -> None:
@@ -616,12 +633,20 @@ class _Writer:
             self.head_due = self.batch_tree_heads
 
     def _roll_back(self, snapshot: CompactRange) -> None:
-        # the carried tree head may be what failed; the next batch's head covers its records
+        # the carried tree head may be what failed: drop it, and owe a head over what is
+        # committed (the earlier batch it covered was answered) unless the file already holds one
         self.unsaved = None
         self.compact = snapshot
         self.resync_needed = True
         with contextlib.suppress(Exception):
             self._resync()
+            row = self.conn.execute(_LATEST_HEAD).fetchone()
+            self.latest = head_from_row(self.log_id, row) if row else None
+        self.head_due = (
+            self.batch_tree_heads
+            and self.committed > 0
+            and (self.latest is None or self.latest.size != self.committed)
+        )
 
     def _resync(self) -> None:
         """After a failed commit, believe the file: it may hold what SQLite reported as failed."""
