@@ -327,6 +327,28 @@ async def test_an_entry_that_cannot_be_encoded_fails_alone(tmp_path: Path, pki: 
     assert report.ok and report.records == 2 and report.unsigned_records == 0
 
 
+async def test_a_new_signing_key_signs_only_after_its_certificate_is_stored(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """Key rotation: the swap is queued after the new certificate, so every tree head the new
+    key signs (stored with a batch or alone) finds its certificate in the file."""
+    path = tmp_path / "log.db"
+    with MessageLog(path, pki.signer) as log:
+        await log.append(entry(0))
+        log.set_signer(pki.member)
+        head = await log.sign_tree_head()  # nothing new committed: the old key's head stands
+        await log.append(entry(1))
+        rotated = await log.sign_tree_head()
+    assert head.size == 1 and rotated.size == 2
+    assert jwt.api_jws.get_unverified_header(rotated.jws)["x5t#S256"] == pki.member.thumbprint
+    (stored,) = read_one(
+        path, "SELECT count(*) FROM certs WHERE thumbprint = ?", (pki.member.thumbprint,)
+    )
+    assert stored == 1
+    report = verify(path, pki)
+    assert report.ok and report.tree_heads_verified == report.tree_heads
+
+
 async def test_appends_of_one_loop_iteration_are_one_batch(tmp_path: Path, pki: Pki) -> None:
     """Appends made during one event-loop iteration reach the writer together: one commit and
     one tree head for all of them (group commit without waiting for a busy writer)."""

@@ -294,11 +294,18 @@ class _Ocsp:
     der: bytes
 
 
+@dataclass(slots=True)
+class _UseSigner:
+    """Sign later tree heads with ``signer``; queued after its certificate's ``_Cert``."""
+
+    signer: Signer
+
+
 class _Stop:
     pass
 
 
-_Item = _Append | _SignHead | _Stamp | _Cert | _Ocsp | _Stop
+_Item = _Append | _SignHead | _Stamp | _Cert | _Ocsp | _UseSigner | _Stop
 _Queued = _Item | _Appends
 _Outcome = tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, object]
 
@@ -446,8 +453,6 @@ class _Writer:
         self.pending_ocsp: dict[tuple[str, str], bytes] = {}
         # the last batch's tree head is still to be signed
         self.head_due = False
-        # (thumbprint, PEM) of the certificate of the key that signed the last tree head
-        self.signed_with: tuple[str, str] = ("", "")
         # the last batch's signed tree head, to store with the next batch's transaction
         self.unsaved: TreeHead | None = None
         self.resync_needed = False
@@ -501,6 +506,8 @@ class _Writer:
                 self.pending_certs[item.thumbprint] = item.pem
             elif isinstance(item, _Ocsp):
                 self.pending_ocsp[(item.thumbprint, item.digest)] = item.der
+            elif isinstance(item, _UseSigner):
+                self.signer = item.signer  # its certificate is pending: stored before its heads
         if appends or self.pending_certs or self.pending_ocsp:
             self._commit_batch(appends)
         outcomes: list[_Outcome] = []
@@ -535,14 +542,24 @@ class _Writer:
         if head is None:
             return
         with write_transaction(self.conn):
+            self._insert_pending()
             self._insert_head(head)
+        self.pending_certs.clear()
+        self.pending_ocsp.clear()
         self.latest = head
         self.unsaved = None
 
+    def _insert_pending(self) -> None:
+        """Certificates and OCSP responses registered since the last commit, so that nothing
+        committed (a record, or a tree head signed by a new key) lands before them."""
+        if self.pending_certs:
+            self.conn.executemany(_INSERT_CERT, self.pending_certs.items())
+        if self.pending_ocsp:
+            self.conn.executemany(
+                _INSERT_OCSP, [(t, d, der) for (t, d), der in self.pending_ocsp.items()]
+            )
+
     def _insert_head(self, head: TreeHead) -> None:
-        """The head, with the certificate of the key that signed it (a signer swapped in since
-        may not have had its certificate committed yet)."""
-        self.conn.execute(_INSERT_CERT, self.signed_with)
         self.conn.execute(_INSERT_HEAD, (head.size, head.root, head.signed_at, head.jws))
 
     def _fail_all(self, items: Sequence[_Item], exc: BaseException) -> None:
@@ -599,26 +616,17 @@ class _Writer:
     def _transaction(self, rows: list[Row]) -> TreeHead | None:
         """Insert certs, the previous batch's tree head if not stored yet, and the records, then
         commit: one fsync."""
-        conn = self.conn
         head = self.unsaved
-        with write_transaction(conn):
-            if self.pending_certs:
-                conn.executemany(_INSERT_CERT, self.pending_certs.items())
-            if self.pending_ocsp:
-                conn.executemany(
-                    _INSERT_OCSP, [(t, d, der) for (t, d), der in self.pending_ocsp.items()]
-                )
+        with write_transaction(self.conn):
+            self._insert_pending()
             if head is not None:
                 self._insert_head(head)
-            _insert_records(conn, rows)
+            _insert_records(self.conn, rows)
         return head
 
     def _sign(self, signed_at: int) -> TreeHead:
         size, root = self.compact.size, self.compact.root()
-        signer = self.signer
-        jws = signer.sign(tree_head_payload(self.log_id, size, root, signed_at))
-        if self.signed_with[0] != signer.thumbprint:
-            self.signed_with = (signer.thumbprint, cert_pem(signer.cert))
+        jws = self.signer.sign(tree_head_payload(self.log_id, size, root, signed_at))
         return TreeHead(log_id=self.log_id, size=size, root=root, signed_at=signed_at, jws=jws)
 
     def _committed(self, head: TreeHead | None) -> None:
@@ -640,8 +648,6 @@ class _Writer:
         self.resync_needed = True
         with contextlib.suppress(Exception):
             self._resync()
-            row = self.conn.execute(_LATEST_HEAD).fetchone()
-            self.latest = head_from_row(self.log_id, row) if row else None
         self.head_due = (
             self.batch_tree_heads
             and self.committed > 0
@@ -649,14 +655,15 @@ class _Writer:
         )
 
     def _resync(self) -> None:
-        """After a failed commit, believe the file: it may hold what SQLite reported as failed."""
+        """After a failed commit, believe the file: it may hold what SQLite reported as failed
+        (records, or a tree head)."""
         (end,) = self.conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM records").fetchone()
         if end != self.compact.size:
             log.warning("log has %d records, expected %d; reloading", end, self.compact.size)
             self.compact, _ = _restore(self.conn, -1)
-            row = self.conn.execute(_LATEST_HEAD).fetchone()
-            self.latest = head_from_row(self.log_id, row) if row else None
             self.committed = self.compact.size
+        row = self.conn.execute(_LATEST_HEAD).fetchone()
+        self.latest = head_from_row(self.log_id, row) if row else None
         self.resync_needed = False
 
     def _sign_outcome(self) -> object:
@@ -962,7 +969,7 @@ class MessageLog:
         self.register_cert(signer.cert)
         self._signer = signer
         if self._writer is not None:
-            self._writer.signer = signer  # one attribute store: atomic for the writer thread
+            self._put(_UseSigner(signer))  # after the certificate, on the writer thread
 
     def register_cert(self, cert: x509.Certificate) -> str:
         """Keep ``cert`` in the log (by x5t#S256) so its signatures verify offline.
