@@ -60,8 +60,12 @@ from exchange.protocol.jws import Signer, unverified_payload
 from exchange.protocol.metadata import RESERVED_SERVICE_CODES
 from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
-from exchange.trust.ocsp import CertificateRevoked, OcspError, verify_ocsp_response
-from exchange.trust.ocsp_service import MAX_RESPONSE_BYTES
+from exchange.trust.ocsp import (
+    MAX_RESPONSE_BYTES,
+    CertificateRevoked,
+    OcspError,
+    verify_ocsp_response,
+)
 
 DECLARATION_TYPE: Final = "service-declaration"
 MAX_BODY_BYTES: Final = 512 * 2**10

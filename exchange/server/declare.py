@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Final
@@ -99,12 +98,7 @@ class ServiceDeclarer:
         conf = self.server.trusted.current
         if conf is None:
             return None
-        held = self.server.revocation.own.get(
-            self.server.auth_cert,
-            dt.datetime.fromtimestamp(self.server.clock(), dt.UTC),
-            conf.settings.ocsp_freshness_seconds,
-        )
-        return held.response_der if held is not None else None
+        return self.server.revocation.own_response(self.server.auth_cert, conf)
 
     async def declare_once(self) -> dict[str, Any]:
         """Send one declaration; the central server's answer, or :class:`DeclarationRefused`."""

@@ -110,15 +110,18 @@ class RevocationChecks:
             and self.own.get(cert, now, freshness) is None
         ]
 
+    def own_response(self, cert: x509.Certificate, conf: GlobalConf) -> bytes | None:
+        """The fresh response held for one of our certificates (DER), if any."""
+        held = self.own.get(cert, _utc(self.clock()), conf.settings.ocsp_freshness_seconds)
+        return held.response_der if held is not None else None
+
     def own_staples(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> dict[str, str]:
         """Fresh responses for our certificates, for the HELLO frame: x5t#S256 -> base64url DER."""
-        freshness = conf.settings.ocsp_freshness_seconds
-        now = _utc(self.clock())
         out = {}
         for cert in certs:
-            held = self.own.get(cert, now, freshness)
-            if held is not None:
-                out[cert_thumbprint(cert)] = b64url(held.response_der)
+            der = self.own_response(cert, conf)
+            if der is not None:
+                out[cert_thumbprint(cert)] = b64url(der)
         return out
 
     # -- peers' certificates ------------------------------------------------------------------

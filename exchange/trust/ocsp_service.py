@@ -35,6 +35,7 @@ from cryptography.x509 import ocsp
 
 from exchange.errors import ExchangeError
 from exchange.trust.ocsp import (
+    MAX_RESPONSE_BYTES,
     CertificateRevoked,
     CertificateStatusUnknown,
     OcspError,
@@ -65,7 +66,6 @@ REQUEST_TYPE: Final = "application/ocsp-request"
 RESPONSE_TYPE: Final = "application/ocsp-response"
 MAX_REQUEST_BYTES: Final = 16 * 1024
 """A one-certificate request is about 100 bytes; with a signature and chain a few KiB."""
-MAX_RESPONSE_BYTES: Final = 64 * 1024
 
 
 class OcspUnavailable(ExchangeError):
