@@ -204,6 +204,16 @@ BAD = [
         id="must-understand-for-the-security-server",
     ),
     pytest.param(
+        with_block(
+            b"SOAP-ENV:mustUnderstand='1' SOAP-ENV:actor='%s'" % NEXT,
+            name=b"t:somethingElse",
+            ns=b"http://x-road.eu/xsd/xroad.xsd",
+        ),
+        "Client.MustUnderstand",
+        "must be understood by the next SOAP node",
+        id="must-understand-unknown-x-road-block",
+    ),
+    pytest.param(
         with_block(b"SOAP-ENV:mustUnderstand='true'"),
         "Client.InvalidSoap",
         "mustUnderstand must be",

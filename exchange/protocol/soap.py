@@ -420,20 +420,25 @@ def _represented_party(el: etree._Element) -> str:
     return "/".join(values)
 
 
+def _field_key(qname: etree.QName) -> str | None:
+    """The X-Road header field a header block is (the security servers process it), or None."""
+    if qname.namespace == XROAD_NS and qname.localname in _XROAD_FIELDS:
+        return str(qname.localname)
+    if qname.namespace == REPR_NS and qname.localname == "representedParty":
+        return "representedParty"
+    if qname.namespace == EXT_NS and qname.localname == "purpose":
+        return "purpose"
+    return None
+
+
 def _header_fields(header: etree._Element | None) -> dict[str, etree._Element]:
     """The X-Road header fields by local name; a repeated field is a client error."""
     fields: dict[str, etree._Element] = {}
     if header is None:
         return fields
     for el in _elements(header):
-        qname = etree.QName(el)
-        if qname.namespace == XROAD_NS and qname.localname in _XROAD_FIELDS:
-            key = qname.localname
-        elif qname.namespace == REPR_NS and qname.localname == "representedParty":
-            key = "representedParty"
-        elif qname.namespace == EXT_NS and qname.localname == "purpose":
-            key = "purpose"
-        else:
+        key = _field_key(etree.QName(el))
+        if key is None:
             continue
         if key in fields:
             raise BadRequest(
@@ -550,7 +555,7 @@ def _check_must_understand(header: etree._Element | None) -> None:
         if value not in ("0", "1"):
             raise _invalid_soap(f'mustUnderstand must be "0" or "1", not {value[:20]!r}')
         qname = etree.QName(el)
-        understood = qname.namespace in (XROAD_NS, REPR_NS, EXT_NS)
+        understood = _field_key(qname) is not None
         if value == "1" and el.get(_q(SOAP_ENV_NS, "actor")) == SOAP_ACTOR_NEXT and not understood:
             raise BadRequest(
                 f"the header block {qname.localname[:60]!r} in namespace "
