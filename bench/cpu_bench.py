@@ -5,6 +5,11 @@ Starts the example federation (as ``federation_bench.py`` does), drives the full
 and after the run. CPU per exchange is that difference over the number of answered requests:
 unlike requests/s it barely moves when other programs share the cores.
 
+It also prints the share of the machine's CPU time that was idle during the run (``/proc/stat``:
+idle + iowait) and each process's context switches per exchange, summed over its threads
+(``voluntary``: it waited, for IO or a lock; ``forced``: preempted). Idle cores at 32 connections
+with every request in flight say the path waits on hand-overs, not on CPU.
+
 With ``--py-spy DIR`` it also records a sampled profile (py-spy, ``--gil``: only samples that
 hold the GIL, i.e. Python work) of each security server on the path during a second run, as
 speedscope and flame-graph files in DIR.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -33,6 +39,25 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     # fields after the command: state is [0]; utime and stime are stat fields 14 and 15
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def context_switches(pid: int) -> tuple[int, int]:
+    """Voluntary and forced context switches of a process, summed over its threads."""
+    voluntary = forced = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread may end while we read
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    forced += int(line.split()[1])
+    return voluntary, forced
+
+
+def idle_ticks() -> tuple[int, int]:
+    """(idle + iowait, total) CPU ticks of the whole machine since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[3] + values[4], sum(values)
 
 
 def run_wrk(url: str, connections: int, seconds: int, headers: list[str]) -> dict[str, Any]:
@@ -56,9 +81,20 @@ def measure(
     pids: dict[str, int], url: str, connections: int, seconds: int, headers: list[str]
 ) -> tuple[dict[str, Any], dict[str, float]]:
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    switches_before = {name: context_switches(pid) for name, pid in pids.items()}
+    idle_before = idle_ticks()
     result = run_wrk(url, connections, seconds, headers)
+    idle_after = idle_ticks()
+    switches_after = {name: context_switches(pid) for name, pid in pids.items()}
     after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     n = max(1, result["requests"])
+    result["idle"] = (idle_after[0] - idle_before[0]) / max(1, idle_after[1] - idle_before[1])
+    result["switches"] = {
+        name: tuple(
+            (a - b) / n for a, b in zip(switches_after[name], switches_before[name], strict=True)
+        )
+        for name in pids
+    }
     return result, {name: (after[name] - before[name]) / n * 1e6 for name in pids}
 
 
@@ -106,9 +142,15 @@ async def main() -> None:
                     None, measure, pids, url, args.connections, args.seconds, headers
                 )
                 per = "  ".join(f"{name} {us:6.0f} µs" for name, us in cpu.items())
+                switches = "  ".join(
+                    f"{name} {voluntary:.2f} voluntary {forced:.2f} forced"
+                    for name, (voluntary, forced) in result["switches"].items()
+                )
                 print(
                     f"{result['rps']:8.1f} req/s ({result['requests']} requests, "
-                    f"{result['non2xx']} non-2xx)  CPU per exchange: {per}",
+                    f"{result['non2xx']} non-2xx)  CPU per exchange: {per}\n"
+                    f"          cores idle {result['idle']:.0%}  "
+                    f"context switches per exchange: {switches}",
                     flush=True,
                 )
             print(f"load average after: {os.getloadavg()[0]:.2f}")
