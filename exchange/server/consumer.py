@@ -387,9 +387,10 @@ def consumer_handler(server: SecurityServer) -> Handler:
         try:
             refused = await _expect(request)
             response = refused if refused is not None else await route(request)
-        except Exception:
-            log.exception("internal error on the consumer port")
-            response = error_response(ConsumerServerError("internal error of the security server"))
+        except Exception as exc:
+            err = ConsumerServerError("internal error of the security server", internal=repr(exc))
+            log.exception("internal error on the consumer port: %s [%s]", err.internal, err.detail)
+            response = error_response(err)
         # PR-REST §4.3: headers that leak the origin host or software are not passed on.
         response.headers[hdrs.SERVER] = "Exchange"
         return response

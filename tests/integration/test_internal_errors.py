@@ -26,8 +26,8 @@ import pytest_asyncio
 import exchange
 from exchange.identifiers import SecurityServerId, parse_subsystem
 from exchange.server import consumer as consumer_side
+from exchange.server import metadata, soap_consumer
 from exchange.server import provider as provider_side
-from exchange.server import soap_consumer
 from tests.integration.conftest import MOI, WINDOW, Net
 from tests.integration.support import (
     PERSONS,
@@ -166,6 +166,42 @@ async def test_soap_internal_failure_on_the_consumer_leaks_nothing(
     assert SECRET in view.entry["error"]["internal"]
     monkeypatch.undo()
     await assert_soap_serving(soap)
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "path", "accept"),
+    [
+        pytest.param(consumer_side, "health", "/health", None, id="health"),
+        pytest.param(
+            metadata, "client_list_json", "/listClients", "application/json", id="listClients"
+        ),
+    ],
+)
+async def test_failure_outside_an_exchange_is_answered_by_the_port(
+    net: Net,
+    monkeypatch: pytest.MonkeyPatch,
+    operator_log: pytest.LogCaptureFixture,
+    module: object,
+    name: str,
+    path: str,
+    accept: str | None,
+) -> None:
+    """An exception that escapes a handler of the consumer port (here ``/health`` and
+    ``/listClients``, which are not exchanges and so not in the message log) is answered by
+    ``consumer_handler`` as ``Server.ClientProxy.InternalError`` in the X-Road format, not as
+    aiohttp's bare 500, and its detail id is in the operator's log with the reason."""
+    monkeypatch.setattr(module, name, fail)
+    headers = {"Accept": accept} if accept else None
+    status, got, body = await net.call("palpost", path, client=None, headers=headers)
+    doc = assert_xroad_error(status, got, body, "Server.ClientProxy.InternalError", 500)
+    assert doc["message"] == "internal error of the security server"
+    assert got["Server"] == "Exchange"
+    assert_no_leak(got, body)
+    assert_reason_logged(operator_log, "exchange.server.consumer", doc["detail"])
+    monkeypatch.undo()
+    status, _, body = await net.call("palpost", path, client=None, headers=headers)
+    assert status == 200, body[:500]
+    await assert_serving(net)
 
 
 # --- the provider, seen through a real consumer ------------------------------------------------
