@@ -135,13 +135,7 @@ class ProviderConnection(asyncio.Protocol):
     def _refuse(self, err: ExchangeError) -> None:
         if self.transport is None:
             return
-        meta = {
-            "type": err.code,
-            "message": err.message,
-            "detail": err.detail,
-            "status": err.status,
-        }
-        self.transport.write(encode_frame(0, FrameKind.ERROR, meta))
+        self.transport.write(error_frame(0, err))
         self.transport.close()
 
     # -- frames ---------------------------------------------------------------------------------
@@ -220,7 +214,21 @@ class ProviderConnection(asyncio.Protocol):
         self.server.provider_connections.discard(self)
 
     async def _answer(self, frame: Frame) -> None:
-        out = await handle_request(self.server, self, frame)
+        try:
+            out = await handle_request(self.server, self, frame)
+        except Exception as exc:
+            # a bug of ours after the request's checks (building, signing or logging the
+            # answer): nothing can be signed, but the consumer gets an unsigned refusal now
+            # rather than waiting for its response timeout
+            err = ProviderServerError("internal error of the security server", internal=repr(exc))
+            log.exception(
+                "internal error answering %s on stream %d: %s [%s]",
+                self.peer_id,
+                frame.stream_id,
+                err.internal,
+                err.detail,
+            )
+            out = error_frame(frame.stream_id, err)
         self.write(out)
 
     def _write_now(self, data: bytes) -> None:
@@ -271,6 +279,12 @@ def authenticate_peer(cert: x509.Certificate, conf: GlobalConf, now_ts: float) -
 # --- one request ---------------------------------------------------------------------------------
 
 
+def error_frame(stream_id: int, err: ExchangeError) -> bytes:
+    """An unsigned refusal of one request: its code, message, detail id and status."""
+    meta = {"type": err.code, "message": err.message, "detail": err.detail, "status": err.status}
+    return encode_frame(stream_id, FrameKind.ERROR, meta)
+
+
 async def handle_request(server: SecurityServer, conn: ProviderConnection, frame: Frame) -> bytes:
     rec = ExchangeRecord(
         side="provider", peer_server=str(conn.peer_id), started_ns=time.perf_counter_ns()
@@ -313,13 +327,7 @@ async def handle_request(server: SecurityServer, conn: ProviderConnection, frame
     try:
         await server.log_record(rec)
     except ExchangeError as err:
-        meta = {
-            "type": err.code,
-            "message": err.message,
-            "detail": err.detail,
-            "status": err.status,
-        }
-        return encode_frame(frame.stream_id, FrameKind.ERROR, meta)
+        return error_frame(frame.stream_id, err)
     return encode_frame(frame.stream_id, FrameKind.RESPONSE, {"jws": rec.response_jws}, body)
 
 

@@ -256,3 +256,46 @@ async def test_soap_internal_failure_on_the_provider_leaks_nothing(
     assert_not_in(consumer.entry, (SECRET, "RuntimeError", "Traceback"))
     monkeypatch.undo()
     await assert_soap_serving(soap)
+
+
+async def test_failure_while_the_provider_builds_its_answer_is_refused_at_once(
+    net: Net, monkeypatch: pytest.MonkeyPatch, operator_log: pytest.LogCaptureFixture
+) -> None:
+    """A bug in what the provider does after the request's own checks (here: building the
+    signed response) cannot be signed, but it is still answered, with an unsigned refusal
+    ``Server.ServerProxy.InternalError``, rather than leaving the consumer to wait for its
+    response timeout; the provider logs the reason with the refusal's detail id, and the
+    consumer answers the caller and logs the exchange. (The consumer's timeout is shortened
+    for this test only, so that a regression fails with ``Server.ClientProxy.Timeout`` soon.)"""
+    palpost = net.servers["palpost"]
+    monkeypatch.setattr(palpost, "response_timeout", 10.0)
+    monkeypatch.setattr(provider_side, "SignedResponse", fail)
+    message_id = new_id("internal-answer")
+    status, headers, body = await net.call(
+        "palpost", f"{PERSONS}/123456782", headers={"X-Road-Id": message_id}
+    )
+    doc = assert_xroad_error(status, headers, body, "Server.ServerProxy.InternalError", 500)
+    assert doc["message"] == "internal error of the security server"
+    assert headers["X-Road-Id"] == message_id
+    assert_no_leak(headers, body)
+    assert_reason_logged(operator_log, "exchange.server.provider", _provider_detail(operator_log))
+    # the caller's detail id is the consumer's, in the consumer's log with the refusal
+    assert any(
+        r.name == "exchange.server.consumer" and doc["detail"] in r.getMessage()
+        for r in operator_log.records
+    )
+    consumer = logged(palpost, message_id, "consumer", "Server.ServerProxy.InternalError")
+    assert consumer.entry["error"]["detail"] == doc["detail"]
+    assert_not_in(consumer.entry, (SECRET, "RuntimeError", "Traceback"))
+    monkeypatch.undo()
+    await assert_serving(net)
+
+
+def _provider_detail(caplog: pytest.LogCaptureFixture) -> str:
+    """The detail id of the provider's one line about an internal error while answering."""
+    [line] = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "exchange.server.provider" and "internal error" in r.getMessage()
+    ]
+    return line.rsplit("[", 1)[1].rstrip("]")
