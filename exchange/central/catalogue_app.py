@@ -33,7 +33,7 @@ from exchange.central.catalogue import (
     verify_declaration,
 )
 from exchange.central.registry import Registry
-from exchange.central.signed_documents_app import announced_too_large, error_response
+from exchange.central.signed_documents_app import error_response, read_bounded
 from exchange.errors import ClientError, InvalidIdentifier
 from exchange.identifiers import MemberId, SubsystemId, parse_member, parse_subsystem
 
@@ -85,10 +85,9 @@ def add_catalogue_routes(app: web.Application, db_path: Path, *, clock: Clock = 
 
 
 async def handle_declaration(request: web.Request) -> web.StreamResponse:
-    refused = announced_too_large(request, ENVELOPE, InvalidServiceDeclaration)
-    if refused is not None:
-        return refused
-    body = await request.read()  # bounded by the app's client_max_size (1 MiB)
+    body = await read_bounded(request, ENVELOPE, InvalidServiceDeclaration)
+    if isinstance(body, web.Response):
+        return body
     try:
         declaration = await asyncio.to_thread(request.app[CATALOGUE_KEY].declare, body)
     except ClientError as exc:

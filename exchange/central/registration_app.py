@@ -32,7 +32,7 @@ from exchange.central.registration import (
     verify_registration,
 )
 from exchange.central.registry import Registry
-from exchange.central.signed_documents_app import announced_too_large, error_response
+from exchange.central.signed_documents_app import error_response, read_bounded
 from exchange.errors import ConfigurationError
 from exchange.globalconf.document import GlobalConf
 
@@ -89,10 +89,9 @@ def add_registration_routes(
 
 
 async def handle_registration(request: web.Request) -> web.StreamResponse:
-    refused = announced_too_large(request, ENVELOPE, InvalidRegistrationRequest)
-    if refused is not None:
-        return refused
-    body = await request.read()
+    body = await read_bounded(request, ENVELOPE, InvalidRegistrationRequest)
+    if isinstance(body, web.Response):
+        return body
     try:
         stored = await asyncio.to_thread(request.app[REGISTRATION_KEY].receive, body)
     except InvalidRegistrationRequest as exc:

@@ -331,14 +331,23 @@ async def _chunks(body: bytes) -> AsyncIterator[bytes]:
         yield body[start : start + 64 * 1024]
 
 
-@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("announced", "size"),
+    [
+        (True, MAX_BODY_BYTES + 1),
+        (False, MAX_BODY_BYTES + 1),
+        (False, 2 * 1024 * 1024),
+    ],
+    ids=["content-length", "chunked", "chunked-beyond-aiohttp-limit"],
+)
 async def test_an_oversize_declaration_is_refused_in_the_same_words(
-    net: Net, cat: Cat, announced: bool
+    net: Net, cat: Cat, announced: bool, size: int
 ) -> None:
-    """Refused before it is read when its length is announced, after it is read when not: the
-    same code and words either way."""
+    """Refused before it is read when its length is announced, as soon as it passes the limit
+    when sent in chunks (also beyond aiohttp's own 1 MiB limit, which answered with a plain-text
+    413 before): the same code and words either way, and the server keeps serving."""
     assert net.session is not None
-    body = b" " * (MAX_BODY_BYTES + 1)
+    body = b" " * size
     data = body if announced else _chunks(body)
     async with net.session.post(f"{cat.central}/declarations", data=data) as response:
         status, answer = response.status, orjson.loads(await response.read())
@@ -347,6 +356,7 @@ async def test_an_oversize_declaration_is_refused_in_the_same_words(
         "Client.InvalidServiceDeclaration",
         f"the declaration is larger than {MAX_BODY_BYTES} bytes",
     )
+    assert (await _get(net, cat.central))[0] == 200
 
 
 async def test_replayed_declaration_is_refused(net: Net, cat: Cat) -> None:
