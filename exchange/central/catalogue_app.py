@@ -33,7 +33,7 @@ from exchange.central.catalogue import (
     verify_declaration,
 )
 from exchange.central.registry import Registry
-from exchange.central.signed_documents_app import error_response, read_bounded
+from exchange.central.signed_documents_app import error_response, read_document
 from exchange.errors import ClientError, InvalidIdentifier
 from exchange.identifiers import MemberId, SubsystemId, parse_member, parse_subsystem
 
@@ -85,7 +85,7 @@ def add_catalogue_routes(app: web.Application, db_path: Path, *, clock: Clock = 
 
 
 async def handle_declaration(request: web.Request) -> web.StreamResponse:
-    body = await read_bounded(request, ENVELOPE, InvalidServiceDeclaration)
+    body = await read_document(request, ENVELOPE, InvalidServiceDeclaration)
     if isinstance(body, web.Response):
         return body
     try:

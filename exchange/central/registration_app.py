@@ -32,7 +32,7 @@ from exchange.central.registration import (
     verify_registration,
 )
 from exchange.central.registry import Registry
-from exchange.central.signed_documents_app import error_response, read_bounded
+from exchange.central.signed_documents_app import error_response, read_document
 from exchange.errors import ConfigurationError
 from exchange.globalconf.document import GlobalConf
 
@@ -89,7 +89,7 @@ def add_registration_routes(
 
 
 async def handle_registration(request: web.Request) -> web.StreamResponse:
-    body = await read_bounded(request, ENVELOPE, InvalidRegistrationRequest)
+    body = await read_document(request, ENVELOPE, InvalidRegistrationRequest)
     if isinstance(body, web.Response):
         return body
     try:

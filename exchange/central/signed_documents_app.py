@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from exchange.bodies import read_body
 from exchange.central.signed_documents import Envelope, Refuse
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, RequestTooLarge
 
 
 def error_response(exc: ExchangeError) -> web.Response:
@@ -22,17 +23,12 @@ def error_response(exc: ExchangeError) -> web.Response:
     return web.json_response(exc.body(), status=exc.status)
 
 
-async def read_bounded(
+async def read_document(
     request: web.Request, envelope: Envelope, refuse: Refuse
 ) -> bytes | web.Response:
-    """The body, or the refusal of one longer than ``envelope.max_bytes``: announced so by its
-    ``Content-Length`` (nothing read), or found so while reading (nothing more read)."""
-    length = request.content_length
-    if length is not None and length > envelope.max_bytes:
+    """The body, or the refusal of one longer than ``envelope.max_bytes``
+    (:func:`exchange.bodies.read_body`: by its ``Content-Length``, or while reading)."""
+    try:
+        return await read_body(request, envelope.max_bytes)
+    except RequestTooLarge:
         return error_response(refuse(envelope.too_large))
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > envelope.max_bytes:
-            return error_response(refuse(envelope.too_large))
-    return bytes(body)

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiohttp
-
-from exchange.errors import RequestTooLarge
 from exchange.server.httpclient import HttpClient
 
 
@@ -20,18 +17,6 @@ class BackendResponse:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
-
-
-async def read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """Read a whole body, refusing it as soon as it grows past ``limit`` bytes."""
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in stream.iter_any():
-        total += len(chunk)
-        if total > limit:
-            raise RequestTooLarge(f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class Backend:

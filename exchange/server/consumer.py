@@ -28,13 +28,13 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from exchange.bodies import read_body
 from exchange.errors import (
     ClientAuthenticationFailed,
     ConsumerInvalidSignature,
     ConsumerServerError,
     ExchangeError,
     InconsistentResponse,
-    RequestTooLarge,
     UnknownClient,
     UnknownMember,
 )
@@ -49,7 +49,6 @@ from exchange.protocol.rest import (
     parse_target,
     parse_xroad_headers,
 )
-from exchange.server.backend import read_bounded
 from exchange.server.metadata import Handler, list_clients_handler
 from exchange.server.peer import PeerConnection, unsigned_refusal
 from exchange.server.records import ExchangeRecord, guarded
@@ -268,15 +267,6 @@ def _authorise_information_system(
             raise ClientAuthenticationFailed(
                 f"the information system's TLS certificate is not registered for client {client}"
             )
-
-
-async def read_body(request: web.BaseRequest, limit: int) -> bytes:
-    length = request.content_length
-    if length is not None and length > limit:
-        raise RequestTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
-    if not request.body_exists:
-        return b""
-    return await read_bounded(request.content, limit)
 
 
 def _verify_response(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
+from exchange.bodies import read_body
 from exchange.errors import (
     ClientError,
     ConsumerServerError,
@@ -40,7 +41,6 @@ from exchange.server.consumer import (
     choose_provider,
     exchange_signed,
     hosted_client,
-    read_body,
     signed_request,
 )
 from exchange.server.records import ExchangeRecord, guarded
