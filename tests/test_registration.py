@@ -266,6 +266,26 @@ def _request(
     return request, sign_registration(request, Signer(auth_key, auth), Signer(sign_key, sign))
 
 
+def _signed_over_different_documents(central: Central) -> bytes:
+    """Each signature valid over its own document, but the two documents differ."""
+    first = loads(_request(central, address="127.0.0.1:8443")[1])
+    second = loads(_request(central, address="203.0.113.9:8443")[1])
+    return canonical_bytes(
+        {"auth_signature": first["auth_signature"], "member_signature": second["member_signature"]}
+    )
+
+
+def _thumbprint_of_another_certificate(central: Central) -> bytes:
+    """The auth key really signed the document, but the JWS header names another certificate
+    (here the member's signing certificate) than the one the document carries."""
+    ca = central.ca
+    auth_key, sign_key = generate_key(), generate_key()
+    auth = ca.issue_auth_cert(auth_key.public_key(), SS1)
+    sign = ca.issue_sign_cert(sign_key.public_key(), SS1.owner)
+    request = new_request(SS1, "127.0.0.1:8443", (), auth, sign, int(time.time()))
+    return sign_registration(request, Signer(auth_key, sign), Signer(sign_key, sign))
+
+
 def _tampered(body: bytes) -> bytes:
     envelope = loads(body)
     out = {}
@@ -318,6 +338,19 @@ REFUSALS = [
         lambda c: _tampered(_request(c)[1]),
         "authentication signature: signature does not verify",
         id="tampered-document",
+    ),
+    pytest.param(
+        _signed_over_different_documents,
+        "auth_signature and member_signature sign different documents",
+        id="signatures-over-different-documents",
+    ),
+    pytest.param(
+        _thumbprint_of_another_certificate,
+        re.compile(
+            r"authentication signature: x5t#S256 '[A-Za-z0-9_-]+' is not the thumbprint of "
+            r"the certificate"
+        ),
+        id="thumbprint-of-another-certificate",
     ),
     pytest.param(
         lambda c: _request(c, requested_at=int(time.time()) - 601)[1],
