@@ -496,6 +496,7 @@ async def test_http_unknown_route_and_method_are_json(
     async with http.post(f"{service}/persons/{UNKNOWN_ID}") as response:
         assert response.status == 405
         assert (await response.json())["error"] == "method_not_allowed"
+        assert response.headers["Allow"] == "GET"
 
 
 async def test_http_health_and_openapi(service: str, http: aiohttp.ClientSession) -> None:

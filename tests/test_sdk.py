@@ -260,6 +260,10 @@ async def test_not_found_unknown_route_and_method(
     assert (await call(http, "GET", f"{shop_url}/nothing"))[1]["error"] == "not_found"
     status, body = await call(http, "DELETE", f"{shop_url}/items/AB12")
     assert (status, body["error"]) == (405, "method_not_allowed")
+    async with http.delete(f"{shop_url}/items/AB12") as response:
+        # RFC 9110 §15.5.6: a 405 says which methods the resource has (dropped before, found
+        # by schemathesis)
+        assert response.headers["Allow"] == "GET"
 
 
 async def test_internal_error_does_not_leak(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from adapters.sdk.errors import AdapterError
 from adapters.sdk.types import InputBinder, InputError
@@ -37,6 +37,7 @@ T = TypeVar("T")
 Handler = Callable[..., Any]
 
 _HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+_KEPT_ERROR_HEADERS: Final = (hdrs.ALLOW, hdrs.RETRY_AFTER, hdrs.WWW_AUTHENTICATE)
 BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 """REST methods whose input is a JSON body (read so, and described so in the OpenAPI document)."""
 _MAX_BODY: Final = 1 * 2**20
@@ -405,7 +406,12 @@ async def _json_errors(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+        response = error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+        # what the refusal's own headers say stays said, e.g. the Allow of a 405 (RFC 9110 §15.5.6)
+        for name in _KEPT_ERROR_HEADERS:
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
     except Exception:
         detail = incident(request, "handler error")
         return error_response(500, "internal_error", f"the adapter could not answer ({detail})")
