@@ -9,12 +9,13 @@ the provider member's key, bound to the request hash, logged durably — and onl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 from cryptography import x509
@@ -417,8 +418,11 @@ async def _process(
         raise ServiceFailed("the service answered a header value that is not text") from None
     body = result.body
     released: tuple[str, ...] | None = None
-    if decision.fields is not None and 200 <= result.status < 300:
-        body, released = _minimise(body, headers, decision.fields)
+    if decision.fields is not None:
+        if 200 <= result.status < 300:
+            body, released = _minimise(body, headers, decision.fields)
+        else:
+            body, headers, released = _minimise_other(body, headers, decision.fields)
         rec.released_fields = list(released)
     return request, result.status, headers, body, released, decision.policy_version
 
@@ -488,6 +492,37 @@ def _decide(
     if decision.rate is not None and decision.grant_id is not None:
         server.quota.check_or_raise((decision.grant_id, str(request.client)), decision.rate)
     return decision
+
+
+ERROR_MEMBERS: Final = ("error", "message", "type", "title", "detail", "status", "code")
+"""Top-level members of a non-2xx JSON body released to a field-restricted grant besides its
+granted fields, when their values are scalars: the adapter SDK's error shape (``error``,
+``message``), RFC 9457 problem details and X-Road's error body, so a caller still learns why."""
+
+
+def _minimise_other(
+    body: bytes, headers: list[tuple[str, str]], fields: tuple[str, ...]
+) -> tuple[bytes, list[tuple[str, str]], tuple[str, ...]]:
+    """A 1xx/3xx/4xx/5xx answer to a field-restricted grant. An error body may hold a record too
+    (a 409 with the conflicting one, say), so a JSON body keeps only its granted fields and the
+    scalar :data:`ERROR_MEMBERS`; any other body is withheld. Status and headers stay."""
+    if not body:
+        return body, headers, ()
+    ctype = next((v for k, v in headers if k == "content-type"), "")
+    value: Any = None
+    if "json" in ctype.lower():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            value = orjson.loads(body)
+    if not isinstance(value, dict | list):
+        return b"", [(k, v) for k, v in headers if k != "content-type"], ()
+    filtered, released = filter_fields(value, fields)
+    if isinstance(value, dict):
+        for name in ERROR_MEMBERS:
+            member = value.get(name)
+            if isinstance(member, str | int | float | bool) and name not in filtered:
+                filtered[name] = member
+                released = (*released, name)
+    return orjson.dumps(filtered), headers, tuple(sorted(released))
 
 
 def _minimise(
