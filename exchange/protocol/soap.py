@@ -727,6 +727,14 @@ def fault_code(fault: SoapFault) -> str:
     return _strip_prefix(fault.code)
 
 
+def prefixed_fault_code(fault: SoapFault) -> str:
+    """The faultcode for an envelope of :func:`fault_envelope`: a QName's prefix becomes that
+    envelope's ``SOAP-ENV`` (faultcodes are in the SOAP envelope namespace), a dotted X-Road code
+    stays as it is."""
+    stripped = _strip_prefix(fault.code)
+    return stripped if stripped == fault.code else f"SOAP-ENV:{stripped}"
+
+
 def check_echo(response: SoapResponse, request: SoapRequest) -> None:
     """The response's X-Road header names the request's client, service and id (PR-MESS §2.2).
 

@@ -12,11 +12,13 @@ client hosted by the connecting server, freshness and replay, body digest), then
   REST ``methods``/``paths`` are not consulted, see :mod:`exchange.policy.evaluate`);
 - the backend gets the envelope bytes unchanged (attachments too) by ``POST`` to the service's
   ``url`` with ``Content-Type`` and ``SOAPAction``;
-- a SOAP Fault from the backend passes through unchanged (HTTP 500); anything that is not a SOAP
-  1.1 response is ``Server.ServerProxy.ServiceFailed``; a response must echo the request's
-  client, service and id (``...ServiceFailed.InconsistentHeaders`` otherwise), gets the request's
-  header fields if it has none, is filtered to the grant's ``fields`` (children of
-  ``<{code}Response>``) and gets ``requestHash`` with its ``algorithmId`` (PR-MESS §2.2);
+- a SOAP Fault from the backend passes through unchanged (HTTP 500), except under a grant with
+  ``fields``, where only its code, string and X-Road ``faultDetail`` are kept;
+- anything that is not a SOAP 1.1 response is ``Server.ServerProxy.ServiceFailed``; a response
+  must echo the request's client, service and id (``...ServiceFailed.InconsistentHeaders``
+  otherwise), gets the request's header fields if it has none, is filtered to the grant's
+  ``fields`` (children of ``<{code}Response>``) and gets ``requestHash`` with its
+  ``algorithmId`` (PR-MESS §2.2);
 - a response with attachments (``multipart/related``) keeps them byte for byte, only its SOAP
   part is replaced by the finished envelope; under a grant with ``fields`` it is withheld
   (``ServiceFailed``), since no field filter reads attachments.
@@ -209,11 +211,23 @@ def _finish(
         response = soap.parse_response(part.envelope, max_bytes=limit)
     except ClientError as exc:
         raise ServiceFailed(f"the SOAP service answered no valid envelope: {exc.message}") from None
-    # a fault from the service passes through as it is
+    # a fault from the service passes through as it is, unless the grant releases some fields
+    # only: then only its code, string and X-Road faultDetail leave (a detail may hold a record)
     if response.fault is not None:
-        return SoapAnswer(
-            soap.FAULT_STATUS, [("content-type", content_type)], body, None, decision.policy_version
+        if decision.fields is None:
+            return SoapAnswer(
+                soap.FAULT_STATUS,
+                [("content-type", content_type)],
+                body,
+                None,
+                decision.policy_version,
+            )
+        fault = response.fault
+        status, fault_type, out = soap.fault_message(
+            soap.prefixed_fault_code(fault), fault.string, fault.detail
         )
+        rec.released_fields = []
+        return SoapAnswer(status, [("content-type", fault_type)], out, (), decision.policy_version)
     if status != 200:
         raise ServiceFailed(f"the SOAP service answered HTTP {status} without a SOAP Fault")
     try:

@@ -70,9 +70,19 @@ def _person(out: etree._Element, nid: str) -> None:
         _sub(child, "name", full)
 
 
-def _fault(code: str, message: str) -> web.Response:
+FAULT_RECORD = "Amal Haddad, born 1984-03-02"
+"""What the service's fault for ``nationalId`` "conflict" carries in its detail besides X-Road's
+``faultDetail``: a record, as some services put the conflicting one there."""
+
+
+def _fault(code: str, message: str, detail: str = "") -> web.Response:
     body = (
-        f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}"><SOAP-ENV:Body><SOAP-ENV:Fault>'
+        f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}"><SOAP-ENV:Header><leak>{FAULT_RECORD}'
+        "</leak></SOAP-ENV:Header><SOAP-ENV:Body><SOAP-ENV:Fault>"
+        f"<faultcode>{code}</faultcode><faultstring>{message}</faultstring>{detail}"
+        "</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+        if detail
+        else f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}"><SOAP-ENV:Body><SOAP-ENV:Fault>'
         f"<faultcode>{code}</faultcode><faultstring>{message}</faultstring>"
         "</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>"
     ).encode()
@@ -139,6 +149,12 @@ async def soap_service(request: web.Request) -> web.StreamResponse:
     nid = request_el.findtext("nationalId") or ""
     if nid == "000000000":
         return _fault("SOAP-ENV:Client.PersonNotFound", "no person with this national id")
+    if nid == "conflict":
+        detail = (
+            "<detail><faultDetail>conflict-17</faultDetail>"
+            f"<existing><name>{FAULT_RECORD}</name></existing></detail>"
+        )
+        return _fault("soapenv:Client.Conflict", "registered already", detail)
     if nid == "garbage":
         return web.Response(text="this is not SOAP", content_type="text/plain")
     if nid == "badxml":

@@ -46,7 +46,7 @@ from tests.integration.rogue import (
     read_signed_response,
     tamper_signature,
 )
-from tests.integration.soap_backend import ATTACHMENT, BOMB, POP, WSDL_FILE
+from tests.integration.soap_backend import ATTACHMENT, BOMB, FAULT_RECORD, POP, WSDL_FILE
 from tests.integration.support import launch, new_id, publish, records
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -497,6 +497,31 @@ async def test_backend_fault_passes_through(soap: Soap) -> None:
     assert fault.findtext("faultstring") == "no person with this national id"
     [view] = records(soap.provider, mid, "provider")
     assert view.status == "ok"  # the exchange worked; the service said no
+
+
+async def test_a_fault_to_a_field_restricted_grant_keeps_only_code_string_and_detail_id(
+    soap: Soap,
+) -> None:
+    """The service's fault carries a record in its detail and a header block; the window's grant
+    releases some fields only, so only the fault's code (its QName prefix made the envelope's),
+    string and X-Road faultDetail leave. Health's grant has no ``fields``: the fault as sent."""
+    data, mid = envelope(payload="<nationalId>conflict</nationalId>")
+    status, headers, body = await soap.post(data)
+    fault = assert_fault((status, headers, body), "SOAP-ENV:Client.Conflict", exchange_layer=False)
+    assert fault.findtext("faultstring") == "registered already"
+    assert fault.findtext("detail/faultDetail") == "conflict-17"
+    assert [child.tag for child in fault.find("detail")] == ["faultDetail"]
+    assert FAULT_RECORD.encode() not in body
+    [view] = records(soap.provider, mid, "provider")
+    assert view.status == "ok" and view.released_fields == ()
+    assert FAULT_RECORD not in orjson.dumps(view.entry).decode()
+
+    purpose = (
+        '\n        <ext:purpose xmlns:ext="urn:exchange:xroad-ext:1">patient-care</ext:purpose>'
+    )
+    data, _ = envelope(payload="<nationalId>conflict</nationalId>", client=HEALTH, extra=purpose)
+    status, _, body = await soap.post(data, name="moh")
+    assert status == 500 and FAULT_RECORD.encode() in body
 
 
 async def test_soap_service_over_rest_is_unknown(soap: Soap) -> None:
