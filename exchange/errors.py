@@ -179,6 +179,13 @@ class SslAuthenticationFailed(ProviderServerError):
     status = 403
 
 
+class TooManyConnections(ProviderServerError):
+    """A peer security server already holds as many connections as this provider allows."""
+
+    code = "Server.ServerProxy.TooManyConnections"
+    status = 503
+
+
 class InvalidSignatureValue(ProviderServerError):
     code = "Server.ServerProxy.InvalidSignatureValue"
     status = 400

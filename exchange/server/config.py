@@ -91,6 +91,10 @@ class Limits:
     backend_timeout: float = 60.0
     clock_skew_seconds: int = 60
     peer_connections: int = 2
+    # what one peer security server may hold at this provider port at once
+    max_peer_connections: int = 16
+    max_peer_requests: int = 512
+    max_peer_request_bytes: int = 64 * 2**20
 
 
 DEFAULT_ARCHIVE_INTERVAL = 3600.0
@@ -276,7 +280,17 @@ def _limits(section: dict[str, Any]) -> Limits:
         backend_timeout=float(section.get("backend_timeout", defaults.backend_timeout)),
         clock_skew_seconds=int(section.get("clock_skew_seconds", defaults.clock_skew_seconds)),
         peer_connections=int(section.get("peer_connections", defaults.peer_connections)),
+        max_peer_connections=_positive(section, "max_peer_connections", defaults),
+        max_peer_requests=_positive(section, "max_peer_requests", defaults),
+        max_peer_request_bytes=_positive(section, "max_peer_request_bytes", defaults),
     )
+
+
+def _positive(section: dict[str, Any], key: str, defaults: Limits) -> int:
+    value = int(section.get(key, getattr(defaults, key)))
+    if value < 1:
+        raise ConfigurationError(f"[limits] {key} must be at least 1, not {value}")
+    return value
 
 
 def parse_server_config(doc: dict[str, Any], path: Path) -> ServerConfig:

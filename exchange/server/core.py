@@ -63,7 +63,7 @@ from exchange.server.consumer import consumer_handler
 from exchange.server.declare import ServiceDeclarer
 from exchange.server.metadata import MetadataServices
 from exchange.server.peer import PeerPool
-from exchange.server.provider import ProviderConnection
+from exchange.server.provider import PeerLoad, ProviderConnection
 from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord
 from exchange.server.replay import ReplayCache
@@ -124,6 +124,8 @@ class SecurityServer:
         )
         self.pools: dict[SecurityServerId, PeerPool] = {}
         self.provider_connections: set[ProviderConnection] = set()
+        # what each peer server has in flight at the provider port, over all its connections
+        self.peer_loads: dict[SecurityServerId, PeerLoad] = {}
         self.revocation = RevocationChecks(clock)
         self.own_certs = [self.auth_cert, *(s.cert for _, s in self.all_signers)]
         self.response_timeout = config.limits.backend_timeout + 5.0

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
@@ -29,6 +30,7 @@ from exchange.errors import (
     ProviderServerError,
     ServiceFailed,
     SslAuthenticationFailed,
+    TooManyConnections,
     UnknownService,
 )
 from exchange.globalconf.document import GlobalConf
@@ -60,7 +62,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("exchange.server.provider")
 
 _JSON = "application/json; charset=utf-8"
-_MAX_INFLIGHT = 512
+
+
+@dataclass(slots=True)
+class PeerLoad:
+    """What one peer security server has in flight at this provider port, over all of its
+    connections: requests and their bytes, and the connections paused until that drains."""
+
+    requests: int = 0
+    bytes: int = 0
+    paused: set[ProviderConnection] = field(default_factory=set)
 
 
 class ProviderConnection(asyncio.Protocol):
@@ -74,7 +85,6 @@ class ProviderConnection(asyncio.Protocol):
         self.signer_certs: dict[str, SignerCert] = {}
         self.hello_done = False
         self.tasks: set[asyncio.Task[None]] = set()
-        self.paused = False
 
     # -- connection checks ----------------------------------------------------------------------
 
@@ -84,7 +94,9 @@ class ProviderConnection(asyncio.Protocol):
         self.server.provider_connections.add(self)
         self.write = FrameWriter(self._write_now, asyncio.get_running_loop().call_soon)
         try:
-            self.peer_id = self._authenticate(transport)
+            peer = self._authenticate(transport)
+            self._admit_another_connection(peer)
+            self.peer_id = peer
         except ExchangeError as err:
             log.warning(
                 "refused peer %s: %s [%s]",
@@ -102,6 +114,20 @@ class ProviderConnection(asyncio.Protocol):
         self.peer_cert = x509.load_der_x509_certificate(der)
         conf = self.server.globalconf_or_fail(provider=True)
         return authenticate_peer(self.peer_cert, conf, self.server.clock())
+
+    def _admit_another_connection(self, peer: SecurityServerId) -> None:
+        """A registered peer may hold ``max_peer_connections`` at once, no more."""
+        limit = self.server.config.limits.max_peer_connections
+        held = sum(
+            1
+            for conn in self.server.provider_connections
+            if conn is not self and conn.peer_id == peer and conn.open
+        )
+        if held >= limit:
+            raise TooManyConnections(
+                f"security server {peer} already holds {held} connections to this server "
+                f"(at most {limit})"
+            )
 
     def recheck(self, conf: GlobalConf) -> None:
         """A new global configuration: drop the connection if its peer no longer qualifies."""
@@ -159,18 +185,54 @@ class ProviderConnection(asyncio.Protocol):
                 raise InvalidMessage("REQUEST before HELLO")
             task = asyncio.ensure_future(self._answer(frame))
             self.tasks.add(task)
-            task.add_done_callback(self._task_done)
-            if len(self.tasks) > _MAX_INFLIGHT and self.transport and not self.paused:
-                self.paused = True
+            size = len(frame.body)
+            load = self._load()
+            load.requests += 1
+            load.bytes += size
+            task.add_done_callback(lambda done: self._task_done(done, load, size))
+            limits = self.server.config.limits
+            over = load.requests > limits.max_peer_requests
+            if (over or load.bytes > limits.max_peer_request_bytes) and self.transport:
+                # the peer sends more than this server takes on at once: read no further on
+                # this connection (nor on others of the peer's that go over) until it drains
+                load.paused.add(self)
                 self.transport.pause_reading()
         else:
             raise InvalidMessage(f"unexpected frame kind {frame.kind.name}")
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    @property
+    def paused(self) -> bool:
+        """Whether this connection is not read until its peer's requests drain."""
+        load = self.server.peer_loads.get(self.peer_id) if self.peer_id is not None else None
+        return load is not None and self in load.paused
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def _load(self) -> PeerLoad:
+        assert self.peer_id is not None
+        load = self.server.peer_loads.get(self.peer_id)
+        if load is None:
+            load = self.server.peer_loads[self.peer_id] = PeerLoad()
+        return load
+
+    def _task_done(self, task: asyncio.Task[None], load: PeerLoad, size: int) -> None:
         self.tasks.discard(task)
-        if self.paused and len(self.tasks) < _MAX_INFLIGHT // 2 and self.transport:
-            self.paused = False
-            self.transport.resume_reading()
+        load.requests -= 1
+        load.bytes -= size
+        limits = self.server.config.limits
+        if (
+            load.paused
+            and load.requests <= limits.max_peer_requests // 2
+            and load.bytes <= limits.max_peer_request_bytes // 2
+        ):
+            for conn in load.paused:
+                if conn.transport is not None and conn.open:
+                    conn.transport.resume_reading()
+            load.paused.clear()
+        if not load.requests and not load.paused and self.peer_id is not None:
+            self.server.peer_loads.pop(self.peer_id, None)
 
     def _on_hello(self, frame: Frame) -> None:
         conf = self.server.trusted.current
@@ -213,6 +275,9 @@ class ProviderConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.server.provider_connections.discard(self)
+        load = self.server.peer_loads.get(self.peer_id) if self.peer_id is not None else None
+        if load is not None:
+            load.paused.discard(self)
 
     async def _answer(self, frame: Frame) -> None:
         try:
