@@ -14,6 +14,7 @@ Nothing here is mocked: these are the real servers of :mod:`tests.integration.co
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,7 +31,8 @@ from exchange.server.config import ServerConfig, load_server_config
 from exchange.server.core import SecurityServer
 from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import fingerprint, generate_key, save_certificate, save_private_key
-from tests.integration.conftest import Net
+from tests.integration.conftest import PALPOST, Net
+from tests.integration.rogue import RogueClient
 
 PERSONS = "/r1/PS/GOV/MOI/population-registry/persons"
 ECHO = "/r1/PS/GOV/MOI/population-registry/echo"
@@ -173,3 +175,31 @@ async def assert_serving(net: Net, name: str = "palpost", path: str = PERSONS) -
     assert status == 200, body[:500]
     assert "X-Road-Error" not in headers
     assert orjson.loads(body)["national_id"] == "123456782"
+
+
+def as_registered_peer(net: Net, target: SecurityServer) -> RogueClient:
+    """A connection to ``target``'s provider port made with PALPOST's server's own keys: a
+    registered peer, under the test's control."""
+    palpost = net.servers["palpost"]
+    conf = target.trusted.current
+    assert conf is not None
+    return RogueClient(
+        target,
+        auth_cert=palpost.config.auth_cert,
+        auth_key=palpost.config.auth_key,
+        cas=conf.ca_certs(),
+        presented=[palpost.signers[PALPOST].cert],
+        claimed_server=palpost.config.server_id,
+    )
+
+
+def copy_log(server: SecurityServer, target: Path) -> Path:
+    """A consistent copy of a running server's log (SQLite online backup)."""
+    source = open_readonly(server.config.log_path)
+    copy = sqlite3.connect(target)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+    return target

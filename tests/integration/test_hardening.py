@@ -76,6 +76,7 @@ from tests.integration.rogue import (
     sign_response,
 )
 from tests.integration.support import (
+    as_registered_peer,
     assert_serving,
     assert_xroad_error,
     launch,
@@ -171,17 +172,7 @@ async def _assert_hardened_serving(net: Net) -> None:
 
 def _attacker(net: Net, target: SecurityServer) -> RogueClient:
     """A client holding PALPOST's server's authentication key, a registered peer."""
-    palpost = net.servers["palpost"]
-    conf = target.trusted.current
-    assert conf is not None
-    return RogueClient(
-        target,
-        auth_cert=palpost.config.auth_cert,
-        auth_key=palpost.config.auth_key,
-        cas=conf.ca_certs(),
-        presented=[palpost.signers[PALPOST].cert],
-        claimed_server=palpost.config.server_id,
-    )
+    return as_registered_peer(net, target)
 
 
 def _echo_request(net: Net) -> str:

@@ -27,12 +27,11 @@ from click.testing import CliRunner, Result
 
 from exchange.cli import main
 from exchange.identifiers import parse_security_server
-from exchange.messagelog.store import open_readonly
 from exchange.protocol.jws import cert_thumbprint
 from exchange.server.core import SecurityServer
 from exchange.trust.keys import load_certificate
 from tests.integration.conftest import PALPOST, WINDOW, Net
-from tests.integration.support import PERSONS, launch, logged, new_id
+from tests.integration.support import PERSONS, copy_log, launch, logged, new_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -58,18 +57,6 @@ def _signer_of(token: str) -> str:
     thumb = jwt.api_jws.get_unverified_header(token)["x5t#S256"]
     assert isinstance(thumb, str)
     return thumb
-
-
-def _copy(server: SecurityServer, target: Path) -> Path:
-    """A consistent copy of the running server's log (SQLite online backup)."""
-    source = open_readonly(server.config.log_path)
-    copy = sqlite3.connect(target)
-    try:
-        source.backup(copy)
-    finally:
-        source.close()
-        copy.close()
-    return target
 
 
 def _rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -105,7 +92,7 @@ async def test_log_verifies_offline_across_a_signing_key_rotation(net: Net, tmp_
         assert new == cert_thumbprint(load_certificate(server.config.signing[-1].cert))
         after = await _exchanges(net, server, "after-rotation", 3)
         await server.log.sign_tree_head()  # a head over everything (the last batch has one)
-        copy = _copy(server, tmp_path / "rotated.sqlite")
+        copy = copy_log(server, tmp_path / "rotated.sqlite")
     finally:
         await net.servers.pop(NAME).stop()
 

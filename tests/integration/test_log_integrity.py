@@ -24,8 +24,6 @@ from click.testing import CliRunner, Result
 from exchange.cli.common import console
 from exchange.cli.log import group as log_group
 from exchange.identifiers import parse_security_server, parse_service, parse_subsystem
-from exchange.messagelog.store import open_readonly
-from exchange.server.core import SecurityServer
 from exchange.server.logcheck import verify_server_log
 from tests.integration.conftest import FINANCE, HEALTH, MOI, PALPOST, WINDOW, Net, service
 from tests.integration.rogue import (
@@ -39,6 +37,7 @@ from tests.integration.support import (
     PERSONS,
     assert_serving,
     assert_xroad_error,
+    copy_log,
     launch,
     logged,
     new_id,
@@ -233,18 +232,6 @@ async def test_provider_answers_nothing_it_cannot_log(net: Net) -> None:
 # --- tampering with a copy of a log ------------------------------------------------------------
 
 
-def _copy(server: SecurityServer, target: Path) -> Path:
-    """A consistent copy of a running server's log (SQLite online backup)."""
-    source = open_readonly(server.config.log_path)
-    copy = sqlite3.connect(target)
-    try:
-        source.backup(copy)
-    finally:
-        source.close()
-        copy.close()
-    return target
-
-
 Tamper = Callable[[sqlite3.Connection, int], None]
 
 
@@ -298,7 +285,7 @@ async def test_tampered_copy_names_the_first_bad_record(
         status, _, _ = await net.call("palpost", f"{PERSONS}/123456782", headers={"X-Road-Id": mid})
         assert status == 200
     seq = logged(palpost, mids[1], "consumer").seq
-    copy = _copy(palpost, tmp_path / "copy.sqlite")
+    copy = copy_log(palpost, tmp_path / "copy.sqlite")
     conn = sqlite3.connect(copy, isolation_level=None)
     try:
         for op in ("update", "delete"):

@@ -21,8 +21,8 @@ from exchange.identifiers import SecurityServerId, parse_security_server, parse_
 from exchange.protocol.frames import Frame, FrameKind
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import MOI, PALPOST, WINDOW, Net
-from tests.integration.rogue import RogueClient, sign_request
-from tests.integration.support import launch
+from tests.integration.rogue import sign_request
+from tests.integration.support import as_registered_peer, launch
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -72,21 +72,6 @@ async def limited(net: Net) -> AsyncIterator[SecurityServer]:
     yield server
 
 
-def _palpost_client(net: Net, target: SecurityServer) -> RogueClient:
-    """A connection made with PALPOST's server's own keys: the registered peer itself."""
-    palpost = net.servers["palpost"]
-    conf = target.trusted.current
-    assert conf is not None
-    return RogueClient(
-        target,
-        auth_cert=palpost.config.auth_cert,
-        auth_key=palpost.config.auth_key,
-        cas=conf.ca_certs(),
-        presented=[palpost.signers[PALPOST].cert],
-        claimed_server=palpost.config.server_id,
-    )
-
-
 def _slow_request(net: Net) -> str:
     token, _ = sign_request(
         net.servers["palpost"].signers[PALPOST],
@@ -106,8 +91,8 @@ def _answered(frame: Frame) -> None:
 
 async def test_a_peer_holds_at_most_max_peer_connections(net: Net, limited: SecurityServer) -> None:
     palpost_id: SecurityServerId = net.servers["palpost"].config.server_id
-    held = [_palpost_client(net, limited) for _ in range(MAX_CONNECTIONS)]
-    extra = _palpost_client(net, limited)
+    held = [as_registered_peer(net, limited) for _ in range(MAX_CONNECTIONS)]
+    extra = as_registered_peer(net, limited)
     try:
         for client in held:
             frame, _ = await client.send(_slow_request(net))
@@ -125,7 +110,7 @@ async def test_a_peer_holds_at_most_max_peer_connections(net: Net, limited: Secu
             if sum(c.peer_id == palpost_id for c in limited.provider_connections) < 2:
                 break
             await asyncio.sleep(0.01)
-        again = _palpost_client(net, limited)
+        again = as_registered_peer(net, limited)
         held.append(again)
         frame, _ = await again.send(_slow_request(net))
         _answered(frame)

@@ -1,0 +1,81 @@
+"""A security server's configuration file: the sections whose values the parser checks itself
+(``[messagelog]`` retention, ``[limits]`` of what one peer may hold at the provider port); what
+the limits do is shown in ``tests/integration/test_peer_limits.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exchange.errors import ConfigurationError
+from exchange.server.config import parse_server_config
+
+BASE_CONFIG = {
+    "server_id": "PS/GOV/MOI/ss1",
+    "state_dir": "state",
+    "keys": {
+        "auth_key": "a.pem",
+        "auth_cert": "a.cert.pem",
+        "signing": [{"member": "PS/GOV/MOI", "key": "s.pem", "cert": "s.cert.pem"}],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("messagelog", "expected"),
+    [
+        pytest.param({}, (None, "state/archives", 3600.0, 20_000), id="off-by-default"),
+        pytest.param(
+            {"retention_days": 30, "archive_dir": "/srv/archives", "archive_interval": 600},
+            (30.0, "/srv/archives", 600.0, 20_000),
+            id="configured",
+        ),
+        pytest.param({"retention_days": 0.5}, (0.5, "state/archives", 3600.0, 20_000), id="half"),
+    ],
+)
+def test_retention_configuration(
+    tmp_path: Path, messagelog: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
+    config = parse_server_config({**BASE_CONFIG, "messagelog": messagelog}, tmp_path / "s.toml")
+    r = config.retention
+    folder = str(r.archive_dir.relative_to(tmp_path)) if not expected[1].startswith("/") else ""
+    assert (r.days, folder or str(r.archive_dir), r.interval, r.max_records) == expected
+    assert config.archive_dir == r.archive_dir
+
+
+@pytest.mark.parametrize(
+    "messagelog",
+    [
+        pytest.param({"retention_days": -1}, id="negative-days"),
+        pytest.param({"retention_days": "30d"}, id="days-not-a-number"),
+        pytest.param({"retention_days": True}, id="days-boolean"),
+        pytest.param({"archive_interval": 0}, id="zero-interval"),
+        pytest.param({"archive_max_records": 0}, id="zero-records"),
+    ],
+)
+def test_bad_retention_configuration_is_refused(tmp_path: Path, messagelog: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match=r"messagelog\.(retention_days|archive_)"):
+        parse_server_config({**BASE_CONFIG, "messagelog": messagelog}, tmp_path / "s.toml")
+
+
+def test_the_limits_default_and_are_configurable(tmp_path: Path) -> None:
+    defaults = parse_server_config(BASE_CONFIG, tmp_path / "s.toml").limits
+    assert (
+        defaults.max_peer_connections,
+        defaults.max_peer_requests,
+        defaults.max_peer_request_bytes,
+    ) == (16, 512, 64 * 2**20)
+    given = {"max_peer_connections": 4, "max_peer_requests": 100, "max_peer_request_bytes": 2**20}
+    limits = parse_server_config({**BASE_CONFIG, "limits": given}, tmp_path / "s.toml").limits
+    assert (limits.max_peer_connections, limits.max_peer_requests) == (4, 100)
+    assert limits.max_peer_request_bytes == 2**20
+
+
+@pytest.mark.parametrize(
+    "key", ["max_peer_connections", "max_peer_requests", "max_peer_request_bytes"]
+)
+def test_a_limit_below_one_is_refused(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ConfigurationError, match=rf"\[limits\] {key} must be at least 1, not 0"):
+        parse_server_config({**BASE_CONFIG, "limits": {key: 0}}, tmp_path / "s.toml")
