@@ -176,6 +176,19 @@ class ProviderConnection(asyncio.Protocol):
         except ExchangeError as err:
             log.warning("protocol error from %s: %s", self.peer_id, err.message)
             self._refuse(err)
+        except Exception as exc:
+            # a bug of ours while reading the peer's frames (HELLO, say): the connection is
+            # refused with a detail id the operator finds next to the reason; the port serves on
+            failure = ProviderServerError(
+                "internal error of the security server", internal=repr(exc)
+            )
+            log.exception(
+                "internal error reading frames of %s: %s [%s]",
+                self.peer_id,
+                failure.internal,
+                failure.detail,
+            )
+            self._refuse(failure)
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.kind is FrameKind.HELLO:

@@ -24,6 +24,7 @@ import pytest
 import pytest_asyncio
 
 import exchange
+from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId, parse_subsystem
 from exchange.server import consumer as consumer_side
 from exchange.server import metadata, soap_consumer
@@ -31,6 +32,7 @@ from exchange.server import provider as provider_side
 from tests.integration.conftest import MOI, WINDOW, Net
 from tests.integration.support import (
     PERSONS,
+    as_registered_peer,
     assert_serving,
     assert_xroad_error,
     launch,
@@ -299,3 +301,26 @@ def _provider_detail(caplog: pytest.LogCaptureFixture) -> str:
         if r.name == "exchange.server.provider" and "internal error" in r.getMessage()
     ]
     return line.rsplit("[", 1)[1].rstrip("]")
+
+
+async def test_a_failure_reading_a_peers_hello_refuses_that_connection_only(
+    net: Net, monkeypatch: pytest.MonkeyPatch, operator_log: pytest.LogCaptureFixture
+) -> None:
+    """A bug of ours while the provider reads a new connection's HELLO (before, it escaped our
+    code into asyncio's transport): that connection is refused with
+    ``Server.ServerProxy.InternalError``, the reason and a detail id are in the operator's log,
+    nothing of it reaches the peer, and the provider port serves on."""
+    moi = net.servers["moi"]
+    monkeypatch.setattr(provider_side, "parse_hello_certs", fail)
+    client = as_registered_peer(net, moi)
+    try:
+        with pytest.raises(ExchangeError) as refused:
+            await client.pool.connection()
+    finally:
+        client.close()
+    assert refused.value.code == "Server.ServerProxy.InternalError", refused.value
+    assert SECRET not in f"{refused.value.message} {refused.value.detail}"
+    [line] = [r for r in operator_log.records if "internal error reading frames" in r.getMessage()]
+    assert SECRET in line.getMessage() and line.exc_info is not None
+    monkeypatch.undo()
+    await assert_serving(net)
