@@ -158,10 +158,17 @@ def _print_report(report: object) -> None:
     assert isinstance(report, VerifyReport)
     verdict = "[green]OK[/green]" if report.ok else "[red]FAILED[/red]"
     console.print(f"message log {report.path}: {verdict}")
+    # with every head verified, the records after the last one are simply not signed yet; with
+    # heads that fail, the records they cover are under no head an auditor can rely on
+    pending = (
+        "records not yet under a signed tree head"
+        if report.tree_heads_verified == report.tree_heads
+        else "records under no verified tree head"
+    )
     console.print(
         f"  records: {report.records}, tree heads: "
         f"{report.tree_heads_verified}/{report.tree_heads} verified, "
-        f"records not yet under a signed tree head: {report.unsigned_records}"
+        f"{pending}: {report.unsigned_records}"
     )
     if report.archives:
         console.print(

@@ -124,6 +124,7 @@ async def test_log_verifies_offline_across_a_signing_key_rotation(net: Net, tmp_
     text = _cli("log", "verify", "--db", str(copy), "--ca", ca, "--no-progress")
     assert text.exit_code == 0, text.output
     assert f"tree heads: {len(heads)}/{len(heads)} verified" in text.output
+    assert "records not yet under a signed tree head: 0" in text.output
 
     # (3) without the new certificate, the heads it signed cannot be verified, and the report
     # names each of them
@@ -154,4 +155,8 @@ async def test_log_verifies_offline_across_a_signing_key_rotation(net: Net, tmp_
     text = _cli("log", "verify", "--db", str(tampered), "--ca", ca, "--no-progress")
     assert text.exit_code == 1
     assert "FAILED" in text.output
+    # the records after the last head that verifies are under heads that do not: not "pending"
+    unproven = len(signed_by) - max(size for size in heads if size < new_heads[0])
+    assert f"records under no verified tree head: {unproven}" in " ".join(text.output.split())
+    assert "not yet under a signed tree head" not in text.output
     assert f"tree head of size {new_heads[0]}: {missing}" in " ".join(text.output.split())
