@@ -47,7 +47,11 @@ log = logging.getLogger("exchange.server.peer")
 
 
 def unsigned_refusal(meta: dict[str, object]) -> ExchangeError:
-    """An ERROR frame is not signed: pass on only a provider-side code and an error status."""
+    """An ERROR frame is not signed: pass on only a provider-side code and an error status.
+
+    The provider's detail id stays with the operator (in the error's ``internal`` text, so in
+    the consumer's log and message log): it finds the provider's own log line about the refusal.
+    """
     code = str(meta.get("type", ""))
     status = meta.get("status")
     if (
@@ -58,7 +62,15 @@ def unsigned_refusal(meta: dict[str, object]) -> ExchangeError:
     ):
         return InconsistentResponse("the provider answered with a malformed refusal")
     message = str(meta.get("message", "the provider refused the request"))[:500]
-    return ExchangeError(message, code=code, status=status if 400 <= status <= 599 else 502)
+    detail = meta.get("detail")
+    internal = (
+        f"{message} (the provider's detail id {detail})"
+        if isinstance(detail, str) and len(detail) <= 64 and is_token(detail)
+        else None
+    )
+    return ExchangeError(
+        message, code=code, status=status if 400 <= status <= 599 else 502, internal=internal
+    )
 
 
 def parse_hello_certs(meta: dict[str, Any]) -> list[x509.Certificate]:

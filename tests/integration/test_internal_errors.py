@@ -289,6 +289,9 @@ async def test_failure_while_the_provider_builds_its_answer_is_refused_at_once(
     consumer = logged(palpost, message_id, "consumer", "Server.ServerProxy.InternalError")
     assert consumer.entry["error"]["detail"] == doc["detail"]
     assert_not_in(consumer.entry, (SECRET, "RuntimeError", "Traceback"))
+    # and the consumer's record leads the operator to the provider's log line
+    provider_detail = _provider_detail(operator_log)
+    assert f"the provider's detail id {provider_detail}" in consumer.entry["error"]["internal"]
     monkeypatch.undo()
     await assert_serving(net)
 
