@@ -126,6 +126,7 @@ def _grant_summary(grant: Grant) -> dict[str, object]:
         "valid_from": grant.valid_from.isoformat() if grant.valid_from else None,
         "valid_until": grant.valid_until.isoformat() if grant.valid_until else None,
         "rate": str(grant.rate) if grant.rate else None,
+        "query": sorted(grant.query) if grant.query is not None else None,
     }
 
 
@@ -147,7 +148,7 @@ def _print_policy(policy: PolicySet) -> None:
         console.print(f"\n{grant.id}  ({grant.location})", markup=False, soft_wrap=True)
         for key, value in _grant_summary(grant).items():
             if key not in ("id", "location") and value not in (None, False):
-                shown = ", ".join(value) if isinstance(value, list) else value
+                shown = (", ".join(value) or "(none)") if isinstance(value, list) else value
                 if key == "methods" and not value:
                     shown = "(none: SOAP requests only)"
                 console.print(f"  {key}: {shown}", markup=False, soft_wrap=True)
@@ -250,6 +251,7 @@ def explain_request(
     show_default=True,
     help="Path after the service, percent-encoded as on the wire.",
 )
+@click.option("--query", default="", help="Query string after '?', percent-encoded as on the wire.")
 @click.option("--purpose", help="Purpose of use (X-Road-Purpose).")
 @click.option("--user-id", help="End user (X-Road-UserId).")
 @click.option(
@@ -269,6 +271,7 @@ def explain_command(
     service: ServiceId,
     method: str,
     path: str,
+    query: str,
     purpose: str | None,
     user_id: str | None,
     groups: tuple[GlobalGroupId, ...],
@@ -286,7 +289,7 @@ def explain_command(
         --service PS/GOV/MOI/population-registry/persons \\
         --method GET --path /123456789 --purpose citizen-service
     """
-    request = PolicyRequest(client, service, method, path, purpose, user_id)
+    request = PolicyRequest(client, service, method, path, purpose, user_id, query=query)
     member_of = frozenset(groups)
     if config is not None and not groups:
         member_of = _server_groups(config, client)

@@ -28,7 +28,7 @@ import re
 import unicodedata
 from datetime import datetime
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 from exchange.identifiers import ClientId, GlobalGroupId
 from exchange.policy.model import (
@@ -138,7 +138,36 @@ def _scope_mismatch(
     if not any(pattern.matches(segments) for pattern in grant.paths):
         shown = "/" + "/".join(segments)
         return f"path {shown} matches none of {', '.join(map(str, grant.paths))}"
+    if grant.query is not None:
+        names = query_names(request.query)
+        if names is None:
+            return "the query string could be read more than one way"
+        extra = sorted(names - grant.query)
+        if extra:
+            allowed = ", ".join(sorted(grant.query)) or "no query parameter"
+            return f"query parameter {extra[0]!r} is not in {allowed}"
     return None
+
+
+def query_names(query: str) -> frozenset[str] | None:
+    """The parameter names of a raw query string, decoded as a backend would (``+`` is a space,
+    percent-decoding once, strict UTF-8); ``None`` if it cannot be read one way only (bad
+    percent-encoding, a control character, a name that is still encoded after one decoding)."""
+    names: set[str] = set()
+    for part in query.split("&"):
+        if not part:
+            continue
+        raw = part.split("=", 1)[0]
+        try:
+            name = unquote_plus(raw, encoding="utf-8", errors="strict")
+        except UnicodeDecodeError:
+            return None
+        if _UNSAFE_ASCII.search(name) or (
+            not name.isascii() and any(unicodedata.category(c) in _UNSAFE_CATEGORIES for c in name)
+        ):
+            return None
+        names.add(name)
+    return frozenset(names)
 
 
 def _validity_failure(grant: Grant, now: datetime) -> tuple[str, str] | None:
@@ -172,7 +201,11 @@ def _condition_failure(
 def _describe(request: PolicyRequest) -> str:
     if request.protocol == "soap":
         return f"{request.client} -> SOAP {request.service}"
-    return f"{request.client} -> {request.method.upper()} {request.service} {request.path or '/'}"
+    query = f"?{request.query}" if request.query else ""
+    return (
+        f"{request.client} -> {request.method.upper()} {request.service} "
+        f"{request.path or '/'}{query}"
+    )
 
 
 def _denied(

@@ -155,6 +155,7 @@ def shadows(policy: PolicySet, earlier: Grant, later: Grant) -> bool:
         and _subject_covers(policy, earlier, later)
         and _methods_cover(earlier, later)
         and all(any(pattern_covers(o, i) for o in earlier.paths) for i in later.paths)
+        and (earlier.query is None or (later.query is not None and later.query <= earlier.query))
         and _conditions_no_stricter(earlier, later)
     )
 

@@ -71,10 +71,12 @@ GRANT_KEYS: Final = (
     "valid_from",
     "valid_until",
     "rate",
+    "query",
 )
 DEFAULT_PATHS: Final = ("/**",)
 _GRANT_ID: Final = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _PURPOSE: Final = re.compile(r"[A-Za-z0-9._:/\-]{1,128}")
+_QUERY_NAME: Final = re.compile(r"[A-Za-z0-9._\-\[\]]{1,128}")
 _GRANT_HEADER: Final = re.compile(r"^[ \t]*\[\[[ \t]*grant[ \t]*\]\]", re.MULTILINE)
 _GROUPS_HEADER: Final = re.compile(r"^[ \t]*\[[ \t]*groups[ \t]*\]", re.MULTILINE)
 _TOML_POSITION: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -263,6 +265,7 @@ class _GrantParser:
             valid_from=valid_from,
             valid_until=valid_until,
             rate=self.parsed("rate", Rate.parse),
+            query=self.query(),
         )
 
     def required(self, key: str, kind: type[T]) -> T:
@@ -365,6 +368,17 @@ class _GrantParser:
             if _PURPOSE.fullmatch(purpose) is None:
                 raise self.fail("purposes", f"bad purpose {purpose!r}: use A-Z a-z 0-9 . _ : / -")
         return frozenset(purposes)
+
+    def query(self) -> frozenset[str] | None:
+        names = self.string_list("query")
+        if names is None:
+            return None
+        for name in names:
+            if _QUERY_NAME.fullmatch(name) is None:
+                raise self.fail(
+                    "query", f"bad query parameter name {name!r}: use A-Z a-z 0-9 . _ - [ ]"
+                )
+        return frozenset(names)
 
     def validity(self) -> tuple[datetime | None, datetime | None]:
         start = self.instant("valid_from")

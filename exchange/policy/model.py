@@ -198,7 +198,8 @@ class Grant:
     ``client`` is a subsystem (or member) matched exactly, or a global or local group whose
     members match.
     ``methods`` holds upper-case method names or ``*``. ``fields=None`` releases the whole
-    response. ``purposes=None`` accepts any (or no) purpose of use.
+    response. ``purposes=None`` accepts any (or no) purpose of use. ``query=None`` accepts any
+    query string; a set names the only query parameters a request may carry (empty: none).
     """
 
     id: str
@@ -214,6 +215,7 @@ class Grant:
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     rate: Rate | None = None
+    query: frozenset[str] | None = None
 
     @property
     def location(self) -> str:
@@ -288,6 +290,8 @@ class PolicyRequest:
     protocol: str = "rest"
     """``"soap"`` for X-Road message protocol 4.0 requests: the service code is the operation,
     so a grant's ``methods`` and ``paths`` are not consulted (they scope REST requests only)."""
+    query: str = ""
+    """The raw query string (after ``?``, still percent-encoded), judged by a grant's ``query``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -559,6 +559,7 @@ def _decide(
             purpose=request.purpose,
             user_id=request.user_id,
             protocol=request.protocol,
+            query=request.query,
         ),
         groups=conf.groups_of(request.client),
         now=dt.datetime.fromtimestamp(server.clock(), dt.UTC),
