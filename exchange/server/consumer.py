@@ -51,7 +51,7 @@ from exchange.protocol.rest import (
 )
 from exchange.server.metadata import Handler, list_clients_handler
 from exchange.server.peer import PeerConnection, unsigned_refusal
-from exchange.server.records import ExchangeRecord, guarded
+from exchange.server.records import ExchangeRecord, guarded, internal_failure
 
 if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
@@ -378,8 +378,7 @@ def consumer_handler(server: SecurityServer) -> Handler:
             refused = await _expect(request)
             response = refused if refused is not None else await route(request)
         except Exception as exc:
-            err = ConsumerServerError("internal error of the security server", internal=repr(exc))
-            log.exception("internal error on the consumer port: %s [%s]", err.internal, err.detail)
+            err = internal_failure(log, ConsumerServerError, "on the consumer port", exc)
             response = error_response(err)
         # PR-REST §4.3: headers that leak the origin host or software are not passed on.
         response.headers[hdrs.SERVER] = "Exchange"

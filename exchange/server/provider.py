@@ -47,7 +47,7 @@ from exchange.protocol.rest import end_to_end_headers
 from exchange.server.certs import SignerCert, SignerCertificateError
 from exchange.server.metadata import is_rest_metadata
 from exchange.server.peer import parse_hello_certs
-from exchange.server.records import ExchangeRecord, guarded
+from exchange.server.records import ExchangeRecord, guarded, internal_failure
 from exchange.server.revocation import staples_of
 from exchange.server.soap_provider import fault_answer
 from exchange.server.soap_provider import process as process_soap
@@ -179,16 +179,8 @@ class ProviderConnection(asyncio.Protocol):
         except Exception as exc:
             # a bug of ours while reading the peer's frames (HELLO, say): the connection is
             # refused with a detail id the operator finds next to the reason; the port serves on
-            failure = ProviderServerError(
-                "internal error of the security server", internal=repr(exc)
-            )
-            log.exception(
-                "internal error reading frames of %s: %s [%s]",
-                self.peer_id,
-                failure.internal,
-                failure.detail,
-            )
-            self._refuse(failure)
+            what = f"reading frames of {self.peer_id}"
+            self._refuse(internal_failure(log, ProviderServerError, what, exc))
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.kind is FrameKind.HELLO:
@@ -299,15 +291,10 @@ class ProviderConnection(asyncio.Protocol):
             # a bug of ours after the request's checks (building, signing or logging the
             # answer): nothing can be signed, but the consumer gets an unsigned refusal now
             # rather than waiting for its response timeout
-            err = ProviderServerError("internal error of the security server", internal=repr(exc))
-            log.exception(
-                "internal error answering %s on stream %d: %s [%s]",
-                self.peer_id,
-                frame.stream_id,
-                err.internal,
-                err.detail,
+            what = f"answering {self.peer_id} on stream {frame.stream_id}"
+            out = error_frame(
+                frame.stream_id, internal_failure(log, ProviderServerError, what, exc)
             )
-            out = error_frame(frame.stream_id, err)
         self.write(out)
 
     def _write_now(self, data: bytes) -> None:

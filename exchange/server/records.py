@@ -23,6 +23,17 @@ log = logging.getLogger("exchange.server")
 T = TypeVar("T")
 
 
+def internal_failure(
+    logger: logging.Logger, kind: type[ExchangeError], what: str, exc: BaseException
+) -> ExchangeError:
+    """A bug of ours (an exception that is not an :class:`ExchangeError`) as the ``kind`` error a
+    caller gets: a fixed message, the reason kept as ``internal``; logged for the operator with
+    its traceback, the reason and the error's detail id, ``internal error <what>: ...``."""
+    err = kind("internal error of the security server", internal=repr(exc))
+    logger.error("internal error %s: %s [%s]", what, err.internal, err.detail, exc_info=exc)
+    return err
+
+
 async def guarded(
     rec: ExchangeRecord, exchange: Awaitable[T], internal_error: type[ExchangeError]
 ) -> T:
@@ -34,8 +45,8 @@ async def guarded(
     except ExchangeError:
         raise
     except Exception as exc:
-        log.exception("internal error in %s %s exchange %s", rec.side, rec.protocol, rec.message_id)
-        raise internal_error("internal error of the security server", internal=repr(exc)) from exc
+        what = f"in {rec.side} {rec.protocol} exchange {rec.message_id}"
+        raise internal_failure(log, internal_error, what, exc) from exc
 
 
 def b64(data: bytes) -> str:
