@@ -91,7 +91,13 @@ async def off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
 
 def fault_answer(err: ExchangeError) -> tuple[int, list[tuple[str, str]], bytes]:
     """The signed answer's status, headers and body for ``err`` on the SOAP path."""
-    status, content_type, body = soap.fault_message(err.code, err.message, err.detail)
+    return _fault_reply(err.code, err.message, err.detail)
+
+
+def _fault_reply(
+    code: str, message: str, detail: str | None
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    status, content_type, body = soap.fault_message(code, message, detail)
     return status, [("content-type", content_type)], body
 
 
@@ -223,11 +229,9 @@ def _finish(
                 decision.policy_version,
             )
         fault = response.fault
-        status, fault_type, out = soap.fault_message(
-            soap.prefixed_fault_code(fault), fault.string, fault.detail
-        )
+        reply = _fault_reply(soap.prefixed_fault_code(fault), fault.string, fault.detail)
         rec.released_fields = []
-        return SoapAnswer(status, [("content-type", fault_type)], out, (), decision.policy_version)
+        return SoapAnswer(*reply, (), decision.policy_version)
     if status != 200:
         raise ServiceFailed(f"the SOAP service answered HTTP {status} without a SOAP Fault")
     try:
