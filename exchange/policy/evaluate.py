@@ -76,12 +76,9 @@ def request_segments(path: str) -> tuple[str, ...]:
     except UnicodeDecodeError:
         raise BadPath("percent-encoding that is not UTF-8") from None
     # (3) nothing a second decoding or a Windows backend would read differently; no controls
-    if _UNSAFE_ASCII.search(decoded):
-        raise BadPath("backslash, control character or '%' left after decoding once")
-    if not decoded.isascii() and any(
-        unicodedata.category(c) in _UNSAFE_CATEGORIES for c in decoded
-    ):
-        raise BadPath("invisible or control character")
+    unsafe = _read_two_ways(decoded)
+    if unsafe is not None:
+        raise BadPath(unsafe)
     if decoded in ("", "/"):
         return ()
     if not decoded.startswith("/"):
@@ -92,6 +89,18 @@ def request_segments(path: str) -> tuple[str, ...]:
         if segment in ("", ".", ".."):
             raise BadPath("empty, '.' or '..' segment")
     return segments
+
+
+def _read_two_ways(decoded: str) -> str | None:
+    """Why text decoded once could still be read differently (a second decoding, a Windows
+    backend, an invisible or control character), or None."""
+    if _UNSAFE_ASCII.search(decoded):
+        return "backslash, control character or '%' left after decoding once"
+    if not decoded.isascii() and any(
+        unicodedata.category(c) in _UNSAFE_CATEGORIES for c in decoded
+    ):
+        return "invisible or control character"
+    return None
 
 
 # --- one grant ----------------------------------------------------------------------------------
@@ -162,9 +171,7 @@ def query_names(query: str) -> frozenset[str] | None:
             name = unquote_plus(raw, encoding="utf-8", errors="strict")
         except UnicodeDecodeError:
             return None
-        if _UNSAFE_ASCII.search(name) or (
-            not name.isascii() and any(unicodedata.category(c) in _UNSAFE_CATEGORIES for c in name)
-        ):
+        if _read_two_ways(name) is not None:
             return None
         names.add(name)
     return frozenset(names)
