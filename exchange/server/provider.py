@@ -9,7 +9,6 @@ the provider member's key, bound to the request hash, logged durably — and onl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -574,11 +573,10 @@ def _minimise_other(
     scalar :data:`ERROR_MEMBERS`; any other body is withheld. Status and headers stay."""
     if not body:
         return body, headers, ()
-    ctype = next((v for k, v in headers if k == "content-type"), "")
-    value: Any = None
-    if "json" in ctype.lower():
-        with contextlib.suppress(orjson.JSONDecodeError):
-            value = orjson.loads(body)
+    try:
+        value = _json_of(body, headers)
+    except ServiceFailed:
+        value = None
     if not isinstance(value, dict | list):
         return b"", [(k, v) for k, v in headers if k != "content-type"], ()
     filtered, released = filter_fields(value, fields)
@@ -596,14 +594,18 @@ def _minimise(
 ) -> tuple[bytes, tuple[str, ...]]:
     if not body:
         return body, ()
+    filtered, released = filter_fields(_json_of(body, headers), fields)
+    return orjson.dumps(filtered), tuple(released)
+
+
+def _json_of(body: bytes, headers: list[tuple[str, str]]) -> Any:
+    """The service's JSON answer, for a field filter; ServiceFailed if it is not JSON."""
     ctype = next((v for k, v in headers if k == "content-type"), "")
     if "json" not in ctype.lower():
         raise ServiceFailed(
             "the grant releases only some fields, but the service did not answer JSON"
         )
     try:
-        value = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ServiceFailed("the service answered malformed JSON") from None
-    filtered, released = filter_fields(value, fields)
-    return orjson.dumps(filtered), tuple(released)
