@@ -3,6 +3,7 @@ which headers travel end to end. Every bad input is a ``Client.*`` error with it
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -231,7 +232,7 @@ def test_minimal_headers() -> None:
     xh = parse_xroad_headers([CLIENT])
     assert xh.client == TAX_OFFICE
     assert xh.message_id_generated
-    assert uuid.UUID(xh.message_id).version == 4
+    assert uuid.UUID(xh.message_id).version == 7
     assert (xh.user_id, xh.issue, xh.represented_party, xh.security_server, xh.purpose) == (
         None,
         None,
@@ -337,11 +338,29 @@ def test_malformed_client(value: str) -> None:
 def test_empty_message_id_is_generated() -> None:
     xh = parse_xroad_headers([CLIENT, ("X-Road-Id", "")])
     assert xh.message_id_generated
-    assert uuid.UUID(xh.message_id).version == 4
+    assert uuid.UUID(xh.message_id).version == 7
 
 
 def test_generated_ids_differ() -> None:
     assert parse_xroad_headers([CLIENT]).message_id != parse_xroad_headers([CLIENT]).message_id
+
+
+def test_generated_ids_are_uuid7_in_time_order() -> None:
+    """RFC 9562 §5.7: the first 48 bits are Unix milliseconds, the variant is RFC 9562's, and
+    ids made in different milliseconds sort as text in the order they were made (so the logs'
+    message_id index grows at its end)."""
+    before = int(time.time() * 1000)
+    first = uuid.UUID(parse_xroad_headers([CLIENT]).message_id)
+    time.sleep(0.002)
+    second = uuid.UUID(parse_xroad_headers([CLIENT]).message_id)
+    after = int(time.time() * 1000)
+    for made in (first, second):
+        assert made.version == 7
+        assert made.variant == uuid.RFC_4122
+        assert before <= made.int >> 80 <= after
+    assert str(first) < str(second)
+    made_now = {parse_xroad_headers([CLIENT]).message_id for _ in range(1000)}
+    assert len(made_now) == 1000
 
 
 @pytest.mark.parametrize(

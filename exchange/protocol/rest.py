@@ -11,10 +11,11 @@ No IO.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+
+import uuid_utils
 
 from exchange.errors import BadRequest, InvalidIdentifier, MissingHeader
 from exchange.identifiers import (
@@ -89,6 +90,18 @@ class XRoadHeaders:
     purpose: str | None
 
 
+def new_message_id() -> str:
+    """A message id for a request whose information system sent no ``X-Road-Id``: a UUIDv7.
+
+    RFC 9562 §5.7: 48 bits of Unix milliseconds, then 74 random bits, so ids are unique without
+    coordination as version 4 ids are, but sort by creation time. Both message logs index
+    ``message_id``; a time-ordered id lands at the end of that index instead of on a random
+    page, so each group commit writes and syncs fewer pages (RFC 9562 §2.1 names the "poor
+    database index locality" of random ids). The time it reveals is in the signed request too.
+    """
+    return str(uuid_utils.uuid7())
+
+
 def parse_target(raw_path: str, query: str) -> RestRequestTarget:
     """Split ``/r1/INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICE[/path]`` (raw, percent-encoded)."""
     if len(raw_path) + len(query) > MAX_URI_LENGTH:
@@ -139,7 +152,7 @@ def parse_xroad_headers(headers: Iterable[tuple[str, str]]) -> XRoadHeaders:
     client = parse_client(raw_client.strip(), encoded=True, code="Client.InvalidClientIdentifier")
     raw_id = seen.get(H_ID)
     generated = raw_id is None or raw_id == ""
-    message_id = str(uuid.uuid4()) if generated else raw_id
+    message_id = new_message_id() if generated else raw_id
     assert message_id is not None
     if _MESSAGE_ID.fullmatch(message_id) is None:
         raise BadRequest(

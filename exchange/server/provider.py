@@ -13,11 +13,11 @@ import datetime as dt
 import hashlib
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
+import uuid_utils
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -374,7 +374,7 @@ async def handle_request(server: SecurityServer, conn: ProviderConnection, frame
     rec.response_body = body
     response = SignedResponse(
         message_id=rec.message_id or "",
-        request_id=str(uuid.uuid4()),
+        request_id=str(uuid_utils.uuid4()),
         request_hash=rec.request_hash or "",
         status=status,
         headers=tuple(headers),
