@@ -1,8 +1,12 @@
 """Message log throughput and latency: group commit under concurrent appenders, one appender alone.
 
-Run: ``python bench/messagelog_bench.py [--records 50000] [--appenders 256] [--uvloop]``.
+Run: ``python bench/messagelog_bench.py [--records 50000] [--appenders 256] [--uvloop]
+[--ids uuid7|uuid4] [--prefill N]``.
 Prints appends/s and append latency p50/p99 for both cases, and the verifier's records/s.
-Numbers, not assertions: the tests never time anything.
+``--ids`` picks the message ids' kind: ``uuid7`` (time-ordered, what the consumer server makes)
+or ``uuid4`` (random, what an information system may send); ``--prefill N`` first logs N records
+so the indexes have a production-like size. Numbers, not assertions: the tests never time
+anything.
 """
 
 from __future__ import annotations
@@ -12,18 +16,28 @@ import asyncio
 import statistics
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import uuid_utils
 
 from exchange.messagelog.store import MessageLog
 from exchange.messagelog.verify import verify_log
 from exchange.protocol.jws import Signer
 from exchange.trust.keys import generate_key, self_signed_certificate
 
+MESSAGE_IDS: dict[str, Callable[[], str]] = {
+    "uuid7": lambda: str(uuid_utils.uuid7()),
+    "uuid4": lambda: str(uuid.uuid4()),
+}
+new_id = MESSAGE_IDS["uuid7"]
+
 
 def make_entry(i: int, pad: int) -> dict[str, Any]:
     return {
-        "message_id": f"0b6c3f2e-{i:012d}",
+        "message_id": new_id(),
         "client": "PS/GOV/MOF/tax",
         "service": "PS/GOV/MOI/population-registry/persons",
         "side": "provider",
@@ -65,6 +79,17 @@ async def sequential(log: MessageLog, count: int, pad: int) -> list[float]:
     return latencies
 
 
+async def prefill(log: MessageLog, count: int, pad: int) -> None:
+    """Log ``count`` records in batches of 1,000 before measuring, printing progress."""
+    done, step = 0, max(1, count // 10)
+    while done < count:
+        batch = min(1_000, count - done)
+        await log.append_many([make_entry(done + i, pad) for i in range(batch)])
+        done += batch
+        if done % step < batch or done == count:
+            print(f"prefill: {done:,}/{count:,} records", flush=True)
+
+
 def report(label: str, count: int, seconds: float, latencies: list[float]) -> None:
     print(
         f"{label:<28} {count / seconds:>10,.0f} appends/s   "
@@ -79,6 +104,8 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
     signer = Signer(key, self_signed_certificate(key, "bench log signer"))
     path = directory / "bench.db"
     with MessageLog(path, signer) as log:
+        if args.prefill:
+            await prefill(log, args.prefill, args.pad)
         started = time.perf_counter()
         latencies = await concurrent(log, args.records, args.appenders, args.pad)
         elapsed = time.perf_counter() - started
@@ -105,8 +132,12 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=5_000)
     parser.add_argument("--pad", type=int, default=700, help="bytes of JWS padding per entry")
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--ids", choices=sorted(MESSAGE_IDS), default="uuid7")
+    parser.add_argument("--prefill", type=int, default=0, help="records logged before measuring")
     parser.add_argument("--dir", type=Path, default=None, help="where the SQLite file goes")
     args = parser.parse_args()
+    global new_id
+    new_id = MESSAGE_IDS[args.ids]
     if args.uvloop:
         import uvloop
 
