@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -465,7 +466,10 @@ async def _process(
     decision = _decide(server, request, conf, rec)
     rec.mark("decided")
     # (9) the backend answers, and only granted fields leave this server
-    backend_headers = end_to_end_headers(request.headers) + _xroad_backend_headers(request, rec)
+    backend_headers = end_to_end_headers(request.headers)
+    if decision.fields is not None:
+        backend_headers = [h for h in backend_headers if h[0] not in CONDITIONAL_HEADERS]
+    backend_headers += _xroad_backend_headers(request, rec)
     result = await server.backend.call(
         request.method,
         service.url,
@@ -483,6 +487,7 @@ async def _process(
     body = result.body
     released: tuple[str, ...] | None = None
     if decision.fields is not None:
+        headers = [(k, v) for k, v in headers if k not in VALIDATOR_HEADERS]
         if 200 <= result.status < 300:
             body, released = _minimise(body, headers, decision.fields)
         else:
@@ -553,10 +558,42 @@ def _decide(
     rec.decision = {**decision.log_entry(), "reason": decision.reason}
     if not decision.allowed:
         raise decision.error()
+    if decision.fields is not None:
+        _refuse_preconditions(request.headers)
     # the client's quota under the allowing grant (DESIGN.md §7), counted only when allowed
     if decision.rate is not None and decision.grant_id is not None:
         server.quota.check_or_raise((decision.grant_id, str(request.client)), decision.rate)
     return decision
+
+
+CONDITIONAL_HEADERS: Final = frozenset({"if-none-match", "if-modified-since", "if-range", "range"})
+"""Request headers dropped under a grant with ``fields``: they ask for a 304 or a 206 judged
+against the full representation, which the client never receives. Without them the service
+answers the whole representation, which the provider filters; a client guessing validators of
+fields it was not given learns nothing from 304 against 200."""
+
+PRECONDITION_HEADERS: Final = frozenset({"if-match", "if-unmodified-since"})
+"""Request headers refused under a grant with ``fields``: dropping them would turn a conditional
+write into an unconditional one, and keeping them lets 412 against 2xx test guesses about the
+full representation (RFC 9110 §13.1.1, §13.1.4). Such a grant releases no validator to base them
+on."""
+
+VALIDATOR_HEADERS: Final = frozenset(
+    {"etag", "last-modified", "content-md5", "digest", "content-digest", "repr-digest"}
+)
+"""Answer headers dropped under a grant with ``fields``, whatever the status: validators and
+digests of the representation the service sent (RFC 9110 §8.8, RFC 9530), which is not the one
+the client gets, and which would let it test guesses about the fields it was not given."""
+
+
+def _refuse_preconditions(headers: Sequence[Sequence[str]]) -> None:
+    """AccessDenied if a request under a field-restricted grant carries a precondition."""
+    refused = sorted({name.lower() for name, _ in headers} & PRECONDITION_HEADERS)
+    if refused:
+        raise AccessDenied(
+            f"the grant releases only some fields and no validators: {', '.join(refused)} "
+            "cannot be used under it"
+        )
 
 
 ERROR_MEMBERS: Final = ("error", "message", "type", "title", "detail", "status", "code")
@@ -570,7 +607,8 @@ def _minimise_other(
 ) -> tuple[bytes, list[tuple[str, str]], tuple[str, ...]]:
     """A 1xx/3xx/4xx/5xx answer to a field-restricted grant. An error body may hold a record too
     (a 409 with the conflicting one, say), so a JSON body keeps only its granted fields and the
-    scalar :data:`ERROR_MEMBERS`; any other body is withheld. Status and headers stay."""
+    scalar :data:`ERROR_MEMBERS`; any other body is withheld. Status and headers stay (but for
+    :data:`VALIDATOR_HEADERS`, dropped by the caller)."""
     if not body:
         return body, headers, ()
     try:
