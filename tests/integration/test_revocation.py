@@ -292,3 +292,56 @@ async def test_responder_down_refuses_with_a_clear_code_and_logs(net: Net, rev: 
     [record] = query_records(rev.consumer.config.log_path, message_id=message_id)
     assert record.entry["error"]["type"] == "Server.ServerProxy.CertificateStatusUnknown"
     await assert_serving(net)
+
+
+async def test_reload_without_a_fresh_ocsp_response_keeps_the_current_keys(
+    net: Net, rev: Revocable
+) -> None:
+    """Key rotation while the CA's responder is down (after the test above stopped it): a new
+    signing certificate that no fresh OCSP response vouches for is not activated; the reload is
+    refused with the reason and the server keeps the keys, certificates and staples it had."""
+    import tomllib
+
+    import tomli_w
+
+    from exchange.errors import ConfigurationError
+    from exchange.trust.keys import save_certificate, save_private_key
+
+    server = rev.provider
+    config_path = server.config.path
+    original = config_path.read_bytes()
+    keys = config_path.parent / "keys"
+    new_key = generate_key()
+    save_private_key(keys / "sign-REVP-2.key.pem", new_key)
+    new_cert = rev.ca.issue_sign_cert(new_key.public_key(), PROVIDER)
+    save_certificate(keys / "sign-REVP-2.cert.pem", new_cert)
+    rev.store.record_issued(new_cert, "sign")  # the CA knows it; its responder cannot say so
+    doc = tomllib.loads(original.decode())
+    doc["keys"]["signing"].append(
+        {
+            "member": str(PROVIDER),
+            "key": "keys/sign-REVP-2.key.pem",
+            "cert": "keys/sign-REVP-2.cert.pem",
+        }
+    )
+    config_path.write_text(tomli_w.dumps(doc))
+    before = (server.config, server.all_signers, server.signers, server.auth_cert, server.own_certs)
+    conf = server.trusted.current
+    assert conf is not None
+    staples = server.revocation.own_staples(server.own_certs, conf)
+    assert len(staples) == len(server.own_certs)  # fresh responses held for every certificate
+    try:
+        with pytest.raises(ConfigurationError, match="no fresh OCSP response for 1 certificate"):
+            await server.reload_keys()
+        after = (
+            server.config,
+            server.all_signers,
+            server.signers,
+            server.auth_cert,
+            server.own_certs,
+        )
+        assert after == before
+        assert server.signers[PROVIDER].cert != new_cert
+        assert server.revocation.own_staples(server.own_certs, conf) == staples
+    finally:
+        config_path.write_bytes(original)
