@@ -151,6 +151,36 @@ async def test_stale_staple_is_refused_then_refreshed(net: Net, rev: Revocable) 
     await assert_serving(net)
 
 
+async def test_a_staple_gone_stale_on_an_open_connection_is_refused_signed_and_logged(
+    net: Net, rev: Revocable
+) -> None:
+    """The HELLO was accepted while the responses were fresh; past the freshness limit the
+    next request over that same connection is refused when its signature is checked
+    (``ProviderConnection.key_for``), with a refusal the provider signs and logs under the
+    request's id, and the information system gets the provider's code."""
+    for _ in range(rev.consumer.config.limits.peer_connections):  # every pooled connection open
+        status, _, body = await net.call("revc", ECHO, client=str(DESK))
+        assert status == 200, body
+    rev.provider_clock.offset = FRESHNESS + 120
+    try:
+        message_id = "ocsp-stale-open-connection"
+        status, headers, body = await net.call(
+            "revc", ECHO, client=str(DESK), headers={"X-Road-Id": message_id}
+        )
+        assert_xroad_error(status, headers, body, "Server.ServerProxy.OcspResponseStale", 403)
+    finally:
+        rev.provider_clock.offset = 0
+    [provider_record] = query_records(rev.provider.config.log_path, message_id=message_id)
+    assert provider_record.entry["error"]["type"] == "Server.ServerProxy.OcspResponseStale"
+    [consumer_record] = query_records(rev.consumer.config.log_path, message_id=message_id)
+    assert consumer_record.entry["error"]["type"] == "Server.ServerProxy.OcspResponseStale"
+    # signed by the provider and bound to the request, not an unsigned ERROR frame
+    assert "the provider's detail id" not in (consumer_record.entry["error"].get("internal") or "")
+    status, _, body = await net.call("revc", ECHO, client=str(DESK))
+    assert status == 200, body
+    await assert_serving(net)
+
+
 async def test_revoked_signing_certificate_stops_being_accepted(net: Net, rev: Revocable) -> None:
     """After revocation the consumer cannot get a good response for its signing certificate;
     within one freshness interval the provider refuses its signatures."""
@@ -345,3 +375,21 @@ async def test_reload_without_a_fresh_ocsp_response_keeps_the_current_keys(
         assert server.revocation.own_staples(server.own_certs, conf) == staples
     finally:
         config_path.write_bytes(original)
+
+
+async def test_logs_with_records_refused_for_ocsp_verify(rev: Revocable) -> None:
+    """The provider's records of requests refused with an OCSP code (above: a stale response, a
+    signing certificate of unknown status) hold what arrived, which need not verify; the log
+    checker takes them as provider refusals (``evidence._PROVIDER_REFUSALS``), and both logs
+    verify, every record's signatures included."""
+    from exchange.server.logcheck import verify_server_log
+
+    records = query_records(rev.provider.config.log_path, limit=10_000)
+    refused = {r.entry["error"]["type"] for r in records if r.entry.get("error")}
+    assert {
+        "Server.ServerProxy.OcspResponseStale",
+        "Server.ServerProxy.CertificateStatusUnknown",
+    } <= refused
+    for server in (rev.provider, rev.consumer):
+        report = verify_server_log(server.config)
+        assert report.ok, report.to_dict()
