@@ -181,6 +181,31 @@ async def test_a_staple_gone_stale_on_an_open_connection_is_refused_signed_and_l
     await assert_serving(net)
 
 
+async def test_a_providers_staple_gone_stale_is_refused_by_the_consumer(
+    net: Net, rev: Revocable
+) -> None:
+    """The consumer side of the same check: past the freshness limit on the consumer's clock, a
+    response signed by the provider over an open connection is refused
+    (``PeerConnection.check_revocation`` while the consumer verifies it) and logged."""
+    for _ in range(rev.consumer.config.limits.peer_connections):
+        status, _, body = await net.call("revc", ECHO, client=str(DESK))
+        assert status == 200, body
+    rev.consumer_clock.offset = FRESHNESS + 120
+    try:
+        message_id = "ocsp-stale-provider-staple"
+        status, headers, body = await net.call(
+            "revc", ECHO, client=str(DESK), headers={"X-Road-Id": message_id}
+        )
+        assert_xroad_error(status, headers, body, "Server.ClientProxy.OcspResponseStale", 403)
+    finally:
+        rev.consumer_clock.offset = 0
+    [record] = query_records(rev.consumer.config.log_path, message_id=message_id)
+    assert record.entry["error"]["type"] == "Server.ClientProxy.OcspResponseStale"
+    status, _, body = await net.call("revc", ECHO, client=str(DESK))
+    assert status == 200, body
+    await assert_serving(net)
+
+
 async def test_revoked_signing_certificate_stops_being_accepted(net: Net, rev: Revocable) -> None:
     """After revocation the consumer cannot get a good response for its signing certificate;
     within one freshness interval the provider refuses its signatures."""
