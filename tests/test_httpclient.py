@@ -246,6 +246,7 @@ async def test_a_head_just_within_the_header_limits_is_accepted_however_it_is_sp
         f"X-H{i:04d}: {value}\r\n".encode() for i in range(199)
     )
     head += b"Content-Length: 2\r\n\r\n{}"
+    done = asyncio.Event()
 
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -253,8 +254,9 @@ async def test_a_head_just_within_the_header_limits_is_accepted_however_it_is_sp
             writer.write(head[start : start + 1000])
             await writer.drain()
             await asyncio.sleep(0)  # one loop turn: the client (same loop) reads this piece
-        await reader.read()
         writer.close()
+        await writer.wait_closed()
+        done.set()
 
     server = await asyncio.start_server(trickle, "127.0.0.1", 0)
     client = HttpClient(max_response_bytes=1024, connect_timeout=2)
@@ -262,6 +264,7 @@ async def test_a_head_just_within_the_header_limits_is_accepted_however_it_is_sp
         base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         response = await client.request("GET", base + "/", [], b"", 5)
         assert (response.status, response.body, len(response.headers)) == (200, b"{}", 200)
+        await asyncio.wait_for(done.wait(), 5)
     finally:
         await client.close()
         server.close()
