@@ -10,12 +10,15 @@ import shlex
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from exchange.central.registry import Registry
 from exchange.central.setup import init_central
 from exchange.cli.central import group as central_group
+from exchange.cli.log import _progress as _log_progress
 from exchange.cli.server import group as server_group
+from exchange.demo.federation import _progress as _demo_progress
 from exchange.identifiers import parse_member, parse_security_server, parse_subsystem
 from exchange.server.config import load_server_config
 from exchange.server.setup import init_server
@@ -60,3 +63,21 @@ def test_new_auth_names_the_add_auth_cert_command_as_it_is(tmp_path: Path) -> No
     with Registry.open(central.db_path) as registry:
         registered = registry.build_globalconf(int(time.time())).server(SS1)
     assert registered is not None and len(registered.auth_cert_fingerprints) == 2
+
+
+def test_log_progress_bars_write_nothing_when_the_output_is_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `exchange log verify ... > report.txt` began the report with an empty line (the bar's
+    # last refresh, which a terminal clears); the demo's summary had one after its second line
+    with _log_progress("verifying", hidden=False) as bar:
+        bar.update(bar.add_task("verifying", total=10), completed=10)
+    assert capsys.readouterr().out == ""
+
+
+def test_demo_progress_bar_writes_nothing_when_the_output_is_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with _demo_progress(True, 10) as update:
+        update("names", 10)
+    assert capsys.readouterr().out == ""
