@@ -73,8 +73,30 @@ def test_the_limits_default_and_are_configurable(tmp_path: Path) -> None:
     assert limits.max_peer_request_bytes == 2**20
 
 
+def test_the_handshake_limits_default_and_are_configurable(tmp_path: Path) -> None:
+    defaults = parse_server_config(BASE_CONFIG, tmp_path / "s.toml").limits
+    assert (defaults.max_pending_handshakes, defaults.tls_handshake_timeout) == (128, 10.0)
+    given = {"max_pending_handshakes": 8, "tls_handshake_timeout": 2.5}
+    limits = parse_server_config({**BASE_CONFIG, "limits": given}, tmp_path / "s.toml").limits
+    assert (limits.max_pending_handshakes, limits.tls_handshake_timeout) == (8, 2.5)
+
+
+@pytest.mark.parametrize("seconds", [0, -1, 3601])
+def test_a_handshake_timeout_out_of_range_is_refused(tmp_path: Path, seconds: float) -> None:
+    with pytest.raises(ConfigurationError, match=r"\[limits\] tls_handshake_timeout must be in"):
+        parse_server_config(
+            {**BASE_CONFIG, "limits": {"tls_handshake_timeout": seconds}}, tmp_path / "s.toml"
+        )
+
+
 @pytest.mark.parametrize(
-    "key", ["max_peer_connections", "max_peer_requests", "max_peer_request_bytes"]
+    "key",
+    [
+        "max_peer_connections",
+        "max_peer_requests",
+        "max_peer_request_bytes",
+        "max_pending_handshakes",
+    ],
 )
 def test_a_limit_below_one_is_refused(tmp_path: Path, key: str) -> None:
     with pytest.raises(ConfigurationError, match=rf"\[limits\] {key} must be at least 1, not 0"):

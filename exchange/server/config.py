@@ -95,6 +95,9 @@ class Limits:
     max_peer_connections: int = 16
     max_peer_requests: int = 512
     max_peer_request_bytes: int = 64 * 2**20
+    # TCP connections to the provider port still in their TLS handshake, from anyone
+    max_pending_handshakes: int = 128
+    tls_handshake_timeout: float = 10.0
 
 
 DEFAULT_ARCHIVE_INTERVAL = 3600.0
@@ -283,6 +286,8 @@ def _limits(section: dict[str, Any]) -> Limits:
         max_peer_connections=_positive(section, "max_peer_connections", defaults),
         max_peer_requests=_positive(section, "max_peer_requests", defaults),
         max_peer_request_bytes=_positive(section, "max_peer_request_bytes", defaults),
+        max_pending_handshakes=_positive(section, "max_pending_handshakes", defaults),
+        tls_handshake_timeout=_seconds(section, "tls_handshake_timeout", defaults),
     )
 
 
@@ -290,6 +295,13 @@ def _positive(section: dict[str, Any], key: str, defaults: Limits) -> int:
     value = int(section.get(key, getattr(defaults, key)))
     if value < 1:
         raise ConfigurationError(f"[limits] {key} must be at least 1, not {value}")
+    return value
+
+
+def _seconds(section: dict[str, Any], key: str, defaults: Limits) -> float:
+    value = float(section.get(key, getattr(defaults, key)))
+    if not 0 < value <= 3600:
+        raise ConfigurationError(f"[limits] {key} must be in (0, 3600] seconds, not {value}")
     return value
 
 

@@ -61,6 +61,7 @@ from exchange.server.config import (
 )
 from exchange.server.consumer import consumer_handler
 from exchange.server.declare import ServiceDeclarer
+from exchange.server.handshakes import HandshakeLimits, ProviderPort
 from exchange.server.metadata import MetadataServices
 from exchange.server.peer import PeerPool
 from exchange.server.provider import PeerLoad, ProviderConnection
@@ -126,6 +127,9 @@ class SecurityServer:
         self.provider_connections: set[ProviderConnection] = set()
         # what each peer server has in flight at the provider port, over all its connections
         self.peer_loads: dict[SecurityServerId, PeerLoad] = {}
+        self.handshakes = HandshakeLimits(
+            config.limits.max_pending_handshakes, config.limits.tls_handshake_timeout
+        )
         self.revocation = RevocationChecks(clock)
         self.own_certs = [self.auth_cert, *(s.cert for _, s in self.all_signers)]
         self.response_timeout = config.limits.backend_timeout + 5.0
@@ -135,7 +139,7 @@ class SecurityServer:
         self._ca_fps: tuple[str, ...] = ()
         self._runner: web.ServerRunner | None = None
         self._sites: list[web.TCPSite] = []
-        self._provider_server: asyncio.Server | None = None
+        self._provider_server: ProviderPort | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.archiving: dict[str, Any] = {"last_run": None, "last_error": None, "archived": 0}
         self.poller: GlobalConfPoller | None = None
@@ -500,14 +504,10 @@ class SecurityServer:
             self._tasks.append(asyncio.create_task(self._archive_on_interval()))
         cas = self.trusted.current.ca_certs() if self.trusted.current else []
         self._provider_ctx = tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
-        loop = asyncio.get_running_loop()
-        self._provider_server = await loop.create_server(
-            lambda: ProviderConnection(self),
-            cfg.provider.host,
-            cfg.provider.port,
-            ssl=self._provider_ctx,
+        self._provider_server = ProviderPort(
+            self.handshakes, self._provider_ctx, lambda: ProviderConnection(self)
         )
-        self.provider_port = self._provider_server.sockets[0].getsockname()[1]
+        self.provider_port = await self._provider_server.open(cfg.provider.host, cfg.provider.port)
         await self._start_consumer()
         if self.policy is not None:
             self._tasks.append(asyncio.create_task(self._watch_policy()))
