@@ -637,6 +637,12 @@ class SecurityServer:
             "certificate_warnings": self.expiring_certificates(),
             "timestamping": self.stamper.health(),
             "catalogue": self.declarer.health(),
+            "provider_port": {
+                "connections": len(self.provider_connections),
+                "handshakes_pending": len(self.handshakes.pending),
+                "handshakes_refused": self.handshakes.refused,
+                "handshakes_failed": self.handshakes.failed,
+            },
             **({"archiving": self.archiving} if self.config.retention.days is not None else {}),
         }
 

@@ -124,6 +124,11 @@ async def test_past_the_limit_new_connections_are_closed_unheard_and_peers_serve
         # closed at once: well before the stalled ones time out
         assert await _closed_by_server(extra[0], within=TIMEOUT * 0.8)
         assert gated.handshakes.refused == refused + 1
+        port = gated.health()["provider_port"]  # what /health shows the operator
+        assert (port["handshakes_pending"], port["handshakes_refused"]) == (
+            MAX_PENDING,
+            refused + 1,
+        )
         await _exchange(net)  # an established peer connection is not affected
         for stream in stalled:
             assert await _closed_by_server(stream)
