@@ -5,6 +5,7 @@ Real processes on 127.0.0.1; every process the federation starts is stopped by i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -205,3 +206,55 @@ def test_serve_mode_endpoints_curl_and_log_commands(tmp_path: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert proc.returncode == 0
+
+
+def _processes_naming(path: Path) -> dict[int, str]:
+    """Running processes whose command line mentions ``path``: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue  # it ended meanwhile
+            if str(path) in cmdline:
+                found[int(entry.name)] = cmdline
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_signal_while_the_federation_starts_stops_every_process(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Before, SIGTERM ahead of serving killed the demo at once and left the central server,
+    trust services and whichever security servers had started running on their own."""
+    state = tmp_path / "ps"
+    proc = subprocess.Popen(
+        [*EXCHANGE, "demo", "--serve", "--people", "3000", "--no-progress", "--state-dir", state],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the central server, OCSP, TSA and CA run; onboarding follows
+            lines.append(line)
+            if "CA service (certificates from CSRs) serving" in line:
+                break
+        assert _processes_naming(state), "".join(lines)
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        left = _processes_naming(state)
+        for pid in left:  # what a regression would leave behind is stopped here, then reported
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "stopped by a signal; every process the demo started is stopped" in rest
+    assert left == {}

@@ -9,6 +9,9 @@ import click
 
 from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors
 
+EXIT_INTERRUPTED = 130
+"""Stopped by SIGINT or SIGTERM before serving (128 + SIGINT, as shells report an interrupt)."""
+
 
 @click.command("demo")
 @click.option(
@@ -44,8 +47,14 @@ def command(state_dir: Path | None, serve: bool, people: int, no_progress: bool)
         raise click.UsageError("--serve needs --state-dir (where endpoints.json is written)")
     if state_dir is not None and (state_dir / "ca").exists():
         raise click.UsageError(f"{state_dir} already holds a federation; give an empty directory")
-    result = asyncio.run(
-        run_demo(console, state_dir=state_dir, serve=serve, people=people, progress=not no_progress)
-    )
+    try:
+        result = asyncio.run(
+            run_demo(
+                console, state_dir=state_dir, serve=serve, people=people, progress=not no_progress
+            )
+        )
+    except asyncio.CancelledError:
+        console.print("stopped by a signal; every process the demo started is stopped")
+        raise SystemExit(EXIT_INTERRUPTED) from None
     if not result.ok:
         raise SystemExit(EXIT_CHECK_FAILED)

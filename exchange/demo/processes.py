@@ -121,6 +121,9 @@ async def spawn(
         raise ChildFailed(
             f"{name} {reason}; last lines of {log_path}:\n{_tail(log_path)}"
         ) from None
+    except BaseException:  # cancelled (a signal) while it starts: it is nobody's to stop yet
+        await child.stop()
+        raise
     child._drain = asyncio.create_task(_drain(proc.stdout, log_path))
     return child
 

@@ -143,8 +143,10 @@ async def run_demo(
     federation = Federation(root.resolve(), people=people, progress=progress)
     say = lambda text: console.print(f"[dim]•[/dim] {text}")  # noqa: E731
     console.rule("[bold]Exchange: the example federation (instance PS)")
+    stopper: _Stopper | None = None
     try:
-        federation.build(say)
+        federation.build(say)  # files only: a signal meanwhile ends the demo at once, as before
+        stopper = _Stopper()
         await federation.start(say)
         outcomes = await run_scenario(federation)
         console.print(_outcome_table(outcomes))
@@ -155,7 +157,7 @@ async def run_demo(
             reports = _verify_all(federation, console)
             path = federation.write_endpoints()
             _print_serving(console, federation, path)
-            await _wait_for_signal()
+            await stopper.wait()
             await federation.stop()
         else:
             await federation.stop()
@@ -170,6 +172,8 @@ async def run_demo(
         )
         return result
     finally:
+        if stopper is not None:
+            stopper.close()
         await federation.stop()
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
@@ -192,13 +196,32 @@ def _print_serving(console: Console, federation: Federation, path: Path) -> None
     console.print("Ctrl-C (SIGINT) or SIGTERM stops the federation.")
 
 
-async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+class _Stopper:
+    """SIGINT and SIGTERM for the demo from its first process on. While it starts the
+    federation and runs its exchanges, a signal cancels it, and the ``finally`` of
+    :func:`run_demo` stops every process started so far; while it serves, a signal ends
+    :meth:`wait`. Before, SIGTERM ahead of serving killed the demo at once and left its servers
+    running (each has a session of its own, so nothing else stops them)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.stop = asyncio.Event()
+        self.waiting = False
+        for sig in self.SIGNALS:
+            self.loop.add_signal_handler(sig, self._signalled)
+
+    def _signalled(self) -> None:
+        self.stop.set()
+        if not self.waiting and self.task is not None:
+            self.task.cancel()
+
+    async def wait(self) -> None:
+        self.waiting = True
+        await self.stop.wait()
+
+    def close(self) -> None:
+        for sig in self.SIGNALS:
+            self.loop.remove_signal_handler(sig)
