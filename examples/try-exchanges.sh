@@ -34,7 +34,7 @@ check 200 "post-office window, purpose citizen-service: name, ID and address onl
 check 200 "Health, purpose patient-care: the family" \
   -H 'X-Road-Client: PS/GOV/MOH/health-records' -H 'X-Road-Purpose: patient-care' \
   "$health/$svc/$nid/family"
-check 403 "Finance has no grant" \
+check 403 "Finance's grant has expired" \
   -H 'X-Road-Client: PS/GOV/MOF/payments' -H 'X-Road-Purpose: fee-collection' \
   "$finance/$svc/$nid"
 check 400 "missing X-Road-Client header" "$window/$svc/$nid"

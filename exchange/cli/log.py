@@ -566,7 +566,10 @@ def _owner_signer(config: ServerConfig) -> Signer:
 
 
 def _progress(label: str, *, hidden: bool) -> Progress:
-    """The progress bar of a long log operation (verify, archive); gone once it ends."""
+    """The progress bar of a long log operation (verify, archive); gone once it ends.
+
+    Only in a terminal: written to a pipe or a file, it would leave an empty line behind.
+    """
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -574,5 +577,5 @@ def _progress(label: str, *, hidden: bool) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=hidden,
+        disable=hidden or not console.is_terminal,
     )

@@ -140,7 +140,7 @@ def new_auth(config_path: Path, ca_dir: Path) -> None:
     console.print("next: register the fingerprint next to the old one, e.g.")
     console.print(
         f"  exchange central server add-auth-cert --config central.toml {config.server_id} "
-        f"--auth-cert {keys_dir / (name + '.cert.pem')}"
+        f"--cert {keys_dir / (name + '.cert.pem')}"
     )
     console.print(
         f"then: exchange server keys activate-auth --config {config_path} "

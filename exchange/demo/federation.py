@@ -39,6 +39,7 @@ INSTANCE = "PS"
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int) -> Iterator[Callable[[str, int], None]]:
+    from rich import get_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(
@@ -46,7 +47,7 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[str, int], None]]
         BarColumn(),
         MofNCompleteColumn(),
         transient=True,
-        disable=not enabled,
+        disable=not enabled or not get_console().is_terminal,  # a pipe would keep an empty line
     ) as bar:
         task = bar.add_task("generating people", total=total)
 
