@@ -512,3 +512,54 @@ async def test_serve_prints_ready_and_stops_on_sigterm(ca_dir: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs 127.0.0.2 routed to loopback")
+@pytest.mark.parametrize(
+    ("host", "reachable_elsewhere", "warned"),
+    [
+        pytest.param(None, False, False, id="default-loopback"),
+        pytest.param("0.0.0.0", True, True, id="every-interface-warns"),
+    ],
+)
+async def test_serve_binds_loopback_unless_told_otherwise_and_warns_then(
+    ca_dir: Path, host: str | None, reachable_elsewhere: bool, warned: bool
+) -> None:
+    """The CA service issues to anyone who reaches it: by default another address of this host
+    (127.0.0.2) cannot connect; told to listen on every interface it can, and the operator is
+    warned on stderr."""
+    code = "import sys, exchange.cli.ca_service; from exchange.cli.ca import group; group()"
+    env = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
+    args = ["serve", "--ca-dir", str(ca_dir), "--port", "0", "--ready-line"]
+    if host is not None:
+        args += ["--host", host]
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.to_thread(process.stdout.readline)
+        assert line.startswith("READY "), line
+        port = json.loads(line.removeprefix("READY "))["port"]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
+        if reachable_elsewhere:
+            _, writer = await asyncio.open_connection("127.0.0.2", port)
+            writer.close()
+            await writer.wait_closed()
+        else:
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection("127.0.0.2", port)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
+        assert process.returncode == 0, stderr
+        assert ("whoever reaches this port gets certificates issued" in stderr) is warned
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
