@@ -230,6 +230,11 @@ def _after_hello(frame: bytes) -> Callable[[Net], bytes]:
     return make
 
 
+def _hello_with_certs(net: Net, count: int) -> bytes:
+    palpost = net.servers["palpost"]
+    return hello_frame(palpost.config.server_id, [palpost.signers[PALPOST].cert] * count)
+
+
 FRAME_ABUSE = [
     pytest.param(_before_hello, [], INVALID, 400, id="request-before-hello"),
     pytest.param(
@@ -245,6 +250,28 @@ FRAME_ABUSE = [
         INVALID,
         400,
         id="error-frame-from-a-consumer",
+    ),
+    # junk in HELLO's certificate list (parse_hello_certs): refused before anything is admitted
+    pytest.param(
+        lambda net: _hello_with_certs(net, 33),
+        [],
+        "Server.ProtocolError",
+        502,
+        id="hello-with-33-certificates",
+    ),
+    pytest.param(
+        lambda net: encode_frame(0, FrameKind.HELLO, {"v": 1, "certs": ["not base64url DER!"]}),
+        [],
+        "Server.ProtocolError",
+        502,
+        id="hello-cert-not-der",
+    ),
+    pytest.param(
+        lambda net: encode_frame(0, FrameKind.HELLO, {"v": 1, "certs": "a certificate"}),
+        [],
+        "Server.ProtocolError",
+        502,
+        id="hello-certs-not-a-list",
     ),
     # not an EXM/1 kind at all: the decoder refuses it (FrameError), before any HELLO is read
     pytest.param(
