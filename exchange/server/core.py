@@ -61,7 +61,7 @@ from exchange.server.config import (
 )
 from exchange.server.consumer import consumer_handler
 from exchange.server.declare import ServiceDeclarer
-from exchange.server.handshakes import HandshakeLimits, ProviderPort
+from exchange.server.handshakes import HandshakeLimits, TlsPort
 from exchange.server.metadata import MetadataServices
 from exchange.server.peer import PeerPool
 from exchange.server.provider import PeerLoad, ProviderConnection
@@ -128,7 +128,14 @@ class SecurityServer:
         # what each peer server has in flight at the provider port, over all its connections
         self.peer_loads: dict[SecurityServerId, PeerLoad] = {}
         self.handshakes = HandshakeLimits(
-            config.limits.max_pending_handshakes, config.limits.tls_handshake_timeout
+            "provider port",
+            config.limits.max_pending_handshakes,
+            config.limits.tls_handshake_timeout,
+        )
+        self.consumer_handshakes = HandshakeLimits(
+            "consumer HTTPS port",
+            config.limits.max_pending_handshakes,
+            config.limits.tls_handshake_timeout,
         )
         self.revocation = RevocationChecks(clock)
         self.own_certs = [self.auth_cert, *(s.cert for _, s in self.all_signers)]
@@ -139,7 +146,8 @@ class SecurityServer:
         self._ca_fps: tuple[str, ...] = ()
         self._runner: web.ServerRunner | None = None
         self._sites: list[web.TCPSite] = []
-        self._provider_server: ProviderPort | None = None
+        self._provider_server: TlsPort | None = None
+        self._consumer_tls: TlsPort | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.archiving: dict[str, Any] = {"last_run": None, "last_error": None, "archived": 0}
         self.poller: GlobalConfPoller | None = None
@@ -504,7 +512,7 @@ class SecurityServer:
             self._tasks.append(asyncio.create_task(self._archive_on_interval()))
         cas = self.trusted.current.ca_certs() if self.trusted.current else []
         self._provider_ctx = tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
-        self._provider_server = ProviderPort(
+        self._provider_server = TlsPort(
             self.handshakes, self._provider_ctx, lambda: ProviderConnection(self)
         )
         self.provider_port = await self._provider_server.open(cfg.provider.host, cfg.provider.port)
@@ -554,10 +562,8 @@ class SecurityServer:
         cfg = self.config
         # aiohttp refuses request lines over 8190 bytes with a bare 400 before our handler runs;
         # with room above MAX_URI_LENGTH, a long URI gets its X-Road error (414) and is logged.
-        self._runner = web.ServerRunner(
-            web.Server(consumer_handler(self), access_log=None, max_line_size=4 * MAX_URI_LENGTH),
-            handle_signals=False,
-        )
+        http = web.Server(consumer_handler(self), access_log=None, max_line_size=4 * MAX_URI_LENGTH)
+        self._runner = web.ServerRunner(http, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.consumer.host, cfg.consumer.port, backlog=1024)
         await site.start()
@@ -566,12 +572,11 @@ class SecurityServer:
         if cfg.consumer_tls is not None:
             is_certs = [x for c in cfg.clients for p in c.is_certs for x in load_certificates(p)]
             ctx = tls.consumer_https_context(cfg.auth_cert, cfg.auth_key, self.passphrase, is_certs)
-            tls_site = web.TCPSite(
-                self._runner, cfg.consumer_tls.host, cfg.consumer_tls.port, ssl_context=ctx
-            )
-            await tls_site.start()
-            self._sites.append(tls_site)
-            self.consumer_tls_port = _bound_port(tls_site)
+            # aiohttp's server is the protocol factory; the handshakes are bounded as at the
+            # provider port (handshakes.py)
+            self._consumer_tls = TlsPort(self.consumer_handshakes, ctx, http)
+            host, port = cfg.consumer_tls.host, cfg.consumer_tls.port
+            self.consumer_tls_port = await self._consumer_tls.open(host, port)
 
     def _seed_replay_cache(self) -> None:
         horizon_ms = int((self.clock() - 2 * self.config.limits.clock_skew_seconds) * 1000)
@@ -611,6 +616,8 @@ class SecurityServer:
         for conn in list(self.provider_connections):
             if conn.transport is not None:
                 conn.transport.close()
+        if self._consumer_tls is not None:
+            self._consumer_tls.close()  # no new connections; the runner closes the open ones
         if self._runner is not None:
             await self._runner.cleanup()
         self._close_pools()
@@ -639,10 +646,13 @@ class SecurityServer:
             "catalogue": self.declarer.health(),
             "provider_port": {
                 "connections": len(self.provider_connections),
-                "handshakes_pending": len(self.handshakes.pending),
-                "handshakes_refused": self.handshakes.refused,
-                "handshakes_failed": self.handshakes.failed,
+                **self.handshakes.counts(),
             },
+            **(
+                {"consumer_https_port": self.consumer_handshakes.counts()}
+                if self._consumer_tls is not None
+                else {}
+            ),
             **({"archiving": self.archiving} if self.config.retention.days is not None else {}),
         }
 

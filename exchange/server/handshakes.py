@@ -1,15 +1,16 @@
-"""The provider port's TLS handshakes, bounded in number and in time.
+"""TLS ports whose handshakes are bounded in number and in time: the provider port, and the
+consumer port's HTTPS listener for information systems.
 
-Anyone who reaches the provider port can open a TCP connection and start, or stall, a TLS
-handshake before presenting any certificate. A TLS server made by ``loop.create_server(ssl=...)``
+Anyone who reaches such a port can open a TCP connection and start, or stall, a TLS handshake
+before presenting any certificate. A TLS server made by ``loop.create_server(ssl=...)``
 accepts every such connection and lets each hang for 60 s, and its protocol sees none of them:
 a client without a certificate could hold file descriptors until the process runs out, and then
-no port accepts, no backend connection opens and no log file opens. So the provider port
-accepts sockets itself (:class:`ProviderPort`), counts the connections still in their
-handshake, closes each new one at once while ``max_pending_handshakes`` are pending, and runs
-each handshake with ``loop.connect_accepted_socket`` under ``tls_handshake_timeout``. A completed
-handshake gets the port's protocol (:class:`~exchange.server.provider.ProviderConnection`), which
-then judges the certificate.
+no port accepts, no backend connection opens and no log file opens. So such a port accepts
+sockets itself (:class:`TlsPort`), counts the connections still in their handshake, closes each
+new one at once while ``max_pending_handshakes`` are pending, and runs each handshake with
+``loop.connect_accepted_socket`` under ``tls_handshake_timeout``. A completed handshake gets the
+port's protocol (:class:`~exchange.server.provider.ProviderConnection` at the provider port,
+aiohttp's request handler at the consumer's HTTPS listener), which then judges the certificate.
 
 This module does not authenticate anyone: the TLS context asks for a client certificate from an
 approved CA, and the protocol checks it against the global configuration.
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-log = logging.getLogger("exchange.server.provider")
+log = logging.getLogger("exchange.server.tls")
 
 WARN_EVERY: Final = 10.0
 """Seconds between two warnings about refused handshakes (one per burst, with the count)."""
@@ -40,8 +41,10 @@ _RESET: Final = struct.pack("ii", 1, 0)
 
 @dataclass(slots=True)
 class HandshakeLimits:
-    """What the provider port's handshakes may take, and what they took."""
+    """What one port's handshakes may take, and what they took."""
 
+    port: str
+    """The port's name in the operator's log: "provider port", say."""
     max_pending: int
     timeout: float
     pending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -58,8 +61,9 @@ class HandshakeLimits:
         now = time.monotonic()
         if now - self._warned_at >= WARN_EVERY:
             log.warning(
-                "provider port: %d connection(s) closed before their TLS handshake: %d "
+                "%s: %d connection(s) closed before their TLS handshake: %d "
                 "handshakes already under way (at most %d)",
+                self.port,
                 self._unreported,
                 len(self.pending),
                 self.max_pending,
@@ -67,13 +71,21 @@ class HandshakeLimits:
             self._unreported = 0
             self._warned_at = now
 
+    def counts(self) -> dict[str, int]:
+        """For ``/health``: handshakes under way, refused and failed since start."""
+        return {
+            "handshakes_pending": len(self.pending),
+            "handshakes_refused": self.refused,
+            "handshakes_failed": self.failed,
+        }
+
     def cancel_all(self) -> None:
         for task in list(self.pending):
             task.cancel()
 
 
-class ProviderPort:
-    """The provider port's listening sockets and their accept loops.
+class TlsPort:
+    """A TLS port's listening sockets and their accept loops.
 
     Each accepted socket gets its handshake in a task of its own
     (``loop.connect_accepted_socket``, which calls the protocol's ``connection_made`` once the
@@ -132,7 +144,7 @@ class ProviderPort:
             try:
                 sock, _ = await loop.sock_accept(listener)
             except OSError as exc:  # out of file descriptors, say: try again soon, keep serving
-                log.error("provider port: accepting a connection failed: %s", exc)
+                log.error("%s: accepting a connection failed: %s", limits.port, exc)
                 await asyncio.sleep(ACCEPT_RETRY)
                 continue
             if len(limits.pending) >= limits.max_pending:
@@ -161,7 +173,7 @@ class ProviderPort:
             )
         except Exception as exc:  # a failed or timed-out handshake, or a closed connection
             self.limits.failed += 1
-            log.debug("provider port: a TLS handshake failed: %r", exc)
+            log.debug("%s: a TLS handshake failed: %r", self.limits.port, exc)
 
 
 @dataclass(slots=True)

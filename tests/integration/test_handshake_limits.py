@@ -4,7 +4,8 @@ Anyone who reaches the provider port can connect before presenting a certificate
 connection is closed when its handshake takes longer than ``[limits] tls_handshake_timeout``;
 while ``max_pending_handshakes`` are under way, each new connection is closed at once, unheard.
 Peers already connected keep exchanging meanwhile, and new handshakes are accepted again as
-soon as the stalled ones are gone. A client that speaks no TLS at all is closed too.
+soon as the stalled ones are gone. A client that speaks no TLS at all is closed too. The
+consumer port's HTTPS listener for information systems bounds its handshakes the same way.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ async def gated(net: Net) -> AsyncIterator[SecurityServer]:
         extra={
             "services": [{"id": f"{SUBSYSTEM}/slow", "url": f"{net.backend_url}/slow"}],
             "limits": {"max_pending_handshakes": MAX_PENDING, "tls_handshake_timeout": TIMEOUT},
+            "consumer_tls": {"host": "127.0.0.1", "port": 0},
         },
     )
 
@@ -65,8 +67,8 @@ async def _exchange(net: Net) -> None:
     assert (status, orjson.loads(body)) == (200, {"slow": True})
 
 
-async def _connect(server: SecurityServer) -> Stream:
-    return await asyncio.open_connection("127.0.0.1", server.provider_port)
+async def _connect(server: SecurityServer, port: int | None = None) -> Stream:
+    return await asyncio.open_connection("127.0.0.1", port or server.provider_port)
 
 
 async def _closed_by_server(stream: Stream, within: float = 5.0) -> bool:
@@ -165,3 +167,30 @@ async def test_a_client_that_speaks_no_tls_is_closed_and_the_port_serves_on(
         _close([stream])
     await _until(lambda: gated.handshakes.failed == failed + 1, "the handshake counted failed")
     await _exchange(net)
+
+
+async def test_the_consumer_https_port_bounds_its_handshakes_the_same_way(
+    net: Net, gated: SecurityServer
+) -> None:
+    port, limits = gated.consumer_tls_port, gated.consumer_handshakes
+    assert port
+    refused = limits.refused
+    stalled = [await _connect(gated, port) for _ in range(MAX_PENDING)]
+    extra: list[Stream] = []
+    try:
+        await _until(lambda: len(limits.pending) == MAX_PENDING, "the limit reached")
+        extra.append(await _connect(gated, port))
+        assert await _closed_by_server(extra[0], within=TIMEOUT * 0.8)
+        assert limits.refused == refused + 1
+        for stream in stalled:
+            assert await _closed_by_server(stream)
+        await _until(lambda: not limits.pending, "the stalled handshakes gone")
+    finally:
+        _close(stalled + extra)
+    # an information system's TLS connection is served again (no client certificate needed
+    # for /health); /health counts what happened
+    assert net.session is not None
+    async with net.session.get(f"https://127.0.0.1:{port}/health", ssl=False) as response:
+        assert response.status == 200
+        health = orjson.loads(await response.read())
+    assert health["consumer_https_port"]["handshakes_refused"] == refused + 1
