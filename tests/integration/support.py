@@ -13,14 +13,16 @@ Nothing here is mocked: these are the real servers of :mod:`tests.integration.co
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 from cryptography import x509
 
 from exchange.central.app import PUBLISHER_KEY
@@ -31,8 +33,8 @@ from exchange.server.config import ServerConfig, load_server_config
 from exchange.server.core import SecurityServer
 from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import fingerprint, generate_key, save_certificate, save_private_key
-from tests.integration.conftest import PALPOST, Net
-from tests.integration.rogue import RogueClient
+from tests.integration.conftest import PALPOST, WINDOW, Net
+from tests.integration.rogue import RogueClient, sign_request
 
 PERSONS = "/r1/PS/GOV/MOI/population-registry/persons"
 ECHO = "/r1/PS/GOV/MOI/population-registry/echo"
@@ -203,3 +205,29 @@ def copy_log(server: SecurityServer, target: Path) -> Path:
         source.close()
         copy.close()
     return target
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """A service's aiohttp app on 127.0.0.1 (a free port) while the block runs: its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def window_request(net: Net, service: ServiceId, server: SecurityServerId, query: str = "") -> str:
+    """The post-office window's request for ``service`` at ``server`` (service root, no body),
+    signed with PALPOST's key as its consumer security server would sign it."""
+    token, _ = sign_request(
+        net.servers["palpost"].signers[PALPOST],
+        client=WINDOW,
+        service=service,
+        security_server=server,
+        path="",
+        query=query,
+    )
+    return token

@@ -22,7 +22,7 @@ from aiohttp import web
 from exchange.identifiers import parse_security_server, parse_subsystem
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import HEALTH, MOI, WINDOW, Net
-from tests.integration.support import assert_serving, launch, logged, new_id
+from tests.integration.support import assert_serving, launch, logged, new_id, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -114,11 +114,7 @@ methods = ["GET"]
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def provider(net: Net) -> AsyncIterator[SecurityServer]:
     """A MOI server whose service answers errors that carry personal data."""
-    runner = web.AppRunner(_backend())
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serving(_backend()) as url:
         yield await launch(
             net,
             "moi-error-bodies",
@@ -127,8 +123,6 @@ async def provider(net: Net) -> AsyncIterator[SecurityServer]:
             policy=POLICY,
             extra={"services": [{"id": f"{SUBSYSTEM}/errors", "url": url}]},
         )
-    finally:
-        await runner.cleanup()
 
 
 async def _window(net: Net, path: str) -> tuple[int, dict[str, str], bytes, str]:

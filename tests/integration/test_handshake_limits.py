@@ -21,9 +21,8 @@ import pytest_asyncio
 from exchange.identifiers import parse_security_server, parse_subsystem
 from exchange.protocol.frames import FrameKind
 from exchange.server.core import SecurityServer
-from tests.integration.conftest import MOI, PALPOST, WINDOW, Net
-from tests.integration.rogue import sign_request
-from tests.integration.support import as_registered_peer, launch
+from tests.integration.conftest import MOI, WINDOW, Net
+from tests.integration.support import as_registered_peer, launch, window_request
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -140,15 +139,7 @@ async def test_past_the_limit_new_connections_are_closed_unheard_and_peers_serve
     # a new connection of a registered peer is accepted again and answered
     peer = as_registered_peer(net, gated)
     try:
-        token, _ = sign_request(
-            net.servers["palpost"].signers[PALPOST],
-            client=WINDOW,
-            service=SUBSYSTEM.service("slow"),
-            security_server=GATED,
-            path="",
-            query="s=0",
-        )
-        frame, _ = await peer.send(token)
+        frame, _ = await peer.send(window_request(net, SUBSYSTEM.service("slow"), GATED, "s=0"))
         assert frame.kind is FrameKind.RESPONSE, frame
         assert orjson.loads(frame.body) == {"slow": True}
     finally:

@@ -20,9 +20,8 @@ from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId, parse_security_server, parse_subsystem
 from exchange.protocol.frames import Frame, FrameKind
 from exchange.server.core import SecurityServer
-from tests.integration.conftest import MOI, PALPOST, WINDOW, Net
-from tests.integration.rogue import sign_request
-from tests.integration.support import as_registered_peer, launch
+from tests.integration.conftest import MOI, WINDOW, Net
+from tests.integration.support import as_registered_peer, launch, window_request
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -73,15 +72,7 @@ async def limited(net: Net) -> AsyncIterator[SecurityServer]:
 
 
 def _slow_request(net: Net) -> str:
-    token, _ = sign_request(
-        net.servers["palpost"].signers[PALPOST],
-        client=WINDOW,
-        service=SUBSYSTEM.service("slow"),
-        security_server=LIMITED,
-        path="",
-        query="s=0",
-    )
-    return token
+    return window_request(net, SUBSYSTEM.service("slow"), LIMITED, "s=0")
 
 
 def _answered(frame: Frame) -> None:

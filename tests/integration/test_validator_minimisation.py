@@ -28,7 +28,14 @@ from multidict import CIMultiDict
 from exchange.identifiers import parse_security_server, parse_subsystem
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import HEALTH, MOI, WINDOW, Net
-from tests.integration.support import assert_serving, assert_xroad_error, launch, logged, new_id
+from tests.integration.support import (
+    assert_serving,
+    assert_xroad_error,
+    launch,
+    logged,
+    new_id,
+    serving,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -94,11 +101,7 @@ async def provider(net: Net) -> AsyncIterator[SecurityServer]:
     """A MOI server whose service sends validators and honours conditional requests."""
     app = web.Application()
     app.router.add_route("*", "/record", _record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serving(app) as url:
         yield await launch(
             net,
             "moi-validators",
@@ -107,8 +110,6 @@ async def provider(net: Net) -> AsyncIterator[SecurityServer]:
             policy=POLICY,
             extra={"services": [{"id": f"{SUBSYSTEM}/records", "url": url}]},
         )
-    finally:
-        await runner.cleanup()
 
 
 async def _call(
