@@ -109,7 +109,9 @@ class TlsPort:
         """Bind and listen on every address of ``host`` (as ``loop.create_server`` does) and
         start accepting; returns the port (the one chosen when ``port`` is 0)."""
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # "" means every interface, as it does for loop.create_server
+        passive = socket.AI_PASSIVE
+        infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=passive)
         chosen = port  # with port 0, the first address's port, for all of them
         try:
             for family, kind, proto, _, address in dict.fromkeys(infos):
