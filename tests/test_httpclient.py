@@ -186,3 +186,86 @@ async def test_request_splitting_is_refused_before_sending(
     with pytest.raises(ServiceFailed):
         await client.request(method, base + url, headers, b"", 2)
     assert script.requests == []
+
+
+async def test_an_endless_header_line_is_refused_once_past_the_header_limit() -> None:
+    """httptools reports a header only once its line ends: a backend that never ends one must
+    be stopped by the bytes fed to the parser, at the header limit and not at the body limit
+    (before, a header line could grow to ``max_response_bytes`` + 64 KiB, copied quadratically
+    on the event loop, and a backend that stopped short of that held the call until its timeout).
+    """
+    sent = 0
+    done = asyncio.Event()
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Long: ")
+        chunk = b"y" * 2**16
+        try:
+            while sent < 4 * 2**20:  # far below the body limit, 64 times the header limit
+                writer.write(chunk)
+                await writer.drain()
+                sent += len(chunk)
+            await reader.read()  # hold the connection open, as a stalling backend would
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            done.set()
+
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    client = HttpClient(max_response_bytes=10 * 2**20, connect_timeout=2)
+    try:
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        with pytest.raises(ServiceFailed) as info:
+            await client.request("GET", base + "/", [], b"", 5)
+        assert "more header data than allowed" in info.value.message
+        await asyncio.wait_for(done.wait(), 5)  # the client closed the connection
+        response_ok = Scripted(lambda head: OK)
+        ok_server = await asyncio.get_running_loop().create_server(
+            lambda: _Proto(response_ok), "127.0.0.1", 0
+        )
+        try:
+            ok_base = f"http://127.0.0.1:{ok_server.sockets[0].getsockname()[1]}"
+            assert (await client.request("GET", ok_base + "/", [], b"", 2)).status == 200
+        finally:
+            ok_server.close()
+            await ok_server.wait_closed()
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_head_just_within_the_header_limits_is_accepted_however_it_is_split() -> None:
+    """The byte bound on an unfinished head leaves room for 200 headers whose names and values
+    fill the 64 KiB limit, plus status line and separators, sent in small pieces."""
+    value = "v" * ((MAX_HEADER_BYTES - 100) // 199 - 7)  # names and values: 65,287 bytes
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(
+        f"X-H{i:04d}: {value}\r\n".encode() for i in range(199)
+    )
+    head += b"Content-Length: 2\r\n\r\n{}"
+    done = asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for start in range(0, len(head), 1000):
+            writer.write(head[start : start + 1000])
+            await writer.drain()
+            await asyncio.sleep(0)  # one loop turn: the client (same loop) reads this piece
+        writer.close()
+        await writer.wait_closed()
+        done.set()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    client = HttpClient(max_response_bytes=1024, connect_timeout=2)
+    try:
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        response = await client.request("GET", base + "/", [], b"", 5)
+        assert (response.status, response.body, len(response.headers)) == (200, b"{}", 200)
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()

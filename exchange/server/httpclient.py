@@ -26,6 +26,8 @@ from exchange.protocol.syntax import is_field_value, is_path, is_query, is_token
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _MAX_IDLE_PER_HOST: Final = 128
 MAX_HEADER_BYTES: Final = 64 * 1024
+# the whole head before its end is seen: names and values, plus status line and separators
+_MAX_HEAD_BYTES: Final = MAX_HEADER_BYTES + 8 * 1024
 
 
 class _Stale(Exception):
@@ -78,13 +80,15 @@ class _Connection(asyncio.Protocol):
             return
         ex.received = True
         if not ex.headers_done:
-            # httptools calls on_header only once a line ends: bound what we feed until then
-            ex.header_bytes += len(data)
-            if ex.header_bytes > MAX_HEADER_BYTES + ex.limit:
+            # httptools calls on_header only once a line ends: bound what we feed until then.
+            # Every byte fed before this chunk was head (the headers are not done), so a head
+            # is cut after _MAX_HEAD_BYTES plus one read; this chunk may also carry body bytes.
+            if ex.header_bytes > _MAX_HEAD_BYTES:
                 self._finish_error(
                     ServiceFailed("the service answered more header data than allowed")
                 )
                 return
+            ex.header_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:

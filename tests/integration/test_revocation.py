@@ -151,6 +151,61 @@ async def test_stale_staple_is_refused_then_refreshed(net: Net, rev: Revocable) 
     await assert_serving(net)
 
 
+async def test_a_staple_gone_stale_on_an_open_connection_is_refused_signed_and_logged(
+    net: Net, rev: Revocable
+) -> None:
+    """The HELLO was accepted while the responses were fresh; past the freshness limit the
+    next request over that same connection is refused when its signature is checked
+    (``ProviderConnection.key_for``), with a refusal the provider signs and logs under the
+    request's id, and the information system gets the provider's code."""
+    for _ in range(rev.consumer.config.limits.peer_connections):  # every pooled connection open
+        status, _, body = await net.call("revc", ECHO, client=str(DESK))
+        assert status == 200, body
+    rev.provider_clock.offset = FRESHNESS + 120
+    try:
+        message_id = "ocsp-stale-open-connection"
+        status, headers, body = await net.call(
+            "revc", ECHO, client=str(DESK), headers={"X-Road-Id": message_id}
+        )
+        assert_xroad_error(status, headers, body, "Server.ServerProxy.OcspResponseStale", 403)
+    finally:
+        rev.provider_clock.offset = 0
+    [provider_record] = query_records(rev.provider.config.log_path, message_id=message_id)
+    assert provider_record.entry["error"]["type"] == "Server.ServerProxy.OcspResponseStale"
+    [consumer_record] = query_records(rev.consumer.config.log_path, message_id=message_id)
+    assert consumer_record.entry["error"]["type"] == "Server.ServerProxy.OcspResponseStale"
+    # signed by the provider and bound to the request, not an unsigned ERROR frame
+    assert "the provider's detail id" not in (consumer_record.entry["error"].get("internal") or "")
+    status, _, body = await net.call("revc", ECHO, client=str(DESK))
+    assert status == 200, body
+    await assert_serving(net)
+
+
+async def test_a_providers_staple_gone_stale_is_refused_by_the_consumer(
+    net: Net, rev: Revocable
+) -> None:
+    """The consumer side of the same check: past the freshness limit on the consumer's clock, a
+    response signed by the provider over an open connection is refused
+    (``PeerConnection.check_revocation`` while the consumer verifies it) and logged."""
+    for _ in range(rev.consumer.config.limits.peer_connections):
+        status, _, body = await net.call("revc", ECHO, client=str(DESK))
+        assert status == 200, body
+    rev.consumer_clock.offset = FRESHNESS + 120
+    try:
+        message_id = "ocsp-stale-provider-staple"
+        status, headers, body = await net.call(
+            "revc", ECHO, client=str(DESK), headers={"X-Road-Id": message_id}
+        )
+        assert_xroad_error(status, headers, body, "Server.ClientProxy.OcspResponseStale", 403)
+    finally:
+        rev.consumer_clock.offset = 0
+    [record] = query_records(rev.consumer.config.log_path, message_id=message_id)
+    assert record.entry["error"]["type"] == "Server.ClientProxy.OcspResponseStale"
+    status, _, body = await net.call("revc", ECHO, client=str(DESK))
+    assert status == 200, body
+    await assert_serving(net)
+
+
 async def test_revoked_signing_certificate_stops_being_accepted(net: Net, rev: Revocable) -> None:
     """After revocation the consumer cannot get a good response for its signing certificate;
     within one freshness interval the provider refuses its signatures."""
@@ -292,3 +347,74 @@ async def test_responder_down_refuses_with_a_clear_code_and_logs(net: Net, rev: 
     [record] = query_records(rev.consumer.config.log_path, message_id=message_id)
     assert record.entry["error"]["type"] == "Server.ServerProxy.CertificateStatusUnknown"
     await assert_serving(net)
+
+
+async def test_reload_without_a_fresh_ocsp_response_keeps_the_current_keys(
+    net: Net, rev: Revocable
+) -> None:
+    """Key rotation while the CA's responder is down (after the test above stopped it): a new
+    signing certificate that no fresh OCSP response vouches for is not activated; the reload is
+    refused with the reason and the server keeps the keys, certificates and staples it had."""
+    import tomllib
+
+    import tomli_w
+
+    from exchange.errors import ConfigurationError
+    from exchange.trust.keys import save_certificate, save_private_key
+
+    server = rev.provider
+    config_path = server.config.path
+    original = config_path.read_bytes()
+    keys = config_path.parent / "keys"
+    new_key = generate_key()
+    save_private_key(keys / "sign-REVP-2.key.pem", new_key)
+    new_cert = rev.ca.issue_sign_cert(new_key.public_key(), PROVIDER)
+    save_certificate(keys / "sign-REVP-2.cert.pem", new_cert)
+    rev.store.record_issued(new_cert, "sign")  # the CA knows it; its responder cannot say so
+    doc = tomllib.loads(original.decode())
+    doc["keys"]["signing"].append(
+        {
+            "member": str(PROVIDER),
+            "key": "keys/sign-REVP-2.key.pem",
+            "cert": "keys/sign-REVP-2.cert.pem",
+        }
+    )
+    config_path.write_text(tomli_w.dumps(doc))
+    before = (server.config, server.all_signers, server.signers, server.auth_cert, server.own_certs)
+    conf = server.trusted.current
+    assert conf is not None
+    staples = server.revocation.own_staples(server.own_certs, conf)
+    assert len(staples) == len(server.own_certs)  # fresh responses held for every certificate
+    try:
+        with pytest.raises(ConfigurationError, match="no fresh OCSP response for 1 certificate"):
+            await server.reload_keys()
+        after = (
+            server.config,
+            server.all_signers,
+            server.signers,
+            server.auth_cert,
+            server.own_certs,
+        )
+        assert after == before
+        assert server.signers[PROVIDER].cert != new_cert
+        assert server.revocation.own_staples(server.own_certs, conf) == staples
+    finally:
+        config_path.write_bytes(original)
+
+
+async def test_logs_with_records_refused_for_ocsp_verify(rev: Revocable) -> None:
+    """The provider's records of requests refused with an OCSP code (above: a stale response, a
+    signing certificate of unknown status) hold what arrived, which need not verify; the log
+    checker takes them as provider refusals (``evidence._PROVIDER_REFUSALS``), and both logs
+    verify, every record's signatures included."""
+    from exchange.server.logcheck import verify_server_log
+
+    records = query_records(rev.provider.config.log_path, limit=10_000)
+    refused = {r.entry["error"]["type"] for r in records if r.entry.get("error")}
+    assert {
+        "Server.ServerProxy.OcspResponseStale",
+        "Server.ServerProxy.CertificateStatusUnknown",
+    } <= refused
+    for server in (rev.provider, rev.consumer):
+        report = verify_server_log(server.config)
+        assert report.ok, report.to_dict()
