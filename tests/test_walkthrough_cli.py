@@ -6,15 +6,19 @@ the command does not have sends the operator to a usage error in the middle of a
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from exchange.central.registry import Registry
 from exchange.central.setup import init_central
+from exchange.cli import main
 from exchange.cli.central import group as central_group
 from exchange.cli.log import _progress as _log_progress
 from exchange.cli.server import group as server_group
@@ -81,3 +85,105 @@ def test_demo_progress_bar_writes_nothing_when_the_output_is_not_a_terminal(
     with _demo_progress(True, 10) as update:
         update("names", 10)
     assert capsys.readouterr().out == ""
+
+
+# --- README.md's commands and the --help examples name commands and options that exist ---------
+ROOT = Path(__file__).resolve().parent.parent
+_SHELL_OPERATORS = frozenset({"|", "||", "&&", ";", ">", "&"})
+
+
+def _readme_commands(text: str) -> list[tuple[int, str]]:
+    """(line, command) of each ``exchange ...`` line of the code blocks (``$ `` prompts and ``\\``
+    continuations followed) and of each inline ```exchange ...``` span."""
+    found: list[tuple[int, str]] = []
+    in_block = False
+    pending: tuple[int, str] | None = None
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            in_block = not in_block
+            continue
+        if not in_block:
+            found += [(number, m) for m in re.findall(r"`(exchange [^`]+)`", line)]
+            continue
+        source = line.strip().removeprefix("$ ").removeprefix(".venv/bin/")
+        if pending is not None:
+            start, source = pending[0], f"{pending[1]} {source}"
+            pending = None
+        elif source.startswith("exchange "):
+            start = number
+        else:
+            continue
+        if source.endswith("\\"):
+            pending = (start, source[:-1])
+        else:
+            found.append((start, source))
+    return found
+
+
+def _problems(command: str) -> list[str]:
+    """What in ``command`` the ``exchange`` CLI does not have: a subcommand or an option."""
+    tokens = shlex.split(re.sub(r"\s#.*$", "", command))
+    for index, token in enumerate(tokens):
+        if token in _SHELL_OPERATORS:
+            tokens = tokens[:index]
+            break
+    current: click.Command = main
+    index = 1
+    while isinstance(current, click.Group) and index < len(tokens):
+        sub = current.commands.get(tokens[index])
+        if sub is None:
+            break
+        current, index = sub, index + 1
+    rest = tokens[index:]
+    if isinstance(current, click.Group) and rest and rest[0][0] not in "-.…":
+        return [f"{current.name} has no subcommand {rest[0]!r}"]
+    options = {"--help", "-h"} | {o for p in current.params for o in (*p.opts, *p.secondary_opts)}
+    return [
+        f"{current.name} has no option {token.split('=')[0]}"
+        for token in rest
+        if token.startswith("--") and token.split("=")[0] not in options
+    ]
+
+
+def _help_examples(command: click.Command, path: str) -> Iterator[tuple[str, str]]:
+    lines = [line.strip() for line in (command.help or "").splitlines()]
+    source = ""
+    for line in lines:
+        if source:
+            source = f"{source} {line}"
+        elif line.startswith("exchange "):
+            source = line
+        else:
+            continue
+        if source.endswith("\\"):
+            source = source[:-1]
+        else:
+            yield path, source
+            source = ""
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _help_examples(sub, f"{path} {name}")
+
+
+def test_the_checks_find_a_wrong_flag_and_a_wrong_subcommand() -> None:
+    text = "```sh\n$ exchange central server add-auth-cert --config c.toml PS/GOV/MOI/ss1 \\\n"
+    text += "    --auth-cert new.pem\n```\nthen `exchange central servers list`\n"
+    found = _readme_commands(text)
+    assert [line for line, _ in found] == [2, 5]
+    assert [_problems(command) for _, command in found] == [
+        ["add-auth-cert has no option --auth-cert"],
+        ["central has no subcommand 'servers'"],
+    ]
+
+
+def test_readme_commands_exist_as_written() -> None:
+    commands = _readme_commands((ROOT / "README.md").read_text())
+    assert len(commands) > 60, "the README's commands were not found"
+    wrong = [f"README.md:{n}: {p}: {c}" for n, c in commands for p in _problems(c)]
+    assert wrong == []
+
+
+def test_help_examples_exist_as_written() -> None:
+    examples = list(_help_examples(main, "exchange"))
+    assert len(examples) > 50, "the --help examples were not found"
+    assert [f"{path}: {p}: {c}" for path, c in examples for p in _problems(c)] == []
