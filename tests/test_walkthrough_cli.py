@@ -6,8 +6,12 @@ the command does not have sends the operator to a usage error in the middle of a
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,3 +191,29 @@ def test_help_examples_exist_as_written() -> None:
     examples = list(_help_examples(main, "exchange"))
     assert len(examples) > 50, "the --help examples were not found"
     assert [f"{path}: {p}: {c}" for path, c in examples for p in _problems(c)] == []
+
+
+# --- output into a pipe that closed early (`exchange ... | head -1`) ------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [["ca", "init", "--dir", "{tmp}/ca"], ["policy", "check", "policies/MOI"]],
+    ids=["click-echo", "rich-console"],
+)
+def test_a_reader_that_stops_early_is_no_error(tmp_path: Path, args: list[str]) -> None:
+    """`exchange tsa verify ... | head -1` printed "error: [Errno 32] Broken pipe" and exited 2
+    (usage error). Now it stops quietly, as a command killed by SIGPIPE would: 128 + 13."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "exchange", *(a.format(tmp=tmp_path) for a in args)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+    finally:
+        os.close(write_end)
+    assert "Broken pipe" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 128 + signal.SIGPIPE, done.stderr

@@ -7,6 +7,8 @@ Exit status (DESIGN.md §11): 0 success; 1 a check failed (verification failed, 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -22,15 +24,25 @@ from exchange.errors import (
     VerificationFailed,
 )
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # as a shell reports a command killed by SIGPIPE
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader stopped early (`exchange ... | head`): stop quietly (rich exits 1)."""
+        self.quiet = True
+        _quiet_stdout()
+        raise SystemExit(EXIT_BROKEN_PIPE)
+
+
+console = _Console(highlight=False, soft_wrap=True)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def exit_code_for(exc: ExchangeError) -> int:
@@ -50,6 +62,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         debug = bool(ctx and ctx.find_root().params.get("debug"))
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError:  # the reader stopped early (`exchange ... | head`): not an error
+            _quiet_stdout()
+            sys.exit(EXIT_BROKEN_PIPE)
         except ExchangeError as exc:
             if debug:
                 raise
@@ -62,6 +77,15 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             sys.exit(EXIT_USAGE)
 
     return wrapper
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def print_json(data: Any) -> None:
