@@ -104,3 +104,55 @@ def test_append_only_triggers_refuse_changes(written_log: Path, statement: str) 
         assert conn.execute("SELECT * FROM tree_heads ORDER BY size").fetchall() == heads
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    ("row", "statement"),
+    [
+        pytest.param(
+            "INSERT INTO timestamps VALUES (2, x'00', 'tsa', 0)",
+            "UPDATE timestamps SET token = x'01'",
+            id="update-timestamp",
+        ),
+        pytest.param(
+            "INSERT INTO timestamps VALUES (2, x'00', 'tsa', 0)",
+            "DELETE FROM timestamps",
+            id="delete-timestamp",
+        ),
+        pytest.param(
+            "INSERT INTO ocsp_responses VALUES ('t', 'd', x'00')",
+            "UPDATE ocsp_responses SET der = x'01'",
+            id="update-ocsp-response",
+        ),
+        pytest.param(
+            "INSERT INTO ocsp_responses VALUES ('t', 'd', x'00')",
+            "DELETE FROM ocsp_responses",
+            id="delete-ocsp-response",
+        ),
+        pytest.param(
+            "INSERT INTO archives VALUES (0, 0, 0, 'messagelog-000000.zip', 'x', x'', x'', 0)",
+            "UPDATE archives SET sha256 = 'y'",
+            id="update-archive-index",
+        ),
+        pytest.param(
+            "INSERT INTO archives VALUES (0, 0, 0, 'messagelog-000000.zip', 'x', x'', x'', 0)",
+            "DELETE FROM archives",
+            id="delete-archive-index",
+        ),
+    ],
+)
+def test_append_only_triggers_cover_time_stamps_ocsp_responses_and_the_archive_index(
+    written_log: Path, row: str, statement: str
+) -> None:
+    """Rows of these tables may be added, never changed or removed (time-stamps below the end
+    of an archive aside, as records and tree heads)."""
+    table = statement.split()[1] if statement.startswith("UPDATE") else statement.split()[2]
+    conn = sqlite3.connect(written_log, isolation_level=None)
+    try:
+        conn.execute(row)
+        before = conn.execute(f"SELECT * FROM {table}").fetchall()
+        with pytest.raises(sqlite3.IntegrityError, match="the message log is append-only"):
+            conn.execute(statement)
+        assert conn.execute(f"SELECT * FROM {table}").fetchall() == before
+    finally:
+        conn.close()
