@@ -329,6 +329,51 @@ async def test_provider_refuses_frames_out_of_order_or_of_a_wrong_kind(
     await _assert_hardened_serving(net)
 
 
+async def test_a_peer_deregistered_while_connected_is_told_why_and_disconnected(
+    net: Net, hardened: SecurityServer
+) -> None:
+    """When the configuration stops registering a connected peer's authentication certificate,
+    the provider sends it an ERROR frame on stream 0 with ``SslAuthenticationFailed`` (403) and
+    closes the connection; it serves the peer again once it is registered again."""
+    palpost = net.servers["palpost"]
+    conf = hardened.trusted.current
+    assert conf is not None
+    ctx = tls.peer_client_context(
+        palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", hardened.provider_port, ssl=ctx)
+    fp = fingerprint(load_certificate(palpost.config.auth_cert))
+    try:
+        writer.write(hello_frame(palpost.config.server_id, [palpost.signers[PALPOST].cert]))
+        decoder = FrameDecoder(MAX_FRAME)
+        frames: list[Frame] = []
+        async with asyncio.timeout(5):
+            while not frames:
+                frames += decoder.feed(await reader.read(65536))
+        assert [f.kind for f in frames] == [FrameKind.HELLO]
+        with net.registry() as reg:
+            reg.remove_auth_cert(palpost.config.server_id, fp)
+        try:
+            await publish(net)
+            async with asyncio.timeout(5):
+                rest = await reader.read()  # to end of stream: the provider closes
+        finally:
+            with net.registry() as reg:
+                reg.add_auth_cert(palpost.config.server_id, fp)
+            await publish(net)
+        [refusal] = decoder.feed(rest)
+        assert (refusal.kind, refusal.stream_id) == (FrameKind.ERROR, 0)
+        assert (refusal.meta["type"], refusal.meta["status"]) == (
+            "Server.ServerProxy.SslAuthenticationFailed",
+            403,
+        )
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    await _assert_hardened_serving(net)
+
+
 # --- the in-flight cap per connection ----------------------------------------------------------
 
 FLOOD = 600  # more than the cap of 512 requests in flight

@@ -218,6 +218,60 @@ async def test_consumer_refuses_provider_auth_cert(
     await assert_serving(net)
 
 
+async def test_consumer_closes_its_connections_when_the_provider_loses_its_registration(
+    net: Net,
+) -> None:
+    """The consumer side of a configuration change: once the configuration no longer registers
+    the provider's authentication certificate, the consumer closes the connections it holds to
+    that provider at once and refuses to open new ones; re-registered, it connects again."""
+    name = "pool-provider"
+    sid = parse_security_server(f"{MOI}/ss-{name}")
+    subsystem = parse_subsystem(f"{MOI}/pool")
+    server = await launch(
+        net,
+        name,
+        sid,
+        clients=[subsystem],
+        services=[(parse_service(f"{subsystem}/persons"), f"{net.backend_url}/persons")],
+        policy=f"""
+provider = "{MOI}"
+[[grant]]
+id = "window"
+client = "{WINDOW}"
+service = "{subsystem}/persons"
+methods = ["GET"]
+""",
+    )
+    palpost = net.servers["palpost"]
+    path = f"/r1/{subsystem}/persons/123456782"
+    fp = fingerprint(x509.load_pem_x509_certificate(server.config.auth_cert.read_bytes()))
+    try:
+        status, _, body = await net.call("palpost", path)
+        assert status == 200, body
+        held = [c for c in palpost.pools[sid].connections if c is not None]
+        assert held and not any(c.closed for c in held)
+        with net.registry() as reg:
+            reg.remove_auth_cert(sid, fp)
+        try:
+            await publish(net)
+            assert sid not in palpost.pools
+            for conn in held:
+                assert conn.transport is None or conn.transport.is_closing()
+            mid = new_id(name)
+            result = await net.call("palpost", path, headers={"X-Road-Id": mid})
+            assert_xroad_error(*result, "Server.ClientProxy.SslAuthenticationFailed", 502)
+            logged(palpost, mid, "consumer", "Server.ClientProxy.SslAuthenticationFailed")
+        finally:
+            with net.registry() as reg:
+                reg.add_auth_cert(sid, fp)
+            await publish(net)
+        status, _, body = await net.call("palpost", path)
+        assert status == 200, body
+    finally:
+        await _retire(net, name)
+    await assert_serving(net)
+
+
 async def _retire(net: Net, name: str) -> None:
     server = net.servers.pop(name)
     await server.stop()
