@@ -179,6 +179,56 @@ async def test_provider_refuses_consumer_auth_cert(
     await assert_serving(net)
 
 
+async def test_a_consumer_whose_ca_is_removed_is_refused_after_the_handshake(
+    net: Net, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The provider's TLS store keeps a CA once loaded (OpenSSL cannot unload one), so after the
+    CA is removed from the configuration a certificate it issued still completes the handshake:
+    ``authenticate_peer`` is what refuses it, on the connections open before (``recheck``) and on
+    new ones, with ``SslAuthenticationFailed`` (403), and the provider serves on."""
+    from exchange.trust.ca import CertificateAuthority
+    from exchange.trust.keys import cert_pem
+
+    ca_name = "Auth CA (removed in a test)"
+    ca = CertificateAuthority.create(net.root / "removed-auth-ca", ca_name)
+    with net.registry() as reg:
+        reg.add_ca(ca_name, cert_pem(ca.cert))
+    await publish(net)  # every server loads the CA into its TLS store
+
+    def issue(net: Net, sid: SecurityServerId) -> Callable[[Any], x509.Certificate]:
+        return lambda public: ca.issue_auth_cert(public, sid)
+
+    name = "consumer-of-a-removed-ca"
+    sid = parse_security_server(f"{PALPOST}/ss-{name}")
+    moi = net.servers["moi"]
+    server = await launch(
+        net, name, sid, clients=[WINDOW], prepare=_swap_auth_cert(net, issue, register=True)
+    )
+    try:
+        status, _, body = await net.call(name, f"{PERSONS}/123456782")
+        assert status == 200, body[:300]
+        held = [c for c in moi.provider_connections if c.peer_id == sid]
+        assert held
+        with net.registry() as reg:
+            reg.remove_ca(ca_name)
+        with caplog.at_level(logging.WARNING, logger="exchange.server.provider"):
+            await publish(net)
+            assert not [c for c in moi.provider_connections if c.peer_id == sid]
+            mid = new_id(name)
+            result = await net.call(name, f"{PERSONS}/123456782", headers={"X-Road-Id": mid})
+        assert_xroad_error(*result, "Server.ServerProxy.SslAuthenticationFailed", 403)
+        logged(server, mid, "consumer", "Server.ServerProxy.SslAuthenticationFailed")
+        assert query_records(moi.config.log_path, message_id=mid) == []
+        assert any("refused peer" in r.getMessage() for r in caplog.records)
+    finally:
+        await _retire(net, name)
+        with net.registry() as reg:
+            if any(c.name == ca_name for c in reg.build_globalconf(0).approved_cas):
+                reg.remove_ca(ca_name)
+        await publish(net)
+    await assert_serving(net)
+
+
 @pytest.mark.parametrize(
     ("issue", "register"),
     [
