@@ -539,11 +539,13 @@ class SecurityServer:
             on_change=self._on_globalconf,
         )
         self.poller.load_persisted()
+        fetched = False  # a new version fetched now was put in force by the poller's on_change
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
-                await self.poller.fetch_once(int(self.clock()))
+                fetched = await self.poller.fetch_once(int(self.clock()))
         if self.trusted.current is not None:
-            self._on_globalconf(self.trusted.current)
+            if not fetched:  # the persisted configuration, or the same version again
+                self._on_globalconf(self.trusted.current)
         else:
             self._client_ctx = tls.peer_client_context(
                 cfg.auth_cert, cfg.auth_key, self.passphrase, []
