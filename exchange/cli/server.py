@@ -224,8 +224,24 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
     if as_json:
         print_json(status)
         return
-    for key, value in status.items():
-        console.print(f"[bold]{key}[/bold]: {value}")
+    for line in status_lines(status):
+        console.print(line, markup=False, highlight=False)
+
+
+def status_lines(value: Any, indent: str = "") -> list[str]:
+    """``server status`` as indented ``key: value`` lines: a nested mapping is indented under its
+    key, a list is one ``- item`` line per item, a missing value is ``-``."""
+    lines: list[str] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        label = f"{indent}{key}:" if isinstance(value, dict) else f"{indent}-"
+        if isinstance(item, dict | list) and item:
+            lines.append(label)
+            lines += status_lines(item, indent + "  ")
+        else:
+            shown = "-" if item is None or item == {} or item == [] else item
+            lines.append(f"{label} {shown}")
+    return lines
 
 
 _RELOADS: set[asyncio.Future[Any]] = set()
