@@ -208,7 +208,12 @@ async def test_a_providers_staple_gone_stale_is_refused_by_the_consumer(
 
 async def test_revoked_signing_certificate_stops_being_accepted(net: Net, rev: Revocable) -> None:
     """After revocation the consumer cannot get a good response for its signing certificate;
-    within one freshness interval the provider refuses its signatures."""
+    within one freshness interval the provider refuses its signatures (over a connection whose
+    HELLO was accepted: every pooled connection is opened first, so the refusal is the signed
+    one of ``key_for``, not a HELLO refused on a new connection)."""
+    for _ in range(rev.consumer.config.limits.peer_connections):
+        status, _, body = await net.call("revc", ECHO, client=str(DESK))
+        assert status == 200, body
     signing = load_certificate(rev.consumer.config.signing[0].cert)
     rev.store.revoke(signing, "keyCompromise")
     conf = rev.consumer.trusted.current
@@ -218,10 +223,16 @@ async def test_revoked_signing_certificate_stops_being_accepted(net: Net, rev: R
     assert rev.consumer.revocation.own.get(signing, _now(rev), 3600) is None
     rev.provider_clock.offset = FRESHNESS + 120
     try:
-        status, headers, body = await net.call("revc", ECHO, client=str(DESK))
+        message_id = "ocsp-revoked-signing"
+        status, headers, body = await net.call(
+            "revc", ECHO, client=str(DESK), headers={"X-Road-Id": message_id}
+        )
         assert_xroad_error(status, headers, body, "Server.ServerProxy.OcspResponseStale", 403)
     finally:
         rev.provider_clock.offset = 0
+    # a signed refusal, logged by the provider too
+    [record] = query_records(rev.provider.config.log_path, message_id=message_id)
+    assert record.entry["error"]["type"] == "Server.ServerProxy.OcspResponseStale"
     await assert_serving(net)
 
 
