@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import struct
 
 import pytest
 
@@ -67,3 +68,28 @@ async def test_a_port_in_use_is_refused_and_nothing_stays_bound() -> None:
         assert all(s.fileno() == -1 for s in second.sockets)
     finally:
         first.close()
+
+
+async def test_connections_reset_at_once_leave_the_port_accepting() -> None:
+    port = _port()
+    limits = port.limits
+    try:
+        number = await port.open("127.0.0.1", 0)
+        for _ in range(20):  # connect, then reset before any byte (SO_LINGER 0)
+            sock = socket.create_connection(("127.0.0.1", number))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        for _ in range(200):  # a bounded wait: each failed its handshake or was refused
+            if not limits.pending and limits.failed + limits.refused == 20:
+                break
+            await asyncio.sleep(0.01)
+        assert (len(limits.pending), limits.failed + limits.refused) == (0, 20)
+        _, writer = await asyncio.open_connection("127.0.0.1", number)
+        for _ in range(200):
+            if limits.pending:
+                break
+            await asyncio.sleep(0.01)
+        assert len(limits.pending) == 1  # the port still accepts
+        writer.close()
+    finally:
+        port.close()

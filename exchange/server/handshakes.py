@@ -149,17 +149,30 @@ class TlsPort:
                 log.error("%s: accepting a connection failed: %s", limits.port, exc)
                 await asyncio.sleep(ACCEPT_RETRY)
                 continue
-            if len(limits.pending) >= limits.max_pending:
-                limits.refuse()
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            # whatever happens to one socket, it is closed and this loop accepts the next
+            try:
+                self._admit(loop, sock)
+            except OSError as exc:  # a peer that reset at once, say
+                log.debug("%s: an accepted connection was dropped: %r", limits.port, exc)
                 sock.close()
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            accepted = _Accepted(sock)
-            task = loop.create_task(self._handshake(accepted))
-            limits.pending.add(task)
-            task.add_done_callback(limits.pending.discard)
-            task.add_done_callback(accepted.done)
+            except Exception:
+                log.exception("%s: a bug of ours while admitting a connection", limits.port)
+                sock.close()
+
+    def _admit(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        """Close ``sock`` at once past the limit, else start its handshake."""
+        limits = self.limits
+        if len(limits.pending) >= limits.max_pending:
+            limits.refuse()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            sock.close()
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        accepted = _Accepted(sock)
+        task = loop.create_task(self._handshake(accepted))
+        limits.pending.add(task)
+        task.add_done_callback(limits.pending.discard)
+        task.add_done_callback(accepted.done)
 
     async def _handshake(self, accepted: _Accepted) -> None:
         loop = asyncio.get_running_loop()
