@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 import click
@@ -478,40 +479,51 @@ def test_import_cert_refuses_a_member_without_a_signing_key(
 # --- exchange ca serve as a process --------------------------------------------------------------
 
 
-async def test_serve_prints_ready_and_stops_on_sigterm(ca_dir: Path) -> None:
+def _serve(ca_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    """``exchange ca serve`` on a free port as its own process (the passphrase not inherited)."""
     code = "import sys, exchange.cli.ca_service; from exchange.cli.ca import group; group()"
     env = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "serve",
-            "--ca-dir",
-            str(ca_dir),
-            "--port",
-            "0",
-            "--ready-line",
-        ],
+    args = ["serve", "--ca-dir", str(ca_dir), "--port", "0", "--ready-line", *extra]
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+
+
+async def _ready(process: subprocess.Popen[str]) -> dict[str, Any]:
+    assert process.stdout is not None
+    line = await asyncio.to_thread(process.stdout.readline)
+    assert line.startswith("READY "), line
+    ready: dict[str, Any] = json.loads(line.removeprefix("READY "))
+    return ready
+
+
+async def _stop(process: subprocess.Popen[str]) -> str:
+    """SIGTERM, then its stderr; it must exit 0."""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
+    assert process.returncode == 0, stderr
+    return stderr
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+async def test_serve_prints_ready_and_stops_on_sigterm(ca_dir: Path) -> None:
+    process = _serve(ca_dir)
     try:
-        assert process.stdout is not None
-        line = await asyncio.to_thread(process.stdout.readline)
-        assert line.startswith("READY "), line
-        ready = json.loads(line.removeprefix("READY "))
+        ready = await _ready(process)
         cert = await request_certificate(ready["url"], "auth", SS1, _csr(keys.generate_key()))
         assert _status(ca_dir, cert) == "good"
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
-        assert process.returncode == 0, stderr
+        await _stop(process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        _kill(process)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs 127.0.0.2 routed to loopback")
@@ -528,23 +540,9 @@ async def test_serve_binds_loopback_unless_told_otherwise_and_warns_then(
     """The CA service issues to anyone who reaches it: by default another address of this host
     (127.0.0.2) cannot connect; told to listen on every interface it can, and the operator is
     warned on stderr."""
-    code = "import sys, exchange.cli.ca_service; from exchange.cli.ca import group; group()"
-    env = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
-    args = ["serve", "--ca-dir", str(ca_dir), "--port", "0", "--ready-line"]
-    if host is not None:
-        args += ["--host", host]
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    process = _serve(ca_dir, *(["--host", host] if host is not None else []))
     try:
-        assert process.stdout is not None
-        line = await asyncio.to_thread(process.stdout.readline)
-        assert line.startswith("READY "), line
-        port = json.loads(line.removeprefix("READY "))["port"]
+        port = (await _ready(process))["port"]
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.close()
         await writer.wait_closed()
@@ -555,11 +553,7 @@ async def test_serve_binds_loopback_unless_told_otherwise_and_warns_then(
         else:
             with pytest.raises(ConnectionRefusedError):
                 await asyncio.open_connection("127.0.0.2", port)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
-        assert process.returncode == 0, stderr
+        stderr = await _stop(process)
         assert ("whoever reaches this port gets certificates issued" in stderr) is warned
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        _kill(process)

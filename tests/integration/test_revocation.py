@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -151,6 +152,31 @@ async def test_stale_staple_is_refused_then_refreshed(net: Net, rev: Revocable) 
     await assert_serving(net)
 
 
+async def _refused_once_stale(
+    net: Net, rev: Revocable, clock: Clock, message_id: str, code: str
+) -> dict[str, Any]:
+    """With every pooled connection open, move ``clock`` past the freshness limit and call once:
+    the call is refused with ``code``; returns the consumer's record of it. After the clock is
+    back, exchanges go through again."""
+    for _ in range(rev.consumer.config.limits.peer_connections):  # every pooled connection open
+        status, _, body = await net.call("revc", ECHO, client=str(DESK))
+        assert status == 200, body
+    clock.offset = FRESHNESS + 120
+    try:
+        status, headers, body = await net.call(
+            "revc", ECHO, client=str(DESK), headers={"X-Road-Id": message_id}
+        )
+        assert_xroad_error(status, headers, body, code, 403)
+    finally:
+        clock.offset = 0
+    [record] = query_records(rev.consumer.config.log_path, message_id=message_id)
+    assert record.entry["error"]["type"] == code
+    status, _, body = await net.call("revc", ECHO, client=str(DESK))
+    assert status == 200, body
+    await assert_serving(net)
+    return record.entry
+
+
 async def test_a_staple_gone_stale_on_an_open_connection_is_refused_signed_and_logged(
     net: Net, rev: Revocable
 ) -> None:
@@ -158,27 +184,12 @@ async def test_a_staple_gone_stale_on_an_open_connection_is_refused_signed_and_l
     next request over that same connection is refused when its signature is checked
     (``ProviderConnection.key_for``), with a refusal the provider signs and logs under the
     request's id, and the information system gets the provider's code."""
-    for _ in range(rev.consumer.config.limits.peer_connections):  # every pooled connection open
-        status, _, body = await net.call("revc", ECHO, client=str(DESK))
-        assert status == 200, body
-    rev.provider_clock.offset = FRESHNESS + 120
-    try:
-        message_id = "ocsp-stale-open-connection"
-        status, headers, body = await net.call(
-            "revc", ECHO, client=str(DESK), headers={"X-Road-Id": message_id}
-        )
-        assert_xroad_error(status, headers, body, "Server.ServerProxy.OcspResponseStale", 403)
-    finally:
-        rev.provider_clock.offset = 0
+    code, message_id = "Server.ServerProxy.OcspResponseStale", "ocsp-stale-open-connection"
+    entry = await _refused_once_stale(net, rev, rev.provider_clock, message_id, code)
     [provider_record] = query_records(rev.provider.config.log_path, message_id=message_id)
-    assert provider_record.entry["error"]["type"] == "Server.ServerProxy.OcspResponseStale"
-    [consumer_record] = query_records(rev.consumer.config.log_path, message_id=message_id)
-    assert consumer_record.entry["error"]["type"] == "Server.ServerProxy.OcspResponseStale"
+    assert provider_record.entry["error"]["type"] == code
     # signed by the provider and bound to the request, not an unsigned ERROR frame
-    assert "the provider's detail id" not in (consumer_record.entry["error"].get("internal") or "")
-    status, _, body = await net.call("revc", ECHO, client=str(DESK))
-    assert status == 200, body
-    await assert_serving(net)
+    assert "the provider's detail id" not in (entry["error"].get("internal") or "")
 
 
 async def test_a_providers_staple_gone_stale_is_refused_by_the_consumer(
@@ -187,23 +198,13 @@ async def test_a_providers_staple_gone_stale_is_refused_by_the_consumer(
     """The consumer side of the same check: past the freshness limit on the consumer's clock, a
     response signed by the provider over an open connection is refused
     (``PeerConnection.check_revocation`` while the consumer verifies it) and logged."""
-    for _ in range(rev.consumer.config.limits.peer_connections):
-        status, _, body = await net.call("revc", ECHO, client=str(DESK))
-        assert status == 200, body
-    rev.consumer_clock.offset = FRESHNESS + 120
-    try:
-        message_id = "ocsp-stale-provider-staple"
-        status, headers, body = await net.call(
-            "revc", ECHO, client=str(DESK), headers={"X-Road-Id": message_id}
-        )
-        assert_xroad_error(status, headers, body, "Server.ClientProxy.OcspResponseStale", 403)
-    finally:
-        rev.consumer_clock.offset = 0
-    [record] = query_records(rev.consumer.config.log_path, message_id=message_id)
-    assert record.entry["error"]["type"] == "Server.ClientProxy.OcspResponseStale"
-    status, _, body = await net.call("revc", ECHO, client=str(DESK))
-    assert status == 200, body
-    await assert_serving(net)
+    await _refused_once_stale(
+        net,
+        rev,
+        rev.consumer_clock,
+        "ocsp-stale-provider-staple",
+        "Server.ClientProxy.OcspResponseStale",
+    )
 
 
 async def test_revoked_signing_certificate_stops_being_accepted(net: Net, rev: Revocable) -> None:
