@@ -216,10 +216,15 @@ class _HostPool:
                 )
         except TimeoutError:
             raise ServiceTimeout(
-                f"connecting to the service timed out after {connect_timeout:g} s"
+                f"connecting to the service timed out after {connect_timeout:g} s",
+                internal=f"connecting to {self.host}:{self.port} timed out",
             ) from None
         except (OSError, ssl.SSLError) as exc:
-            raise ServiceFailed(f"cannot reach the service: {exc.strerror or exc}") from None
+            # the consumer learns that it failed; where the service lives stays with the operator
+            raise ServiceFailed(
+                "cannot reach the service",
+                internal=f"cannot reach the service at {self.host}:{self.port}: {exc}",
+            ) from None
         return conn
 
     def release(self, conn: _Connection) -> None:
@@ -289,7 +294,9 @@ class HttpClient:
         """``url`` is sent as given (already percent-encoded)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or "#" in url:
-            raise ServiceFailed(f"the service URL {url!r} is not an http(s) URL")
+            raise ServiceFailed(
+                "the service's URL is not usable", internal=f"not an http(s) URL: {url!r}"
+            )
         port = parts.port or (443 if parts.scheme == "https" else 80)
         pool = self._pool(parts.scheme, parts.hostname, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -208,9 +208,13 @@ async def test_backend_failure(
     result = await net.call(
         "palpost", path, method=method, body=body or None, headers={"X-Road-Id": mid}
     )
-    assert_xroad_error(*result, code, status)
+    doc = assert_xroad_error(*result, code, status)
+    # the consumer is told what failed, never where the service lives (THREAT_MODEL §7)
+    assert "127.0.0.1" not in doc["message"] and "Connect call" not in doc["message"]
     server = provider.server if where == "bkd" else net.servers["moi"]
-    logged(server, mid, "provider", code)
+    record = logged(server, mid, "provider", code)
+    if path.startswith(f"{BKD}/down"):  # the operator's record says where
+        assert "cannot reach the service at 127.0.0.1:" in record.entry["error"]["internal"]
     logged(net.servers["palpost"], mid, "consumer", code)
     await _assert_both_serving(net, provider)
 
