@@ -95,7 +95,8 @@ class Limits:
     max_peer_connections: int = 16
     max_peer_requests: int = 512
     max_peer_request_bytes: int = 64 * 2**20
-    # TCP connections to the provider port still in their TLS handshake, from anyone
+    # TCP connections still in their TLS handshake, from anyone, per TLS port (the provider
+    # port, and the consumer's HTTPS listener when there is one)
     max_pending_handshakes: int = 128
     tls_handshake_timeout: float = 10.0
 
