@@ -377,8 +377,13 @@ class SecurityServer:
             self._client_ctx = tls.peer_client_context(
                 self.config.auth_cert, self.config.auth_key, self.passphrase, cas
             )
-            if self._provider_ctx is not None and cas:
-                self._provider_ctx.load_verify_locations(cadata="".join(_pem(c) for c in cas))
+            if self._provider_server is not None:
+                # a new context, not load_verify_locations on the old one: OpenSSL cannot unload
+                # a CA, and a removed CA's certificates must fail the handshake itself
+                self._provider_ctx = tls.provider_context(
+                    self.config.auth_cert, self.config.auth_key, self.passphrase, cas
+                )
+                self._provider_server.context = self._provider_ctx
             self._close_pools()
         for server_id, pool in list(self.pools.items()):
             info = conf.server(server_id)
@@ -679,10 +684,6 @@ def _active(signers: list[tuple[MemberId, Signer]]) -> dict[MemberId, Signer]:
         if held is None or signer.cert.not_valid_before_utc >= held.cert.not_valid_before_utc:
             active[member] = signer
     return active
-
-
-def _pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(Encoding.PEM).decode("ascii")
 
 
 def _bound_port(site: web.TCPSite) -> int:

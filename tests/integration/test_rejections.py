@@ -179,13 +179,15 @@ async def test_provider_refuses_consumer_auth_cert(
     await assert_serving(net)
 
 
-async def test_a_consumer_whose_ca_is_removed_is_refused_after_the_handshake(
+async def test_a_consumer_whose_ca_is_removed_is_dropped_and_refused_in_the_handshake(
     net: Net, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The provider's TLS store keeps a CA once loaded (OpenSSL cannot unload one), so after the
-    CA is removed from the configuration a certificate it issued still completes the handshake:
-    ``authenticate_peer`` is what refuses it, on the connections open before (``recheck``) and on
-    new ones, with ``SslAuthenticationFailed`` (403), and the provider serves on."""
+    """After a CA is removed from the configuration, the provider drops the connections of peers
+    whose certificates it issued (``recheck``, ``SslAuthenticationFailed``), and refuses their
+    new ones in the TLS handshake itself: it builds a new TLS context without the CA (OpenSSL
+    cannot unload one from the old). The consumer reports the failed handshake as its own
+    ``Server.ClientProxy.SslAuthenticationFailed`` (502), and the provider serves on. Before,
+    the old context kept the CA, and only ``authenticate_peer`` refused after the handshake."""
     from exchange.trust.ca import CertificateAuthority
     from exchange.trust.keys import cert_pem
 
@@ -211,15 +213,17 @@ async def test_a_consumer_whose_ca_is_removed_is_refused_after_the_handshake(
         assert held
         with net.registry() as reg:
             reg.remove_ca(ca_name)
+        failed = moi.handshakes.failed
         with caplog.at_level(logging.WARNING, logger="exchange.server.provider"):
             await publish(net)
             assert all(c.transport is None or c.transport.is_closing() for c in held)
+            assert any("dropping peer" in r.getMessage() for r in caplog.records)
             mid = new_id(name)
             result = await net.call(name, f"{PERSONS}/123456782", headers={"X-Road-Id": mid})
-        assert_xroad_error(*result, "Server.ServerProxy.SslAuthenticationFailed", 403)
-        logged(server, mid, "consumer", "Server.ServerProxy.SslAuthenticationFailed")
+        assert_xroad_error(*result, "Server.ClientProxy.SslAuthenticationFailed", 502)
+        logged(server, mid, "consumer", "Server.ClientProxy.SslAuthenticationFailed")
         assert query_records(moi.config.log_path, message_id=mid) == []
-        assert any("refused peer" in r.getMessage() for r in caplog.records)
+        assert moi.handshakes.failed > failed  # refused in the handshake, not after it
     finally:
         await _retire(net, name)
         with net.registry() as reg:
