@@ -85,6 +85,8 @@ class ProviderConnection(asyncio.Protocol):
         self.signer_certs: dict[str, SignerCert] = {}
         self.hello_done = False
         self.tasks: set[asyncio.Task[None]] = set()
+        # the peer does not read our answers as fast as it sends requests (see pause_writing)
+        self.write_blocked = False
 
     # -- connection checks ----------------------------------------------------------------------
 
@@ -233,7 +235,7 @@ class ProviderConnection(asyncio.Protocol):
             and load.bytes <= limits.max_peer_request_bytes // 2
         ):
             for conn in load.paused:
-                if conn.transport is not None and conn.open:
+                if conn.transport is not None and conn.open and not conn.write_blocked:
                     conn.transport.resume_reading()
             load.paused.clear()
         if not load.requests and not load.paused and self.peer_id is not None:
@@ -296,6 +298,20 @@ class ProviderConnection(asyncio.Protocol):
                 frame.stream_id, internal_failure(log, ProviderServerError, what, exc)
             )
         self.write(out)
+
+    def pause_writing(self) -> None:
+        """The answers to this peer fill the transport's buffer past its high-water mark: the
+        peer sends requests faster than it reads the answers (or not at all). Read none of its
+        requests on this connection until the buffer drains, so that answers nobody reads do
+        not pile up in memory."""
+        self.write_blocked = True
+        if self.transport is not None and self.open:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        if self.transport is not None and self.open and not self.paused:
+            self.transport.resume_reading()
 
     def _write_now(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
