@@ -14,6 +14,9 @@ from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors, print
 from exchange.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from exchange.messagelog.query import RecordView
     from exchange.protocol.jws import Signer
     from exchange.server.config import ServerConfig
 
@@ -296,6 +299,42 @@ def show_cmd(
     if as_json:
         print_json([v.to_dict() for v in views])
         return
+    if console.width < TABLE_WIDTH:
+        for line in record_blocks(views):
+            console.print(line, markup=False, highlight=False)
+    else:
+        console.print(_record_table(views))
+    console.print(f"{len(views)} record(s)")
+
+
+TABLE_WIDTH = 160
+"""Below this many columns `log show` prints a block per record: its ten columns folded into
+80 would be a few characters wide each."""
+
+
+def record_blocks(views: Sequence[RecordView]) -> list[str]:
+    """``log show`` for a narrow terminal or a pipe: a heading line per record (seq, time, side,
+    status), then one ``name  value`` line per field it has."""
+    lines: list[str] = []
+    for v in views:
+        lines.append(
+            f"#{v.seq}  {v.logged_at.replace('+00:00', '')[:23]}  {v.side or ''}  "
+            f"{_status(v.entry)}"
+        )
+        for name, value in (
+            ("message id", v.message_id),
+            ("client", v.client),
+            ("purpose", v.entry.get("purpose")),
+            ("service", v.service),
+            ("decision", _decision(v.entry.get("decision"))),
+            ("released", ", ".join(v.released_fields or ())),
+        ):
+            if value:
+                lines.append(f"    {name:<11} {value}")
+    return lines
+
+
+def _record_table(views: Sequence[RecordView]) -> Table:
     table = Table(show_lines=False)
     for col in (
         "seq",
@@ -323,8 +362,7 @@ def show_cmd(
             _decision(v.entry.get("decision")),
             ", ".join(v.released_fields or ()),
         )
-    console.print(table)
-    console.print(f"{len(views)} record(s)")
+    return table
 
 
 def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:

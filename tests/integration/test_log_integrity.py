@@ -174,6 +174,15 @@ async def test_log_show_prints_one_exchange(net: Net, monkeypatch: pytest.Monkey
     assert "1 record(s)" in table.output
     (row,) = [line for line in table.output.splitlines() if mid in line]
     assert str(WINDOW) in row and "consumer" in row and str(view["seq"]) in row
+    # narrower than a table needs (80 columns, or a pipe): a block per record
+    monkeypatch.setattr(console, "_width", 80)
+    blocks = _cli("show", "--config", config, "--id", mid)
+    assert blocks.exit_code == 0, blocks.output
+    lines = blocks.output.splitlines()
+    assert lines[0].startswith(f"#{view['seq']}  ") and lines[0].endswith("consumer  200 ok")
+    assert f"    message id  {mid}" in lines and f"    client      {WINDOW}" in lines
+    assert all(len(line) <= 80 for line in lines), blocks.output
+    assert lines[-1] == "1 record(s)"
 
 
 # --- log before answer ---------------------------------------------------------------------------
