@@ -13,6 +13,7 @@ Nothing here is mocked: these are the real servers of :mod:`tests.integration.co
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import sqlite3
@@ -231,3 +232,13 @@ def window_request(net: Net, service: ServiceId, server: SecurityServerId, query
         query=query,
     )
     return token
+
+
+async def until(condition: Callable[[], object], what: str, tries: int = 500) -> None:
+    """Wait (bounded: ``tries`` turns of 10 ms) until ``condition()`` holds; a wait for a
+    server's state to change, not a timing assertion."""
+    for _ in range(tries):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never: {what}")

@@ -22,7 +22,7 @@ from exchange.identifiers import parse_security_server, parse_subsystem
 from exchange.protocol.frames import FrameKind
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import MOI, WINDOW, Net
-from tests.integration.support import as_registered_peer, launch, window_request
+from tests.integration.support import as_registered_peer, launch, until, window_request
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -81,14 +81,6 @@ async def _closed_by_server(stream: Stream, within: float = 5.0) -> bool:
         return False
 
 
-async def _until(condition: object, what: str) -> None:
-    for _ in range(500):  # a bounded wait for the server's state, not a timing assertion
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never: {what}")
-
-
 def _close(streams: list[Stream]) -> None:
     for _, writer in streams:
         with contextlib.suppress(Exception):
@@ -102,10 +94,10 @@ async def test_a_stalled_handshake_is_closed_after_the_timeout(
     failed = gated.handshakes.failed
     streams = [await _connect(gated) for _ in range(2)]
     try:
-        await _until(lambda: len(gated.handshakes.pending) == 2, "two handshakes pending")
+        await until(lambda: len(gated.handshakes.pending) == 2, "two handshakes pending")
         for stream in streams:
             assert await _closed_by_server(stream)
-        await _until(lambda: not gated.handshakes.pending, "no handshake pending")
+        await until(lambda: not gated.handshakes.pending, "no handshake pending")
         assert gated.handshakes.failed == failed + 2
     finally:
         _close(streams)
@@ -120,7 +112,7 @@ async def test_past_the_limit_new_connections_are_closed_unheard_and_peers_serve
     stalled = [await _connect(gated) for _ in range(MAX_PENDING)]
     extra: list[Stream] = []
     try:
-        await _until(lambda: len(gated.handshakes.pending) == MAX_PENDING, "the limit reached")
+        await until(lambda: len(gated.handshakes.pending) == MAX_PENDING, "the limit reached")
         extra.append(await _connect(gated))
         # closed at once: well before the stalled ones time out
         assert await _closed_by_server(extra[0], within=TIMEOUT * 0.8)
@@ -133,7 +125,7 @@ async def test_past_the_limit_new_connections_are_closed_unheard_and_peers_serve
         await _exchange(net)  # an established peer connection is not affected
         for stream in stalled:
             assert await _closed_by_server(stream)
-        await _until(lambda: not gated.handshakes.pending, "the stalled handshakes gone")
+        await until(lambda: not gated.handshakes.pending, "the stalled handshakes gone")
     finally:
         _close(stalled + extra)
     # a new connection of a registered peer is accepted again and answered
@@ -156,7 +148,7 @@ async def test_a_client_that_speaks_no_tls_is_closed_and_the_port_serves_on(
         assert await _closed_by_server(stream)
     finally:
         _close([stream])
-    await _until(lambda: gated.handshakes.failed == failed + 1, "the handshake counted failed")
+    await until(lambda: gated.handshakes.failed == failed + 1, "the handshake counted failed")
     await _exchange(net)
 
 
@@ -169,13 +161,13 @@ async def test_the_consumer_https_port_bounds_its_handshakes_the_same_way(
     stalled = [await _connect(gated, port) for _ in range(MAX_PENDING)]
     extra: list[Stream] = []
     try:
-        await _until(lambda: len(limits.pending) == MAX_PENDING, "the limit reached")
+        await until(lambda: len(limits.pending) == MAX_PENDING, "the limit reached")
         extra.append(await _connect(gated, port))
         assert await _closed_by_server(extra[0], within=TIMEOUT * 0.8)
         assert limits.refused == refused + 1
         for stream in stalled:
             assert await _closed_by_server(stream)
-        await _until(lambda: not limits.pending, "the stalled handshakes gone")
+        await until(lambda: not limits.pending, "the stalled handshakes gone")
     finally:
         _close(stalled + extra)
     # an information system's TLS connection is served again (no client certificate needed

@@ -29,7 +29,7 @@ from exchange.server.core import SecurityServer
 from exchange.server.provider import ProviderConnection
 from tests.integration.conftest import MOI, PALPOST, WINDOW, Net
 from tests.integration.rogue import MAX_FRAME, hello_frame, sign_request
-from tests.integration.support import assert_serving, launch
+from tests.integration.support import assert_serving, launch, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -75,14 +75,6 @@ def _stalled(provider: SecurityServer) -> ProviderConnection | None:
     return None
 
 
-async def _until(condition: object, what: str) -> None:
-    for _ in range(1000):  # a bounded wait for the provider's state, not a timing assertion
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never: {what}")
-
-
 async def test_answers_nobody_reads_do_not_pile_up_and_all_are_answered(
     net: Net, provider: SecurityServer
 ) -> None:
@@ -112,7 +104,9 @@ async def test_answers_nobody_reads_do_not_pile_up_and_all_are_answered(
                 message_id=f"slow-reader-{i}-{id(writer)}",
             )
             writer.write(encode_frame(2 * i + 1, FrameKind.REQUEST, {"jws": token}, BODY))
-        await _until(lambda: _stalled(provider) is not None, "the peer's answers backed up")
+        await until(
+            lambda: _stalled(provider) is not None, "the peer's answers backed up", tries=1000
+        )
         conn = _stalled(provider)
         assert conn is not None
         # what the provider holds for this peer stays near the transport's high-water mark,
