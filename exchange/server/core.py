@@ -292,6 +292,8 @@ class SecurityServer:
         old, self.pools = self.pools, {}
         for pool in old.values():
             pool.drain()
+        if self._consumer_tls is not None:  # information systems' new connections get it too
+            self._consumer_tls.context = self._consumer_https_context()
 
     def expiring_certificates(self, within_days: int = EXPIRY_WARNING_DAYS) -> list[str]:
         """Operator warnings for own certificates that expire within ``within_days``."""
@@ -577,13 +579,19 @@ class SecurityServer:
         self._sites.append(site)
         self.consumer_port = _bound_port(site)
         if cfg.consumer_tls is not None:
-            is_certs = [x for c in cfg.clients for p in c.is_certs for x in load_certificates(p)]
-            ctx = tls.consumer_https_context(cfg.auth_cert, cfg.auth_key, self.passphrase, is_certs)
             # aiohttp's server is the protocol factory; the handshakes are bounded as at the
             # provider port (handshakes.py)
+            ctx = self._consumer_https_context()
             self._consumer_tls = TlsPort(self.consumer_handshakes, ctx, http)
             host, port = cfg.consumer_tls.host, cfg.consumer_tls.port
             self.consumer_tls_port = await self._consumer_tls.open(host, port)
+
+    def _consumer_https_context(self) -> ssl.SSLContext:
+        """The consumer port's HTTPS listener: this server's authentication certificate, and the
+        information systems' certificates registered for its clients."""
+        cfg = self.config
+        is_certs = [x for c in cfg.clients for p in c.is_certs for x in load_certificates(p)]
+        return tls.consumer_https_context(cfg.auth_cert, cfg.auth_key, self.passphrase, is_certs)
 
     def _seed_replay_cache(self) -> None:
         horizon_ms = int((self.clock() - 2 * self.config.limits.clock_skew_seconds) * 1000)

@@ -9,11 +9,13 @@ signing certificates are presented to peers while both are configured.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import tomllib
 from pathlib import Path
 
 import pytest
 import tomli_w
+from cryptography import x509
 
 from exchange.errors import ConfigurationError
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
@@ -180,3 +182,49 @@ async def test_start_refuses_an_auth_key_that_is_not_its_certificates(net: Net) 
             SecurityServer(load_server_config(config))
     finally:
         _edit(config, lambda d: d["keys"].update(auth_key="keys/auth-2.key.pem"))
+
+
+async def _presented(port: int) -> str:
+    """The fingerprint of the certificate a TLS port presents to a new connection."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return fingerprint(x509.load_der_x509_certificate(der))
+
+
+async def test_a_new_auth_key_serves_the_consumer_https_port_too(net: Net) -> None:
+    """Information systems' new TLS connections get the new authentication certificate as soon
+    as it is activated. Before, the consumer port's HTTPS listener kept presenting the old one
+    until a restart, also after it expired (expiry is why one rotates)."""
+    member = parse_member("PS/GOV/ROTH")
+    with net.registry() as reg:
+        reg.add_member(member, "Rotation with an HTTPS consumer port")
+    server: SecurityServer = await net.add_server(
+        "roth",
+        SecurityServerId(*member.parts, "ss1"),
+        clients=[parse_subsystem("PS/GOV/ROTH/desk")],
+        extra={"consumer_tls": {"host": "127.0.0.1", "port": 0}},
+    )
+    assert await _presented(server.consumer_tls_port) == fingerprint(server.auth_cert)
+    keys = server.config.path.parent / "keys"
+    new_auth = generate_key()
+    new_cert = net.ca.issue_auth_cert(new_auth.public_key(), server.config.server_id)
+    save_private_key(keys / "auth-2.key.pem", new_auth)
+    save_certificate(keys / "auth-2.cert.pem", new_cert)
+    with net.registry() as reg:
+        reg.add_auth_cert(server.config.server_id, fingerprint(new_cert))
+    await publish(net)
+    _edit(
+        server.config.path,
+        lambda d: d["keys"].update(
+            auth_key="keys/auth-2.key.pem", auth_cert="keys/auth-2.cert.pem"
+        ),
+    )
+    await server.reload_keys()
+    assert await _presented(server.consumer_tls_port) == fingerprint(new_cert)
+    assert await _presented(server.provider_port) == fingerprint(new_cert)
