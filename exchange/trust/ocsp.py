@@ -45,9 +45,9 @@ from exchange.trust.profiles import key_usage
 from exchange.trust.validation import CertificateError, check_validity, describe
 
 DEFAULT_SKEW_SECONDS: Final = 60
+"""Clock skew tolerated on ``thisUpdate`` (DESIGN.md §12)."""
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 """The largest OCSP response taken from a responder, or carried in a service declaration."""
-"""Clock skew tolerated on ``thisUpdate`` (DESIGN.md §12)."""
 REFRESH_FRACTION: Final = 0.5
 """A staple is refreshed once this fraction of its usable life has passed."""
 _NONCE_MAX: Final = 32
