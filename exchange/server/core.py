@@ -142,7 +142,6 @@ class SecurityServer:
         self.response_timeout = config.limits.backend_timeout + 5.0
         self._turn = 0
         self._client_ctx: ssl.SSLContext | None = None
-        self._provider_ctx: ssl.SSLContext | None = None
         self._ca_fps: tuple[str, ...] = ()
         self._runner: web.ServerRunner | None = None
         self._sites: list[web.TCPSite] = []
@@ -281,11 +280,9 @@ class SecurityServer:
 
     def _rotate_auth(self, conf: GlobalConf | None) -> None:
         cfg = self.config
-        if self._provider_ctx is not None:
-            self._provider_ctx.load_cert_chain(
-                str(cfg.auth_cert), str(cfg.auth_key), self.passphrase
-            )
         cas = conf.ca_certs() if conf is not None else []
+        if self._provider_server is not None:
+            self._provider_server.context = self._provider_context(cas)
         self._client_ctx = tls.peer_client_context(
             cfg.auth_cert, cfg.auth_key, self.passphrase, cas
         )
@@ -382,10 +379,7 @@ class SecurityServer:
             if self._provider_server is not None:
                 # a new context, not load_verify_locations on the old one: OpenSSL cannot unload
                 # a CA, and a removed CA's certificates must fail the handshake itself
-                self._provider_ctx = tls.provider_context(
-                    self.config.auth_cert, self.config.auth_key, self.passphrase, cas
-                )
-                self._provider_server.context = self._provider_ctx
+                self._provider_server.context = self._provider_context(cas)
             self._close_pools()
         for server_id, pool in list(self.pools.items()):
             info = conf.server(server_id)
@@ -518,9 +512,8 @@ class SecurityServer:
         if cfg.retention.days is not None:
             self._tasks.append(asyncio.create_task(self._archive_on_interval()))
         cas = self.trusted.current.ca_certs() if self.trusted.current else []
-        self._provider_ctx = tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
         self._provider_server = TlsPort(
-            self.handshakes, self._provider_ctx, lambda: ProviderConnection(self)
+            self.handshakes, self._provider_context(cas), lambda: ProviderConnection(self)
         )
         self.provider_port = await self._provider_server.open(cfg.provider.host, cfg.provider.port)
         await self._start_consumer()
@@ -585,6 +578,12 @@ class SecurityServer:
             self._consumer_tls = TlsPort(self.consumer_handshakes, ctx, http)
             host, port = cfg.consumer_tls.host, cfg.consumer_tls.port
             self.consumer_tls_port = await self._consumer_tls.open(host, port)
+
+    def _provider_context(self, cas: list[x509.Certificate]) -> ssl.SSLContext:
+        """The provider port's TLS context: this server's authentication certificate, and the
+        approved CAs ``cas`` for its peers' certificates."""
+        cfg = self.config
+        return tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
 
     def _consumer_https_context(self) -> ssl.SSLContext:
         """The consumer port's HTTPS listener: this server's authentication certificate, and the
