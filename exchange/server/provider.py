@@ -234,10 +234,9 @@ class ProviderConnection(asyncio.Protocol):
             and load.requests <= limits.max_peer_requests // 2
             and load.bytes <= limits.max_peer_request_bytes // 2
         ):
-            for conn in load.paused:
-                if conn.transport is not None and conn.open and not conn.write_blocked:
-                    conn.transport.resume_reading()
-            load.paused.clear()
+            paused, load.paused = load.paused, set()
+            for conn in paused:
+                conn._read_on()
         if not load.requests and not load.paused and self.peer_id is not None:
             self.server.peer_loads.pop(self.peer_id, None)
 
@@ -310,7 +309,12 @@ class ProviderConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_blocked = False
-        if self.transport is not None and self.open and not self.paused:
+        self._read_on()
+
+    def _read_on(self) -> None:
+        """Read the peer's requests again, unless its load (:attr:`paused`) or its unread answers
+        (:attr:`write_blocked`) still hold this connection."""
+        if self.transport is not None and self.open and not self.paused and not self.write_blocked:
             self.transport.resume_reading()
 
     def _write_now(self, data: bytes) -> None:
