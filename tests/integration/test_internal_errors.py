@@ -18,6 +18,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -115,6 +116,19 @@ async def assert_soap_serving(soap: Soap) -> None:
     assert response_element(body).findtext("nationalId") == "123456782"
 
 
+async def rest_internal_error(net: Net, message_id: str, code: str) -> dict[str, Any]:
+    """The window's REST call under ``message_id``, refused with ``code`` (500): the fixed
+    message, its message id, nothing of the reason; returns the error body."""
+    status, headers, body = await net.call(
+        "palpost", f"{PERSONS}/123456782", headers={"X-Road-Id": message_id}
+    )
+    doc = assert_xroad_error(status, headers, body, code, 500)
+    assert doc["message"] == "internal error of the security server"
+    assert headers["X-Road-Id"] == message_id
+    assert_no_leak(headers, body)
+    return doc
+
+
 def fault_detail(body: bytes) -> str:
     fault = response_element(body)
     assert fault.findtext("faultstring") == "internal error of the security server"
@@ -133,13 +147,7 @@ async def test_rest_internal_failure_on_the_consumer_leaks_nothing(
     palpost = net.servers["palpost"]
     monkeypatch.setattr(consumer_side, "signed_request", fail)
     message_id = new_id("internal-rest")
-    status, headers, body = await net.call(
-        "palpost", f"{PERSONS}/123456782", headers={"X-Road-Id": message_id}
-    )
-    doc = assert_xroad_error(status, headers, body, "Server.ClientProxy.InternalError", 500)
-    assert doc["message"] == "internal error of the security server"
-    assert headers["X-Road-Id"] == message_id
-    assert_no_leak(headers, body)
+    doc = await rest_internal_error(net, message_id, "Server.ClientProxy.InternalError")
     assert_reason_logged(operator_log, "exchange.server.consumer", doc["detail"])
     error = logged(palpost, message_id, "consumer", "Server.ClientProxy.InternalError").entry[
         "error"
@@ -219,13 +227,7 @@ async def test_rest_internal_failure_on_the_provider_leaks_nothing(
     moi, palpost = net.servers["moi"], net.servers["palpost"]
     monkeypatch.setattr(provider_side, "evaluate", fail)
     message_id = new_id("internal-provider")
-    status, headers, body = await net.call(
-        "palpost", f"{PERSONS}/123456782", headers={"X-Road-Id": message_id}
-    )
-    doc = assert_xroad_error(status, headers, body, "Server.ServerProxy.InternalError", 500)
-    assert doc["message"] == "internal error of the security server"
-    assert headers["X-Road-Id"] == message_id
-    assert_no_leak(headers, body)
+    doc = await rest_internal_error(net, message_id, "Server.ServerProxy.InternalError")
     assert_reason_logged(operator_log, "exchange.server.provider", doc["detail"])
     provider_error = logged(moi, message_id, "provider", "Server.ServerProxy.InternalError").entry[
         "error"
@@ -273,13 +275,7 @@ async def test_failure_while_the_provider_builds_its_answer_is_refused_at_once(
     monkeypatch.setattr(palpost, "response_timeout", 10.0)
     monkeypatch.setattr(provider_side, "SignedResponse", fail)
     message_id = new_id("internal-answer")
-    status, headers, body = await net.call(
-        "palpost", f"{PERSONS}/123456782", headers={"X-Road-Id": message_id}
-    )
-    doc = assert_xroad_error(status, headers, body, "Server.ServerProxy.InternalError", 500)
-    assert doc["message"] == "internal error of the security server"
-    assert headers["X-Road-Id"] == message_id
-    assert_no_leak(headers, body)
+    doc = await rest_internal_error(net, message_id, "Server.ServerProxy.InternalError")
     assert_reason_logged(operator_log, "exchange.server.provider", _provider_detail(operator_log))
     # the caller's detail id is the consumer's, in the consumer's log with the refusal
     assert any(
