@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Protocol
 import orjson
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.bodies import read_body
 from exchange.errors import (
@@ -37,11 +36,11 @@ from exchange.errors import (
     InconsistentResponse,
     UnknownClient,
     UnknownMember,
+    log_refusal,
 )
 from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
 from exchange.protocol.canonical import b64url
-from exchange.protocol.frames import FrameKind
 from exchange.protocol.jws import JwsError, verify
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
 from exchange.protocol.rest import (
@@ -49,6 +48,7 @@ from exchange.protocol.rest import (
     parse_target,
     parse_xroad_headers,
 )
+from exchange.protocol.session import RequestRefused
 from exchange.server.metadata import Handler, list_clients_handler
 from exchange.server.peer import PeerConnection, unsigned_refusal
 from exchange.server.records import ExchangeRecord, guarded, internal_failure
@@ -73,7 +73,7 @@ async def handle(server: SecurityServer, request: web.BaseRequest) -> web.Stream
     try:
         return await guarded(rec, _consume(server, request, rec), ConsumerServerError)
     except ExchangeError as err:
-        log.info("exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
+        log_refusal(log, f"exchange {rec.message_id}", err)
         rec.fail(err)
         rec.response_body = orjson.dumps(err.body())
         try:
@@ -231,12 +231,13 @@ async def exchange_signed(
     rec.request_hash = request_hash(token)
     rec.mark("signed")
     pool = server.pool_for(provider)
-    frame, conn = await pool.request({"jws": token}, body, server.response_timeout)
+    answer, conn = await pool.request({"jws": token}, body, server.response_timeout)
     rec.mark("answered")
-    if frame.kind is FrameKind.ERROR:
-        raise unsigned_refusal(frame.meta)
-    response = _verify_response(frame.meta.get("jws"), frame.body, conn, signed, rec)
-    rec.response_body = frame.body
+    if isinstance(answer, RequestRefused):
+        raise unsigned_refusal(answer.meta)
+    now = signed.timestamp_ms / 1000  # the exchange's one reference time
+    response = _verify_response(answer.meta.get("jws"), answer.body, conn, signed, rec, now)
+    rec.response_body = answer.body
     rec.released_fields = (
         None if response.released_fields is None else list(response.released_fields)
     )
@@ -245,7 +246,7 @@ async def exchange_signed(
             response.error_message or "", code=response.error_type, status=response.status
         )
     rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
-    return response, frame.body
+    return response, answer.body
 
 
 def _authorise_information_system(
@@ -275,34 +276,23 @@ def _verify_response(
     conn: PeerConnection,
     signed: SignedRequest,
     rec: ExchangeRecord,
+    now: float,
 ) -> SignedResponse:
     if not isinstance(token, str):
         raise InconsistentResponse("the provider's response carries no signature")
     rec.response_jws = token
-
-    def key_for(thumb: str) -> ec.EllipticCurvePublicKey:
-        refused = conn.refused.get(thumb)
-        if refused is not None:
-            raise refused
-        info = conn.signer_certs.get(thumb)
-        if info is None:
-            raise ConsumerInvalidSignature(
-                "response signed with a certificate the provider did not present"
-            )
-        conn.registry.check_time(info, conn.clock())
-        conn.check_revocation(info)
-        return info.public_key
-
-    # (1) the signature verifies with a certificate the provider presented
+    # (1) the signature verifies with a certificate the provider presented (and the peer
+    # trust accepted, still valid and fresh now)
     try:
-        verified = verify(token, key_for)
+        verified = verify(token, lambda thumb: conn.key_for(thumb, now).public_key)
     except JwsError as exc:
         raise ConsumerInvalidSignature(f"response signature is invalid: {exc.message}") from None
     try:
         response = SignedResponse.from_payload(verified.payload)
     except ExchangeError as exc:
         raise InconsistentResponse(f"the signed response is malformed: {exc.message}") from None
-    signer = conn.signer_certs[verified.header["x5t#S256"]]
+    assert conn.peer is not None  # key_for found the key among those the provider presented
+    signer = conn.peer.signers[verified.header["x5t#S256"]]
     # (2) signed by the provider's member, or by its security server's owner for early refusals
     if signer.member != signed.service.member and signer.member != signed.security_server.owner:
         raise ConsumerInvalidSignature(

@@ -20,7 +20,6 @@ from typing import Any
 
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchange.errors import (
     ConfigurationError,
@@ -46,13 +45,11 @@ from exchange.messagelog.archive import (
 from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
-from exchange.protocol.canonical import b64url
-from exchange.protocol.frames import FrameKind, encode_frame
-from exchange.protocol.jws import Signer
+from exchange.protocol.hello import hello_meta
+from exchange.protocol.jws import Signer, cert_thumbprint
 from exchange.protocol.rest import MAX_URI_LENGTH
 from exchange.server import tls
 from exchange.server.backend import Backend
-from exchange.server.certs import SignerCertRegistry
 from exchange.server.config import (
     EXPIRY_WARNING_DAYS,
     ClientConfig,
@@ -72,6 +69,7 @@ from exchange.server.revocation import RevocationChecks
 from exchange.server.soap_provider import LocalSoapService
 from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
+from exchange.trustcore.peers import AdmittedPeer, PeerTrust
 
 log = logging.getLogger("exchange.server")
 
@@ -108,7 +106,6 @@ class SecurityServer:
         }
         self.replay = ReplayCache(config.limits.clock_skew_seconds)
         self.quota = PersistentQuota(config.state_dir / "quota.sqlite", clock)
-        self.signer_registry = SignerCertRegistry([], on_admit=self._keep_cert)
         self.policy = self._open_policy(config)
         self.backend = Backend(
             max_response_bytes=config.limits.max_response_bytes,
@@ -138,6 +135,8 @@ class SecurityServer:
             config.limits.tls_handshake_timeout,
         )
         self.revocation = RevocationChecks(clock)
+        self.peer_trust: PeerTrust | None = None
+        """Peer trust under the global configuration in force (None before the first)."""
         self.own_certs = [self.auth_cert, *(s.cert for _, s in self.all_signers)]
         self.response_timeout = config.limits.backend_timeout + 5.0
         self._turn = 0
@@ -199,18 +198,21 @@ class SecurityServer:
         record_startup(trail, store.files, store.current)
         return store
 
-    def hello_frame(self) -> bytes:
+    def hello_meta(self) -> dict[str, Any]:
         """HELLO: our members' signing certificates and fresh OCSP responses for our own
         certificates (authentication included: Python's ssl cannot staple in the handshake)."""
         conf = self.trusted.current
         staples = self.revocation.own_staples(self.own_certs, conf) if conf else {}
-        meta = {
-            "v": 1,
-            "server": str(self.config.server_id),
-            "certs": [b64url(s.cert.public_bytes(_DER)) for _, s in self.all_signers],
-            "ocsp": staples,
-        }
-        return encode_frame(0, FrameKind.HELLO, meta)
+        certs = [s.cert for _, s in self.all_signers]
+        return hello_meta(str(self.config.server_id), certs, staples)
+
+    def keep_evidence(self, peer: AdmittedPeer) -> None:
+        """A peer's accepted certificates and their OCSP responses go into the message log, so
+        that its signatures verify offline."""
+        for cert, response in peer.evidence():
+            self.log.register_cert(cert)
+            if response is not None:
+                self.log.register_ocsp(cert, response)
 
     async def _refresh_staples(self) -> None:
         """Keep our OCSP responses fresh; re-staple open connections when they change."""
@@ -315,7 +317,7 @@ class SecurityServer:
             await asyncio.sleep(86400)
 
     def _restaple(self) -> None:
-        hello = self.hello_frame()
+        hello = self.hello_meta()
         for pool in self.pools.values():
             pool.send_hello(hello)
         for conn in list(self.provider_connections):
@@ -332,10 +334,6 @@ class SecurityServer:
                     code="Server.ClientProxy.CannotCreateSignature",
                 )
         return self.owner_signer
-
-    def _keep_cert(self, cert: x509.Certificate) -> None:
-        """Peers' signing certificates go into the log, so it verifies offline."""
-        self.log.register_cert(cert)
 
     def is_cert_fingerprint(self, der: bytes) -> str:
         return fingerprint(x509.load_der_x509_certificate(der))
@@ -370,7 +368,6 @@ class SecurityServer:
     def _on_globalconf(self, conf: GlobalConf) -> None:
         cas = conf.ca_certs()
         fps = tuple(fingerprint(c) for c in cas)
-        self.signer_registry.set_cas(cas)
         if fps != self._ca_fps:
             self._ca_fps = fps
             self._client_ctx = tls.peer_client_context(
@@ -381,17 +378,15 @@ class SecurityServer:
                 # a CA, and a removed CA's certificates must fail the handshake itself
                 self._provider_server.context = self._provider_context(cas)
             self._close_pools()
+        trust = self.peer_trust = PeerTrust(conf)
+        now = self.clock()
         for server_id, pool in list(self.pools.items()):
             info = conf.server(server_id)
-            if (
-                info is None
-                or info.address != pool.address
-                or frozenset(info.auth_cert_fingerprints) != pool.expected
-            ):
+            if info is None or info.address != pool.address or not pool.recheck(trust, now):
                 pool.close()
                 del self.pools[server_id]
         for conn in list(self.provider_connections):
-            conn.recheck(conf)
+            conn.recheck(trust, now)
         log.info("global configuration version %s in force", conf.version)
 
     def pool_for(self, info: SecurityServerInfo) -> PeerPool:
@@ -402,12 +397,10 @@ class SecurityServer:
             pool = PeerPool(
                 info.id,
                 info.address,
-                frozenset(info.auth_cert_fingerprints),
                 ssl_context=self._client_ctx,
-                hello=self.hello_frame,
-                revocation=self.revocation,
-                conf=lambda: self.trusted.current,
-                registry=self.signer_registry,
+                hello=self.hello_meta,
+                trust=lambda: self.peer_trust,
+                keep=self.keep_evidence,
                 size=self.config.limits.peer_connections,
                 connect_timeout=self.config.limits.connect_timeout,
                 max_frame=self.config.limits.max_response_bytes,
@@ -670,17 +663,26 @@ class SecurityServer:
             **({"archiving": self.archiving} if self.config.retention.days is not None else {}),
         }
 
+    def _peer_staples(self) -> set[str]:
+        """Peers' certificates whose stapled OCSP responses this server holds verified."""
+        peers = [c.peer for c in self.provider_connections]
+        peers += [c.peer for p in self.pools.values() for c in p.connections if c is not None]
+        return {
+            cert_thumbprint(cert)
+            for peer in peers
+            if peer is not None
+            for cert, response in peer.evidence()
+            if response is not None
+        }
+
     def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, int]:
         """How many own certificates hold a fresh OCSP response; peers' responses verified."""
         own = len(self.revocation.own_staples(self.own_certs, conf)) if conf else 0
         return {
             "own_fresh": own,
             "own_total": len(self.own_certs),
-            "peers_verified": len(self.revocation.peers),
+            "peers_verified": len(self._peer_staples()),
         }
-
-
-_DER = Encoding.DER
 
 
 def _active(signers: list[tuple[MemberId, Signer]]) -> dict[MemberId, Signer]:

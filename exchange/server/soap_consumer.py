@@ -34,6 +34,7 @@ from exchange.errors import (
     ConsumerServerError,
     ExchangeError,
     InconsistentResponse,
+    log_refusal,
 )
 from exchange.protocol import soap
 from exchange.protocol.messages import SignedResponse
@@ -70,7 +71,7 @@ async def handle_soap(server: SecurityServer, request: web.BaseRequest) -> web.S
     try:
         return await guarded(rec, _consume(server, request, rec), ConsumerServerError)
     except ExchangeError as err:
-        log.info("SOAP exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
+        log_refusal(log, f"SOAP exchange {rec.message_id}", err)
         rec.fail(err)
         answer = fault_response(err)
         rec.http_status = answer.status

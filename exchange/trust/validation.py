@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
-from exchange.errors import ProviderServerError
+from exchange.errors import Fault, ProviderServerError
 from exchange.protocol.jws import cert_thumbprint
 
 
@@ -36,6 +36,7 @@ class CertificateError(ProviderServerError):
 
     code = "Server.ServerProxy.InvalidCertificate"
     status = 403
+    fault = Fault.PEER
 
 
 class CertificateProfileError(CertificateError):

@@ -310,7 +310,7 @@ async def test_a_failure_reading_a_peers_hello_refuses_that_connection_only(
     ``Server.ServerProxy.InternalError``, the reason and a detail id are in the operator's log,
     nothing of it reaches the peer, and the provider port serves on."""
     moi = net.servers["moi"]
-    monkeypatch.setattr(provider_side, "parse_hello_certs", fail)
+    monkeypatch.setattr(provider_side.PeerTrust, "admit", fail)
     client = as_registered_peer(net, moi)
     try:
         with pytest.raises(ExchangeError) as refused:
