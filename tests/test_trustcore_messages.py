@@ -21,6 +21,7 @@ from exchange.identifiers import MemberId, SecurityServerId, ServiceId, Subsyste
 from exchange.protocol.canonical import b64url
 from exchange.protocol.jws import JwsError, Signer
 from exchange.protocol.messages import SignedRequest, SignedResponse, body_digest, request_hash
+from exchange.trust.keys import generate_key, self_signed_certificate
 from exchange.trustcore.messages import (
     CertifiedKey,
     OwnRequest,
@@ -28,7 +29,6 @@ from exchange.trustcore.messages import (
     verify_request,
     verify_response,
 )
-from exchange.trust.keys import generate_key, self_signed_certificate
 
 MOF = MemberId("PS", "GOV", "MOF")
 MOI = MemberId("PS", "GOV", "MOI")
