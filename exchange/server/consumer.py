@@ -30,10 +30,8 @@ from aiohttp.http import HttpVersion11
 from exchange.bodies import read_body
 from exchange.errors import (
     ClientAuthenticationFailed,
-    ConsumerInvalidSignature,
     ConsumerServerError,
     ExchangeError,
-    InconsistentResponse,
     UnknownClient,
     UnknownMember,
     log_refusal,
@@ -41,8 +39,7 @@ from exchange.errors import (
 from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
 from exchange.protocol.canonical import b64url
-from exchange.protocol.jws import JwsError, verify
-from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
+from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.protocol.rest import (
     end_to_end_headers,
     parse_target,
@@ -50,8 +47,9 @@ from exchange.protocol.rest import (
 )
 from exchange.protocol.session import RequestRefused
 from exchange.server.metadata import Handler, list_clients_handler
-from exchange.server.peer import PeerConnection, unsigned_refusal
+from exchange.server.peer import unsigned_refusal
 from exchange.server.records import ExchangeRecord, guarded, internal_failure
+from exchange.trustcore.messages import OwnRequest, verify_response
 
 if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
@@ -226,17 +224,22 @@ async def exchange_signed(
     return the signed response once it verifies and is bound to this request, with its body.
     The record gets both signatures, the response body, the released fields, the provider's
     error if it refused, and the timings."""
-    token = server.signer_for(signed.client.member, consumer=True).sign(signed.canonical())
-    rec.request_jws = token
-    rec.request_hash = request_hash(token)
+    signer = server.signer_for(signed.client.member, consumer=True)
+    sent = OwnRequest.of(signer.sign(signed.canonical()), signed)
+    rec.request_jws, rec.request_hash = sent.token, sent.request_hash
     rec.mark("signed")
     pool = server.pool_for(provider)
-    answer, conn = await pool.request({"jws": token}, body, server.response_timeout)
+    answer, conn = await pool.request({"jws": sent.token}, body, server.response_timeout)
     rec.mark("answered")
     if isinstance(answer, RequestRefused):
         raise unsigned_refusal(answer.meta)
-    now = signed.timestamp_ms / 1000  # the exchange's one reference time
-    response = _verify_response(answer.meta.get("jws"), answer.body, conn, signed, rec, now)
+    token = answer.meta.get("jws")
+    rec.response_jws = token if isinstance(token, str) else None
+    # the signed response verifies with a key the provider presented, still acceptable at the
+    # exchange's one reference time; it comes from the service's member and is bound to our
+    # request
+    keys = conn.keys_at(signed.timestamp_ms / 1000)
+    response = verify_response(token, sent, keys, body=answer.body).response
     rec.response_body = answer.body
     rec.released_fields = (
         None if response.released_fields is None else list(response.released_fields)
@@ -268,48 +271,6 @@ def _authorise_information_system(
             raise ClientAuthenticationFailed(
                 f"the information system's TLS certificate is not registered for client {client}"
             )
-
-
-def _verify_response(
-    token: object,
-    body: bytes,
-    conn: PeerConnection,
-    signed: SignedRequest,
-    rec: ExchangeRecord,
-    now: float,
-) -> SignedResponse:
-    if not isinstance(token, str):
-        raise InconsistentResponse("the provider's response carries no signature")
-    rec.response_jws = token
-    # (1) the signature verifies with a certificate the provider presented (and the peer
-    # trust accepted, still valid and fresh now)
-    try:
-        verified = verify(token, lambda thumb: conn.key_for(thumb, now).public_key)
-    except JwsError as exc:
-        raise ConsumerInvalidSignature(f"response signature is invalid: {exc.message}") from None
-    try:
-        response = SignedResponse.from_payload(verified.payload)
-    except ExchangeError as exc:
-        raise InconsistentResponse(f"the signed response is malformed: {exc.message}") from None
-    assert conn.peer is not None  # key_for found the key among those the provider presented
-    signer = conn.peer.signers[verified.header["x5t#S256"]]
-    # (2) signed by the provider's member, or by its security server's owner for early refusals
-    if signer.member != signed.service.member and signer.member != signed.security_server.owner:
-        raise ConsumerInvalidSignature(
-            f"response for {signed.service} is signed by member {signer.member}"
-        )
-    # (3) bound to our exact request
-    if response.request_hash != rec.request_hash or response.message_id != signed.message_id:
-        raise InconsistentResponse(
-            "the response is not bound to this request (request hash differs)"
-        )
-    # (4) the body is the one that was signed
-    if (
-        b64url(hashlib.sha256(body).digest()) != response.body_sha256
-        or len(body) != response.body_length
-    ):
-        raise InconsistentResponse("response body does not match its signed digest")
-    return response
 
 
 def _to_web_response(

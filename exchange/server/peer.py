@@ -46,7 +46,7 @@ from exchange.protocol.session import (
     State,
 )
 from exchange.protocol.syntax import is_token
-from exchange.trustcore.peers import AdmittedPeer, PeerTrust, SignerKey
+from exchange.trustcore.peers import AdmittedPeer, KeysAt, PeerTrust
 
 log = logging.getLogger("exchange.server.peer")
 
@@ -216,11 +216,12 @@ class PeerConnection(asyncio.Protocol):
             return False
         return True
 
-    def key_for(self, thumbprint: str, now: float) -> SignerKey:
-        """The key the provider may sign with under ``thumbprint`` at ``now``."""
+    def keys_at(self, now: float) -> KeysAt:
+        """The keys the provider may sign with at ``now`` (the
+        :class:`~exchange.trustcore.messages.SignerKeys` of this connection for one exchange)."""
         if self.peer is None:
             raise NetworkError(f"security server {self.target} has not presented its HELLO")
-        return self.peer.key_for(thumbprint, now)
+        return self.peer.keys_at(now)
 
     def send_hello(self, meta: dict[str, Any]) -> None:
         if self.transport is not None and not self.transport.is_closing():

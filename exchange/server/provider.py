@@ -26,7 +26,6 @@ from exchange.errors import (
     AccessDenied,
     ExchangeError,
     InvalidMessage,
-    InvalidSignatureValue,
     ProviderOutdatedGlobalConf,
     ProviderServerError,
     ServiceFailed,
@@ -44,7 +43,7 @@ from exchange.policy.quota import QuotaExceeded
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import FrameKind, FrameWriter
 from exchange.protocol.hello import Hello
-from exchange.protocol.jws import JwsError, unverified_payload, verify
+from exchange.protocol.jws import unverified_payload
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
 from exchange.protocol.rest import end_to_end_headers
 from exchange.protocol.session import (
@@ -58,7 +57,8 @@ from exchange.server.metadata import is_rest_metadata
 from exchange.server.records import ExchangeRecord, guarded, internal_failure
 from exchange.server.soap_provider import fault_answer
 from exchange.server.soap_provider import process as process_soap
-from exchange.trustcore.peers import AdmittedPeer, PeerTrust, SignerKey
+from exchange.trustcore.messages import check_request_body, verify_request
+from exchange.trustcore.peers import AdmittedPeer, KeysAt, PeerTrust
 
 if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
@@ -319,12 +319,12 @@ class ProviderConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def key_for(self, thumbprint: str, now: float) -> SignerKey:
-        """The key the peer may sign with under ``thumbprint`` at ``now`` (see
-        :meth:`~exchange.trustcore.peers.AdmittedPeer.key_for`)."""
+    def keys_at(self, now: float) -> KeysAt:
+        """The keys the peer may sign with at ``now`` (the
+        :class:`~exchange.trustcore.messages.SignerKeys` of this connection for one exchange)."""
         if self.peer is None:
             raise InvalidMessage("REQUEST before HELLO")
-        return self.peer.key_for(thumbprint, now)
+        return self.peer.keys_at(now)
 
 
 def error_meta(err: ExchangeError) -> dict[str, Any]:
@@ -400,12 +400,9 @@ async def _process(
     rec.request_hash = request_hash(token)
     rec.request_body = body = event.body
     try:
-        # (1) the signature verifies with a signing certificate the peer presented and we admitted
-        try:
-            verified = verify(token, lambda thumb: conn.key_for(thumb, now).public_key)
-        except JwsError as exc:
-            raise InvalidSignatureValue(f"request signature is invalid: {exc.message}") from None
-        request = SignedRequest.from_payload(verified.payload)
+        # (1) the signature verifies with a signing certificate the peer presented and the peer
+        # trust accepted (still valid and fresh now), (2) of the client's own member
+        request = verify_request(token, conn.keys_at(now)).request
     except ExchangeError:
         # the payload is parsed a second time only for a refusal, to answer under its claimed id
         rec.message_id = _claimed_message_id(token)
@@ -415,13 +412,7 @@ async def _process(
     # the global configuration is fresh (checked once the refusal can name the request)
     conf = server.globalconf_or_fail(provider=True)
     peer = conn.peer
-    assert peer is not None  # key_for found the key among those the peer's HELLO presented
-    signer = peer.signers[verified.header["x5t#S256"]]
-    # (2) signed by the client's own member
-    if signer.member != request.client.member:
-        raise InvalidSignatureValue(
-            f"request for client {request.client} is signed by member {signer.member}"
-        )
+    assert peer is not None  # keys_at found the peer admitted
     # (3) addressed to this security server
     if request.security_server != server.config.server_id:
         raise InvalidMessage(f"request is addressed to security server {request.security_server}")
@@ -436,9 +427,7 @@ async def _process(
         str(request.client), request.message_id, request.timestamp_ms, int(now * 1000)
     )
     # (6) the body is the one that was signed
-    digest = b64url(hashlib.sha256(body).digest())
-    if digest != request.body_sha256 or len(body) != request.body_length:
-        raise InvalidMessage("request body does not match its signed digest")
+    check_request_body(request, body)
     if request.protocol == "soap":
         soap = await process_soap(
             server, request, body, conf, rec, lambda r, c, d: _decide(server, r, c, d, now)

@@ -258,11 +258,27 @@ class AdmittedPeer:
             )
             raise _on_side(err, self.side)
 
+    def keys_at(self, now: float) -> KeysAt:
+        """This peer's keys as judged at ``now``: the
+        :class:`~exchange.trustcore.messages.SignerKeys` of one exchange."""
+        return KeysAt(self, now)
+
     def evidence(self) -> Iterator[tuple[x509.Certificate, bytes | None]]:
         """Each accepted certificate with its stapled OCSP response, for the message log."""
         yield self.auth_cert, self.auth.response_der
         for thumb, key in self.signers.items():
             yield key.cert, self.held[thumb].response_der
+
+
+@dataclass(frozen=True, slots=True)
+class KeysAt:
+    """An admitted peer's signing keys at one reference time (see :meth:`AdmittedPeer.key_for`)."""
+
+    peer: AdmittedPeer
+    now: float
+
+    def signer_key(self, thumbprint: str) -> SignerKey:
+        return self.peer.key_for(thumbprint, self.now)
 
 
 def _judge_signer(
