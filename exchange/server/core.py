@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -26,6 +27,7 @@ from exchange.errors import (
     ConsumerLogFailed,
     ConsumerTimestampingFailed,
     ExchangeError,
+    GlobalConfError,
     OutdatedGlobalConf,
     ProviderLogFailed,
     ProviderOutdatedGlobalConf,
@@ -116,7 +118,7 @@ class SecurityServer:
         self.declarer = ServiceDeclarer(self)
         self.stamper = TreeHeadStamper(
             self.log,
-            lambda: self.trusted.current,
+            lambda: self.in_force,
             clock=clock,
             failure_limit=config.timestamping_failure_limit,
         )
@@ -135,6 +137,9 @@ class SecurityServer:
             config.limits.tls_handshake_timeout,
         )
         self.revocation = RevocationChecks(clock)
+        self.in_force: GlobalConf | None = None
+        """The global configuration in force: everything below has moved to it (the trusted
+        state may already hold a newer one that could not be put in force yet)."""
         self.peer_trust: PeerTrust | None = None
         """Peer trust under the global configuration in force (None before the first)."""
         self.own_certs = [self.auth_cert, *(s.cert for _, s in self.all_signers)]
@@ -201,7 +206,7 @@ class SecurityServer:
     def hello_meta(self) -> dict[str, Any]:
         """HELLO: our members' signing certificates and fresh OCSP responses for our own
         certificates (authentication included: Python's ssl cannot staple in the handshake)."""
-        conf = self.trusted.current
+        conf = self.in_force
         staples = self.revocation.own_staples(self.own_certs, conf) if conf else {}
         certs = [s.cert for _, s in self.all_signers]
         return hello_meta(str(self.config.server_id), certs, staples)
@@ -217,7 +222,7 @@ class SecurityServer:
     async def _refresh_staples(self) -> None:
         """Keep our OCSP responses fresh; re-staple open connections when they change."""
         while True:
-            conf = self.trusted.current
+            conf = self.in_force
             freshness = conf.settings.ocsp_freshness_seconds if conf else 3600
             await asyncio.sleep(max(1.0, min(60.0, freshness / 8)))
             if conf is None:
@@ -244,7 +249,7 @@ class SecurityServer:
         all_signers = self._load_signers(config)
         auth_cert = self._auth_cert(config)
         own_certs = [auth_cert, *(s.cert for _, s in all_signers)]
-        conf = self.trusted.current
+        conf = self.in_force
         # (1) OCSP responses for new certificates first, so peers accept them from the start;
         # a certificate that needs one and has none is not activated
         if conf is not None:
@@ -353,32 +358,51 @@ class SecurityServer:
                 if provider
                 else ConsumerTimestampingFailed(refusal)
             )
-        try:
-            self.trusted.check_fresh(int(self.clock()))
-        except OutdatedGlobalConf as exc:
-            if provider:
-                raise ProviderOutdatedGlobalConf(exc.message) from None
-            raise
-        conf = self.trusted.current
+        conf = self.in_force
         if conf is None:
             err = "no valid global configuration has been received yet"
             raise ProviderOutdatedGlobalConf(err) if provider else OutdatedGlobalConf(err)
+        now = int(self.clock())
+        if conf.is_expired(now):
+            err = f"global configuration version {conf.version} expired at {conf.expires_at}"
+            internal = (
+                f"the configuration in force expired {now - conf.expires_at} s ago; check that "
+                "the central server is reachable (and /health for a version not put in force)"
+            )
+            cls = ProviderOutdatedGlobalConf if provider else OutdatedGlobalConf
+            raise cls(err, internal=internal)
         return conf
 
     def _on_globalconf(self, conf: GlobalConf) -> None:
+        """Put ``conf`` in force (the poller's ``on_change``): everything that depends on it is
+        built first, and only if all of it builds is it swapped in, so that a failure leaves the
+        configuration in force as it was (the poller retries on its next poll). Then every open
+        connection, inbound and outbound, is judged again by the new peer trust."""
+        held = self.in_force
+        if held is not None and conf.version == held.version and conf.same_content(held):
+            self.in_force = conf  # a refresh: the same content, a later expiry
+            return
+        # (1) build: TLS contexts when the approved CAs changed, the peer trust
         cas = conf.ca_certs()
         fps = tuple(fingerprint(c) for c in cas)
+        contexts = None
         if fps != self._ca_fps:
+            cfg = self.config
+            client = tls.peer_client_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
+            # a new provider context, not load_verify_locations on the old one: OpenSSL cannot
+            # unload a CA, and a removed CA's certificates must fail the handshake itself
+            contexts = (client, self._provider_context(cas))
+        trust = PeerTrust(conf)
+        # (2) swap in, with nothing left that can fail
+        if contexts is not None:
             self._ca_fps = fps
-            self._client_ctx = tls.peer_client_context(
-                self.config.auth_cert, self.config.auth_key, self.passphrase, cas
-            )
+            self._client_ctx = contexts[0]
             if self._provider_server is not None:
-                # a new context, not load_verify_locations on the old one: OpenSSL cannot unload
-                # a CA, and a removed CA's certificates must fail the handshake itself
-                self._provider_server.context = self._provider_context(cas)
+                self._provider_server.context = contexts[1]
             self._close_pools()
-        trust = self.peer_trust = PeerTrust(conf)
+        self.peer_trust, self.in_force = trust, conf
+        log.info("global configuration version %s in force", conf.version)
+        # (3) open connections judged again under it
         now = self.clock()
         for server_id, pool in list(self.pools.items()):
             info = conf.server(server_id)
@@ -387,7 +411,6 @@ class SecurityServer:
                 del self.pools[server_id]
         for conn in list(self.provider_connections):
             conn.recheck(trust, now)
-        log.info("global configuration version %s in force", conf.version)
 
     def pool_for(self, info: SecurityServerInfo) -> PeerPool:
         pool = self.pools.get(info.id)
@@ -496,15 +519,15 @@ class SecurityServer:
         self.quota.start()
         self.stamper.last_success = self.clock()
         self._tasks.append(asyncio.create_task(self.stamper.run()))
-        if self.trusted.current is not None:
+        if self.in_force is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(15):
-                    await self.revocation.refresh_own(self.own_certs, self.trusted.current)
+                    await self.revocation.refresh_own(self.own_certs, self.in_force)
         self._tasks.append(asyncio.create_task(self._refresh_staples()))
         self._tasks.append(asyncio.create_task(self._watch_expiry()))
         if cfg.retention.days is not None:
             self._tasks.append(asyncio.create_task(self._archive_on_interval()))
-        cas = self.trusted.current.ca_certs() if self.trusted.current else []
+        cas = self.in_force.ca_certs() if self.in_force else []
         self._provider_server = TlsPort(
             self.handshakes, self._provider_context(cas), lambda: ProviderConnection(self)
         )
@@ -532,14 +555,13 @@ class SecurityServer:
             on_change=self._on_globalconf,
         )
         self.poller.load_persisted()
-        fetched = False  # a new version fetched now was put in force by the poller's on_change
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
-                fetched = await self.poller.fetch_once(int(self.clock()))
-        if self.trusted.current is not None:
-            if not fetched:  # the persisted configuration, or the same version again
-                self._on_globalconf(self.trusted.current)
-        else:
+                await self.poller.fetch_once(int(self.clock()))
+        if self.in_force is None:  # no download: the persisted configuration, if any
+            with contextlib.suppress(GlobalConfError):
+                await self.poller.put_in_force()
+        if self.in_force is None:
             self._client_ctx = tls.peer_client_context(
                 cfg.auth_cert, cfg.auth_key, self.passphrase, []
             )
@@ -550,7 +572,7 @@ class SecurityServer:
         self._tasks.append(asyncio.create_task(self.poller.run()))
 
     def poll_interval(self) -> float:
-        conf = self.trusted.current
+        conf = self.in_force or self.trusted.current
         return float(conf.settings.globalconf_poll_seconds) if conf else 60.0
 
     async def _start_consumer(self) -> None:
@@ -640,12 +662,15 @@ class SecurityServer:
         self.log.close()
 
     def health(self) -> dict[str, Any]:
-        conf = self.trusted.current
+        conf = self.in_force
         now = int(self.clock())
+        pending = self.poller.pending if self.poller is not None else None
         return {
             "server": str(self.config.server_id),
             "globalconf_version": conf.version if conf else None,
             "globalconf_fresh": bool(conf and not conf.is_expired(now)),
+            # a verified version that could not be put in force yet, and why
+            "globalconf_pending": None if pending is None else dataclasses.asdict(pending),
             "log_size": self.log.size,
             "ocsp": self._ocsp_health(conf),
             "certificate_warnings": self.expiring_certificates(),

@@ -95,7 +95,7 @@ class ServiceDeclarer:
         """The fresh OCSP response held for the auth certificate (the one stapled to peers):
         the central server refuses a declaration without one when the CA publishes a responder.
         None while there is none yet; the retries pick it up once the refresh has fetched it."""
-        conf = self.server.trusted.current
+        conf = self.server.in_force
         if conf is None:
             return None
         return self.server.revocation.own_response(self.server.auth_cert, conf)

@@ -133,6 +133,17 @@ class PeerConnection(asyncio.Protocol):
             return
         transport.write(self.session.send_hello(self.hello()))
 
+    @property
+    def usable(self) -> bool:
+        """Open for new requests: not closed or closing, not refused, not draining."""
+        transport = self.transport
+        return (
+            not self.closed
+            and transport is not None
+            and not transport.is_closing()
+            and self.session.state is State.OPEN
+        )
+
     def _trust(self) -> PeerTrust:
         trust = self.trust()
         if trust is None:
@@ -347,7 +358,7 @@ class PeerPool:
         index = self.turn
         self.turn = (index + 1) % self.size
         conn = self.connections[index]
-        if conn is not None and not conn.closed:
+        if conn is not None and conn.usable:
             return conn
         task = self.connecting[index]
         if task is None or task.done():

@@ -182,8 +182,8 @@ async def test_a_staple_gone_stale_on_an_open_connection_is_refused_signed_and_l
 ) -> None:
     """The HELLO was accepted while the responses were fresh; past the freshness limit the
     next request over that same connection is refused when its signature is checked
-    (``AdmittedPeer.key_for``, through ``ProviderConnection.keys_at``), with a refusal the provider signs and logs under the
-    request's id, and the information system gets the provider's code."""
+    (``AdmittedPeer.key_for``), with a refusal the provider signs and logs under the request's
+    id, and the information system gets the provider's code."""
     code, message_id = "Server.ServerProxy.OcspResponseStale", "ocsp-stale-open-connection"
     entry = await _refused_once_stale(net, rev, rev.provider_clock, message_id, code)
     [provider_record] = query_records(rev.provider.config.log_path, message_id=message_id)
