@@ -340,15 +340,12 @@ class SecurityServer:
                 )
         return self.owner_signer
 
-    def is_cert_fingerprint(self, der: bytes) -> str:
-        return fingerprint(x509.load_der_x509_certificate(der))
-
     def is_cert_fps(self, client: SubsystemId) -> frozenset[str]:
         return self._is_fps.get(client, frozenset())
 
     # -- global configuration -------------------------------------------------------------------
 
-    def globalconf_or_fail(self, *, provider: bool) -> GlobalConf:
+    def globalconf_or_fail(self, *, provider: bool, now: float | None = None) -> GlobalConf:
         """The configuration in force, checked before every exchange; this also refuses the
         exchange while tree heads have gone un-time-stamped past the limit (DESIGN.md §8)."""
         refusal = self.stamper.refusal()
@@ -362,7 +359,7 @@ class SecurityServer:
         if conf is None:
             err = "no valid global configuration has been received yet"
             raise ProviderOutdatedGlobalConf(err) if provider else OutdatedGlobalConf(err)
-        now = int(self.clock())
+        now = int(self.clock() if now is None else now)
         if conf.is_expired(now):
             err = f"global configuration version {conf.version} expired at {conf.expires_at}"
             internal = (

@@ -14,9 +14,9 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import orjson
 import uuid_utils
@@ -35,15 +35,15 @@ from exchange.errors import (
     log_refusal,
 )
 from exchange.globalconf.document import GlobalConf
-from exchange.identifiers import SecurityServerId
+from exchange.identifiers import MemberId, SecurityServerId
 from exchange.policy.evaluate import evaluate
 from exchange.policy.fields import filter_fields
-from exchange.policy.model import Decision, PolicyRequest
+from exchange.policy.model import Decision, PolicyRequest, PolicySet
 from exchange.policy.quota import QuotaExceeded
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import FrameKind, FrameWriter
 from exchange.protocol.hello import Hello
-from exchange.protocol.jws import unverified_payload
+from exchange.protocol.jws import Signer, unverified_payload
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
 from exchange.protocol.rest import end_to_end_headers
 from exchange.protocol.session import (
@@ -53,15 +53,14 @@ from exchange.protocol.session import (
     Session,
     State,
 )
-from exchange.server.metadata import is_rest_metadata
+from exchange.server.metadata import MetadataServices, is_rest_metadata
+from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord, guarded, internal_failure
-from exchange.server.soap_provider import fault_answer
+from exchange.server.replay import ReplayCache
+from exchange.server.soap_provider import SoapProviderHost, fault_answer
 from exchange.server.soap_provider import process as process_soap
 from exchange.trustcore.messages import check_request_body, verify_request
 from exchange.trustcore.peers import AdmittedPeer, KeysAt, PeerTrust
-
-if TYPE_CHECKING:
-    from exchange.server.core import SecurityServer
 
 log = logging.getLogger("exchange.server.provider")
 
@@ -78,12 +77,37 @@ class PeerLoad:
     paused: set[ProviderConnection] = field(default_factory=set)
 
 
+class ProviderHost(SoapProviderHost, Protocol):
+    """What the provider port and its pipeline use of the security server."""
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def peer_trust(self) -> PeerTrust | None: ...
+    @property
+    def provider_connections(self) -> set[ProviderConnection]: ...
+    @property
+    def peer_loads(self) -> dict[SecurityServerId, PeerLoad]: ...
+    @property
+    def replay(self) -> ReplayCache: ...
+    @property
+    def quota(self) -> PersistentQuota: ...
+    @property
+    def metadata(self) -> MetadataServices: ...
+    def globalconf_or_fail(self, *, provider: bool, now: float | None = None) -> GlobalConf: ...
+    def hello_meta(self) -> dict[str, Any]: ...
+    def keep_evidence(self, peer: AdmittedPeer) -> None: ...
+    def policy_set(self) -> PolicySet: ...
+    def signer_for(self, member: MemberId | None, *, consumer: bool = False) -> Signer: ...
+    async def log_record(self, rec: ExchangeRecord) -> None: ...
+
+
 class ProviderConnection(asyncio.Protocol):
     """The provider port's end of one EXM/1 connection: a thin shell around its
     :class:`~exchange.protocol.session.Session` (the protocol's rules) and the peer as the
     server's :class:`~exchange.trustcore.peers.PeerTrust` admitted it (the trust decisions)."""
 
-    def __init__(self, server: SecurityServer) -> None:
+    def __init__(self, server: ProviderHost) -> None:
         self.server = server
         self.session = Session("provider", server.config.limits.max_body_bytes)
         self.transport: asyncio.Transport | None = None
@@ -336,7 +360,7 @@ def error_meta(err: ExchangeError) -> dict[str, Any]:
 
 
 async def handle_request(
-    server: SecurityServer, conn: ProviderConnection, event: RequestReceived
+    server: ProviderHost, conn: ProviderConnection, event: RequestReceived
 ) -> tuple[FrameKind, dict[str, Any], bytes]:
     """One request on ``conn``: the answer's frame kind, meta and body (a signed RESPONSE once
     the record is logged; an unsigned ERROR when it cannot be logged)."""
@@ -387,7 +411,7 @@ async def handle_request(
 
 
 async def _process(
-    server: SecurityServer,
+    server: ProviderHost,
     conn: ProviderConnection,
     event: RequestReceived,
     rec: ExchangeRecord,
@@ -410,7 +434,7 @@ async def _process(
     rec.mark("verified")
     _describe(rec, request)
     # the global configuration is fresh (checked once the refusal can name the request)
-    conf = server.globalconf_or_fail(provider=True)
+    conf = server.globalconf_or_fail(provider=True, now=now)
     peer = conn.peer
     assert peer is not None  # keys_at found the peer admitted
     # (3) addressed to this security server
@@ -520,7 +544,7 @@ def _xroad_backend_headers(request: SignedRequest, rec: ExchangeRecord) -> list[
 
 
 def _decide(
-    server: SecurityServer,
+    server: ProviderHost,
     request: SignedRequest,
     conf: GlobalConf,
     rec: ExchangeRecord,
