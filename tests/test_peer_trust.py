@@ -32,6 +32,8 @@ from exchange.trust.profiles import (
 from exchange.trustcore.peers import PeerTrust, Side
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+"""The tests' reference time: every certificate and OCSP response is made relative to it, so
+that they hold however long after the module's import the tests run."""
 T = NOW.timestamp()
 FRESHNESS = 3600
 MOI, MOF = parse_member("PS/GOV/MOI"), parse_member("PS/GOV/MOF")
@@ -107,21 +109,21 @@ class Pki:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     base: Path = tmp_path_factory.mktemp("peer-trust")
-    ca = CertificateAuthority.create(base / "ca", "Test CA")
-    foreign = CertificateAuthority.create(base / "foreign", "Foreign CA")
+    ca = CertificateAuthority.create(base / "ca", "Test CA", now=NOW)
+    foreign = CertificateAuthority.create(base / "foreign", "Foreign CA", now=NOW)
 
     def key() -> keys.ec.EllipticCurvePublicKey:
         return keys.generate_key().public_key()
 
-    revoked_sign = ca.issue_sign_cert(key(), MOI)
+    revoked_sign = ca.issue_sign_cert(key(), MOI, now=NOW)
     return Pki(
         ca=ca,
         foreign=foreign,
-        moi_auth=ca.issue_auth_cert(key(), MOI_SS),
-        mof_auth=ca.issue_auth_cert(key(), MOF_SS),
-        moi_sign=ca.issue_sign_cert(key(), MOI),
+        moi_auth=ca.issue_auth_cert(key(), MOI_SS, now=NOW),
+        mof_auth=ca.issue_auth_cert(key(), MOF_SS, now=NOW),
+        moi_sign=ca.issue_sign_cert(key(), MOI, now=NOW),
         moi_sign_revoked=revoked_sign,
-        foreign_sign=foreign.issue_sign_cert(key(), MOI),
+        foreign_sign=foreign.issue_sign_cert(key(), MOI, now=NOW),
         revoked=frozenset({revoked_sign.serial_number}),
     )
 
@@ -136,7 +138,7 @@ SIDES = [
 
 
 def _foreign(pki: Pki) -> x509.Certificate:
-    return pki.foreign.issue_auth_cert(keys.generate_key().public_key(), MOI_SS)
+    return pki.foreign.issue_auth_cert(keys.generate_key().public_key(), MOI_SS, now=NOW)
 
 
 def _expired(pki: Pki) -> x509.Certificate:
@@ -164,7 +166,7 @@ def _no_server_urn(pki: Pki) -> x509.Certificate:
             (x509.SubjectAlternativeName(names), False),
         ),
     )
-    return pki.ca.issue(keys.generate_key().public_key(), template)
+    return pki.ca.issue(keys.generate_key().public_key(), template, now=NOW)
 
 
 BAD_AUTH: list[object] = [
@@ -246,7 +248,7 @@ def test_one_bad_signing_certificate_is_skipped_on_both_ends(
     connection; signatures by the good one verify, by each other one are refused with its
     reason."""
     trust = PeerTrust(pki.conf())
-    unstapled = pki.ca.issue_sign_cert(keys.generate_key().public_key(), MOI)
+    unstapled = pki.ca.issue_sign_cert(keys.generate_key().public_key(), MOI, now=NOW)
     hello = pki.hello(
         pki.foreign_sign, pki.moi_sign, pki.moi_sign_revoked, unstapled, unstapled=(unstapled,)
     )

@@ -99,6 +99,7 @@ class GlobalConfPoller:
         """The configuration in force: persisted, and taken by ``on_change``."""
         self.pending: PendingConf | None = None
         """The verified configuration waiting to be put in force after a failure, if any."""
+        self._putting = asyncio.Lock()  # the poll loop and a caller's fetch, one at a time
 
     async def __aenter__(self) -> GlobalConfPoller:
         return self
@@ -159,6 +160,10 @@ class GlobalConfPoller:
         """Persist the configuration the trusted state holds and hand it to ``on_change``, unless
         it is already in force; True if it is a new version. On failure the one in force stays,
         :attr:`pending` says why, and :class:`GlobalConfNotInForce` is raised."""
+        async with self._putting:
+            return await self._put_in_force()
+
+    async def _put_in_force(self) -> bool:
         conf, data = self.trusted.current, self.trusted.current_bytes
         if conf is None or data is None or conf is self.in_force:
             return False
