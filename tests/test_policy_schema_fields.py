@@ -58,7 +58,7 @@ def _published() -> dict[str, Any]:
 
 
 def test_the_example_policys_fields_are_all_in_the_registrys_openapi_document() -> None:
-    policy = load_policy_dir(ROOT / "policies" / "MOI")
+    policy = load_policy_dir(ROOT / "exchange" / "demo" / "policies" / "MOI")
     described = {parse_service(PERSONS): _published()}
     from datetime import UTC, datetime
 
