@@ -320,12 +320,14 @@ def describe_error(error: ErrorDetails) -> str:
         "greater_than": "more than {gt}",
         "less_than_equal": "at most {le}",
         "less_than": "less than {lt}",
-        "too_short": "at least {min_length} item(s) long",
-        "too_long": "at most {max_length} item(s) long",
         "string_too_short": "at least {min_length} character(s) long",
         "string_too_long": "at most {max_length} character(s) long",
         "string_pattern_mismatch": "text matching {pattern}",
     }
+    if kind in ("too_short", "too_long") and isinstance(value, list | dict):
+        bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        most = "at least" if kind == "too_short" else "at most"
+        return f"must have {most} {bound} item(s), not {len(value)}"
     if kind in bounds:
         return f"must be {bounds[kind].format(**ctx)}, not {toml_value(value)}"
     return str(error["msg"])
