@@ -28,8 +28,8 @@ from exchange.cli.common import console, handle_errors_json, print_json
 from exchange.cli.server import group as server_group
 from exchange.errors import ConfigurationError
 
-_FILE: Final = click.Path(dir_okay=False, path_type=Path)
-_DIR: Final = click.Path(file_okay=False, path_type=Path)
+_FILE: Final = click.Path(path_type=Path)
+_DIR: Final = click.Path(path_type=Path)
 
 _passphrase_option = click.option(
     "--passphrase-env",
