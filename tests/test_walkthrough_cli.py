@@ -201,7 +201,7 @@ def test_help_examples_exist_as_written() -> None:
 # --- output into a pipe that closed early (`exchange ... | head -1`) ------------------------------
 @pytest.mark.parametrize(
     "args",
-    [["ca", "init", "--dir", "{tmp}/ca"], ["policy", "check", "policies/MOI"]],
+    [["ca", "init", "--dir", "{tmp}/ca"], ["policy", "check", "exchange/demo/policies/MOI"]],
     ids=["click-echo", "rich-console"],
 )
 def test_a_reader_that_stops_early_is_no_error(tmp_path: Path, args: list[str]) -> None:
