@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from exchange.backup.manifest import MANIFEST, MANIFEST_MAC
-from exchange.backup.sealing import BackupKeys, KdfParams
+from exchange.backup.sealing import BackupError, BackupKeys, KdfParams
 from exchange.central.registry import Registry
 from exchange.central.setup import init_central
 from exchange.cli import main
@@ -559,3 +559,13 @@ def test_ca_backup_must_be_written_outside_the_ca_directory(tmp_path: Path) -> N
         ENV,
     )
     assert code == 2 and "outside the directory" in output, output
+
+
+def test_a_sealed_key_opens_only_under_its_own_name() -> None:
+    keys = BackupKeys(PASSPHRASE.encode(), KdfParams.fresh())
+    sealed = keys.seal("keys/auth.key.pem", b"-----BEGIN PRIVATE KEY-----")
+    assert keys.open("keys/auth.key.pem", sealed) == b"-----BEGIN PRIVATE KEY-----"
+    with pytest.raises(BackupError, match="does not open"):
+        keys.open("keys/sign-MOI.key.pem", sealed)
+    with pytest.raises(BackupError, match="does not open"):
+        keys.open("keys/auth.key.pem", sealed[:-1] + bytes([sealed[-1] ^ 1]))

@@ -3,8 +3,9 @@
 :func:`open_backup` checks, in order: (1) the file is a complete zip; (2) every entry is a plain
 file named ``MANIFEST.json``, ``MANIFEST.hmac`` or ``data/PATH`` with a safe relative ``PATH``,
 stored or deflated, unencrypted, never a link or a directory, none twice; (3) the manifest
-parses; (4) the passphrase opens it (its check value); (5) its HMAC verifies; (6) the entries
-are exactly the manifest's members, (7) each of the size the manifest says.
+parses; (4) the passphrase opens it (its check value); (5) its HMAC verifies, and it is of the
+role asked for; (6) the entries are exactly the manifest's members, (7) each of the size the
+manifest says.
 :func:`restore` then (8) checks the space the members need, (9) unpacks each into a staging
 directory beside the target, reading no more than its stated size and comparing its SHA-256
 (sealed keys are opened and written 0600), and (10) renames the staging directory into place:
@@ -120,20 +121,19 @@ def open_backup(path: Path, passphrase: bytes, role: Role) -> OpenBackup:
     try:
         # (1)-(2) a complete zip whose entries are plain, safely named files
         entries = _entries(zf)
-        # (3) the manifest parses, and is of this role
-        manifest = parse_manifest(_small(zf, entries, MANIFEST, MAX_MANIFEST_BYTES))
+        # (3) the manifest parses
+        data = _small(zf, entries, MANIFEST, MAX_MANIFEST_BYTES)
+        manifest = parse_manifest(data)
+        # (4)-(5) the passphrase opens it, the manifest is the one written with it, and it is
+        # of this role
+        keys = BackupKeys(passphrase, manifest.kdf)
+        keys.verify_check(manifest.check)
+        keys.verify_manifest(data, _small(zf, entries, MANIFEST_MAC, 256))
         if manifest.role != role:
             raise ConfigurationError(
                 f"{path} is the backup of a {ROLES[manifest.role]}, not of a {ROLES[role]}: "
                 f"restore it with `exchange {manifest.role} restore`"
             )
-        # (4)-(5) the passphrase opens it and the manifest is the one written with it
-        keys = BackupKeys(passphrase, manifest.kdf)
-        keys.verify_check(manifest.check)
-        keys.verify_manifest(
-            _small(zf, entries, MANIFEST, MAX_MANIFEST_BYTES),
-            _small(zf, entries, MANIFEST_MAC, 256),
-        )
         # (6)-(7) exactly the manifest's members, each of its stated size
         _match(entries, manifest)
     except BaseException:

@@ -119,10 +119,14 @@ def _policy(placer: Placer, config: ServerConfig, moved: ServerConfig) -> None:
 
 
 def _log_fact(snapshot: Path) -> str:
-    with closing(sqlite3.connect(f"{snapshot.as_uri()}?mode=ro", uri=True)) as conn:
-        (records,) = conn.execute("SELECT count(*) FROM records").fetchone()
-        head = conn.execute("SELECT size, signed_at FROM tree_heads ORDER BY size DESC LIMIT 1")
-        row = head.fetchone()
+    try:
+        with closing(sqlite3.connect(f"{snapshot.as_uri()}?mode=ro", uri=True)) as conn:
+            (records,) = conn.execute("SELECT count(*) FROM records").fetchone()
+            row = conn.execute(
+                "SELECT size, signed_at FROM tree_heads ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+    except sqlite3.Error as exc:
+        return f"copied (its records could not be counted: {exc})"
     if row is None:
         return f"{records} records in the database, no signed tree head yet"
     size, signed_at = row

@@ -96,8 +96,8 @@ def _backed_up(output: Path, manifest: Manifest, as_json: bool) -> None:
         return
     console.print(
         f"backup of the {ROLES[manifest.role]} {manifest.identity} written to {output} "
-        f"({data['members']} files, {data['bytes']} bytes; {data['sealed_keys']} private keys "
-        "sealed with the passphrase)",
+        f"({data['members']} files, {data['bytes']} bytes; private keys sealed with the "
+        f"passphrase: {data['sealed_keys']})",
         markup=False,
     )
     _print_details(data)
