@@ -18,7 +18,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from importlib import resources
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -29,7 +29,6 @@ from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal
 from babel.support import Translations
 
-LOCALE_DIR: Final = Path(__file__).parent / "locale"
 DOMAIN: Final = "window"
 
 
@@ -52,7 +51,8 @@ class Language:
 
 def load_languages() -> dict[str, Language]:
     """English and Arabic; a broken ``.po`` file fails the start."""
-    with (LOCALE_DIR / "ar" / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as fh:
+    catalog_file = resources.files("examples.window") / "locale" / "ar" / "LC_MESSAGES"
+    with (catalog_file / f"{DOMAIN}.po").open("rb") as fh:
         catalog = read_po(fh, locale="ar_PS", domain=DOMAIN)
     buffer = io.BytesIO()
     write_mo(buffer, catalog)

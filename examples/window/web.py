@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -32,7 +33,6 @@ from examples.window.refusals import Problem
 from examples.window.sessions import Session, Signer
 from examples.window.xroad import ConsumerClient
 
-HERE: Final = Path(__file__).parent
 SESSION_COOKIE: Final = "window_session"
 SIGN_IN_COOKIE: Final = "window_sign_in"
 LANG_COOKIE: Final = "window_lang"
@@ -82,7 +82,7 @@ def create_app(config: WindowConfig, *, clock: Callable[[], float] = time.time) 
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_consumer)
     app.on_response_prepare.append(_security_headers)
-    app.router.add_static("/static", HERE / "static")
+    app.router.add_static("/static", Path(str(resources.files("examples.window") / "static")))
     views_auth.add_routes(app.router)
     views_counter.setup(app)
     return app
