@@ -17,7 +17,9 @@ PERSONS: Final = "PS/GOV/MOI/population-registry/persons"
 RESIDENCE: Final = "PS/GOV/MOI/population-registry/residence-certificates"
 INSURANCE: Final = "PS/GOV/MOH/health-insurance/status"
 SIMS: Final = "PS/GOV/MTIT/sim-registry/sims"
+SCHEDULE: Final = "PS/GOV/MOF/payments/schedule"
 FEES: Final = "PS/GOV/MOF/payments/fees"
+RECEIPTS: Final = "PS/GOV/MOF/payments/receipts"
 
 NAME_PARTS: Final = ("first", "father", "grandfather", "family", "full")
 ADDRESS_PARTS: Final = ("governorate", "locality", "street", "building")
@@ -105,7 +107,7 @@ def sims_of(national_id: str) -> Request:
 
 
 def schedule() -> Request:
-    return Request(FEES, path=("schedule",))
+    return Request(SCHEDULE)
 
 
 def create_fee(body: dict[str, Any], key: str) -> Request:
@@ -119,11 +121,11 @@ def pay(fee_id: str, body: dict[str, Any], key: str, national_id: str) -> Reques
 
 
 def receipt(receipt_number: str) -> Request:
-    return Request(FEES, path=("receipts", receipt_number))
+    return Request(RECEIPTS, path=(receipt_number,))
 
 
 def refund(receipt_number: str, reason: str, key: str, national_id: str | None) -> Request:
-    return Request(FEES, "POST", path=("receipts", receipt_number, "refund"),
+    return Request(RECEIPTS, "POST", path=(receipt_number, "refund"),
                    body={"reason": reason}, idempotency_key=key,
                    national_id=national_id)  # fmt: skip
 

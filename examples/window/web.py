@@ -1,8 +1,9 @@
 """The app's frame: the factory, typed app state, sessions, CSRF, security headers, pages.
 
 - Every response gets the security headers (:func:`_security_headers`): a CSP without inline
-  script or style and with ``frame-ancestors 'none'``, ``nosniff``, no referrer, and
-  ``Cache-Control: no-store`` on everything but the static files (pages carry personal data).
+  script or style and with ``frame-ancestors 'none'``, ``nosniff``, the referrer only to this
+  app, and ``Cache-Control: no-store`` on everything but the static files (pages carry
+  personal data).
 - :func:`_sessions` loads the clerk's session from its signed cookie and refuses every POST
   without the right CSRF token (the session's own, or before sign-in the one bound to the
   sign-in cookie) or from another origin.
@@ -44,7 +45,7 @@ CSP: Final = (
 _HEADERS: Final = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",

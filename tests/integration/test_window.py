@@ -183,7 +183,7 @@ async def test_pages_carry_the_security_headers(net: Net, tmp_path: Path) -> Non
             assert headers["Content-Security-Policy"] == CSP
             assert "'unsafe-inline'" not in CSP and "frame-ancestors 'none'" in CSP
             assert headers["X-Content-Type-Options"] == "nosniff"
-            assert headers["Referrer-Policy"] == "no-referrer"
+            assert headers["Referrer-Policy"] == "same-origin"
             assert headers["Cache-Control"] == "no-store"
 
     async with (
