@@ -35,7 +35,8 @@ from adapters.payments.model import Fee, ReceiptRecord, ScheduledFee
 from adapters.payments.money import Money, MoneyError
 from adapters.sdk import BadRequest, Conflict, NotFound
 from adapters.sdk.idempotency import SCHEMA as IDEMPOTENCY_SCHEMA
-from adapters.sdk.idempotency import Idempotent, record_answer, recorded_answer
+from adapters.sdk.idempotency import Idempotent, once
+from adapters.sdk.numbers import COUNTERS_SCHEMA, next_number
 from exchange.errors import ConfigurationError
 
 SCHEMA: Final = """
@@ -85,12 +86,6 @@ CREATE TABLE IF NOT EXISTS refunds (
     UNIQUE (year, seq)
 );
 CREATE INDEX IF NOT EXISTS refunds_of_receipt ON refunds (receipt_number);
-CREATE TABLE IF NOT EXISTS counters (
-    series TEXT NOT NULL,
-    year INTEGER NOT NULL,
-    last INTEGER NOT NULL CHECK (last > 0),
-    PRIMARY KEY (series, year)
-) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS receipts_are_kept BEFORE UPDATE ON receipts
 BEGIN SELECT RAISE(ABORT, 'receipts are never changed'); END;
 CREATE TRIGGER IF NOT EXISTS receipts_are_not_deleted BEFORE DELETE ON receipts
@@ -171,7 +166,7 @@ def create_store(
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = _connect(path)
     try:
-        conn.executescript(SCHEMA + IDEMPOTENCY_SCHEMA)
+        conn.executescript(SCHEMA + COUNTERS_SCHEMA + IDEMPOTENCY_SCHEMA)
         conn.execute("BEGIN IMMEDIATE")
         if conn.execute("SELECT count(*) FROM schedule").fetchone()[0] == 0:
             for service, name_en, name_ar, amount, currency in schedule:
@@ -222,32 +217,11 @@ class PaymentStore:
         finally:
             conn.close()
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._read() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
     def _once(
         self, idem: Idempotent | None, work: Callable[[sqlite3.Connection, dt.datetime], Any]
     ) -> tuple[int, Any]:
-        """``work`` once per idempotency key: (201, its answer), or (200, the answer recorded
-        for this key); the record and the work commit together."""
-        with self._write() as conn:
-            if idem is not None:
-                recorded = recorded_answer(conn, idem)
-                if recorded is not None:
-                    return 200, recorded
-            now = self.clock()
-            answer = work(conn, now)
-            if idem is not None:
-                record_answer(conn, idem, 201, answer, now)
-            return 201, answer
+        with self._read() as conn:
+            return once(conn, idem, self.clock, work)
 
     # --- fees ---------------------------------------------------------------------------------
 
@@ -336,7 +310,7 @@ class PaymentStore:
             if status != "due":
                 raise Conflict(f"fee {fee_id} is paid already", code="fee_already_paid")
             year = now.astimezone(self.zone).year
-            seq = _next_number(conn, RECEIPT_SERIES, year)
+            seq = next_number(conn, RECEIPT_SERIES, year)
             receipt: dict[str, Any] = {
                 "receipt_number": f"{RECEIPT_SERIES}-{year}-{seq:06d}",
                 "fee_id": fee_id,
@@ -409,7 +383,7 @@ class PaymentStore:
             remaining = paid - Money(refunded, paid.currency)
             given = _refund_amount(amount, remaining)
             year = now.astimezone(self.zone).year
-            seq = _next_number(conn, REFUND_SERIES, year)
+            seq = next_number(conn, REFUND_SERIES, year)
             refund: dict[str, Any] = {
                 "refund_number": f"{REFUND_SERIES}-{year}-{seq:06d}",
                 "receipt_number": receipt_number,
@@ -450,13 +424,3 @@ def _refund_amount(amount: str | None, remaining: Money) -> Money:
             code="refund_exceeds_paid",
         )
     return given
-
-
-def _next_number(conn: sqlite3.Connection, series: str, year: int) -> int:
-    """The next number of ``series`` in ``year``: one more than the last, in this transaction."""
-    (number,) = conn.execute(
-        "INSERT INTO counters (series, year, last) VALUES (?, ?, 1)"
-        " ON CONFLICT (series, year) DO UPDATE SET last = last + 1 RETURNING last",
-        (series, year),
-    ).fetchone()
-    return int(number)

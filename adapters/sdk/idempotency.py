@@ -18,13 +18,14 @@ its connection.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 ) WITHOUT ROWID;
 """
 _KEY: Final = re.compile(r"[A-Za-z0-9\-_.:]{1,128}")
+T = TypeVar("T")
 
 
 class KeyReused(AdapterError):
@@ -125,3 +127,37 @@ def record_answer(
         (request.client, request.key, request.request_hash, status,
          orjson.dumps(answer, default=json_default).decode(), now.isoformat()),
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any error) on an autocommit
+    connection: the write lock is taken before the first read, so what the transaction reads is
+    still true when it commits."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def once(
+    conn: sqlite3.Connection,
+    request: Idempotent | None,
+    clock: Callable[[], dt.datetime],
+    work: Callable[[sqlite3.Connection, dt.datetime], T],
+) -> tuple[int, T]:
+    """``work(conn, now)`` once per key, in one write transaction with its record: (201, its
+    answer); or (200, the answer recorded for this key and request), doing nothing."""
+    with write_transaction(conn):
+        if request is not None:
+            recorded = recorded_answer(conn, request)
+            if recorded is not None:
+                return 200, recorded  # type: ignore[no-any-return]
+        now = clock()
+        answer = work(conn, now)
+        if request is not None:
+            record_answer(conn, request, 201, answer, now)
+        return 201, answer

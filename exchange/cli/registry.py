@@ -76,25 +76,64 @@ def _print_report(report: BuildReport) -> None:
 @group.command()
 @_DB
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="Port (0 picks a free one).")  # fmt: skip
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port (0 picks a free one).",
+)
+@click.option(
+    "--certificates-db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Issue certificates of residence, recorded in this SQLite file.",
+)
+@click.option(
+    "--signing-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Interior's document-signing key (PEM, mode 0600), for the certificates.",
+)
+@click.option("--signing-chain", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Its member signing certificate, then the CA's (PEM).")  # fmt: skip
 @handle_errors
-def serve(db_path: Path, host: str, port: int) -> None:
+def serve(
+    db_path: Path,
+    host: str,
+    port: int,
+    certificates_db: Path | None,
+    signing_key: Path | None,
+    signing_chain: Path | None,
+) -> None:
     """Serve the registry over HTTP until interrupted; prints a READY line once listening.
 
-    Point the provider security server's service "persons" at the printed URL + /persons.
+    Point the provider security server's service "persons" at the printed URL + /persons (and
+    "residence-certificates" at URL + /residence-certificates when it issues them).
 
     \b
     Example:
       exchange registry serve --db registry.db --host 127.0.0.1 --port 8081
       # READY url=http://127.0.0.1:8081 port=8081
+      exchange registry serve --db registry.db --port 8081 --certificates-db certs.sqlite \\
+          --signing-key interior-docs.key.pem --signing-chain interior-docs.chain.pem
     """
-    from adapters.population.app import run
+    from adapters.population.app import Certificates, run
+
+    certificates = None
+    given = [o is not None for o in (certificates_db, signing_key, signing_chain)]
+    if any(given) and not all(given):
+        raise ConfigurationError(
+            "certificates of residence need --certificates-db, --signing-key and --signing-chain"
+        )
+    if certificates_db is not None and signing_key is not None and signing_chain is not None:
+        from adapters.sdk.signing import load_document_signer
+
+        signer = load_document_signer(signing_key, signing_chain)
+        certificates = Certificates(certificates_db, signer)
 
     def on_ready(url: str, bound_port: int) -> None:
         click.echo(f"READY url={url} port={bound_port}")
 
-    run(db_path, host=host, port=port, on_ready=on_ready)
+    run(db_path, host=host, port=port, on_ready=on_ready, certificates=certificates)
 
 
 @group.command()
