@@ -40,14 +40,14 @@ def _explain(config: Path, *extra: str) -> tuple[int, str]:
 
 
 def test_explain_with_server_config_allows_and_names_the_grant(tmp_path: Path) -> None:
-    config = _server_toml(tmp_path, ROOT / "policies" / "MOI")
+    config = _server_toml(tmp_path, ROOT / "exchange" / "demo" / "policies" / "MOI")
     code, out = _explain(config, "--path", "/408857175", "--purpose", "citizen-service")
     assert code == 0, out
     assert "ALLOWED" in out and "palpost-window" in out and "population-registry.toml:10" in out
 
 
 def test_explain_with_server_config_denies_with_exit_1(tmp_path: Path) -> None:
-    config = _server_toml(tmp_path, ROOT / "policies" / "MOI")
+    config = _server_toml(tmp_path, ROOT / "exchange" / "demo" / "policies" / "MOI")
     code, out = _explain(config, "--path", "/408857175/family", "--purpose", "citizen-service")
     assert code == 1, out
     assert "DENIED" in out

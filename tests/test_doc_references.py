@@ -1,7 +1,8 @@
 """The docs name the tests that show each claim; every test they name must exist.
 
 THREAT_MODEL.md's "test that shows it" column cites tests as ``tests/path.py::test_name`` or,
-after such a path in the same line, as ``::test_name``; the READMEs may cite tests the same way.
+after such a path in the same line, as ``::test_name``; the READMEs and the guides in docs/ may
+cite tests the same way.
 A test renamed or removed without its citation would leave a claim that looks tested but is not.
 """
 
@@ -15,7 +16,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ("THREAT_MODEL.md", "README.md", "bench/README.md")
+DOCS = (
+    "THREAT_MODEL.md",
+    "README.md",
+    "bench/README.md",
+    *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")),
+)
 _REFERENCE = re.compile(r"(tests/[\w/]+\.py)?::(\w+)")
 
 

@@ -1,5 +1,5 @@
-"""README's "Write your first adapter", run as written: the example adapter's own test (through
-the test kit), and ``python -m adapters.sdk try`` answering the README's curl requests."""
+"""docs/adapters.md's "Write your first adapter", run as written: the example adapter's own test
+(through the test kit), and ``python -m adapters.sdk try`` answering the guide's curl requests."""
 
 from __future__ import annotations
 

@@ -280,7 +280,9 @@ def test_overlap_message_names_the_winner(tmp_path: Path) -> None:
 
 
 def test_example_policy_has_no_overlapping_or_shadowed_grants() -> None:
-    policy = load_policy_dir(Path(__file__).resolve().parents[1] / "policies" / "MOI")
+    policy = load_policy_dir(
+        Path(__file__).resolve().parents[1] / "exchange" / "demo" / "policies" / "MOI"
+    )
     assert [f for f in lint(policy, NOW) if f.kind not in ("expired",)] == []
 
 

@@ -91,7 +91,7 @@ def test_demo_progress_bar_writes_nothing_when_the_output_is_not_a_terminal(
     assert capsys.readouterr().out == ""
 
 
-# --- README.md's commands and the --help examples name commands and options that exist ---------
+# --- the commands of README.md and docs/, and the --help examples, exist as written ---------------
 ROOT = Path(__file__).resolve().parent.parent
 _SHELL_OPERATORS = frozenset({"|", "||", "&&", ";", ">", "&"})
 
@@ -180,10 +180,15 @@ def test_the_checks_find_a_wrong_flag_and_a_wrong_subcommand() -> None:
     ]
 
 
-def test_readme_commands_exist_as_written() -> None:
-    commands = _readme_commands((ROOT / "README.md").read_text())
-    assert len(commands) > 60, "the README's commands were not found"
-    wrong = [f"README.md:{n}: {p}: {c}" for n, c in commands for p in _problems(c)]
+GUIDES = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
+
+
+@pytest.mark.parametrize("doc", GUIDES)
+def test_documented_commands_exist_as_written(doc: str) -> None:
+    commands = _readme_commands((ROOT / doc).read_text())
+    if doc in ("README.md", "docs/operator.md"):
+        assert len(commands) > 10, f"the commands of {doc} were not found"
+    wrong = [f"{doc}:{n}: {p}: {c}" for n, c in commands for p in _problems(c)]
     assert wrong == []
 
 
@@ -196,7 +201,7 @@ def test_help_examples_exist_as_written() -> None:
 # --- output into a pipe that closed early (`exchange ... | head -1`) ------------------------------
 @pytest.mark.parametrize(
     "args",
-    [["ca", "init", "--dir", "{tmp}/ca"], ["policy", "check", "policies/MOI"]],
+    [["ca", "init", "--dir", "{tmp}/ca"], ["policy", "check", "exchange/demo/policies/MOI"]],
     ids=["click-echo", "rich-console"],
 )
 def test_a_reader_that_stops_early_is_no_error(tmp_path: Path, args: list[str]) -> None:

@@ -4,7 +4,7 @@ Declare operations on an :class:`Adapter` with typed inputs (dataclasses) and ou
 (``TypedDict``); the same handler answers REST as JSON and SOAP as ``<opResponse>``; the OpenAPI 3
 document (``/openapi.json``), the WSDL (``{soap_path}?wsdl``) and ``/health`` are generated.
 :mod:`adapters.sdk.testkit` runs an adapter behind two real security servers in a test.
-See README.md, "Write your first adapter".
+See docs/adapters.md, "Write your first adapter".
 """
 
 from adapters.sdk.adapter import Adapter, Context, Operation, Reply, Resource

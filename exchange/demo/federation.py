@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,22 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[str, int], None]]
         yield update
 
 
-POLICY_SOURCE = Path(__file__).resolve().parents[2] / "policies"
+POLICY_PACKAGE = "exchange.demo"
+"""The example federation's access policies ship as this package's data, under ``policies/``."""
+
+
+def copy_example_policies(target: Path) -> None:
+    """Copy the packaged example policies (``policies/<MEMBER CODE>/*.toml``) into ``target``."""
+    _copy_tree(resources.files(POLICY_PACKAGE) / "policies", target)
+
+
+def _copy_tree(source: Traversable, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.is_dir():
+            _copy_tree(item, target / item.name)
+        elif item.name.endswith(".toml"):
+            (target / item.name).write_bytes(item.read_bytes())
 
 
 FINANCE_GRANT = """# Written by the example federation at set-up: Finance's data-sharing agreement
@@ -161,8 +177,7 @@ class Federation:
         say(f"central server set up for instance {INSTANCE} (anchor {central.anchor_path})")
         self._build_registry(say)
         policies = self.state_dir / "policies"
-        if POLICY_SOURCE.is_dir():
-            shutil.copytree(POLICY_SOURCE, policies, dirs_exist_ok=True)
+        copy_example_policies(policies)
         _write_finance_grant(policies / "MOI" / "finance.toml")
         for ministry in MINISTRIES:
             self._build_site(ministry, central.anchor_path, policies)
