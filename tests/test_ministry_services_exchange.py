@@ -46,7 +46,7 @@ CLERK = "clerk-biddu-01"
 
 
 def policy(path: str) -> str:
-    return (ROOT / "policies" / path).read_text()
+    return (ROOT / "exchange" / "demo" / "policies" / path).read_text()
 
 
 @pytest.fixture(scope="module")
