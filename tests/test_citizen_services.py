@@ -166,3 +166,52 @@ def test_certificates_are_numbered_signed_and_never_for_the_dead(
         issuer.issue(deceased, clerk="c", client="w", message_id="m", idem=None)
     assert (refused.value.status, refused.value.code) == (409, "person_deceased")
     assert issuer.count() == 2
+
+
+# --- the ministries' policies for the window -----------------------------------------------------
+
+POLICIES = Path(__file__).resolve().parents[1] / "exchange" / "demo" / "policies"
+
+
+@pytest.mark.parametrize("member", ["MOI", "MOH", "MTIT", "MOF"])
+def test_each_ministrys_example_policy_checks_and_lints_clean(member: str) -> None:
+    from click.testing import CliRunner
+
+    from exchange.cli import main
+
+    checked = CliRunner().invoke(main, ["policy", "check", str(POLICIES / member)])
+    assert checked.exit_code == 0, checked.output
+    assert f"policy of PS/GOV/{member}" in checked.output
+    linted = CliRunner().invoke(main, ["policy", "lint", str(POLICIES / member)])
+    assert linted.exit_code == 0 and "no findings" in linted.output, linted.output
+
+
+@pytest.mark.parametrize(
+    ("member", "service", "method", "path", "extra", "verdict"),
+    [
+        pytest.param("MOF", "PS/GOV/MOF/payments/fees", "POST", "/0190/payment",
+                     ["--user-id", "clerk"], "ALLOWED", id="pay-a-fee"),
+        pytest.param("MOF", "PS/GOV/MOF/payments/fees", "POST", "/0190/payment", [],
+                     "UserIdRequired", id="pay-without-a-clerk"),
+        pytest.param("MOF", "PS/GOV/MOF/payments/fees", "DELETE", "/0190", ["--user-id", "c"],
+                     "DENIED", id="delete-a-fee"),
+        pytest.param("MOH", "PS/GOV/MOH/health-insurance/status", "GET", "/123456782",
+                     ["--user-id", "clerk"], "ALLOWED", id="insurance-status"),
+        pytest.param("MTIT", "PS/GOV/MTIT/sim-registry/sims", "GET", "/123456782",
+                     ["--user-id", "clerk"], "DENIED", id="sims-by-path"),
+    ],
+)  # fmt: skip
+def test_the_window_gets_what_the_contract_says_and_no_more(
+    member: str, service: str, method: str, path: str, extra: list[str], verdict: str
+) -> None:
+    from click.testing import CliRunner
+
+    from exchange.cli import main
+
+    result = CliRunner().invoke(main, [
+        "policy", "explain", "--dir", str(POLICIES / member),
+        "--client", "PS/GOV/PALPOST/unified-window",
+        "--service", service, "--method", method, "--path", path, "--purpose", "citizen-service",
+        *extra,
+    ])  # fmt: skip
+    assert verdict in result.output, result.output
