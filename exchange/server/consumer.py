@@ -26,15 +26,12 @@ from typing import TYPE_CHECKING, Protocol
 import orjson
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.bodies import read_body
 from exchange.errors import (
     ClientAuthenticationFailed,
-    ConsumerInvalidSignature,
     ConsumerServerError,
     ExchangeError,
-    InconsistentResponse,
     UnknownClient,
     UnknownMember,
 )
@@ -42,16 +39,16 @@ from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.identifiers import ClientId, SecurityServerId, ServiceId, SubsystemId
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import FrameKind
-from exchange.protocol.jws import JwsError, verify
-from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
+from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.protocol.rest import (
     end_to_end_headers,
     parse_target,
     parse_xroad_headers,
 )
 from exchange.server.metadata import Handler, list_clients_handler
-from exchange.server.peer import PeerConnection, unsigned_refusal
+from exchange.server.peer import unsigned_refusal
 from exchange.server.records import ExchangeRecord, guarded, internal_failure
+from exchange.trustcore.messages import OwnRequest, verify_response
 
 if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
@@ -226,16 +223,19 @@ async def exchange_signed(
     return the signed response once it verifies and is bound to this request, with its body.
     The record gets both signatures, the response body, the released fields, the provider's
     error if it refused, and the timings."""
-    token = server.signer_for(signed.client.member, consumer=True).sign(signed.canonical())
-    rec.request_jws = token
-    rec.request_hash = request_hash(token)
+    signer = server.signer_for(signed.client.member, consumer=True)
+    sent = OwnRequest.of(signer.sign(signed.canonical()), signed)
+    rec.request_jws, rec.request_hash = sent.token, sent.request_hash
     rec.mark("signed")
     pool = server.pool_for(provider)
-    frame, conn = await pool.request({"jws": token}, body, server.response_timeout)
+    frame, conn = await pool.request({"jws": sent.token}, body, server.response_timeout)
     rec.mark("answered")
     if frame.kind is FrameKind.ERROR:
         raise unsigned_refusal(frame.meta)
-    response = _verify_response(frame.meta.get("jws"), frame.body, conn, signed, rec)
+    token = frame.meta.get("jws")
+    rec.response_jws = token if isinstance(token, str) else None
+    # the signed response verifies, comes from the service's member and is bound to our request
+    response = verify_response(token, sent, conn, body=frame.body).response
     rec.response_body = frame.body
     rec.released_fields = (
         None if response.released_fields is None else list(response.released_fields)
@@ -267,59 +267,6 @@ def _authorise_information_system(
             raise ClientAuthenticationFailed(
                 f"the information system's TLS certificate is not registered for client {client}"
             )
-
-
-def _verify_response(
-    token: object,
-    body: bytes,
-    conn: PeerConnection,
-    signed: SignedRequest,
-    rec: ExchangeRecord,
-) -> SignedResponse:
-    if not isinstance(token, str):
-        raise InconsistentResponse("the provider's response carries no signature")
-    rec.response_jws = token
-
-    def key_for(thumb: str) -> ec.EllipticCurvePublicKey:
-        refused = conn.refused.get(thumb)
-        if refused is not None:
-            raise refused
-        info = conn.signer_certs.get(thumb)
-        if info is None:
-            raise ConsumerInvalidSignature(
-                "response signed with a certificate the provider did not present"
-            )
-        conn.registry.check_time(info, conn.clock())
-        conn.check_revocation(info)
-        return info.public_key
-
-    # (1) the signature verifies with a certificate the provider presented
-    try:
-        verified = verify(token, key_for)
-    except JwsError as exc:
-        raise ConsumerInvalidSignature(f"response signature is invalid: {exc.message}") from None
-    try:
-        response = SignedResponse.from_payload(verified.payload)
-    except ExchangeError as exc:
-        raise InconsistentResponse(f"the signed response is malformed: {exc.message}") from None
-    signer = conn.signer_certs[verified.header["x5t#S256"]]
-    # (2) signed by the provider's member, or by its security server's owner for early refusals
-    if signer.member != signed.service.member and signer.member != signed.security_server.owner:
-        raise ConsumerInvalidSignature(
-            f"response for {signed.service} is signed by member {signer.member}"
-        )
-    # (3) bound to our exact request
-    if response.request_hash != rec.request_hash or response.message_id != signed.message_id:
-        raise InconsistentResponse(
-            "the response is not bound to this request (request hash differs)"
-        )
-    # (4) the body is the one that was signed
-    if (
-        b64url(hashlib.sha256(body).digest()) != response.body_sha256
-        or len(body) != response.body_length
-    ):
-        raise InconsistentResponse("response body does not match its signed digest")
-    return response
 
 
 def _to_web_response(

@@ -20,6 +20,7 @@ from typing import Any, cast
 from cryptography import x509
 
 from exchange.errors import (
+    ConsumerInvalidSignature,
     ConsumerSslAuthenticationFailed,
     ConsumerTimeout,
     ExchangeError,
@@ -206,6 +207,22 @@ class PeerConnection(asyncio.Protocol):
             self.signer_certs[info.thumbprint] = info
         if not self.ready.done():
             self.ready.set_result(None)
+
+    def signer_key(self, thumbprint: str) -> SignerCert:
+        """The provider's signing certificate behind a response's ``x5t#S256`` (the
+        :class:`~exchange.trustcore.messages.SignerKeys` of this connection): one it presented
+        here, valid now, its OCSP status still fresh."""
+        refused = self.refused.get(thumbprint)
+        if refused is not None:
+            raise refused
+        info = self.signer_certs.get(thumbprint)
+        if info is None:
+            raise ConsumerInvalidSignature(
+                "response signed with a certificate the provider did not present"
+            )
+        self.registry.check_time(info, self.clock())
+        self.check_revocation(info)
+        return info
 
     def check_revocation(self, info: SignerCert) -> None:
         """At each response: the provider's certificates' OCSP responses are still fresh."""

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import orjson
 import uuid_utils
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.errors import (
     AccessDenied,
@@ -41,7 +40,7 @@ from exchange.policy.model import Decision, PolicyRequest
 from exchange.policy.quota import QuotaExceeded
 from exchange.protocol.canonical import b64url
 from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, FrameWriter, encode_frame
-from exchange.protocol.jws import JwsError, cert_thumbprint, unverified_payload, verify
+from exchange.protocol.jws import cert_thumbprint, unverified_payload
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
 from exchange.protocol.rest import end_to_end_headers
 from exchange.server.certs import SignerCert, SignerCertificateError
@@ -55,6 +54,7 @@ from exchange.trust.keys import fingerprint
 from exchange.trust.ocsp import OcspError
 from exchange.trust.profiles import check_auth_profile
 from exchange.trust.validation import verify_chain
+from exchange.trustcore.messages import check_request_body, verify_request
 
 if TYPE_CHECKING:
     from exchange.server.core import SecurityServer
@@ -321,7 +321,10 @@ class ProviderConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def key_for(self, thumbprint: str) -> ec.EllipticCurvePublicKey:
+    def signer_key(self, thumbprint: str) -> SignerCert:
+        """The peer's signing certificate behind a request's ``x5t#S256`` (the
+        :class:`~exchange.trustcore.messages.SignerKeys` of this connection): one it presented
+        and we admitted, valid now, its OCSP status and the connection's still fresh."""
         refused = self.refused.get(thumbprint)
         if refused is not None:
             raise refused
@@ -337,7 +340,7 @@ class ProviderConnection(asyncio.Protocol):
             if self.peer_cert is not None:
                 self.server.revocation.check_peer(self.peer_cert, conf)
             self.server.revocation.check_peer(info.cert, conf)
-        return info.public_key
+        return info
 
 
 def authenticate_peer(cert: x509.Certificate, conf: GlobalConf, now_ts: float) -> SecurityServerId:
@@ -427,12 +430,9 @@ async def _process(
     rec.request_hash = request_hash(token)
     rec.request_body = frame.body
     try:
-        # (1) the signature verifies with a signing certificate the peer presented and we admitted
-        try:
-            verified = verify(token, conn.key_for)
-        except JwsError as exc:
-            raise InvalidSignatureValue(f"request signature is invalid: {exc.message}") from None
-        request = SignedRequest.from_payload(verified.payload)
+        # (1) the signature verifies with a signing certificate the peer presented and we admitted,
+        # (2) of the client's own member
+        request = verify_request(token, conn).request
     except ExchangeError:
         # the payload is parsed a second time only for a refusal, to answer under its claimed id
         rec.message_id = _claimed_message_id(token)
@@ -441,12 +441,6 @@ async def _process(
     _describe(rec, request)
     # the global configuration is fresh (checked once the refusal can name the request)
     conf = server.globalconf_or_fail(provider=True)
-    signer = conn.signer_certs[verified.header["x5t#S256"]]
-    # (2) signed by the client's own member
-    if signer.member != request.client.member:
-        raise InvalidSignatureValue(
-            f"request for client {request.client} is signed by member {signer.member}"
-        )
     # (3) addressed to this security server
     if request.security_server != server.config.server_id:
         raise InvalidMessage(f"request is addressed to security server {request.security_server}")
@@ -462,9 +456,7 @@ async def _process(
         str(request.client), request.message_id, request.timestamp_ms, int(server.clock() * 1000)
     )
     # (6) the body is the one that was signed
-    digest = b64url(hashlib.sha256(frame.body).digest())
-    if digest != request.body_sha256 or len(frame.body) != request.body_length:
-        raise InvalidMessage("request body does not match its signed digest")
+    check_request_body(request, frame.body)
     if request.protocol == "soap":
         soap = await process_soap(
             server, request, frame.body, conf, rec, lambda r, c, d: _decide(server, r, c, d)

@@ -182,7 +182,7 @@ async def test_a_staple_gone_stale_on_an_open_connection_is_refused_signed_and_l
 ) -> None:
     """The HELLO was accepted while the responses were fresh; past the freshness limit the
     next request over that same connection is refused when its signature is checked
-    (``ProviderConnection.key_for``), with a refusal the provider signs and logs under the
+    (``ProviderConnection.signer_key``), with a refusal the provider signs and logs under the
     request's id, and the information system gets the provider's code."""
     code, message_id = "Server.ServerProxy.OcspResponseStale", "ocsp-stale-open-connection"
     entry = await _refused_once_stale(net, rev, rev.provider_clock, message_id, code)
@@ -211,7 +211,7 @@ async def test_revoked_signing_certificate_stops_being_accepted(net: Net, rev: R
     """After revocation the consumer cannot get a good response for its signing certificate;
     within one freshness interval the provider refuses its signatures (over a connection whose
     HELLO was accepted: every pooled connection is opened first, so the refusal is the signed
-    one of ``key_for``, not a HELLO refused on a new connection)."""
+    one of ``signer_key``, not a HELLO refused on a new connection)."""
     for _ in range(rev.consumer.config.limits.peer_connections):
         status, _, body = await net.call("revc", ECHO, client=str(DESK))
         assert status == 200, body
