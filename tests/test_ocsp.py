@@ -104,8 +104,10 @@ class Pki:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     base = tmp_path_factory.mktemp("ocsp-pki")
-    ca = CertificateAuthority.create(base / "ca", "PS Test CA")
-    foreign = CertificateAuthority.create(base / "foreign", "Foreign CA")
+    # made at NOW, the tests' reference time (set at collection): a suite that reaches this
+    # module more than the CA's 5-minute backdate later would otherwise see "not yet valid"
+    ca = CertificateAuthority.create(base / "ca", "PS Test CA", now=NOW)
+    foreign = CertificateAuthority.create(base / "foreign", "Foreign CA", now=NOW)
     responder_key, sign_key = keys.generate_key(), keys.generate_key()
     auth_key = keys.generate_key()
     moi = parse_member("PS/GOV/MOI")
@@ -113,11 +115,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         ca=ca,
         foreign=foreign,
         responder_key=responder_key,
-        responder_cert=issue_ocsp_responder_cert(ca, responder_key.public_key()),
-        good=ca.issue_sign_cert(sign_key.public_key(), moi),
-        other_good=ca.issue_sign_cert(keys.generate_key().public_key(), parse_member("PS/GOV/MOF")),
-        revoked=ca.issue_auth_cert(auth_key.public_key(), parse_security_server("PS/GOV/MOI/ss1")),
-        unrecorded=ca.issue_sign_cert(keys.generate_key().public_key(), moi),
+        responder_cert=issue_ocsp_responder_cert(ca, responder_key.public_key(), now=NOW),
+        good=ca.issue_sign_cert(sign_key.public_key(), moi, now=NOW),
+        other_good=ca.issue_sign_cert(
+            keys.generate_key().public_key(), parse_member("PS/GOV/MOF"), now=NOW
+        ),
+        revoked=ca.issue_auth_cert(
+            auth_key.public_key(), parse_security_server("PS/GOV/MOI/ss1"), now=NOW
+        ),
+        unrecorded=ca.issue_sign_cert(keys.generate_key().public_key(), moi, now=NOW),
         sign_key=sign_key,
         ca_dir=base / "ca",
         files=base / "files",
@@ -276,7 +282,7 @@ def _foreign_ca(pki: Pki) -> bytes:
 
 def _foreign_delegate(pki: Pki) -> bytes:
     key = keys.generate_key()
-    cert = issue_ocsp_responder_cert(pki.foreign, key.public_key())
+    cert = issue_ocsp_responder_cert(pki.foreign, key.public_key(), now=NOW)
     return hand_made(pki.good, pki.ca.cert, key=key, responder=cert, include=(cert,))
 
 
