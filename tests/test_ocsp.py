@@ -104,8 +104,7 @@ class Pki:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     base = tmp_path_factory.mktemp("ocsp-pki")
-    # made at NOW, the tests' reference time (set at collection): a suite that reaches this
-    # module more than the CA's 5-minute backdate later would otherwise see "not yet valid"
+    # valid from NOW (less the CA's backdating), however long after NOW this module starts
     ca = CertificateAuthority.create(base / "ca", "PS Test CA", now=NOW)
     foreign = CertificateAuthority.create(base / "foreign", "Foreign CA", now=NOW)
     responder_key, sign_key = keys.generate_key(), keys.generate_key()
@@ -282,7 +281,7 @@ def _foreign_ca(pki: Pki) -> bytes:
 
 def _foreign_delegate(pki: Pki) -> bytes:
     key = keys.generate_key()
-    cert = issue_ocsp_responder_cert(pki.foreign, key.public_key(), now=NOW)
+    cert = issue_ocsp_responder_cert(pki.foreign, key.public_key())
     return hand_made(pki.good, pki.ca.cert, key=key, responder=cert, include=(cert,))
 
 

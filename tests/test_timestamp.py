@@ -120,8 +120,7 @@ def _signer(directory: Path, name: str, make: Callable[[TsaKey], x509.Certificat
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     d = tmp_path_factory.mktemp("tsa-pki")
-    # made at NOW, the tests' reference time (set at collection): a suite that reaches this
-    # module more than the CA's 5-minute backdate later would otherwise see "not yet valid"
+    # valid from NOW (less the CA's backdating), however long after NOW this module starts
     ca = CertificateAuthority.create(d / "ca", "Test Root CA", now=NOW)
     other_ca = CertificateAuthority.create(d / "other-ca", "Other CA", now=NOW)
     tsa = _signer(d, "tsa", lambda k: issue_tsa_cert(ca, k.public_key(), "Test TSA", now=NOW))
@@ -149,9 +148,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
             d, "rogue", lambda k: issue_tsa_cert(ca, k.public_key(), "Rogue TSA", now=NOW)
         ),
         "tsa-of-other-ca": _signer(
-            d,
-            "foreign",
-            lambda k: issue_tsa_cert(other_ca, k.public_key(), "Foreign TSA", now=NOW),
+            d, "foreign", lambda k: issue_tsa_cert(other_ca, k.public_key(), "Foreign TSA", now=NOW)
         ),
     }
     return Pki(d, ca, d / "ca" / "ca.cert.pem", other_ca, tsa, signers)

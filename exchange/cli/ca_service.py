@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import json
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from exchange.trust.ca_service import (
 from exchange.trust.profiles import ProfileName
 
 DEFAULT_PORT: Final = 4200
+TOKEN_ENV: Final = "EXCHANGE_ENROLMENT_TOKEN"
 
 _EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 _EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -97,20 +99,22 @@ def serve(
 ) -> None:
     """Issue certificates from CSRs over HTTP until SIGINT or SIGTERM.
 
-    POST /certificates takes {"profile": "auth"|"sign", "identifier": ..., "csr": PEM};
-    GET /ca.pem gives the CA certificate. Every certificate issued is recorded in the CA's
-    revocation register, so its OCSP responder answers "good" for it. The service issues to
-    any identifier it is sent: only the governing authority's operators may reach it.
+    POST /certificates takes {"profile": "auth"|"sign", "identifier": ..., "csr": PEM,
+    "token": ...}; GET /ca.pem gives the CA certificate. A certificate is issued only against
+    an enrolment token for exactly that profile and identifier ('exchange ca token issue'),
+    once, for one key. Every certificate issued is recorded in the CA's revocation register,
+    so its OCSP responder answers "good" for it.
 
     \b
     Example:
       exchange ca serve --ca-dir certs/ca --port 4200
-      exchange server request-certs --config ss-moi/server.toml --ca-url http://127.0.0.1:4200/
+      exchange ca token issue --ca-dir certs/ca --auth PS/GOV/MOI/ss1 --sign PS/GOV/MOI
     """
     ca = CertificateAuthority.load(ca_dir, _read_passphrase(passphrase_file, use_env=True))
     if not _is_loopback(host):
         err_console.print(
-            f"warning: listening on {host}: whoever reaches this port gets certificates issued"
+            f"warning: listening on {host} over plain HTTP: enrolment tokens cross the network "
+            "in the clear; put TLS in front of this port"
         )
     app = create_ca_app(ca, ca_dir, days_auth=days_auth, days_sign=days_sign)
     asyncio.run(_serve(app, host, port, ready_line))
@@ -263,19 +267,26 @@ def _csr_of(slot: _Slot, config: ServerConfig) -> bytes:
     help="The security server's server.toml.",
 )
 @click.option("--ca-url", required=True, help="URL of the CA service ('exchange ca serve').")
+@click.option(
+    "--token-file",
+    type=_EXISTING_FILE,
+    help=f"File holding the enrolment token the CA's operator issued (else ${TOKEN_ENV}).",
+)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
 @handle_errors
-def request_certs(config_path: Path, ca_url: str, timeout: float) -> None:
+def request_certs(config_path: Path, ca_url: str, token_file: Path | None, timeout: float) -> None:
     """Send the server's CSRs to the CA service and install the certificates it returns.
 
     Each CSR next to a configured certificate path (keys/auth.csr.pem, keys/sign-CODE.csr.pem)
-    goes out with its profile and identifier (the server id; the member of the signing key).
+    goes out with its profile and identifier (the server id; the member of the signing key)
+    and the enrolment token the CA's operator issued for them ('exchange ca token issue').
     A certificate is installed only if its key is the CSR's and its profile and identifier are
     right. Certificates already installed are left as they are.
 
     \b
     Example:
-      exchange server request-certs --config ss-moi/server.toml --ca-url http://127.0.0.1:4200/
+      exchange server request-certs --config ss-moi/server.toml \\
+          --ca-url http://127.0.0.1:4200/ --token-file moi.token
     """
     config = load_server_config(config_path)
     pending = []
@@ -285,13 +296,32 @@ def request_certs(config_path: Path, ca_url: str, timeout: float) -> None:
         else:
             pending.append(slot)
     requests = [(slot, _csr_of(slot, config)) for slot in pending]
+    token = _token(token_file) if requests else None
     for slot, csr_pem in requests:
         cert = asyncio.run(
-            request_certificate(ca_url, slot.profile, slot.identifier, csr_pem, timeout=timeout)
+            request_certificate(
+                ca_url, slot.profile, slot.identifier, csr_pem, token=token, timeout=timeout
+            )
         )
         keys.save_certificate(slot.cert, cert)
         console.print(f"{slot.title}: installed {slot.cert} {_summary(cert)}")
     _next_steps(config)
+
+
+def _token(token_file: Path | None) -> str:
+    """The enrolment token from ``--token-file`` or the environment."""
+    if token_file is not None:
+        text = token_file.read_text(encoding="ascii", errors="replace").strip()
+        where = str(token_file)
+    else:
+        text = os.environ.get(TOKEN_ENV, "").strip()
+        where = f"${TOKEN_ENV}"
+    if not text:
+        raise ConfigurationError(
+            f"the CA service needs an enrolment token and {where} holds none: ask the CA's "
+            "operator for one ('exchange ca token issue') and give it with --token-file"
+        )
+    return text
 
 
 def _summary(cert: x509.Certificate) -> str:

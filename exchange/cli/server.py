@@ -128,7 +128,11 @@ def init_cmd(
         console.print(f"certificate request: {path}  (have it signed by an approved CA)")
     if result.csrs:
         console.print(
-            f"next: exchange server request-certs --config {result.config} --ca-url CA_URL"
+            f"next: exchange server request-certs --config {result.config} --ca-url CA_URL "
+            "--token-file TOKEN_FILE"
+        )
+        console.print(
+            "  (TOKEN_FILE: the enrolment token the CA's operator issued for this server)"
         )
         console.print("  (or: exchange ca sign-csr ... and exchange server import-cert ...)")
     console.print(
