@@ -8,6 +8,7 @@ security server (see ``exchange server``) and does not grant access (see ``excha
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,8 +16,14 @@ from rich.table import Table
 
 from adapters.population.generator import MAX_COUNT
 from adapters.population.store import BuildReport, PopulationStore, build_registry
+from exchange.cli.checkconfig import (
+    add_check_config,
+    reject_options_beside_config,
+    settings_from_command_line,
+)
 from exchange.cli.common import console, err_console, handle_errors, print_json
 from exchange.errors import ConfigurationError
+from exchange.oplog import configure_logging
 
 _DB = click.option(
     "--db",
@@ -74,7 +81,18 @@ def _print_report(report: BuildReport) -> None:
 
 
 @group.command()
-@_DB
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="registry.toml with the settings below and [logging] (then give no other option).",
+)
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The registry's SQLite file.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -90,14 +108,17 @@ def _print_report(report: BuildReport) -> None:
 )
 @click.option(
     "--signing-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Interior's document-signing key (PEM, mode 0600), for the certificates.",
 )
-@click.option("--signing-chain", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--signing-chain", type=click.Path(dir_okay=False, path_type=Path),
               help="Its member signing certificate, then the CA's (PEM).")  # fmt: skip
+@click.pass_context
 @handle_errors
 def serve(
-    db_path: Path,
+    ctx: click.Context,
+    config_path: Path | None,
+    db_path: Path | None,
     host: str,
     port: int,
     certificates_db: Path | None,
@@ -113,27 +134,72 @@ def serve(
     Example:
       exchange registry serve --db registry.db --host 127.0.0.1 --port 8081
       # READY url=http://127.0.0.1:8081 port=8081
+      exchange registry serve --config /etc/exchange/registry.toml
       exchange registry serve --db registry.db --port 8081 --certificates-db certs.sqlite \\
           --signing-key interior-docs.key.pem --signing-chain interior-docs.chain.pem
     """
     from adapters.population.app import Certificates, run
+    from adapters.population.config import load_registry_config, registry_settings
 
+    if config_path is not None:
+        reject_options_beside_config(ctx)
+        settings = load_registry_config(config_path)
+    elif db_path is None:
+        raise click.UsageError("give --db (or --config)")
+    else:
+        documents = {"database": certificates_db, "signing_key": signing_key,
+                     "signing_chain": signing_chain}  # fmt: skip
+        options: dict[str, Any] = {"database": db_path, "host": host, "port": port}
+        if any(value is not None for value in documents.values()):
+            options["certificates"] = {k: str(v) for k, v in documents.items() if v is not None}
+        settings = settings_from_command_line(registry_settings, options, _FLAGS)
+    configure_logging(settings.logging)
     certificates = None
-    given = [o is not None for o in (certificates_db, signing_key, signing_chain)]
-    if any(given) and not all(given):
-        raise ConfigurationError(
-            "certificates of residence need --certificates-db, --signing-key and --signing-chain"
-        )
-    if certificates_db is not None and signing_key is not None and signing_chain is not None:
+    if settings.certificates is not None:
         from adapters.sdk.signing import load_document_signer
 
-        signer = load_document_signer(signing_key, signing_chain)
-        certificates = Certificates(certificates_db, signer)
+        found = settings.certificates
+        signer = load_document_signer(found.signing_key, found.signing_chain)
+        certificates = Certificates(found.database, signer)
 
     def on_ready(url: str, bound_port: int) -> None:
         click.echo(f"READY url={url} port={bound_port}")
 
-    run(db_path, host=host, port=port, on_ready=on_ready, certificates=certificates)
+    run(settings.database, host=settings.host, port=settings.port, on_ready=on_ready,
+        certificates=certificates)  # fmt: skip
+
+
+_FLAGS = {
+    "database": "--db",
+    "certificates": "--certificates-db, --signing-key and --signing-chain",
+    "certificates.database": "--certificates-db",
+    "certificates.signing_key": "--signing-key",
+    "certificates.signing_chain": "--signing-chain",
+}
+
+
+def _load_registry_config(path: Path) -> Any:
+    from adapters.population.config import load_registry_config
+
+    return load_registry_config(path)
+
+
+add_check_config(
+    group,
+    _load_registry_config,
+    "population registry",
+    lambda s: (
+        [(("database",), s.database, "file")]
+        + (
+            []
+            if s.certificates is None
+            else [
+                (("certificates", "signing_key"), s.certificates.signing_key, "file"),
+                (("certificates", "signing_chain"), s.certificates.signing_chain, "file"),
+            ]
+        )
+    ),
+)
 
 
 @group.command()
