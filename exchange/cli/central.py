@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,8 @@ from rich.table import Table
 from exchange.central.app import DEFAULT_PORT, CentralConfig, load_central_config, run_central
 from exchange.central.registry import Registry
 from exchange.central.setup import init_central
-from exchange.cli.common import console, handle_errors, print_json
+from exchange.cli.common import console, echo, handle_errors, log_to_stderr, print_json
+from exchange.cli.terminal import json_text
 from exchange.errors import InvalidIdentifier
 from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.document import GlobalConf
@@ -170,9 +170,7 @@ def run(config_path: Path, ready_line: bool) -> None:
       exchange central run --config central/central.toml
     """
     config = load_central_config(config_path)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config, ready_line))
@@ -259,7 +257,7 @@ def anchor(config_path: Path, output: Path | None) -> None:
     config = load_central_config(config_path)
     loaded = Anchor.load(config.anchor_path)
     if output is None:
-        click.echo(loaded.to_json().decode())
+        echo(json_text(loaded.to_json().decode()))
         return
     loaded.save(output)
     console.print(f"anchor for {loaded.instance} written to {output}")

@@ -2,6 +2,11 @@
 
 Exit status (DESIGN.md §11): 0 success; 1 a check failed (verification failed, request denied);
 2 usage or configuration error.
+
+Everything printed goes through :data:`console`, :data:`err_console`, :func:`echo` or
+:func:`print_json`, which escape what a terminal would act on (:mod:`exchange.cli.terminal`):
+logged and peer-supplied text is shown, never obeyed. Rich markup is off unless a call asks for
+it, and then every value put into the markup goes through :func:`markup_text`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
+from exchange.cli.terminal import PrintableFormatter, json_text, printable
 from exchange.errors import (
     AccessDenied,
     ConfigurationError,
@@ -31,6 +39,12 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # as a shell reports a command killed b
 
 
 class _Console(Console):
+    """Rich's console; every string it renders is :func:`~exchange.cli.terminal.printable`
+    first (rich itself drops only BEL, BS, VT, FF and CR)."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
+
     def on_broken_pipe(self) -> None:
         """The reader stopped early (`exchange ... | head`): stop quietly (rich exits 1)."""
         self.quiet = True
@@ -38,8 +52,8 @@ class _Console(Console):
         raise SystemExit(EXIT_BROKEN_PIPE)
 
 
-console = _Console(highlight=False, soft_wrap=True)
-err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
+console = _Console(highlight=False, soft_wrap=True, markup=False)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -68,12 +82,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except ExchangeError as exc:
             if debug:
                 raise
-            err_console.print(f"[red]error:[/red] {exc.message}", markup=True)
+            err_console.print(f"[red]error:[/red] {markup_text(exc.message)}", markup=True)
             sys.exit(exit_code_for(exc))
         except (OSError, sqlite3.Error) as exc:
             if debug:
                 raise
-            err_console.print(f"[red]error:[/red] {exc}", markup=True)
+            err_console.print(f"[red]error:[/red] {markup_text(exc)}", markup=True)
             sys.exit(EXIT_USAGE)
 
     return wrapper
@@ -118,4 +132,25 @@ def _quiet_stdout() -> None:
 def print_json(data: Any) -> None:
     import orjson
 
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    click.echo(json_text(text))
+
+
+def log_to_stderr() -> None:
+    """A serving command's log lines on stderr, at INFO, :func:`~exchange.cli.terminal.printable`
+    (a peer's certificate names and messages reach them)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def markup_text(value: object) -> str:
+    """``value`` as text to put into rich markup: its brackets are shown, not obeyed."""
+    return escape(str(value))
+
+
+def echo(text: str) -> None:
+    """``click.echo`` of :func:`~exchange.cli.terminal.printable` text."""
+    click.echo(printable(text))

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import logging
 import signal
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.cli.ca import PASSPHRASE_ENV, _read_passphrase
-from exchange.cli.common import console, err_console, handle_errors, print_json
+from exchange.cli.common import console, echo, err_console, handle_errors, log_to_stderr, print_json
 from exchange.trust import keys
 from exchange.trust.ca import CERT_FILE, CertificateAuthority
 from exchange.trust.ocsp import issue_ocsp_responder_cert, verify_ocsp_response
@@ -110,9 +109,7 @@ def serve(
     """
     if (responder_key is None) != (responder_cert is None):
         raise click.UsageError("give both --responder-key and --responder-cert, or neither")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr()
     created = not db_path.exists()
     with RevocationStore(db_path) as store:
         if created:
@@ -214,7 +211,7 @@ def check(
     if as_json:
         print_json(result)
     else:
-        click.echo(f"{cert_path}: good (this update {result['this_update']})")
+        echo(f"{cert_path}: good (this update {result['this_update']})")
 
 
 async def _fetch(

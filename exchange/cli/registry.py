@@ -15,7 +15,7 @@ from rich.table import Table
 
 from adapters.population.generator import MAX_COUNT
 from adapters.population.store import BuildReport, PopulationStore, build_registry
-from exchange.cli.common import console, err_console, handle_errors, print_json
+from exchange.cli.common import console, echo, err_console, handle_errors, print_json
 from exchange.errors import ConfigurationError
 
 _DB = click.option(
@@ -92,7 +92,7 @@ def serve(db_path: Path, host: str, port: int) -> None:
     from adapters.population.app import run
 
     def on_ready(url: str, bound_port: int) -> None:
-        click.echo(f"READY url={url} port={bound_port}")
+        echo(f"READY url={url} port={bound_port}")
 
     run(db_path, host=host, port=port, on_ready=on_ready)
 

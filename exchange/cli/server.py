@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import click
 from cryptography import x509
 
-from exchange.cli.common import console, handle_errors, print_json
+from exchange.cli.common import console, handle_errors, log_to_stderr, markup_text, print_json
 from exchange.identifiers import parse_member, parse_security_server, parse_service, parse_subsystem
 
 
@@ -123,7 +122,7 @@ def init_cmd(
         policy_dir=policy_dir,
         record=record,
     )
-    console.print(f"created [bold]{result.config}[/bold]")
+    console.print(f"created [bold]{markup_text(result.config)}[/bold]", markup=True)
     for path in result.csrs:
         console.print(f"certificate request: {path}  (have it signed by an approved CA)")
     if result.csrs:
@@ -286,10 +285,4 @@ def run_async(coro: Coroutine[Any, Any, None]) -> None:
 
 
 def _configure_logging() -> None:
-    import logging
-
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import click
 from aiohttp import web
 from cryptography import x509
 
-from exchange.cli.common import console, err_console, handle_errors, print_json
+from exchange.cli.common import console, echo, err_console, handle_errors, log_to_stderr, print_json
 from exchange.errors import ConfigurationError
 from exchange.trust import keys
 from exchange.trust.ca import CertificateAuthority
@@ -84,7 +83,7 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
-        click.echo(f"{key.replace('_', ' '):<{width}}  {value}")
+        echo(f"{key.replace('_', ' '):<{width}}  {value}")
 
 
 @click.group(name="tsa")
@@ -171,9 +170,7 @@ def serve(directory: Path, host: str, port: int, ready_line: bool) -> None:
         raise ConfigurationError(
             f"{directory / KEY_FILE} is not the key of {directory / CERT_FILE}"
         )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr()
     app = create_tsa_app(key, cert, serial_db=directory / SERIAL_DB)
 
     def bound(actual: int) -> None:
