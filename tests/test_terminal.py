@@ -4,7 +4,7 @@ A message log written before the field rules (or by an insider with the file) ho
 escape sequences, C1 controls, U+2028 and bidirectional overrides. ``exchange log show`` printed
 them raw: the operator's screen was cleared, a link planted, a line forged. Every way the CLI
 prints (rich consoles, ``echo``, JSON, a serving command's log lines) goes through
-:mod:`exchange.cli.terminal`.
+:mod:`exchange.terminal`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from hypothesis import strategies as st
 
 from exchange.cli.common import console, err_console, handle_errors, print_json
 from exchange.cli.log import group as log_group
-from exchange.cli.terminal import PrintableFormatter, json_text, one_value, printable
 from exchange.errors import ExchangeError
 from exchange.messagelog.store import MessageLog
+from exchange.oplog import LogSettings, formatter_for
 from exchange.protocol.jws import Signer
 from exchange.protocol.syntax import LAYOUT_CONTROLS
+from exchange.terminal import json_text, one_value, printable
 from exchange.trust.keys import generate_key, self_signed_certificate
 
 ACTED_ON = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff{LAYOUT_CONTROLS}]")
@@ -114,12 +115,18 @@ def test_print_json_keeps_the_value(capsys: Any) -> None:
     assert "أمل" in out
 
 
-def test_server_log_lines_are_printable() -> None:
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_server_log_lines_are_printable(form: str) -> None:
     record = logging.LogRecord(
-        "exchange.server", logging.WARNING, __file__, 1, "refused peer %s", ("CN=\x1b[2J",), None
+        "exchange.server", logging.WARNING, __file__, 1, "refused %s", ("CN=\x1b[2J\x85",), None
     )
-    line = PrintableFormatter("%(levelname)s %(message)s").format(record)
-    assert line == "WARNING refused peer CN=\\x1b[2J"
+    record.message_id, record.message_id_text = None, ""  # as oplog's filter sets them
+    line = formatter_for(LogSettings(format=form)).format(record)  # type: ignore[arg-type]
+    assert _dangerous(line) == []
+    if form == "text":
+        assert line.endswith("WARNING exchange.server: refused CN=\\x1b[2J\\x85")
+    else:
+        assert json.loads(line)["message"] == "refused CN=\x1b[2J\x85"
 
 
 @given(text=st.text())

@@ -4,7 +4,7 @@ Exit status (DESIGN.md §11): 0 success; 1 a check failed (verification failed, 
 2 usage or configuration error.
 
 Everything printed goes through :data:`console`, :data:`err_console`, :func:`echo` or
-:func:`print_json`, which escape what a terminal would act on (:mod:`exchange.cli.terminal`):
+:func:`print_json`, which escape what a terminal would act on (:mod:`exchange.terminal`):
 logged and peer-supplied text is shown, never obeyed. Rich markup is off unless a call asks for
 it, and then every value put into the markup goes through :func:`markup_text`.
 """
@@ -24,13 +24,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from exchange.cli.terminal import PrintableFormatter, json_text, printable
 from exchange.errors import (
     AccessDenied,
     ConfigurationError,
     ExchangeError,
     VerificationFailed,
 )
+from exchange.terminal import json_text, printable
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -39,8 +39,8 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # as a shell reports a command killed b
 
 
 class _Console(Console):
-    """Rich's console; every string it renders is :func:`~exchange.cli.terminal.printable`
-    first (rich itself drops only BEL, BS, VT, FF and CR)."""
+    """Rich's console; every string it renders is :func:`~exchange.terminal.printable` first
+    (rich itself drops only BEL, BS, VT, FF and CR)."""
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(printable(text), **kwargs)
@@ -136,21 +136,27 @@ def print_json(data: Any) -> None:
     click.echo(json_text(text))
 
 
-def log_to_stderr() -> None:
-    """A serving command's log lines on stderr, at INFO, :func:`~exchange.cli.terminal.printable`
-    (a peer's certificate names and messages reach them)."""
-    import logging
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-
-
 def markup_text(value: object) -> str:
     """``value`` as text to put into rich markup: its brackets are shown, not obeyed."""
     return escape(str(value))
 
 
 def echo(text: str) -> None:
-    """``click.echo`` of :func:`~exchange.cli.terminal.printable` text."""
+    """``click.echo`` of :func:`~exchange.terminal.printable` text."""
     click.echo(printable(text))
+
+
+def cancel_on_sigterm() -> None:
+    """SIGTERM cancels the running task (the server's), after telling systemd it is stopping."""
+    import asyncio
+
+    from exchange import sdnotify
+
+    task = asyncio.current_task()
+    assert task is not None
+
+    def stop() -> None:
+        sdnotify.stopping()
+        task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)

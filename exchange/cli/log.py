@@ -17,8 +17,8 @@ from exchange.cli.common import (
     markup_text,
     print_json,
 )
-from exchange.cli.terminal import one_value
 from exchange.errors import ConfigurationError
+from exchange.terminal import one_value
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -14,7 +14,7 @@ that changes how the text around it shows is printed as a visible escape instead
 :func:`printable` is applied to every string the CLI's consoles render and to every line
 :func:`echo` writes; :func:`one_value` to a single field; :func:`json_text` keeps JSON valid and
 equal in value (the characters become ``\\uNNNN`` escapes); :class:`PrintableFormatter` does it for
-the log lines a server writes to its terminal.
+the text log lines of every server (:mod:`exchange.oplog`).
 """
 
 from __future__ import annotations
