@@ -626,8 +626,10 @@ class SecurityServer:
             try:
                 # reading files, signing and writing the audit trail: off the event loop
                 await asyncio.to_thread(self.policy.maybe_reload)
-            except ExchangeError as exc:
-                log.error("policy reload refused, previous policy stays in force: %s", exc.message)
+            except Exception as exc:
+                # whatever a reload raises, the policy in force stays and the watch goes on
+                # (PolicyStore logged it and keeps it for /health)
+                log.error("policy reload refused, previous policy stays in force: %s", exc)
 
     async def stop(self) -> None:
         await self.declarer.close()
@@ -683,6 +685,7 @@ class SecurityServer:
                 else {}
             ),
             **({"archiving": self.archiving} if self.config.retention.days is not None else {}),
+            **({"policy": self.policy.health()} if self.policy is not None else {}),
         }
 
     def _peer_staples(self) -> set[str]:
