@@ -12,111 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
 
-from examples.window import services
 from examples.window.clerk import ClerkSession
-from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
 from tests.integration.conftest import Net
-from tests.integration.support import launch, serving
-from tests.integration.window_support import PASSWORD, add_clerks, running_window
+from tests.integration.window_support import (
+    PASSWORD,
+    ROUTED,
+    add_clerks,
+    finance_of,
+    running_window,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-MEMBER = parse_member("PS/GOV/MOFW")
-PAYMENTS = parse_subsystem("PS/GOV/MOFW/payments")
 NID = "123456782"
-POLICY = """
-provider = "PS/GOV/MOFW"
-[[grant]]
-id = "window-payments"
-client = "PS/GOV/PALPOST/unified-window"
-service = "PS/GOV/MOFW/payments/schedule"
-methods = ["GET"]
-paths = ["/"]
-purposes = ["citizen-service"]
-[[grant]]
-id = "window-fees"
-client = "PS/GOV/PALPOST/unified-window"
-service = "PS/GOV/MOFW/payments/fees"
-methods = ["POST"]
-paths = ["/", "/*/payment"]
-purposes = ["citizen-service"]
-"""
-
-
-@dataclass
-class Finance:
-    """The contract's fees and payments, in memory: what was charged, which keys were seen."""
-
-    answers: dict[str, tuple[bytes, Any]] = field(default_factory=dict)
-    fees: dict[str, dict[str, Any]] = field(default_factory=dict)
-    payments: list[dict[str, Any]] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/schedule", self.schedule)
-        app.router.add_post("/fees", self.create)
-        app.router.add_post("/fees/{fee_id}/payment", self.pay)
-        return app
-
-    async def schedule(self, request: web.Request) -> web.Response:
-        item = {"service": "residence-certificate", "name_en": "Certificate of residence",
-                "name_ar": "شهادة سكن", "amount": "25.00", "currency": "ILS"}  # fmt: skip
-        return web.json_response([item])
-
-    async def _once(self, request: web.Request, make: Any) -> web.Response:
-        key, body = request.headers["Idempotency-Key"], await request.read()
-        self.keys.append(key)
-        if key in self.answers:
-            first_body, answer = self.answers[key]
-            if first_body != body:
-                return web.json_response({"error": "idempotency_key_reused"}, status=422)
-            return web.json_response(answer, status=200)
-        answer = make(await request.json(), request)
-        if "error" in answer:
-            return web.json_response(answer, status=409)
-        self.answers[key] = (body, answer)
-        return web.json_response(answer, status=201)
-
-    async def create(self, request: web.Request) -> web.Response:
-        def make(body: dict[str, Any], _: web.Request) -> dict[str, Any]:
-            fee = {"fee_id": str(uuid.uuid4()), "service": body["service"],
-                   "national_id": body["national_id"], "amount": "25.00", "currency": "ILS",
-                   "status": "due", "created_at": "2026-12-06T10:00:00Z"}  # fmt: skip
-            self.fees[fee["fee_id"]] = fee
-            return fee
-
-        return await self._once(request, make)
-
-    async def pay(self, request: web.Request) -> web.Response:
-        def make(body: dict[str, Any], req: web.Request) -> dict[str, Any]:
-            fee = self.fees[req.match_info["fee_id"]]
-            if fee["status"] == "paid":
-                return {"error": "already_paid"}
-            fee["status"] = "paid"
-            receipt = {
-                k: fee[k] for k in ("fee_id", "service", "national_id", "amount", "currency")
-            }
-            receipt.update(
-                receipt_number=f"MOF-2026-{len(self.payments) + 1:06d}",
-                method=body["method"],
-                paid_at="2026-12-06T10:01:00Z",
-                collected_by=req.headers.get("X-Road-UserId"),
-                document="eyJhbGciOiJFUzI1NiJ9.e30.c2lnbmVk",
-            )
-            self.payments.append(receipt)
-            return receipt
-
-        return await self._once(request, make)
 
 
 @dataclass
@@ -164,58 +78,41 @@ class Relay:
             await server.wait_closed()
 
 
-async def _finance(net: Net, url: str) -> None:
-    with net.registry() as reg:
-        reg.add_member(MEMBER, "Finance (window payment tests)")
-    await launch(
-        net, "mofw", SecurityServerId(*MEMBER.parts, "ss1"), clients=[PAYMENTS],
-        services=[(PAYMENTS.service(code), f"{url}/{code}") for code in ("schedule", "fees")],
-        policy=POLICY,
-    )  # fmt: skip
-
-
-ROUTED = {
-    services.SCHEDULE: "PS/GOV/MOFW/payments/schedule",
-    services.FEES: "PS/GOV/MOFW/payments/fees",
-}
-
-
 async def test_a_payment_whose_answer_was_lost_is_retried_with_its_key_and_taken_once(
     net: Net, tmp_path: Path
 ) -> None:
-    finance = Finance()
+    finance = await finance_of(net)
     add_clerks(tmp_path, "amal")
     consumer = ("127.0.0.1", net.servers["palpost"].consumer_port)
     relay = Relay(consumer)
-    async with serving(finance.app()) as finance_url, relay.running() as relay_url:
-        await _finance(net, finance_url)
-        async with (
-            running_window(relay_url, tmp_path, services=ROUTED) as url,
-            ClerkSession(url) as clerk,
-        ):
-            await clerk.sign_in("amal", PASSWORD)
-            await clerk.look_up(NID)
-            page = await clerk.on_citizen_page(
-                "/citizen/fees", {"service": "residence-certificate"}
-            )
-            (fee_id,) = finance.fees
-            assert fee_id in page.html and "₪25.00" in page.html
-            pay_form = next(a for a in page.tree().xpath("//form/@action") if a.endswith("/pay"))
-            relay.armed = True
-            receipt = await clerk.submit(page, pay_form, {"method": "cash"})
-            # the first answer was lost; the window sent the same payment again, same key
-            assert relay.cut == 1
-            assert len(finance.payments) == 1
-            assert finance.keys[-2] == finance.keys[-1]
-            assert "MOF-2026-000001" in receipt.html and "Print the receipt" in receipt.html
-            assert finance.payments[0]["collected_by"] == "amal"
-            # pressing Pay again on the old page sends nothing: the operation is done
-            again = await clerk.submit(page, pay_form, {"method": "cash"})
-            assert again.url == receipt.url and len(finance.keys) == 3
-            rows = [r for r in (await clerk.history()).history() if "fees" in r["service"]]
-            payment_rows = rows[:2]
-            assert [r["outcome"] for r in payment_rows] == [
-                "200",
-                "Window.SecurityServerUnreachable",
-            ]
-            assert payment_rows[0]["message_id"] != payment_rows[1]["message_id"]
+    async with (
+        relay.running() as relay_url,
+        running_window(relay_url, tmp_path, services=ROUTED) as url,
+        ClerkSession(url) as clerk,
+    ):
+        await clerk.sign_in("amal", PASSWORD)
+        await clerk.look_up(NID)
+        page = await clerk.on_citizen_page("/citizen/fees", {"service": "residence-certificate"})
+        fee_id = list(finance.fees)[-1]
+        assert fee_id in page.html and "₪25.00" in page.html
+        pay_form = next(a for a in page.tree().xpath("//form/@action") if a.endswith("/pay"))
+        relay.armed = True
+        receipt = await clerk.submit(page, pay_form, {"method": "cash"})
+        # the first answer was lost; the window sent the same payment again, same key
+        assert relay.cut == 1
+        assert [p["fee_id"] for p in finance.payments].count(fee_id) == 1
+        assert finance.keys[-2] == finance.keys[-1]
+        (paid,) = [p for p in finance.payments if p["fee_id"] == fee_id]
+        assert paid["receipt_number"] in receipt.html and "Print the receipt" in receipt.html
+        assert paid["collected_by"] == "amal"
+        keys = len(finance.keys)
+        # pressing Pay again on the old page sends nothing: the operation is done
+        again = await clerk.submit(page, pay_form, {"method": "cash"})
+        assert again.url == receipt.url and len(finance.keys) == keys
+        rows = [r for r in (await clerk.history()).history() if "fees" in r["service"]]
+        payment_rows = rows[:2]
+        assert [r["outcome"] for r in payment_rows] == [
+            "200",
+            "Window.SecurityServerUnreachable",
+        ]
+        assert payment_rows[0]["message_id"] != payment_rows[1]["message_id"]
