@@ -61,9 +61,15 @@ async def running_window(
         await runner.cleanup()
 
 
-# --- Finance, as a stand-in keeping the contract's idempotency rule -------------------------------
+# --- the other ministries' services, as stand-ins keeping the contract's rules -------------------
+# Finance's fees (idempotent), Health's insurance status, Telecom's SIMs and Interior's
+# certificates, behind one real security server of a test member; the window reaches them through
+# ``ROUTED`` (WindowConfig.services). Health's answer carries the dependants, which the grant
+# does not release: the provider withholds them.
 MEMBER = parse_member("PS/GOV/MOFW")
 PAYMENTS = parse_subsystem("PS/GOV/MOFW/payments")
+OTHERS = parse_subsystem("PS/GOV/MOFW/ministries")
+DEPENDANT = {"national_id": "200000004", "name": "Sami Haddad"}
 NID = "123456782"
 POLICY = """
 provider = "PS/GOV/MOFW"
@@ -81,6 +87,28 @@ service = "PS/GOV/MOFW/payments/fees"
 methods = ["POST"]
 paths = ["/", "/*/payment"]
 purposes = ["citizen-service"]
+[[grant]]
+id = "window-insurance"
+client = "PS/GOV/PALPOST/unified-window"
+service = "PS/GOV/MOFW/ministries/status"
+methods = ["GET"]
+paths = ["/*"]
+fields = ["national_id", "insured", "scheme", "valid_until"]
+purposes = ["citizen-service"]
+[[grant]]
+id = "window-sims"
+client = "PS/GOV/PALPOST/unified-window"
+service = "PS/GOV/MOFW/ministries/sims"
+methods = ["GET", "POST"]
+paths = ["/"]
+purposes = ["citizen-service"]
+[[grant]]
+id = "window-certificates"
+client = "PS/GOV/PALPOST/unified-window"
+service = "PS/GOV/MOFW/ministries/residence-certificates"
+methods = ["POST"]
+paths = ["/"]
+purposes = ["citizen-service"]
 """
 
 
@@ -92,13 +120,56 @@ class Finance:
     fees: dict[str, dict[str, Any]] = field(default_factory=dict)
     payments: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    sims: list[dict[str, Any]] = field(default_factory=list)
+    certificates: list[dict[str, Any]] = field(default_factory=list)
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/schedule", self.schedule)
         app.router.add_post("/fees", self.create)
         app.router.add_post("/fees/{fee_id}/payment", self.pay)
+        app.router.add_get("/status/{nid}", self.insurance)
+        app.router.add_post("/sims", self.register_sim)
+        app.router.add_get("/sims", self.list_sims)
+        app.router.add_post("/residence-certificates", self.certify)
         return app
+
+    async def insurance(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"national_id": request.match_info["nid"], "insured": True, "scheme": "government",
+             "valid_until": "2027-06-30", "dependants": [DEPENDANT]}
+        )  # fmt: skip
+
+    async def register_sim(self, request: web.Request) -> web.Response:
+        def make(body: dict[str, Any], req: web.Request) -> dict[str, Any]:
+            sim = {**body, "registration_id": f"SIM-{len(self.sims) + 1:06d}",
+                   "registered_at": "2026-12-06T10:02:00Z",
+                   "registered_by": req.headers.get("X-Road-UserId")}  # fmt: skip
+            self.sims.append(sim)
+            return sim
+
+        return await self._once(request, make)
+
+    async def list_sims(self, request: web.Request) -> web.Response:
+        nid = request.query["national_id"]
+        return web.json_response([s for s in self.sims if s["national_id"] == nid])
+
+    async def certify(self, request: web.Request) -> web.Response:
+        def make(body: dict[str, Any], _: web.Request) -> dict[str, Any]:
+            certificate = {
+                "certificate_number": f"MOI-RC-2026-{len(self.certificates) + 1:06d}",
+                "national_id": body["national_id"],
+                "name_ar": {"full": "أمل حداد"},
+                "name_en": {"full": "Amal Haddad"},
+                "address": {"locality": "Biddu", "governorate": "Jerusalem"},
+                "issued_at": "2026-12-06T10:03:00Z",
+                "valid_until": "2027-03-06",
+                "document": "eyJhbGciOiJFUzI1NiJ9.eyJjIjoxfQ.c2lnbmVk",
+            }
+            self.certificates.append(certificate)
+            return certificate
+
+        return await self._once(request, make)
 
     async def schedule(self, request: web.Request) -> web.Response:
         item = {"service": "residence-certificate", "name_en": "Certificate of residence",
@@ -155,8 +226,12 @@ async def _launch_finance(net: Net, url: str) -> None:
     with net.registry() as reg:
         reg.add_member(MEMBER, "Finance (window payment tests)")
     await launch(
-        net, "mofw", SecurityServerId(*MEMBER.parts, "ss1"), clients=[PAYMENTS],
-        services=[(PAYMENTS.service(code), f"{url}/{code}") for code in ("schedule", "fees")],
+        net, "mofw", SecurityServerId(*MEMBER.parts, "ss1"), clients=[PAYMENTS, OTHERS],
+        services=[
+            *((PAYMENTS.service(code), f"{url}/{code}") for code in ("schedule", "fees")),
+            *((OTHERS.service(code), f"{url}/{code}")
+              for code in ("status", "sims", "residence-certificates")),
+        ],
         policy=POLICY,
     )  # fmt: skip
 
@@ -164,6 +239,9 @@ async def _launch_finance(net: Net, url: str) -> None:
 ROUTED = {
     services.SCHEDULE: "PS/GOV/MOFW/payments/schedule",
     services.FEES: "PS/GOV/MOFW/payments/fees",
+    services.INSURANCE: "PS/GOV/MOFW/ministries/status",
+    services.SIMS: "PS/GOV/MOFW/ministries/sims",
+    services.RESIDENCE: "PS/GOV/MOFW/ministries/residence-certificates",
 }
 
 

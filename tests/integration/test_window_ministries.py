@@ -1,10 +1,11 @@
-"""A payment at the window is never taken twice, even when the answer is lost on the way back.
+"""The ministries' services at the window; a payment is never taken twice, even when the answer
+is lost on the way back.
 
 Between the window and the post office's security server sits a real TCP relay that, once armed,
 passes a payment request on and then drops the connection instead of relaying the answer: the
-payment was made, the window did not hear of it. Finance here is a small stand-in service behind
-its own real security server (the ministry's own service comes with issue 15's Finance adapter),
-keeping the contract's idempotency rule: the same ``Idempotency-Key`` again gets the first
+payment was made, the window did not hear of it. The services here are small stand-ins behind
+their own real security server (``window_support``; the ministries' own adapters come with issue
+15's services), keeping the contract's rules: the same ``Idempotency-Key`` again gets the first
 answer with 200.
 """
 
@@ -21,6 +22,7 @@ import pytest
 from examples.window.clerk import ClerkSession
 from tests.integration.conftest import Net
 from tests.integration.window_support import (
+    DEPENDANT,
     PASSWORD,
     ROUTED,
     add_clerks,
@@ -116,3 +118,33 @@ async def test_a_payment_whose_answer_was_lost_is_retried_with_its_key_and_taken
             "Window.SecurityServerUnreachable",
         ]
         assert payment_rows[0]["message_id"] != payment_rows[1]["message_id"]
+
+
+async def test_the_other_ministries_services_at_the_counter(net: Net, tmp_path: Path) -> None:
+    """A certificate to print, the insurance status without the dependants the grant withholds,
+    a SIM registered once even when its button is pressed twice, the SIMs listed."""
+    ministries = await finance_of(net)
+    add_clerks(tmp_path, "amal")
+    async with (
+        running_window(net.url("palpost", ""), tmp_path, services=ROUTED) as url,
+        ClerkSession(url) as clerk,
+    ):
+        await clerk.sign_in("amal", PASSWORD)
+        await clerk.look_up(NID)
+        page = await clerk.on_citizen_page("/citizen/certificate")
+        certificate = ministries.certificates[-1]
+        assert "/documents/" in page.url and certificate["certificate_number"] in page.html
+        assert "Print the certificate" in page.html and certificate["document"] in page.html
+        page = await clerk.on_citizen_page("/citizen/insurance")
+        assert "Government insurance" in page.html and "30/06/2027" in page.html
+        assert DEPENDANT["national_id"] not in page.html and DEPENDANT["name"] not in page.html
+        before = len(ministries.sims)
+        form = await clerk.get("/citizen")
+        fields = {"msisdn": "0599123456", "operator": "Jawwal"}
+        await clerk.submit(form, "/citizen/sims", fields)
+        await clerk.submit(form, "/citizen/sims", fields)  # the same form, sent twice
+        assert len(ministries.sims) == before + 1
+        assert ministries.sims[-1]["registered_by"] == "amal"
+        page = await clerk.on_citizen_page("/citizen/sims/list")
+        table = page.tree().xpath('//section[@id="telecom"]//table')[0].text_content()
+        assert "0599123456" in table and "Jawwal" in table
