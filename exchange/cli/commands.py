@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 # modules that add commands to the ca, central and server groups
+import exchange.cli.backup
 import exchange.cli.ca_service
 import exchange.cli.enrolment
 import exchange.cli.registration

@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -77,6 +77,33 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             sys.exit(EXIT_USAGE)
 
     return wrapper
+
+
+def handle_errors_json(func: Callable[P, R]) -> Callable[P, R]:
+    """:func:`handle_errors` for a command with ``--json`` (its ``as_json`` parameter): with it,
+    an error is also printed on stdout as ``{"ok": false, "error": ..., "exit_code": ...}``."""
+    plain = handle_errors(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not kwargs.get("as_json"):
+            return plain(*args, **kwargs)
+        ctx = click.get_current_context(silent=True)
+        if ctx and ctx.find_root().params.get("debug"):
+            return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except ExchangeError as exc:
+            _json_error(exc.message, exit_code_for(exc))
+        except (OSError, sqlite3.Error) as exc:
+            _json_error(str(exc), EXIT_USAGE)
+
+    return wrapper
+
+
+def _json_error(message: str, code: int) -> NoReturn:
+    print_json({"ok": False, "error": message, "exit_code": code})
+    sys.exit(code)
 
 
 def _quiet_stdout() -> None:
