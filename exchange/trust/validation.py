@@ -203,15 +203,15 @@ def _explain(
     reason: str,
 ) -> CertificateError:
     """Why the library refused ``cert``, in our words."""
+    path = issuers(cert, trusted_cas)
+    if path is None:
+        return CertificateError(
+            "certificate not issued by an approved CA",
+            internal=f"certificate {describe(cert)} (issuer {name_text(cert.issuer)}) "
+            f"not issued by an approved CA: {reason}",
+        )
     try:
         check_validity(cert, now)
-        path = issuers(cert, trusted_cas)
-        if path is None:
-            return CertificateError(
-                "certificate not issued by an approved CA",
-                internal=f"certificate {describe(cert)} (issuer {name_text(cert.issuer)}) "
-                f"not issued by an approved CA: {reason}",
-            )
         for ca in path:
             check_validity(ca, now, "issuing CA certificate")
     except CertificateError as exc:
