@@ -1047,7 +1047,10 @@ def test_cli_serve_wants_both_responder_files(pki: Pki, tmp_path: Path) -> None:
         "--responder-key", pki.pem("ca"),
     )  # fmt: skip
     assert code == EXIT_USAGE
-    assert "both --responder-key and --responder-cert" in err
+    assert (
+        "Error: --responder-key: a delegated responder needs both its key and its certificate: "
+        "give both, or neither" in " ".join(err.split())
+    )
 
 
 @pytest.mark.parametrize(

@@ -25,12 +25,19 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
+from exchange import sdnotify
 from exchange.cli.ca import PASSPHRASE_ENV, _print, _read_passphrase, describe_certificate
 from exchange.cli.ca import group as ca_group
+from exchange.cli.checkconfig import (
+    add_check_config,
+    reject_options_beside_config,
+    settings_from_command_line,
+)
 from exchange.cli.common import console, err_console, handle_errors
 from exchange.cli.server import group as server_group
 from exchange.errors import ConfigurationError, InvalidIdentifier
 from exchange.identifiers import MemberId, parse_member
+from exchange.oplog import configure_logging
 from exchange.server.config import ServerConfig, load_server_config
 from exchange.trust import keys
 from exchange.trust.ca import CertificateAuthority
@@ -47,8 +54,14 @@ from exchange.trust.ca_service import (
     running_ca_service,
 )
 from exchange.trust.profiles import ProfileName
+from exchange.trust.service_config import (
+    CA_SERVICE_PORT,
+    CaServiceSettings,
+    ca_service_settings,
+    load_ca_service_config,
+)
 
-DEFAULT_PORT: Final = 4200
+DEFAULT_PORT: Final = CA_SERVICE_PORT
 TOKEN_ENV: Final = "EXCHANGE_ENROLMENT_TOKEN"
 
 _EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -65,7 +78,13 @@ def _now() -> dt.datetime:
 
 
 @ca_group.command("serve")
-@click.option("--ca-dir", type=_EXISTING_DIR, required=True, help="Directory of the CA.")
+@click.option(
+    "--config",
+    "config_path",
+    type=_EXISTING_FILE,
+    help="ca.toml with the settings below and [logging] (then give no other option).",
+)
+@click.option("--ca-dir", type=_EXISTING_DIR, help="Directory of the CA.")
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -87,9 +106,12 @@ def _now() -> dt.datetime:
 @click.option("--days-auth", type=click.IntRange(min=1), default=365, show_default=True)
 @click.option("--days-sign", type=click.IntRange(min=1), default=365, show_default=True)
 @click.option("--ready-line", is_flag=True, help="Print one line READY {json} with the bound port.")
+@click.pass_context
 @handle_errors
 def serve(
-    ca_dir: Path,
+    ctx: click.Context,
+    config_path: Path | None,
+    ca_dir: Path | None,
     host: str,
     port: int,
     passphrase_file: Path | None,
@@ -109,8 +131,25 @@ def serve(
     Example:
       exchange ca serve --ca-dir certs/ca --port 4200
       exchange ca token issue --ca-dir certs/ca --auth PS/GOV/MOI/ss1 --sign PS/GOV/MOI
+      exchange ca serve --config /etc/exchange/ca.toml
     """
-    ca = CertificateAuthority.load(ca_dir, _read_passphrase(passphrase_file, use_env=True))
+    if config_path is not None:
+        reject_options_beside_config(ctx, keep=("ready_line",))
+        settings = load_ca_service_config(config_path)
+    elif ca_dir is None:
+        raise click.UsageError("give --ca-dir (or --config)")
+    else:
+        options = {k: v for k, v in ctx.params.items() if k not in ("config_path", "ready_line")}
+        settings = settings_from_command_line(ca_service_settings, options)
+    configure_logging(settings.logging)
+    _serve_ca(settings, ready_line)
+
+
+def _serve_ca(settings: CaServiceSettings, ready_line: bool) -> None:
+    passphrase = _read_passphrase(settings.passphrase_file, use_env=True)
+    ca_dir, host, port = settings.ca_dir, settings.host, settings.port
+    days_auth, days_sign = settings.days_auth, settings.days_sign
+    ca = CertificateAuthority.load(ca_dir, passphrase)
     if not _is_loopback(host):
         err_console.print(
             f"warning: listening on {host} over plain HTTP: enrolment tokens cross the network "
@@ -138,7 +177,9 @@ async def _serve(app: web.Application, host: str, port: int, ready_line: bool) -
             print("READY " + json.dumps({"port": bound, "url": url}), flush=True)
         else:
             console.print(f"CA service serving on {url} (Ctrl-C stops)")
+        sdnotify.ready(f"CA service serving on {url}")
         await stop.wait()
+        sdnotify.stopping()
 
 
 @ca_group.command("sign-csr")
@@ -421,3 +462,14 @@ def _checked(slot: _Slot, source: Path, config: ServerConfig) -> x509.Certificat
     except CertificateMismatch as exc:
         raise CertificateMismatch(f"{source}: {exc.message}; nothing was installed") from None
     return cert
+
+
+add_check_config(
+    ca_group,
+    load_ca_service_config,
+    "CA service",
+    lambda s: [
+        (("ca_dir",), s.ca_dir, "directory"),
+        (("passphrase_file",), s.passphrase_file, "file"),
+    ],
+)

@@ -16,6 +16,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from exchange.errors import (
     AccessDenied,
@@ -68,12 +69,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except ExchangeError as exc:
             if debug:
                 raise
-            err_console.print(f"[red]error:[/red] {exc.message}", markup=True)
+            err_console.print(f"[red]error:[/red] {escape(exc.message)}", markup=True)
             sys.exit(exit_code_for(exc))
         except (OSError, sqlite3.Error) as exc:
             if debug:
                 raise
-            err_console.print(f"[red]error:[/red] {exc}", markup=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
             sys.exit(EXIT_USAGE)
 
     return wrapper
@@ -119,3 +120,19 @@ def print_json(data: Any) -> None:
     import orjson
 
     click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+def cancel_on_sigterm() -> None:
+    """SIGTERM cancels the running task (the server's), after telling systemd it is stopping."""
+    import asyncio
+
+    from exchange import sdnotify
+
+    task = asyncio.current_task()
+    assert task is not None
+
+    def stop() -> None:
+        sdnotify.stopping()
+        task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
