@@ -168,6 +168,16 @@ _EE_POLICY: Final = ExtensionPolicy.permit_all().may_be_present(
 _CA_POLICY: Final = ExtensionPolicy.webpki_defaults_ca()
 
 
+def roots_and_intermediates(
+    trusted_cas: Iterable[x509.Certificate],
+) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """The approved CA certificates split into the self-issued roots (the trust anchors) and the
+    intermediates (trusted only through a root), for verifiers that build paths themselves."""
+    cas = list(trusted_cas)
+    roots = [ca for ca in cas if _is_self_issued(ca)]
+    return roots, [ca for ca in cas if ca not in roots]
+
+
 @dataclass(frozen=True, slots=True)
 class _Verifier:
     """The approved CA set split into trust anchors (roots) and intermediates."""
@@ -177,8 +187,7 @@ class _Verifier:
 
     @classmethod
     def of(cls, trusted_cas: Sequence[x509.Certificate]) -> _Verifier:
-        roots = [ca for ca in trusted_cas if _is_self_issued(ca)]
-        others = [ca for ca in trusted_cas if not _is_self_issued(ca)]
+        roots, others = roots_and_intermediates(trusted_cas)
         return cls(Store(roots) if roots else None, others)
 
     def chain(self, cert: x509.Certificate, now: dt.datetime) -> list[x509.Certificate]:
