@@ -122,9 +122,9 @@ def _verify_documents(
     """The certificate of residence and the receipt the window was given, saved and verified
     offline with the federation's trust bundle, as an auditor would (``exchange audit document
     verify``)."""
-    from exchange.audit.documents import trusted_cas_from
+    from exchange.audit.documents import read_document, trusted_cas_from, verify_saved
     from exchange.identifiers import parse_member
-    from exchange.trust.documents import DocumentError, verify_document
+    from exchange.trust.documents import DocumentError
 
     kept = {o.step.keep: o for o in outcomes if o.step.keep and isinstance(o.body, dict)}
     cas = trusted_cas_from(federation.trust_bundle)
@@ -142,7 +142,7 @@ def _verify_documents(
         path = folder / f"{name}.json"
         path.write_bytes(outcome.raw)
         try:
-            verified = verify_document(token, cas, issuer=parse_member(member))
+            verified = verify_saved(read_document(path), cas, issuer=parse_member(member))
         except DocumentError as exc:
             ok = False
             console.print(f"  {what}: ", FAILED, f": {exc.message}", sep="")
