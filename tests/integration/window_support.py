@@ -18,6 +18,8 @@ from aiohttp import web
 
 from adapters.payments.app import create_adapter as payments_adapter
 from adapters.payments.store import create_store
+from adapters.telecom.app import create_adapter as sims_adapter
+from adapters.telecom.store import create_store as create_sim_store
 from examples.window import accounts, services
 from examples.window.config import WindowConfig
 from examples.window.db import connect
@@ -66,16 +68,18 @@ async def running_window(
 
 
 # --- the ministries' services behind one real security server of a test member -----------------
-# Finance is its real adapter (adapters.payments: idempotent fees and payments, signed receipts)
-# under its real policy file (exchange/demo/policies/MOF/payments.toml) with the member renamed;
-# Health's insurance status, Telecom's SIMs and Interior's certificates are stand-ins keeping the
-# contract's rules. The window reaches them through ``ROUTED`` (WindowConfig.services). Health's
+# Finance and Telecom are their real adapters (adapters.payments: idempotent fees and payments,
+# signed receipts; adapters.telecom: SIM registrations) under their real policy files
+# (exchange/demo/policies/) with the member renamed; Health's insurance status and Interior's
+# certificates are stand-ins keeping the contract's rules (they need the citizen in their own
+# registries). The window reaches them through ``ROUTED`` (WindowConfig.services). Health's
 # answer carries the dependants, which the grant does not release: the provider withholds them.
 MEMBER = parse_member("PS/GOV/MOFW")
 PAYMENTS = parse_subsystem("PS/GOV/MOFW/payments")
 OTHERS = parse_subsystem("PS/GOV/MOFW/ministries")
+SIM_REGISTRY = parse_subsystem("PS/GOV/MOFW/sim-registry")
 DEPENDANT = {"national_id": "200000004", "name": "Sami Haddad"}
-_FINANCE_POLICY = Path(__file__).resolve().parents[2] / "exchange/demo/policies/MOF/payments.toml"
+_POLICIES = Path(__file__).resolve().parents[2] / "exchange" / "demo" / "policies"
 OTHERS_POLICY = """
 [[grant]]
 id = "window-insurance"
@@ -84,13 +88,6 @@ service = "PS/GOV/MOFW/ministries/status"
 methods = ["GET"]
 paths = ["/*"]
 fields = ["national_id", "insured", "scheme", "valid_until"]
-purposes = ["citizen-service"]
-[[grant]]
-id = "window-sims"
-client = "PS/GOV/PALPOST/unified-window"
-service = "PS/GOV/MOFW/ministries/sims"
-methods = ["GET", "POST"]
-paths = ["/"]
 purposes = ["citizen-service"]
 [[grant]]
 id = "window-certificates"
@@ -105,7 +102,7 @@ ROUTED = {
     services.FEES: "PS/GOV/MOFW/payments/fees",
     services.RECEIPTS: "PS/GOV/MOFW/payments/receipts",
     services.INSURANCE: "PS/GOV/MOFW/ministries/status",
-    services.SIMS: "PS/GOV/MOFW/ministries/sims",
+    services.SIMS: "PS/GOV/MOFW/sim-registry/sims",
     services.RESIDENCE: "PS/GOV/MOFW/ministries/residence-certificates",
 }
 
@@ -115,15 +112,12 @@ class Ministries:
     """What the stand-ins recorded, and where Finance's real adapter keeps its books."""
 
     payments_db: Path
-    sims: list[dict[str, Any]] = field(default_factory=list)
     certificates: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, Any] = field(default_factory=dict)
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/status/{nid}", self.insurance)
-        app.router.add_post("/sims", self.register_sim)
-        app.router.add_get("/sims", self.list_sims)
         app.router.add_post("/residence-certificates", self.certify)
         return app
 
@@ -153,20 +147,6 @@ class Ministries:
              "valid_until": "2027-06-30", "dependants": [DEPENDANT]}
         )  # fmt: skip
 
-    async def register_sim(self, request: web.Request) -> web.Response:
-        def make(body: dict[str, Any], req: web.Request) -> dict[str, Any]:
-            sim = {**body, "registration_id": f"SIM-{len(self.sims) + 1:06d}",
-                   "registered_at": "2026-12-06T10:02:00Z",
-                   "registered_by": req.headers.get("X-Road-UserId")}  # fmt: skip
-            self.sims.append(sim)
-            return sim
-
-        return await self._once(request, make)
-
-    async def list_sims(self, request: web.Request) -> web.Response:
-        nid = request.query["national_id"]
-        return web.json_response([s for s in self.sims if s["national_id"] == nid])
-
     async def certify(self, request: web.Request) -> web.Response:
         def make(body: dict[str, Any], _: web.Request) -> dict[str, Any]:
             certificate = {
@@ -183,6 +163,12 @@ class Ministries:
             return certificate
 
         return await self._once(request, make)
+
+
+def _renamed(path: str, member: str) -> str:
+    """A ministry's real policy file, its member renamed to the test member."""
+    text = (_POLICIES / path).read_text()
+    return text.replace(f'"{member}"', f'"{MEMBER}"').replace(f"{member}/", f"{MEMBER}/")
 
 
 _RUNNING: dict[int, tuple[Ministries, list[web.AppRunner]]] = {}
@@ -204,20 +190,26 @@ async def ministries_of(net: Net) -> Ministries:
     key = generate_key()
     signer = DocumentSigner(key, (net.ca.issue_sign_cert(key.public_key(), MEMBER), net.ca.cert))
     ministries = Ministries(books)
+    create_sim_store(net.root / "mofw-sims.sqlite")
     finance_runner, finance = await _serve(payments_adapter(books, signer).app())
+    sims_runner, sims = await _serve(sims_adapter(net.root / "mofw-sims.sqlite").app())
     others_runner, others = await _serve(ministries.app())
-    _RUNNING[id(net)] = (ministries, [finance_runner, others_runner])
+    _RUNNING[id(net)] = (ministries, [finance_runner, sims_runner, others_runner])
     with net.registry() as reg:
         reg.add_member(MEMBER, "Ministries (window tests)")
-    policy = _FINANCE_POLICY.read_text().replace('"PS/GOV/MOF"', '"PS/GOV/MOFW"')
-    policy = policy.replace("PS/GOV/MOF/", "PS/GOV/MOFW/")
+    policy = _renamed("MOF/payments.toml", "PS/GOV/MOF")
+    policy += _renamed("MTIT/sim-registry.toml", "PS/GOV/MTIT").replace(
+        'provider = "PS/GOV/MOFW"', ""
+    )
     await launch(
-        net, "mofw", SecurityServerId(*MEMBER.parts, "ss1"), clients=[PAYMENTS, OTHERS],
+        net, "mofw", SecurityServerId(*MEMBER.parts, "ss1"),
+        clients=[PAYMENTS, SIM_REGISTRY, OTHERS],
         services=[
             *((PAYMENTS.service(code), f"{finance}/{code}")
               for code in ("schedule", "fees", "receipts")),
+            (SIM_REGISTRY.service("sims"), f"{sims}/sims"),
             *((OTHERS.service(code), f"{others}/{code}")
-              for code in ("status", "sims", "residence-certificates")),
+              for code in ("status", "residence-certificates")),
         ],
         policy=policy + OTHERS_POLICY,
     )  # fmt: skip
