@@ -21,7 +21,7 @@ from exchange.cli.checkconfig import (
     reject_options_beside_config,
     settings_from_command_line,
 )
-from exchange.cli.common import console, err_console, handle_errors, print_json
+from exchange.cli.common import console, echo, err_console, handle_errors, print_json
 from exchange.errors import ConfigurationError
 from exchange.oplog import configure_logging
 
@@ -125,7 +125,7 @@ def serve(
     configure_logging(settings.logging)
 
     def on_ready(url: str, bound_port: int) -> None:
-        click.echo(f"READY url={url} port={bound_port}")
+        echo(f"READY url={url} port={bound_port}")
 
     run(settings.database, host=settings.host, port=settings.port, on_ready=on_ready)
 
