@@ -40,7 +40,7 @@ from exchange.server.config import ServerConfig
 from exchange.server.logcheck import exchange_entry_checker, trusted_cas_of, trusted_tsas_of
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint, load_certificates
 from exchange.trust.timestamp import TimestampError, verify_timestamp_token
-from exchange.trust.validation import find_issuer
+from exchange.trust.validation import find_issuer, issuers
 
 FORMAT = "exchange-evidence-bundle/1"
 MANIFEST = "manifest.json"
@@ -175,10 +175,8 @@ def _certs_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, str]:
         conn.close()
     cas = trusted_cas_of(config)
     for pem in list(pems.values()):
-        cert = cert_from_pem(pem)
-        for ca in cas:
-            if find_issuer(cert, [ca]) is not None:
-                pems[jws.cert_thumbprint(ca)] = cert_pem(ca)
+        for ca in issuers(cert_from_pem(pem), cas) or ():
+            pems[jws.cert_thumbprint(ca)] = cert_pem(ca)
     return pems
 
 

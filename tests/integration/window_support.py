@@ -7,8 +7,8 @@ clock can be moved (``Clock``) so session expiry is tested without waiting.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +16,17 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.payments.app import create_adapter as payments_adapter
+from adapters.payments.store import create_store
+from adapters.telecom.app import create_adapter as sims_adapter
+from adapters.telecom.store import create_store as create_sim_store
 from examples.window import accounts, services
 from examples.window.config import WindowConfig
 from examples.window.db import connect
 from examples.window.web import create_app
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
+from exchange.trust.documents import DocumentSigner
+from exchange.trust.keys import generate_key
 from tests.integration.conftest import Net
 from tests.integration.support import launch
 
@@ -61,32 +67,20 @@ async def running_window(
         await runner.cleanup()
 
 
-# --- the other ministries' services, as stand-ins keeping the contract's rules -------------------
-# Finance's fees (idempotent), Health's insurance status, Telecom's SIMs and Interior's
-# certificates, behind one real security server of a test member; the window reaches them through
-# ``ROUTED`` (WindowConfig.services). Health's answer carries the dependants, which the grant
-# does not release: the provider withholds them.
+# --- the ministries' services behind one real security server of a test member -----------------
+# Finance and Telecom are their real adapters (adapters.payments: idempotent fees and payments,
+# signed receipts; adapters.telecom: SIM registrations) under their real policy files
+# (exchange/demo/policies/) with the member renamed; Health's insurance status and Interior's
+# certificates are stand-ins keeping the contract's rules (they need the citizen in their own
+# registries). The window reaches them through ``ROUTED`` (WindowConfig.services). Health's
+# answer carries the dependants, which the grant does not release: the provider withholds them.
 MEMBER = parse_member("PS/GOV/MOFW")
 PAYMENTS = parse_subsystem("PS/GOV/MOFW/payments")
 OTHERS = parse_subsystem("PS/GOV/MOFW/ministries")
+SIM_REGISTRY = parse_subsystem("PS/GOV/MOFW/sim-registry")
 DEPENDANT = {"national_id": "200000004", "name": "Sami Haddad"}
-NID = "123456782"
-POLICY = """
-provider = "PS/GOV/MOFW"
-[[grant]]
-id = "window-payments"
-client = "PS/GOV/PALPOST/unified-window"
-service = "PS/GOV/MOFW/payments/schedule"
-methods = ["GET"]
-paths = ["/"]
-purposes = ["citizen-service"]
-[[grant]]
-id = "window-fees"
-client = "PS/GOV/PALPOST/unified-window"
-service = "PS/GOV/MOFW/payments/fees"
-methods = ["POST"]
-paths = ["/", "/*/payment"]
-purposes = ["citizen-service"]
+_POLICIES = Path(__file__).resolve().parents[2] / "exchange" / "demo" / "policies"
+OTHERS_POLICY = """
 [[grant]]
 id = "window-insurance"
 client = "PS/GOV/PALPOST/unified-window"
@@ -96,13 +90,6 @@ paths = ["/*"]
 fields = ["national_id", "insured", "scheme", "valid_until"]
 purposes = ["citizen-service"]
 [[grant]]
-id = "window-sims"
-client = "PS/GOV/PALPOST/unified-window"
-service = "PS/GOV/MOFW/ministries/sims"
-methods = ["GET", "POST"]
-paths = ["/"]
-purposes = ["citizen-service"]
-[[grant]]
 id = "window-certificates"
 client = "PS/GOV/PALPOST/unified-window"
 service = "PS/GOV/MOFW/ministries/residence-certificates"
@@ -110,49 +97,55 @@ methods = ["POST"]
 paths = ["/"]
 purposes = ["citizen-service"]
 """
+ROUTED = {
+    services.SCHEDULE: "PS/GOV/MOFW/payments/schedule",
+    services.FEES: "PS/GOV/MOFW/payments/fees",
+    services.RECEIPTS: "PS/GOV/MOFW/payments/receipts",
+    services.INSURANCE: "PS/GOV/MOFW/ministries/status",
+    services.SIMS: "PS/GOV/MOFW/sim-registry/sims",
+    services.RESIDENCE: "PS/GOV/MOFW/ministries/residence-certificates",
+}
 
 
 @dataclass
-class Finance:
-    """The contract's fees and payments, in memory: what was charged, which keys were seen."""
+class Ministries:
+    """What the stand-ins recorded, and where Finance's real adapter keeps its books."""
 
-    answers: dict[str, tuple[bytes, Any]] = field(default_factory=dict)
-    fees: dict[str, dict[str, Any]] = field(default_factory=dict)
-    payments: list[dict[str, Any]] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    sims: list[dict[str, Any]] = field(default_factory=list)
+    payments_db: Path
     certificates: list[dict[str, Any]] = field(default_factory=list)
+    answers: dict[str, Any] = field(default_factory=dict)
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/schedule", self.schedule)
-        app.router.add_post("/fees", self.create)
-        app.router.add_post("/fees/{fee_id}/payment", self.pay)
         app.router.add_get("/status/{nid}", self.insurance)
-        app.router.add_post("/sims", self.register_sim)
-        app.router.add_get("/sims", self.list_sims)
         app.router.add_post("/residence-certificates", self.certify)
         return app
+
+    def receipts_of(self, fee_id: str) -> list[tuple[str, str]]:
+        """(receipt number, collected by) of each payment of ``fee_id`` in Finance's books."""
+        with contextlib.closing(sqlite3.connect(self.payments_db)) as conn:
+            rows = conn.execute(
+                "SELECT receipt_number, collected_by FROM receipts WHERE fee_id = ?", (fee_id,)
+            ).fetchall()
+        return [(str(a), str(b)) for a, b in rows]
+
+    def last_fee(self) -> str:
+        with contextlib.closing(sqlite3.connect(self.payments_db)) as conn:
+            row = conn.execute("SELECT fee_id FROM fees ORDER BY rowid DESC LIMIT 1").fetchone()
+        return str(row[0])
+
+    async def _once(self, request: web.Request, make: Any) -> web.Response:
+        key = request.headers["Idempotency-Key"]
+        if key in self.answers:
+            return web.json_response(self.answers[key], status=200)
+        self.answers[key] = make(await request.json(), request)
+        return web.json_response(self.answers[key], status=201)
 
     async def insurance(self, request: web.Request) -> web.Response:
         return web.json_response(
             {"national_id": request.match_info["nid"], "insured": True, "scheme": "government",
              "valid_until": "2027-06-30", "dependants": [DEPENDANT]}
         )  # fmt: skip
-
-    async def register_sim(self, request: web.Request) -> web.Response:
-        def make(body: dict[str, Any], req: web.Request) -> dict[str, Any]:
-            sim = {**body, "registration_id": f"SIM-{len(self.sims) + 1:06d}",
-                   "registered_at": "2026-12-06T10:02:00Z",
-                   "registered_by": req.headers.get("X-Road-UserId")}  # fmt: skip
-            self.sims.append(sim)
-            return sim
-
-        return await self._once(request, make)
-
-    async def list_sims(self, request: web.Request) -> web.Response:
-        nid = request.query["national_id"]
-        return web.json_response([s for s in self.sims if s["national_id"] == nid])
 
     async def certify(self, request: web.Request) -> web.Response:
         def make(body: dict[str, Any], _: web.Request) -> dict[str, Any]:
@@ -171,91 +164,53 @@ class Finance:
 
         return await self._once(request, make)
 
-    async def schedule(self, request: web.Request) -> web.Response:
-        item = {"service": "residence-certificate", "name_en": "Certificate of residence",
-                "name_ar": "شهادة سكن", "amount": "25.00", "currency": "ILS"}  # fmt: skip
-        return web.json_response([item])
 
-    async def _once(self, request: web.Request, make: Any) -> web.Response:
-        key, body = request.headers["Idempotency-Key"], await request.read()
-        self.keys.append(key)
-        if key in self.answers:
-            first_body, answer = self.answers[key]
-            if first_body != body:
-                return web.json_response({"error": "idempotency_key_reused"}, status=422)
-            return web.json_response(answer, status=200)
-        answer = make(await request.json(), request)
-        if "error" in answer:
-            return web.json_response(answer, status=409)
-        self.answers[key] = (body, answer)
-        return web.json_response(answer, status=201)
-
-    async def create(self, request: web.Request) -> web.Response:
-        def make(body: dict[str, Any], _: web.Request) -> dict[str, Any]:
-            fee = {"fee_id": str(uuid.uuid4()), "service": body["service"],
-                   "national_id": body["national_id"], "amount": "25.00", "currency": "ILS",
-                   "status": "due", "created_at": "2026-12-06T10:00:00Z"}  # fmt: skip
-            self.fees[fee["fee_id"]] = fee
-            return fee
-
-        return await self._once(request, make)
-
-    async def pay(self, request: web.Request) -> web.Response:
-        def make(body: dict[str, Any], req: web.Request) -> dict[str, Any]:
-            fee = self.fees[req.match_info["fee_id"]]
-            if fee["status"] == "paid":
-                return {"error": "already_paid"}
-            fee["status"] = "paid"
-            receipt = {
-                k: fee[k] for k in ("fee_id", "service", "national_id", "amount", "currency")
-            }
-            receipt.update(
-                receipt_number=f"MOF-2026-{len(self.payments) + 1:06d}",
-                method=body["method"],
-                paid_at="2026-12-06T10:01:00Z",
-                collected_by=req.headers.get("X-Road-UserId"),
-                document="eyJhbGciOiJFUzI1NiJ9.e30.c2lnbmVk",
-            )
-            self.payments.append(receipt)
-            return receipt
-
-        return await self._once(request, make)
+def _renamed(path: str, member: str) -> str:
+    """A ministry's real policy file, its member renamed to the test member."""
+    text = (_POLICIES / path).read_text()
+    return text.replace(f'"{member}"', f'"{MEMBER}"').replace(f"{member}/", f"{MEMBER}/")
 
 
-async def _launch_finance(net: Net, url: str) -> None:
+_RUNNING: dict[int, tuple[Ministries, list[web.AppRunner]]] = {}
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def ministries_of(net: Net) -> Ministries:
+    """This federation's test ministries, started (and their security server launched) once."""
+    if id(net) in _RUNNING:
+        return _RUNNING[id(net)][0]
+    books = net.root / "mofw-payments.sqlite"
+    create_store(books)
+    key = generate_key()
+    signer = DocumentSigner(key, (net.ca.issue_sign_cert(key.public_key(), MEMBER), net.ca.cert))
+    ministries = Ministries(books)
+    create_sim_store(net.root / "mofw-sims.sqlite")
+    finance_runner, finance = await _serve(payments_adapter(books, signer).app())
+    sims_runner, sims = await _serve(sims_adapter(net.root / "mofw-sims.sqlite").app())
+    others_runner, others = await _serve(ministries.app())
+    _RUNNING[id(net)] = (ministries, [finance_runner, sims_runner, others_runner])
     with net.registry() as reg:
-        reg.add_member(MEMBER, "Finance (window payment tests)")
+        reg.add_member(MEMBER, "Ministries (window tests)")
+    policy = _renamed("MOF/payments.toml", "PS/GOV/MOF")
+    policy += _renamed("MTIT/sim-registry.toml", "PS/GOV/MTIT").replace(
+        'provider = "PS/GOV/MOFW"', ""
+    )
     await launch(
-        net, "mofw", SecurityServerId(*MEMBER.parts, "ss1"), clients=[PAYMENTS, OTHERS],
+        net, "mofw", SecurityServerId(*MEMBER.parts, "ss1"),
+        clients=[PAYMENTS, SIM_REGISTRY, OTHERS],
         services=[
-            *((PAYMENTS.service(code), f"{url}/{code}") for code in ("schedule", "fees")),
-            *((OTHERS.service(code), f"{url}/{code}")
-              for code in ("status", "sims", "residence-certificates")),
+            *((PAYMENTS.service(code), f"{finance}/{code}")
+              for code in ("schedule", "fees", "receipts")),
+            (SIM_REGISTRY.service("sims"), f"{sims}/sims"),
+            *((OTHERS.service(code), f"{others}/{code}")
+              for code in ("status", "residence-certificates")),
         ],
-        policy=POLICY,
+        policy=policy + OTHERS_POLICY,
     )  # fmt: skip
-
-
-ROUTED = {
-    services.SCHEDULE: "PS/GOV/MOFW/payments/schedule",
-    services.FEES: "PS/GOV/MOFW/payments/fees",
-    services.INSURANCE: "PS/GOV/MOFW/ministries/status",
-    services.SIMS: "PS/GOV/MOFW/ministries/sims",
-    services.RESIDENCE: "PS/GOV/MOFW/ministries/residence-certificates",
-}
-
-
-_FINANCE: dict[int, tuple[Finance, web.AppRunner]] = {}
-
-
-async def finance_of(net: Net) -> Finance:
-    """The stand-in Finance of this federation, started (and its security server launched) once;
-    the window reaches it through ``ROUTED``."""
-    if id(net) not in _FINANCE:
-        finance = Finance()
-        runner = web.AppRunner(finance.app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        _FINANCE[id(net)] = (finance, runner)
-        await _launch_finance(net, f"http://127.0.0.1:{runner.addresses[0][1]}")
-    return _FINANCE[id(net)][0]
+    return ministries
