@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors
+from exchange.cli.common import EXIT_CHECK_FAILED, ExchangeGroup, console, handle_errors, reports
 
 if TYPE_CHECKING:
     from exchange.audit.bundle import Check
@@ -19,7 +19,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
-@click.group("audit")
+@click.group("audit", cls=ExchangeGroup)
 def group() -> None:
     """Export and verify evidence bundles (offline, with public trust material only).
 
@@ -116,8 +116,7 @@ def trust_export(config_path: Path, out: Path) -> None:
     required=True,
     help="The auditor's own file of tree heads seen (kept outside the server).",
 )
-@click.option("--json", "as_json", is_flag=True)
-@handle_errors
+@reports
 def watch(config_path: Path | None, db: Path | None, state: Path, as_json: bool) -> None:
     """Check that the log only grew since the last look (RFC 9162 consistency proof); run it
     periodically (e.g. from cron). Exit 1 when the history was rewritten.
@@ -168,8 +167,7 @@ def document() -> None:
 )
 @click.option("--issuer", help="The member that must have signed it, e.g. PS/GOV/MOF.")
 @click.option("--type", "typ", help="The kind it must be: residence-certificate, receipt, refund.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verified fields as JSON.")
-@handle_errors
+@reports
 def document_verify(
     path: Path, trust: Path, issuer: str | None, typ: str | None, as_json: bool
 ) -> None:  # fmt: skip

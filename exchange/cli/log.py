@@ -12,10 +12,12 @@ from rich.table import Table
 
 from exchange.cli.common import (
     EXIT_CHECK_FAILED,
+    ExchangeGroup,
     console,
     handle_errors,
     markup_text,
     print_json,
+    reports,
 )
 from exchange.errors import ConfigurationError
 from exchange.terminal import one_value
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group("log")
+@click.group("log", cls=ExchangeGroup)
 def group() -> None:
     """Verify and read a security server's message log (works while the server runs).
 
@@ -93,9 +95,8 @@ _ARCHIVE_DIR = click.option(
     "the server's global configuration.",
 )
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("--no-progress", is_flag=True)
-@handle_errors
+@reports
 def verify_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -265,8 +266,7 @@ def _when(text: str | None) -> dt.datetime | None:
 @click.option("--limit", default=50, show_default=True)
 @_ARCHIVE_DIR
 @click.option("--live-only", is_flag=True, help="Search the database only, not the archives.")
-@click.option("--json", "as_json", is_flag=True, help="Full records as JSON.")
-@handle_errors
+@reports
 def show_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -398,9 +398,8 @@ def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
 @click.option("--id", "message_id", required=True, help="X-Road-Id of the exchange.")
 @click.option("--size", type=int, help="Prove against the signed tree head of this size.")
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print the proofs as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
-@handle_errors
+@reports
 def prove_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -448,9 +447,8 @@ def prove_cmd(
 @click.option("--from", "m", type=int, required=True, help="Size of the older signed tree head.")
 @click.option("--to", "n", type=int, required=True, help="Size of the newer signed tree head.")
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print the proof as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
-@handle_errors
+@reports
 def consistency_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -542,9 +540,8 @@ def _seconds(text: str) -> float:
     type=click.IntRange(min=1),
     help="Records per archive file, roughly (default: [messagelog] archive_max_records).",
 )
-@click.option("--json", "as_json", is_flag=True, help="List the archives written as JSON.")
 @click.option("--no-progress", is_flag=True)
-@handle_errors
+@reports
 def archive_cmd(
     config_path: Path,
     older_than: str | None,

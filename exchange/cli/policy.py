@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from exchange.cli.common import (
     EXIT_CHECK_FAILED,
     EXIT_USAGE,
+    ExchangeGroup,
     console,
     err_console,
-    handle_errors,
     print_json,
+    reports,
 )
 from exchange.errors import InvalidIdentifier
 from exchange.identifiers import (
@@ -99,7 +100,7 @@ def _server_groups(config: Path, client: ClientId) -> frozenset[GlobalGroupId]:
     return conf.groups_of(client) if conf else frozenset()
 
 
-@click.group("policy", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("policy", cls=ExchangeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def group() -> None:
     """Access policies: check policy files, explain decisions.
 
@@ -283,8 +284,7 @@ def check_policy(
     help="The provider member every file must name (INSTANCE/CLASS/CODE).",
 )
 @click.option("--openapi", multiple=True, callback=_openapi_option, help=_OPENAPI_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
+@reports
 def check(
     directory: Path, provider: MemberId | None, openapi: dict[ServiceId, str], as_json: bool
 ) -> None:
@@ -364,8 +364,7 @@ def explain_request(
     help="A global group the client belongs to (INSTANCE/GROUPCODE); repeatable.",
 )
 @click.option("--at", callback=_instant, help="Judge at this ISO 8601 time (default: now).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
+@reports
 def explain_command(
     directory: Path | None,
     config: Path | None,
@@ -438,8 +437,7 @@ def lint_policy(
 )
 @click.option("--at", callback=_instant, help="Judge expiry at this ISO 8601 time (default: now).")
 @click.option("--openapi", multiple=True, callback=_openapi_option, help=_OPENAPI_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
+@reports
 def lint_command(
     directory: Path | None,
     config: Path | None,
@@ -524,8 +522,7 @@ def show_history(trail: Path, key_for: KeyFor, as_json: bool, show_diff: bool) -
     help="The provider server's server.toml: its state directory and signing certificates.",
 )
 @click.option("--diff", "show_diff", is_flag=True, help="Show each change's diff.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (diffs included).")
-@handle_errors
+@reports
 def history_command(config: Path, show_diff: bool, as_json: bool) -> None:
     """List the signed audit trail of policy changes and verify it.
 

@@ -21,7 +21,15 @@ from exchange.cli.checkconfig import (
     reject_options_beside_config,
     settings_from_command_line,
 )
-from exchange.cli.common import console, echo, err_console, handle_errors, print_json
+from exchange.cli.common import (
+    ExchangeGroup,
+    console,
+    echo,
+    err_console,
+    handle_errors,
+    print_json,
+    reports,
+)
 from exchange.errors import ConfigurationError
 from exchange.oplog import configure_logging
 
@@ -34,7 +42,7 @@ _DB = click.option(
 )
 
 
-@click.group("registry")
+@click.group("registry", cls=ExchangeGroup)
 def group() -> None:
     """Interior's population registry: synthetic people served over HTTP.
 
@@ -51,8 +59,10 @@ def group() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same people.")
 @click.option("--force", is_flag=True, help="Replace the file if it exists.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@handle_errors
-def generate(db_path: Path, count: int, seed: int, force: bool, no_progress: bool) -> None:
+@reports
+def generate(
+    db_path: Path, count: int, seed: int, force: bool, no_progress: bool, as_json: bool
+) -> None:
     """Generate a registry of --count synthetic people, in families, into a new file.
 
     \b
@@ -62,14 +72,28 @@ def generate(db_path: Path, count: int, seed: int, force: bool, no_progress: boo
     if db_path.exists() and not force:
         raise ConfigurationError(f"{db_path} already exists; pass --force to replace it")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=err_console, disable=no_progress) as bar:
+    hidden = no_progress or as_json
+    with Progress(*columns, TimeElapsedColumn(), console=err_console, disable=hidden) as bar:
         task = bar.add_task("people", total=count)
 
         def on_progress(phase: str, written: int) -> None:
             bar.update(task, completed=written, description=phase)
 
         report = build_registry(db_path, count, seed=seed, replace=force, on_progress=on_progress)
-    _print_report(report)
+    if as_json:
+        print_json(
+            {
+                "db": report.path,
+                "count": report.count,
+                "deceased": report.deceased,
+                "married": report.married,
+                "seed": report.seed,
+                "reference_date": report.reference_date.isoformat(),
+                "seconds": round(report.seconds, 3),
+            }
+        )
+    else:
+        _print_report(report)
 
 
 def _print_report(report: BuildReport) -> None:
@@ -208,8 +232,7 @@ add_check_config(
     "-n", "count", type=click.IntRange(1, 100), default=5, show_default=True, help="How many."
 )
 @click.option("--locality", help="Only people living there, e.g. Biddu.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the people's full records).")
-@handle_errors
+@reports
 def sample(db_path: Path, count: int, locality: str | None, as_json: bool) -> None:
     """Print national IDs of living married adults with parents and children in the registry.
 
