@@ -151,6 +151,10 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     return _handled(func, lambda kwargs: False)
 
 
+REPORTS = "__exchange_reports__"
+"""The mark :func:`reports` leaves on a command's callback (:func:`is_reporting`)."""
+
+
 def reports(func: Callable[P, R]) -> Callable[P, R]:
     """Give a command ``--json`` (its ``as_json`` parameter) and report its errors.
 
@@ -162,7 +166,13 @@ def reports(func: Callable[P, R]) -> Callable[P, R]:
     :func:`handle_errors`.
     """
     handled = _handled(func, lambda kwargs: bool(kwargs.get("as_json")))
+    setattr(handled, REPORTS, True)
     return click.option("--json", "as_json", is_flag=True, help=JSON_HELP)(handled)
+
+
+def is_reporting(command: click.Command) -> bool:
+    """Whether ``command`` is :func:`reports`: ``--json``, and its errors reported as JSON."""
+    return bool(getattr(command.callback, REPORTS, False)) and has_json_option(command)
 
 
 def has_json_option(command: click.Command) -> bool:

@@ -377,17 +377,19 @@ def _record_table(views: Sequence[RecordView]) -> Table:
 
 
 def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
-    """Write ``document`` to ``output`` or print it as JSON; False when people get the text."""
+    """Write ``document`` to ``output`` and/or print it as JSON (with ``output``: and where it
+    went); False when people get the text."""
     if output is not None:
         import orjson
 
         output.write_bytes(
             orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         )
-        console.print(f"wrote {output}")
-        return True
+        if not as_json:
+            console.print(f"wrote {output}")
+            return True
     if as_json:
-        print_json(document)
+        print_json(document if output is None else {**document, "output": output})
         return True
     return False
 

@@ -155,11 +155,16 @@ def _print_policy(policy: PolicySet) -> None:
                 console.print(f"  {key}: {shown}", markup=False, soft_wrap=True)
 
 
-def load_or_exit(directory: Path, provider: MemberId | None = None) -> PolicySet:
-    """Load ``directory``; on a broken file print ``file:line: reason`` on one line and exit 2."""
+def load_or_exit(
+    directory: Path, provider: MemberId | None = None, *, as_json: bool = False
+) -> PolicySet:
+    """Load ``directory``; on a broken file print ``file:line: reason`` on one line and exit 2
+    (under ``--json`` the error is reported as every command's are)."""
     try:
         return load_policy_dir(directory, provider)
     except PolicyError as exc:
+        if as_json:
+            raise
         err_console.print(f"error: {exc.message}", markup=False, soft_wrap=True)
         err_console.print(f"fix it and run 'exchange policy check {directory}' again", markup=False)
         sys.exit(EXIT_USAGE)
@@ -254,7 +259,7 @@ def check_policy(
 ) -> None:
     """Load and check ``directory`` and print its grants, and warnings about fields the services'
     OpenAPI documents (``descriptions``) do not describe."""
-    policy = load_or_exit(directory, provider)
+    policy = load_or_exit(directory, provider, as_json=as_json)
     warnings = [f for f in lint(policy, datetime.now(UTC), descriptions) if f.kind == UNKNOWN_FIELD]
     if as_json:
         print_json(
@@ -312,7 +317,7 @@ def explain_request(
     as_json: bool,
 ) -> bool:
     """Print the decision for a hypothetical ``request`` against ``directory``; True if allowed."""
-    policy = load_or_exit(directory)
+    policy = load_or_exit(directory, as_json=as_json)
     decision = evaluate(policy, request, groups=groups, now=at)
     if as_json:
         entry = decision.log_entry()
@@ -411,7 +416,7 @@ def lint_policy(
     descriptions: dict[ServiceId, ServiceDescription] | None = None,
 ) -> bool:
     """Print the lint findings for ``directory`` at ``at``; True if there are none."""
-    policy = load_or_exit(directory)
+    policy = load_or_exit(directory, as_json=as_json)
     findings = lint(policy, at, descriptions)
     if as_json:
         print_json({"version": policy.version, "findings": [f.as_dict() for f in findings]})

@@ -7,6 +7,7 @@ security server (see ``exchange server``) and does not grant access (see ``excha
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,9 @@ def _print_report(report: BuildReport) -> None:
 )
 @click.option("--signing-chain", type=click.Path(dir_okay=False, path_type=Path),
               help="Its member signing certificate, then the CA's (PEM).")  # fmt: skip
+@click.option(
+    "--ready-line", is_flag=True, help="Print 'READY {json}' with the bound port instead."
+)
 @click.pass_context
 @handle_errors
 def serve(
@@ -148,6 +152,7 @@ def serve(
     certificates_db: Path | None,
     signing_key: Path | None,
     signing_chain: Path | None,
+    ready_line: bool,
 ) -> None:
     """Serve the registry over HTTP until interrupted; prints a READY line once listening.
 
@@ -166,7 +171,7 @@ def serve(
     from adapters.population.config import load_registry_config, registry_settings
 
     if config_path is not None:
-        reject_options_beside_config(ctx)
+        reject_options_beside_config(ctx, keep=("ready_line",))
         settings = load_registry_config(config_path)
     elif db_path is None:
         raise click.UsageError("give --db (or --config)")
@@ -187,7 +192,10 @@ def serve(
         certificates = Certificates(found.database, signer)
 
     def on_ready(url: str, bound_port: int) -> None:
-        echo(f"READY url={url} port={bound_port}")
+        if ready_line:
+            echo("READY " + json.dumps({"port": bound_port, "url": url}))
+        else:
+            echo(f"READY url={url} port={bound_port}")
 
     run(settings.database, host=settings.host, port=settings.port, on_ready=on_ready,
         certificates=certificates)  # fmt: skip
