@@ -738,9 +738,11 @@ def test_the_json_document_carries_the_facts(name: str, world: World, tmp_path: 
 
 
 def test_every_reporting_command_is_in_the_table() -> None:
-    """The table runs each command with --json; those that need running servers are run by the
-    test below, those that need real exchanges by tests/integration/test_audit_bundle.py, and
-    the demo by tests/test_demo.py."""
+    """The table runs each command with --json, but those run elsewhere: against running
+    servers (test_commands_that_talk_to_servers, test_reload_reports_the_process_it_signalled),
+    on real exchanges (tests/integration/test_audit_bundle.py::test_cli_json_documents), on a
+    signed document (tests/test_documents.py), on a policy audit trail
+    (tests/test_policy_audit.py) and the whole demo (tests/test_demo.py)."""
     elsewhere = {
         "server register", "server registration-status", "server request-certs", "server reload",
         "central registration approve", "central registration reject", "ocsp check",

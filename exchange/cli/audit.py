@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from exchange.cli.common import EXIT_CHECK_FAILED, ExchangeGroup, console, handle_errors, reports
+from exchange.cli.common import EXIT_CHECK_FAILED, ExchangeGroup, console, print_json, reports
 
 if TYPE_CHECKING:
     from exchange.audit.bundle import Check
@@ -35,8 +35,8 @@ def group() -> None:
 @click.option("--config", "config_path", type=_FILE, required=True, help="The server.toml.")
 @click.option("--id", "message_id", required=True, help="The exchange's X-Road-Id.")
 @click.option("-o", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@handle_errors
-def export(config_path: Path, message_id: str, out: Path) -> None:
+@reports
+def export(config_path: Path, message_id: str, out: Path, as_json: bool) -> None:
     """Write the evidence bundle (a zip) of one exchange as this server logged it.
 
     \b
@@ -51,14 +51,17 @@ def export(config_path: Path, message_id: str, out: Path) -> None:
     path = asyncio.run(
         export_bundle(config, message_id, out, stamp=lambda: stamp_on_the_spot(config))
     )
-    console.print(f"wrote {path}")
+    if as_json:
+        print_json({"message_id": message_id, "bundle": path})
+    else:
+        console.print(f"wrote {path}")
 
 
 @group.command("verify")
 @click.argument("bundle", type=_FILE)
 @click.option("--trust", "trust_dir", type=_DIR, required=True, help="From `audit trust-export`.")
-@handle_errors
-def verify(bundle: Path, trust_dir: Path) -> None:
+@reports
+def verify(bundle: Path, trust_dir: Path, as_json: bool) -> None:
     """Verify an evidence bundle offline; exit 1 with the failing reason.
 
     \b
@@ -68,17 +71,19 @@ def verify(bundle: Path, trust_dir: Path) -> None:
     from exchange.audit.bundle import bundle_notes, verify_bundle
 
     checks = verify_bundle(bundle, trust_dir)
-    for note in bundle_notes(bundle):
-        console.print(f"note: {note}", markup=False, highlight=False)
-    _report(checks)
+    notes = bundle_notes(bundle)
+    if not as_json:
+        for note in notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
+    _report(checks, as_json, {"bundle": bundle, "notes": notes})
 
 
 @group.command("correlate")
 @click.argument("a", type=_FILE)
 @click.argument("b", type=_FILE)
 @click.option("--trust", "trust_dir", type=_DIR, required=True, help="From `audit trust-export`.")
-@handle_errors
-def correlate(a: Path, b: Path, trust_dir: Path) -> None:
+@reports
+def correlate(a: Path, b: Path, trust_dir: Path, as_json: bool) -> None:
     """Check that the consumer's and the provider's bundles describe the same exchange.
 
     \b
@@ -87,14 +92,14 @@ def correlate(a: Path, b: Path, trust_dir: Path) -> None:
     """
     from exchange.audit.bundle import correlate_bundles
 
-    _report(correlate_bundles(a, b, trust_dir))
+    _report(correlate_bundles(a, b, trust_dir), as_json, {"bundles": [a, b]})
 
 
 @group.command("trust-export")
 @click.option("--config", "config_path", type=_FILE, required=True, help="The server.toml.")
 @click.option("-o", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@handle_errors
-def trust_export(config_path: Path, out: Path) -> None:
+@reports
+def trust_export(config_path: Path, out: Path, as_json: bool) -> None:
     """Write the public trust material (CA and TSA certificates, the anchor) to a folder.
 
     \b
@@ -104,7 +109,12 @@ def trust_export(config_path: Path, out: Path) -> None:
     from exchange.audit.bundle import export_trust
     from exchange.server.config import load_server_config
 
-    console.print(f"wrote {export_trust(load_server_config(config_path), out)}")
+    written = export_trust(load_server_config(config_path), out)
+    if as_json:
+        files = sorted(str(f.relative_to(written)) for f in written.rglob("*") if f.is_file())
+        print_json({"trust": written, "files": files})
+    else:
+        console.print(f"wrote {written}")
 
 
 @group.command("watch")
@@ -126,7 +136,6 @@ def watch(config_path: Path | None, db: Path | None, state: Path, as_json: bool)
       exchange audit watch --config ss-moi/server.toml --state ~/audit/moi-heads.json
     """
     from exchange.audit.watch import watch_once
-    from exchange.cli.common import print_json
     from exchange.errors import ConfigurationError
 
     archive_dir = None
@@ -179,7 +188,6 @@ def document_verify(
       exchange audit document verify receipt.json --trust trust-bundle.pem --issuer PS/GOV/MOF
     """
     from exchange.audit.documents import read_document, trusted_cas_from, verify_saved
-    from exchange.cli.common import print_json
     from exchange.errors import ConfigurationError
     from exchange.identifiers import parse_member
     from exchange.trust.documents import TYPE_NAMES
@@ -221,10 +229,17 @@ def _shown(value: object) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _report(checks: Sequence[Check]) -> None:
-    failed = False
-    for check in checks:
-        console.print(check.line(), markup=False, highlight=False)
-        failed = failed or not check.ok
-    if failed:
+def _report(checks: Sequence[Check], as_json: bool, facts: dict[str, Any]) -> None:
+    """Each numbered check, as a line or in one JSON document with ``facts``; exit 1 if one
+    failed."""
+    ok = all(check.ok for check in checks)
+    if as_json:
+        shown = [
+            {"number": c.number, "what": c.what, "ok": c.ok, "reason": c.reason} for c in checks
+        ]
+        print_json({**facts, "ok": ok, "checks": shown})
+    else:
+        for check in checks:
+            console.print(check.line(), markup=False, highlight=False)
+    if not ok:
         raise SystemExit(EXIT_CHECK_FAILED)

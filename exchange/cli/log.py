@@ -14,7 +14,6 @@ from exchange.cli.common import (
     EXIT_CHECK_FAILED,
     ExchangeGroup,
     console,
-    handle_errors,
     markup_text,
     print_json,
     reports,
@@ -486,8 +485,8 @@ def consistency_cmd(
 
 @group.command("check-proof")
 @click.argument("file", type=_CONFIG)
-@handle_errors
-def check_proof_cmd(file: Path) -> None:
+@reports
+def check_proof_cmd(file: Path, as_json: bool) -> None:
     """Verify a proof file from `log prove` or `log consistency` offline; print each check.
 
     Checks the Merkle math and that each root is the one inside its tree head's JWS payload.
@@ -501,6 +500,13 @@ def check_proof_cmd(file: Path) -> None:
     from exchange.messagelog.proofs import checks_for, load_proof_file
 
     checks = checks_for(load_proof_file(file))
+    ok = all(c.ok for c in checks)
+    if as_json:
+        shown = [{"what": c.what, "ok": c.ok} for c in checks]
+        print_json({"file": file, "ok": ok, "checks": shown})
+        if not ok:
+            raise SystemExit(EXIT_CHECK_FAILED)
+        return
     for check in checks:
         mark = "[green]ok[/green]    " if check.ok else "[red]FAILED[/red]"
         console.print(f"{mark} {markup_text(check.what)}", markup=True)
