@@ -784,6 +784,11 @@ ERRORS: dict[str, Refusal] = {
     "bad value": Refusal(
         "ca token issue --ca-dir {ca} --valid 5y --sign {moi}", "Usage.BadParameter", 2
     ),
+    "identifier parsed by the command": Refusal(
+        "server init --dir {tmp}/x --server 'bad id' --anchor {anchor}",
+        "Client.InvalidIdentifier",
+        2,
+    ),
     "no such file": Refusal("server status --config {tmp}/nowhere.toml", "Usage.BadParameter", 2),
     "no such option": Refusal("ca show {keys}/auth.cert.pem --bogus", "Usage.NoSuchOption", 2),
     "no such command": Refusal("central nosuch", "Usage.NoSuchCommand", 2),

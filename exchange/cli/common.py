@@ -35,6 +35,7 @@ from exchange.errors import (
     AccessDenied,
     ConfigurationError,
     ExchangeError,
+    InvalidIdentifier,
     VerificationFailed,
 )
 from exchange.terminal import json_text, printable
@@ -67,9 +68,11 @@ R = TypeVar("R")
 
 
 def exit_code_for(exc: ExchangeError) -> int:
+    """2 for a configuration error and for an identifier the operator typed wrong (wherever the
+    command parses it), 1 otherwise."""
     if isinstance(exc, VerificationFailed | AccessDenied):
         return EXIT_CHECK_FAILED
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, ConfigurationError | InvalidIdentifier):
         return EXIT_USAGE
     return EXIT_CHECK_FAILED
 
