@@ -67,8 +67,11 @@ def sign_request(
     message_id: str | None = None,
     timestamp_ms: int | None = None,
     purpose: str | None = None,
+    client_server: SecurityServerId | None = None,
 ) -> tuple[str, SignedRequest]:
-    """A validly signed request document, as a consumer security server would make it."""
+    """A validly signed request document, as a consumer security server would make it; sent by
+    ``client_server`` (default: the client member's server ``ss1``, as in the test federation)."""
+    member = client.member
     request = SignedRequest(
         message_id=message_id or f"rogue-{uuid.uuid4()}",
         client=client,
@@ -84,6 +87,7 @@ def sign_request(
         issue=None,
         represented_party=None,
         security_server=security_server,
+        client_server=client_server or SecurityServerId(*member.parts, "ss1"),
         timestamp_ms=int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
     )
     return signer.sign(request.canonical()), request
