@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from exchange.cli.ca import PASSPHRASE_ENV
 from exchange.cli.ca import group as ca_group
-from exchange.cli.ca_service import DEFAULT_PORT  # noqa: F401  (registers the commands)
+from exchange.cli.ca_service import TOKEN_ENV  # (importing it registers the commands)
 from exchange.cli.common import EXIT_OK, EXIT_USAGE
 from exchange.cli.server import group as server_group
 from exchange.errors import ClientError
@@ -53,7 +53,9 @@ from exchange.trust.ca_service import (
     request_certificate,
     running_ca_service,
 )
+from exchange.trust.enrolment import EnrolmentStore, Identifier
 from exchange.trust.profiles import (
+    ProfileName,
     check_auth_profile,
     check_sign_profile,
     member_id_of_signing_cert,
@@ -84,8 +86,16 @@ def _tampered_csr() -> bytes:
 _DER = serialization.Encoding.DER
 
 
-def _body(profile: str, identifier: str, csr: bytes) -> bytes:
-    return json.dumps({"profile": profile, "identifier": identifier, "csr": csr.decode()}).encode()
+def _body(profile: str, identifier: str, csr: bytes, token: str = "") -> bytes:
+    fields = {"profile": profile, "identifier": identifier, "csr": csr.decode()}
+    return json.dumps({**fields, "token": token} if token else fields).encode()
+
+
+def token_for(ca_dir: Path, *grants: tuple[ProfileName, Identifier]) -> str:
+    """The CA's operator issues an enrolment token for ``grants`` (default: SS1 and MOI)."""
+    with EnrolmentStore.of_ca_dir(ca_dir) as store:
+        wanted = grants or (("auth", SS1), ("sign", MOI))
+        return store.issue(wanted, now=dt.datetime.now(dt.UTC)).text
 
 
 def _status(ca_dir: Path, cert: x509.Certificate) -> str | None:
@@ -116,7 +126,7 @@ async def url(ca: CertificateAuthority, ca_dir: Path) -> AsyncIterator[str]:
 
 async def test_auth_csr_gives_a_recorded_auth_certificate(url: str, ca_dir: Path) -> None:
     key = keys.generate_key()
-    cert = await request_certificate(url, "auth", SS1, _csr(key))
+    cert = await request_certificate(url, "auth", SS1, _csr(key), token=token_for(ca_dir))
     check_auth_profile(cert)
     assert server_id_of_auth_cert(cert) == SS1
     assert cert.public_key() == key.public_key()
@@ -125,16 +135,18 @@ async def test_auth_csr_gives_a_recorded_auth_certificate(url: str, ca_dir: Path
 
 async def test_sign_csr_gives_a_recorded_signing_certificate(url: str, ca_dir: Path) -> None:
     key = keys.generate_key()
-    cert = await request_certificate(url, "sign", MOI, _csr(key))
+    cert = await request_certificate(url, "sign", MOI, _csr(key), token=token_for(ca_dir))
     check_sign_profile(cert)
     assert member_id_of_signing_cert(cert) == MOI
     assert cert.public_key() == key.public_key()
     assert _status(ca_dir, cert) == "good"
 
 
-async def test_issue_answer_and_ca_endpoints(url: str, ca: CertificateAuthority) -> None:
+async def test_issue_answer_and_ca_endpoints(
+    url: str, ca: CertificateAuthority, ca_dir: Path
+) -> None:
     async with aiohttp.ClientSession() as session:
-        body = _body("sign", "PS/GOV/MOI", _csr(keys.generate_key()))
+        body = _body("sign", "PS/GOV/MOI", _csr(keys.generate_key()), token_for(ca_dir))
         async with session.post(url + "certificates", data=body) as response:
             assert response.status == 201
             issued = await response.json()
@@ -152,6 +164,7 @@ def _bad_requests() -> list[object]:
     p384 = _csr(ec.generate_private_key(ec.SECP384R1()))
     rsa_csr = _csr(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     bad_csr = "Client.InvalidCertificateRequest"
+    # "TOKEN" in a body is replaced by a valid token for SS1's auth and MOI's signing cert
     return [
         pytest.param(b"{", 400, "Client.BadRequest", id="not-json"),
         pytest.param(b"[]", 400, "Client.BadRequest", id="json-array"),
@@ -170,7 +183,9 @@ def _bad_requests() -> list[object]:
             "Client.BadRequest",
             id="unknown-field",
         ),
-        pytest.param(_body("tls", "PS/GOV/MOI/ss1", good), 400, bad_csr, id="unknown-profile"),
+        pytest.param(
+            _body("tls", "PS/GOV/MOI/ss1", good, "TOKEN"), 400, bad_csr, id="unknown-profile"
+        ),
         pytest.param(
             _body("auth", "PS/GOV/MOI", good), 400, "Client.InvalidIdentifier", id="auth-to-member"
         ),
@@ -180,12 +195,27 @@ def _bad_requests() -> list[object]:
         pytest.param(
             _body("sign", "PS//MOI", good), 400, "Client.InvalidIdentifier", id="empty-part"
         ),
-        pytest.param(_body("auth", "PS/GOV/MOI/ss1", b"hello"), 400, bad_csr, id="csr-not-pem"),
         pytest.param(
-            _body("auth", "PS/GOV/MOI/ss1", _tampered_csr()), 400, bad_csr, id="csr-bad-signature"
+            _body("auth", "PS/GOV/MOI/ss1", b"hello", "TOKEN"), 400, bad_csr, id="csr-not-pem"
         ),
-        pytest.param(_body("sign", "PS/GOV/MOI", p384), 400, bad_csr, id="sign-key-not-p256"),
-        pytest.param(_body("auth", "PS/GOV/MOI/ss1", rsa_csr), 400, bad_csr, id="rsa-key"),
+        pytest.param(
+            _body("auth", "PS/GOV/MOI/ss1", _tampered_csr(), "TOKEN"),
+            400,
+            bad_csr,
+            id="csr-bad-signature",
+        ),
+        pytest.param(
+            _body("sign", "PS/GOV/MOI", p384, "TOKEN"), 400, bad_csr, id="sign-key-not-p256"
+        ),
+        pytest.param(_body("auth", "PS/GOV/MOI/ss1", rsa_csr, "TOKEN"), 400, bad_csr, id="rsa-key"),
+        pytest.param(
+            json.dumps(
+                {"profile": "auth", "identifier": "PS/GOV/MOI/ss1", "csr": "x", "token": 7}
+            ).encode(),
+            400,
+            "Client.BadRequest",
+            id="token-not-a-string",
+        ),
         pytest.param(b"x" * (65 * 1024), 413, "Client.RequestTooLarge", id="too-large"),
     ]
 
@@ -194,6 +224,7 @@ def _bad_requests() -> list[object]:
 async def test_bad_requests_are_refused_and_nothing_issued(
     url: str, ca_dir: Path, body: bytes, status: int, error_type: str
 ) -> None:
+    body = body.replace(b'"TOKEN"', json.dumps(token_for(ca_dir)).encode())
     async with (
         aiohttp.ClientSession() as session,
         session.post(
@@ -206,11 +237,15 @@ async def test_bad_requests_are_refused_and_nothing_issued(
     assert answer["message"] and answer["detail"]
     with RevocationStore(ca_dir / REVOCATIONS_FILE) as store:
         assert store.issued() == []
+    with EnrolmentStore.of_ca_dir(ca_dir) as tokens:
+        assert all(g.used_at is None for t in tokens.tokens() for g in t.grants)
 
 
-async def test_client_reports_a_refusal_with_the_ca_error_type(url: str) -> None:
+async def test_client_reports_a_refusal_with_the_ca_error_type(url: str, ca_dir: Path) -> None:
     with pytest.raises(CertificateRequestRefused) as refused:
-        await request_certificate(url, "sign", MOI, _csr(ec.generate_private_key(ec.SECP384R1())))
+        await request_certificate(
+            url, "sign", MOI, _csr(ec.generate_private_key(ec.SECP384R1())), token=token_for(ca_dir)
+        )
     assert refused.value.remote_type == "Client.InvalidCertificateRequest"
     assert "P-256" in refused.value.message
 
@@ -220,18 +255,18 @@ async def test_client_reports_an_unreachable_ca(ca: CertificateAuthority, ca_dir
         pass
     with pytest.raises(CertificateRequestFailed, match="could not be reached"):
         await request_certificate(
-            f"http://127.0.0.1:{port}/", "auth", SS1, _csr(keys.generate_key())
+            f"http://127.0.0.1:{port}/", "auth", SS1, _csr(keys.generate_key()), token=None
         )
 
 
-_FIELD = st.sampled_from(["profile", "identifier", "csr", "dns"])
+_FIELD = st.sampled_from(["profile", "identifier", "csr", "token", "dns"])
 _VALUE = st.one_of(st.sampled_from(["auth", "sign", "PS/GOV/MOI", "PS/GOV/MOI/ss1"]), st.text())
 
 
 @given(
     st.one_of(
         st.binary(max_size=200),
-        st.dictionaries(_FIELD, st.one_of(_VALUE, st.integers(), st.none()), max_size=4),
+        st.dictionaries(_FIELD, st.one_of(_VALUE, st.integers(), st.none()), max_size=5),
     )
 )
 def test_request_parser_parses_or_raises_a_client_error(data: bytes | dict[str, object]) -> None:
@@ -306,7 +341,9 @@ def new_server(tmp_path: Path) -> InitResult:
 
 
 def run(group: click.Group, *args: str | Path) -> Result:
-    return CliRunner().invoke(group, [str(a) for a in args], env={PASSPHRASE_ENV: None})
+    return CliRunner().invoke(
+        group, [str(a) for a in args], env={PASSPHRASE_ENV: None, TOKEN_ENV: None}
+    )
 
 
 def said(result: Result) -> str:
@@ -335,11 +372,20 @@ def test_help_has_an_example(group: click.Group, command: str) -> None:
     assert "Example:" in result.output
 
 
+def token_file(ca_dir: Path, path: Path, *grants: tuple[ProfileName, Identifier]) -> Path:
+    path.write_text(token_for(ca_dir, *grants) + "\n")
+    return path
+
+
 def test_request_certs_installs_certificates_the_server_loads(
-    new_server: InitResult, ca_url: str, ca_dir: Path
+    new_server: InitResult, ca_url: str, ca_dir: Path, tmp_path: Path
 ) -> None:
     assert [p.name for p in new_server.csrs] == ["auth.csr.pem", "sign-MOI.csr.pem"]
-    result = run(server_group, "request-certs", "--config", new_server.config, "--ca-url", ca_url)
+    token = token_file(ca_dir, tmp_path / "ss1.token")
+    result = run(
+        server_group, "request-certs", "--config", new_server.config, "--ca-url", ca_url,
+        "--token-file", token,
+    )  # fmt: skip
     assert result.exit_code == EXIT_OK, result.output
     assert "next: exchange server register --config" in said(result)
     auth = keys.load_certificate(new_server.auth_cert)
@@ -348,20 +394,30 @@ def test_request_certs_installs_certificates_the_server_loads(
     assert member_id_of_signing_cert(sign) == MOI
     assert _status(ca_dir, auth) == _status(ca_dir, sign) == "good"
     _loads(new_server.config)
-    again = run(server_group, "request-certs", "--config", new_server.config, "--ca-url", ca_url)
+    again = run(
+        server_group, "request-certs", "--config", new_server.config, "--ca-url", ca_url,
+        "--token-file", token,
+    )  # fmt: skip
     assert again.exit_code == EXIT_OK, again.output
     assert said(again).count("already installed") == 2
     assert keys.load_certificate(new_server.auth_cert) == auth
 
 
-def test_request_certs_without_a_csr_says_what_to_do(new_server: InitResult, ca_url: str) -> None:
+def test_request_certs_without_a_csr_says_what_to_do(
+    new_server: InitResult, ca_url: str, ca_dir: Path, tmp_path: Path
+) -> None:
     new_server.csrs[1].unlink()
-    result = run(server_group, "request-certs", "--config", new_server.config, "--ca-url", ca_url)
+    result = run(
+        server_group, "request-certs", "--config", new_server.config, "--ca-url", ca_url,
+        "--token-file", token_file(ca_dir, tmp_path / "ss1.token"),
+    )  # fmt: skip
     assert result.exit_code == EXIT_USAGE
     assert "import-cert" in said(result)
 
 
-def test_request_certs_reports_an_unreachable_ca(new_server: InitResult) -> None:
+def test_request_certs_reports_an_unreachable_ca(
+    new_server: InitResult, ca_dir: Path, tmp_path: Path
+) -> None:
     result = run(
         server_group,
         "request-certs",
@@ -369,6 +425,8 @@ def test_request_certs_reports_an_unreachable_ca(new_server: InitResult) -> None
         new_server.config,
         "--ca-url",
         "http://127.0.0.1:9/",
+        "--token-file",
+        token_file(ca_dir, tmp_path / "ss1.token"),
     )
     assert result.exit_code != EXIT_OK
     assert "could not be reached" in said(result)
@@ -519,7 +577,9 @@ async def test_serve_prints_ready_and_stops_on_sigterm(ca_dir: Path) -> None:
     process = _serve(ca_dir)
     try:
         ready = await _ready(process)
-        cert = await request_certificate(ready["url"], "auth", SS1, _csr(keys.generate_key()))
+        cert = await request_certificate(
+            ready["url"], "auth", SS1, _csr(keys.generate_key()), token=token_for(ca_dir)
+        )
         assert _status(ca_dir, cert) == "good"
         await _stop(process)
     finally:
@@ -537,9 +597,9 @@ async def test_serve_prints_ready_and_stops_on_sigterm(ca_dir: Path) -> None:
 async def test_serve_binds_loopback_unless_told_otherwise_and_warns_then(
     ca_dir: Path, host: str | None, reachable_elsewhere: bool, warned: bool
 ) -> None:
-    """The CA service issues to anyone who reaches it: by default another address of this host
-    (127.0.0.2) cannot connect; told to listen on every interface it can, and the operator is
-    warned on stderr."""
+    """The CA service takes enrolment tokens over plain HTTP: by default another address of this
+    host (127.0.0.2) cannot connect; told to listen on every interface it can, and the operator
+    is warned on stderr that tokens would cross the network in the clear."""
     process = _serve(ca_dir, *(["--host", host] if host is not None else []))
     try:
         port = (await _ready(process))["port"]
@@ -554,6 +614,6 @@ async def test_serve_binds_loopback_unless_told_otherwise_and_warns_then(
             with pytest.raises(ConnectionRefusedError):
                 await asyncio.open_connection("127.0.0.2", port)
         stderr = await _stop(process)
-        assert ("whoever reaches this port gets certificates issued" in stderr) is warned
+        assert ("enrolment tokens cross the network in the clear" in stderr) is warned
     finally:
         _kill(process)

@@ -470,17 +470,38 @@ async def test_central_refuses_an_anchor_without_its_signing_cert(config: Centra
         await runner.cleanup()
 
 
+_PATHS = 'database = "d"\nsigning_key = "k"\nsigning_cert = "c"\nanchor = "a"\n'
+
+
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        pytest.param("instance = ", "not valid TOML", id="bad-toml"),
-        pytest.param('instance = "PS"\ncolour = "red"', "unknown setting", id="unknown-key"),
-        pytest.param('instance = "PS"', "missing setting", id="missing-paths"),
-        pytest.param('instance = "PS"\nport = "80"', "wrong type", id="port-text"),
         pytest.param(
-            'instance = "PS"\ndatabase = "d"\nsigning_key = "k"\nsigning_cert = "c"\n'
-            'anchor = "a"\nregenerate_interval_seconds = 600',
-            "shorter than expiry",
+            "instance = ",
+            "1: not valid TOML: Invalid value (at the end)",
+            id="bad-toml",
+        ),
+        pytest.param(
+            f'instance = "PS"\n{_PATHS}colour = "red"',
+            "6: colour: unknown key (known here: instance, database, signing_key, signing_cert, "
+            "anchor, host, port, regenerate_interval_seconds, expiry_seconds, "
+            "change_check_seconds, logging)",
+            id="unknown-key",
+        ),
+        pytest.param(
+            'instance = "PS"\nsigning_key = "k"\nsigning_cert = "c"\nanchor = "a"',
+            "1: database: required, but missing",
+            id="missing-paths",
+        ),
+        pytest.param(
+            f'instance = "PS"\n{_PATHS}port = "80"',
+            '6: port: must be an integer, not the string "80"',
+            id="port-text",
+        ),
+        pytest.param(
+            f'instance = "PS"\n{_PATHS}regenerate_interval_seconds = 600',
+            "6: regenerate_interval_seconds: must be shorter than expiry_seconds (600), or "
+            "configurations expire before the next one is published",
             id="interval-not-below-expiry",
         ),
     ],
@@ -488,8 +509,9 @@ async def test_central_refuses_an_anchor_without_its_signing_cert(config: Centra
 def test_bad_central_config(tmp_path: Path, toml: str, message: str) -> None:
     path = tmp_path / "central.toml"
     path.write_text(toml)
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(ConfigurationError) as refused:
         load_central_config(path)
+    assert refused.value.message == f"{path}:{message}"
 
 
 # --- the CLI -------------------------------------------------------------------------------------

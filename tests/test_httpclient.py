@@ -144,6 +144,47 @@ async def test_bad_answers_are_service_failures(
         assert message in info.value.message
 
 
+@pytest.mark.parametrize(
+    "interim",
+    [
+        pytest.param(b"HTTP/1.1 100 Continue\r\n\r\n", id="100-continue"),
+        pytest.param(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n", id="103"),
+        pytest.param(b"HTTP/1.1 102 Processing\r\n\r\n" * 3, id="three-102"),
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_interim_answers_are_skipped_for_the_final_one(
+    serve, client: HttpClient, interim: bytes, method: str
+) -> None:  # type: ignore[no-untyped-def]
+    """RFC 9110 §15.2: 1xx answers precede the final one; before, the first 1xx was taken for
+    the answer (status 103, its headers, no body) and the final answer was lost."""
+    final = b"HTTP/1.1 200 OK\r\nX-Final: yes\r\nContent-Length: 2\r\n\r\n"
+    body = b"" if method == "HEAD" else b"{}"
+    base = await serve(Scripted(lambda head: interim + final + body))
+    for _ in range(2):  # and the connection is reused cleanly
+        r = await client.request(method, base + "/", [], b"", 2)
+        assert (r.status, r.headers) == (200, [("X-Final", "yes"), ("Content-Length", "2")])
+        assert r.body == body
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", id="101"),
+        pytest.param(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+            id="101-upgrade",
+        ),
+    ],
+)
+async def test_switching_protocols_is_a_service_failure(
+    serve, client: HttpClient, reply: bytes
+) -> None:  # type: ignore[no-untyped-def]
+    base = await serve(Scripted(lambda head: reply))
+    with pytest.raises(ServiceFailed, match="switch protocols"):
+        await client.request("GET", base + "/", [], b"", 2)
+
+
 async def test_slow_backend_times_out(serve, client: HttpClient) -> None:  # type: ignore[no-untyped-def]
     base = await serve(Scripted(lambda head: None))
     with pytest.raises(ServiceTimeout):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from exchange.errors import ExchangeError
 from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
 from exchange.protocol.canonical import canonical_bytes, loads
+from exchange.protocol.forwarding import is_end_to_end
 from exchange.protocol.frames import (
     HEAD_SIZE,
     MAX_META,
@@ -35,6 +36,7 @@ from exchange.protocol.messages import (
     body_digest,
     request_hash,
 )
+from exchange.protocol.syntax import is_text
 from exchange.trust.keys import generate_key, self_signed_certificate
 
 INVALID_MESSAGE = "Server.ServerProxy.InvalidMessage"
@@ -48,7 +50,9 @@ TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789ABCXYZabcxyz"
 VISIBLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#?")
 header_pairs = st.lists(
     st.tuples(
-        st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=10),
+        st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=10).filter(
+            lambda name: is_end_to_end(name.lower())
+        ),
         st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20),
     ),
     max_size=4,
@@ -60,11 +64,19 @@ http_queries = st.text(
     alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#"),
     max_size=40,
 )
-optional_text = st.none() | st.text(max_size=20)
+# the field rules of exchange.protocol.fields: what an honest consumer signs
+message_ids = st.from_regex(r"[A-Za-z0-9._:\-]{1,40}", fullmatch=True)
+texts = st.text(
+    alphabet=st.characters(categories=("L", "N", "P", "S", "Zs"), max_codepoint=0xFFFF),
+    min_size=1,
+    max_size=20,
+).filter(lambda t: is_text(t) and t == t.strip())
+optional_text = st.none() | texts
+optional_party = st.none() | texts.filter(lambda t: all(p.strip() for p in t.split("/")))
 
 requests = st.builds(
     SignedRequest,
-    message_id=st.text(max_size=40),
+    message_id=message_ids,
     client=members | subsystems,
     service=services,
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
@@ -76,7 +88,7 @@ requests = st.builds(
     user_id=optional_text,
     purpose=optional_text,
     issue=optional_text,
-    represented_party=optional_text,
+    represented_party=optional_party,
     security_server=servers,
     client_server=servers,
     timestamp_ms=INT64,
@@ -95,12 +107,14 @@ decisions = st.builds(
 
 @st.composite
 def responses(draw: st.DrawFn) -> SignedResponse:
-    error = draw(st.none() | st.tuples(st.text(min_size=1, max_size=30), st.text(max_size=30)))
+    error = draw(
+        st.none() | st.tuples(st.text(alphabet=TOKEN_CHARS, min_size=1), st.text(max_size=30))
+    )
     return SignedResponse(
-        message_id=draw(st.text(max_size=40)),
-        request_id=draw(st.text(max_size=40)),
+        message_id=draw(st.just("") | message_ids),
+        request_id=draw(message_ids),
         request_hash=draw(st.text(max_size=88)),
-        status=draw(st.integers(min_value=100, max_value=599)),
+        status=draw(st.integers(min_value=200, max_value=599)),
         headers=draw(header_pairs),
         body_sha256=draw(st.text(max_size=43)),
         body_length=draw(st.integers(min_value=0, max_value=2**40)),
@@ -283,6 +297,39 @@ BAD_REQUESTS = [
     pytest.param(_payload({**REQ, "service": "PS/GOV/MOI/reg/pers%6Fns"}), id="service-percent"),
     pytest.param(_payload({**REQ, "security_server": "PS/GOV/MOI"}), id="server-three-parts"),
     pytest.param(_payload({**REQ, "security_server": None}), id="server-null"),
+    # the consumer's rules for the X-Road fields (exchange.protocol.fields), applied alike here
+    pytest.param(_payload({**REQ, "id": "x" * 100_000}), id="id-100000-chars"),
+    pytest.param(_payload({**REQ, "id": ""}), id="id-empty"),
+    pytest.param(_payload({**REQ, "id": "a\x1b[2Jb"}), id="id-escape"),
+    pytest.param(_payload({**REQ, "user_id": "clerk\u2028Approved"}), id="user-id-u2028"),
+    pytest.param(_payload({**REQ, "user_id": "clerk\x1b]8;;http://x\x07"}), id="user-id-osc"),
+    pytest.param(_payload({**REQ, "user_id": "\u202eclerk"}), id="user-id-bidi-override"),
+    pytest.param(_payload({**REQ, "user_id": ""}), id="user-id-empty"),
+    pytest.param(_payload({**REQ, "user_id": " clerk"}), id="user-id-leading-space"),
+    pytest.param(_payload({**REQ, "purpose": "care\x85"}), id="purpose-c1"),
+    pytest.param(_payload({**REQ, "purpose": "care\nx"}), id="purpose-newline"),
+    pytest.param(_payload({**REQ, "issue": "x" * 1025}), id="issue-too-long"),
+    pytest.param(_payload({**REQ, "represented_party": "COM//1"}), id="party-empty-part"),
+    pytest.param(_payload({**REQ, "method": "get"}), id="method-lower-case"),
+    pytest.param(_payload({**REQ, "method": "X" * 33}), id="method-too-long"),
+    pytest.param(_payload({**REQ, "path": "/" + "a" * 8192}), id="path-too-long"),
+    pytest.param(_payload({**REQ, "protocol": "gopher"}), id="protocol-unknown"),
+    *[
+        pytest.param(_payload({**REQ, "headers": [[name, "1"]]}), id=f"header-{name}")
+        for name in (
+            "content-length",
+            "Transfer-Encoding",
+            "connection",
+            "upgrade",
+            "keep-alive",
+            "te",
+            "trailer",
+            "proxy-authorization",
+            "proxy-x",
+            "host",
+            "x-road-client",
+        )
+    ],
 ]
 
 
@@ -323,6 +370,32 @@ BAD_RESPONSES = [
     pytest.param(_payload({**RESP, "released_fields": ["a", 1]}), id="released-int-item"),
     pytest.param(_payload({**RESP, "policy_version": 7}), id="policy-version-int"),
     pytest.param(_payload({**RESP, "headers": [[1, 2]]}), id="headers-ints"),
+    # what would split or bend the consumer's HTTP answer (exchange.protocol.forwarding)
+    *[
+        pytest.param(_payload({**RESP, "status": status}), id=f"status-{status}")
+        for status in (-5, 0, 100, 101, 199, 600, 1000, 2**62)
+    ],
+    *[
+        pytest.param(_payload({**RESP, "headers": [[name, value]]}), id=f"header-{name}")
+        for name, value in (
+            ("content-length", "0"),
+            ("Content-Length", "0"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "websocket"),
+            ("trailer", "x"),
+            ("proxy-authenticate", "Basic"),
+            ("x-road-error", "Client.Fake"),
+            ("server", "evil"),
+        )
+    ],
+    pytest.param(_payload({**RESP, "id": "a b"}), id="id-space"),
+    pytest.param(_payload({**RESP, "request_id": ""}), id="request-id-empty"),
+    pytest.param(
+        _payload({**RESP, "error": {"type": "X\r\nSet-Cookie: a=1", "message": ""}}),
+        id="error-type-crlf",
+    ),
 ]
 
 

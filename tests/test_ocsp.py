@@ -104,8 +104,9 @@ class Pki:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     base = tmp_path_factory.mktemp("ocsp-pki")
-    ca = CertificateAuthority.create(base / "ca", "PS Test CA")
-    foreign = CertificateAuthority.create(base / "foreign", "Foreign CA")
+    # valid from NOW (less the CA's backdating), however long after NOW this module starts
+    ca = CertificateAuthority.create(base / "ca", "PS Test CA", now=NOW)
+    foreign = CertificateAuthority.create(base / "foreign", "Foreign CA", now=NOW)
     responder_key, sign_key = keys.generate_key(), keys.generate_key()
     auth_key = keys.generate_key()
     moi = parse_member("PS/GOV/MOI")
@@ -113,11 +114,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         ca=ca,
         foreign=foreign,
         responder_key=responder_key,
-        responder_cert=issue_ocsp_responder_cert(ca, responder_key.public_key()),
-        good=ca.issue_sign_cert(sign_key.public_key(), moi),
-        other_good=ca.issue_sign_cert(keys.generate_key().public_key(), parse_member("PS/GOV/MOF")),
-        revoked=ca.issue_auth_cert(auth_key.public_key(), parse_security_server("PS/GOV/MOI/ss1")),
-        unrecorded=ca.issue_sign_cert(keys.generate_key().public_key(), moi),
+        responder_cert=issue_ocsp_responder_cert(ca, responder_key.public_key(), now=NOW),
+        good=ca.issue_sign_cert(sign_key.public_key(), moi, now=NOW),
+        other_good=ca.issue_sign_cert(
+            keys.generate_key().public_key(), parse_member("PS/GOV/MOF"), now=NOW
+        ),
+        revoked=ca.issue_auth_cert(
+            auth_key.public_key(), parse_security_server("PS/GOV/MOI/ss1"), now=NOW
+        ),
+        unrecorded=ca.issue_sign_cert(keys.generate_key().public_key(), moi, now=NOW),
         sign_key=sign_key,
         ca_dir=base / "ca",
         files=base / "files",
@@ -1042,7 +1047,10 @@ def test_cli_serve_wants_both_responder_files(pki: Pki, tmp_path: Path) -> None:
         "--responder-key", pki.pem("ca"),
     )  # fmt: skip
     assert code == EXIT_USAGE
-    assert "both --responder-key and --responder-cert" in err
+    assert (
+        "Error: --responder-key: a delegated responder needs both its key and its certificate: "
+        "give both, or neither" in " ".join(err.split())
+    )
 
 
 @pytest.mark.parametrize(

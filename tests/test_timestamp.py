@@ -120,19 +120,22 @@ def _signer(directory: Path, name: str, make: Callable[[TsaKey], x509.Certificat
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     d = tmp_path_factory.mktemp("tsa-pki")
-    ca = CertificateAuthority.create(d / "ca", "Test Root CA")
-    other_ca = CertificateAuthority.create(d / "other-ca", "Other CA")
-    tsa = _signer(d, "tsa", lambda k: issue_tsa_cert(ca, k.public_key(), "Test TSA"))
+    # valid from NOW (less the CA's backdating), however long after NOW this module starts
+    ca = CertificateAuthority.create(d / "ca", "Test Root CA", now=NOW)
+    other_ca = CertificateAuthority.create(d / "other-ca", "Other CA", now=NOW)
+    tsa = _signer(d, "tsa", lambda k: issue_tsa_cert(ca, k.public_key(), "Test TSA", now=NOW))
     member = parse_member("PS/GOV/MOI")
     signers = {
         "member-signing-cert": _signer(
-            d, "sign", lambda k: ca.issue_sign_cert(k.public_key(), member)
+            d, "sign", lambda k: ca.issue_sign_cert(k.public_key(), member, now=NOW)
         ),
         "eku-not-critical": _signer(
-            d, "lax", lambda k: ca.issue(k.public_key(), _template("Lax TSA", eku_critical=False))
+            d,
+            "lax",
+            lambda k: ca.issue(k.public_key(), _template("Lax TSA", eku_critical=False), now=NOW),
         ),
         "no-eku": _signer(
-            d, "no-eku", lambda k: ca.issue(k.public_key(), _template("Plain", eku=False))
+            d, "no-eku", lambda k: ca.issue(k.public_key(), _template("Plain", eku=False), now=NOW)
         ),
         "expired-tsa": _signer(
             d,
@@ -142,10 +145,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
             ),
         ),
         "unapproved-tsa": _signer(
-            d, "rogue", lambda k: issue_tsa_cert(ca, k.public_key(), "Rogue TSA")
+            d, "rogue", lambda k: issue_tsa_cert(ca, k.public_key(), "Rogue TSA", now=NOW)
         ),
         "tsa-of-other-ca": _signer(
-            d, "foreign", lambda k: issue_tsa_cert(other_ca, k.public_key(), "Foreign TSA")
+            d, "foreign", lambda k: issue_tsa_cert(other_ca, k.public_key(), "Foreign TSA", now=NOW)
         ),
     }
     return Pki(d, ca, d / "ca" / "ca.cert.pem", other_ca, tsa, signers)
@@ -370,7 +373,7 @@ def test_token_without_certificate_verifies_with_the_known_tsa_certificate(pki: 
 
 def test_rsa_tsa(pki: Pki, tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = issue_tsa_cert(pki.ca, key.public_key(), "RSA TSA")
+    cert = issue_tsa_cert(pki.ca, key.public_key(), "RSA TSA", now=NOW)
     reply = _reply(Signer(key, cert, tmp_path / "unused.pem"))
     verify_timestamp_token(reply, digest=DIGEST, tsa_certs=[cert], ca_certs=[pki.ca.cert])
 

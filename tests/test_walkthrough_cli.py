@@ -20,6 +20,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from examples.window.cli import main as window_main
 from exchange.central.registry import Registry
 from exchange.central.setup import init_central
 from exchange.cli import main
@@ -94,6 +95,9 @@ def test_demo_progress_bar_writes_nothing_when_the_output_is_not_a_terminal(
 # --- the commands of README.md and docs/, and the --help examples, exist as written ---------------
 ROOT = Path(__file__).resolve().parent.parent
 _SHELL_OPERATORS = frozenset({"|", "||", "&&", ";", ">", "&"})
+_WINDOW = "python -m examples.window "
+_COMMANDS = ("exchange ", _WINDOW)
+_INLINE = r"`((?:exchange|python -m examples\.window) [^`]+)`"
 
 
 def _readme_commands(text: str) -> list[tuple[int, str]]:
@@ -107,13 +111,13 @@ def _readme_commands(text: str) -> list[tuple[int, str]]:
             in_block = not in_block
             continue
         if not in_block:
-            found += [(number, m) for m in re.findall(r"`(exchange [^`]+)`", line)]
+            found += [(number, m) for m in re.findall(_INLINE, line)]
             continue
         source = line.strip().removeprefix("$ ").removeprefix(".venv/bin/")
         if pending is not None:
             start, source = pending[0], f"{pending[1]} {source}"
             pending = None
-        elif source.startswith("exchange "):
+        elif source.startswith(_COMMANDS):
             start = number
         else:
             continue
@@ -125,13 +129,15 @@ def _readme_commands(text: str) -> list[tuple[int, str]]:
 
 
 def _problems(command: str) -> list[str]:
-    """What in ``command`` the ``exchange`` CLI does not have: a subcommand or an option."""
-    tokens = shlex.split(re.sub(r"\s#.*$", "", command))
+    """What in ``command`` the ``exchange`` CLI (or the window's) does not have: a subcommand or
+    an option."""
+    cli = window_main if command.startswith(_WINDOW) else main
+    tokens = shlex.split(re.sub(r"\s#.*$", "", command.removeprefix("python -m ")))
     for index, token in enumerate(tokens):
         if token in _SHELL_OPERATORS:
             tokens = tokens[:index]
             break
-    current: click.Command = main
+    current: click.Command = cli
     index = 1
     while isinstance(current, click.Group) and index < len(tokens):
         sub = current.commands.get(tokens[index])
@@ -172,11 +178,15 @@ def _help_examples(command: click.Command, path: str) -> Iterator[tuple[str, str
 def test_the_checks_find_a_wrong_flag_and_a_wrong_subcommand() -> None:
     text = "```sh\n$ exchange central server add-auth-cert --config c.toml PS/GOV/MOI/ss1 \\\n"
     text += "    --auth-cert new.pem\n```\nthen `exchange central servers list`\n"
+    text += "```sh\npython -m examples.window serve --state-dir w --consumer-url u --tls\n```\n"
+    text += "and `python -m examples.window add-clerks --state-dir w`\n"
     found = _readme_commands(text)
-    assert [line for line, _ in found] == [2, 5]
+    assert [line for line, _ in found] == [2, 5, 7, 9]
     assert [_problems(command) for _, command in found] == [
         ["add-auth-cert has no option --auth-cert"],
         ["central has no subcommand 'servers'"],
+        ["serve has no option --tls"],
+        ["main has no subcommand 'add-clerks'"],
     ]
 
 

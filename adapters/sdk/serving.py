@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.sdk.adapter import Adapter
+from exchange import sdnotify
 
 
 def http_url(host: str, port: int) -> str:
@@ -41,7 +42,9 @@ async def serve(
         await web.TCPSite(runner, host, port, backlog=1024).start()
         bound_host, bound_port = runner.addresses[0][:2]
         on_ready(http_url(bound_host, bound_port), bound_port)
+        sdnotify.ready(f"serving on {http_url(bound_host, bound_port)}")
         await until_signalled()
+        sdnotify.stopping()
     finally:
         await runner.cleanup()
 

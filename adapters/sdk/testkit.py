@@ -8,7 +8,8 @@ consumer → mutual TLS → provider → adapter, signed, policy-checked and log
 exactly as in production; nothing is mocked.
 
 Use it as a pytest plugin (``pytest_plugins = ["adapters.sdk.testkit"]``) through the
-``adapter_exchange`` fixture::
+``adapter_exchange`` fixture (the plugin sets pytest-asyncio's mode to ``auto`` unless the project
+chose one)::
 
     async def test_receipt(adapter_exchange):
         ex = await adapter_exchange(adapter, services={"receipts": "/receipts"}, policy=POLICY)
@@ -318,3 +319,17 @@ else:
                 return await stack.enter_async_context(running)
 
             yield start
+
+    import pytest
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(config: pytest.Config) -> None:
+        """Async tests run without a pytest configuration of the adapter project's own: where
+        neither ``--asyncio-mode`` nor the ``asyncio_mode`` setting says otherwise (pytest-asyncio
+        defaults to ``strict``, where an unmarked ``async def`` test fails with a message that
+        wrongly says no async plugin is installed), the mode is ``auto``. Marked tests and
+        fixtures behave the same in both modes."""
+        if config.getoption("asyncio_mode", None) is None and (
+            config.getini("asyncio_mode") == "strict"
+        ):
+            config.option.asyncio_mode = "auto"

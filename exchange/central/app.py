@@ -27,24 +27,36 @@ import dataclasses
 import hashlib
 import logging
 import time
-import tomllib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 from aiohttp import web
 from cryptography import x509
+from pydantic import AfterValidator
 
 from exchange.central.catalogue_app import add_catalogue_routes
 from exchange.central.registration_app import add_registration_routes
 from exchange.central.registry import Registry
-from exchange.errors import ConfigurationError, InvalidIdentifier
+from exchange.configfile import (
+    Port,
+    Schema,
+    Text,
+    at_least,
+    check_document,
+    parsed_by,
+    problem_at,
+    read_toml,
+    seconds,
+)
+from exchange.errors import ConfigurationError
 from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.document import GlobalConf
 from exchange.globalconf.signing import CONTENT_TYPE, VERSION_HEADER, sign_globalconf
 from exchange.identifiers import validate_part
+from exchange.oplog import LoggingSection, LogSettings
 from exchange.protocol.jws import Signer
 from exchange.trust.keys import load_certificate, load_private_key
 
@@ -55,26 +67,26 @@ T = TypeVar("T")
 
 DEFAULT_PORT: Final = 4000
 
-_TOML_KEYS: Final = {
-    "instance": "instance",
-    "database": "db_path",
-    "signing_key": "signing_key_path",
-    "signing_cert": "signing_cert_path",
-    "anchor": "anchor_path",
-    "host": "host",
-    "port": "port",
-    "regenerate_interval_seconds": "regenerate_interval_seconds",
-    "expiry_seconds": "expiry_seconds",
-    "change_check_seconds": "change_check_seconds",
-}
-_TOML_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
-    "port": int,
-    "regenerate_interval_seconds": int,
-    "expiry_seconds": int,
-    "change_check_seconds": (int, float),
-}
-_PATHS: Final = ("db_path", "signing_key_path", "signing_cert_path", "anchor_path")
-_REQUIRED: Final = ("instance", *_PATHS)
+
+def _instance(value: str) -> str:
+    validate_part(value, "instance")
+    return value
+
+
+class CentralFile(Schema):
+    """``central.toml``: every key the central server reads, its type, range and default."""
+
+    instance: Annotated[str, AfterValidator(parsed_by(_instance))]
+    database: Text
+    signing_key: Text
+    signing_cert: Text
+    anchor: Text
+    host: Text = "127.0.0.1"
+    port: Port = DEFAULT_PORT
+    regenerate_interval_seconds: Annotated[int, AfterValidator(at_least(1))] = 60
+    expiry_seconds: Annotated[int, AfterValidator(at_least(1))] = 600
+    change_check_seconds: Annotated[float, AfterValidator(seconds())] = 1.0
+    logging: LoggingSection = LoggingSection()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,59 +103,69 @@ class CentralConfig:
     regenerate_interval_seconds: int = 60
     expiry_seconds: int = 600
     change_check_seconds: float = 1.0
-
-    def __post_init__(self) -> None:
-        try:
-            validate_part(self.instance, "instance")
-        except InvalidIdentifier as exc:
-            raise ConfigurationError(exc.message) from None
-        if not 0 <= self.port <= 65535:
-            raise ConfigurationError(f"port {self.port} is out of range 0-65535")
-        if not 0 < self.regenerate_interval_seconds < self.expiry_seconds:
-            raise ConfigurationError(
-                "regenerate_interval_seconds must be positive and shorter than expiry_seconds, "
-                "or configurations expire before the next one is published"
-            )
-        if not 0 < self.change_check_seconds <= self.regenerate_interval_seconds:
-            raise ConfigurationError("change_check_seconds must be in (0, regenerate interval]")
+    logging: LogSettings = field(default_factory=LogSettings)
 
     def to_toml_dict(self, base: Path | None = None) -> dict[str, Any]:
         """The ``central.toml`` form; paths relative to ``base`` where they lie under it."""
-        out: dict[str, Any] = {}
-        for key, attr in _TOML_KEYS.items():
-            value = getattr(self, attr)
-            if isinstance(value, Path):
-                value = str(
-                    value.relative_to(base) if base and value.is_relative_to(base) else value
-                )
-            out[key] = value
-        return out
+
+        def shown(value: Path) -> str:
+            return str(value.relative_to(base) if base and value.is_relative_to(base) else value)
+
+        return {
+            "instance": self.instance,
+            "database": shown(self.db_path),
+            "signing_key": shown(self.signing_key_path),
+            "signing_cert": shown(self.signing_cert_path),
+            "anchor": shown(self.anchor_path),
+            "host": self.host,
+            "port": self.port,
+            "regenerate_interval_seconds": self.regenerate_interval_seconds,
+            "expiry_seconds": self.expiry_seconds,
+            "change_check_seconds": self.change_check_seconds,
+            "logging": {"format": self.logging.format, "level": self.logging.level},
+        }
+
+
+def central_config(doc: dict[str, Any], path: Path, text: str | None = None) -> CentralConfig:
+    """``central.toml``'s document checked and turned into a :class:`CentralConfig` (no IO);
+    ``text``, when given, is the file's text, for the lines of problems."""
+    file = check_document(CentralFile, doc, text, path)
+    if file.regenerate_interval_seconds >= file.expiry_seconds:
+        raise problem_at(
+            path,
+            text,
+            ("regenerate_interval_seconds",),
+            f"must be shorter than expiry_seconds ({file.expiry_seconds}), or configurations "
+            "expire before the next one is published",
+        )
+    if file.change_check_seconds > file.regenerate_interval_seconds:
+        raise problem_at(
+            path,
+            text,
+            ("change_check_seconds",),
+            f"must be at most regenerate_interval_seconds ({file.regenerate_interval_seconds})",
+        )
+    base = path.parent
+    return CentralConfig(
+        instance=file.instance,
+        db_path=base / file.database,
+        signing_key_path=base / file.signing_key,
+        signing_cert_path=base / file.signing_cert,
+        anchor_path=base / file.anchor,
+        host=file.host,
+        port=file.port,
+        regenerate_interval_seconds=file.regenerate_interval_seconds,
+        expiry_seconds=file.expiry_seconds,
+        change_check_seconds=file.change_check_seconds,
+        logging=file.logging.settings(),
+    )
 
 
 def load_central_config(path: str | Path) -> CentralConfig:
-    """Read ``central.toml``; unknown keys and bad values are :class:`ConfigurationError`."""
+    """Read and check ``central.toml``; every problem is in one :class:`ConfigFileError`."""
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {p}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{p} is not valid TOML: {exc}") from None
-    unknown = sorted(set(raw) - set(_TOML_KEYS))
-    if unknown:
-        raise ConfigurationError(f"{p}: unknown setting(s) {', '.join(unknown)}")
-    values = {_TOML_KEYS[k]: v for k, v in raw.items()}
-    for key, value in raw.items():
-        expected = _TOML_TYPES.get(key, str)
-        if not isinstance(value, expected) or isinstance(value, bool):
-            raise ConfigurationError(f"{p}: {key} has the wrong type ({type(value).__name__})")
-    for attr in _PATHS:
-        if attr in values:
-            values[attr] = p.parent / values[attr]
-    missing = [k for k, attr in _TOML_KEYS.items() if attr in _REQUIRED and attr not in values]
-    if missing:
-        raise ConfigurationError(f"{p}: missing setting(s) {', '.join(missing)}")
-    return CentralConfig(**values)
+    text, doc = read_toml(p)
+    return central_config(doc, p, text)
 
 
 # --- publishing --------------------------------------------------------------------------------

@@ -422,6 +422,14 @@ class Registry:
             for row in self._db.query("SELECT * FROM approved_tsas ORDER BY name")
         )
 
+    def advance_version(self, above: int) -> int:
+        """Make the next published version higher than ``above`` (after a restore from a backup
+        older than what security servers hold, which refuse a lower or a re-signed equal
+        version); the counter never goes down."""
+        with write_transaction(self._db.conn):
+            self._db.execute("UPDATE meta SET version = max(version, ?) WHERE id = 1", [above + 1])
+        return self.version()
+
     def _grouped(self, sql: str) -> dict[str, list[str]]:
         grouped: dict[str, list[str]] = {}
         for key, value in self._db.execute(sql).fetchall():

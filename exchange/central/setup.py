@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tomli_w
 
-from exchange.central.app import DEFAULT_PORT, CentralConfig
+from exchange.central.app import DEFAULT_PORT, CentralConfig, central_config
 from exchange.central.registry import Registry
 from exchange.errors import ConfigurationError
 from exchange.globalconf.anchor import Anchor
@@ -35,17 +35,18 @@ def init_central(
     toml_path = target / "central.toml"
     if toml_path.exists():
         raise ConfigurationError(f"{toml_path} already exists; this central server is set up")
-    config = CentralConfig(
-        instance=instance,
-        db_path=target / "central.db",
-        signing_key_path=target / "keys" / "globalconf-signing.key",
-        signing_cert_path=target / "keys" / "globalconf-signing.pem",
-        anchor_path=target / "anchor.json",
-        host=host,
-        port=port,
-        regenerate_interval_seconds=regenerate_interval_seconds,
-        expiry_seconds=expiry_seconds,
-    )
+    doc = {
+        "instance": instance,
+        "database": "central.db",
+        "signing_key": "keys/globalconf-signing.key",
+        "signing_cert": "keys/globalconf-signing.pem",
+        "anchor": "anchor.json",
+        "host": host,
+        "port": port,
+        "regenerate_interval_seconds": regenerate_interval_seconds,
+        "expiry_seconds": expiry_seconds,
+    }
+    config = central_config(doc, toml_path)
     target.mkdir(parents=True, exist_ok=True)
     Registry.create(config.db_path, instance).close()
     anchor = _create_signing_key(config, download_url or f"http://{host}:{port}/globalconf")

@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import json
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,19 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
+from exchange import sdnotify
 from exchange.cli.ca import PASSPHRASE_ENV, _print, _read_passphrase, describe_certificate
 from exchange.cli.ca import group as ca_group
+from exchange.cli.checkconfig import (
+    add_check_config,
+    reject_options_beside_config,
+    settings_from_command_line,
+)
 from exchange.cli.common import console, err_console, handle_errors
 from exchange.cli.server import group as server_group
 from exchange.errors import ConfigurationError, InvalidIdentifier
 from exchange.identifiers import MemberId, parse_member
+from exchange.oplog import configure_logging
 from exchange.server.config import ServerConfig, load_server_config
 from exchange.trust import keys
 from exchange.trust.ca import CertificateAuthority
@@ -46,8 +54,15 @@ from exchange.trust.ca_service import (
     running_ca_service,
 )
 from exchange.trust.profiles import ProfileName
+from exchange.trust.service_config import (
+    CA_SERVICE_PORT,
+    CaServiceSettings,
+    ca_service_settings,
+    load_ca_service_config,
+)
 
-DEFAULT_PORT: Final = 4200
+DEFAULT_PORT: Final = CA_SERVICE_PORT
+TOKEN_ENV: Final = "EXCHANGE_ENROLMENT_TOKEN"
 
 _EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 _EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -63,7 +78,13 @@ def _now() -> dt.datetime:
 
 
 @ca_group.command("serve")
-@click.option("--ca-dir", type=_EXISTING_DIR, required=True, help="Directory of the CA.")
+@click.option(
+    "--config",
+    "config_path",
+    type=_EXISTING_FILE,
+    help="ca.toml with the settings below and [logging] (then give no other option).",
+)
+@click.option("--ca-dir", type=_EXISTING_DIR, help="Directory of the CA.")
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -85,9 +106,12 @@ def _now() -> dt.datetime:
 @click.option("--days-auth", type=click.IntRange(min=1), default=365, show_default=True)
 @click.option("--days-sign", type=click.IntRange(min=1), default=365, show_default=True)
 @click.option("--ready-line", is_flag=True, help="Print one line READY {json} with the bound port.")
+@click.pass_context
 @handle_errors
 def serve(
-    ca_dir: Path,
+    ctx: click.Context,
+    config_path: Path | None,
+    ca_dir: Path | None,
     host: str,
     port: int,
     passphrase_file: Path | None,
@@ -97,20 +121,39 @@ def serve(
 ) -> None:
     """Issue certificates from CSRs over HTTP until SIGINT or SIGTERM.
 
-    POST /certificates takes {"profile": "auth"|"sign", "identifier": ..., "csr": PEM};
-    GET /ca.pem gives the CA certificate. Every certificate issued is recorded in the CA's
-    revocation register, so its OCSP responder answers "good" for it. The service issues to
-    any identifier it is sent: only the governing authority's operators may reach it.
+    POST /certificates takes {"profile": "auth"|"sign", "identifier": ..., "csr": PEM,
+    "token": ...}; GET /ca.pem gives the CA certificate. A certificate is issued only against
+    an enrolment token for exactly that profile and identifier ('exchange ca token issue'),
+    once, for one key. Every certificate issued is recorded in the CA's revocation register,
+    so its OCSP responder answers "good" for it.
 
     \b
     Example:
       exchange ca serve --ca-dir certs/ca --port 4200
-      exchange server request-certs --config ss-moi/server.toml --ca-url http://127.0.0.1:4200/
+      exchange ca token issue --ca-dir certs/ca --auth PS/GOV/MOI/ss1 --sign PS/GOV/MOI
+      exchange ca serve --config /etc/exchange/ca.toml
     """
-    ca = CertificateAuthority.load(ca_dir, _read_passphrase(passphrase_file, use_env=True))
+    if config_path is not None:
+        reject_options_beside_config(ctx, keep=("ready_line",))
+        settings = load_ca_service_config(config_path)
+    elif ca_dir is None:
+        raise click.UsageError("give --ca-dir (or --config)")
+    else:
+        options = {k: v for k, v in ctx.params.items() if k not in ("config_path", "ready_line")}
+        settings = settings_from_command_line(ca_service_settings, options)
+    configure_logging(settings.logging)
+    _serve_ca(settings, ready_line)
+
+
+def _serve_ca(settings: CaServiceSettings, ready_line: bool) -> None:
+    passphrase = _read_passphrase(settings.passphrase_file, use_env=True)
+    ca_dir, host, port = settings.ca_dir, settings.host, settings.port
+    days_auth, days_sign = settings.days_auth, settings.days_sign
+    ca = CertificateAuthority.load(ca_dir, passphrase)
     if not _is_loopback(host):
         err_console.print(
-            f"warning: listening on {host}: whoever reaches this port gets certificates issued"
+            f"warning: listening on {host} over plain HTTP: enrolment tokens cross the network "
+            "in the clear; put TLS in front of this port"
         )
     app = create_ca_app(ca, ca_dir, days_auth=days_auth, days_sign=days_sign)
     asyncio.run(_serve(app, host, port, ready_line))
@@ -134,7 +177,9 @@ async def _serve(app: web.Application, host: str, port: int, ready_line: bool) -
             print("READY " + json.dumps({"port": bound, "url": url}), flush=True)
         else:
             console.print(f"CA service serving on {url} (Ctrl-C stops)")
+        sdnotify.ready(f"CA service serving on {url}")
         await stop.wait()
+        sdnotify.stopping()
 
 
 @ca_group.command("sign-csr")
@@ -263,19 +308,26 @@ def _csr_of(slot: _Slot, config: ServerConfig) -> bytes:
     help="The security server's server.toml.",
 )
 @click.option("--ca-url", required=True, help="URL of the CA service ('exchange ca serve').")
+@click.option(
+    "--token-file",
+    type=_EXISTING_FILE,
+    help=f"File holding the enrolment token the CA's operator issued (else ${TOKEN_ENV}).",
+)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
 @handle_errors
-def request_certs(config_path: Path, ca_url: str, timeout: float) -> None:
+def request_certs(config_path: Path, ca_url: str, token_file: Path | None, timeout: float) -> None:
     """Send the server's CSRs to the CA service and install the certificates it returns.
 
     Each CSR next to a configured certificate path (keys/auth.csr.pem, keys/sign-CODE.csr.pem)
-    goes out with its profile and identifier (the server id; the member of the signing key).
+    goes out with its profile and identifier (the server id; the member of the signing key)
+    and the enrolment token the CA's operator issued for them ('exchange ca token issue').
     A certificate is installed only if its key is the CSR's and its profile and identifier are
     right. Certificates already installed are left as they are.
 
     \b
     Example:
-      exchange server request-certs --config ss-moi/server.toml --ca-url http://127.0.0.1:4200/
+      exchange server request-certs --config ss-moi/server.toml \\
+          --ca-url http://127.0.0.1:4200/ --token-file moi.token
     """
     config = load_server_config(config_path)
     pending = []
@@ -285,13 +337,32 @@ def request_certs(config_path: Path, ca_url: str, timeout: float) -> None:
         else:
             pending.append(slot)
     requests = [(slot, _csr_of(slot, config)) for slot in pending]
+    token = _token(token_file) if requests else None
     for slot, csr_pem in requests:
         cert = asyncio.run(
-            request_certificate(ca_url, slot.profile, slot.identifier, csr_pem, timeout=timeout)
+            request_certificate(
+                ca_url, slot.profile, slot.identifier, csr_pem, token=token, timeout=timeout
+            )
         )
         keys.save_certificate(slot.cert, cert)
         console.print(f"{slot.title}: installed {slot.cert} {_summary(cert)}")
     _next_steps(config)
+
+
+def _token(token_file: Path | None) -> str:
+    """The enrolment token from ``--token-file`` or the environment."""
+    if token_file is not None:
+        text = token_file.read_text(encoding="ascii", errors="replace").strip()
+        where = str(token_file)
+    else:
+        text = os.environ.get(TOKEN_ENV, "").strip()
+        where = f"${TOKEN_ENV}"
+    if not text:
+        raise ConfigurationError(
+            f"the CA service needs an enrolment token and {where} holds none: ask the CA's "
+            "operator for one ('exchange ca token issue') and give it with --token-file"
+        )
+    return text
 
 
 def _summary(cert: x509.Certificate) -> str:
@@ -391,3 +462,14 @@ def _checked(slot: _Slot, source: Path, config: ServerConfig) -> x509.Certificat
     except CertificateMismatch as exc:
         raise CertificateMismatch(f"{source}: {exc.message}; nothing was installed") from None
     return cert
+
+
+add_check_config(
+    ca_group,
+    load_ca_service_config,
+    "CA service",
+    lambda s: [
+        (("ca_dir",), s.ca_dir, "directory"),
+        (("passphrase_file",), s.passphrase_file, "file"),
+    ],
+)

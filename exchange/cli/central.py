@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +18,12 @@ from typing import Any, TypeVar
 import click
 from rich.table import Table
 
+from exchange import sdnotify
 from exchange.central.app import DEFAULT_PORT, CentralConfig, load_central_config, run_central
 from exchange.central.registry import Registry
 from exchange.central.setup import init_central
-from exchange.cli.common import console, handle_errors, print_json
+from exchange.cli.checkconfig import add_check_config
+from exchange.cli.common import cancel_on_sigterm, console, handle_errors, print_json
 from exchange.errors import InvalidIdentifier
 from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.document import GlobalConf
@@ -38,6 +38,7 @@ from exchange.identifiers import (
     parse_security_server,
     parse_subsystem,
 )
+from exchange.oplog import configure_logging
 from exchange.trust.keys import (
     cert_pem,
     fingerprint,
@@ -170,19 +171,14 @@ def run(config_path: Path, ready_line: bool) -> None:
       exchange central run --config central/central.toml
     """
     config = load_central_config(config_path)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
+    configure_logging(config.logging)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config, ready_line))
 
 
 async def _serve(config: CentralConfig, ready_line: bool = False) -> None:
     """Run until SIGTERM or Ctrl-C, closing the registry and the listener cleanly."""
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
 
     def bound(port: int) -> None:
         url = f"http://{config.host}:{port}"
@@ -190,6 +186,7 @@ async def _serve(config: CentralConfig, ready_line: bool = False) -> None:
             print("READY " + json.dumps({"port": port, "url": url}), flush=True)
         else:
             console.print(f"central server for {config.instance} serving on {url}")
+        sdnotify.ready(f"central server for {config.instance} serving on {url}")
 
     with contextlib.suppress(asyncio.CancelledError):
         await run_central(config, on_bound=bound)
@@ -659,3 +656,16 @@ def tsa_remove(config_path: Path, name: str) -> None:
       exchange central tsa remove --config central.toml --name "PS TSA"
     """
     _edit(config_path, lambda r: r.remove_tsa(name), f"removed TSA {name!r}")
+
+
+add_check_config(
+    group,
+    load_central_config,
+    "central server",
+    lambda c: [
+        (("database",), c.db_path, "file"),
+        (("signing_key",), c.signing_key_path, "file"),
+        (("signing_cert",), c.signing_cert_path, "file"),
+        (("anchor",), c.anchor_path, "file"),
+    ],
+)

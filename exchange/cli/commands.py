@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 # modules that add commands to the ca, central and server groups
+import exchange.cli.backup
 import exchange.cli.ca_service
+import exchange.cli.enrolment
 import exchange.cli.registration
 import exchange.cli.server_keys  # noqa: F401
 from exchange.cli.audit import group as audit_group

@@ -12,10 +12,11 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from exchange.errors import (
     AccessDenied,
@@ -68,15 +69,42 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except ExchangeError as exc:
             if debug:
                 raise
-            err_console.print(f"[red]error:[/red] {exc.message}", markup=True)
+            err_console.print(f"[red]error:[/red] {escape(exc.message)}", markup=True)
             sys.exit(exit_code_for(exc))
         except (OSError, sqlite3.Error) as exc:
             if debug:
                 raise
-            err_console.print(f"[red]error:[/red] {exc}", markup=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
             sys.exit(EXIT_USAGE)
 
     return wrapper
+
+
+def handle_errors_json(func: Callable[P, R]) -> Callable[P, R]:
+    """:func:`handle_errors` for a command with ``--json`` (its ``as_json`` parameter): with it,
+    an error is also printed on stdout as ``{"ok": false, "error": ..., "exit_code": ...}``."""
+    plain = handle_errors(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not kwargs.get("as_json"):
+            return plain(*args, **kwargs)
+        ctx = click.get_current_context(silent=True)
+        if ctx and ctx.find_root().params.get("debug"):
+            return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except ExchangeError as exc:
+            _json_error(exc.message, exit_code_for(exc))
+        except (OSError, sqlite3.Error) as exc:
+            _json_error(str(exc), EXIT_USAGE)
+
+    return wrapper
+
+
+def _json_error(message: str, code: int) -> NoReturn:
+    print_json({"ok": False, "error": message, "exit_code": code})
+    sys.exit(code)
 
 
 def _quiet_stdout() -> None:
@@ -92,3 +120,19 @@ def print_json(data: Any) -> None:
     import orjson
 
     click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+def cancel_on_sigterm() -> None:
+    """SIGTERM cancels the running task (the server's), after telling systemd it is stopping."""
+    import asyncio
+
+    from exchange import sdnotify
+
+    task = asyncio.current_task()
+    assert task is not None
+
+    def stop() -> None:
+        sdnotify.stopping()
+        task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)

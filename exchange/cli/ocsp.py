@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import logging
-import signal
 from pathlib import Path
 
 import click
@@ -22,16 +20,33 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from exchange import sdnotify
 from exchange.cli.ca import PASSPHRASE_ENV, _read_passphrase
-from exchange.cli.common import console, err_console, handle_errors, print_json
+from exchange.cli.checkconfig import (
+    add_check_config,
+    reject_options_beside_config,
+    settings_from_command_line,
+)
+from exchange.cli.common import (
+    cancel_on_sigterm,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+)
+from exchange.oplog import configure_logging
 from exchange.trust import keys
 from exchange.trust.ca import CERT_FILE, CertificateAuthority
 from exchange.trust.ocsp import issue_ocsp_responder_cert, verify_ocsp_response
 from exchange.trust.ocsp_service import OcspFetcher, create_ocsp_app, serve_ocsp
 from exchange.trust.revocation import RevocationStore
+from exchange.trust.service_config import (
+    OCSP_PORT,
+    OcspSettings,
+    load_ocsp_config,
+    ocsp_settings,
+)
 from exchange.trust.validation import describe
-
-DEFAULT_PORT = 4100
 
 _EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 _EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -51,15 +66,19 @@ def group() -> None:
 
 
 @group.command("serve")
-@click.option("--ca-dir", type=_EXISTING_DIR, required=True, help="Directory of the CA.")
 @click.option(
-    "--db", "db_path", type=_FILE, required=True, help="Revocation database (created if missing)."
+    "--config",
+    "config_path",
+    type=_EXISTING_FILE,
+    help="ocsp.toml with the settings below and [logging] (then give no other option).",
 )
+@click.option("--ca-dir", type=_EXISTING_DIR, help="Directory of the CA.")
+@click.option("--db", "db_path", type=_FILE, help="Revocation database (created if missing).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
+    default=OCSP_PORT,
     show_default=True,
     help="Port (0: any free port).",
 )
@@ -86,10 +105,13 @@ def group() -> None:
     help="Seconds from thisUpdate to nextUpdate in each response.",
 )
 @click.option("--ready-line", is_flag=True, help="Print one line READY {json} with the bound port.")
+@click.pass_context
 @handle_errors
 def serve(
-    ca_dir: Path,
-    db_path: Path,
+    ctx: click.Context,
+    config_path: Path | None,
+    ca_dir: Path | None,
+    db_path: Path | None,
     host: str,
     port: int,
     passphrase_file: Path | None,
@@ -107,27 +129,40 @@ def serve(
     \b
     Example:
       exchange ocsp serve --ca-dir certs/ca --db certs/ca/revocations.sqlite --port 4100
+      exchange ocsp serve --config /etc/exchange/ocsp.toml
     """
-    if (responder_key is None) != (responder_cert is None):
-        raise click.UsageError("give both --responder-key and --responder-cert, or neither")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    created = not db_path.exists()
-    with RevocationStore(db_path) as store:
+    if config_path is not None:
+        reject_options_beside_config(ctx, keep=("ready_line",))
+        settings = load_ocsp_config(config_path)
+    elif ca_dir is None or db_path is None:
+        raise click.UsageError("give --ca-dir and --db (or --config)")
+    else:
+        options = {k: v for k, v in ctx.params.items() if k not in ("config_path", "ready_line")}
+        options["database"] = options.pop("db_path")
+        flags = {"database": "--db", "validity_seconds": "--validity"}
+        settings = settings_from_command_line(ocsp_settings, options, flags)
+    configure_logging(settings.logging)
+    _run_responder(settings, ready_line)
+
+
+def _run_responder(settings: OcspSettings, ready_line: bool) -> None:
+    created = not settings.database.exists()
+    with RevocationStore(settings.database) as store:
         if created:
-            err_console.print(f"note: created an empty revocation database {db_path}")
-        if responder_key is not None and responder_cert is not None:
-            ca_cert = keys.load_certificate(ca_dir / CERT_FILE)
-            key = keys.load_private_key(responder_key, _read_passphrase(None, use_env=True))
-            cert = keys.load_certificate(responder_cert)
+            err_console.print(f"note: created an empty revocation database {settings.database}")
+        if settings.responder_key is not None and settings.responder_cert is not None:
+            ca_cert = keys.load_certificate(settings.ca_dir / CERT_FILE)
+            passphrase = _read_passphrase(None, use_env=True)
+            key = keys.load_private_key(settings.responder_key, passphrase)
+            cert = keys.load_certificate(settings.responder_cert)
         else:
-            ca = CertificateAuthority.load(ca_dir, _read_passphrase(passphrase_file, use_env=True))
+            passphrase = _read_passphrase(settings.passphrase_file, use_env=True)
+            ca = CertificateAuthority.load(settings.ca_dir, passphrase)
             ca_cert = ca.cert
-            key, cert = _new_responder(ca, store, responder_days)
-        app = create_ocsp_app(ca_cert, key, cert, store, validity_seconds=validity_seconds)
+            key, cert = _new_responder(ca, store, settings.responder_days)
+        app = create_ocsp_app(ca_cert, key, cert, store, validity_seconds=settings.validity_seconds)
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(app, host, port, ready_line, cert))
+            asyncio.run(_serve(app, settings.host, settings.port, ready_line, cert))
 
 
 def _new_responder(
@@ -142,9 +177,7 @@ def _new_responder(
 async def _serve(
     app: web.Application, host: str, port: int, ready_line: bool, cert: x509.Certificate
 ) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
 
     def bound(bound_port: int) -> None:
         url = f"http://{host}:{bound_port}/"
@@ -153,6 +186,7 @@ async def _serve(
             print("READY " + json.dumps(ready), flush=True)
         else:
             console.print(f"OCSP responder ({describe(cert)}) serving on {url}")
+        sdnotify.ready(f"OCSP responder serving on {url}")
 
     with contextlib.suppress(asyncio.CancelledError):
         await serve_ocsp(app, host, port, on_bound=bound)
@@ -222,3 +256,16 @@ async def _fetch(
 ) -> bytes:
     async with OcspFetcher(timeout_seconds=timeout) as fetcher:
         return await fetcher.fetch(cert, issuer, url)
+
+
+add_check_config(
+    group,
+    load_ocsp_config,
+    "OCSP responder",
+    lambda s: [
+        (("ca_dir",), s.ca_dir, "directory"),
+        (("passphrase_file",), s.passphrase_file, "file"),
+        (("responder_key",), s.responder_key, "file"),
+        (("responder_cert",), s.responder_cert, "file"),
+    ],
+)

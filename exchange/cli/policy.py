@@ -37,7 +37,7 @@ from exchange.identifiers import (
 )
 from exchange.policy.audit import TRAIL_FILE, AuditRecord, KeyFor, read_trail, verify_trail
 from exchange.policy.evaluate import evaluate, explain
-from exchange.policy.lint import lint
+from exchange.policy.lint import UNKNOWN_FIELD, ServiceDescription, lint
 from exchange.policy.loader import load_policy_dir
 from exchange.policy.model import Grant, PolicyError, PolicyRequest, PolicySet
 from exchange.protocol.jws import JwsError, cert_thumbprint
@@ -164,9 +164,97 @@ def load_or_exit(directory: Path, provider: MemberId | None = None) -> PolicySet
         sys.exit(EXIT_USAGE)
 
 
-def check_policy(directory: Path, provider: MemberId | None, as_json: bool) -> None:
-    """Load and check ``directory`` and print its grants."""
+# --- services' published OpenAPI documents, to check grants' fields with ------------------------
+
+_MAX_DOCUMENT = 10 * 2**20
+
+
+def _read_document(source: str, base_path: str) -> dict[str, Any]:
+    """An OpenAPI document from a file or an http(s) URL (bounded in size and time), made
+    relative to the service as ``getOpenAPI`` publishes it (paths under ``base_path``)."""
+    import json
+    import urllib.request
+
+    from exchange.protocol.metadata import DescriptionError, openapi_description
+
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=10) as answer:
+            data = answer.read(_MAX_DOCUMENT + 1)
+    else:
+        data = Path(source).read_bytes()[: _MAX_DOCUMENT + 1]
+    if len(data) > _MAX_DOCUMENT:
+        raise ValueError(f"larger than {_MAX_DOCUMENT} bytes")
+    try:
+        published, _ = openapi_description(data, "application/json", base_path)
+    except DescriptionError as exc:
+        raise ValueError(str(exc)) from None
+    document: dict[str, Any] = json.loads(published)
+    return document
+
+
+def _openapi_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    given = {}
+    for item in value or ():
+        service, sep, source = item.partition("=")
+        if not sep or not source:
+            raise click.BadParameter(f"{item!r}: give SERVICE=FILE_OR_URL", ctx, param)
+        try:
+            given[parse_service(service)] = source
+        except InvalidIdentifier as exc:
+            raise click.BadParameter(exc.message, ctx, param) from None
+    return given
+
+
+def service_descriptions(
+    given: dict[ServiceId, str], config: Path | None = None
+) -> dict[ServiceId, ServiceDescription]:
+    """The OpenAPI documents to check ``fields`` with: those ``given`` (SERVICE=FILE_OR_URL), and
+    with a server's ``config`` those its REST services publish (``openapi_url``), each made
+    relative to its service as ``getOpenAPI`` does (the path of the service's backend URL is the
+    base; a document given alone is taken as relative already). One that cannot be read is
+    warned about and skipped."""
+    from urllib.parse import urlsplit
+
+    sources: dict[ServiceId, tuple[str, str]] = {}
+    if config is not None:
+        from exchange.server.config import load_server_config
+
+        for service in load_server_config(config).services:
+            if service.type == "rest" and service.openapi_url:
+                sources[service.id] = (service.openapi_url, urlsplit(service.url).path)
+    for service_id, source in given.items():
+        base = sources[service_id][1] if service_id in sources else ""
+        sources[service_id] = (source, base)
+    descriptions: dict[ServiceId, ServiceDescription] = {}
+    for service_id, (source, base) in sources.items():
+        try:
+            descriptions[service_id] = _read_document(source, base)
+        except (OSError, ValueError) as exc:
+            err_console.print(
+                f"warning: the OpenAPI document of {service_id} ({source}) could not be read: "
+                f"{exc}; its grants' fields are not checked",
+                markup=False,
+                soft_wrap=True,
+            )
+    return descriptions
+
+
+_OPENAPI_HELP = (
+    "SERVICE=FILE_OR_URL: check the fields the grants of SERVICE release against its OpenAPI "
+    "document as getOpenAPI publishes it, relative to the service (repeatable)."
+)
+
+
+def check_policy(
+    directory: Path,
+    provider: MemberId | None,
+    as_json: bool,
+    descriptions: dict[ServiceId, ServiceDescription] | None = None,
+) -> None:
+    """Load and check ``directory`` and print its grants, and warnings about fields the services'
+    OpenAPI documents (``descriptions``) do not describe."""
     policy = load_or_exit(directory, provider)
+    warnings = [f for f in lint(policy, datetime.now(UTC), descriptions) if f.kind == UNKNOWN_FIELD]
     if as_json:
         print_json(
             {
@@ -174,10 +262,17 @@ def check_policy(directory: Path, provider: MemberId | None, as_json: bool) -> N
                 "version": policy.version,
                 "grants": [_grant_summary(g) for g in policy.grants],
                 "groups": {g.name: sorted(map(str, g.members)) for g in policy.groups},
+                "warnings": [f.as_dict() for f in warnings],
             }
         )
-    else:
-        _print_policy(policy)
+        return
+    _print_policy(policy)
+    for finding in warnings:
+        err_console.print(
+            f"warning: {finding.location}: grant {finding.grant!r} {finding.message}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @group.command("check")
@@ -187,16 +282,23 @@ def check_policy(directory: Path, provider: MemberId | None, as_json: bool) -> N
     callback=_identifier(parse_member),
     help="The provider member every file must name (INSTANCE/CLASS/CODE).",
 )
+@click.option("--openapi", multiple=True, callback=_openapi_option, help=_OPENAPI_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
-def check(directory: Path, provider: MemberId | None, as_json: bool) -> None:
+def check(
+    directory: Path, provider: MemberId | None, openapi: dict[ServiceId, str], as_json: bool
+) -> None:
     """Check a policy directory and list its grants; exit 2 naming file:line on a broken file.
+
+    With --openapi, warn about a grant's field that the service's OpenAPI document does not have.
 
     \b
     Example:
       exchange policy check policies/MOI --provider PS/GOV/MOI
+      exchange policy check policies/MOI \\
+          --openapi PS/GOV/MOI/population-registry/persons=openapi.json
     """
-    check_policy(directory, provider, as_json)
+    check_policy(directory, provider, as_json, service_descriptions(openapi))
 
 
 # --- explain ------------------------------------------------------------------------------------
@@ -303,10 +405,15 @@ def explain_command(
 # --- lint ---------------------------------------------------------------------------------------
 
 
-def lint_policy(directory: Path, at: datetime, as_json: bool) -> bool:
+def lint_policy(
+    directory: Path,
+    at: datetime,
+    as_json: bool,
+    descriptions: dict[ServiceId, ServiceDescription] | None = None,
+) -> bool:
     """Print the lint findings for ``directory`` at ``at``; True if there are none."""
     policy = load_or_exit(directory)
-    findings = lint(policy, at)
+    findings = lint(policy, at, descriptions)
     if as_json:
         print_json({"version": policy.version, "findings": [f.as_dict() for f in findings]})
         return not findings
@@ -330,19 +437,32 @@ def lint_policy(directory: Path, at: datetime, as_json: bool) -> bool:
     help="A provider server's server.toml naming the policy directory.",
 )
 @click.option("--at", callback=_instant, help="Judge expiry at this ISO 8601 time (default: now).")
+@click.option("--openapi", multiple=True, callback=_openapi_option, help=_OPENAPI_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
-def lint_command(directory: Path | None, config: Path | None, at: datetime, as_json: bool) -> None:
-    """Find overlapping and dead grants (shadowed, expired, empty local group).
+def lint_command(
+    directory: Path | None,
+    config: Path | None,
+    at: datetime,
+    openapi: dict[ServiceId, str],
+    as_json: bool,
+) -> None:
+    """Find overlapping and dead grants (shadowed, expired, empty local group), and fields the
+    services' published OpenAPI documents do not have.
 
+    With --config, each REST service's document is fetched from its openapi_url (the adapter
+    must be running); --openapi gives one as a file or URL.
     Exit status 0 when clean, 1 with findings, 2 on a broken policy.
 
     \b
     Example:
       exchange policy lint policies/MOI
       exchange policy lint --config ss-moi/server.toml
+      exchange policy lint policies/MOI \\
+          --openapi PS/GOV/MOI/population-registry/persons=openapi.json
     """
-    if not lint_policy(resolve_policy_dir(directory, config), at, as_json):
+    descriptions = service_descriptions(openapi, config)
+    if not lint_policy(resolve_policy_dir(directory, config), at, as_json, descriptions):
         sys.exit(EXIT_CHECK_FAILED)
 
 

@@ -8,6 +8,7 @@ security server (see ``exchange server``) and does not grant access (see ``excha
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,8 +16,14 @@ from rich.table import Table
 
 from adapters.population.generator import MAX_COUNT
 from adapters.population.store import BuildReport, PopulationStore, build_registry
+from exchange.cli.checkconfig import (
+    add_check_config,
+    reject_options_beside_config,
+    settings_from_command_line,
+)
 from exchange.cli.common import console, err_console, handle_errors, print_json
 from exchange.errors import ConfigurationError
+from exchange.oplog import configure_logging
 
 _DB = click.option(
     "--db",
@@ -74,12 +81,26 @@ def _print_report(report: BuildReport) -> None:
 
 
 @group.command()
-@_DB
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="registry.toml with the settings below and [logging] (then give no other option).",
+)
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The registry's SQLite file.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port (0 picks a free one).")  # fmt: skip
+@click.pass_context
 @handle_errors
-def serve(db_path: Path, host: str, port: int) -> None:
+def serve(
+    ctx: click.Context, config_path: Path | None, db_path: Path | None, host: str, port: int
+) -> None:
     """Serve the registry over HTTP until interrupted; prints a READY line once listening.
 
     Point the provider security server's service "persons" at the printed URL + /persons.
@@ -88,13 +109,39 @@ def serve(db_path: Path, host: str, port: int) -> None:
     Example:
       exchange registry serve --db registry.db --host 127.0.0.1 --port 8081
       # READY url=http://127.0.0.1:8081 port=8081
+      exchange registry serve --config /etc/exchange/registry.toml
     """
     from adapters.population.app import run
+    from adapters.population.config import load_registry_config, registry_settings
+
+    if config_path is not None:
+        reject_options_beside_config(ctx)
+        settings = load_registry_config(config_path)
+    elif db_path is None:
+        raise click.UsageError("give --db (or --config)")
+    else:
+        options = {"database": db_path, "host": host, "port": port}
+        settings = settings_from_command_line(registry_settings, options, {"database": "--db"})
+    configure_logging(settings.logging)
 
     def on_ready(url: str, bound_port: int) -> None:
         click.echo(f"READY url={url} port={bound_port}")
 
-    run(db_path, host=host, port=port, on_ready=on_ready)
+    run(settings.database, host=settings.host, port=settings.port, on_ready=on_ready)
+
+
+def _load_registry_config(path: Path) -> Any:
+    from adapters.population.config import load_registry_config
+
+    return load_registry_config(path)
+
+
+add_check_config(
+    group,
+    _load_registry_config,
+    "population registry",
+    lambda s: [(("database",), s.database, "file")],
+)
 
 
 @group.command()

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,12 @@ from typing import Any
 import click
 from cryptography import x509
 
+from exchange import sdnotify
+from exchange.cli.checkconfig import add_check_config
 from exchange.cli.common import console, handle_errors, print_json
 from exchange.identifiers import parse_member, parse_security_server, parse_service, parse_subsystem
+from exchange.oplog import configure_logging
+from exchange.server.config import ServerConfig, load_server_config
 
 
 @click.group("server")
@@ -128,7 +131,11 @@ def init_cmd(
         console.print(f"certificate request: {path}  (have it signed by an approved CA)")
     if result.csrs:
         console.print(
-            f"next: exchange server request-certs --config {result.config} --ca-url CA_URL"
+            f"next: exchange server request-certs --config {result.config} --ca-url CA_URL "
+            "--token-file TOKEN_FILE"
+        )
+        console.print(
+            "  (TOKEN_FILE: the enrolment token the CA's operator issued for this server)"
         )
         console.print("  (or: exchange ca sign-csr ... and exchange server import-cert ...)")
     console.print(
@@ -159,7 +166,7 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
     from exchange.server.core import SecurityServer, passphrase_from_env
 
     config = load_server_config(config_path)
-    _configure_logging()
+    configure_logging(config.logging)
 
     async def main() -> None:
         server = SecurityServer(config, passphrase=passphrase_from_env(config))
@@ -177,17 +184,20 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
             "provider_port": server.provider_port,
             "consumer_tls_port": server.consumer_tls_port,
         }
+        serving = (
+            f"security server {config.server_id} serving: "
+            f"consumer http://{config.consumer.host}:{server.consumer_port}, "
+            f"provider {config.provider.host}:{server.provider_port}"
+        )
         if ready_line:
             print("READY " + json.dumps(ports), flush=True)
         else:
-            console.print(
-                f"security server {config.server_id} serving: "
-                f"consumer http://{config.consumer.host}:{server.consumer_port}, "
-                f"provider {config.provider.host}:{server.provider_port} (Ctrl-C stops)"
-            )
+            console.print(f"{serving} (Ctrl-C stops)")
+        sdnotify.ready(serving)
         try:
             await stop.wait()
         finally:
+            sdnotify.stopping()
             await server.stop()
             pid_file.unlink(missing_ok=True)
 
@@ -255,16 +265,24 @@ def _stamp(server: Any) -> None:
 
 
 def _reload(server: Any) -> None:
-    """SIGHUP: re-read keys and certificates (rotation); a failure keeps the current ones."""
+    """SIGHUP, sent by ``exchange server reload`` or systemd's ``ExecReload``: re-read keys and
+    certificates (rotation) and ``[logging]``; a failure keeps the current ones. systemd is told
+    the reload started and, once it is over (done or refused), that the server is ready again."""
     import logging
 
+    from exchange.server.config import load_server_config
+
     async def reload() -> None:
+        sdnotify.reloading()
         try:
             await server.reload_keys()
+            configure_logging(load_server_config(server.config.path).logging)
         except Exception as exc:
             logging.getLogger("exchange.server").error(
-                "key reload refused, the current keys stay in force: %s", exc
+                "reload refused, the current keys and settings stay in force: %s", exc
             )
+        finally:
+            sdnotify.ready()
 
     task = asyncio.ensure_future(reload())
     _RELOADS.add(task)
@@ -281,11 +299,22 @@ def run_async(coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coro)
 
 
-def _configure_logging() -> None:
-    import logging
+def _inputs(config: ServerConfig) -> list[tuple[tuple[str | int, ...], Path | None, str]]:
+    """What ``server.toml`` names that must exist before the server can start."""
+    inputs: list[tuple[tuple[str | int, ...], Path | None, str]] = [
+        (("anchor",), config.anchor, "file"),
+        (("keys", "auth_key"), config.auth_key, "file"),
+        (("keys", "auth_cert"), config.auth_cert, "file"),
+        (("policy", "dir"), config.policy_dir, "directory"),
+    ]
+    for i, signing in enumerate(config.signing):
+        inputs += [
+            (("keys", "signing", i, "key"), signing.key, "file"),
+            (("keys", "signing", i, "cert"), signing.cert, "file"),
+        ]
+    for i, client in enumerate(config.clients):
+        inputs += [(("clients", i, "is_certs"), cert, "file") for cert in client.is_certs]
+    return inputs
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+
+add_check_config(group, load_server_config, "security server", _inputs)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -24,10 +22,28 @@ import click
 from aiohttp import web
 from cryptography import x509
 
-from exchange.cli.common import console, err_console, handle_errors, print_json
+from exchange import sdnotify
+from exchange.cli.checkconfig import (
+    add_check_config,
+    reject_options_beside_config,
+    settings_from_command_line,
+)
+from exchange.cli.common import (
+    cancel_on_sigterm,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+)
 from exchange.errors import ConfigurationError
+from exchange.oplog import configure_logging
 from exchange.trust import keys
 from exchange.trust.ca import CertificateAuthority
+from exchange.trust.service_config import (
+    TSA_PORT,
+    load_tsa_config,
+    tsa_settings,
+)
 from exchange.trust.timestamp import (
     HASH_ALGORITHMS,
     TimestampInfo,
@@ -46,7 +62,6 @@ PASSPHRASE_ENV: Final = "EXCHANGE_KEY_PASSPHRASE"
 KEY_FILE: Final = "tsa.key.pem"
 CERT_FILE: Final = "tsa.cert.pem"
 SERIAL_DB: Final = "serials.sqlite"
-DEFAULT_PORT: Final = 4318
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 _EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -147,52 +162,72 @@ def init(
 
 
 @group.command("serve")
-@click.option("--dir", "directory", type=_EXISTING_DIR, required=True, help="Made by 'tsa init'.")
+@click.option(
+    "--config",
+    "config_path",
+    type=_EXISTING_FILE,
+    help="tsa.toml with the settings below and [logging] (then give no other option).",
+)
+@click.option("--dir", "directory", type=_EXISTING_DIR, help="Made by 'tsa init'.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
+    default=TSA_PORT,
     show_default=True,
     help="Port (0: any free port).",
 )
 @click.option("--ready-line", is_flag=True, help="Print 'READY {json}' with the port once serving.")
+@click.pass_context
 @handle_errors
-def serve(directory: Path, host: str, port: int, ready_line: bool) -> None:
+def serve(
+    ctx: click.Context,
+    config_path: Path | None,
+    directory: Path | None,
+    host: str,
+    port: int,
+    ready_line: bool,
+) -> None:
     """Serve time-stamps over HTTP (POST application/timestamp-query) until interrupted.
 
     \b
     Example:
       exchange tsa serve --dir tsa --port 4318
+      exchange tsa serve --config /etc/exchange/tsa.toml
     """
-    key = keys.load_private_key(directory / KEY_FILE, _passphrase(None))
-    cert = keys.load_certificate(directory / CERT_FILE)
+    if config_path is not None:
+        reject_options_beside_config(ctx, keep=("ready_line",))
+        settings = load_tsa_config(config_path)
+    elif directory is None:
+        raise click.UsageError("give --dir (or --config)")
+    else:
+        options = {"dir": directory, "host": host, "port": port}
+        settings = settings_from_command_line(tsa_settings, options)
+    key = keys.load_private_key(settings.dir / KEY_FILE, _passphrase(None))
+    cert = keys.load_certificate(settings.dir / CERT_FILE)
     if cert.public_key() != key.public_key():
         raise ConfigurationError(
-            f"{directory / KEY_FILE} is not the key of {directory / CERT_FILE}"
+            f"{settings.dir / KEY_FILE} is not the key of {settings.dir / CERT_FILE}"
         )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = create_tsa_app(key, cert, serial_db=directory / SERIAL_DB)
+    configure_logging(settings.logging)
+    app = create_tsa_app(key, cert, serial_db=settings.dir / SERIAL_DB)
 
     def bound(actual: int) -> None:
-        url = f"http://{host}:{actual}/"
+        url = f"http://{settings.host}:{actual}/"
         if ready_line:
             print("READY " + json.dumps({"port": actual, "url": url}), flush=True)
         else:
             console.print(f"TSA serving on {url} (Ctrl-C stops)")
+        sdnotify.ready(f"TSA serving on {url}")
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_until_signalled(app, host, port, bound))
+        asyncio.run(_serve_until_signalled(app, settings.host, settings.port, bound))
 
 
 async def _serve_until_signalled(
     app: web.Application, host: str, port: int, bound: Callable[[int], None]
 ) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
     with contextlib.suppress(asyncio.CancelledError):
         await serve_tsa(app, host=host, port=port, on_bound=bound)
 
@@ -304,3 +339,8 @@ def verify(
         hash_alg=hash_alg,
     )
     _print({"verified": "OK", **_describe(info)}, as_json)
+
+
+add_check_config(
+    group, load_tsa_config, "time-stamping authority", lambda s: [(("dir",), s.dir, "directory")]
+)

@@ -22,7 +22,7 @@ from typing import Any
 
 from exchange.central.registry import Registry
 from exchange.central.setup import init_central
-from exchange.demo.onboarding import approve_all, onboard, wait_for_version
+from exchange.demo.onboarding import approve_all, issue_token, onboard, wait_for_version
 from exchange.demo.processes import Child, free_port, spawn
 from exchange.identifiers import (
     MemberId,
@@ -369,16 +369,20 @@ class Federation:
         return f"http://127.0.0.1:{self.ocsp_port}/"
 
     async def _onboard_all(self, say: Callable[[str], None]) -> None:
-        """Each ministry as its operator would: certificates from CSRs via the CA service, a
-        signed registration request to the central server, approval by the central operator."""
+        """Each ministry as its operator would: an enrolment token from the CA's operator,
+        certificates from CSRs via the CA service against it, a signed registration request to
+        the central server, approval by the central operator."""
         assert self.central_config is not None
+        central_url = f"http://127.0.0.1:{self.central_port}"
         for site in self.sites.values():
-            await onboard(site.config, self.ca_url, f"http://127.0.0.1:{self.central_port}")
+            token = issue_token(self.state_dir / "ca", site.config)
+            await onboard(site.config, self.ca_url, central_url, token)
         version = approve_all(self.state_dir / "central" / "central.db")
         await wait_for_version(f"http://127.0.0.1:{self.central_port}/globalconf", version)
         say(
-            f"{len(self.sites)} ministries onboarded: certificates issued from CSRs, registration "
-            f"requests verified and approved (global configuration version {version})"
+            f"{len(self.sites)} ministries onboarded: certificates issued from CSRs against "
+            "enrolment tokens, registration requests verified and approved (global "
+            f"configuration version {version})"
         )
 
     def consumer_url(self, member: MemberId) -> str:

@@ -1,10 +1,13 @@
 """Onboarding a ministry's security server, as its operator and the central operator would:
 
 1. ``exchange server init`` wrote keys and CSRs (no CA at hand);
-2. ``exchange server request-certs``: the CSRs go to the CA service, certificates come back;
-3. ``exchange server register``: a registration request signed with the new authentication key
+2. ``exchange ca token issue``: the CA's operator issues an enrolment token for the server's
+   authentication certificate and its members' signing certificates;
+3. ``exchange server request-certs``: the CSRs go to the CA service with the token,
+   certificates come back;
+4. ``exchange server register``: a registration request signed with the new authentication key
    and the member's signing key goes to the central server, which verifies and queues it;
-4. ``exchange central registration approve``: the central operator approves; the next global
+5. ``exchange central registration approve``: the central operator approves; the next global
    configuration includes the server, its address, fingerprint and clients.
 
 The same library functions as those commands, called in this process.
@@ -13,6 +16,7 @@ The same library functions as those commands, called in this process.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -24,18 +28,36 @@ from exchange.cli.registration import build_registration, submit_registration
 from exchange.errors import ConfigurationError
 from exchange.server.config import load_server_config
 from exchange.trust.ca_service import request_certificate
+from exchange.trust.enrolment import EnrolmentStore, Identifier
 from exchange.trust.keys import save_certificate
+from exchange.trust.profiles import ProfileName
 
 
-async def onboard(config_path: Path, ca_url: str, central_url: str) -> str:
-    """Certificates from the CA service, then a registration request; its id."""
+def issue_token(ca_dir: Path, config_path: Path) -> str:
+    """The CA's operator issues the enrolment token of one server's onboarding: its
+    authentication certificate and its members' signing certificates."""
+    config = load_server_config(config_path)
+    grants: list[tuple[ProfileName, Identifier]] = [("auth", config.server_id)]
+    grants += [("sign", signing.member) for signing in config.signing]
+    with EnrolmentStore.of_ca_dir(ca_dir) as store:
+        issued = store.issue(grants, now=dt.datetime.now(dt.UTC), note="example federation")
+    return issued.text
+
+
+async def onboard(config_path: Path, ca_url: str, central_url: str, token: str) -> str:
+    """Certificates from the CA service against ``token``, then a registration request; its
+    id."""
     config = load_server_config(config_path)
     auth_csr = config.auth_cert.with_name(config.auth_cert.name.replace(".cert.pem", ".csr.pem"))
-    cert = await request_certificate(ca_url, "auth", config.server_id, auth_csr.read_bytes())
+    cert = await request_certificate(
+        ca_url, "auth", config.server_id, auth_csr.read_bytes(), token=token
+    )
     save_certificate(config.auth_cert, cert)
     for signing in config.signing:
         csr = signing.cert.with_name(signing.cert.name.replace(".cert.pem", ".csr.pem"))
-        cert = await request_certificate(ca_url, "sign", signing.member, csr.read_bytes())
+        cert = await request_certificate(
+            ca_url, "sign", signing.member, csr.read_bytes(), token=token
+        )
         save_certificate(signing.cert, cert)
     _, body = build_registration(config, None, None, int(time.time()))
     answer = await submit_registration(central_url, body)

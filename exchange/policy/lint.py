@@ -10,7 +10,10 @@ grant that can never decide is dead. A finding is one of:
 - ``shadowed``: an earlier grant whose scope contains the later one's and whose conditions
   (validity, purposes, user id) are no stricter, so the later grant never decides;
 - ``expired``: ``valid_until`` is at or before ``now``;
-- ``empty-group``: the grant names a local group with no members.
+- ``empty-group``: the grant names a local group with no members;
+- ``unknown-field``: a ``fields`` entry that the service's published OpenAPI document describes in
+  no answer the grant can reach (:mod:`exchange.policy.schema_fields`; only for services whose
+  document the caller gives).
 
 The checks are sound but not complete: a grant covered only by the union of several earlier grants
 is reported as overlapping, not as shadowed. Global group membership lives in the global
@@ -19,19 +22,26 @@ configuration and is not consulted: a global group only intersects itself. Pure 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import combinations
-from typing import Final
+from typing import Any, Final
 
-from exchange.identifiers import ClientId
+from exchange.identifiers import ClientId, ServiceId
 from exchange.policy.evaluate import _check_now
 from exchange.policy.model import ANY_METHOD, Grant, LocalGroupId, PathPattern, PolicySet
+from exchange.policy.schema_fields import undescribed_fields
 
 OVERLAP: Final = "overlap"
 SHADOWED: Final = "shadowed"
 EXPIRED: Final = "expired"
 EMPTY_GROUP: Final = "empty-group"
+UNKNOWN_FIELD: Final = "unknown-field"
+
+
+ServiceDescription = Mapping[str, Any]
+"""A REST service's OpenAPI document as ``getOpenAPI`` publishes it (relative to the service)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +200,35 @@ def _single_findings(policy: PolicySet, grant: Grant, now: datetime) -> list[Fin
     return found
 
 
-def lint(policy: PolicySet, now: datetime) -> tuple[Finding, ...]:
-    """Every finding about ``policy`` at ``now``, grant by grant in file/line order."""
+def _field_findings(grant: Grant, described: ServiceDescription | None) -> list[Finding]:
+    if described is None or not grant.fields or not grant.methods:
+        return []  # no document, no field list, or a SOAP grant (fields name XML elements)
+    methods = () if ANY_METHOD in grant.methods else grant.methods
+    unknown = undescribed_fields(grant.fields, described, methods, grant.paths)
+    return [
+        Finding(
+            UNKNOWN_FIELD,
+            grant.id,
+            grant.location,
+            f"releases field {name!r}, which the service's OpenAPI document does not describe "
+            f"in any answer the grant reaches (a typo, or a field the service renamed?)",
+        )
+        for name in unknown
+    ]
+
+
+def lint(
+    policy: PolicySet,
+    now: datetime,
+    descriptions: Mapping[ServiceId, ServiceDescription] | None = None,
+) -> tuple[Finding, ...]:
+    """Every finding about ``policy`` at ``now``, grant by grant in file/line order;
+    ``descriptions`` are the published OpenAPI documents of services to check ``fields`` with."""
     _check_now(now)
     found: list[Finding] = []
     for grant in policy.grants:
         found += _single_findings(policy, grant, now)
+        found += _field_findings(grant, (descriptions or {}).get(grant.service))
     for earlier, later in combinations(policy.grants, 2):
         finding = _pair_finding(policy, earlier, later)
         if finding is not None:

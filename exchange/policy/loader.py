@@ -413,6 +413,11 @@ _KIND_NAMES: Final[dict[type, str]] = {str: "string", bool: "boolean (true or fa
 # --- a directory --------------------------------------------------------------------------------
 
 
+def policy_files(directory: Path) -> list[Path]:
+    """The files a policy directory's policy is read from: its ``*.toml``, hidden ones aside."""
+    return _policy_files(directory)
+
+
 def _policy_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         raise PolicyError(str(directory), None, "policy directory does not exist")

@@ -13,8 +13,10 @@ No IO.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from exchange.errors import ExchangeError, InvalidMessage
 from exchange.identifiers import (
@@ -25,11 +27,33 @@ from exchange.identifiers import (
     parse_security_server,
     parse_service,
 )
+from exchange.protocol import fields, forwarding
 from exchange.protocol.canonical import b64url, canonical_bytes, loads, sha512_b64
-from exchange.protocol.syntax import is_field_value, is_path, is_query, is_token
+from exchange.protocol.fields import FieldError
+from exchange.protocol.syntax import is_path, is_query, is_token
 
 VERSION: Final = 1
 REQUEST_HASH_ALGORITHM: Final = "SHA-512"
+MAX_TARGET: Final = 8192
+"""Characters of path and query together, as the consumer bounds the request URI."""
+PROTOCOLS: Final = frozenset({"rest", "soap"})
+_MAX_ERROR_TYPE: Final = 128
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _field_rules() -> Iterator[None]:
+    """A signed document breaking a field rule is an invalid message, whoever signed it."""
+    try:
+        yield
+    except FieldError as exc:
+        raise InvalidMessage(f"signed document: {exc}") from None
+
+
+def _checked(rule: Callable[[T], T], value: T) -> T:
+    with _field_rules():
+        return rule(value)
 
 
 def body_digest(body: bytes) -> dict[str, Any]:
@@ -74,9 +98,10 @@ def _headers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
             or not all(isinstance(x, str) for x in item)
         ):
             raise InvalidMessage("signed document headers must be [name, value] pairs")
-        if not is_token(item[0]) or not is_field_value(item[1]):
-            raise InvalidMessage("signed document holds a header that is not valid HTTP")
         out.append((item[0], item[1]))
+    # framing and hop-by-hop headers never travel: an honest peer never signs one
+    with _field_rules():
+        forwarding.check_signed_headers(out)
     return tuple(out)
 
 
@@ -100,6 +125,10 @@ def _as_object(payload: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidMessage("signed document is not a JSON object")
     return doc
+
+
+def _is_error_code(code: str) -> bool:
+    return 0 < len(code) <= _MAX_ERROR_TYPE and is_token(code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,35 +182,48 @@ class SignedRequest:
 
     @classmethod
     def from_payload(cls, payload: bytes) -> SignedRequest:
+        """The signed request in ``payload``; ``Server.ServerProxy.InvalidMessage`` unless every
+        field passes the rule the consumer applies to what an information system sends."""
         doc = _as_object(payload)
         if not _is_version(doc, "request"):
             raise InvalidMessage("not a version 1 signed request")
         sha, length = _digest(doc)
         code = "Server.ServerProxy.InvalidMessage"
         method, path, query = _req_str(doc, "method"), _req_str(doc, "path"), _req_str(doc, "query")
-        if not is_token(method) or not is_path(path) or not is_query(query):
+        if (
+            not is_token(method)
+            or not is_path(path)
+            or not is_query(query)
+            or len(path) + len(query) > MAX_TARGET
+        ):
             raise InvalidMessage(
                 "signed request holds a method, path or query that is not valid HTTP"
             )
-        return cls(
-            message_id=_req_str(doc, "id"),
-            client=parse_client(_req_str(doc, "client"), code=code),
-            service=parse_service(_req_str(doc, "service"), code=code),
-            method=method,
-            path=path,
-            query=query,
-            headers=_headers(doc),
-            body_sha256=sha,
-            body_length=length,
-            user_id=_opt_str(doc, "user_id"),
-            purpose=_opt_str(doc, "purpose"),
-            issue=_opt_str(doc, "issue"),
-            represented_party=_opt_str(doc, "represented_party"),
-            security_server=parse_security_server(_req_str(doc, "security_server"), code=code),
-            client_server=parse_security_server(_req_str(doc, "client_server"), code=code),
-            timestamp_ms=_req_int(doc, "ts"),
-            protocol=_req_str(doc, "protocol"),
-        )
+        protocol = _req_str(doc, "protocol")
+        if protocol not in PROTOCOLS:
+            raise InvalidMessage(f"unknown protocol {protocol[:20]!r} in the signed request")
+        with _field_rules():
+            return cls(
+                message_id=fields.message_id(_req_str(doc, "id")),
+                client=parse_client(_req_str(doc, "client"), code=code),
+                service=parse_service(_req_str(doc, "service"), code=code),
+                method=fields.method(method),
+                path=path,
+                query=query,
+                headers=_headers(doc),
+                body_sha256=sha,
+                body_length=length,
+                user_id=fields.optional_text(_opt_str(doc, "user_id"), "user id"),
+                purpose=fields.optional_text(_opt_str(doc, "purpose"), "purpose"),
+                issue=fields.optional_text(_opt_str(doc, "issue"), "issue"),
+                represented_party=fields.optional_represented_party(
+                    _opt_str(doc, "represented_party")
+                ),
+                security_server=parse_security_server(_req_str(doc, "security_server"), code=code),
+                client_server=parse_security_server(_req_str(doc, "client_server"), code=code),
+                timestamp_ms=_req_int(doc, "ts"),
+                protocol=protocol,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,16 +256,16 @@ class SignedDecision:
     def from_dict(cls, doc: object) -> SignedDecision:
         if not isinstance(doc, dict) or not isinstance(doc.get("allowed"), bool):
             raise InvalidMessage("signed decision must be an object with a boolean 'allowed'")
-        fields = doc.get("fields")
-        if fields is not None and (
-            not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)
+        granted = doc.get("fields")
+        if granted is not None and (
+            not isinstance(granted, list) or not all(isinstance(f, str) for f in granted)
         ):
             raise InvalidMessage("signed decision fields must be a list of strings")
         return cls(
             allowed=doc["allowed"],
             code=_req_str(doc, "code"),
             grant=_opt_str(doc, "grant"),
-            fields=None if fields is None else tuple(fields),
+            fields=None if granted is None else tuple(granted),
         )
 
 
@@ -291,15 +333,21 @@ class SignedResponse:
             not isinstance(released, list) or not all(isinstance(f, str) for f in released)
         ):
             raise InvalidMessage("released_fields must be a list of strings")
+        error_type = None if err is None else _req_str(err, "type")
+        if error_type is not None and not _is_error_code(error_type):
+            raise InvalidMessage("signed response error type is not an X-Road error code")
+        message_id = _req_str(doc, "id")
         return cls(
-            message_id=_req_str(doc, "id"),
-            request_id=_req_str(doc, "request_id"),
+            # empty only in a refusal of a request whose id could not be read
+            message_id=message_id and _checked(fields.message_id, message_id),
+            request_id=_checked(fields.message_id, _req_str(doc, "request_id")),
             request_hash=_req_str(rh, "value"),
-            status=_req_int(doc, "status"),
+            # a final HTTP status: a 1xx, 101 or a number that is no status never reaches a caller
+            status=_checked(forwarding.check_status, _req_int(doc, "status")),
             headers=_headers(doc),
             body_sha256=sha,
             body_length=length,
-            error_type=None if err is None else _req_str(err, "type"),
+            error_type=error_type,
             error_message=None if err is None else _opt_str(err, "message"),
             policy_version=_opt_str(doc, "policy_version"),
             released_fields=None if released is None else tuple(released),

@@ -10,8 +10,8 @@ No IO.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,11 +26,12 @@ from exchange.identifiers import (
     parse_security_server,
     parse_service,
 )
-from exchange.protocol.syntax import is_field_value, is_path, is_query, is_token
+from exchange.protocol import fields, forwarding
+from exchange.protocol.fields import FieldError
+from exchange.protocol.syntax import is_path, is_query
 
 PROTOCOL_VERSION: Final = "r1"
 MAX_URI_LENGTH: Final = 8192
-MAX_HEADER_VALUE: Final = 1024
 
 H_CLIENT: Final = "x-road-client"
 H_SERVICE: Final = "x-road-service"
@@ -44,29 +45,7 @@ H_REQUEST_ID: Final = "x-road-request-id"
 H_REQUEST_HASH: Final = "x-road-request-hash"
 H_ERROR: Final = "x-road-error"
 
-# PR-REST §4.3 "Filtered headers": hop-by-hop, and headers that leak the origin host.
-FILTERED_HEADERS: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "user-agent",
-        "server",
-        "content-length",
-        "expect",
-        "date",
-    }
-)
 _XROAD_PREFIX: Final = "x-road-"
-# printable text; no lone surrogates (aiohttp maps non-UTF-8 header bytes to them)
-_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +110,35 @@ def parse_target(raw_path: str, query: str) -> RestRequestTarget:
     return RestRequestTarget(service=service, path=path, query=query)
 
 
-def _text_header(value: str | None, name: str) -> str | None:
-    if value is None:
-        return None
-    if len(value) > MAX_HEADER_VALUE or not is_field_value(value):
-        raise BadRequest(f"invalid {name} header", code="Client.InvalidHeader")
-    return value
+@contextmanager
+def _invalid_header(name: str) -> Iterator[None]:
+    """A broken field rule is the caller's error, ``Client.InvalidHeader``, naming the header."""
+    try:
+        yield
+    except FieldError as exc:
+        raise BadRequest(f"invalid {name} header: {exc}", code="Client.InvalidHeader") from None
+
+
+def _optional(value: str | None) -> str | None:
+    """An absent or empty header is no value."""
+    return value or None
+
+
+def parse_method(method: str) -> str:
+    """The request's method, by the same rule the provider applies (``Client.BadRequest``)."""
+    try:
+        return fields.method(method)
+    except FieldError as exc:
+        raise BadRequest(str(exc), code="Client.BadRequest") from None
 
 
 def parse_xroad_headers(headers: Iterable[tuple[str, str]]) -> XRoadHeaders:
-    """Read the X-Road headers (names case-insensitive; if repeated, the last wins)."""
+    """Read the X-Road headers (names case-insensitive; if repeated, the last wins).
+
+    Each field passes the rule of :mod:`exchange.protocol.fields` that the provider applies to
+    the signed request; an empty ``X-Road-Id`` is replaced by a new id, any other empty header
+    counts as absent.
+    """
     seen: dict[str, str] = {}
     for name, value in headers:
         lname = name.lower()
@@ -150,45 +148,38 @@ def parse_xroad_headers(headers: Iterable[tuple[str, str]]) -> XRoadHeaders:
     if raw_client is None or not raw_client.strip():
         raise MissingHeader("the X-Road-Client header is required", code="Client.MissingHeader")
     client = parse_client(raw_client.strip(), encoded=True, code="Client.InvalidClientIdentifier")
-    raw_id = seen.get(H_ID)
-    generated = raw_id is None or raw_id == ""
-    message_id = new_message_id() if generated else raw_id
-    assert message_id is not None
-    if _MESSAGE_ID.fullmatch(message_id) is None:
-        raise BadRequest(
-            "invalid X-Road-Id: 1-255 characters of A-Z a-z 0-9 . _ : -",
-            code="Client.InvalidHeader",
-        )
+    raw_id = _optional(seen.get(H_ID))
+    with _invalid_header("X-Road-Id"):
+        message_id = fields.message_id(raw_id) if raw_id is not None else new_message_id()
+    with _invalid_header("X-Road-UserId"):
+        user_id = fields.optional_text(_optional(seen.get(H_USER_ID)), "user id")
+    with _invalid_header("X-Road-Issue"):
+        issue = fields.optional_text(_optional(seen.get(H_ISSUE)), "issue")
+    with _invalid_header("X-Road-Represented-Party"):
+        represented = fields.optional_represented_party(_optional(seen.get(H_REPRESENTED_PARTY)))
+    with _invalid_header("X-Road-Purpose"):
+        purpose = fields.optional_text(_optional(seen.get(H_PURPOSE)), "purpose")
     server = seen.get(H_SECURITY_SERVER)
     return XRoadHeaders(
         client=client,
         message_id=message_id,
-        message_id_generated=generated,
-        user_id=_text_header(seen.get(H_USER_ID), "X-Road-UserId"),
-        issue=_text_header(seen.get(H_ISSUE), "X-Road-Issue"),
-        represented_party=_text_header(seen.get(H_REPRESENTED_PARTY), "X-Road-Represented-Party"),
+        message_id_generated=raw_id is None,
+        user_id=user_id,
+        issue=issue,
+        represented_party=represented,
         security_server=(
             parse_security_server(server, encoded=True, code="Client.InvalidHeader")
             if server
             else None
         ),
-        purpose=_text_header(seen.get(H_PURPOSE), "X-Road-Purpose"),
+        purpose=purpose,
     )
 
 
 def end_to_end_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
-    """Headers that travel unchanged (PR-REST §4.3): all but filtered and X-Road ones.
-
-    Names are lowercased (HTTP header names are case-insensitive); order and repeats are kept.
-    """
-    kept: list[list[str]] = []
-    for name, value in headers:
-        lname = name.lower()
-        if lname in FILTERED_HEADERS or lname.startswith(_XROAD_PREFIX):
-            continue
-        if not is_token(name) or not is_field_value(value):
-            raise BadRequest(
-                f"header {name} has a value that is not text", code="Client.InvalidHeader"
-            )
-        kept.append([lname, value])
-    return kept
+    """Headers that travel unchanged (:func:`exchange.protocol.forwarding.end_to_end`), as
+    ``[name, value]`` pairs; a header that is not text is ``Client.InvalidHeader``."""
+    try:
+        return [[name, value] for name, value in forwarding.end_to_end(headers)]
+    except FieldError as exc:
+        raise BadRequest(str(exc), code="Client.InvalidHeader") from None

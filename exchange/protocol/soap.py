@@ -47,6 +47,8 @@ from exchange.identifiers import (
     SubsystemId,
     validate_part,
 )
+from exchange.protocol import fields as field_rules
+from exchange.protocol.fields import FieldError
 from exchange.protocol.syntax import is_field_value
 
 SOAP_ENV_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -62,12 +64,11 @@ PROTOCOL_VERSION: Final = "4.0"
 REQUEST_HASH_ALGORITHM_ID: Final = "http://www.w3.org/2001/04/xmlenc#sha512"
 MAX_ENVELOPE_BYTES: Final = 10 * 2**20
 MAX_DEPTH: Final = 64
-MAX_TEXT: Final = 1024
+MAX_TEXT: Final = field_rules.MAX_TEXT
 SOAP_CONTENT_TYPE: Final = "text/xml; charset=utf-8"
 OFF_LOOP_BYTES: Final = 64 * 1024
 """Servers parse messages larger than this in a worker thread, not on their event loop."""
 
-_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,255}")
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._\-]+)["']""")
 _UTF8_NAMES: Final = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
@@ -300,22 +301,26 @@ def _body_element(body: etree._Element) -> etree._Element:
 # --- header fields ----------------------------------------------------------------------------
 
 
+_XML_SPACE: Final = " \t\r\n"
+"""XML 1.0 §2.3 S: the white space around a header field's text that is not part of it."""
+
+
 def _text_of(el: etree._Element, name: str) -> str:
     if len(el):
         raise BadRequest(
             f"the X-Road header field {name!r} must hold text only", code="Client.InvalidHeader"
         )
-    return (el.text or "").strip()
+    return (el.text or "").strip(_XML_SPACE)
 
 
 def _checked_text(el: etree._Element, name: str) -> str:
-    value = _text_of(el, name)
-    if not value or len(value) > MAX_TEXT or not is_field_value(value):
+    """A text field, by the rule the provider applies to the signed request."""
+    try:
+        return field_rules.text(_text_of(el, name), name)
+    except FieldError as exc:
         raise BadRequest(
-            f"the X-Road header field {name!r} must be 1-{MAX_TEXT} printable characters",
-            code="Client.InvalidHeader",
-        )
-    return value
+            f"the X-Road header field {name!r}: {exc}", code="Client.InvalidHeader"
+        ) from None
 
 
 def _object_type(el: etree._Element, name: str, allowed: tuple[str, ...], code: str) -> str:
@@ -417,7 +422,10 @@ def _represented_party(el: etree._Element) -> str:
     ]
     if any("/" in v for v in values):
         raise BadRequest("representedParty codes must not contain '/'", code=code)
-    return "/".join(values)
+    try:
+        return field_rules.represented_party("/".join(values))
+    except FieldError as exc:
+        raise BadRequest(f"representedParty: {exc}", code=code) from None
 
 
 def _field_key(qname: etree.QName) -> str | None:
@@ -486,12 +494,10 @@ def parse_header(header: etree._Element | None) -> XRoadHeader:
             f"{PROTOCOL_VERSION}",
             code="Client.InvalidProtocolVersion",
         )
-    message_id = _text_of(fields["id"], "id")
-    if _MESSAGE_ID.fullmatch(message_id) is None:
-        raise BadRequest(
-            "invalid X-Road id: 1-255 characters of A-Z a-z 0-9 . _ : -",
-            code="Client.InvalidHeader",
-        )
+    try:
+        message_id = field_rules.message_id(_text_of(fields["id"], "id"))
+    except FieldError as exc:
+        raise BadRequest(f"invalid X-Road id: {exc}", code="Client.InvalidHeader") from None
     service, service_version = _service(fields["service"])
 
     def optional(name: str) -> str | None:

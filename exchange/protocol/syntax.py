@@ -13,11 +13,20 @@ No IO.
 from __future__ import annotations
 
 import re
+from typing import Final
+
+LAYOUT_CONTROLS: Final = (
+    "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"
+)
+"""Characters that change how the text around them is shown without being seen: the line and
+paragraph separators (U+2028, U+2029), the bidirectional marks, embeddings, overrides and isolates
+(Unicode UAX #9 §2: ALM, LRM, RLM, LRE-RLO, LRI-PDI) and the zero-width no-break space."""
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
 _VALUE = re.compile(r"[\x20-\x7e\u00a0-\ud7ff\ue000-\uffff]*")
 _PATH = re.compile(r"(?:/[\x21\x22\x24-\x3e\x40-\x7e]*)*")
 _QUERY = re.compile(r"[\x21\x22\x24-\x7e]*")
+_LAYOUT = re.compile(f"[{LAYOUT_CONTROLS}]")
 
 
 def is_token(text: str) -> bool:
@@ -28,6 +37,12 @@ def is_token(text: str) -> bool:
 def is_field_value(text: str) -> bool:
     """A header value: no control characters (so no CR, LF, NUL), no lone surrogates."""
     return _VALUE.fullmatch(text) is not None
+
+
+def is_text(text: str) -> bool:
+    """A header value (:func:`is_field_value`) without :data:`LAYOUT_CONTROLS`: text that shows
+    as what it is, in a log, a terminal or a web page."""
+    return is_field_value(text) and _LAYOUT.search(text) is None
 
 
 def is_path(text: str) -> bool:

@@ -1,18 +1,33 @@
-"""Security server configuration: one TOML file, loaded into frozen dataclasses.
+"""Security server configuration: one TOML file, checked against :class:`ServerFile`, loaded
+into frozen dataclasses.
 
 Only :func:`load_server_config` reads files; everything else takes the resulting
 :class:`ServerConfig`. Relative paths in the file are relative to the file's directory.
-Defaults follow DESIGN.md §12.
+Defaults follow X-Road's (connect 30 s, backend 60 s, 10 MiB bodies, 60 s clock skew).
 """
 
 from __future__ import annotations
 
-import tomllib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from exchange.errors import ConfigurationError, ExchangeError
+from pydantic import AfterValidator, Field
+
+from exchange.configfile import (
+    HttpUrl,
+    Port,
+    Schema,
+    Text,
+    at_least,
+    check_document,
+    parsed_by,
+    read_toml,
+    seconds,
+)
+from exchange.errors import ConfigurationError
 from exchange.identifiers import (
     MemberId,
     SecurityServerId,
@@ -23,6 +38,7 @@ from exchange.identifiers import (
     parse_service,
     parse_subsystem,
 )
+from exchange.oplog import LoggingSection, LogSettings
 from exchange.protocol.metadata import RESERVED_SERVICE_CODES
 
 ConnectionType = Literal["http", "https", "https-noauth"]
@@ -142,6 +158,7 @@ class ServerConfig:
     timestamping_failure_limit: float = 14400.0
     """Seconds tree heads may go without a time-stamp before exchanges are refused."""
     retention: Retention = field(default_factory=lambda: Retention(Path("archives")))
+    logging: LogSettings = field(default_factory=LogSettings)
 
     @property
     def owner(self) -> MemberId:
@@ -152,191 +169,203 @@ class ServerConfig:
         return self.retention.archive_dir
 
 
-def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
-    value = doc.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigurationError(f"[{name}] must be a table")
+# --- the file: server.toml --------------------------------------------------------------------
+
+_LIMITS: Final = Limits()
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _service_id(value: str) -> str:
+    service_id = parse_service(value)
+    if service_id.service_code in RESERVED_SERVICE_CODES:
+        raise ConfigurationError(
+            f"service code {service_id.service_code!r} is reserved for the metadata services "
+            "the security server answers itself; choose another"
+        )
     return value
 
 
-def _path(base: Path, value: Any, what: str) -> Path:
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"{what} must be a path")
+def _env_name(value: str) -> str:
+    if _ENV_NAME.fullmatch(value) is None:
+        raise ValueError(f"must be the name of an environment variable, not {value!r}")
+    return value
+
+
+def _at_most(limit: int) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not value.strip() or len(value) > limit:
+            raise ValueError(f"must be text of 1 to {limit} characters")
+        return value
+
+    return check
+
+
+Positive = Annotated[int, AfterValidator(at_least(1))]
+Timeout = Annotated[float, AfterValidator(seconds(0, 3600))]
+
+
+class _Listener(Schema):
+    host: Text = "127.0.0.1"
+    port: Port
+
+
+class _ConsumerListener(_Listener):
+    port: Port = 8080
+
+
+class _ConsumerTlsListener(_Listener):
+    port: Port = 8081
+
+
+class _ProviderListener(_Listener):
+    port: Port = 8443
+
+
+class _SigningKey(Schema):
+    member: Annotated[str, AfterValidator(parsed_by(parse_member))]
+    key: Text
+    cert: Text
+
+
+class _Keys(Schema):
+    auth_key: Text
+    auth_cert: Text
+    signing: Annotated[list[_SigningKey], Field(min_length=1)]
+    passphrase_env: Annotated[str, AfterValidator(_env_name)] = "EXCHANGE_KEY_PASSPHRASE"
+
+
+class _Client(Schema):
+    id: Annotated[str, AfterValidator(parsed_by(parse_subsystem))]
+    connection: ConnectionType = "http"
+    is_certs: list[Text] = Field(default_factory=list)
+
+
+class _Service(Schema):
+    id: Annotated[str, AfterValidator(parsed_by(_service_id))]
+    url: HttpUrl
+    timeout: Timeout = 60.0
+    type: ServiceType = "rest"
+    openapi_url: HttpUrl | None = None
+    wsdl_url: HttpUrl | None = None
+    title: Annotated[str, AfterValidator(_at_most(200))] | None = None
+    description: Annotated[str, AfterValidator(_at_most(2000))] | None = None
+
+
+class _Policy(Schema):
+    dir: Text
+
+
+class _MessageLog(Schema):
+    path: Text = "messagelog.sqlite"
+    bodies: bool = True
+    timestamping_failure_limit: Annotated[float, AfterValidator(seconds())] = 14400.0
+    retention_days: Annotated[float, AfterValidator(at_least(0, " days"))] | None = None
+    archive_dir: Text | None = None
+    archive_interval: Annotated[float, AfterValidator(seconds())] = DEFAULT_ARCHIVE_INTERVAL
+    archive_max_records: Positive = DEFAULT_ARCHIVE_MAX_RECORDS
+
+
+class _Limits(Schema):
+    max_body_bytes: Positive = _LIMITS.max_body_bytes
+    max_response_bytes: Positive = _LIMITS.max_response_bytes
+    connect_timeout: Timeout = _LIMITS.connect_timeout
+    backend_timeout: Timeout = _LIMITS.backend_timeout
+    clock_skew_seconds: Annotated[int, AfterValidator(at_least(1))] = _LIMITS.clock_skew_seconds
+    peer_connections: Positive = _LIMITS.peer_connections
+    max_peer_connections: Positive = _LIMITS.max_peer_connections
+    max_peer_requests: Positive = _LIMITS.max_peer_requests
+    max_peer_request_bytes: Positive = _LIMITS.max_peer_request_bytes
+    max_pending_handshakes: Positive = _LIMITS.max_pending_handshakes
+    tls_handshake_timeout: Timeout = _LIMITS.tls_handshake_timeout
+
+
+class ServerFile(Schema):
+    """``server.toml``: every key a security server reads, its type, range and default."""
+
+    server_id: Annotated[str, AfterValidator(parsed_by(parse_security_server))]
+    state_dir: Text = "."
+    anchor: Text = "anchor.json"
+    globalconf_state: Text = "globalconf.jws"
+    consumer: _ConsumerListener = _ConsumerListener()
+    consumer_tls: _ConsumerTlsListener | None = None
+    provider: _ProviderListener = _ProviderListener()
+    keys: _Keys
+    clients: list[_Client] = Field(default_factory=list)
+    services: list[_Service] = Field(default_factory=list)
+    policy: _Policy | None = None
+    messagelog: _MessageLog = _MessageLog()
+    limits: _Limits = _Limits()
+    logging: LoggingSection = LoggingSection()
+
+
+def _path(base: Path, value: str) -> Path:
     p = Path(value)
     return p if p.is_absolute() else base / p
 
 
-def _listener(section: dict[str, Any], default_port: int) -> Listener:
-    return Listener(
-        host=str(section.get("host", "127.0.0.1")), port=int(section.get("port", default_port))
-    )
-
-
-def _signing(base: Path, items: Any) -> tuple[SigningKeyConfig, ...]:
-    if not isinstance(items, list) or not items:
-        raise ConfigurationError("[[keys.signing]] must list at least one member signing key")
-    return tuple(
-        SigningKeyConfig(
-            member=parse_member(str(item.get("member"))),
-            key=_path(base, item.get("key"), "keys.signing.key"),
-            cert=_path(base, item.get("cert"), "keys.signing.cert"),
-        )
-        for item in items
-    )
-
-
-def _clients(base: Path, items: Any) -> tuple[ClientConfig, ...]:
-    out = []
-    for item in items or []:
-        conn = item.get("connection", "http")
-        if conn not in ("http", "https", "https-noauth"):
-            raise ConfigurationError(
-                f"clients.connection must be http, https or https-noauth, not {conn!r}"
-            )
-        out.append(
-            ClientConfig(
-                id=parse_subsystem(str(item.get("id"))),
-                connection=conn,
-                is_certs=tuple(
-                    _path(base, p, "clients.is_certs") for p in item.get("is_certs", [])
-                ),
-            )
-        )
-    return tuple(out)
-
-
-def _http_url(item: dict[str, Any], key: str, required: bool) -> str | None:
-    url = item.get(key)
-    if url is None and not required:
-        return None
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ConfigurationError(f"services.{key} must be an http(s) URL, not {url!r}")
-    return url
-
-
-def _short_text(item: dict[str, Any], key: str, limit: int) -> str | None:
-    value = item.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise ConfigurationError(f"services.{key} must be text of 1 to {limit} characters")
-    return value
-
-
-def _services(items: Any) -> tuple[ServiceConfig, ...]:
-    out = []
-    for item in items or []:
-        kind = item.get("type", "rest")
-        if kind not in ("rest", "soap"):
-            raise ConfigurationError(f"services.type must be rest or soap, not {kind!r}")
-        service_id = parse_service(str(item.get("id")))
-        if service_id.service_code in RESERVED_SERVICE_CODES:
-            raise ConfigurationError(
-                f"service code {service_id.service_code!r} is reserved for the metadata services "
-                "the security server answers itself; choose another"
-            )
-        out.append(
-            ServiceConfig(
-                id=service_id,
-                url=str(_http_url(item, "url", True)).rstrip("/"),
-                timeout=float(item.get("timeout", 60.0)),
-                type=kind,
-                openapi_url=_http_url(item, "openapi_url", False),
-                wsdl_url=_http_url(item, "wsdl_url", False),
-                title=_short_text(item, "title", 200),
-                description=_short_text(item, "description", 2000),
-            )
-        )
-    return tuple(out)
-
-
-def _retention(base: Path, state_dir: Path, log: dict[str, Any]) -> Retention:
-    days = log.get("retention_days")
-    if days is not None and (
-        isinstance(days, bool) or not isinstance(days, int | float) or days < 0
-    ):
-        raise ConfigurationError("messagelog.retention_days must be a number of days, 0 or more")
-    interval = log.get("archive_interval", DEFAULT_ARCHIVE_INTERVAL)
-    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
-        raise ConfigurationError("messagelog.archive_interval must be a positive number of seconds")
-    max_records = log.get("archive_max_records", DEFAULT_ARCHIVE_MAX_RECORDS)
-    if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
-        raise ConfigurationError("messagelog.archive_max_records must be a positive integer")
-    archive_dir = (
-        _path(base, log["archive_dir"], "messagelog.archive_dir")
-        if "archive_dir" in log
-        else state_dir / "archives"
-    )
-    return Retention(
-        archive_dir=archive_dir,
-        days=float(days) if days is not None else None,
-        interval=float(interval),
-        max_records=max_records,
-    )
-
-
-def _limits(section: dict[str, Any]) -> Limits:
-    defaults = Limits()
-    return Limits(
-        max_body_bytes=int(section.get("max_body_bytes", defaults.max_body_bytes)),
-        max_response_bytes=int(section.get("max_response_bytes", defaults.max_response_bytes)),
-        connect_timeout=float(section.get("connect_timeout", defaults.connect_timeout)),
-        backend_timeout=float(section.get("backend_timeout", defaults.backend_timeout)),
-        clock_skew_seconds=int(section.get("clock_skew_seconds", defaults.clock_skew_seconds)),
-        peer_connections=int(section.get("peer_connections", defaults.peer_connections)),
-        max_peer_connections=_positive(section, "max_peer_connections", defaults),
-        max_peer_requests=_positive(section, "max_peer_requests", defaults),
-        max_peer_request_bytes=_positive(section, "max_peer_request_bytes", defaults),
-        max_pending_handshakes=_positive(section, "max_pending_handshakes", defaults),
-        tls_handshake_timeout=_seconds(section, "tls_handshake_timeout", defaults),
-    )
-
-
-def _positive(section: dict[str, Any], key: str, defaults: Limits) -> int:
-    value = int(section.get(key, getattr(defaults, key)))
-    if value < 1:
-        raise ConfigurationError(f"[limits] {key} must be at least 1, not {value}")
-    return value
-
-
-def _seconds(section: dict[str, Any], key: str, defaults: Limits) -> float:
-    value = float(section.get(key, getattr(defaults, key)))
-    if not 0 < value <= 3600:
-        raise ConfigurationError(f"[limits] {key} must be in (0, 3600] seconds, not {value}")
-    return value
-
-
-def parse_server_config(doc: dict[str, Any], path: Path) -> ServerConfig:
+def _server_config(file: ServerFile, path: Path) -> ServerConfig:
     base = path.parent
-    keys = _section(doc, "keys")
-    log = _section(doc, "messagelog")
-    policy = _section(doc, "policy")
-    consumer_tls = _section(doc, "consumer_tls")
-    state_dir = _path(base, doc.get("state_dir", "."), "state_dir")
+    state_dir = _path(base, file.state_dir)
+    log = file.messagelog
     return ServerConfig(
         path=path,
-        server_id=parse_security_server(str(doc.get("server_id"))),
+        server_id=parse_security_server(file.server_id),
         state_dir=state_dir,
-        anchor=_path(base, doc.get("anchor", "anchor.json"), "anchor"),
-        consumer=_listener(_section(doc, "consumer"), 8080),
-        consumer_tls=_listener(consumer_tls, 8081) if consumer_tls else None,
-        provider=_listener(_section(doc, "provider"), 8443),
-        auth_key=_path(base, keys.get("auth_key"), "keys.auth_key"),
-        auth_cert=_path(base, keys.get("auth_cert"), "keys.auth_cert"),
-        signing=_signing(base, keys.get("signing")),
-        clients=_clients(base, doc.get("clients")),
-        services=_services(doc.get("services")),
-        policy_dir=_path(base, policy["dir"], "policy.dir") if "dir" in policy else None,
-        log_path=_path(base, log.get("path", "messagelog.sqlite"), "messagelog.path"),
-        log_bodies=bool(log.get("bodies", True)),
-        limits=_limits(_section(doc, "limits")),
-        globalconf_state=_path(
-            base, doc.get("globalconf_state", "globalconf.jws"), "globalconf_state"
+        anchor=_path(base, file.anchor),
+        consumer=Listener(file.consumer.host, file.consumer.port),
+        consumer_tls=(
+            Listener(file.consumer_tls.host, file.consumer_tls.port) if file.consumer_tls else None
         ),
-        passphrase_env=str(keys.get("passphrase_env", "EXCHANGE_KEY_PASSPHRASE")),
-        timestamping_failure_limit=float(log.get("timestamping_failure_limit", 14400.0)),
-        retention=_retention(base, state_dir, log),
+        provider=Listener(file.provider.host, file.provider.port),
+        auth_key=_path(base, file.keys.auth_key),
+        auth_cert=_path(base, file.keys.auth_cert),
+        signing=tuple(
+            SigningKeyConfig(parse_member(s.member), _path(base, s.key), _path(base, s.cert))
+            for s in file.keys.signing
+        ),
+        clients=tuple(
+            ClientConfig(
+                parse_subsystem(c.id), c.connection, tuple(_path(base, p) for p in c.is_certs)
+            )
+            for c in file.clients
+        ),
+        services=tuple(_service_config(s) for s in file.services),
+        policy_dir=_path(base, file.policy.dir) if file.policy else None,
+        log_path=_path(base, log.path),
+        log_bodies=log.bodies,
+        limits=Limits(**file.limits.model_dump()),
+        globalconf_state=_path(base, file.globalconf_state),
+        passphrase_env=file.keys.passphrase_env,
+        timestamping_failure_limit=log.timestamping_failure_limit,
+        retention=Retention(
+            archive_dir=(
+                _path(base, log.archive_dir) if log.archive_dir else state_dir / "archives"
+            ),
+            days=log.retention_days,
+            interval=log.archive_interval,
+            max_records=log.archive_max_records,
+        ),
+        logging=file.logging.settings(),
     )
+
+
+def _service_config(service: _Service) -> ServiceConfig:
+    return ServiceConfig(
+        id=parse_service(service.id),
+        url=service.url.rstrip("/"),
+        timeout=service.timeout,
+        type=service.type,
+        openapi_url=service.openapi_url,
+        wsdl_url=service.wsdl_url,
+        title=service.title,
+        description=service.description,
+    )
+
+
+def parse_server_config(doc: dict[str, Any], path: Path, text: str | None = None) -> ServerConfig:
+    """``server.toml``'s document checked and turned into a :class:`ServerConfig` (no IO);
+    ``text``, when given, is the file's text, for the lines of problems."""
+    return _server_config(check_document(ServerFile, doc, text, path), path)
 
 
 def pid_file_of(config_path: Path) -> Path:
@@ -346,18 +375,7 @@ def pid_file_of(config_path: Path) -> Path:
 
 
 def load_server_config(path: str | Path) -> ServerConfig:
+    """Read and check ``server.toml``; every problem is in one :class:`ConfigFileError`."""
     p = Path(path).resolve()
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read server config {p}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"{p}: {exc}") from None
-    try:
-        return parse_server_config(doc, p)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{p}: {exc.message}") from None
-    except ExchangeError as exc:
-        raise ConfigurationError(f"{p}: {exc.message}") from None
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ConfigurationError(f"{p}: {exc}") from None
+    text, doc = read_toml(p)
+    return parse_server_config(doc, p, text)

@@ -42,6 +42,7 @@ from exchange.protocol.frames import FrameKind
 from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.protocol.rest import (
     end_to_end_headers,
+    parse_method,
     parse_target,
     parse_xroad_headers,
 )
@@ -89,6 +90,7 @@ async def _consume(
     rec.path = request.raw_path[:2048]
     # (1) path and X-Road headers parse (first, so that every refusal below is logged with them)
     target = parse_target(raw_path, query)
+    method = parse_method(request.method)
     xh = parse_xroad_headers(request.headers.items())
     rec.message_id = xh.message_id
     rec.client = str(xh.client)
@@ -111,7 +113,7 @@ async def _consume(
         xh,
         client,
         target.service,
-        method=request.method,
+        method=method,
         path=target.path,
         query=query,
         headers=tuple((k, v) for k, v in end_to_end_headers(request.headers.items())),

@@ -30,6 +30,10 @@ MAX_HEADER_BYTES: Final = 64 * 1024
 _MAX_HEAD_BYTES: Final = MAX_HEADER_BYTES + 8 * 1024
 
 
+def _is_interim(status: int) -> bool:
+    return 100 <= status < 200
+
+
 class _Stale(Exception):
     """A reused connection was closed before any response byte arrived."""
 
@@ -132,6 +136,12 @@ class _Connection(asyncio.Protocol):
         if ex is None:
             return
         ex.status = self.parser.get_status_code()
+        if ex.status == 101:
+            raise ServiceFailed("the service tried to switch protocols (101)")
+        if _is_interim(ex.status):
+            # RFC 9110 §15.2: an interim response (100 Continue, 103 Early Hints) comes before
+            # the final one; its head counts against the same limits as the final head
+            return
         ex.headers_done = True
         if ex.head_request:
             # a HEAD response has no body whatever its Content-Length says: finish here and do
@@ -151,6 +161,9 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         ex = self.exchange
         if ex is None:
+            return
+        if _is_interim(ex.status):
+            ex.headers.clear()
             return
         ex.keep_alive = self.parser.should_keep_alive()
         self._finish()

@@ -38,7 +38,9 @@ from exchange.policy.evaluate import evaluate
 from exchange.policy.fields import filter_fields
 from exchange.policy.model import Decision, PolicyRequest
 from exchange.policy.quota import QuotaExceeded
+from exchange.protocol import fields, forwarding
 from exchange.protocol.canonical import b64url
+from exchange.protocol.fields import FieldError
 from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, FrameWriter, encode_frame
 from exchange.protocol.jws import cert_thumbprint, unverified_payload
 from exchange.protocol.messages import (
@@ -506,9 +508,10 @@ async def _process(
     )
     rec.mark("backend")
     try:
-        headers = [(k, v) for k, v in end_to_end_headers(result.headers)]
-    except ExchangeError:
-        raise ServiceFailed("the service answered a header value that is not text") from None
+        status = forwarding.check_status(result.status)
+        headers = forwarding.end_to_end(result.headers)
+    except FieldError as exc:
+        raise ServiceFailed(f"the service's answer cannot be passed on: {exc}") from None
     body = result.body
     released: tuple[str, ...] | None = None
     if decision.fields is not None:
@@ -518,7 +521,7 @@ async def _process(
         else:
             body, headers, released = _minimise_other(body, headers, decision.fields)
         rec.released_fields = list(released)
-    return request, result.status, headers, body, released, decision.policy_version
+    return request, status, headers, body, released, decision.policy_version
 
 
 def _claimed_message_id(token: str) -> str | None:
@@ -529,7 +532,10 @@ def _claimed_message_id(token: str) -> str | None:
         claimed = orjson.loads(unverified_payload(token)).get("id")
     except (ExchangeError, orjson.JSONDecodeError, AttributeError):
         return None
-    return claimed if isinstance(claimed, str) and len(claimed) <= 255 else None
+    try:
+        return fields.message_id(claimed) if isinstance(claimed, str) else None
+    except FieldError:
+        return None
 
 
 def _xroad_backend_headers(request: SignedRequest, rec: ExchangeRecord) -> list[list[str]]:

@@ -36,6 +36,8 @@ from exchange.transaction import write_transaction
 log = logging.getLogger("exchange.server.quota")
 
 FLUSH_SECONDS: Final = 1.0
+QUOTA_FILE: Final = "quota.sqlite"
+"""The quota store's file name in the server's state directory."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS quota (

@@ -120,6 +120,7 @@ def init_server(
         "messagelog": {"path": "messagelog.sqlite", "bodies": log_bodies},
         "clients": [{"id": str(c), "connection": "http"} for c in clients],
         "services": [{"id": str(s), "url": url} for s, url in services],
+        "logging": {"format": "text", "level": "info"},
     }
     if policy_dir is not None:
         doc["policy"] = {"dir": str(Path(policy_dir).resolve())}

@@ -1,26 +1,32 @@
 """The CA as an HTTP service that issues certificates from PKCS#10 requests, and its client.
 
 - :func:`create_ca_app`: an aiohttp application with ``POST /certificates`` (JSON
-  ``{"profile": "auth"|"sign", "identifier": ..., "csr": "<PEM>"}`` in, ``201`` JSON
-  ``{"certificate", "serial", "not_after"}`` out), ``GET /ca.pem`` (the CA certificate) and
-  ``GET /health``. A request that is not well-formed JSON, names an unknown profile, carries a
-  malformed identifier, or a CSR that does not verify or whose key the profile does not allow is
-  answered 400 with the X-Road error body ``{"type", "message", "detail"}``, never 500.
+  ``{"profile": "auth"|"sign", "identifier": ..., "csr": "<PEM>", "token": "exe1...."}`` in,
+  ``201`` JSON ``{"certificate", "serial", "not_after"}`` out), ``GET /ca.pem`` (the CA
+  certificate) and ``GET /health``. A request that is not well-formed JSON, names an unknown
+  profile, carries a malformed identifier, or a CSR that does not verify or whose key the
+  profile does not allow is answered 400 with the X-Road error body
+  ``{"type", "message", "detail"}``, never 500; one without a valid enrolment token for exactly
+  this profile and identifier is answered 403 (``Client.EnrolmentTokenRequired``,
+  ``...InvalidEnrolmentToken``, ``...EnrolmentTokenExpired``, ``...EnrolmentTokenRevoked``,
+  ``...EnrolmentTokenMismatch``, ``...EnrolmentTokenUsed``; see ``exchange.trust.enrolment``).
   Every issued certificate is recorded in the CA directory's register
   (:func:`~exchange.trust.revocation.record_in_ca_dir`), so the OCSP responder answers "good".
-- :func:`issue_requested`: the checks and issuance shared by the service and
-  ``exchange ca sign-csr``.
+- :func:`issue_enrolled`: what the service issues: a certificate only against an enrolment
+  token's unused grant for that profile and identifier, bound to the CSR's key.
+- :func:`issue_requested`: the checks and issuance shared by :func:`issue_enrolled` and
+  ``exchange ca sign-csr`` (the CA's operator, offline, who needs no token).
 - :func:`check_certificate_for`: what an operator checks before installing a certificate: its
   profile, its identifier, its key and its validity.
 - :func:`request_certificate`: the client; it checks what the CA returns with
   :func:`check_certificate_for` before handing it back.
 
-What this service does not do is decide who may ask for which identifier: it issues to whatever
-identifier it is sent. That authorisation is the registration workflow's job at the central
-server (an authentication certificate is of no use until its fingerprint is registered there
-for the server). The service is therefore for the governing authority's operators only and
-listens on loopback by default; expose it on a network only behind that authority's own access
-control. Subject and extensions come from the profile (``exchange.trust.profiles``), never from
+Who may ask for which identifier is decided by the CA's operator, who issues the enrolment
+tokens (``exchange ca token issue``) to the operators of the servers and members it has
+checked; the service checks a token without trusting the requester (its secret's hash, its
+expiry, single use, recorded in the CA directory). The registration workflow at the central
+server still decides whether a certificate is of any use. The service listens on loopback by
+default. Subject and extensions come from the profile (``exchange.trust.profiles``), never from
 the CSR, of which only the public key is used (RFC 2986 §3).
 """
 
@@ -51,6 +57,7 @@ from exchange.errors import (
 )
 from exchange.identifiers import MemberId, SecurityServerId, parse_member, parse_security_server
 from exchange.trust.ca import CertificateAuthority, InvalidCertificateRequest, csr_public_key
+from exchange.trust.enrolment import EnrolmentStore, EnrolmentTokenRequired, parse_token
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint
 from exchange.trust.profiles import (
     AUTH_PROFILE,
@@ -74,6 +81,7 @@ __all__ = [
     "check_certificate_for",
     "create_ca_app",
     "csr_public_key",
+    "issue_enrolled",
     "issue_requested",
     "parse_certificate_request",
     "parse_identifier",
@@ -91,6 +99,7 @@ MAX_REQUEST_BYTES: Final = 64 * 1024
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 PEM_TYPE: Final = "application/x-pem-file"
 _FIELDS: Final = frozenset({"profile", "identifier", "csr"})
+_OPTIONAL: Final = frozenset({"token"})
 _TITLES: Final[dict[str, str]] = {"auth": AUTH_PROFILE.title, "sign": SIGN_PROFILE.title}
 
 
@@ -119,11 +128,13 @@ class CertificateMismatch(ConfigurationError):
 
 @dataclass(frozen=True, slots=True)
 class CertificateRequest:
-    """A parsed request: which profile, for which identifier, and the PEM PKCS#10 request."""
+    """A parsed request: which profile, for which identifier, the PEM PKCS#10 request, and the
+    enrolment token that allows it (None from the CA's own operator, offline)."""
 
     profile: ProfileName
     identifier: Identifier
     csr_pem: bytes
+    token: str | None = None
 
 
 def _utc(timestamp: float) -> dt.datetime:
@@ -147,23 +158,24 @@ def parse_identifier(profile: str, text: str) -> Identifier:
 
 def parse_certificate_request(body: bytes) -> CertificateRequest:
     """Parse the JSON body of ``POST /certificates``; any input parses or raises a ClientError."""
-    # (1) a JSON object with exactly the three fields
+    # (1) a JSON object with the three fields and the token, nothing else
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise BadRequest("the request body is not JSON") from None
     if not isinstance(doc, dict):
         raise BadRequest("the request body must be a JSON object")
-    if unknown := sorted(set(doc) - _FIELDS):
+    if unknown := sorted(set(doc) - _FIELDS - _OPTIONAL):
         raise BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))}")
-    for name in sorted(_FIELDS):
+    for name in sorted(_FIELDS | (_OPTIONAL & set(doc))):
         if not isinstance(doc.get(name), str) or not doc[name]:
             raise BadRequest(f"field {name!r} must be a non-empty string")
     # (2) a known profile and an identifier of the kind that profile is issued to
     identifier = parse_identifier(doc["profile"], doc["identifier"])
     profile: ProfileName = "auth" if doc["profile"] == "auth" else "sign"
-    # (3) the CSR itself is checked when issuing (ca.issue_from_csr, RFC 2986 §3)
-    return CertificateRequest(profile, identifier, doc["csr"].encode("utf-8"))
+    # (3) the CSR itself is checked when issuing (ca.issue_from_csr, RFC 2986 §3), the token
+    # when it is redeemed (issue_enrolled)
+    return CertificateRequest(profile, identifier, doc["csr"].encode("utf-8"), doc.get("token"))
 
 
 def issue_requested(
@@ -184,6 +196,39 @@ def issue_requested(
     )
     record_in_ca_dir(ca_dir, cert, request.profile)
     return cert
+
+
+def issue_enrolled(
+    ca: CertificateAuthority,
+    ca_dir: str | Path,
+    request: CertificateRequest,
+    *,
+    days: int,
+    now: dt.datetime,
+) -> x509.Certificate:
+    """Issue what ``request`` asks for only against its enrolment token (``exchange.trust.
+    enrolment``): a grant for this profile and identifier, unused or used by this same key.
+
+    :class:`~exchange.trust.enrolment.EnrolmentRefused` subclasses say why not. Blocking.
+    """
+    # (1) a token at all
+    if request.token is None:
+        raise EnrolmentTokenRequired(
+            f"an enrolment token is required for a {request.profile} certificate for "
+            f"{request.identifier}; the CA's operator issues one with 'exchange ca token issue'"
+        )
+    # (2) the key the certificate will be for (the CSR's self-signature verifies)
+    public_key = csr_public_key(request.csr_pem)
+    # (3) the token allows it; issued and recorded with the grant in one transaction
+    with EnrolmentStore.of_ca_dir(ca_dir) as store:
+        return store.redeem(
+            request.token,
+            request.profile,
+            request.identifier,
+            public_key,
+            now=now,
+            issue=lambda: issue_requested(ca, ca_dir, request, days=days, now=now),
+        )
 
 
 def check_certificate_for(
@@ -232,7 +277,7 @@ class _Issuer:
 
     def issue(self, request: CertificateRequest) -> x509.Certificate:
         days = self.days_auth if request.profile == "auth" else self.days_sign
-        return issue_requested(self.ca, self.ca_dir, request, days=days, now=_utc(self.clock()))
+        return issue_enrolled(self.ca, self.ca_dir, request, days=days, now=_utc(self.clock()))
 
 
 ISSUER_KEY: Final = web.AppKey("ca_issuer", _Issuer)
@@ -299,12 +344,14 @@ async def handle_issue(request: web.Request) -> web.Response:
     issuer = request.app[ISSUER_KEY]
     loop = asyncio.get_running_loop()
     cert = await loop.run_in_executor(request.app[EXECUTOR_KEY], issuer.issue, parsed)
+    assert parsed.token is not None
     logger.info(
-        "issued %s certificate serial %x to %s (sha256 %s)",
+        "issued %s certificate serial %x to %s (sha256 %s) against enrolment token %s",
         parsed.profile,
         cert.serial_number,
         parsed.identifier,
         fingerprint(cert),
+        parse_token(parsed.token)[0],
     )
     return web.json_response(
         {
@@ -352,9 +399,11 @@ async def request_certificate(
     identifier: Identifier,
     csr_pem: bytes,
     *,
+    token: str | None,
     timeout: float = 10.0,
 ) -> x509.Certificate:
-    """Ask the CA service at ``url`` for a ``profile`` certificate for the key in ``csr_pem``.
+    """Ask the CA service at ``url`` for a ``profile`` certificate for the key in ``csr_pem``,
+    showing the enrolment ``token`` the CA's operator issued for it.
 
     The certificate returned is checked with :func:`check_certificate_for` against the request
     (profile, identifier, the CSR's key, valid now). :class:`CertificateRequestRefused` if the CA
@@ -363,6 +412,8 @@ async def request_certificate(
     public_key = csr_public_key(csr_pem)
     endpoint = url.rstrip("/") + "/certificates"
     payload = {"profile": profile, "identifier": str(identifier), "csr": csr_pem.decode("ascii")}
+    if token is not None:
+        payload["token"] = token
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,

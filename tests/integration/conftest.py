@@ -95,6 +95,30 @@ async def _text(request: web.Request) -> web.StreamResponse:
     return web.Response(text="plain text, not JSON")
 
 
+async def _hop_by_hop(request: web.Request) -> web.StreamResponse:
+    """An answer with connection-specific headers beside an end-to-end one."""
+    return web.json_response(
+        {"ok": True},
+        headers={
+            "Connection": "keep-alive, X-Hop-Secret",
+            "X-Hop-Secret": "for this connection only",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Status": "backend; error=none",
+            "X-End-To-End": "kept",
+        },
+    )
+
+
+async def _status(request: web.Request) -> web.StreamResponse:
+    """The status line the test asks for, written raw (aiohttp writes only real statuses)."""
+    transport = request.transport
+    assert transport is not None
+    line = request.match_info["line"].encode()
+    transport.write(b"HTTP/1.1 " + line + b" X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    transport.close()
+    return web.Response()
+
+
 async def _redirect(request: web.Request) -> web.StreamResponse:
     return web.Response(status=302, headers={"Location": "http://127.0.0.1:1/elsewhere"})
 
@@ -107,6 +131,8 @@ def backend_app() -> web.Application:
     app.router.add_get("/garbage", _garbage)
     app.router.add_get("/text", _text)
     app.router.add_get("/redirect", _redirect)
+    app.router.add_get("/hop-by-hop", _hop_by_hop)
+    app.router.add_get("/status/{line}", _status)
     app.router.add_route("*", "/soap", soap_service)
     return app
 

@@ -67,13 +67,17 @@ def sign_request(
     message_id: str | None = None,
     timestamp_ms: int | None = None,
     purpose: str | None = None,
+    user_id: str | None = None,
+    issue: str | None = None,
+    represented_party: str | None = None,
     client_server: SecurityServerId | None = None,
 ) -> tuple[str, SignedRequest]:
-    """A validly signed request document, as a consumer security server would make it; sent by
-    ``client_server`` (default: the client member's server ``ss1``, as in the test federation)."""
+    """A validly signed request document, as a consumer security server would make it (or, with
+    fields an honest consumer refuses, as a rogue peer would); sent by ``client_server``
+    (default: the client member's server ``ss1``, as in the test federation)."""
     member = client.member
     request = SignedRequest(
-        message_id=message_id or f"rogue-{uuid.uuid4()}",
+        message_id=f"rogue-{uuid.uuid4()}" if message_id is None else message_id,
         client=client,
         service=service,
         method=method,
@@ -82,10 +86,10 @@ def sign_request(
         headers=(),
         body_sha256=b64url(hashlib.sha256(body).digest()),
         body_length=len(body),
-        user_id=None,
+        user_id=user_id,
         purpose=purpose,
-        issue=None,
-        represented_party=None,
+        issue=issue,
+        represented_party=represented_party,
         security_server=security_server,
         client_server=client_server or SecurityServerId(*member.parts, "ss1"),
         timestamp_ms=int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
@@ -185,6 +189,7 @@ def sign_response(
     signed_body: bytes | None = None,
     request_hash_value: str | None = None,
     status: int = 200,
+    headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),),
 ) -> str:
     """A validly signed response bound to ``bound_to`` unless told otherwise."""
     digest_of = body if signed_body is None else signed_body
@@ -193,7 +198,7 @@ def sign_response(
         request_id=str(uuid.uuid4()),
         request_hash=bound_to.request_hash if request_hash_value is None else request_hash_value,
         status=status,
-        headers=(("content-type", "application/json"),),
+        headers=headers,
         body_sha256=b64url(hashlib.sha256(digest_of).digest()),
         body_length=len(digest_of),
         error_type=None,

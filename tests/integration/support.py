@@ -28,15 +28,16 @@ from cryptography import x509
 
 from exchange.audit.bundle import LogFiles, export_bundle, export_trust
 from exchange.central.app import PUBLISHER_KEY
-from exchange.identifiers import SecurityServerId, ServiceId, SubsystemId
+from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
 from exchange.messagelog.query import RecordView, query_records
 from exchange.messagelog.store import open_readonly
+from exchange.protocol.jws import Signer
 from exchange.server.config import ServerConfig, load_server_config
 from exchange.server.core import SecurityServer
 from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import fingerprint, generate_key, save_certificate, save_private_key
 from tests.integration.conftest import PALPOST, WINDOW, Net
-from tests.integration.rogue import RogueClient, sign_request
+from tests.integration.rogue import RogueClient, RogueProvider, sign_request
 
 PERSONS = "/r1/PS/GOV/MOI/population-registry/persons"
 ECHO = "/r1/PS/GOV/MOI/population-registry/echo"
@@ -243,6 +244,43 @@ async def until(condition: Callable[[], object], what: str, tries: int = 500) ->
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"never: {what}")
+
+
+@contextlib.asynccontextmanager
+async def registered_rogue(
+    net: Net, member: MemberId, subsystem: SubsystemId
+) -> AsyncIterator[tuple[RogueProvider, Signer]]:
+    """A :class:`RogueProvider` for ``member``'s server ``ss1``, registered in the global
+    configuration as the provider of ``subsystem``, with a signing key of ``member`` that it
+    presents: a registered peer that answers as the test says."""
+    server = SecurityServerId(*member.parts, "ss1")
+    directory = net.root / f"rogue-{member.member_code.lower()}"
+    auth_key = generate_key()
+    auth_cert = net.ca.issue_auth_cert(auth_key.public_key(), server)
+    save_private_key(directory / "auth.key.pem", auth_key)
+    save_certificate(directory / "auth.cert.pem", auth_cert)
+    sign_key = generate_key()
+    signer = Signer(sign_key, net.ca.issue_sign_cert(sign_key.public_key(), member))
+    conf = net.servers["palpost"].trusted.current
+    assert conf is not None
+    provider = RogueProvider(
+        server,
+        auth_cert=directory / "auth.cert.pem",
+        auth_key=directory / "auth.key.pem",
+        cas=conf.ca_certs(),
+        presented=[signer.cert],
+    )
+    port = await provider.start()
+    with net.registry() as reg:
+        reg.add_member(member, f"Rogue {member.member_code}")
+        reg.add_subsystem(subsystem)
+        reg.add_server(server, f"127.0.0.1:{port}", [fingerprint(auth_cert)])
+        reg.add_server_client(server, subsystem)
+    await publish(net)
+    try:
+        yield provider, signer
+    finally:
+        await provider.close()
 
 
 async def export_bundle_of(server: SecurityServer, message_id: str, out: Path) -> Path:

@@ -506,11 +506,21 @@ async def test_metadata_misuse_is_refused(
 
 async def test_reserved_service_codes_cannot_be_configured(tmp_path: Any) -> None:
     from exchange.errors import ConfigurationError
-    from exchange.server.config import _services
+    from exchange.server.config import parse_server_config
 
+    keys = {
+        "auth_key": "a",
+        "auth_cert": "c",
+        "signing": [{"member": "PS/GOV/MOI", "key": "k", "cert": "c"}],
+    }
     for code in ("listMethods", "allowedMethods", "getOpenAPI", "getWsdl"):
+        doc = {
+            "server_id": "PS/GOV/MOI/ss1",
+            "keys": keys,
+            "services": [{"id": f"{DOCS}/{code}", "url": "http://127.0.0.1:1"}],
+        }
         with pytest.raises(ConfigurationError, match="reserved for the metadata services"):
-            _services([{"id": f"{DOCS}/{code}", "url": "http://127.0.0.1:1"}])
+            parse_server_config(doc, tmp_path / "server.toml")
 
 
 # --- getOpenAPI ---------------------------------------------------------------------------------

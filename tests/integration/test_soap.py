@@ -891,13 +891,14 @@ def _signed_reply(
     content_type: str = "text/xml; charset=utf-8",
     status: int = 200,
     error: tuple[str, str] | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> None:
     response = SignedResponse(
         message_id=inc.request.message_id,
         request_id=str(uuid.uuid4()),
         request_hash=inc.request_hash,
         status=status,
-        headers=(("content-type", content_type),),
+        headers=(("content-type", content_type), *headers),
         body_sha256=b64url(hashlib.sha256(body).digest()),
         body_length=len(body),
         error_type=None if error is None else error[0],
@@ -936,7 +937,17 @@ def _json_answer(r: RogueSoap, inc: Incoming) -> None:
     _signed_reply(r, inc, b'{"not": "soap"}', content_type="application/json")
 
 
+def _honest_but(**changes: Any) -> Callable[[RogueSoap, Incoming], None]:
+    """The honest envelope, signed with a status or headers that must never reach a caller
+    (exchange.protocol.forwarding): the consumer refuses it rather than log a status like -5."""
+    return lambda r, inc: _signed_reply(r, inc, _honest_envelope(inc), **changes)
+
+
 CONSUMER_CHECKS = [
+    pytest.param(_honest_but(headers=(("content-length", "0"),)), id="content-length-header"),
+    pytest.param(_honest_but(headers=(("transfer-encoding", "chunked"),)), id="te-header"),
+    pytest.param(_honest_but(status=101), id="status-101"),
+    pytest.param(_honest_but(status=-5), id="status-negative"),
     pytest.param(_no_request_hash, id="no-request-hash"),
     pytest.param(_hash_of_another_request, id="request-hash-of-another-request"),
     pytest.param(

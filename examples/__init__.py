@@ -1,0 +1,1 @@
+"""Examples a newcomer runs; :mod:`examples.window` is the post-office clerk's web app."""

@@ -1,0 +1,3 @@
+from examples.window.cli import main
+
+main()
