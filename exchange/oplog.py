@@ -5,7 +5,8 @@ Each server's configuration has a ``[logging]`` table (:class:`LoggingSection`):
 (the default) or ``"json"`` (one JSON object a line: ``time``, ``level``, ``logger``, ``message``,
 ``message_id`` when the line is about an exchange, and the exception's traceback if any),
 ``level = "info"`` (or debug, warning, error, critical). :func:`configure_logging` installs it on
-the root logger, writing to standard error (the journal, under systemd).
+the root logger, writing to standard error (the journal, under systemd). Lines are shown as text
+on a terminal, never obeyed (:mod:`exchange.terminal`): peers' words reach them.
 
 The exchange pipelines call :func:`exchange_started` with the message id when an exchange starts
 (and :func:`exchange_finished` with the token it returned when it ends); every log line written
@@ -25,6 +26,7 @@ from pydantic import field_validator
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from exchange.configfile import Schema
+from exchange.terminal import PrintableFormatter, json_text
 
 LogFormat = Literal["text", "json"]
 LEVELS: Final = ("debug", "info", "warning", "error", "critical")
@@ -109,12 +111,16 @@ class JsonLineFormatter(OrjsonFormatter):
         if log_data.get("message_id") is None:
             log_data.pop("message_id", None)
 
+    def format(self, record: logging.LogRecord) -> str:
+        # a peer's words reach log lines: read on a terminal, they are shown, not obeyed
+        return json_text(super().format(record))
+
 
 def formatter_for(settings: LogSettings) -> logging.Formatter:
     if settings.format == "json":
         formatter: logging.Formatter = JsonLineFormatter()
     else:
-        formatter = logging.Formatter(TEXT_FORMAT)
+        formatter = PrintableFormatter(TEXT_FORMAT)
     return formatter
 
 

@@ -379,7 +379,7 @@ REGISTRY_TOML = 'database = "registry.db"\nhost = "127.0.0.1"\nport = 4480\n'
             'database = "registry.db"',
             'db = "registry.db"',
             "FILE:1: database: required, but missing\nFILE:1: db: unknown key (known here: "
-            "database, host, port, logging)",
+            "database, host, port, certificates, logging)",
             id="registry-db-renamed",
         ),
     ],
@@ -536,3 +536,13 @@ def test_the_server_refuses_a_bad_file_at_start_with_exit_2(tmp_path: Path) -> N
     assert (code, out) == (2, "")
     assert "provider.port: must be a port number from 0 to 65535" in err
     assert "Traceback" not in err
+
+
+def test_registry_certificates_need_all_three_settings(tmp_path: Path) -> None:
+    """Interior's certificates of residence: a database and the signing key and chain, together."""
+    path = tmp_path / "registry.toml"
+    path.write_text('database = "r.db"\nport = 0\n[certificates]\ndatabase = "c.sqlite"\n'
+                    'signing_key = "k.pem"\n')  # fmt: skip
+    with pytest.raises(ConfigurationError) as refused:
+        load_registry_config(path)
+    assert f"{path}:3: certificates.signing_chain: required, but missing" in str(refused.value)

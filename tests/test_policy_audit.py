@@ -214,7 +214,7 @@ def test_a_failing_hook_keeps_the_old_policy(policies: Path) -> None:
     store = PolicyStore(policies, on_reload=hook)
     version = store.current.version
     (policies / "moi.toml").write_text(V2)
-    with pytest.raises(OSError):
+    with pytest.raises(PolicyError, match=r"recording it failed \(OSError: disk full\)"):
         store.maybe_reload()
     assert store.current.version == version
     assert store.maybe_reload() and store.current.version != version

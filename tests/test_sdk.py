@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -20,7 +21,7 @@ from lxml import etree
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_openapi
 
-from adapters.sdk import Adapter, BadRequest, Context, NotFound, param
+from adapters.sdk import Adapter, BadRequest, Context, NotFound, Reply, param
 from adapters.sdk.openapi import openapi_document
 from adapters.sdk.soap import XSI_NS as XSI
 from adapters.sdk.types import InputBinder, InputError
@@ -547,3 +548,81 @@ def test_any_json_input_binds_or_is_an_input_error(values: dict[str, Any]) -> No
         assert exc.code == "invalid_order" and exc.message
     else:
         assert isinstance(order, Order) and isinstance(order.code, str)
+
+
+# --- creating operations: a 201, a Reply, a header, decimal amounts ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    account: str
+    amount: Decimal = param(minimum=0, maximum=1000)
+
+
+class Deposited(TypedDict):
+    account: str
+    amount: Decimal
+    key: str | None
+
+
+def bank() -> Adapter:
+    adapter = Adapter("Bank")
+    seen: dict[str, Deposited] = {}
+
+    @adapter.operation(rest="POST /deposits", status=201, success={200: "A retry."})
+    async def deposit(new: Deposit, ctx: Context) -> Reply[Deposited]:
+        key = ctx.header("Idempotency-Key")
+        if key in seen:
+            return Reply(seen[key], 200)
+        done: Deposited = {"account": new.account, "amount": new.amount, "key": key}
+        if key is not None:
+            seen[key] = done
+        return Reply(done, 201)
+
+    @adapter.operation(rest="POST /wrong")
+    async def wrong() -> Reply[Deposited]:
+        return Reply({"account": "x", "amount": Decimal(1), "key": None}, 202)
+
+    return adapter
+
+
+async def test_a_creation_answers_201_and_a_reply_its_own_status(
+    http: aiohttp.ClientSession,
+) -> None:
+    runner = web.AppRunner(bank().app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        body = {"account": "A1", "amount": "25.10"}
+        first = await call(http, "POST", f"{url}/deposits", json=body,
+                           headers={"Idempotency-Key": "k1"})  # fmt: skip
+        assert first == (201, {"account": "A1", "amount": "25.10", "key": "k1"})
+        again = await call(http, "POST", f"{url}/deposits", json=body,
+                           headers={"Idempotency-Key": "k1"})  # fmt: skip
+        assert again == (200, first[1])
+        # an amount is text: a JSON number (a float on the way in) is refused, as is 1e3
+        for amount in (25.1, "1e3", "-5", "1000.01"):
+            status, error = await call(
+                http, "POST", f"{url}/deposits", json={"account": "A1", "amount": amount}
+            )
+            assert status == 400 and error["error"] == "invalid_input", (amount, error)
+        # a status the operation did not declare is a bug of the adapter, not an answer
+        status, error = await call(http, "POST", f"{url}/wrong")
+        assert (status, error["error"]) == (500, "internal_error")
+    finally:
+        await runner.cleanup()
+
+
+def test_openapi_describes_each_success_status_and_decimals_as_text() -> None:
+    document = openapi_document(bank())
+    validate_openapi(document)
+    answers = document["paths"]["/deposits"]["post"]["responses"]
+    assert (
+        answers["201"]["description"] == "Created." and answers["200"]["description"] == "A retry."
+    )
+    amount = document["paths"]["/deposits"]["post"]["requestBody"]["content"]["application/json"]
+    assert amount["schema"]["properties"]["amount"]["type"] == "string"
+    assert amount["schema"]["properties"]["amount"]["format"] == "decimal"
+    with pytest.raises(ValueError, match="success statuses are 2xx"):
+        Adapter("x").operation(rest="POST /x", status=302)

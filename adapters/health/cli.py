@@ -1,9 +1,11 @@
-"""The `python -m adapters.health` commands (:func:`main`): generate or serve vaccination records.
+"""The `python -m adapters.health` commands (:func:`main`): vaccination records and insurance.
 
 Examples::
 
     python -m adapters.health generate --db health.db --registry registry.sqlite
     python -m adapters.health serve --db health.db --port 8082
+    python -m adapters.health insurance generate --db insurance.db --registry registry.sqlite
+    python -m adapters.health insurance serve --db insurance.db --port 8084
 """
 
 from __future__ import annotations
@@ -78,4 +80,49 @@ def serve(db_path: Path, host: str, port: int) -> None:
       # READY url=http://127.0.0.1:8082 port=8082
     """
     run(create_app(db_path), host=host, port=port,
+        on_ready=lambda url, bound: click.echo(f"READY url={url} port={bound}"))  # fmt: skip
+
+
+@main.group()
+def insurance() -> None:
+    """Health's insurance status service (PS/GOV/MOH/health-insurance)."""
+
+
+@insurance.command("generate")
+@click.option("--db", "db_path", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--registry",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Population registry file: policies for its living adults.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def insurance_generate(db_path: Path, registry: Path, seed: int) -> None:
+    """Write synthetic insurance policies into --db, valid around today.
+
+    \b
+    Example:
+      python -m adapters.health insurance generate --db insurance.db --registry registry.sqlite
+    """
+    from adapters.health.insurance_store import generate, read_residents
+
+    count = generate(db_path, read_residents(registry), today=dt.date.today(), seed=seed)
+    click.echo(f"wrote {count} insurance policies")
+
+
+@insurance.command("serve")
+@click.option("--db", "db_path", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8084, show_default=True, help="0 picks a free port.")
+def insurance_serve(db_path: Path, host: str, port: int) -> None:
+    """Serve the insurance status until interrupted; prints a READY line once listening.
+
+    \b
+    Example:
+      python -m adapters.health insurance serve --db insurance.db --port 8084
+      # READY url=http://127.0.0.1:8084 port=8084
+    """
+    from adapters.health.insurance import create_app as create_insurance_app
+
+    run(create_insurance_app(db_path), host=host, port=port,
         on_ready=lambda url, bound: click.echo(f"READY url={url} port={bound}"))  # fmt: skip

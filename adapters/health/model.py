@@ -1,8 +1,8 @@
-"""What the vaccination service answers (its OpenAPI schemas and WSDL types)."""
+"""What Health's services answer (their OpenAPI schemas and WSDL types)."""
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated, Literal, TypedDict
 
 from adapters.sdk import Schema
 
@@ -33,3 +33,21 @@ class Recorded(TypedDict):
     national_id: str
     vaccination: Vaccination
     recorded_by: str | None
+
+
+class Dependant(TypedDict):
+    """Someone covered by a policy holder's insurance."""
+
+    national_id: str
+    relation: Literal["spouse", "child"]
+
+
+class InsuranceStatus(TypedDict):
+    """Whether a person is covered by health insurance today, how and until when; a dependant
+    is covered by the holder's policy (and has no dependants of their own)."""
+
+    national_id: str
+    insured: bool
+    scheme: Literal["government", "private", "none"]
+    valid_until: IsoDate | None
+    dependants: list[Dependant]

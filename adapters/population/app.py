@@ -7,6 +7,8 @@ REST routes, under an optional ``base_path``:
 - ``GET /persons/{national_id}/family``: father, mother, spouse and children;
 - ``GET /persons/{national_id}/address``: the home address;
 - ``GET /persons?name=...&date_of_birth=YYYY-MM-DD&limit=N``: search (at least one criterion);
+- ``POST /residence-certificates`` ``{"national_id"}``: a signed certificate of residence (201;
+  only when the adapter has a certificate issuer, see :mod:`adapters.population.certificates`);
 - ``GET /openapi.json`` and ``GET /health``.
 
 The provider security server calls it at the service's base URL plus the path after the service
@@ -17,7 +19,8 @@ Every error is JSON ``{"error": code, "message": text}``: ``invalid_national_id`
 ``invalid_query`` (400), ``not_found`` (404), ``method_not_allowed`` (405), ``internal_error``
 (500). Point lookups (tens of microseconds) run on the event loop; family and search queries,
 which read many rows, are plain functions the SDK runs in its thread pool. The service only
-reads; it does not check who is asking (the security server in front of it does that).
+reads, but for the certificates it issues; it does not check who is asking (the security server
+in front of it does that).
 """
 
 from __future__ import annotations
@@ -30,20 +33,28 @@ from typing import Final
 
 from aiohttp import web
 
+from adapters.population.certificates import CertificateIssuer
 from adapters.population.generator import valid_national_id
-from adapters.population.model import AddressResponse, Family, Person, SearchResult
+from adapters.population.model import (
+    AddressResponse,
+    Family,
+    Person,
+    ResidenceCertificate,
+    SearchResult,
+)
 from adapters.population.store import MAX_NAME_LENGTH, MAX_SEARCH_LIMIT, PopulationStore
-from adapters.sdk import Adapter, BadRequest, NotFound, param, serving
+from adapters.sdk import Adapter, BadRequest, Context, NotFound, Reply, Resource, param, serving
+from adapters.sdk.idempotency import idempotent
+from exchange.trust.documents import DocumentSigner
 
 NAMESPACE: Final = "http://population.moi.gov.ps/v1"
 _WORKERS: Final = 2
 _BAD_ID: Final = "a national ID is nine digits whose last is a Luhn check digit"
 
 
-@dataclass(frozen=True, slots=True)
-class PersonQuery:
-    national_id: str = param(
-        soap="nationalId",
+def _national_id(soap: str | None = None) -> str:
+    return param(  # type: ignore[no-any-return]
+        soap=soap,
         check=valid_national_id,
         message=_BAD_ID,
         error="invalid_national_id",
@@ -51,6 +62,11 @@ class PersonQuery:
         description="Nine digits; the last is a Luhn check digit.",
         example="123456782",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PersonQuery:
+    national_id: str = _national_id("nationalId")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +84,23 @@ def _not_found(national_id: str) -> NotFound:
     return NotFound(f"no person with national ID {national_id}")
 
 
-def create_adapter(db_path: Path | str) -> Adapter:
+@dataclass(frozen=True, slots=True)
+class CertificateRequest:
+    national_id: str = _national_id()
+
+
+@dataclass(frozen=True, slots=True)
+class Certificates:
+    """Where certificates of residence are recorded and who signs them."""
+
+    db_path: Path
+    signer: DocumentSigner
+
+
+def create_adapter(db_path: Path | str, certificates: Certificates | None = None) -> Adapter:
     """The registry's operations over the SQLite file ``db_path`` (opened when the app starts;
-    a missing or foreign file fails the start with :class:`~exchange.errors.ConfigurationError`).
+    a missing or foreign file fails the start with :class:`~exchange.errors.ConfigurationError`),
+    and certificates of residence when ``certificates`` says where and with which key.
     """
     adapter = Adapter(
         "Population registry",
@@ -132,14 +162,62 @@ def create_adapter(db_path: Path | str) -> Adapter:
             raise BadRequest(str(exc), code="invalid_query") from exc
         return {"count": len(persons), "persons": persons}
 
+    if certificates is not None:
+        _certificate_operation(adapter, store, certificates)
     return adapter
 
 
-def create_app(db_path: Path | str, *, base_path: str = "") -> web.Application:
+def _certificate_operation(
+    adapter: Adapter, store: Resource[PopulationStore], certificates: Certificates
+) -> None:
+    issuer = adapter.resource(lambda: CertificateIssuer(certificates.db_path, certificates.signer),
+                              lambda _: None)  # fmt: skip
+
+    @adapter.operation(
+        rest="POST /residence-certificates",
+        input_error="invalid_national_id",
+        status=201,
+        success={200: "A retry with the same Idempotency-Key: the certificate issued before."},
+        responses={
+            404: "No person with this national ID (`not_found`).",
+            409: "The person is recorded as deceased (`person_deceased`).",
+            422: "The Idempotency-Key was used for another request.",
+        },
+    )
+    def issue_residence_certificate(
+        request: CertificateRequest, ctx: Context
+    ) -> Reply[ResidenceCertificate]:
+        """A certificate of residence, signed by the Ministry of Interior."""
+        if not ctx.user_id:
+            raise BadRequest("a certificate names the clerk who asked for it: send "
+                             "X-Road-UserId", code="user_id_required")  # fmt: skip
+        person = store.value.get_person(request.national_id)
+        if person is None:
+            raise _not_found(request.national_id)
+        idem = idempotent(ctx, "residence_certificate", {"national_id": request.national_id},
+                          required=False)  # fmt: skip
+        status, certificate = issuer.value.issue(
+            person, clerk=ctx.user_id, client=ctx.client or "", message_id=ctx.message_id,
+            idem=idem,
+        )  # fmt: skip
+        return Reply(certificate, status)
+
+
+def create_app(
+    db_path: Path | str, *, base_path: str = "", certificates: Certificates | None = None
+) -> web.Application:
     """The registry service over the SQLite file ``db_path``, its routes under ``base_path``."""
-    return create_adapter(db_path).app(base_path=base_path)
+    return create_adapter(db_path, certificates).app(base_path=base_path)
 
 
-def run(db_path: Path, *, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:
+def run(
+    db_path: Path,
+    *,
+    host: str,
+    port: int,
+    on_ready: Callable[[str, int], None],
+    certificates: Certificates | None = None,
+) -> None:
     """Serve the registry until SIGINT or SIGTERM (uvloop where available)."""
-    serving.run(create_app(db_path), host=host, port=port, on_ready=on_ready)
+    app = create_app(db_path, certificates=certificates)
+    serving.run(app, host=host, port=port, on_ready=on_ready)

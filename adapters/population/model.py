@@ -85,3 +85,18 @@ class SearchResult(TypedDict):
 
     count: int
     persons: list[Person]
+
+
+class ResidenceCertificate(TypedDict):
+    """A certificate of residence: who lives where, as the registry says on the day it is
+    issued, signed by the Ministry of Interior in ``document`` (a compact JWS; verify it with
+    ``exchange audit document verify``)."""
+
+    certificate_number: str
+    national_id: NationalId
+    name_ar: Name
+    name_en: Name
+    address: Address
+    issued_at: Annotated[str, Schema(format="date-time", example="2026-12-06T09:30:00Z")]
+    valid_until: IsoDate
+    document: str

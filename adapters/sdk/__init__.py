@@ -7,7 +7,7 @@ document (``/openapi.json``), the WSDL (``{soap_path}?wsdl``) and ``/health`` ar
 See docs/adapters.md, "Write your first adapter".
 """
 
-from adapters.sdk.adapter import Adapter, Context, Operation, Resource
+from adapters.sdk.adapter import Adapter, Context, Operation, Reply, Resource
 from adapters.sdk.errors import AdapterError, BadRequest, Conflict, NotFound
 from adapters.sdk.serving import run, serve
 from adapters.sdk.types import Schema, param
@@ -20,6 +20,7 @@ __all__ = [
     "Context",
     "NotFound",
     "Operation",
+    "Reply",
     "Resource",
     "Schema",
     "param",

@@ -4,7 +4,10 @@ An :class:`Adapter` collects operations declared with :meth:`Adapter.operation`;
 handler with a typed input (a dataclass, see :mod:`adapters.sdk.types`), the X-Road
 :class:`Context` of the call and a typed output (a ``TypedDict`` or dataclass). The same handler
 answers REST (``rest="GET /things/{id}"``: the value as JSON) and SOAP (``soap="getThing"``: the
-value as ``<getThingResponse>`` in the adapter's namespace). :meth:`Adapter.app` builds the
+value as ``<getThingResponse>`` in the adapter's namespace). A REST operation answers its declared
+``status`` (200 unless told, e.g. 201 for a creation); a handler that must answer another of its
+declared success statuses returns :class:`Reply` (e.g. 200 for a retried creation).
+:meth:`Adapter.app` builds the
 ``web.Application`` with ``GET /openapi.json``, ``GET {soap_path}?wsdl``, ``GET /health`` and a
 JSON error model.
 
@@ -16,6 +19,7 @@ its signature and the access policy before forwarding (see THREAT_MODEL.md, adap
 from __future__ import annotations
 
 import asyncio
+import decimal
 import inspect
 import logging
 import typing
@@ -96,6 +100,11 @@ class Context:
         """The party the client acts for (``X-Road-Represented-Party``)."""
         return self._values.get("X-Road-Represented-Party")
 
+    def header(self, name: str) -> str | None:
+        """A REST request header the security servers passed on, e.g. ``Idempotency-Key``
+        (``None`` where absent, and always for SOAP, whose headers are the envelope's)."""
+        return self._values.get(name) if self.protocol == "rest" else None
+
     def __repr__(self) -> str:
         return f"Context({self.protocol}, client={self.client!r}, id={self.message_id!r})"
 
@@ -134,6 +143,17 @@ class Resource(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
+class Reply(Generic[T]):
+    """A handler's value with the HTTP status to answer it with (REST; SOAP ignores the status).
+
+    The status must be the operation's ``status`` or one of its ``success`` statuses.
+    """
+
+    value: T
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """One declared operation: its handler, how it is reached, its types."""
 
@@ -151,6 +171,8 @@ class Operation:
     summary: str
     description: str
     responses: dict[int, str]
+    status: int = 200
+    success: dict[int, str] | None = None
 
     async def call(self, adapter: Adapter, value: Any, ctx: Context) -> Any:
         """Run the handler (a plain ``def`` in the adapter's thread pool, ``async def`` inline)."""
@@ -176,6 +198,8 @@ def _signature(handler: Handler) -> tuple[type[Any] | None, Any, bool, bool]:
     if "return" not in hints:
         raise TypeError(f"{handler.__name__}: annotate the return type (the operation's output)")
     output = hints.pop("return")
+    if typing.get_origin(output) is Reply:  # -> Reply[T]: the answer is a T
+        (output,) = typing.get_args(output)
     input_type: type[Any] | None = None
     takes_context = False
     input_first = True
@@ -245,15 +269,22 @@ class Adapter:
         description: str = "",
         input_error: str = "invalid_input",
         responses: dict[int, str] | None = None,
+        status: int = 200,
+        success: dict[int, str] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare the decorated function as an operation reached by ``rest`` and/or ``soap``.
 
         ``rest`` is ``"METHOD /path/{param}"``; ``soap`` the request element's name (the
         service code). ``input_error`` is the error code of bad input; ``responses`` documents
-        further error statuses (e.g. ``{404: "No such thing."}``).
+        further error statuses (e.g. ``{404: "No such thing."}``). ``status`` is the REST
+        answer's status; ``success`` documents other 2xx statuses the handler may answer by
+        returning :class:`Reply` (e.g. ``{200: "A retry: the thing created before."}``).
         """
         if rest is None and soap is None:
             raise ValueError("an operation needs rest=..., soap=... or both")
+        for code in (status, *(success or {})):
+            if not 200 <= code < 300:
+                raise ValueError(f"success statuses are 2xx, not {code}")
         if soap is not None and self.namespace is None:
             raise ValueError("SOAP operations need the adapter's namespace")
         method, path = _parse_rest(rest) if rest else (None, None)
@@ -277,6 +308,8 @@ class Adapter:
                     summary=summary or doc.split("\n\n")[0].replace("\n", " "),
                     description=description,
                     responses=dict(responses or {}),
+                    status=status,
+                    success=dict(success) if success else None,
                 )
             )
             return handler
@@ -332,8 +365,17 @@ def normalise_base_path(base_path: str) -> str:
 # --- REST ----------------------------------------------------------------------------------------
 
 
+def json_default(value: Any) -> Any:
+    """orjson's ``default``: a ``Decimal`` as its exact text."""
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+    """``data`` as JSON (a ``Decimal`` as its exact text, never a float)."""
+    body = orjson.dumps(data, default=json_default)
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -383,7 +425,11 @@ def _rest_handler(
         except InputError as exc:
             return error_response(400, exc.code, exc.message)
         result = await op.call(adapter, value, rest_context(request))
-        return json_response(result)
+        if isinstance(result, Reply):
+            if result.status != op.status and result.status not in (op.success or {}):
+                raise RuntimeError(f"{op.name} answered {result.status}, not a declared status")
+            return json_response(result.value, result.status)
+        return json_response(result, op.status)
 
     return handle
 

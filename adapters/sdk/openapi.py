@@ -2,8 +2,9 @@
 
 Served at ``GET {base}/openapi.json``; the metadata service ``getOpenAPI`` of the security server
 fetches it from the service's ``openapi_url``. Every REST operation appears with its parameters
-(path and query, or a JSON request body for POST/PUT/PATCH), its output schema, a 400 answer when
-it takes input and the statuses it declares. This module builds a plain dict; it does no IO.
+(path and query, or a JSON request body for POST/PUT/PATCH), its output schema under each success
+status it declares, a 400 answer when it takes input and the error statuses it declares. This
+module builds a plain dict; it does no IO.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ _DEFAULT_DESCRIPTIONS: Final = {
     404: "Not found.",
     500: "The adapter could not answer; the reason is in its log.",
 }
+
+_SUCCESS: Final = {200: "OK.", 201: "Created."}
 
 ERROR_SCHEMA: Final = {
     "type": "object",
@@ -82,8 +85,10 @@ def _operation(op: Operation, builder: SchemaBuilder, path: str) -> dict[str, An
         described["requestBody"] = _request_body(op, path_names)
     elif op.binder.fields:
         described["parameters"] = _parameters(op, path_names)
+    output = _json(builder.schema(op.output_type))
+    ok = {op.status: _SUCCESS.get(op.status, "OK."), **(op.success or {})}
     responses: dict[str, Any] = {
-        "200": {"description": "OK.", "content": _json(builder.schema(op.output_type))}
+        str(status): {"description": text, "content": output} for status, text in sorted(ok.items())
     }
     statuses = dict(op.responses)
     if op.binder.fields:

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 from lxml import etree
 
-from adapters.sdk.adapter import Context, Operation, error_response, incident, operations_by
+from adapters.sdk.adapter import (
+    Context,
+    Operation,
+    Reply,
+    error_response,
+    incident,
+    operations_by,
+)
 from adapters.sdk.errors import AdapterError
 from adapters.sdk.types import InputError
 from exchange.errors import ExchangeError
@@ -91,6 +98,8 @@ def _soap_handler(
         ctx = Context("soap", _context_values(parsed.header), request)
         try:
             result = await op.call(adapter, value, ctx)
+            if isinstance(result, Reply):
+                result = result.value
             envelope = _response(adapter, op, parsed.header, result)
         except AdapterError as exc:
             side = "Client" if exc.status < 500 else "Server"

@@ -1,7 +1,9 @@
 """What the SDK understands of an operation's Python types, and what it makes of them.
 
 Inputs are frozen dataclasses whose fields are scalars (``str``, ``int``, ``float``, ``bool``,
-``datetime.date``, a ``Literal`` of strings, each optionally ``| None`` or with a default);
+``datetime.date``, ``decimal.Decimal``, a ``Literal`` of strings, each optionally ``| None`` or
+with a default); a ``Decimal`` is written as text in JSON (``"25.00"``), never as a JSON number,
+so an amount never passes through a float;
 :func:`param` adds constraints and the SOAP element name. :class:`InputBinder` turns text (a path
 segment, a query value, a SOAP element's text) or JSON values into such a dataclass, or raises
 :class:`InputError` with the field and the reason.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import decimal
 import re
 import types
 import typing
@@ -28,6 +31,8 @@ from typing import Any, Final, Literal, get_args, get_origin, is_typeddict
 _MAX_TEXT: Final = 10_000
 _INT_TEXT: Final = re.compile(r"-?[0-9]{1,18}")
 _FLOAT_TEXT: Final = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,18})?")
+DECIMAL_PATTERN: Final = r"^-?[0-9]{1,18}(\.[0-9]{1,18})?$"
+_DECIMAL_TEXT: Final = re.compile(DECIMAL_PATTERN)
 _DATE_TEXT: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _BOOL_TEXT: Final = {"true": True, "1": True, "false": False, "0": False}
 
@@ -145,11 +150,13 @@ class _Field:
 
 
 def _scalar_kind(tp: Any) -> Any:
-    if tp in (str, int, float, bool, dt.date):
+    if tp in (str, int, float, bool, dt.date, decimal.Decimal):
         return tp
     if get_origin(tp) is Literal and all(isinstance(a, str) for a in get_args(tp)):
         return tp
-    raise TypeError(f"input fields are str, int, float, bool, date or Literal[...], not {tp!r}")
+    raise TypeError(
+        f"input fields are str, int, float, bool, date, Decimal or Literal[...], not {tp!r}"
+    )
 
 
 class InputBinder:
@@ -251,6 +258,8 @@ class InputBinder:
             value = int(text)
         elif kind is float and _FLOAT_TEXT.fullmatch(text):
             value = float(text)
+        elif kind is decimal.Decimal and _DECIMAL_TEXT.fullmatch(text):
+            value = decimal.Decimal(text)
         elif kind is bool and text in _BOOL_TEXT:
             value = _BOOL_TEXT[text]
         elif kind is dt.date and _DATE_TEXT.fullmatch(text):
@@ -273,7 +282,7 @@ class InputBinder:
                 raise self._fail(f, f.param.message or f"{key} is longer than {s.max_length}")
             if f.pattern is not None and not f.pattern.search(value):
                 raise self._fail(f, f.param.message or f"{key} must match {s.pattern}")
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif isinstance(value, int | float | decimal.Decimal) and not isinstance(value, bool):
             low, high = s.minimum, s.maximum
             if (low is not None and value < low) or (high is not None and value > high):
                 raise self._fail(f, f.param.message or f"{key} must be from {low} to {high}")
@@ -283,7 +292,13 @@ class InputBinder:
 def _kind_name(kind: Any) -> str:
     if get_origin(kind) is Literal:
         return "one of " + ", ".join(get_args(kind))
-    names = {str: "text", int: "an integer", float: "a number", bool: "true or false"}
+    names = {
+        str: "text",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        decimal.Decimal: 'a decimal number written as text, e.g. "25.00"',
+    }
     return names.get(kind, "a date written YYYY-MM-DD")
 
 
@@ -296,6 +311,7 @@ _OPENAPI_SCALARS: Final[dict[Any, dict[str, Any]]] = {
     bool: {"type": "boolean"},
     dt.date: {"type": "string", "format": "date"},
     dt.datetime: {"type": "string", "format": "date-time"},
+    decimal.Decimal: {"type": "string", "format": "decimal", "pattern": DECIMAL_PATTERN},
 }
 XSD_SCALARS: Final[dict[Any, str]] = {
     str: "xsd:string",
@@ -304,6 +320,7 @@ XSD_SCALARS: Final[dict[Any, str]] = {
     bool: "xsd:boolean",
     dt.date: "xsd:date",
     dt.datetime: "xsd:dateTime",
+    decimal.Decimal: "xsd:decimal",
 }
 
 

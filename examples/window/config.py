@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -49,6 +50,9 @@ class WindowConfig:
     per_account: Throttle = Throttle(free=5)
     per_address: Throttle = Throttle(free=20)
     max_form_bytes: int = 64 * 1024
+    services: Mapping[str, str] = field(default_factory=dict)
+    """Where a deployment serves one of the window's services (``examples.window.services``)
+    under another identifier: contract identifier -> deployed identifier."""
 
     @property
     def db_path(self) -> Path:

@@ -38,6 +38,8 @@ from examples.window.web import (
 from examples.window.xroad import Request
 
 SCHEDULE_SECONDS: Final = 600.0
+_DOCUMENT_OF: Final = {"payment": "receipt"}
+"""The kind of document an operation's answer is kept as, where the two names differ."""
 _TITLES: Final = {
     "certificate": N_("Certificate of residence"),
     "receipt": N_("Receipt"),
@@ -387,7 +389,8 @@ async def _operate(
     answer = await request.app[CONSUMER].call_until_certain(clerk, build(sent, key), retries)
     # (5) kept, or closed
     if answer.ok:
-        doc = await _keep(request, kind, national_id, shape(answer.body), answer.message_id)
+        kept = _DOCUMENT_OF.get(kind, kind)
+        doc = await _keep(request, kept, national_id, shape(answer.body), answer.message_id)
         await db.run(records.complete_operation, clerk, key, doc)
         return doc
     if not answer.uncertain:

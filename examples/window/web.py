@@ -116,6 +116,7 @@ async def _consumer(app: web.Application) -> AsyncIterator[None]:
             record=record,
             timeout=config.exchange_timeout_seconds,
             clock=app[CLOCK],
+            services=config.services,
         )
         yield
 

@@ -9,6 +9,7 @@ its only address is the consumer URL it was given.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class ConsumerClient:
         record: Recorder,
         timeout: float,
         clock: Callable[[], float] = time.time,
+        services: Mapping[str, str] | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -88,9 +90,12 @@ class ConsumerClient:
         self._record = record
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
+        self._services = dict(services or {})
 
     async def call(self, clerk: str, request: Request) -> Answer:
         """One exchange, recorded in ``clerk``'s history whatever its outcome."""
+        service = self._services.get(request.service, request.service)
+        request = dataclasses.replace(request, service=service)
         message_id = str(uuid_utils.uuid7())
         headers = {
             "X-Road-Client": self._client,

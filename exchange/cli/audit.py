@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from exchange.server.config import ServerConfig
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
@@ -231,6 +232,75 @@ def watch(config_path: Path | None, db: Path | None, state: Path, as_json: bool)
         console.print(f"log {result.log_id}: {result.message}", markup=False, highlight=False)
     if not result.consistent:
         raise SystemExit(EXIT_CHECK_FAILED)
+
+
+@group.group("document")
+def document() -> None:
+    """Signed documents a ministry hands out: certificates of residence, receipts, refunds.
+
+    \b
+    Example:
+      exchange audit document verify receipt.json --trust trust-bundle.pem
+    """
+
+
+@document.command("verify")
+@click.argument("path", type=_FILE)
+@click.option(
+    "--trust",
+    "trust",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="CA certificates (PEM file) or a folder from `audit trust-export`.",
+)
+@click.option("--issuer", help="The member that must have signed it, e.g. PS/GOV/MOF.")
+@click.option("--type", "typ", help="The kind it must be: residence-certificate, receipt, refund.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verified fields as JSON.")
+@handle_errors
+def document_verify(
+    path: Path, trust: Path, issuer: str | None, typ: str | None, as_json: bool
+) -> None:  # fmt: skip
+    """Verify a signed document offline (a JWS, or a JSON answer with its "document"); exit 1
+    when it does not verify.
+
+    \b
+    Example:
+      exchange audit document verify receipt.json --trust trust-bundle.pem --issuer PS/GOV/MOF
+    """
+    from exchange.audit.documents import read_document, trusted_cas_from
+    from exchange.cli.common import print_json
+    from exchange.errors import ConfigurationError
+    from exchange.identifiers import parse_member
+    from exchange.trust.documents import TYPE_NAMES, verify_document
+
+    if typ is not None and typ not in TYPE_NAMES:
+        raise ConfigurationError(f"--type is one of {', '.join(sorted(TYPE_NAMES))}, not {typ!r}")
+    expected = parse_member(issuer) if issuer is not None else None
+    verified = verify_document(
+        read_document(path),
+        trusted_cas_from(trust),
+        typ=TYPE_NAMES[typ] if typ is not None else None,
+        issuer=expected,
+    )
+    if as_json:
+        print_json(
+            {
+                "verified": True,
+                "type": verified.typ,
+                "issuer": str(verified.issuer),
+                "issued_at": verified.issued_at.isoformat(),
+                "fields": verified.claims,
+            }
+        )
+        return  # fmt: skip
+    lines = [
+        f"{verified.typ} signed by {verified.issuer} at {verified.issued_at.isoformat()}",
+        f"  signer's certificate: serial {verified.signer.serial_number:x}, issued by the "
+        f"approved CA {verified.ca.subject.rfc4514_string()}",
+        *(f"  {name}: {value}" for name, value in sorted(verified.claims.items())),
+        "verified",
+    ]
+    console.print("\n".join(lines), markup=False, highlight=False)
 
 
 def _report(checks: Sequence[Check]) -> None:

@@ -19,7 +19,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from exchange.cli.common import console, err_console, handle_errors, print_json
+from exchange.cli.common import console, echo, err_console, handle_errors, print_json
 from exchange.errors import ConfigurationError, InvalidIdentifier
 from exchange.identifiers import MemberId, SecurityServerId, parse_member, parse_security_server
 from exchange.protocol.jws import cert_thumbprint
@@ -138,7 +138,7 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
     width = max(len(k) for k in data)
     for key, value in data.items():
         shown = ", ".join(value) if isinstance(value, list) else value
-        click.echo(f"{key.replace('_', ' '):<{width}}  {'-' if shown in (None, '') else shown}")
+        echo(f"{key.replace('_', ' '):<{width}}  {'-' if shown in (None, '') else shown}")
 
 
 def _issued(cert: x509.Certificate, key_path: Path, cert_path: Path) -> dict[str, Any]:

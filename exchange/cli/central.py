@@ -23,7 +23,7 @@ from exchange.central.app import DEFAULT_PORT, CentralConfig, load_central_confi
 from exchange.central.registry import Registry
 from exchange.central.setup import init_central
 from exchange.cli.checkconfig import add_check_config
-from exchange.cli.common import cancel_on_sigterm, console, handle_errors, print_json
+from exchange.cli.common import cancel_on_sigterm, console, echo, handle_errors, print_json
 from exchange.errors import InvalidIdentifier
 from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.document import GlobalConf
@@ -39,6 +39,7 @@ from exchange.identifiers import (
     parse_subsystem,
 )
 from exchange.oplog import configure_logging
+from exchange.terminal import json_text
 from exchange.trust.keys import (
     cert_pem,
     fingerprint,
@@ -256,7 +257,7 @@ def anchor(config_path: Path, output: Path | None) -> None:
     config = load_central_config(config_path)
     loaded = Anchor.load(config.anchor_path)
     if output is None:
-        click.echo(loaded.to_json().decode())
+        echo(json_text(loaded.to_json().decode()))
         return
     loaded.save(output)
     console.print(f"anchor for {loaded.instance} written to {output}")

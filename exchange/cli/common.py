@@ -2,6 +2,11 @@
 
 Exit status (DESIGN.md §11): 0 success; 1 a check failed (verification failed, request denied);
 2 usage or configuration error.
+
+Everything printed goes through :data:`console`, :data:`err_console`, :func:`echo` or
+:func:`print_json`, which escape what a terminal would act on (:mod:`exchange.terminal`):
+logged and peer-supplied text is shown, never obeyed. Rich markup is off unless a call asks for
+it, and then every value put into the markup goes through :func:`markup_text`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from exchange.errors import (
     AccessDenied,
@@ -24,6 +30,7 @@ from exchange.errors import (
     ExchangeError,
     VerificationFailed,
 )
+from exchange.terminal import json_text, printable
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -32,6 +39,12 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # as a shell reports a command killed b
 
 
 class _Console(Console):
+    """Rich's console; every string it renders is :func:`~exchange.terminal.printable` first
+    (rich itself drops only BEL, BS, VT, FF and CR)."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
+
     def on_broken_pipe(self) -> None:
         """The reader stopped early (`exchange ... | head`): stop quietly (rich exits 1)."""
         self.quiet = True
@@ -39,8 +52,8 @@ class _Console(Console):
         raise SystemExit(EXIT_BROKEN_PIPE)
 
 
-console = _Console(highlight=False, soft_wrap=True)
-err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
+console = _Console(highlight=False, soft_wrap=True, markup=False)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,12 +82,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except ExchangeError as exc:
             if debug:
                 raise
-            err_console.print(f"[red]error:[/red] {escape(exc.message)}", markup=True)
+            err_console.print(f"[red]error:[/red] {markup_text(exc.message)}", markup=True)
             sys.exit(exit_code_for(exc))
         except (OSError, sqlite3.Error) as exc:
             if debug:
                 raise
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
+            err_console.print(f"[red]error:[/red] {markup_text(exc)}", markup=True)
             sys.exit(EXIT_USAGE)
 
     return wrapper
@@ -119,7 +132,18 @@ def _quiet_stdout() -> None:
 def print_json(data: Any) -> None:
     import orjson
 
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    click.echo(json_text(text))
+
+
+def markup_text(value: object) -> str:
+    """``value`` as text to put into rich markup: its brackets are shown, not obeyed."""
+    return escape(str(value))
+
+
+def echo(text: str) -> None:
+    """``click.echo`` of :func:`~exchange.terminal.printable` text."""
+    click.echo(printable(text))
 
 
 def cancel_on_sigterm() -> None:

@@ -10,8 +10,15 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors, print_json
+from exchange.cli.common import (
+    EXIT_CHECK_FAILED,
+    console,
+    handle_errors,
+    markup_text,
+    print_json,
+)
 from exchange.errors import ConfigurationError
+from exchange.terminal import one_value
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -202,17 +209,13 @@ def _print_report(report: object, source: str, *, crash: bool = False) -> None:
 
     assert isinstance(report, VerifyReport)
     verdict = "[green]OK[/green]" if report.ok else "[red]FAILED[/red]"
-    console.print(f"message log {report.path}: {verdict}")
+    console.print(f"message log {markup_text(report.path)}: {verdict}", markup=True)
     console.print(
         f"  owner: {report.owner} (from {source}); tree heads must be signed by a signing key "
-        f"of its member",
-        markup=False,
-        highlight=False,
+        f"of its member"
     )
     if report.stated_owner != report.owner:
-        console.print(
-            f"  note: the file names owner {report.stated_owner!r}", markup=False, highlight=False
-        )
+        console.print(f"  note: the file names owner {report.stated_owner!r}")
     # with heads that fail, the records they cover are under no head an auditor can rely on
     pending = (
         "records past the last signed tree head"
@@ -256,10 +259,12 @@ def _print_report(report: object, source: str, *, crash: bool = False) -> None:
             else f"seq {bad.seq} (somewhere in {bad.range[0]}..{bad.range[1] - 1})"
         )
         if bad.reason.startswith("archive "):
-            console.print(f"  [red]first bad:[/red] {bad.reason}", highlight=False)
+            console.print(f"  [red]first bad:[/red] {markup_text(bad.reason)}", markup=True)
         else:
             console.print(
-                f"  [red]first bad record:[/red] {where}, message id {bad.message_id}: {bad.reason}"
+                f"  [red]first bad record:[/red] {where}, message id "
+                f"{markup_text(one_value(str(bad.message_id)))}: {markup_text(bad.reason)}",
+                markup=True,
             )
     for problem in report.problems[:20]:
         d = problem.to_dict()
@@ -371,8 +376,8 @@ def record_blocks(views: Sequence[RecordView]) -> list[str]:
     lines: list[str] = []
     for v in views:
         lines.append(
-            f"#{v.seq}  {v.logged_at.replace('+00:00', '')[:23]}  {v.side or ''}  "
-            f"{_status(v.entry)}"
+            f"#{v.seq}  {v.logged_at.replace('+00:00', '')[:23]}  {one_value(v.side or '')}  "
+            f"{one_value(_status(v.entry))}"
         )
         for name, value in (
             ("message id", v.message_id),
@@ -383,7 +388,7 @@ def record_blocks(views: Sequence[RecordView]) -> list[str]:
             ("released", ", ".join(v.released_fields or ())),
         ):
             if value:
-                lines.append(f"    {name:<11} {value}")
+                lines.append(f"    {name:<11} {one_value(str(value))}")
     return lines
 
 
@@ -403,7 +408,7 @@ def _record_table(views: Sequence[RecordView]) -> Table:
     ):
         table.add_column(col, overflow="fold")
     for v in views:
-        table.add_row(
+        cells = (
             str(v.seq),
             v.logged_at.replace("+00:00", "")[:23],
             v.side or "",
@@ -415,6 +420,8 @@ def _record_table(views: Sequence[RecordView]) -> Table:
             _decision(v.entry.get("decision")),
             ", ".join(v.released_fields or ()),
         )
+        # logged fields are the peers' words: one line each, nothing a terminal acts on
+        table.add_row(*(one_value(cell) for cell in cells))
     return table
 
 
@@ -545,10 +552,13 @@ def check_proof_cmd(file: Path) -> None:
     checks = checks_for(load_proof_file(file))
     for check in checks:
         mark = "[green]ok[/green]    " if check.ok else "[red]FAILED[/red]"
-        console.print(f"{mark} {check.what}")
+        console.print(f"{mark} {markup_text(check.what)}", markup=True)
     if not all(c.ok for c in checks):
         raise SystemExit(EXIT_CHECK_FAILED)
-    console.print(f"{file}: [green]OK[/green] (tree head signatures: see `exchange log verify`)")
+    console.print(
+        f"{markup_text(file)}: [green]OK[/green] (tree head signatures: see `exchange log verify`)",
+        markup=True,
+    )
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

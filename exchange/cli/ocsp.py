@@ -30,6 +30,7 @@ from exchange.cli.checkconfig import (
 from exchange.cli.common import (
     cancel_on_sigterm,
     console,
+    echo,
     err_console,
     handle_errors,
     print_json,
@@ -248,7 +249,7 @@ def check(
     if as_json:
         print_json(result)
     else:
-        click.echo(f"{cert_path}: good (this update {result['this_update']})")
+        echo(f"{cert_path}: good (this update {result['this_update']})")
 
 
 async def _fetch(

@@ -28,7 +28,7 @@ from exchange.central.registration import (
 from exchange.central.registry import Registry
 from exchange.cli.central import config_option
 from exchange.cli.central import group as central_group
-from exchange.cli.common import console, handle_errors, print_json
+from exchange.cli.common import console, handle_errors, markup_text, print_json
 from exchange.cli.server import group as server_group
 from exchange.cli.server import run_async
 from exchange.errors import ClientError, ConfigurationError, NetworkError
@@ -145,8 +145,10 @@ def register_cmd(config_path: Path, central_url: str, address: str | None) -> No
 
     run_async(main())
     console.print(
-        f"registration request [bold]{answer.get('id')}[/bold] for {request.server} "
-        f"({request.address}) is {answer.get('status')}"
+        f"registration request [bold]{markup_text(answer.get('id'))}[/bold] for "
+        f"{request.server} ({markup_text(request.address)}) is "
+        f"{markup_text(answer.get('status'))}",
+        markup=True,
     )
     console.print("next: the central server's operator runs")
     console.print(
@@ -225,7 +227,10 @@ def list_cmd(config_path: Path, as_json: bool, include_decided: bool) -> None:
 def _print_request(r: StoredRequest) -> None:
     received = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(r.received_at))
     reason = f": {r.reason}" if r.reason else ""
-    console.print(f"[bold]{r.id}[/bold]  {r.status}{reason}")
+    console.print(
+        f"[bold]{markup_text(r.id)}[/bold]  {markup_text(f'{r.status}{reason}')}",
+        markup=True,
+    )
     console.print(f"  server     {r.server} at {r.address}")
     console.print(f"  clients    {', '.join(str(c) for c in r.clients) or '-'}")
     console.print(f"  auth cert  SHA-256 {r.auth_fingerprint}")

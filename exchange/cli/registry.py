@@ -21,7 +21,7 @@ from exchange.cli.checkconfig import (
     reject_options_beside_config,
     settings_from_command_line,
 )
-from exchange.cli.common import console, err_console, handle_errors, print_json
+from exchange.cli.common import console, echo, err_console, handle_errors, print_json
 from exchange.errors import ConfigurationError
 from exchange.oplog import configure_logging
 
@@ -94,24 +94,51 @@ def _print_report(report: BuildReport) -> None:
     help="The registry's SQLite file.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="Port (0 picks a free one).")  # fmt: skip
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port (0 picks a free one).",
+)
+@click.option(
+    "--certificates-db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Issue certificates of residence, recorded in this SQLite file.",
+)
+@click.option(
+    "--signing-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Interior's document-signing key (PEM, mode 0600), for the certificates.",
+)
+@click.option("--signing-chain", type=click.Path(dir_okay=False, path_type=Path),
+              help="Its member signing certificate, then the CA's (PEM).")  # fmt: skip
 @click.pass_context
 @handle_errors
 def serve(
-    ctx: click.Context, config_path: Path | None, db_path: Path | None, host: str, port: int
+    ctx: click.Context,
+    config_path: Path | None,
+    db_path: Path | None,
+    host: str,
+    port: int,
+    certificates_db: Path | None,
+    signing_key: Path | None,
+    signing_chain: Path | None,
 ) -> None:
     """Serve the registry over HTTP until interrupted; prints a READY line once listening.
 
-    Point the provider security server's service "persons" at the printed URL + /persons.
+    Point the provider security server's service "persons" at the printed URL + /persons (and
+    "residence-certificates" at URL + /residence-certificates when it issues them).
 
     \b
     Example:
       exchange registry serve --db registry.db --host 127.0.0.1 --port 8081
       # READY url=http://127.0.0.1:8081 port=8081
       exchange registry serve --config /etc/exchange/registry.toml
+      exchange registry serve --db registry.db --port 8081 --certificates-db certs.sqlite \\
+          --signing-key interior-docs.key.pem --signing-chain interior-docs.chain.pem
     """
-    from adapters.population.app import run
+    from adapters.population.app import Certificates, run
     from adapters.population.config import load_registry_config, registry_settings
 
     if config_path is not None:
@@ -120,14 +147,35 @@ def serve(
     elif db_path is None:
         raise click.UsageError("give --db (or --config)")
     else:
-        options = {"database": db_path, "host": host, "port": port}
-        settings = settings_from_command_line(registry_settings, options, {"database": "--db"})
+        documents = {"database": certificates_db, "signing_key": signing_key,
+                     "signing_chain": signing_chain}  # fmt: skip
+        options: dict[str, Any] = {"database": db_path, "host": host, "port": port}
+        if any(value is not None for value in documents.values()):
+            options["certificates"] = {k: str(v) for k, v in documents.items() if v is not None}
+        settings = settings_from_command_line(registry_settings, options, _FLAGS)
     configure_logging(settings.logging)
+    certificates = None
+    if settings.certificates is not None:
+        from adapters.sdk.signing import load_document_signer
+
+        found = settings.certificates
+        signer = load_document_signer(found.signing_key, found.signing_chain)
+        certificates = Certificates(found.database, signer)
 
     def on_ready(url: str, bound_port: int) -> None:
-        click.echo(f"READY url={url} port={bound_port}")
+        echo(f"READY url={url} port={bound_port}")
 
-    run(settings.database, host=settings.host, port=settings.port, on_ready=on_ready)
+    run(settings.database, host=settings.host, port=settings.port, on_ready=on_ready,
+        certificates=certificates)  # fmt: skip
+
+
+_FLAGS = {
+    "database": "--db",
+    "certificates": "--certificates-db, --signing-key and --signing-chain",
+    "certificates.database": "--certificates-db",
+    "certificates.signing_key": "--signing-key",
+    "certificates.signing_chain": "--signing-chain",
+}
 
 
 def _load_registry_config(path: Path) -> Any:
@@ -140,7 +188,17 @@ add_check_config(
     group,
     _load_registry_config,
     "population registry",
-    lambda s: [(("database",), s.database, "file")],
+    lambda s: (
+        [(("database",), s.database, "file")]
+        + (
+            []
+            if s.certificates is None
+            else [
+                (("certificates", "signing_key"), s.certificates.signing_key, "file"),
+                (("certificates", "signing_chain"), s.certificates.signing_chain, "file"),
+            ]
+        )
+    ),
 )
 
 

@@ -15,7 +15,7 @@ from cryptography import x509
 
 from exchange import sdnotify
 from exchange.cli.checkconfig import add_check_config
-from exchange.cli.common import console, handle_errors, print_json
+from exchange.cli.common import console, handle_errors, markup_text, print_json
 from exchange.identifiers import parse_member, parse_security_server, parse_service, parse_subsystem
 from exchange.oplog import configure_logging
 from exchange.server.config import ServerConfig, load_server_config
@@ -126,7 +126,7 @@ def init_cmd(
         policy_dir=policy_dir,
         record=record,
     )
-    console.print(f"created [bold]{result.config}[/bold]")
+    console.print(f"created [bold]{markup_text(result.config)}[/bold]", markup=True)
     for path in result.csrs:
         console.print(f"certificate request: {path}  (have it signed by an approved CA)")
     if result.csrs:

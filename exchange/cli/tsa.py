@@ -31,6 +31,7 @@ from exchange.cli.checkconfig import (
 from exchange.cli.common import (
     cancel_on_sigterm,
     console,
+    echo,
     err_console,
     handle_errors,
     print_json,
@@ -99,7 +100,7 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
-        click.echo(f"{key.replace('_', ' '):<{width}}  {value}")
+        echo(f"{key.replace('_', ' '):<{width}}  {value}")
 
 
 @click.group(name="tsa")

@@ -21,10 +21,11 @@ import hashlib
 import logging
 import os
 import re
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any, Final, Protocol, TypeVar
 
@@ -118,6 +119,10 @@ def _decode(name: str, data: bytes) -> tuple[str, dict[str, Any]]:
         raise PolicyError(name, line, "not valid UTF-8") from None
     try:
         return text, tomllib.loads(text)
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively: a file of thousands of
+        # '[' exhausts the stack; that is a broken file, not a crash of whoever loads it
+        raise PolicyError(name, None, "TOML nested too deeply (arrays or inline tables)") from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         position = _TOML_POSITION.search(message)
@@ -541,6 +546,11 @@ class PolicyStore:
     :class:`PolicySet`) and for every refused reload (outcome: the :class:`PolicyError`), e.g.
     :func:`exchange.policy.audit.record_reload` bound to a trail. If it raises on a change, the
     change does not take force and the next poll tries again.
+
+    Whatever fails in a reload (a broken file, an unreadable directory, the hook, a bug of ours)
+    keeps the policy in force, is logged, and raises :class:`PolicyError`; ``last_error`` and
+    ``last_error_at`` (``now()`` when it failed) keep it until a reload succeeds, for
+    :meth:`health`.
     """
 
     def __init__(
@@ -549,14 +559,17 @@ class PolicyStore:
         provider: MemberId | None = None,
         *,
         on_reload: ReloadHook | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
         self.provider = provider
         self.on_reload = on_reload
+        self._now = now
         self._snapshot = _snapshot(self.path)
         self.files = _read_files(self.path)
         self._current = build_policy_set(self.files, provider)
         self.last_error: PolicyError | None = None
+        self.last_error_at: float | None = None
 
     @property
     def current(self) -> PolicySet:
@@ -565,27 +578,64 @@ class PolicyStore:
     def reload(self) -> bool:
         """Load the files again; return whether the policy version changed.
 
-        Raises :class:`PolicyError` (and keeps the old policy in force) if the files are broken.
+        Raises :class:`PolicyError` (and keeps the old policy in force) if anything fails.
         """
         self._snapshot = _snapshot(self.path)
         files: Files = ()
         try:
             files = _read_files(self.path)
             new = build_policy_set(files, self.provider)
-        except (PolicyError, OSError) as exc:
-            error = (
-                exc if isinstance(exc, PolicyError) else PolicyError(str(self.path), None, str(exc))
-            )
+        except Exception as exc:
+            error = self._as_policy_error(exc)
             self._refused(files, error)
             raise error from None
-        self.last_error = None
-        if new.version == self._current.version:
-            return False
-        self._accept(files, new)
-        return True
+        changed = new.version != self._current.version
+        if changed:
+            try:
+                self._accept(files, new)
+            except Exception as exc:
+                error = PolicyError(
+                    str(self.path),
+                    None,
+                    f"version {new.version} not put in force: recording it failed "
+                    f"({type(exc).__name__}: {exc})",
+                )
+                self._failed(error)
+                raise error from exc
+        self.last_error = self.last_error_at = None
+        return changed
+
+    def health(self) -> dict[str, str | None]:
+        """The version in force and the last reload failure (its reason and ISO time), if the
+        last reload failed."""
+        at = self.last_error_at
+        return {
+            "version": self._current.version,
+            "last_reload_error": None if self.last_error is None else self.last_error.message,
+            "last_reload_error_at": (
+                None
+                if at is None
+                else datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+            ),
+        }
+
+    def _as_policy_error(self, exc: Exception) -> PolicyError:
+        if isinstance(exc, PolicyError):
+            return exc
+        if isinstance(exc, OSError):
+            return PolicyError(str(self.path), None, str(exc))
+        # a bug of ours: the operator gets the traceback, the policy in force stays
+        logger.error("policy reload failed unexpectedly", exc_info=exc)
+        return PolicyError(
+            str(self.path), None, f"could not be loaded ({type(exc).__name__}: {exc})"
+        )
+
+    def _failed(self, error: PolicyError) -> None:
+        self.last_error = error
+        self.last_error_at = self._now()
 
     def _refused(self, files: Files, error: PolicyError) -> None:
-        self.last_error = error
+        self._failed(error)
         logger.error(
             "policy reload refused, version %s stays in force: %s",
             self._current.version,

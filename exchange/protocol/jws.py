@@ -15,7 +15,7 @@ No IO.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,15 @@ class Signer:
         der = self.key.sign(signing_input.encode("ascii"), _ECDSA)
         r, s = decode_dss_signature(der)
         return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def sign_compact(key: ec.EllipticCurvePrivateKey, header: Mapping[str, Any], payload: bytes) -> str:
+    """A compact JWS of ``payload`` under the protected ``header`` (its ``alg`` must be ES256)."""
+    if header.get("alg") != ALGORITHM:
+        raise ValueError(f"the header's alg must be {ALGORITHM}")
+    signing_input = f"{b64url(canonical_bytes(dict(header)))}.{b64url(payload)}"
+    r, s = decode_dss_signature(key.sign(signing_input.encode("ascii"), _ECDSA))
+    return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 @dataclass(frozen=True, slots=True)

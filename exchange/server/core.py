@@ -614,8 +614,10 @@ class SecurityServer:
             try:
                 # reading files, signing and writing the audit trail: off the event loop
                 await asyncio.to_thread(self.policy.maybe_reload)
-            except ExchangeError as exc:
-                log.error("policy reload refused, previous policy stays in force: %s", exc.message)
+            except Exception as exc:
+                # whatever a reload raises, the policy in force stays and the watch goes on
+                # (PolicyStore logged it and keeps it for /health)
+                log.error("policy reload refused, previous policy stays in force: %s", exc)
 
     async def stop(self) -> None:
         await self.declarer.close()
@@ -668,6 +670,7 @@ class SecurityServer:
                 else {}
             ),
             **({"archiving": self.archiving} if self.config.retention.days is not None else {}),
+            **({"policy": self.policy.health()} if self.policy is not None else {}),
         }
 
     def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, int]:
