@@ -458,7 +458,8 @@ def test_the_reviews_edited_consumer_record(members: dict[MemberId, Member], key
     )
     problems = verify_record(entry, keys, owner=MOF_SS1).problems
     for what in (
-        "a provider record, but the signed request was addressed by/to PS/GOV/MOI/ss1",
+        "a provider record, but the signed request was addressed to PS/GOV/MOI/ss1, not the "
+        "log's owner PS/GOV/MOF/ss1",
         "record field user_id",
         "record field purpose",
         "record field path",
@@ -476,7 +477,7 @@ def test_a_record_checked_as_another_servers_fails(
     entry = _honest(members, side)
     other = OWNERS["provider" if side == "consumer" else "consumer"]
     (problem,) = verify_record(entry, keys, owner=other).problems
-    assert f"not by/to the log's owner {other}" in problem
+    assert f"not the log's owner {other} (side edited" in problem
 
 
 def test_response_to_another_request(members: dict[MemberId, Member], keys: Keys) -> None:

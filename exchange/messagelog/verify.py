@@ -413,11 +413,12 @@ class _Verifier:
         first, end = self.last_head, self.compact.size
         if end <= first or self.crash:
             return
+        one = end == first + 1
         reason = (
-            f"{_seqs(first, end)} past the last signed tree head (size {first}): nothing signed "
-            "them, and a server of this version never leaves one (it commits every record with "
-            "its tree head), so they were added to the file (or left by a crash of an older "
-            "version: examine with --crash)"
+            f"{_seqs(first, end)} past the last signed tree head (size {first}): no signature "
+            f"covers {'it' if one else 'them'}, and this version commits every record with its "
+            f"tree head, so {'it was' if one else 'they were'} added to the file (or left by a "
+            "crash of an older version: examine with --crash)"
         )
         self.tally.record(first, self.tail_message_id, reason, tree=False)
 

@@ -143,7 +143,7 @@ class _Check:
         except ExchangeError as exc:
             if refusal:
                 return self._refusal(req_token, resp_token, None)
-            self.problems.append(f"signed request: {exc.message}")
+            self.problems.append(exc.message)
             return self._verdict(Proof.NOTHING)
         request = verified.request
         if refusal:
@@ -206,7 +206,7 @@ class _Check:
                 body=self._response_body(),
             )
         except ExchangeError as exc:
-            return self._verdict(Proof.NOTHING, f"signed response: {exc.message}")
+            return self._verdict(Proof.NOTHING, exc.message)
         # (8) the record states the refusal as signed
         if self.entry.get("message_id") != (response.response.message_id or None):
             self.problems.append("record field message_id differs from the signed response")
@@ -242,10 +242,10 @@ class _Check:
             else (request.security_server, request.client_server)
         )
         if mine != self.owner:
-            role = "sent" if side == "consumer" else "addressed"
+            role = "sent by" if side == "consumer" else "addressed to"
             self.problems.append(
-                f"a {side} record, but the signed request was {role} by/to {mine}, not by/to "
-                f"the log's owner {self.owner} (side edited, or a record of another log)"
+                f"a {side} record, but the signed request was {role} {mine}, not the log's "
+                f"owner {self.owner} (side edited, or a record of another log)"
             )
         # a provider refuses a connecting server that is not the sender the client named
         refused_sender = side == "provider" and self.error_type == SENDER_REFUSED
@@ -274,7 +274,7 @@ class _Check:
                 # the consumer refused what arrived and logged it as evidence of that
                 self._no_response()
                 return self._verdict(Proof.REQUEST, request=verified)
-            return self._verdict(Proof.REQUEST, f"signed response: {exc.message}", request=verified)
+            return self._verdict(Proof.REQUEST, exc.message, request=verified)
         # (8) the record states the response as signed
         self._stated_response(
             response.response, consumer=side == "consumer", refused=refused_by_consumer
