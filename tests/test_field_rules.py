@@ -18,11 +18,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exchange.errors import ClientError, ExchangeError
-from exchange.protocol import fields, soap
+from exchange.identifiers import SecurityServerId, ServiceId, SubsystemId
+from exchange.protocol import fields, forwarding, soap
 from exchange.protocol.canonical import canonical_bytes
 from exchange.protocol.fields import FieldError
-from exchange.protocol.messages import SignedRequest, body_digest
-from exchange.protocol.rest import parse_method, parse_xroad_headers
+from exchange.protocol.forwarding import is_end_to_end
+from exchange.protocol.messages import SignedRequest, SignedResponse, body_digest
+from exchange.protocol.rest import end_to_end_headers, parse_method, parse_xroad_headers
 
 CLIENT = ("X-Road-Client", "PS/GOV/MOF/tax-office")
 INVALID_MESSAGE = "Server.ServerProxy.InvalidMessage"
@@ -230,3 +232,182 @@ def test_every_rule_passes_a_value_or_raises_field_error(value: str) -> None:
     ):
         with contextlib.suppress(FieldError):
             assert rule(value) == value
+
+
+# --- fuzz: each validator passes or raises its documented error, and the sides agree -----------
+
+header_names = st.sampled_from(
+    [
+        "Accept",
+        "Content-Type",
+        "Connection",
+        "content-length",
+        "Transfer-Encoding",
+        "TE",
+        "Upgrade",
+        "Keep-Alive",
+        "Proxy-Authorization",
+        "Proxy-Anything",
+        "X-Custom",
+        "x-custom",
+        "Host",
+        "X-Road-Client",
+        "X-Road-Anything",
+    ]
+) | st.text(max_size=12)
+header_values = st.text(max_size=30) | st.sampled_from(["close", "x-custom", "keep-alive, accept"])
+any_headers = st.lists(st.tuples(header_names, header_values), max_size=8)
+
+
+@given(headers=any_headers)
+def test_end_to_end_headers_are_client_errors_or_travel_and_the_provider_takes_them(
+    headers: list[tuple[str, str]],
+) -> None:
+    try:
+        kept = end_to_end_headers(headers)
+    except ClientError as exc:
+        assert (exc.code, exc.status) == ("Client.InvalidHeader", 400)
+        return
+    named = {
+        option.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for option in value.split(",")
+    }
+    for name, _ in kept:
+        assert name == name.lower() and is_end_to_end(name) and name not in named
+    # what the consumer keeps and signs, the provider accepts
+    forwarding.check_signed_headers([(n, v) for n, v in kept])
+    doc = SignedRequest.from_payload(signed(headers=kept))
+    assert [list(h) for h in doc.headers] == kept
+
+
+@given(status=st.integers())
+def test_a_status_is_final_or_refused(status: int) -> None:
+    try:
+        assert forwarding.check_status(status) == status
+    except FieldError:
+        assert not 200 <= status <= 599
+
+
+@given(method=st.text(max_size=40))
+def test_a_method_is_accepted_by_both_sides_or_by_neither(method: str) -> None:
+    try:
+        parse_method(method)
+        consumer = True
+    except ClientError as exc:
+        assert exc.code == "Client.BadRequest"
+        consumer = False
+    try:
+        SignedRequest.from_payload(signed(method=method))
+        provider = True
+    except ExchangeError as exc:
+        assert exc.code == INVALID_MESSAGE
+        provider = False
+    assert consumer == provider
+
+
+xroad_text = st.none() | st.text(max_size=30) | st.sampled_from(["", " ", "clerk 17", "أمل"])
+
+
+@given(
+    user_id=xroad_text,
+    purpose=xroad_text,
+    issue=xroad_text,
+    party=xroad_text,
+    message_id=xroad_text,
+    method=st.sampled_from(["GET", "POST", "get", "M-SEARCH", "PATCH "]),
+    headers=any_headers,
+)
+def test_whatever_the_rest_consumer_signs_the_provider_accepts_unchanged(
+    user_id: str | None,
+    purpose: str | None,
+    issue: str | None,
+    party: str | None,
+    message_id: str | None,
+    method: str,
+    headers: list[tuple[str, str]],
+) -> None:
+    """The end-to-end property: the consumer's parsing of a whole request (method, X-Road
+    headers, forwarded headers) either refuses it with a Client.* error, or yields a signed
+    request the provider's from_payload accepts and reads back field for field."""
+    given_headers = [CLIENT, *headers]
+    for name, value in (
+        ("X-Road-UserId", user_id),
+        ("X-Road-Purpose", purpose),
+        ("X-Road-Issue", issue),
+        ("X-Road-Represented-Party", party),
+        ("X-Road-Id", message_id),
+    ):
+        if value is not None:
+            given_headers.append((name, value))
+    try:
+        checked_method = parse_method(method)
+        xh = parse_xroad_headers(given_headers)
+        forwarded = tuple((n, v) for n, v in end_to_end_headers(given_headers))
+    except ClientError as exc:
+        assert exc.code.startswith("Client.")
+        return
+    request = SignedRequest(
+        message_id=xh.message_id,
+        client=SubsystemId("PS", "GOV", "MOF", "tax-office"),
+        service=ServiceId("PS", "GOV", "MOI", "population-registry", "persons"),
+        method=checked_method,
+        path="/123",
+        query="",
+        headers=forwarded,
+        body_sha256=body_digest(b"")["sha256"],
+        body_length=0,
+        user_id=xh.user_id,
+        purpose=xh.purpose,
+        issue=xh.issue,
+        represented_party=xh.represented_party,
+        security_server=SecurityServerId("PS", "GOV", "MOI", "ss1"),
+        timestamp_ms=1_700_000_000_000,
+    )
+    assert SignedRequest.from_payload(request.canonical()) == request
+
+
+@given(value=st.text(max_size=40), element=st.sampled_from(["xrd:userId", "xrd:issue", "xrd:id"]))
+def test_any_soap_header_text_parses_or_is_a_client_error(value: str, element: str) -> None:
+    try:
+        envelope = soap_request(element, value)
+    except UnicodeEncodeError:
+        return  # a lone surrogate: no information system can send it
+    try:
+        header = soap.parse_request(envelope).header
+    except ClientError as exc:
+        assert exc.code.startswith("Client.")
+        return
+    kept = {"xrd:userId": header.user_id, "xrd:issue": header.issue, "xrd:id": header.message_id}
+    signed_field = {"xrd:userId": "user_id", "xrd:issue": "issue", "xrd:id": "id"}[element]
+    SignedRequest.from_payload(signed(**{signed_field: kept[element]}))
+
+
+@given(headers=any_headers, status=st.integers(min_value=-10, max_value=1100))
+def test_whatever_the_provider_passes_on_from_a_backend_the_consumer_accepts(
+    headers: list[tuple[str, str]], status: int
+) -> None:
+    """The backend's answer as the provider passes it on (``forwarding.end_to_end`` and
+    ``check_status``, else ServiceFailed) is a signed response the consumer reads back unchanged;
+    nothing it would refuse is ever signed by an honest provider."""
+    try:
+        kept = tuple(forwarding.end_to_end(headers))
+        forwarding.check_status(status)
+    except FieldError:
+        return
+    response = SignedResponse(
+        message_id="m-1",
+        request_id="r-1",
+        request_hash="aGFzaA==",
+        status=status,
+        headers=kept,
+        body_sha256=body_digest(b"")["sha256"],
+        body_length=0,
+        error_type=None,
+        error_message=None,
+        policy_version=None,
+        released_fields=None,
+        timestamp_ms=1_700_000_000_000,
+    )
+    assert SignedResponse.from_payload(response.canonical()) == response

@@ -24,7 +24,7 @@ from aiohttp import web
 from asn1crypto import tsp
 from click.testing import CliRunner, Result
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import HealthCheck, given, settings
@@ -52,6 +52,7 @@ from exchange.trust.timestamp import (
     rejection_response,
     response_status,
     token_of_response,
+    tsa_template,
     verify_timestamp_token,
 )
 from exchange.trust.tsa_service import (
@@ -294,7 +295,9 @@ def test_bad_query_gets_a_rejection(pki: Pki, query: bytes, failure: str) -> Non
     status = response_status(reply)
     assert (status.status, status.failures, status.token_der) == ("rejection", {failure}, None)
     with pytest.raises(TimestampRejected, match=failure) as refused:
-        verify_timestamp_token(reply, digest=DIGEST, tsa_certs=[pki.tsa.cert])
+        verify_timestamp_token(
+            reply, digest=DIGEST, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+        )
     assert refused.value.code == "Server.TimestampFailed.Rejected"
 
 
@@ -326,6 +329,7 @@ def test_mutated_queries_get_an_answer(pki: Pki, data: st.DataObject) -> None:
             digest=request.digest,
             hash_alg=request.hash_alg,
             tsa_certs=[pki.tsa.cert],
+            ca_certs=[pki.ca.cert],
             nonce=request.nonce,
         )
         assert info.digest == request.digest
@@ -348,12 +352,19 @@ def test_reply_verifies(pki: Pki) -> None:
     )
     assert info.tsa_cert_fingerprint == keys.fingerprint(pki.tsa.cert)
     token = token_of_response(reply)
-    assert verify_timestamp_token(token, digest=DIGEST, tsa_certs=[pki.tsa.cert]) == info
+    assert (
+        verify_timestamp_token(
+            token, digest=DIGEST, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+        )
+        == info
+    )
 
 
 def test_gen_time_keeps_milliseconds_only(pki: Pki) -> None:
     now = NOW.replace(microsecond=123_456)
-    info = verify_timestamp_token(_reply(pki.tsa, now=now), digest=DIGEST, tsa_certs=[pki.tsa.cert])
+    info = verify_timestamp_token(
+        _reply(pki.tsa, now=now), digest=DIGEST, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+    )
     assert info.gen_time == now.replace(microsecond=123_000)
 
 
@@ -361,14 +372,16 @@ def test_gen_time_keeps_milliseconds_only(pki: Pki) -> None:
 def test_other_hash_algorithms(pki: Pki, hash_alg: str) -> None:
     digest = digest_of(DATA, hash_alg)
     reply = _reply(pki.tsa, digest=digest, hash_alg=hash_alg)
-    info = verify_timestamp_token(reply, digest=digest, hash_alg=hash_alg, tsa_certs=[pki.tsa.cert])
+    info = verify_timestamp_token(
+        reply, digest=digest, hash_alg=hash_alg, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+    )
     assert info.hash_alg == hash_alg
 
 
 def test_token_without_certificate_verifies_with_the_known_tsa_certificate(pki: Pki) -> None:
     reply = _reply(pki.tsa, cert_req=False, nonce=None)
     assert pki.tsa.cert.public_bytes(serialization.Encoding.DER) not in reply
-    verify_timestamp_token(reply, digest=DIGEST, tsa_certs=[pki.tsa.cert])
+    verify_timestamp_token(reply, digest=DIGEST, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert])
 
 
 def test_rsa_tsa(pki: Pki, tmp_path: Path) -> None:
@@ -392,11 +405,11 @@ class Tamper:
 
 
 def _approved(p: Pki) -> dict[str, Any]:
-    return {"tsa_certs": [p.tsa.cert]}
+    return {"tsa_certs": [p.tsa.cert], "ca_certs": [p.ca.cert]}
 
 
 def _trusting(name: str) -> Callable[[Pki], dict[str, Any]]:
-    return lambda p: {"tsa_certs": [p.signers[name].cert]}
+    return lambda p: {"tsa_certs": [p.signers[name].cert], "ca_certs": [p.ca.cert]}
 
 
 INVALID = "Server.TimestampInvalid"
@@ -549,6 +562,72 @@ def test_tampered_tokens_refused(pki: Pki, tamper: Tamper) -> None:
     assert caught.value.code == tamper.code
 
 
+# --- what the maintained verifier (rfc3161-client) checks: paths through intermediate CAs ------
+
+
+def _under(parent: CertificateAuthority, name: str, *, ca: bool) -> CertificateAuthority:
+    """A certificate under ``parent`` for a new key: a CA, or (``ca=False``) an end entity that
+    someone uses as if it were one."""
+    key = keys.generate_key()
+    usage = ("keyCertSign", "cRLSign") if ca else ("digitalSignature",)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(parent.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(key_usage(*usage), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(parent.key, hashes.SHA256())
+    )
+    return CertificateAuthority(key=key, cert=cert)
+
+
+def test_a_tsa_certified_by_an_intermediate_ca_verifies(tmp_path: Path) -> None:
+    root = CertificateAuthority.create(tmp_path / "root", "Root", now=NOW, path_length=1)
+    issuing = root.create_intermediate(tmp_path / "issuing", "Issuing", now=NOW)
+    tsa = _signer(tmp_path, "tsa", lambda k: issue_tsa_cert(issuing, k.public_key(), "T", now=NOW))
+    info = verify_timestamp_token(
+        _reply(tsa), digest=DIGEST, tsa_certs=[tsa.cert], ca_certs=[root.cert, issuing.cert]
+    )
+    assert info.tsa_cert_fingerprint == keys.fingerprint(tsa.cert)
+    # the intermediate counts only through its root
+    with pytest.raises(TimestampInvalid, match="not issued by an approved CA") as refused:
+        verify_timestamp_token(
+            _reply(tsa), digest=DIGEST, tsa_certs=[tsa.cert], ca_certs=[issuing.cert]
+        )
+    assert refused.value.code == f"{INVALID}.Signer"
+
+
+def test_a_tsa_under_an_end_entity_posing_as_a_ca_is_refused(pki: Pki, tmp_path: Path) -> None:
+    """The issuer of the TSA certificate is listed with the CAs but is no CA (basic constraints
+    CA=false, no keyCertSign): the hand-written check took any listed certificate whose key
+    signed the TSA certificate; OpenSSL's path validation under rfc3161-client refuses it."""
+    poser = _under(pki.ca, "Not a CA", ca=False)
+    tsa = _signer(
+        tmp_path, "tsa", lambda k: poser.issue(k.public_key(), tsa_template("T"), now=NOW)
+    )
+    with pytest.raises(TimestampInvalid) as refused:
+        verify_timestamp_token(
+            _reply(tsa), digest=DIGEST, tsa_certs=[tsa.cert], ca_certs=[pki.ca.cert, poser.cert]
+        )
+    assert refused.value.code == f"{INVALID}.Signer"
+    assert "path to an approved root CA does not validate" in refused.value.message
+
+
+def test_approved_cas_are_required(pki: Pki) -> None:
+    """Without a root to build the TSA certificate's path to, nothing verifies (rfc3161-client,
+    like 'openssl ts -verify', needs the CA; a pinned TSA certificate alone is not enough)."""
+    with pytest.raises(TimestampInvalid, match="no approved root CA") as refused:
+        verify_timestamp_token(
+            _reply(pki.tsa), digest=DIGEST, tsa_certs=[pki.tsa.cert], ca_certs=[]
+        )
+    assert refused.value.code == f"{INVALID}.Signer"
+
+
 @pytest.fixture(scope="module")
 def sample_reply(pki: Pki) -> bytes:
     return _reply(pki.tsa)
@@ -563,7 +642,9 @@ def test_verifier_contract_on_mutated_replies(
     at = data.draw(st.integers(0, len(reply) - 1))
     reply[at] = data.draw(st.integers(0, 255).filter(lambda b: b != reply[at]))
     try:
-        info = verify_timestamp_token(bytes(reply), digest=DIGEST, tsa_certs=[pki.tsa.cert])
+        info = verify_timestamp_token(
+            bytes(reply), digest=DIGEST, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+        )
     except TimestampError:
         return
     assert (info.digest, info.gen_time) == (DIGEST, NOW)
@@ -573,7 +654,9 @@ def test_verifier_contract_on_mutated_replies(
 @given(blob=st.binary(max_size=400))
 def test_verifier_contract_on_any_bytes(pki: Pki, blob: bytes) -> None:
     with pytest.raises(TimestampError):
-        verify_timestamp_token(blob, digest=DIGEST, tsa_certs=[pki.tsa.cert])
+        verify_timestamp_token(
+            blob, digest=DIGEST, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+        )
 
 
 # --- the HTTP service and the client -----------------------------------------------------------
@@ -592,11 +675,18 @@ async def running_tsa(pki: Pki, db: Path, **kwargs: Any) -> AsyncIterator[str]:
 
 async def test_round_trip_through_http(pki: Pki, tmp_path: Path) -> None:
     async with running_tsa(pki, tmp_path / "serials.sqlite") as url, TimestampClient() as client:
-        token, info = await client.request(DIGEST, url, tsa_certs=[pki.tsa.cert])
+        token, info = await client.request(
+            DIGEST, url, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+        )
         _, second = await client.request(
             DIGEST, url, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
         )
-    assert verify_timestamp_token(token, digest=DIGEST, tsa_certs=[pki.tsa.cert]) == info
+    assert (
+        verify_timestamp_token(
+            token, digest=DIGEST, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+        )
+        == info
+    )
     assert (info.serial, second.serial) == (1, 2)
     assert abs(info.gen_time - dt.datetime.now(dt.UTC)) < dt.timedelta(seconds=30)
 
@@ -608,7 +698,9 @@ async def test_service_stamps_with_its_clock(pki: Pki, tmp_path: Path) -> None:
         running_tsa(pki, db, clock=lambda: fixed) as url,
         TimestampClient(clock=lambda: fixed) as client,
     ):
-        _, info = await client.request(DIGEST, url, tsa_certs=[pki.tsa.cert])
+        _, info = await client.request(
+            DIGEST, url, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+        )
     assert info.gen_time == NOW
 
 
@@ -618,7 +710,9 @@ async def test_serials_are_monotonic_across_restarts(pki: Pki, tmp_path: Path) -
     for _ in range(2):
         async with running_tsa(pki, db) as url, TimestampClient() as client:
             for _ in range(2):
-                _, info = await client.request(DIGEST, url, tsa_certs=[pki.tsa.cert])
+                _, info = await client.request(
+                    DIGEST, url, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+                )
                 serials.append(info.serial)
     assert serials == [1, 2, 3, 4]
     store = SerialStore(db)
@@ -680,21 +774,25 @@ async def test_client_reports_an_unreachable_tsa() -> None:
     url = f"http://127.0.0.1:{_closed_port()}/"
     async with TimestampClient() as client:
         with pytest.raises(TimestampError, match="unreachable") as caught:
-            await client.request(DIGEST, url, tsa_certs=[], timeout=5)
+            await client.request(DIGEST, url, tsa_certs=[], ca_certs=[], timeout=5)
     assert caught.value.code == "Server.TimestampFailed"
 
 
 async def test_client_reports_http_errors(pki: Pki, tmp_path: Path) -> None:
     async with running_tsa(pki, tmp_path / "serials.sqlite") as url, TimestampClient() as client:
         with pytest.raises(TimestampError, match="HTTP 404") as caught:
-            await client.request(DIGEST, url + "nowhere", tsa_certs=[pki.tsa.cert])
+            await client.request(
+                DIGEST, url + "nowhere", tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+            )
     assert caught.value.code == "Server.TimestampFailed"
 
 
 async def test_client_refuses_a_tsa_it_does_not_trust(pki: Pki, tmp_path: Path) -> None:
     async with running_tsa(pki, tmp_path / "serials.sqlite") as url, TimestampClient() as client:
         with pytest.raises(TimestampInvalid) as caught:
-            await client.request(DIGEST, url, tsa_certs=[pki.signers["unapproved-tsa"].cert])
+            await client.request(
+                DIGEST, url, tsa_certs=[pki.signers["unapproved-tsa"].cert], ca_certs=[pki.ca.cert]
+            )
     assert caught.value.code == "Server.TimestampInvalid.Signer"
 
 
@@ -708,14 +806,14 @@ async def test_client_refuses_a_tsa_clock_off_by_more_than_the_skew(
         TimestampClient(clock=lambda: late) as client,
     ):
         with pytest.raises(TimestampInvalid, match="differs from ours by -61 s") as caught:
-            await client.request(DIGEST, url, tsa_certs=[pki.tsa.cert])
+            await client.request(DIGEST, url, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert])
     assert caught.value.code == "Server.TimestampInvalid.Time"
 
 
 async def test_client_uses_a_given_session_and_leaves_it_open(pki: Pki, tmp_path: Path) -> None:
     async with running_tsa(pki, tmp_path / "s.sqlite") as url, aiohttp.ClientSession() as session:
         async with TimestampClient(session) as client:
-            await client.request(DIGEST, url, tsa_certs=[pki.tsa.cert])
+            await client.request(DIGEST, url, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert])
         assert not session.closed
 
 
@@ -744,7 +842,9 @@ async def test_openssl_verifies_our_reply(pki: Pki, tmp_path: Path) -> None:
     data = tmp_path / "head.txt"
     data.write_bytes(DATA)
     async with running_tsa(pki, tmp_path / "serials.sqlite") as url, TimestampClient() as client:
-        reply = await client.request_reply(DIGEST, url, tsa_certs=[pki.tsa.cert])
+        reply = await client.request_reply(
+            DIGEST, url, tsa_certs=[pki.tsa.cert], ca_certs=[pki.ca.cert]
+        )
     resp = tmp_path / "RESP.tsr"
     resp.write_bytes(reply.response_der)
     checked = _openssl_verify(pki, resp, pki.tsa.pem, data=data)
@@ -870,7 +970,9 @@ def test_cli_init_serve_stamp_verify(pki: Pki, tmp_path: Path) -> None:
     report = tmp_path / "report.pdf"
     report.write_bytes(DATA)
     with serving(tsa_dir, tmp_path / "tsa.log") as ready:
-        stamped = run("stamp", "--url", ready["url"], "--tsa-cert", cert_pem, report)
+        stamped = run(
+            "stamp", "--url", ready["url"], "--tsa-cert", cert_pem, "--ca-cert", pki.ca_pem, report
+        )
         assert stamped.exit_code == EXIT_OK, stamped.output
     assert "serial" in stamped.stdout and "time" in stamped.stdout
     reply = Path(f"{report}.tsr")
@@ -886,16 +988,24 @@ def test_cli_init_serve_stamp_verify(pki: Pki, tmp_path: Path) -> None:
         assert _openssl_verify(pki, reply, cert_pem, data=report).returncode == 0
 
     report.write_bytes(DATA + b"edited")
-    refused = run("verify", "--tsa-cert", cert_pem, "--data", report, "--in", reply)
+    refused = run(
+        "verify", "--tsa-cert", cert_pem, "--ca-cert", pki.ca_pem, "--data", report, "--in", reply
+    )
     assert refused.exit_code == EXIT_CHECK_FAILED
     assert "another hash" in refused.stderr
+    # without the CA the TSA certificate chains to, nothing can be verified: a usage error
+    unchained = run("verify", "--tsa-cert", cert_pem, "--data", report, "--in", reply)
+    assert unchained.exit_code == EXIT_USAGE
 
 
 def test_cli_stamp_reports_an_unreachable_tsa(pki: Pki, tmp_path: Path) -> None:
     report = tmp_path / "report.pdf"
     report.write_bytes(DATA)
     url = f"http://127.0.0.1:{_closed_port()}/"
-    result = run("stamp", "--url", url, "--tsa-cert", pki.tsa.pem, "--timeout", "5", report)
+    result = run(
+        "stamp", "--url", url, "--tsa-cert", pki.tsa.pem, "--ca-cert", pki.ca_pem,
+        "--timeout", "5", report,
+    )  # fmt: skip
     assert result.exit_code == EXIT_CHECK_FAILED
     assert "unreachable" in result.stderr
     assert not Path(f"{report}.tsr").exists()

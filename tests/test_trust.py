@@ -522,6 +522,7 @@ def _twin_root(ca: CertificateAuthority, start: dt.datetime, end: dt.datetime) -
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(key_usage("keyCertSign", "cRLSign"), critical=True)
         .sign(ca.key, hashes.SHA256())
     )
 
@@ -597,8 +598,10 @@ def test_validity_period_is_inclusive(pki: Pki) -> None:
     verify_chain(cert, [pki.ca.cert], cert.not_valid_after_utc)
     with pytest.raises(CertificateError, match="not yet valid"):
         verify_chain(cert, [pki.ca.cert], cert.not_valid_before_utc - dt.timedelta(microseconds=1))
+    # certificate times have whole seconds (RFC 5280 §4.1.2.5.1-2) and cryptography's path
+    # validation compares whole seconds: the next second is past notAfter
     with pytest.raises(CertificateError, match="expired"):
-        verify_chain(cert, [pki.ca.cert], cert.not_valid_after_utc + dt.timedelta(microseconds=1))
+        verify_chain(cert, [pki.ca.cert], cert.not_valid_after_utc + dt.timedelta(seconds=1))
 
 
 def test_verify_chain_across_ca_key_rollover(pki: Pki, tmp_path: Path) -> None:

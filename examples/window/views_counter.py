@@ -342,7 +342,13 @@ async def show_document(request: web.Request) -> web.StreamResponse:
     doc = await _db(request).run(records.document, _clerk(request), request.match_info["doc"])
     if doc is None or doc.kind not in _TITLES:
         raise web.HTTPNotFound()
-    context: dict[str, Any] = {"title": _TITLES[doc.kind], "doc": doc, "refund_key": None}
+    names = {item.get("service"): item for item in request.app[SCHEDULE].items}
+    context: dict[str, Any] = {
+        "title": _TITLES[doc.kind],
+        "doc": doc,
+        "refund_key": None,
+        "service": names.get(doc.body.get("service"), {}),
+    }
     if doc.kind == "receipt":
         number = str(doc.body.get("receipt_number"))
         context["refund_key"] = await _open(request, "refund", number)

@@ -44,7 +44,7 @@ from exchange.protocol import jws
 from exchange.protocol.canonical import b64url
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint, load_certificates
 from exchange.trust.timestamp import TimestampError, verify_timestamp_token
-from exchange.trust.validation import find_issuer
+from exchange.trust.validation import find_issuer, issuers
 from exchange.trustcore.records import Proof, RecordVerdict, verify_record
 from exchange.trustcore.treeheads import verify_tree_head
 
@@ -201,10 +201,8 @@ def _certs_for(
     finally:
         conn.close()
     for pem in list(pems.values()):
-        cert = cert_from_pem(pem)
-        for ca in cas:
-            if find_issuer(cert, [ca]) is not None:
-                pems[jws.cert_thumbprint(ca)] = cert_pem(ca)
+        for ca in issuers(cert_from_pem(pem), cas) or ():
+            pems[jws.cert_thumbprint(ca)] = cert_pem(ca)
     return pems
 
 

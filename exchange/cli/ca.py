@@ -172,21 +172,59 @@ def group() -> None:
     type=_EXISTING_FILE,
     help=f"File holding the passphrase that encrypts the CA key (else ${PASSPHRASE_ENV}).",
 )
+@click.option(
+    "--path-length",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="How many intermediate CAs may follow this one (0: it issues end entities only).",
+)
+@click.option(
+    "--parent-dir",
+    type=_EXISTING_DIR,
+    help="Make an intermediate CA certified by the CA in this directory (whose key's "
+    f"passphrase is in --parent-passphrase-file, else ${PASSPHRASE_ENV}).",
+)
+@click.option(
+    "--parent-passphrase-file", type=_EXISTING_FILE, help="The parent CA key's passphrase."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def init(
-    directory: Path, name: str, days: int, passphrase_file: Path | None, as_json: bool
+    directory: Path,
+    name: str,
+    days: int,
+    passphrase_file: Path | None,
+    path_length: int,
+    parent_dir: Path | None,
+    parent_passphrase_file: Path | None,
+    as_json: bool,
 ) -> None:
-    """Create a CA: a P-256 key (mode 0600) and a self-signed root certificate.
+    """Create a CA: a P-256 key (mode 0600) and a self-signed root certificate, or with
+    --parent-dir an intermediate CA certificate issued by that CA.
 
-    Writes DIR/ca.key.pem and DIR/ca.cert.pem; refuses if a CA is already there.
+    Writes DIR/ca.key.pem and DIR/ca.cert.pem; refuses if a CA is already there. A root that
+    is to certify an intermediate needs --path-length 1. The central server approves the root
+    and the intermediate (with its OCSP URL); certificates then chain through it.
 
     \b
     Example:
       exchange ca init --dir certs/ca --name "PS Government CA" --passphrase-file ca.pass
+      exchange ca init --dir root --name "PS Root CA" --path-length 1
+      exchange ca init --dir issuing --name "PS Issuing CA" --parent-dir root
     """
     passphrase = _read_passphrase(passphrase_file, use_env=True)
-    ca = CertificateAuthority.create(directory, name, passphrase=passphrase, days=days)
+    if parent_dir is not None:
+        parent = CertificateAuthority.load(
+            parent_dir, _read_passphrase(parent_passphrase_file, use_env=True)
+        )
+        ca = parent.create_intermediate(
+            directory, name, passphrase=passphrase, days=days, path_length=path_length
+        )
+    else:
+        ca = CertificateAuthority.create(
+            directory, name, passphrase=passphrase, days=days, path_length=path_length
+        )
     if passphrase is None:
         err_console.print(
             f"warning: the CA key is not encrypted; give --passphrase-file or ${PASSPHRASE_ENV}"

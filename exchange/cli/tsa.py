@@ -111,8 +111,10 @@ def group() -> None:
     Example:
       exchange tsa init --ca-dir certs/ca --dir tsa
       exchange tsa serve --dir tsa --port 4318
-      exchange tsa stamp --url http://127.0.0.1:4318/ --tsa-cert tsa/tsa.cert.pem report.pdf
-      exchange tsa verify --tsa-cert tsa/tsa.cert.pem --data report.pdf --in report.pdf.tsr
+      exchange tsa stamp --url http://127.0.0.1:4318/ --tsa-cert tsa/tsa.cert.pem \\
+          --ca-cert ca/ca.cert.pem report.pdf
+      exchange tsa verify --tsa-cert tsa/tsa.cert.pem --ca-cert ca/ca.cert.pem \\
+          --data report.pdf --in report.pdf.tsr
     """
 
 
@@ -247,8 +249,9 @@ async def _serve_until_signalled(
     "--ca-cert",
     "ca_cert_files",
     type=_EXISTING_FILE,
+    required=True,
     multiple=True,
-    help="CA to check the TSA certificate against (repeatable).",
+    help="CA the TSA certificate chains to: its root, and any intermediate (repeatable).",
 )
 @click.option("--hash", "hash_alg", type=_HASHES, default="sha256", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default FILE.tsr.")
@@ -272,11 +275,12 @@ def stamp(
 
     \b
     Example:
-      exchange tsa stamp --url http://127.0.0.1:4318/ --tsa-cert tsa/tsa.cert.pem report.pdf
+      exchange tsa stamp --url http://127.0.0.1:4318/ --tsa-cert tsa/tsa.cert.pem \\
+          --ca-cert ca/ca.cert.pem report.pdf
     """
     digest = digest_of(file.read_bytes(), hash_alg)
     tsa_certs = _certificates(tsa_cert_files)
-    ca_certs = _certificates(ca_cert_files) or None
+    ca_certs = _certificates(ca_cert_files)
 
     async def ask() -> TimestampReply:
         async with TimestampClient() as client:
@@ -308,8 +312,9 @@ def stamp(
     "--ca-cert",
     "ca_cert_files",
     type=_EXISTING_FILE,
+    required=True,
     multiple=True,
-    help="CA the TSA certificate must chain to (repeatable).",
+    help="CA the TSA certificate chains to: its root, and any intermediate (repeatable).",
 )
 @click.option("--data", "data_file", type=_EXISTING_FILE, required=True, help="The stamped file.")
 @click.option(
@@ -330,13 +335,14 @@ def verify(
 
     \b
     Example:
-      exchange tsa verify --tsa-cert tsa/tsa.cert.pem --data report.pdf --in report.pdf.tsr
+      exchange tsa verify --tsa-cert tsa/tsa.cert.pem --ca-cert ca/ca.cert.pem \\
+          --data report.pdf --in report.pdf.tsr
     """
     info = verify_timestamp_token(
         reply_file.read_bytes(),
         digest=digest_of(data_file.read_bytes(), hash_alg),
         tsa_certs=_certificates(tsa_cert_files),
-        ca_certs=_certificates(ca_cert_files) or None,
+        ca_certs=_certificates(ca_cert_files),
         hash_alg=hash_alg,
     )
     _print({"verified": "OK", **_describe(info)}, as_json)

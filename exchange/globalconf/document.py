@@ -143,10 +143,12 @@ class GlobalConf:
     def ocsp_issuer(
         self, cert: x509.Certificate
     ) -> tuple[x509.Certificate, tuple[str, ...]] | None:
-        """The approved CA that issued ``cert`` and its OCSP responder URLs, when that CA
-        publishes a responder (its certificates then need a fresh "good" OCSP response)."""
+        """The approved CA that issued ``cert`` (a root, or an intermediate that reaches an
+        approved root) and its OCSP responder URLs, when that CA publishes a responder (its
+        certificates then need a fresh "good" OCSP response)."""
+        issuer = find_issuer(cert, self._index.ca_certs)
         for approved, ca in zip(self.approved_cas, self._index.ca_certs, strict=True):
-            if approved.ocsp_urls and find_issuer(cert, [ca]) is not None:
+            if approved.ocsp_urls and ca == issuer:
                 return ca, approved.ocsp_urls
         return None
 

@@ -35,7 +35,8 @@ from exchange.errors import (
     ExchangeError,
     InconsistentResponse,
 )
-from exchange.protocol import soap
+from exchange.protocol import forwarding, soap
+from exchange.protocol.fields import FieldError
 from exchange.protocol.messages import SignedResponse
 from exchange.server.consumer import (
     choose_provider,
@@ -94,6 +95,11 @@ def _signed_headers(request: web.BaseRequest, content_type: str) -> tuple[tuple[
         if len(action) > soap.MAX_TEXT or not action.isprintable():
             raise ClientError("invalid SOAPAction header", code="Client.InvalidHeader")
         headers.append(("soapaction", action))
+    try:
+        # nothing the provider would refuse in the signed request (one rule for both sides)
+        forwarding.check_signed_headers(headers)
+    except FieldError as exc:
+        raise ClientError(f"invalid header: {exc}", code="Client.InvalidHeader") from None
     return tuple(headers)
 
 

@@ -1,14 +1,19 @@
-"""A minimal certificate authority: one self-signed root that issues the two Exchange profiles.
+"""A minimal certificate authority that issues the two Exchange profiles: a self-signed root, or
+an intermediate CA issued by another CA.
 
 The CA lives in a directory: ``ca.key.pem`` (P-256, PKCS#8, mode 0600, optionally encrypted) and
-``ca.cert.pem`` (the root: BasicConstraints CA=true critical, KeyUsage keyCertSign + cRLSign
-critical, SubjectKeyIdentifier). It issues authentication and signing certificates
-(``exchange.trust.profiles``) directly, from a public key or from a PKCS#10 request (RFC 2986)
-whose self-signature it checks. Issued certificates carry random serials (RFC 5280 §4.1.2.2,
-at least 64 bits of entropy), a SubjectKeyIdentifier and the CA's AuthorityKeyIdentifier.
+``ca.cert.pem`` (BasicConstraints CA=true critical with a path length, default 0: it issues
+end-entity certificates only; KeyUsage keyCertSign + cRLSign critical, SubjectKeyIdentifier; an
+intermediate also the AuthorityKeyIdentifier of its parent). A root that is to certify an
+intermediate CA is made with ``path_length`` 1 or more. It issues authentication and signing
+certificates (``exchange.trust.profiles``), from a public key or from a PKCS#10 request
+(RFC 2986) whose self-signature it checks. Issued certificates carry random serials (RFC 5280
+§4.1.2.2, at least 64 bits of entropy), a SubjectKeyIdentifier and the CA's
+AuthorityKeyIdentifier.
 
 It keeps no register of what it issued, publishes no CRL and answers no OCSP; the CA service
-and OCSP responder build on it. Only ``create`` and ``load`` touch files.
+and OCSP responder build on it. Only ``create``, ``create_intermediate`` and ``load`` touch
+files.
 """
 
 from __future__ import annotations
@@ -64,24 +69,41 @@ def _ski(public_key: CertificatePublicKeyTypes) -> x509.SubjectKeyIdentifier:
     return x509.SubjectKeyIdentifier.from_public_key(public_key)
 
 
-def _root_certificate(
-    key: ec.EllipticCurvePrivateKey, name: str, days: int, now: dt.datetime | None
+def _ca_certificate(
+    key: ec.EllipticCurvePrivateKey,
+    name: str,
+    days: int,
+    now: dt.datetime | None,
+    *,
+    path_length: int | None,
+    parent: CertificateAuthority | None = None,
 ) -> x509.Certificate:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     start, end = _validity(now, None, days)
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
+        .issuer_name(subject if parent is None else parent.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(key_usage("keyCertSign", "cRLSign"), critical=True)
         .add_extension(_ski(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    if parent is None:
+        return builder.not_valid_after(end).sign(key, hashes.SHA256())
+    end = min(end, parent.cert.not_valid_after_utc)
+    builder = builder.not_valid_after(end).add_extension(parent._aki(), critical=False)
+    return builder.sign(parent.key, hashes.SHA256())
+
+
+def _refuse_existing_ca(target: Path) -> None:
+    for existing in (target / KEY_FILE, target / CERT_FILE):
+        if existing.exists():
+            raise ConfigurationError(
+                f"{existing} already exists: a CA is there; use another directory"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +122,53 @@ class CertificateAuthority:
         passphrase: bytes | None = None,
         days: int = 3650,
         now: dt.datetime | None = None,
+        path_length: int | None = 0,
     ) -> CertificateAuthority:
-        """Make a new CA in ``directory``; refuses to overwrite an existing one."""
+        """Make a new root CA in ``directory``; refuses to overwrite an existing one.
+
+        ``path_length`` is how many intermediate CAs may follow it (RFC 5280 §4.2.1.9).
+        """
         target = Path(directory)
-        for existing in (target / KEY_FILE, target / CERT_FILE):
-            if existing.exists():
-                raise ConfigurationError(
-                    f"{existing} already exists: a CA is there; use another directory"
-                )
+        _refuse_existing_ca(target)
         key = keys.generate_key()
-        ca = cls(key=key, cert=_root_certificate(key, name, days, now))
+        cert = _ca_certificate(key, name, days, now, path_length=path_length)
+        return cls._saved(target, key, cert, passphrase)
+
+    def create_intermediate(
+        self,
+        directory: str | Path,
+        name: str,
+        *,
+        passphrase: bytes | None = None,
+        days: int = 1825,
+        now: dt.datetime | None = None,
+        path_length: int | None = 0,
+    ) -> CertificateAuthority:
+        """Make a new intermediate CA in ``directory``, certified by this CA (never outliving
+        it); refuses to overwrite an existing one."""
+        constraints = self.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if constraints.path_length is not None and constraints.path_length < 1:
+            raise ConfigurationError(
+                f"{self.cert.subject.rfc4514_string()} may not certify another CA (path length "
+                f"{constraints.path_length}); make a root with path length 1 or more"
+            )
+        target = Path(directory)
+        _refuse_existing_ca(target)
+        key = keys.generate_key()
+        cert = _ca_certificate(key, name, days, now, path_length=path_length, parent=self)
+        return self._saved(target, key, cert, passphrase)
+
+    @classmethod
+    def _saved(
+        cls,
+        target: Path,
+        key: ec.EllipticCurvePrivateKey,
+        cert: x509.Certificate,
+        passphrase: bytes | None,
+    ) -> CertificateAuthority:
         keys.save_private_key(target / KEY_FILE, key, passphrase)
-        keys.save_certificate(target / CERT_FILE, ca.cert)
-        return ca
+        keys.save_certificate(target / CERT_FILE, cert)
+        return cls(key=key, cert=cert)
 
     @classmethod
     def load(cls, directory: str | Path, passphrase: bytes | None = None) -> CertificateAuthority:

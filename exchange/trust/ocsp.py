@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, NoReturn, Self
 
+from asn1crypto import keys as asn1_keys
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -161,12 +162,21 @@ _CERT_ID_DEFAULT: Final = hashes.SHA1()
 def _issuer_hashes(
     issuer: x509.Certificate, algorithm: hashes.HashAlgorithm
 ) -> tuple[bytes, bytes]:
-    """``issuerNameHash`` and ``issuerKeyHash`` of ``issuer``, as cryptography computes them.
+    """``issuerNameHash`` and ``issuerKeyHash`` of the certificates ``issuer`` issued (RFC 6960
+    §4.1.1): the hash of its subject name (DER) and of its public key (the BIT STRING's value in
+    its SubjectPublicKeyInfo, without the unused-bits count)."""
+    name = issuer.subject.public_bytes()
+    spki = issuer.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key_bits = bytes(asn1_keys.PublicKeyInfo.load(spki)["public_key"].contents[1:])
+    return _digest(algorithm, name), _digest(algorithm, key_bits)
 
-    The hashes depend only on the issuer, so the issuer stands in for the certificate too.
-    """
-    request = ocsp.OCSPRequestBuilder().add_certificate(issuer, issuer, algorithm).build()
-    return request.issuer_name_hash, request.issuer_key_hash
+
+def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    digest = hashes.Hash(algorithm)
+    digest.update(data)
+    return digest.finalize()
 
 
 def build_ocsp_request(

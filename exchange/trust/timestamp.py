@@ -9,12 +9,22 @@
   granted TimeStampResp whose token is a CMS SignedData (RFC 5652 §5) over a TSTInfo
   (RFC 3161 §2.4.2) with the ESS signingCertificateV2 attribute (RFC 5816), or a rejection with
   the PKIFailureInfo that says why.
-- :func:`verify_timestamp_token` checks a token (or a whole reply) against a digest and the TSA
-  certificates a caller trusts, and returns what it proves as a :class:`TimestampInfo`.
+- :func:`verify_timestamp_token` checks a token (or a whole reply) against a digest, the TSA
+  certificates a caller trusts and the CAs they chain to, and returns what it proves as a
+  :class:`TimestampInfo`.
 
-ASN.1 is encoded and parsed by asn1crypto, keys and signatures are cryptography's. This module
-does not allocate serial numbers, read clocks, files or sockets (``exchange.trust.tsa_service``
-does), and does not check revocation of the TSA certificate.
+ASN.1 is encoded and parsed by asn1crypto, keys and signatures are cryptography's. The CMS
+signature of a token, the TSA certificate's path to an approved root at the token's genTime and
+OpenSSL's time-stamping purpose are verified by rfc3161-client (Trail of Bits; OpenSSL's
+``PKCS7_verify`` underneath). It does not check, and this module does, before it: the ESS
+signingCertificate(V2) attribute naming the signer's certificate (RFC 5816 §2.2.1), the
+TSTInfo's ``tsa`` naming the signer, the message imprint's hash algorithm, and that the signer
+is one of the approved TSA certificates. It cannot verify a token against a TSA certificate
+without the CA that issued it (OpenSSL builds the path to a self-signed root; measured: "unable
+to get local issuer certificate"), so the approved CAs are required, as ``openssl ts -verify
+-CAfile`` requires them; and it refuses a grantedWithMods reply, whose token this module hands
+it as granted. This module does not allocate serial numbers, read clocks, files or sockets
+(``exchange.trust.tsa_service`` does), and does not check revocation of the TSA certificate.
 """
 
 from __future__ import annotations
@@ -28,11 +38,11 @@ from typing import Any, Final, NoReturn, cast
 from asn1crypto import cms, core, parser, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from rfc3161_client import VerificationError, VerifierBuilder, decode_timestamp_response
 
 from exchange.errors import ClientError, ExchangeError
 from exchange.trust import keys
@@ -44,7 +54,7 @@ from exchange.trust.profiles import (
     key_usage,
     key_usage_names,
 )
-from exchange.trust.validation import CertificateError, describe, verify_chain
+from exchange.trust.validation import describe, issuers, roots_and_intermediates
 
 DEFAULT_POLICY: Final = "1.3.6.1.4.1.99999.1.1"
 """The TSA policy (RFC 3161 §2.1 (4)) our TSA stamps under unless configured otherwise."""
@@ -520,15 +530,15 @@ def verify_timestamp_token(
     *,
     digest: bytes,
     tsa_certs: Sequence[x509.Certificate],
-    ca_certs: Sequence[x509.Certificate] | None = None,
+    ca_certs: Sequence[x509.Certificate],
     nonce: int | None = None,
     hash_alg: str = "sha256",
 ) -> TimestampInfo:
     """Verify that a time-stamp token (or a whole reply) stamps ``digest``, signed by a TSA.
 
-    The signer must be one of ``tsa_certs`` (the approved TSAs); with ``ca_certs`` its
-    certificate must also have been issued by one of them and valid at the stamped time.
-    Raises :class:`TimestampRejected` for a reply that is not granted and
+    The signer must be one of ``tsa_certs`` (the approved TSAs), its certificate issued through
+    ``ca_certs`` (the approved CAs: roots, and intermediates under them) and valid at the
+    stamped time. Raises :class:`TimestampRejected` for a reply that is not granted and
     :class:`TimestampInvalid`, whose code names the failed step, for everything else.
     """
     # (1) a reply has status granted or grantedWithMods (RFC 3161 §2.4.2); its token is used
@@ -542,19 +552,14 @@ def verify_timestamp_token(
     # (4) the nonce is ours, when we sent one
     if nonce is not None and stamp.nonce != nonce:
         _invalid("Nonce", "time-stamp nonce does not match the request")
-    # (5) the signer is an approved TSA certificate, named by ESS signingCertificate(V2)
+    # (5) the signer is an approved TSA certificate of the TSA profile, named by ESS
+    #     signingCertificate(V2) and by the TSTInfo
     cert = _signer_certificate(signer, tsa_certs)
-    _check_signer(stamp, signer, cert, ca_certs)
-    # (6) message-digest matches the TSTInfo and the signature over the signed attributes verifies
-    _check_signature(stamp, signer, cert)
-    # (7) the TSA certificate was valid at genTime (RFC 5280 §4.1.2.5, inclusive)
-    if not cert.not_valid_before_utc <= stamp.gen_time <= cert.not_valid_after_utc:
-        _invalid(
-            "Time",
-            f"time-stamp time {stamp.gen_time.isoformat()} is outside the TSA certificate's "
-            f"validity ({cert.not_valid_before_utc.isoformat()} to "
-            f"{cert.not_valid_after_utc.isoformat()})",
-        )
+    _check_signer(stamp, signer, cert)
+    # (6) rfc3161-client: the CMS signature over the signed attributes and the message digest
+    #     of the TSTInfo, the TSA certificate's path to an approved root valid at genTime, the
+    #     time-stamping purpose, the imprint and the nonce
+    _verify_with_library(token_der, digest, cert, ca_certs, stamp, signer, nonce)
     return TimestampInfo(
         gen_time=stamp.gen_time,
         serial=stamp.serial,
@@ -563,6 +568,76 @@ def verify_timestamp_token(
         digest=digest,
         tsa_cert_fingerprint=keys.fingerprint(cert),
     )
+
+
+def _granted(token_der: bytes) -> bytes:
+    """A TimeStampResp with status granted around ``token_der``, as rfc3161-client reads it."""
+    token = cms.ContentInfo.load(token_der)
+    return bytes(
+        _TimeStampResp({"status": {"status": "granted"}, "time_stamp_token": token}).dump()
+    )
+
+
+def _verify_with_library(
+    token_der: bytes,
+    digest: bytes,
+    cert: x509.Certificate,
+    ca_certs: Sequence[x509.Certificate],
+    stamp: _Stamp,
+    signer: _Signer,
+    nonce: int | None,
+) -> None:
+    roots, intermediates = roots_and_intermediates(ca_certs)
+    if not roots:
+        _invalid(
+            "Signer",
+            "TSA certificate: certificate not issued by an approved CA (no approved root CA)",
+        )
+    builder = VerifierBuilder(
+        tsa_certificate=cert, roots=roots, intermediates=intermediates, nonce=nonce
+    )
+    try:
+        builder.build().verify(decode_timestamp_response(_granted(token_der)), digest)
+    except (VerificationError, ValueError, TypeError, OverflowError, x509.InvalidVersion) as exc:
+        # what the library raises on a hostile token (an embedded certificate of version 1
+        # gives InvalidVersion, found by fuzzing) is a refusal, never a crash
+        _explain_refusal(stamp, signer, cert, ca_certs, f"{type(exc).__name__}: {exc}")
+
+
+def _explain_refusal(
+    stamp: _Stamp,
+    signer: _Signer,
+    cert: x509.Certificate,
+    ca_certs: Sequence[x509.Certificate],
+    reason: str,
+) -> NoReturn:
+    """rfc3161-client refused: say why in our words (the decision was the library's)."""
+    if issuers(cert, ca_certs) is None:
+        _invalid(
+            "Signer",
+            "TSA certificate: certificate not issued by an approved CA",
+            f"TSA certificate {describe(cert)} not issued by an approved CA: {reason}",
+        )
+    if not cert.not_valid_before_utc <= stamp.gen_time <= cert.not_valid_after_utc:
+        _invalid(
+            "Time",
+            f"time-stamp time {stamp.gen_time.isoformat()} is outside the TSA certificate's "
+            f"validity ({cert.not_valid_before_utc.isoformat()} to "
+            f"{cert.not_valid_after_utc.isoformat()})",
+        )
+    if "certificate verify error" in reason:  # OpenSSL's reason for a path it does not accept
+        _invalid(
+            "Signer",
+            "TSA certificate: its path to an approved root CA does not validate",
+            f"TSA certificate {describe(cert)}: {reason}",
+        )
+    if signer.message_digest != _digest(signer.digest_alg, stamp.der):
+        _invalid("Signature", "signed message-digest does not match the TSTInfo", reason)
+    _invalid("Signature", "time-stamp signature does not verify", reason)
+
+
+def _digest(hash_alg: str, data: bytes) -> bytes | None:
+    return hashlib.new(hash_alg, data).digest() if hash_alg in HASH_ALGORITHMS else None
 
 
 # The token is parsed once into plain values, so that no later step meets asn1crypto's lazy
@@ -780,21 +855,14 @@ def _signer_certificate(signer: _Signer, tsa_certs: Sequence[x509.Certificate]) 
     _invalid("Signer", "time-stamp signer is not an approved TSA certificate")
 
 
-def _check_signer(
-    stamp: _Stamp,
-    signer: _Signer,
-    cert: x509.Certificate,
-    ca_certs: Sequence[x509.Certificate] | None,
-) -> None:
+def _check_signer(stamp: _Stamp, signer: _Signer, cert: x509.Certificate) -> None:
     check_tsa_certificate(cert)
     _check_ess_certificate(signer.ess, cert)
     if stamp.tsa_name is not None and stamp.tsa_name != _asn1(cert).subject.hashable:
         _invalid("Signer", "TSTInfo names another TSA than its signer (RFC 3161 §2.4.2, tsa)")
-    if ca_certs is not None:
-        try:
-            verify_chain(cert, ca_certs, stamp.gen_time)
-        except CertificateError as exc:
-            _invalid("Signer", f"TSA certificate: {exc.message}", exc.internal)
+    # RFC 5652 §11.1: content-type equals the eContentType (PKCS7_verify does not check it)
+    if signer.content_type != "tst_info":
+        _invalid("Signature", "signed content-type attribute is missing or not TSTInfo")
 
 
 def _check_ess_certificate(ess: _EssCertId | None, cert: x509.Certificate) -> None:
@@ -810,41 +878,6 @@ def _check_ess_certificate(ess: _EssCertId | None, cert: x509.Certificate) -> No
         ess.serial != asn1_cert.serial_number or asn1_cert.issuer.hashable not in ess.issuers
     ):
         _invalid("Signer", "ESS signingCertificate names another issuer or serial than the signer")
-
-
-def _check_signature(stamp: _Stamp, signer: _Signer, cert: x509.Certificate) -> None:
-    if signer.digest_alg not in HASH_ALGORITHMS:
-        _invalid("Signature", f"signer digest algorithm {signer.digest_alg} is not supported")
-    # RFC 5652 §11.1: content-type equals the eContentType
-    if signer.content_type != "tst_info":
-        _invalid("Signature", "signed content-type attribute is missing or not TSTInfo")
-    # RFC 5652 §11.2: message-digest is the hash of the eContent (the DER TSTInfo)
-    if signer.message_digest != hashlib.new(signer.digest_alg, stamp.der).digest():
-        _invalid("Signature", "signed message-digest does not match the TSTInfo")
-    _verify_signature(cert.public_key(), signer)
-
-
-def _verify_signature(public_key: CertificatePublicKeyTypes, signer: _Signer) -> None:
-    hash_name = signer.signature_hash or signer.digest_alg
-    if hash_name not in HASH_ALGORITHMS:
-        _invalid("Signature", f"signature hash {hash_name} is not supported")
-    chosen = HASH_ALGORITHMS[hash_name]()
-    data = signer.signed_attrs_der
-    try:
-        if signer.signature_algo == "ecdsa" and isinstance(public_key, ec.EllipticCurvePublicKey):
-            public_key.verify(signer.signature, data, ec.ECDSA(chosen))
-        elif signer.signature_algo == "rsassa_pkcs1v15" and isinstance(
-            public_key, rsa.RSAPublicKey
-        ):
-            public_key.verify(signer.signature, data, padding.PKCS1v15(), chosen)
-        else:
-            _invalid(
-                "Signature",
-                f"signature algorithm {signer.signature_algo or 'unknown'} does not fit the "
-                "TSA's key",
-            )
-    except InvalidSignature:
-        _invalid("Signature", "time-stamp signature does not verify")
 
 
 def digest_of(data: bytes, hash_alg: str = "sha256") -> bytes:

@@ -288,7 +288,7 @@ class TimestampClient:
         url: str,
         *,
         tsa_certs: Sequence[x509.Certificate],
-        ca_certs: Sequence[x509.Certificate] | None = None,
+        ca_certs: Sequence[x509.Certificate],
         hash_alg: str = "sha256",
         timeout: float = 10,
     ) -> tuple[bytes, TimestampInfo]:
@@ -308,7 +308,7 @@ class TimestampClient:
         url: str,
         *,
         tsa_certs: Sequence[x509.Certificate],
-        ca_certs: Sequence[x509.Certificate] | None = None,
+        ca_certs: Sequence[x509.Certificate],
         hash_alg: str = "sha256",
         timeout: float = 10,
     ) -> TimestampReply:

@@ -1040,9 +1040,20 @@ async def test_pinning_a_server_that_does_not_provide_the_service(soap: Soap) ->
     assert_fault(await soap.post(data), "Server.ClientProxy.UnknownMember")
 
 
-async def test_soap_action_that_is_not_a_header_value(soap: Soap) -> None:
-    data, _ = envelope()
-    assert_fault(await soap.post(data, soap_action="a" * 2000), "Client.InvalidHeader")
+@pytest.mark.parametrize(
+    "action",
+    [
+        pytest.param("a" * 2000, id="too-long"),
+        # printable, but not a header value the provider takes in a signed request: before, the
+        # consumer signed it and the information system got the provider's InvalidMessage
+        pytest.param("urn:\U0001f600", id="outside-the-bmp"),
+    ],
+)
+async def test_soap_action_that_is_not_a_header_value(soap: Soap, action: str) -> None:
+    data, mid = envelope()
+    assert_fault(await soap.post(data, soap_action=action), "Client.InvalidHeader")
+    [view] = records(soap.consumer, mid, "consumer")
+    assert view.entry["error"]["type"] == "Client.InvalidHeader"
 
 
 async def test_concurrent_soap_exchanges(soap: Soap) -> None:
