@@ -45,6 +45,7 @@ from exchange.messagelog.archive import (
     archived_end,
 )
 from exchange.messagelog.store import MessageLog, open_readonly
+from exchange.messagelog.timestamping import TreeHeadStamper
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
 from exchange.protocol.hello import hello_meta
@@ -69,7 +70,6 @@ from exchange.server.records import ExchangeRecord
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
 from exchange.server.soap_provider import LocalSoapService
-from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 from exchange.trustcore.peers import AdmittedPeer, PeerTrust
 
@@ -113,7 +113,7 @@ class SecurityServer:
             max_response_bytes=config.limits.max_response_bytes,
             connect_timeout=config.limits.connect_timeout,
         )
-        self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
+        self.log = MessageLog(config.log_path, self.owner_signer, owner=config.server_id, now=clock)
         self.metadata = MetadataServices(self)
         self.declarer = ServiceDeclarer(self)
         self.stamper = TreeHeadStamper(
