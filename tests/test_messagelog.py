@@ -587,7 +587,7 @@ async def test_an_inserted_record_under_a_forged_head_row_is_never_signed(
     (genuine,) = read_one(path, "SELECT jws FROM tree_heads WHERE size = 3")
     await _insert_made_up_record(path, 3)
     tamper(path, _forged_head_row(path, 4, forge(path, pki, genuine)), _with_cert(pki.rogue))
-    with pytest.raises(MessageLogError, match="last tree head .*size 4.* does not verify"):
+    with pytest.raises(MessageLogError, match=r"last tree head .*size 4.* does not verify"):
         MessageLog(path, pki.signer, owner=OWNER).open()
     assert read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (4, 4)
     report = verify(path, pki)

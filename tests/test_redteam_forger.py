@@ -153,7 +153,7 @@ def test_a_certificate_is_not_trusted_at_a_time_its_ca_was_not_valid(
     lookup = CertLookup(certs_table, [pki.root.cert, pki.short.cert, pki.later.cert])
     thumb = _store(certs_table, cert)
     assert cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
-    with pytest.raises(JwsError, match=f"was not valid at .*issuing CA certificate {reason}"):
+    with pytest.raises(JwsError, match=rf"was not valid at .*issuing CA certificate {reason}"):
         lookup.signer_key(thumb, at)
     starts = (c.not_valid_before_utc for c in (cert, ca.cert, pki.root.cert))
     inside = max(starts) + dt.timedelta(hours=1)
@@ -195,7 +195,7 @@ def test_an_intermediate_that_is_not_approved_issues_nothing(
         lookup.signer_key(thumb, NOW)
 
 
-# --- x5t#S256 names one certificate ----------------------------------------------------------------
+# --- x5t#S256 names one certificate --------------------------------------------------------------
 
 
 def test_a_certificate_stored_under_another_certificates_thumbprint_is_refused(
@@ -210,15 +210,15 @@ def test_a_certificate_stored_under_another_certificates_thumbprint_is_refused(
     current = _signing_cert(pki.root, key)
     thumb = _store(certs_table, current, under=cert_thumbprint(expired))
     lookup = CertLookup(certs_table, [pki.root.cert])
-    with pytest.raises(JwsError, match="is not the certificate .* names"):
+    with pytest.raises(JwsError, match=r"is not the certificate .* names"):
         lookup.signer_key(thumb, NOW)
-    with pytest.raises(JwsError, match="is not the certificate .* names"):
+    with pytest.raises(JwsError, match=r"is not the certificate .* names"):
         lookup.trusted(thumb)
     assert lookup.get(thumb) is None
     assert lookup.signer_key(_store(certs_table, current), NOW).cert == current
 
 
-# --- algorithm confusion ----------------------------------------------------------------------------
+# --- algorithm confusion -------------------------------------------------------------------------
 
 
 def test_es256_over_a_p384_key_is_refused() -> None:

@@ -122,7 +122,9 @@ async def test_a_record_inserted_under_a_forged_head_row_stops_the_start(
     assert "tree head at size 2" in _flat(verify.output) or "size 2" in _flat(verify.output)
 
 
-def _rebuild(path: Path, entries: list[dict[str, Any]], signer: Signer, owner: SecurityServerId) -> None:
+def _rebuild(
+    path: Path, entries: list[dict[str, Any]], signer: Signer, owner: SecurityServerId
+) -> None:
     """Replace the records of the log at ``path`` with ``entries`` (renumbered), the tree
     recomputed and one head per record signed by ``signer`` for ``owner``."""
     conn = _open(path)
