@@ -88,3 +88,18 @@ def test_the_request_is_still_checked_first(members: dict[MemberId, Member], key
     problems = verify_record(entry, keys, owner=OWNERS["consumer"]).problems
     assert any(f"signed by member {MOI}" in p for p in problems), problems
     assert MOF != MOI
+
+
+@pytest.mark.parametrize("side", ["consumer", "provider"])
+@pytest.mark.parametrize("token", ["\x80", "eyJ\u00e9.e30.AA"], ids=["c1-control", "accented"])
+def test_a_request_token_that_is_not_ascii_is_a_finding_not_a_crash(
+    members: dict[MemberId, Member], keys: Keys, side: str, token: str
+) -> None:
+    """Found by the records' property test: a ``request_jws`` edited to hold a non-ASCII
+    character raised UnicodeEncodeError out of ``verify_record`` (its request hash), so
+    ``exchange log verify`` and ``audit verify`` ended in a traceback instead of naming the
+    record. No server writes one (the provider refuses such a frame before logging it)."""
+    entry: dict[str, Any] = _honest(members, side)
+    entry["request_jws"] = token
+    verdict = verify_record(entry, keys, owner=OWNERS[side])
+    assert any("not a compact JWS" in p for p in verdict.problems), verdict.problems
