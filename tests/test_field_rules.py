@@ -46,6 +46,7 @@ REQUEST: dict[str, Any] = {
     "issue": None,
     "represented_party": None,
     "security_server": "PS/GOV/MOI/ss1",
+    "client_server": "PS/GOV/MOF/ss1",
     "ts": 1_700_000_000_000,
 }
 

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from exchange.cli.common import console, err_console, handle_errors, print_json
 from exchange.cli.log import group as log_group
 from exchange.errors import ExchangeError
+from exchange.identifiers import SecurityServerId
 from exchange.messagelog.store import MessageLog
 from exchange.oplog import LogSettings, formatter_for
 from exchange.protocol.jws import Signer
@@ -54,7 +55,8 @@ def _dangerous(text: str) -> list[str]:
 
 async def _write(path: Path, entry: dict[str, Any]) -> None:
     key = generate_key()
-    with MessageLog(path, Signer(key, self_signed_certificate(key, "test signing"))) as log:
+    signer = Signer(key, self_signed_certificate(key, "test signing"))
+    with MessageLog(path, signer, owner=SecurityServerId("PS", "GOV", "MOI", "ss1")) as log:
         await log.append(entry)
 
 

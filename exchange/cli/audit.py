@@ -12,7 +12,10 @@ import click
 from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors
 
 if TYPE_CHECKING:
-    from exchange.audit.bundle import Check
+    from exchange.audit.bundle import Check, LogFiles
+    from exchange.audit.force import OfflineStamping
+    from exchange.identifiers import SecurityServerId
+    from exchange.server.config import ServerConfig
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -27,8 +30,29 @@ def group() -> None:
     Example:
       exchange audit trust-export --config state/servers/MOI/server.toml -o trust
       exchange audit export --config state/servers/MOI/server.toml --id ID -o evidence.zip
-      exchange audit verify evidence.zip --trust trust
+      exchange audit verify evidence.zip --trust trust --owner PS/GOV/MOI/ss1
     """
+
+
+def _log_files(config: ServerConfig) -> LogFiles:
+    from exchange.audit.bundle import LogFiles
+
+    return LogFiles(config.log_path, config.archive_dir)
+
+
+def _offline_stamping(config: ServerConfig) -> OfflineStamping:
+    """The server's own signing key and stored global configuration, to stamp its log while it
+    is stopped."""
+    from exchange.audit.force import OfflineStamping
+    from exchange.protocol.jws import Signer
+    from exchange.server.core import passphrase_from_env
+    from exchange.server.logcheck import stored_globalconf
+    from exchange.trust.keys import load_certificate, load_private_key
+
+    owner = next((s for s in config.signing if s.member == config.owner), config.signing[0])
+    key = load_private_key(owner.key, passphrase_from_env(config))
+    conf = stored_globalconf(config, "one by running the server (it knows no approved TSA)")
+    return OfflineStamping(config.server_id, Signer(key, load_certificate(owner.cert)), conf)
 
 
 @group.command("export")
@@ -45,29 +69,67 @@ def export(config_path: Path, message_id: str, out: Path) -> None:
     """
     from exchange.audit.bundle import export_bundle
     from exchange.audit.force import stamp_on_the_spot
-    from exchange.server.config import load_server_config
+    from exchange.server.config import load_server_config, pid_file_of
+    from exchange.server.logcheck import trusted_cas_of
 
     config = load_server_config(config_path)
     path = asyncio.run(
-        export_bundle(config, message_id, out, stamp=lambda: stamp_on_the_spot(config))
+        export_bundle(
+            _log_files(config),
+            message_id,
+            out,
+            cas=trusted_cas_of(config),
+            stamp=lambda: stamp_on_the_spot(
+                config.log_path, pid_file_of(config.path), lambda: _offline_stamping(config)
+            ),
+        )
     )
     console.print(f"wrote {path}")
+
+
+_OWNER_HELP = (
+    "The security server whose log the bundle comes from (e.g. PS/GOV/MOI/ss1); only its "
+    "member's keys may sign the tree head. Default: the one the trust folder names (owner.txt)."
+)
+
+
+def _owner(given: str | None, trust_dir: Path) -> tuple[SecurityServerId, str]:
+    """The expected log owner, from the auditor: --owner, else the trust folder."""
+    from exchange.audit.bundle import OWNER_FILE, trusted_owner
+    from exchange.errors import ConfigurationError
+    from exchange.identifiers import parse_security_server
+
+    if given is not None:
+        return parse_security_server(given), "--owner"
+    named = trusted_owner(trust_dir)
+    if named is None:
+        raise ConfigurationError(
+            f"give the log's owner with --owner (the security server whose log the bundle "
+            f"comes from), or export the trust with --config so that {trust_dir / OWNER_FILE} "
+            "names it"
+        )
+    return named, str(trust_dir / OWNER_FILE)
 
 
 @group.command("verify")
 @click.argument("bundle", type=_FILE)
 @click.option("--trust", "trust_dir", type=_DIR, required=True, help="From `audit trust-export`.")
+@click.option("--owner", help=_OWNER_HELP)
 @handle_errors
-def verify(bundle: Path, trust_dir: Path) -> None:
-    """Verify an evidence bundle offline; exit 1 with the failing reason.
+def verify(bundle: Path, trust_dir: Path, owner: str | None) -> None:
+    """Verify an evidence bundle offline as one of the log of its owner; exit 1 with the failing
+    reason (also for a malformed bundle).
 
     \b
     Example:
       exchange audit verify evidence.zip --trust trust
+      exchange audit verify evidence.zip --trust trust --owner PS/GOV/MOI/ss1
     """
     from exchange.audit.bundle import bundle_notes, verify_bundle
 
-    checks = verify_bundle(bundle, trust_dir)
+    expected, source = _owner(owner, trust_dir)
+    console.print(f"log owner: {expected} (from {source})", markup=False, highlight=False)
+    checks = verify_bundle(bundle, trust_dir, expected)
     for note in bundle_notes(bundle):
         console.print(f"note: {note}", markup=False, highlight=False)
     _report(checks)
@@ -77,17 +139,32 @@ def verify(bundle: Path, trust_dir: Path) -> None:
 @click.argument("a", type=_FILE)
 @click.argument("b", type=_FILE)
 @click.option("--trust", "trust_dir", type=_DIR, required=True, help="From `audit trust-export`.")
+@click.option(
+    "--owner",
+    "owners",
+    multiple=True,
+    required=True,
+    help="The security server whose log each bundle comes from, once per bundle, in order.",
+)
 @handle_errors
-def correlate(a: Path, b: Path, trust_dir: Path) -> None:
+def correlate(a: Path, b: Path, trust_dir: Path, owners: tuple[str, ...]) -> None:
     """Check that the consumer's and the provider's bundles describe the same exchange.
 
     \b
     Example:
-      exchange audit correlate consumer.zip provider.zip --trust trust
+      exchange audit correlate consumer.zip provider.zip --trust trust \\
+          --owner PS/GOV/PALPOST/ss1 --owner PS/GOV/MOI/ss1
     """
     from exchange.audit.bundle import correlate_bundles
+    from exchange.errors import ConfigurationError
+    from exchange.identifiers import parse_security_server
 
-    _report(correlate_bundles(a, b, trust_dir))
+    if len(owners) != 2:
+        raise ConfigurationError("give --owner twice: the owner of A's log, then of B's")
+    expected = (parse_security_server(owners[0]), parse_security_server(owners[1]))
+    for path, owner in zip((a, b), expected, strict=True):
+        console.print(f"{path.name}: log owner {owner}", markup=False, highlight=False)
+    _report(correlate_bundles(a, b, trust_dir, expected))
 
 
 @group.command("trust-export")
@@ -95,7 +172,8 @@ def correlate(a: Path, b: Path, trust_dir: Path) -> None:
 @click.option("-o", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @handle_errors
 def trust_export(config_path: Path, out: Path) -> None:
-    """Write the public trust material (CA and TSA certificates, the anchor) to a folder.
+    """Write the public trust material (CA and TSA certificates, the anchor) to a folder, and
+    the server's id as the owner of the bundles it will check (owner.txt).
 
     \b
     Example:
@@ -103,8 +181,17 @@ def trust_export(config_path: Path, out: Path) -> None:
     """
     from exchange.audit.bundle import export_trust
     from exchange.server.config import load_server_config
+    from exchange.server.logcheck import trusted_cas_of, trusted_tsas_of
 
-    console.print(f"wrote {export_trust(load_server_config(config_path), out)}")
+    config = load_server_config(config_path)
+    written = export_trust(
+        out,
+        cas=trusted_cas_of(config),
+        tsas=trusted_tsas_of(config),
+        anchor=config.anchor,
+        owner=config.server_id,
+    )
+    console.print(f"wrote {written}")
 
 
 @group.command("watch")

@@ -173,6 +173,7 @@ def signed_request(
         issue=caller.issue,
         represented_party=caller.represented_party,
         security_server=provider.id,
+        client_server=server.config.server_id,
         timestamp_ms=int(server.clock() * 1000),
         protocol=protocol,
     )
@@ -227,6 +228,7 @@ async def exchange_signed(
     error if it refused, and the timings."""
     signer = server.signer_for(signed.client.member, consumer=True)
     sent = OwnRequest.of(signer.sign(signed.canonical()), signed)
+    rec.describe(signed)
     rec.request_jws, rec.request_hash = sent.token, sent.request_hash
     rec.mark("signed")
     pool = server.pool_for(provider)

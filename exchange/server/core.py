@@ -44,6 +44,7 @@ from exchange.messagelog.archive import (
     archived_end,
 )
 from exchange.messagelog.store import MessageLog, open_readonly
+from exchange.messagelog.timestamping import TreeHeadStamper
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
 from exchange.protocol.canonical import b64url
@@ -70,7 +71,6 @@ from exchange.server.records import ExchangeRecord
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
 from exchange.server.soap_provider import LocalSoapService
-from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 
 log = logging.getLogger("exchange.server")
@@ -114,7 +114,7 @@ class SecurityServer:
             max_response_bytes=config.limits.max_response_bytes,
             connect_timeout=config.limits.connect_timeout,
         )
-        self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
+        self.log = MessageLog(config.log_path, self.owner_signer, owner=config.server_id, now=clock)
         self.metadata = MetadataServices(self)
         self.declarer = ServiceDeclarer(self)
         self.stamper = TreeHeadStamper(

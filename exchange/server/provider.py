@@ -43,7 +43,12 @@ from exchange.protocol.canonical import b64url
 from exchange.protocol.fields import FieldError
 from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, FrameWriter, encode_frame
 from exchange.protocol.jws import cert_thumbprint, unverified_payload
-from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
+from exchange.protocol.messages import (
+    SignedDecision,
+    SignedRequest,
+    SignedResponse,
+    request_hash,
+)
 from exchange.protocol.rest import end_to_end_headers
 from exchange.server.certs import SignerCert, SignerCertificateError
 from exchange.server.metadata import is_rest_metadata
@@ -411,7 +416,9 @@ async def handle_request(server: SecurityServer, conn: ProviderConnection, frame
         policy_version=policy_version,
         released_fields=released,
         timestamp_ms=int(server.clock() * 1000),
+        decision=SignedDecision.of(rec.decision),
     )
+    rec.released_fields = None if released is None else list(released)
     signer = server.signer_for(request.service.member if request is not None else None)
     rec.response_jws = signer.sign(response.canonical())
     rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
@@ -440,18 +447,24 @@ async def _process(
         rec.message_id = _claimed_message_id(token)
         raise
     rec.mark("verified")
-    _describe(rec, request)
+    rec.describe(request)
     # the global configuration is fresh (checked once the refusal can name the request)
     conf = server.globalconf_or_fail(provider=True)
     # (3) addressed to this security server
     if request.security_server != server.config.server_id:
         raise InvalidMessage(f"request is addressed to security server {request.security_server}")
-    # (4) the client subsystem is hosted by the connecting security server
+    # (4) the client subsystem is hosted by the connecting security server, which the client
+    # member named as the sender
     peer = conf.server(conn.peer_id) if conn.peer_id is not None else None
     if peer is None or request.client not in peer.clients:
         raise SslAuthenticationFailed(
             f"client {request.client} is not hosted by the connecting security server "
             f"{conn.peer_id}"
+        )
+    if request.client_server != peer.id:
+        raise SslAuthenticationFailed(
+            f"the request was signed to be sent by security server {request.client_server}, "
+            f"not by the connecting {peer.id}"
         )
     # (5) fresh, and not seen before
     server.replay.check_and_add(
@@ -523,18 +536,6 @@ def _claimed_message_id(token: str) -> str | None:
         return fields.message_id(claimed) if isinstance(claimed, str) else None
     except FieldError:
         return None
-
-
-def _describe(rec: ExchangeRecord, request: SignedRequest) -> None:
-    rec.protocol = request.protocol
-    rec.message_id = request.message_id
-    rec.client = str(request.client)
-    rec.service = str(request.service)
-    rec.method = request.method
-    rec.path = request.path + ("?" + request.query if request.query else "")
-    rec.user_id = request.user_id
-    rec.purpose = request.purpose
-    rec.issue = request.issue
 
 
 def _xroad_backend_headers(request: SignedRequest, rec: ExchangeRecord) -> list[list[str]]:
