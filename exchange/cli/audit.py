@@ -95,20 +95,9 @@ _OWNER_HELP = (
 
 def _owner(given: str | None, trust_dir: Path) -> tuple[SecurityServerId, str]:
     """The expected log owner, from the auditor: --owner, else the trust folder."""
-    from exchange.audit.bundle import OWNER_FILE, trusted_owner
-    from exchange.errors import ConfigurationError
-    from exchange.identifiers import parse_security_server
+    from exchange.audit.trustdir import expected_owner
 
-    if given is not None:
-        return parse_security_server(given), "--owner"
-    named = trusted_owner(trust_dir)
-    if named is None:
-        raise ConfigurationError(
-            f"give the log's owner with --owner (the security server whose log the bundle "
-            f"comes from), or export the trust with --config so that {trust_dir / OWNER_FILE} "
-            "names it"
-        )
-    return named, str(trust_dir / OWNER_FILE)
+    return expected_owner(given, trust_dir)
 
 
 @group.command("verify")
@@ -179,7 +168,7 @@ def trust_export(config_path: Path, out: Path) -> None:
     Example:
       exchange audit trust-export --config ss-moi/server.toml -o trust
     """
-    from exchange.audit.bundle import export_trust
+    from exchange.audit.trustdir import export_trust
     from exchange.server.config import load_server_config
     from exchange.server.logcheck import trusted_cas_of, trusted_tsas_of
 

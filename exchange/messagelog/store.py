@@ -63,7 +63,7 @@ from exchange.protocol.canonical import b64url, canonical_bytes
 from exchange.protocol.jws import Signer, cert_thumbprint
 from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
-from exchange.trustcore.treeheads import tree_head_payload
+from exchange.trustcore.treeheads import timestamp_digest, tree_head_payload
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class StoredTimestamp:
 
 def tree_head_digest(head: TreeHead) -> bytes:
     """What a tree head's time-stamp stamps: SHA-256 of its compact JWS (ASCII bytes)."""
-    return hashlib.sha256(head.jws.encode("ascii")).digest()
+    return timestamp_digest(head.jws)
 
 
 def read_timestamps(conn: sqlite3.Connection, size: int | None = None) -> list[StoredTimestamp]:

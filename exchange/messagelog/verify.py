@@ -70,21 +70,21 @@ from exchange.messagelog.store import (
     iter_rows,
     open_readonly,
     query_if_table,
-    tree_head_digest,
 )
 from exchange.protocol.canonical import b64url
 from exchange.protocol.jws import JwsError
 from exchange.trust.keys import cert_from_pem
-from exchange.trust.timestamp import TimestampError, TimestampInvalid, verify_timestamp_token
 from exchange.trust.validation import find_issuer
 from exchange.trustcore.messages import CertifiedKey, certified_signer
 from exchange.trustcore.records import verify_record
-from exchange.trustcore.treeheads import verify_owner_signature, verify_tree_head
+from exchange.trustcore.treeheads import (
+    verify_head_timestamp,
+    verify_owner_signature,
+    verify_tree_head,
+)
 
 PROGRESS_EVERY = 4096
 MAX_PROBLEMS = 1000
-TIMESTAMP_SKEW_MS = 60_000
-"""How far a time-stamp's genTime may precede its tree head's signing time (clock skew)."""
 
 _RECORDS = (
     "SELECT seq, logged_at, message_id, client, service, side, status, entry, leaf_hash "
@@ -208,29 +208,39 @@ class VerifyReport:
 
 
 class CertLookup:
-    """Certificates stored in the log, trusted only when issued directly by a trusted CA."""
+    """Certificates by thumbprint (``x5t#S256``) from a log, a bundle or a proof file, trusted
+    only when issued through a trusted CA.
 
-    def __init__(self, conn: sqlite3.Connection, trusted_cas: Sequence[x509.Certificate]) -> None:
-        self._conn = conn
+    ``pem_of`` finds the PEM of a thumbprint in the certificates at hand (None when they do not
+    hold it); :func:`certificates_of_log` reads a log's ``certs`` table.
+    """
+
+    def __init__(
+        self,
+        pem_of: Callable[[str], object],
+        trusted_cas: Sequence[x509.Certificate],
+        *,
+        holder: str = "the log",
+    ) -> None:
+        self._pem_of = pem_of
+        self._holder = holder
         self._trusted_cas = tuple(trusted_cas)
         self._certs: dict[str, x509.Certificate | None] = {}
         self._verdicts: dict[str, str | None] = {}
         self._signers: dict[str, CertifiedKey | str] = {}
 
     def get(self, thumbprint: str) -> x509.Certificate | None:
-        """The certificate with this x5t#S256, if the log holds it (not a trust decision)."""
+        """The certificate with this x5t#S256, if the certificates at hand hold it (not a
+        trust decision)."""
         if thumbprint not in self._certs:
-            row = self._conn.execute(
-                "SELECT pem FROM certs WHERE thumbprint = ?", (thumbprint,)
-            ).fetchone()
-            self._certs[thumbprint] = _parse_pem(row[0]) if row else None
+            self._certs[thumbprint] = _parse_pem(self._pem_of(thumbprint))
         return self._certs[thumbprint]
 
     def trusted(self, thumbprint: str, at: dt.datetime | None = None) -> x509.Certificate:
         """The certificate, if it is in the log, chains to a trusted CA and signs; else JwsError."""
         cert = self.get(thumbprint)
         if cert is None:
-            raise JwsError(f"signing certificate {thumbprint} is not in the log")
+            raise JwsError(f"signing certificate {thumbprint} is not in {self._holder}")
         if thumbprint not in self._verdicts:
             self._verdicts[thumbprint] = self._judge(cert)
         verdict = self._verdicts[thumbprint]
@@ -278,6 +288,16 @@ class _KeysAt:
 
     def signer_key(self, thumbprint: str) -> CertifiedKey:
         return self.lookup.signer_key(thumbprint, self.when)
+
+
+def certificates_of_log(conn: sqlite3.Connection) -> Callable[[str], object]:
+    """A :class:`CertLookup` source: the PEM of a thumbprint in the log's ``certs`` table."""
+
+    def pem_of(thumbprint: str) -> object:
+        row = conn.execute("SELECT pem FROM certs WHERE thumbprint = ?", (thumbprint,)).fetchone()
+        return row[0] if row else None
+
+    return pem_of
 
 
 def _parse_pem(pem: object) -> x509.Certificate | None:
@@ -354,7 +374,7 @@ class _Verifier:
         crash: bool = False,
     ) -> None:
         self.conn = conn
-        self.lookup = CertLookup(conn, trusted_cas)
+        self.lookup = CertLookup(certificates_of_log(conn), trusted_cas)
         self.owner = owner
         self.check_records = check_records
         self.crash = crash
@@ -782,24 +802,19 @@ class _StampChecker:
             if found:
                 return "the tree head of this size did not verify, so its time-stamp proves nothing"
             return "no tree head of this size: the time-stamp is over a tree head not in the log"
-        # (2) the token stamps SHA-256 of the head's JWS, signed by an approved TSA (RFC 3161)
+        # (2) the token stamps SHA-256 of the head's JWS, signed by an approved TSA (RFC 3161),
+        # (3) and does not predate the head beyond the allowed clock skew
         try:
-            info = verify_timestamp_token(
+            info = verify_head_timestamp(
                 token,
-                digest=tree_head_digest(head),
+                head.jws,
+                head.signed_at,
                 tsa_certs=self.tsa_certs,
                 ca_certs=self.trusted_cas,
             )
-        except TimestampError as exc:
-            return _stamp_failure(exc)
+        except VerificationFailed as exc:
+            return exc.message
         stamped = int(info.gen_time.timestamp() * 1000)
-        # (3) a time-stamp over a tree head cannot predate it, beyond the allowed clock skew
-        if stamped < head.signed_at - TIMESTAMP_SKEW_MS:
-            return (
-                f"time-stamp genTime {info.gen_time.isoformat()} precedes the tree head's "
-                f"signing time {_at(head.signed_at).isoformat()} by more than "
-                f"{TIMESTAMP_SKEW_MS // 1000} s"
-            )
         # (4) the stored genTime is the token's
         if stamped != gen_time:
             return "stored genTime differs from the token's (time-stamp row edited)"
@@ -880,13 +895,6 @@ def _size_key(row: tuple[Any, Any, Any]) -> int:
 
 def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) else None
-
-
-def _stamp_failure(exc: TimestampError) -> str:
-    if exc.code == f"{TimestampInvalid.code}.Imprint":
-        detail = exc.internal or exc.message
-        return f"time-stamp is over another hash than the tree head ({detail})"
-    return f"time-stamp does not verify: {exc.message}"
 
 
 def _seqs(first: int, end: int) -> str:

@@ -35,9 +35,9 @@ from exchange.audit.bundle import (
     LogFiles,
     correlate_bundles,
     export_bundle,
-    export_trust,
     verify_bundle,
 )
+from exchange.audit.trustdir import export_trust
 from exchange.cli.audit import group
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
 from exchange.messagelog import merkle
