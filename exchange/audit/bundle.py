@@ -39,7 +39,12 @@ from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import ArchiveReader
-from exchange.messagelog.proofs import InclusionProof, inclusion_checks, inclusion_for_message
+from exchange.messagelog.proofs import (
+    InclusionProof,
+    inclusion_checks,
+    inclusion_for_message,
+    stamped_size_covering,
+)
 from exchange.messagelog.store import open_readonly, query_if_table
 from exchange.messagelog.verify import CertLookup
 from exchange.protocol import jws
@@ -104,10 +109,10 @@ async def export_bundle(
     ``cas`` are the approved CAs, whose certificates go in beside the signers'.
     """
     archives = ArchiveReader(log.log_path, log.archive_dir, message_id=message_id)
-    size = _stamped_size(log.log_path, message_id, archives)
+    size = stamped_size_covering(log.log_path, message_id, archives)
     if size is None and stamp is not None:
         await stamp()
-        size = _stamped_size(log.log_path, message_id, archives)
+        size = stamped_size_covering(log.log_path, message_id, archives)
     proofs = inclusion_for_message(log.log_path, message_id, size=size, reader=archives)
     entries = _entries(log.log_path, message_id, [p.seq for p in proofs], archives)
     head = proofs[0].tree_head_jws
@@ -133,29 +138,6 @@ def _ocsp_for(log_path: Path, tokens: Sequence[str]) -> dict[str, bytes]:
     finally:
         conn.close()
     return {f"ocsp/{t}-{d[:16]}.der": bytes(der) for t, d, der in rows if t in thumbs}
-
-
-def _stamped_size(log_path: Path, message_id: str, archives: ArchiveReader) -> int | None:
-    """The size of the latest time-stamped tree head covering every record of ``message_id``
-    (archived records are covered by the time-stamped boundary head the database keeps)."""
-    conn = open_readonly(log_path)
-    try:
-        (last,) = conn.execute(
-            "SELECT max(seq) FROM records WHERE message_id = ?", (message_id,)
-        ).fetchone()
-        if last is None:
-            archived = archives.find(message_id)
-            if not archived:
-                return None
-            last = archived[-1][0]
-        row = conn.execute(
-            "SELECT max(t.size) FROM timestamps t JOIN tree_heads h ON h.size = t.size "
-            "WHERE t.size > ?",
-            (last,),
-        ).fetchone()
-    finally:
-        conn.close()
-    return int(row[0]) if row and row[0] is not None else None
 
 
 def _entries(

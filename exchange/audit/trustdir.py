@@ -76,7 +76,10 @@ def expected_owner(given: str | None, trust_dir: Path) -> tuple[SecurityServerId
     """The log owner the auditor expects, and where that came from: ``given`` (``--owner``),
     else the trust folder's :data:`OWNER_FILE`; else ConfigurationError."""
     if given is not None:
-        return parse_security_server(given), "--owner"
+        try:
+            return parse_security_server(given), "--owner"
+        except ExchangeError as exc:
+            raise ConfigurationError(f"--owner: {exc.message}") from None
     named = trusted_owner(trust_dir)
     if named is None:
         raise ConfigurationError(

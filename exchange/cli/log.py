@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from exchange.cli.common import (
     EXIT_CHECK_FAILED,
     console,
+    err_console,
     handle_errors,
     handle_errors_json,
     markup_text,
@@ -21,7 +22,10 @@ from exchange.errors import ConfigurationError
 from exchange.terminal import one_value
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from exchange.identifiers import SecurityServerId
+    from exchange.messagelog.proofs import Check
     from exchange.protocol.jws import Signer
     from exchange.server.config import ServerConfig
 
@@ -489,28 +493,37 @@ def prove_cmd(
 ) -> None:
     """Print the RFC 9162 inclusion proof of an exchange's record(s) in a signed tree head.
 
-    Against the latest signed tree head unless --size names another. `exchange log check-proof`
-    verifies the file written with -o.
+    Against the latest time-stamped tree head that covers the record(s) (the latest signed one
+    while none is), unless --size names another (`exchange log heads` lists them). The proof
+    carries the head's time-stamp and signer certificate: `exchange log check-proof --trust`
+    verifies the file written with -o as evidence on its own.
 
     \b
     Example:
       exchange log prove --config state/servers/MOI/server.toml \\
           --id 6f1c2a9e-0d4b-4c1e-9a57-3f2b8e0c7d11 -o proof.json
     """
-    from exchange.messagelog.proofs import inclusion_for_message
+    from exchange.messagelog.archive import ArchiveReader
+    from exchange.messagelog.proofs import inclusion_for_message, stamped_size_covering
 
-    proofs = inclusion_for_message(
-        _log_path(config_path, db),
-        message_id,
-        size=size,
-        archive_dir=_archive_dir(config_path, db, archive_dir),
-    )
+    path, folder = _log_path(config_path, db), _archive_dir(config_path, db, archive_dir)
+    reader = ArchiveReader(path, folder, message_id=message_id)
+    if size is None:
+        size = stamped_size_covering(path, message_id, reader)
+    proofs = inclusion_for_message(path, message_id, size=size, reader=reader)
     document = {"message_id": message_id, "proofs": [p.to_dict() for p in proofs]}
+    if proofs[0].timestamp_token is None:
+        err_console.print(
+            f"note: the tree head of size {proofs[0].tree_size} is not time-stamped yet, so this "
+            "proof shows no time; a running server time-stamps its latest head every "
+            "timestamping interval (60 s): prove again then, or export the evidence with "
+            "`exchange audit export`, which has one stamped on the spot"
+        )
     if _emit(document, as_json, output):
         return
     for p in proofs:
         stamped = "time-stamped" if p.timestamp_token else "not time-stamped yet"
-        console.print(f"record seq {p.seq} of {message_id}")
+        console.print(f"record seq {p.seq} of {one_value(message_id)}")
         console.print(f"  leaf hash:  {p.leaf_hash.hex()}")
         console.print(f"  tree size:  {p.tree_size} (signed tree head, {stamped})")
         console.print(f"  root:       {p.root.hex()}")
@@ -563,30 +576,90 @@ def consistency_cmd(
 
 @group.command("check-proof")
 @click.argument("file", type=_CONFIG)
-@handle_errors
-def check_proof_cmd(file: Path) -> None:
+@click.option(
+    "--trust",
+    "trust_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Trust folder from `exchange audit trust-export`: also check that each tree head is "
+    "signed by the log's owner and time-stamped by an approved TSA.",
+)
+@click.option(
+    "--owner",
+    help="With --trust: the security server whose log it is (e.g. PS/GOV/MOI/ss1); default: the "
+    "one the trust folder names (owner.txt).",
+)
+@click.option("--json", "as_json", is_flag=True, help="The checks as JSON.")
+@handle_errors_json
+def check_proof_cmd(
+    file: Path, trust_dir: Path | None, owner: str | None, as_json: bool
+) -> None:  # fmt: skip
     """Verify a proof file from `log prove` or `log consistency` offline; print each check.
 
-    Checks the Merkle math and that each root is the one inside its tree head's JWS payload.
-    It does not check the tree heads' signatures or time-stamps: `exchange log verify` does,
-    over the whole log. Exit status 0 when every check passes, 1 otherwise.
+    With --trust, the proof is evidence on its own: the Merkle path leads to the root of a tree
+    head signed by a signing key of the log's owner, time-stamped by an approved TSA. Without
+    it only the Merkle math is checked, and the output says so. Exit status 0 when every check
+    passes, 1 otherwise.
 
     \b
     Example:
-      exchange log check-proof proof.json
+      exchange log check-proof proof.json --trust trust
+      exchange log check-proof proof.json --trust trust --owner PS/GOV/MOI/ss1
     """
     from exchange.messagelog.proofs import checks_for, load_proof_file
 
-    checks = checks_for(load_proof_file(file))
+    document = load_proof_file(file)
+    if trust_dir is None:
+        if owner is not None:
+            raise ConfigurationError("--owner needs --trust (the trust folder to check it with)")
+        checks, proves, expected = checks_for(document), "", None
+    else:
+        from exchange.audit.proofcheck import check_proof_file
+        from exchange.audit.trustdir import TrustMaterial, expected_owner
+
+        trust = TrustMaterial.load(trust_dir)
+        expected = expected_owner(owner, trust_dir)
+        report = check_proof_file(document, trust, expected[0])
+        checks, proves = report.checks, report.proves
+    ok = all(c.ok for c in checks)
+    if as_json:
+        print_json(
+            {
+                "ok": ok,
+                "file": str(file),
+                "trust_checked": trust_dir is not None,
+                "owner": None if expected is None else str(expected[0]),
+                "checks": [{"what": c.what, "ok": c.ok, "reason": c.reason} for c in checks],
+                "proves": proves if ok else None,
+            }
+        )
+    else:
+        _print_proof_checks(file, checks, expected, proves)
+    if not ok:
+        raise SystemExit(EXIT_CHECK_FAILED)
+
+
+def _print_proof_checks(
+    file: Path,
+    checks: Sequence[Check],
+    expected: tuple[SecurityServerId, str] | None,
+    proves: str,
+) -> None:
+    if expected is not None:
+        console.print(f"log owner: {expected[0]} (from {expected[1]})")
     for check in checks:
         mark = "[green]ok[/green]    " if check.ok else "[red]FAILED[/red]"
-        console.print(f"{mark} {markup_text(check.what)}", markup=True)
+        reason = f": {check.reason}" if check.reason and not check.ok else ""
+        console.print(f"{mark} {markup_text(check.what)}{markup_text(reason)}", markup=True)
     if not all(c.ok for c in checks):
-        raise SystemExit(EXIT_CHECK_FAILED)
-    console.print(
-        f"{markup_text(file)}: [green]OK[/green] (tree head signatures: see `exchange log verify`)",
-        markup=True,
-    )
+        console.print(f"{markup_text(file)}: [red]FAILED[/red]", markup=True)
+    elif expected is None:
+        console.print(
+            f"{markup_text(file)}: Merkle math [green]OK[/green]; the tree head's signature and "
+            "time-stamp were NOT checked (give --trust DIR from `exchange audit trust-export`)",
+            markup=True,
+        )
+    else:
+        console.print(f"{markup_text(file)}: [green]OK[/green]: {markup_text(proves)}", markup=True)
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
