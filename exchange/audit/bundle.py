@@ -286,6 +286,8 @@ class BundleReport:
     verdicts: dict[int, RecordVerdict]
     entries: dict[int, dict[str, Any]]
     head: HeadEvidence | None
+    included: frozenset[int] = frozenset()
+    """The records that hash to their proof's leaf, whose path leads to the head's root."""
 
     @property
     def ok(self) -> bool:
@@ -294,9 +296,7 @@ class BundleReport:
     def in_log(self, seq: int) -> bool:
         """Record ``seq`` is proven in the owner's log: it hashes to its leaf, its path leads
         to the head's root, and the head is the owner's (checks (2)–(4))."""
-        wanted = (f"record {seq} hashes", f"record {seq}'s inclusion proof", "the tree head is")
-        relevant = [c for c in self.checks if c.what.startswith(wanted)]
-        return len(relevant) == 3 and all(c.ok for c in relevant)
+        return seq in self.included and self.head is not None and self.head.head is not None
 
 
 def verify_bundle(path: Path, trust_dir: Path, owner: SecurityServerId) -> list[Check]:
@@ -323,8 +323,12 @@ def _verified(bundle: _Bundle, trust: TrustMaterial, owner: SecurityServerId) ->
         ("the manifest names this exchange and its records", _manifest(bundle, seqs))
     ]
     # (2) each record hashes to its proof's leaf, (3) whose path leads to the head's root
+    included = set()
     for seq in seqs:
-        checks += _record_checks(bundle, seq, head)
+        found = _record_checks(bundle, seq, head)
+        checks += found
+        if all(reason is None for _, reason in found):
+            included.add(seq)
     # (4) the tree head is signed by the owner's signing key, for the owner's log; (5) the RFC
     # 3161 token stamps SHA-256 of the tree head JWS, signed by an approved TSA
     evidence = check_head(head, bundle.files.get(TOKEN), lookup, trust, owner)
@@ -347,7 +351,7 @@ def _verified(bundle: _Bundle, trust: TrustMaterial, owner: SecurityServerId) ->
         Check(i, what, reason is None, reason or "") for i, (what, reason) in enumerate(checks, 1)
     ]
     entries = {seq: entry for seq in seqs if (entry := bundle.entry(seq)) is not None}
-    return BundleReport(numbered, verdicts, entries, evidence)
+    return BundleReport(numbered, verdicts, entries, evidence, frozenset(included))
 
 
 def _manifest(bundle: _Bundle, seqs: list[int]) -> str | None:

@@ -9,11 +9,19 @@ from typing import TYPE_CHECKING
 
 import click
 
-from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors
+from exchange.cli.common import (
+    EXIT_CHECK_FAILED,
+    console,
+    handle_errors,
+    handle_errors_json,
+    print_json,
+)
+from exchange.terminal import one_value
 
 if TYPE_CHECKING:
     from exchange.audit.bundle import Check, LogFiles
     from exchange.audit.force import OfflineStamping
+    from exchange.audit.summary import RecordSummary
     from exchange.identifiers import SecurityServerId
     from exchange.server.config import ServerConfig
 
@@ -104,24 +112,75 @@ def _owner(given: str | None, trust_dir: Path) -> tuple[SecurityServerId, str]:
 @click.argument("bundle", type=_FILE)
 @click.option("--trust", "trust_dir", type=_DIR, required=True, help="From `audit trust-export`.")
 @click.option("--owner", help=_OWNER_HELP)
-@handle_errors
-def verify(bundle: Path, trust_dir: Path, owner: str | None) -> None:
-    """Verify an evidence bundle offline as one of the log of its owner; exit 1 with the failing
-    reason (also for a malformed bundle).
+@click.option(
+    "--json", "as_json", is_flag=True, help="What the record says and the checks, as JSON."
+)
+@handle_errors_json
+def verify(bundle: Path, trust_dir: Path, owner: str | None, as_json: bool) -> None:
+    """Verify an evidence bundle offline as one of the log of its owner: first what the record
+    is (each value from the signed document that states it), then every check; exit 1 with the
+    failing reason (also for a malformed bundle).
 
     \b
     Example:
       exchange audit verify evidence.zip --trust trust
       exchange audit verify evidence.zip --trust trust --owner PS/GOV/MOI/ss1
     """
-    from exchange.audit.bundle import bundle_notes, verify_bundle
+    from exchange.audit.bundle import bundle_notes, examine_bundle
+    from exchange.audit.summary import summarize
 
     expected, source = _owner(owner, trust_dir)
-    console.print(f"log owner: {expected} (from {source})", markup=False, highlight=False)
-    checks = verify_bundle(bundle, trust_dir, expected)
-    for note in bundle_notes(bundle):
-        console.print(f"note: {note}", markup=False, highlight=False)
-    _report(checks)
+    report = examine_bundle(bundle, trust_dir, expected)
+    evidence = report.head
+    stamp = evidence.stamp if evidence is not None else None
+    summaries = [
+        summarize(
+            seq,
+            report.verdicts.get(seq),
+            entry,
+            expected,
+            in_log=report.in_log(seq),
+            stamp=stamp,
+        )
+        for seq, entry in sorted(report.entries.items())
+    ]
+    notes = bundle_notes(bundle)
+    if as_json:
+        print_json(
+            {
+                "ok": report.ok,
+                "bundle": str(bundle),
+                "owner": str(expected),
+                "owner_from": source,
+                "records": [s.to_dict() for s in summaries],
+                "checks": [
+                    {"number": c.number, "what": c.what, "ok": c.ok, "reason": c.reason}
+                    for c in report.checks
+                ],
+                "notes": notes,
+            }
+        )
+    else:
+        lines = [f"log owner: {expected} (from {source})"]
+        for summary in summaries:
+            lines += _summary_lines(summary)
+        lines += [check.line() for check in report.checks]
+        lines += [f"note: {note}" for note in notes]
+        lines.append(f"{bundle.name}: {'OK' if report.ok else 'FAILED'}")
+        for line in lines:
+            console.print(line, markup=False, highlight=False)
+    if not report.ok:
+        raise SystemExit(EXIT_CHECK_FAILED)
+
+
+def _summary_lines(summary: RecordSummary) -> list[str]:
+    """A record as its verified parts state it: a heading, then each part's fields under it."""
+    lines = [summary.heading()]
+    for part in summary.parts:
+        lines.append(f"  {part.heading()}")
+        lines += [f"    {name:<11} {one_value(value)}" for name, value in part.fields]
+    lines += [f"  not shown, {reason}" for reason in summary.unproven]
+    return lines
 
 
 @group.command("correlate")
@@ -203,7 +262,6 @@ def watch(config_path: Path | None, db: Path | None, state: Path, as_json: bool)
       exchange audit watch --config ss-moi/server.toml --state ~/audit/moi-heads.json
     """
     from exchange.audit.watch import watch_once
-    from exchange.cli.common import print_json
     from exchange.errors import ConfigurationError
 
     archive_dir = None
@@ -257,7 +315,6 @@ def document_verify(
       exchange audit document verify receipt.json --trust trust-bundle.pem --issuer PS/GOV/MOF
     """
     from exchange.audit.documents import read_document, trusted_cas_from
-    from exchange.cli.common import print_json
     from exchange.errors import ConfigurationError
     from exchange.identifiers import parse_member
     from exchange.trust.documents import TYPE_NAMES, verify_document
