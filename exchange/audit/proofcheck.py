@@ -88,7 +88,7 @@ def check_proof_file(
         checks.append(
             Check(
                 f"the tree head of size {size} is time-stamped by an approved TSA"
-                + (f": it existed at {when.isoformat()}" if when else ""),
+                + (f": it existed at {_iso(when)}" if when else ""),
                 problem is None,
                 problem or "",
             )
@@ -144,7 +144,7 @@ def _stamp(value: object) -> bytes | None:
 
 def _proves(document: object, owner: SecurityServerId, stamped_at: list[dt.datetime]) -> str:
     proofs = list(_proofs(document))
-    latest = max(stamped_at).isoformat() if stamped_at else None
+    latest = _iso(max(stamped_at)) if stamped_at else None
     if proofs and proofs[0].get("kind") == CONSISTENCY:
         first = proofs[0]
         return f"the log of {owner} only grew from size {first.get('m')} to {first.get('n')}" + (
@@ -158,3 +158,7 @@ def _proves(document: object, owner: SecurityServerId, stamped_at: list[dt.datet
     return f"record(s) {seqs}{of} are {where}" + (
         f", which existed at {latest} (RFC 3161)" if latest else ""
     )
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
