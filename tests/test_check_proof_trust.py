@@ -30,6 +30,7 @@ from exchange.protocol.canonical import b64url, b64url_decode
 from exchange.protocol.jws import Signer, unverified_payload
 from exchange.trust.keys import cert_pem, generate_key
 from exchange.trust.profiles import sign_template
+from exchange.trustcore.treeheads import tree_head_payload
 from tests.test_archive import OWNER, Pki, pki  # noqa: F401
 
 STAMPED = 6  # the head of size 6 is time-stamped; the one of size 8 is not
@@ -178,9 +179,7 @@ async def test_a_head_signed_by_another_member_fails(fx: Fixture, tmp_path: Path
     assert run("check-proof", bad).exit_code == 0  # the math alone cannot see it
 
 
-async def test_a_head_signed_by_a_key_of_an_unapproved_ca_fails(
-    fx: Fixture, tmp_path: Path
-) -> None:
+async def test_a_head_signed_with_an_unapproved_cas_key_fails(fx: Fixture, tmp_path: Path) -> None:
     bad = resigned(fx, fx.pki.rogue, prove(fx, tmp_path / "proof.json"))
     [signature, _] = failed(run("check-proof", bad, "--trust", fx.trust))
     assert "is not issued by a trusted CA" in signature
@@ -297,3 +296,25 @@ def test_a_file_that_is_not_json_is_one_line(tmp_path: Path) -> None:
     result = run("check-proof", tmp_path / "p.json", "--trust", tmp_path)
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+async def test_a_time_stamp_older_than_its_head_proves_nothing(fx: Fixture, tmp_path: Path) -> None:
+    """Whoever holds the owner's key dates a head ten minutes ahead and has it stamped now:
+    the time-stamp would vouch for a head that did not exist yet. The same check as `log
+    verify`'s (trustcore.treeheads.verify_head_timestamp) refuses it."""
+    proof = prove(fx, tmp_path / "proof.json")
+    [p] = orjson.loads(proof.read_bytes())["proofs"]
+    stated = orjson.loads(unverified_payload(p["tree_head_jws"]))
+    later = stated["signed_at"] + 600_000
+    payload = tree_head_payload(stated["log"], OWNER, stated["size"], b64url_decode(stated["root"]),
+                                later)  # fmt: skip
+    token = fx.pki.signer.sign(payload)
+    stamp, _ = fx.pki.stamp(TreeHead(stated["log"], stated["size"], b"", later, token))
+
+    def change(document: dict[str, Any]) -> None:
+        document["proofs"][0].update(tree_head_jws=token, timestamp_token=b64url(stamp))
+
+    result = run("check-proof", edited(proof, change), "--trust", fx.trust)
+    assert result.exit_code == 1, result.output
+    [stamp_failed] = failed(result)
+    assert "precedes the tree head's signing time" in stamp_failed, result.output

@@ -311,3 +311,17 @@ async def test_heads_and_show_read_the_archives_too(tmp_path: Path, pki: Pki) ->
     assert found == [3]
     result = cli("heads", "--db", str(built.db), "--covers", "8", "--limit", "1")
     assert "archived in messagelog-000001.zip" in result.output, result.output
+
+
+async def test_heads_lists_the_empty_tree_head_a_server_stamps_at_start(
+    tmp_path: Path,
+    pki: Pki,  # noqa: F811
+) -> None:
+    path = tmp_path / "log.sqlite"
+    with MessageLog(path, pki.signer, owner=OWNER) as messagelog:
+        empty = await messagelog.sign_tree_head()
+        assert empty is not None and empty.size == 0
+        token, gen_time = pki.stamp(empty)
+        await messagelog.add_timestamp(0, token, "Test TSA", gen_time)
+        await messagelog.append(record(0))
+    assert [(h.size, h.stamped_at is not None) for h in iter_heads(path)] == [(0, True), (1, False)]

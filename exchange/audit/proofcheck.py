@@ -61,7 +61,7 @@ def check_proof_file(
         for head in _heads_of(proof):
             if isinstance(head.token, str) and head.token not in heads:
                 heads[head.token] = head
-    stamped_at: list[dt.datetime] = []
+    stamped_at: dict[str, dt.datetime] = {}
     # (2) each tree head is signed by the owner, (3) and time-stamped by an approved TSA
     for token, head in heads.items():
         size = _stated_size(token)
@@ -78,7 +78,7 @@ def check_proof_file(
         )
         when = evidence.stamp.gen_time if evidence.stamp is not None else None
         if when is not None:
-            stamped_at.append(when)
+            stamped_at[size] = when
         problem = evidence.stamp_problem
         if problem == NOT_STAMPED:
             problem = (
@@ -142,21 +142,25 @@ def _stamp(value: object) -> bytes | None:
         return b""  # not base64url: a token that does not verify
 
 
-def _proves(document: object, owner: SecurityServerId, stamped_at: list[dt.datetime]) -> str:
+def _proves(document: object, owner: SecurityServerId, stamped_at: dict[str, dt.datetime]) -> str:
     proofs = list(_proofs(document))
-    latest = _iso(max(stamped_at)) if stamped_at else None
+
+    def existed(size: object) -> str:
+        when = stamped_at.get(str(size))
+        return f", which existed at {_iso(when)} (RFC 3161)" if when else ""
+
     if proofs and proofs[0].get("kind") == CONSISTENCY:
-        first = proofs[0]
-        return f"the log of {owner} only grew from size {first.get('m')} to {first.get('n')}" + (
-            f" (time-stamped by {latest})" if latest else ""
+        m, n = proofs[0].get("m"), proofs[0].get("n")
+        return (
+            f"the log of {owner} only grew from its tree head of size {m}{existed(m)}, to its "
+            f"tree head of size {n}{existed(n)}"
         )
     seqs = ", ".join(str(p.get("seq")) for p in proofs)
     size = proofs[0].get("tree_size") if proofs else None
     message_id = document.get("message_id") if isinstance(document, dict) else None
     of = f" of exchange {message_id}" if isinstance(message_id, str) else ""
-    where = f"in the log of {owner} under its tree head of size {size}"
-    return f"record(s) {seqs}{of} are {where}" + (
-        f", which existed at {latest} (RFC 3161)" if latest else ""
+    return f"record(s) {seqs}{of} are in the log of {owner} under its tree head of size {size}" + (
+        existed(size)
     )
 
 

@@ -138,7 +138,7 @@ def iter_heads(
     conn = open_readonly(path)
     signers = _Signers(conn)
     try:
-        last = 0
+        last = -1
         if archive_dir is not None:
             for head in _archived(conn, Path(archive_dir), signers):
                 last = head.size
