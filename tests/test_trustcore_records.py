@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from exchange.errors import (
     AccessDenied,
@@ -548,3 +550,30 @@ def test_unsigned_record_states_nothing_a_provider_would_say(keys: Keys) -> None
         "record field released_fields is stated without a signed response",
         "record field decision is stated without a signed response",
     )
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+FIELDS = [
+    "side", "status", "error", "bodies", "request_jws", "response_jws", "request_hash",
+    "message_id", "client", "service", "method", "path", "user_id", "purpose", "issue",
+    "represented_party", "protocol", "peer_server", "http_status", "released_fields",
+    "decision", "request_body", "response_body",
+]  # fmt: skip
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6))
+def test_any_record_gets_a_verdict_never_a_crash(
+    members: dict[MemberId, Member], keys: Keys, changes: dict[str, Any]
+) -> None:
+    """Whatever JSON an insider writes into a record, the check answers with problems."""
+    for side in ("consumer", "provider"):
+        entry = {**_honest(members, side), **changes}
+        verdict = verify_record(entry, keys, owner=OWNERS[side])
+        assert isinstance(verdict.proof, Proof)

@@ -1,23 +1,34 @@
 """Downloading the global configuration: the IO shell around :class:`TrustedGlobalConf`.
 
 A :class:`GlobalConfPoller` fetches the signed configuration from the central server every
-``interval`` seconds, offers it to the trusted state, calls ``on_change`` when a new version is
-accepted and persists each accepted configuration's bytes atomically to ``state_path``. At
-start, :meth:`GlobalConfPoller.load_persisted` feeds the persisted bytes back in, so the version
-held before a restart keeps protecting against rollback.
+``interval`` seconds and offers it to the trusted state. At start,
+:meth:`GlobalConfPoller.load_persisted` feeds the bytes persisted before a restart back in, so the
+version held then keeps protecting against rollback.
+
+A configuration the trusted state accepted is put **in force** (:meth:`GlobalConfPoller.
+put_in_force`) only when everything that depends on it has moved to it: its bytes are persisted
+atomically to ``state_path``, then ``on_change`` (the server: TLS contexts, peer trust, open
+connections) takes it without raising. If either fails (a full disk, a context that cannot be
+built, a bug), the configuration in force stays what it was, :attr:`GlobalConfPoller.pending`
+says which version is waiting and why (for ``/health``), and the next poll tries again, whether
+or not the central server has anything new. :attr:`GlobalConfPoller.in_force` is the
+configuration in force; a refresh of it (the same version re-signed with a later expiry) is put
+in force the same way.
 
 A refused configuration (bad signature, rollback, equivocation, expired) is logged with its reason
 and the held one stays; download failures are logged and retried on the next interval. The loop
-never dies of an error. Whether the held configuration is fresh enough to serve messages is the
-caller's question (:meth:`TrustedGlobalConf.check_fresh`).
+never dies of an error. Whether the configuration in force is fresh enough to serve messages is
+the caller's question.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -40,6 +51,23 @@ class GlobalConfDownloadError(GlobalConfError):
     """The central server could not be reached or answered with an error."""
 
     code = "Server.ClientProxy.NetworkError"
+
+
+class GlobalConfNotInForce(GlobalConfError):
+    """A verified configuration could not be put in force (persisting it, or a dependent that
+    could not move to it, failed); the one in force stays."""
+
+    code = "Server.ClientProxy.GlobalConfNotInForce"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingConf:
+    """A verified configuration not yet in force: its version, why not, since when, how often."""
+
+    version: int
+    reason: str
+    since: float
+    failures: int
 
 
 class GlobalConfPoller:
@@ -66,6 +94,12 @@ class GlobalConfPoller:
         self._clock = clock
         self._etag: str | None = None
         self._loaded = False
+        self._persisted: bytes | None = None
+        self.in_force: GlobalConf | None = None
+        """The configuration in force: persisted, and taken by ``on_change``."""
+        self.pending: PendingConf | None = None
+        """The verified configuration waiting to be put in force after a failure, if any."""
+        self._putting = asyncio.Lock()  # the poll loop and a caller's fetch, one at a time
 
     async def __aenter__(self) -> GlobalConfPoller:
         return self
@@ -103,31 +137,72 @@ class GlobalConfPoller:
         except GlobalConfError as exc:
             logger.error("persisted global configuration %s refused: %s", self.state_path, exc)
             return False
+        self._persisted = self.trusted.current_bytes
         return True
 
     async def fetch_once(self, now: int | None = None) -> bool:
-        """Download once and offer the bytes to the trusted state; True if a new version was
-        accepted. Refusals and download failures are logged and raised as
-        :class:`GlobalConfError` (the held configuration stays)."""
+        """Download once, offer the bytes to the trusted state and put what it holds in force;
+        True if a new version went in force. Refusals, download failures and failures to put a
+        configuration in force are logged and raised as :class:`GlobalConfError` (the
+        configuration in force stays)."""
         downloaded = await self._download()
-        if downloaded is None:
+        if downloaded is not None:
+            data, etag = downloaded
+            try:
+                self.trusted.update(data, int(self._clock()) if now is None else now)
+            except GlobalConfError as exc:
+                logger.error("global configuration from %s refused: %s", self.url, exc)
+                raise
+            self._etag = etag
+        return await self.put_in_force()
+
+    async def put_in_force(self) -> bool:
+        """Persist the configuration the trusted state holds and hand it to ``on_change``, unless
+        it is already in force; True if it is a new version. On failure the one in force stays,
+        :attr:`pending` says why, and :class:`GlobalConfNotInForce` is raised."""
+        async with self._putting:
+            return await self._put_in_force()
+
+    async def _put_in_force(self) -> bool:
+        conf, data = self.trusted.current, self.trusted.current_bytes
+        if conf is None or data is None or conf is self.in_force:
             return False
-        data, etag = downloaded
-        before = self.trusted.current_bytes
         try:
-            changed = self.trusted.update(data, int(self._clock()) if now is None else now)
-        except GlobalConfError as exc:
-            logger.error("global configuration from %s refused: %s", self.url, exc)
-            raise
-        self._etag = etag
-        if self.trusted.current_bytes is not before:
-            await asyncio.to_thread(write_durably, self.state_path, data)
-        conf = self.trusted.current
-        if changed and conf is not None:
-            logger.info("global configuration version %d accepted", conf.version)
+            # (1) saved, so that a restart comes back to it (and refuses older ones)
+            if data is not self._persisted:
+                await asyncio.to_thread(write_durably, self.state_path, data)
+                self._persisted = data
+            # (2) everything that depends on it moves to it
             if self.on_change is not None:
                 self.on_change(conf)
-        return changed
+        except Exception as exc:
+            raise self._not_in_force(conf, exc) from exc
+        new = self.in_force is None or conf.version != self.in_force.version
+        self.in_force, self.pending = conf, None
+        if new:
+            logger.info("global configuration version %d accepted", conf.version)
+        return new
+
+    def _not_in_force(self, conf: GlobalConf, exc: Exception) -> GlobalConfNotInForce:
+        held = self.pending
+        failures = held.failures + 1 if held and held.version == conf.version else 1
+        since = held.since if held and held.version == conf.version else self._clock()
+        reason = f"{type(exc).__name__}: {exc}"
+        self.pending = PendingConf(conf.version, reason, since, failures)
+        in_force = self.in_force.version if self.in_force is not None else None
+        logger.error(
+            "global configuration version %d could not be put in force (failure %d; version %s "
+            "stays in force; retried on the next poll): %s",
+            conf.version,
+            failures,
+            in_force,
+            reason,
+            exc_info=not isinstance(exc, ExchangeError | OSError),
+        )
+        return GlobalConfNotInForce(
+            f"global configuration version {conf.version} could not be put in force",
+            internal=reason,
+        )
 
     async def run(self) -> None:
         """Poll until cancelled; loads the persisted configuration first if not done yet."""
@@ -137,8 +212,12 @@ class GlobalConfPoller:
             while True:
                 try:
                     await self.fetch_once()
+                except GlobalConfNotInForce:
+                    pass  # logged by put_in_force; the configuration in force stays
                 except ExchangeError:
-                    pass  # logged by fetch_once; the held configuration stays
+                    # logged by fetch_once; what was verified before may still wait to go in force
+                    with contextlib.suppress(GlobalConfNotInForce):
+                        await self.put_in_force()
                 except Exception:
                     logger.exception("unexpected error while updating the global configuration")
                 await asyncio.sleep(self.interval)

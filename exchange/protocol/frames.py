@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
 
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, Fault
 from exchange.protocol.canonical import canonical_bytes, loads
 
 _HEAD = struct.Struct("!IIBI")
@@ -44,6 +44,7 @@ class FrameError(ExchangeError):
 
     code = "Server.ProtocolError"
     status = 502
+    fault = Fault.PEER
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -20,13 +21,13 @@ from typing import Any
 
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchange.errors import (
     ConfigurationError,
     ConsumerLogFailed,
     ConsumerTimestampingFailed,
     ExchangeError,
+    GlobalConfError,
     OutdatedGlobalConf,
     ProviderLogFailed,
     ProviderOutdatedGlobalConf,
@@ -47,13 +48,11 @@ from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.messagelog.timestamping import TreeHeadStamper
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
-from exchange.protocol.canonical import b64url
-from exchange.protocol.frames import FrameKind, encode_frame
-from exchange.protocol.jws import Signer
+from exchange.protocol.hello import hello_meta
+from exchange.protocol.jws import Signer, cert_thumbprint
 from exchange.protocol.rest import MAX_URI_LENGTH
 from exchange.server import tls
 from exchange.server.backend import Backend
-from exchange.server.certs import SignerCertRegistry
 from exchange.server.config import (
     EXPIRY_WARNING_DAYS,
     ClientConfig,
@@ -72,6 +71,7 @@ from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
 from exchange.server.soap_provider import LocalSoapService
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
+from exchange.trustcore.peers import AdmittedPeer, PeerTrust
 
 log = logging.getLogger("exchange.server")
 
@@ -108,7 +108,6 @@ class SecurityServer:
         }
         self.replay = ReplayCache(config.limits.clock_skew_seconds)
         self.quota = PersistentQuota(config.state_dir / "quota.sqlite", clock)
-        self.signer_registry = SignerCertRegistry([], on_admit=self._keep_cert)
         self.policy = self._open_policy(config)
         self.backend = Backend(
             max_response_bytes=config.limits.max_response_bytes,
@@ -119,7 +118,7 @@ class SecurityServer:
         self.declarer = ServiceDeclarer(self)
         self.stamper = TreeHeadStamper(
             self.log,
-            lambda: self.trusted.current,
+            lambda: self.in_force,
             clock=clock,
             failure_limit=config.timestamping_failure_limit,
         )
@@ -138,6 +137,11 @@ class SecurityServer:
             config.limits.tls_handshake_timeout,
         )
         self.revocation = RevocationChecks(clock)
+        self.in_force: GlobalConf | None = None
+        """The global configuration in force: everything below has moved to it (the trusted
+        state may already hold a newer one that could not be put in force yet)."""
+        self.peer_trust: PeerTrust | None = None
+        """Peer trust under the global configuration in force (None before the first)."""
         self.own_certs = [self.auth_cert, *(s.cert for _, s in self.all_signers)]
         self.response_timeout = config.limits.backend_timeout + 5.0
         self._turn = 0
@@ -199,23 +203,26 @@ class SecurityServer:
         record_startup(trail, store.files, store.current)
         return store
 
-    def hello_frame(self) -> bytes:
+    def hello_meta(self) -> dict[str, Any]:
         """HELLO: our members' signing certificates and fresh OCSP responses for our own
         certificates (authentication included: Python's ssl cannot staple in the handshake)."""
-        conf = self.trusted.current
+        conf = self.in_force
         staples = self.revocation.own_staples(self.own_certs, conf) if conf else {}
-        meta = {
-            "v": 1,
-            "server": str(self.config.server_id),
-            "certs": [b64url(s.cert.public_bytes(_DER)) for _, s in self.all_signers],
-            "ocsp": staples,
-        }
-        return encode_frame(0, FrameKind.HELLO, meta)
+        certs = [s.cert for _, s in self.all_signers]
+        return hello_meta(str(self.config.server_id), certs, staples)
+
+    def keep_evidence(self, peer: AdmittedPeer) -> None:
+        """A peer's accepted certificates and their OCSP responses go into the message log, so
+        that its signatures verify offline."""
+        for cert, response in peer.evidence():
+            self.log.register_cert(cert)
+            if response is not None:
+                self.log.register_ocsp(cert, response)
 
     async def _refresh_staples(self) -> None:
         """Keep our OCSP responses fresh; re-staple open connections when they change."""
         while True:
-            conf = self.trusted.current
+            conf = self.in_force
             freshness = conf.settings.ocsp_freshness_seconds if conf else 3600
             await asyncio.sleep(max(1.0, min(60.0, freshness / 8)))
             if conf is None:
@@ -242,7 +249,7 @@ class SecurityServer:
         all_signers = self._load_signers(config)
         auth_cert = self._auth_cert(config)
         own_certs = [auth_cert, *(s.cert for _, s in all_signers)]
-        conf = self.trusted.current
+        conf = self.in_force
         # (1) OCSP responses for new certificates first, so peers accept them from the start;
         # a certificate that needs one and has none is not activated
         if conf is not None:
@@ -315,7 +322,7 @@ class SecurityServer:
             await asyncio.sleep(86400)
 
     def _restaple(self) -> None:
-        hello = self.hello_frame()
+        hello = self.hello_meta()
         for pool in self.pools.values():
             pool.send_hello(hello)
         for conn in list(self.provider_connections):
@@ -333,19 +340,12 @@ class SecurityServer:
                 )
         return self.owner_signer
 
-    def _keep_cert(self, cert: x509.Certificate) -> None:
-        """Peers' signing certificates go into the log, so it verifies offline."""
-        self.log.register_cert(cert)
-
-    def is_cert_fingerprint(self, der: bytes) -> str:
-        return fingerprint(x509.load_der_x509_certificate(der))
-
     def is_cert_fps(self, client: SubsystemId) -> frozenset[str]:
         return self._is_fps.get(client, frozenset())
 
     # -- global configuration -------------------------------------------------------------------
 
-    def globalconf_or_fail(self, *, provider: bool) -> GlobalConf:
+    def globalconf_or_fail(self, *, provider: bool, now: float | None = None) -> GlobalConf:
         """The configuration in force, checked before every exchange; this also refuses the
         exchange while tree heads have gone un-time-stamped past the limit (DESIGN.md §8)."""
         refusal = self.stamper.refusal()
@@ -355,44 +355,59 @@ class SecurityServer:
                 if provider
                 else ConsumerTimestampingFailed(refusal)
             )
-        try:
-            self.trusted.check_fresh(int(self.clock()))
-        except OutdatedGlobalConf as exc:
-            if provider:
-                raise ProviderOutdatedGlobalConf(exc.message) from None
-            raise
-        conf = self.trusted.current
+        conf = self.in_force
         if conf is None:
             err = "no valid global configuration has been received yet"
             raise ProviderOutdatedGlobalConf(err) if provider else OutdatedGlobalConf(err)
+        now = int(self.clock() if now is None else now)
+        if conf.is_expired(now):
+            err = f"global configuration version {conf.version} expired at {conf.expires_at}"
+            internal = (
+                f"the configuration in force expired {now - conf.expires_at} s ago; check that "
+                "the central server is reachable (and /health for a version not put in force)"
+            )
+            cls = ProviderOutdatedGlobalConf if provider else OutdatedGlobalConf
+            raise cls(err, internal=internal)
         return conf
 
     def _on_globalconf(self, conf: GlobalConf) -> None:
+        """Put ``conf`` in force (the poller's ``on_change``): everything that depends on it is
+        built first, and only if all of it builds is it swapped in, so that a failure leaves the
+        configuration in force as it was (the poller retries on its next poll). Then every open
+        connection, inbound and outbound, is judged again by the new peer trust."""
+        held = self.in_force
+        if held is not None and conf.version == held.version and conf.same_content(held):
+            self.in_force = conf  # a refresh: the same content, a later expiry
+            return
+        # (1) build: TLS contexts when the approved CAs changed, the peer trust
         cas = conf.ca_certs()
         fps = tuple(fingerprint(c) for c in cas)
-        self.signer_registry.set_cas(cas)
+        contexts = None
         if fps != self._ca_fps:
+            cfg = self.config
+            client = tls.peer_client_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
+            # a new provider context, not load_verify_locations on the old one: OpenSSL cannot
+            # unload a CA, and a removed CA's certificates must fail the handshake itself
+            contexts = (client, self._provider_context(cas))
+        trust = PeerTrust(conf)
+        # (2) swap in, with nothing left that can fail
+        if contexts is not None:
             self._ca_fps = fps
-            self._client_ctx = tls.peer_client_context(
-                self.config.auth_cert, self.config.auth_key, self.passphrase, cas
-            )
+            self._client_ctx = contexts[0]
             if self._provider_server is not None:
-                # a new context, not load_verify_locations on the old one: OpenSSL cannot unload
-                # a CA, and a removed CA's certificates must fail the handshake itself
-                self._provider_server.context = self._provider_context(cas)
+                self._provider_server.context = contexts[1]
             self._close_pools()
+        self.peer_trust, self.in_force = trust, conf
+        log.info("global configuration version %s in force", conf.version)
+        # (3) open connections judged again under it
+        now = self.clock()
         for server_id, pool in list(self.pools.items()):
             info = conf.server(server_id)
-            if (
-                info is None
-                or info.address != pool.address
-                or frozenset(info.auth_cert_fingerprints) != pool.expected
-            ):
+            if info is None or info.address != pool.address or not pool.recheck(trust, now):
                 pool.close()
                 del self.pools[server_id]
         for conn in list(self.provider_connections):
-            conn.recheck(conf)
-        log.info("global configuration version %s in force", conf.version)
+            conn.recheck(trust, now)
 
     def pool_for(self, info: SecurityServerInfo) -> PeerPool:
         pool = self.pools.get(info.id)
@@ -402,12 +417,10 @@ class SecurityServer:
             pool = PeerPool(
                 info.id,
                 info.address,
-                frozenset(info.auth_cert_fingerprints),
                 ssl_context=self._client_ctx,
-                hello=self.hello_frame,
-                revocation=self.revocation,
-                conf=lambda: self.trusted.current,
-                registry=self.signer_registry,
+                hello=self.hello_meta,
+                trust=lambda: self.peer_trust,
+                keep=self.keep_evidence,
                 size=self.config.limits.peer_connections,
                 connect_timeout=self.config.limits.connect_timeout,
                 max_frame=self.config.limits.max_response_bytes,
@@ -503,15 +516,15 @@ class SecurityServer:
         self.quota.start()
         self.stamper.last_success = self.clock()
         self._tasks.append(asyncio.create_task(self.stamper.run()))
-        if self.trusted.current is not None:
+        if self.in_force is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(15):
-                    await self.revocation.refresh_own(self.own_certs, self.trusted.current)
+                    await self.revocation.refresh_own(self.own_certs, self.in_force)
         self._tasks.append(asyncio.create_task(self._refresh_staples()))
         self._tasks.append(asyncio.create_task(self._watch_expiry()))
         if cfg.retention.days is not None:
             self._tasks.append(asyncio.create_task(self._archive_on_interval()))
-        cas = self.trusted.current.ca_certs() if self.trusted.current else []
+        cas = self.in_force.ca_certs() if self.in_force else []
         self._provider_server = TlsPort(
             self.handshakes, self._provider_context(cas), lambda: ProviderConnection(self)
         )
@@ -539,14 +552,13 @@ class SecurityServer:
             on_change=self._on_globalconf,
         )
         self.poller.load_persisted()
-        fetched = False  # a new version fetched now was put in force by the poller's on_change
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
-                fetched = await self.poller.fetch_once(int(self.clock()))
-        if self.trusted.current is not None:
-            if not fetched:  # the persisted configuration, or the same version again
-                self._on_globalconf(self.trusted.current)
-        else:
+                await self.poller.fetch_once(int(self.clock()))
+        if self.in_force is None:  # no download: the persisted configuration, if any
+            with contextlib.suppress(GlobalConfError):
+                await self.poller.put_in_force()
+        if self.in_force is None:
             self._client_ctx = tls.peer_client_context(
                 cfg.auth_cert, cfg.auth_key, self.passphrase, []
             )
@@ -557,7 +569,7 @@ class SecurityServer:
         self._tasks.append(asyncio.create_task(self.poller.run()))
 
     def poll_interval(self) -> float:
-        conf = self.trusted.current
+        conf = self.in_force or self.trusted.current
         return float(conf.settings.globalconf_poll_seconds) if conf else 60.0
 
     async def _start_consumer(self) -> None:
@@ -649,12 +661,15 @@ class SecurityServer:
         self.log.close()
 
     def health(self) -> dict[str, Any]:
-        conf = self.trusted.current
+        conf = self.in_force
         now = int(self.clock())
+        pending = self.poller.pending if self.poller is not None else None
         return {
             "server": str(self.config.server_id),
             "globalconf_version": conf.version if conf else None,
             "globalconf_fresh": bool(conf and not conf.is_expired(now)),
+            # a verified version that could not be put in force yet, and why
+            "globalconf_pending": None if pending is None else dataclasses.asdict(pending),
             "log_size": self.log.size,
             "ocsp": self._ocsp_health(conf),
             "certificate_warnings": self.expiring_certificates(),
@@ -673,17 +688,26 @@ class SecurityServer:
             **({"policy": self.policy.health()} if self.policy is not None else {}),
         }
 
+    def _peer_staples(self) -> set[str]:
+        """Peers' certificates whose stapled OCSP responses this server holds verified."""
+        peers = [c.peer for c in self.provider_connections]
+        peers += [c.peer for p in self.pools.values() for c in p.connections if c is not None]
+        return {
+            cert_thumbprint(cert)
+            for peer in peers
+            if peer is not None
+            for cert, response in peer.evidence()
+            if response is not None
+        }
+
     def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, int]:
         """How many own certificates hold a fresh OCSP response; peers' responses verified."""
         own = len(self.revocation.own_staples(self.own_certs, conf)) if conf else 0
         return {
             "own_fresh": own,
             "own_total": len(self.own_certs),
-            "peers_verified": len(self.revocation.peers),
+            "peers_verified": len(self._peer_staples()),
         }
-
-
-_DER = Encoding.DER
 
 
 def _active(signers: list[tuple[MemberId, Signer]]) -> dict[MemberId, Signer]:

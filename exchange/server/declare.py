@@ -19,19 +19,22 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Protocol
 from urllib.parse import urljoin
 
 import aiohttp
 import orjson
+from cryptography import x509
 
 from exchange.central.catalogue import DeclaredService, new_declaration, sign_declaration
-from exchange.identifiers import SubsystemId
+from exchange.globalconf.anchor import Anchor
+from exchange.globalconf.document import GlobalConf
+from exchange.identifiers import ServiceId, SubsystemId
 from exchange.protocol.jws import Signer
+from exchange.server.config import ServerConfig, ServiceConfig
+from exchange.server.revocation import RevocationChecks
 from exchange.trust.keys import load_private_key
-
-if TYPE_CHECKING:
-    from exchange.server.core import SecurityServer
 
 log = logging.getLogger("exchange.server.declare")
 
@@ -51,10 +54,31 @@ def declaration_url(download_url: str) -> str:
     return urljoin(download_url, "catalogue/declarations")
 
 
+class DeclarerHost(Protocol):
+    """What the declarer uses of the security server."""
+
+    @property
+    def anchor(self) -> Anchor: ...
+    @property
+    def config(self) -> ServerConfig: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def services(self) -> Mapping[ServiceId, ServiceConfig]: ...
+    @property
+    def auth_cert(self) -> x509.Certificate: ...
+    @property
+    def passphrase(self) -> bytes | None: ...
+    @property
+    def in_force(self) -> GlobalConf | None: ...
+    @property
+    def revocation(self) -> RevocationChecks: ...
+
+
 class ServiceDeclarer:
     """Keeps the central catalogue told what this server provides."""
 
-    def __init__(self, server: SecurityServer) -> None:
+    def __init__(self, server: DeclarerHost) -> None:
         self.server = server
         self.url = declaration_url(server.anchor.download_url)
         self.accepted = asyncio.Event()
@@ -95,7 +119,7 @@ class ServiceDeclarer:
         """The fresh OCSP response held for the auth certificate (the one stapled to peers):
         the central server refuses a declaration without one when the CA publishes a responder.
         None while there is none yet; the retries pick it up once the refresh has fetched it."""
-        conf = self.server.trusted.current
+        conf = self.server.in_force
         if conf is None:
             return None
         return self.server.revocation.own_response(self.server.auth_cert, conf)

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -45,6 +45,7 @@ from exchange.errors import (
 from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import ClientId, ServiceId, SubsystemId, validate_part
 from exchange.policy.discovery import ALL_ENDPOINTS, Endpoint, allowed_endpoints
+from exchange.policy.model import PolicySet
 from exchange.protocol import soap
 from exchange.protocol.messages import SignedRequest
 from exchange.protocol.metadata import (
@@ -65,12 +66,11 @@ from exchange.protocol.metadata import (
     soap_method_list,
     wsdl_description,
 )
-from exchange.server.config import ServiceConfig, ServiceType
+from exchange.server.config import ClientConfig, ServerConfig, ServiceConfig, ServiceType
+from exchange.server.consumer_steps import error_response
 from exchange.server.httpclient import HttpClient
 from exchange.server.records import ExchangeRecord
-
-if TYPE_CHECKING:
-    from exchange.server.core import SecurityServer
+from exchange.server.soap_provider import LocalSoapService
 
 log = logging.getLogger("exchange.server.metadata")
 
@@ -108,9 +108,30 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 # --- the consumer side: listClients ------------------------------------------------------------
 
 
-def list_clients_handler(server: SecurityServer) -> Handler:
+class ClientListHost(Protocol):
+    """What ``/listClients`` uses of the security server."""
+
+    def globalconf_or_fail(self, *, provider: bool, now: float | None = None) -> GlobalConf: ...
+
+
+class MetadataHost(Protocol):
+    """What the provider's metadata services use of the security server."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def clients(self) -> Mapping[SubsystemId, ClientConfig]: ...
+    @property
+    def services(self) -> Mapping[ServiceId, ServiceConfig]: ...
+    @property
+    def local_soap_services(self) -> dict[str, LocalSoapService]: ...
+    def policy_set(self) -> PolicySet: ...
+
+
+def list_clients_handler(server: ClientListHost) -> Handler:
     """``GET /listClients`` (PR-META §2) for the consumer port."""
-    from exchange.server.consumer import error_response
 
     async def list_clients(request: web.BaseRequest) -> web.StreamResponse:
         try:
@@ -144,7 +165,7 @@ def is_rest_metadata(request: SignedRequest) -> bool:
 class MetadataServices:
     """The provider's answers to metadata requests; owns the client that fetches descriptions."""
 
-    def __init__(self, server: SecurityServer) -> None:
+    def __init__(self, server: MetadataHost) -> None:
         self.server = server
         self.client = HttpClient(
             max_response_bytes=MAX_DESCRIPTION_BYTES,
@@ -251,7 +272,6 @@ class MetadataServices:
 
     async def _soap_list_methods(
         self,
-        server: SecurityServer,
         request: soap.SoapRequest,
         conf: GlobalConf,
         rec: ExchangeRecord,
@@ -262,7 +282,6 @@ class MetadataServices:
 
     async def _soap_allowed_methods(
         self,
-        server: SecurityServer,
         request: soap.SoapRequest,
         conf: GlobalConf,
         rec: ExchangeRecord,
@@ -274,7 +293,6 @@ class MetadataServices:
 
     async def _soap_get_wsdl(
         self,
-        server: SecurityServer,
         request: soap.SoapRequest,
         conf: GlobalConf,
         rec: ExchangeRecord,

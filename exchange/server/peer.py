@@ -1,16 +1,20 @@
 """The consumer side's connections to provider security servers (EXM/1 over mutual TLS).
 
 A :class:`PeerPool` keeps a few persistent TLS connections to one provider security server and
-spreads requests over them; each connection multiplexes many requests by stream id. On connect
-the provider's authentication certificate fingerprint must be one the global configuration
-registers for the server we meant to reach, and its HELLO must present valid signing
-certificates; otherwise the connection is dropped and the request fails with
-``Server.ClientProxy.SslAuthenticationFailed``.
+spreads requests over them; each connection multiplexes many requests by stream id. The
+provider is judged by the same :class:`~exchange.trustcore.peers.PeerTrust` rules a provider
+applies to its peers: on connect its authentication certificate must chain to an approved CA,
+have the authentication profile and be registered for the server we meant to reach (else the
+request fails with ``Server.ClientProxy.SslAuthenticationFailed``); its HELLO must staple a
+fresh OCSP response for it; a signing certificate it presents that is not acceptable is skipped
+(a response signed with it is refused), not the whole connection. The protocol's rules are the
+:class:`~exchange.protocol.session.Session`'s; this module only moves bytes and futures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -20,29 +24,29 @@ from typing import Any, cast
 from cryptography import x509
 
 from exchange.errors import (
-    ConsumerInvalidSignature,
     ConsumerSslAuthenticationFailed,
     ConsumerTimeout,
     ExchangeError,
     InconsistentResponse,
     NetworkError,
+    OutdatedGlobalConf,
+    PeerRefusal,
 )
-from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import SecurityServerId
-from exchange.protocol.canonical import b64url_decode
-from exchange.protocol.frames import (
-    Frame,
-    FrameDecoder,
-    FrameError,
-    FrameKind,
-    FrameWriter,
-    encode_frame,
+from exchange.protocol.frames import FrameError, FrameWriter
+from exchange.protocol.hello import Hello
+from exchange.protocol.session import (
+    ConnectionRefused,
+    Event,
+    HelloReceived,
+    LocalProtocolError,
+    RequestRefused,
+    ResponseReceived,
+    Session,
+    State,
 )
 from exchange.protocol.syntax import is_token
-from exchange.server.certs import SignerCert, SignerCertRegistry
-from exchange.server.revocation import RevocationChecks, staples_of
-from exchange.trust.keys import fingerprint
-from exchange.trust.ocsp import OcspError
+from exchange.trustcore.peers import AdmittedPeer, KeysAt, PeerTrust
 
 log = logging.getLogger("exchange.server.peer")
 
@@ -69,53 +73,45 @@ def unsigned_refusal(meta: dict[str, object]) -> ExchangeError:
         if isinstance(detail, str) and len(detail) <= 64 and is_token(detail)
         else None
     )
-    return ExchangeError(
+    return PeerRefusal(
         message, code=code, status=status if 400 <= status <= 599 else 502, internal=internal
     )
 
 
-def parse_hello_certs(meta: dict[str, Any]) -> list[x509.Certificate]:
-    raw = meta.get("certs", [])
-    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw) or len(raw) > 32:
-        raise FrameError("HELLO certs must be a list of base64url DER certificates")
-    try:
-        return [x509.load_der_x509_certificate(b64url_decode(c)) for c in raw]
-    except ValueError:
-        raise FrameError("HELLO carries a malformed certificate") from None
+Answer = ResponseReceived | RequestRefused
+"""What comes back on a stream: the provider's (signed) response, or its unsigned refusal."""
 
 
 class PeerConnection(asyncio.Protocol):
-    """One TLS connection to a provider; requests are answered in any order."""
+    """The consumer's end of one EXM/1 connection to a provider: a thin shell around its
+    :class:`~exchange.protocol.session.Session`; the provider is judged by the
+    :class:`~exchange.trustcore.peers.PeerTrust` in force, as a provider judges its peers.
+    Requests are answered in any order."""
 
     def __init__(
         self,
         target: SecurityServerId,
-        expected_fingerprints: frozenset[str],
-        hello: bytes | Callable[[], bytes],
-        registry: SignerCertRegistry,
+        hello: Callable[[], dict[str, Any]],
+        trust: Callable[[], PeerTrust | None],
         max_frame: int,
         clock: Callable[[], float],
-        revocation: RevocationChecks | None = None,
-        conf: Callable[[], GlobalConf | None] = lambda: None,
+        keep: Callable[[AdmittedPeer], None] = lambda peer: None,
     ) -> None:
         self.target = target
-        self.expected = expected_fingerprints
-        self.hello = hello if callable(hello) else (lambda: hello)
-        self.revocation = revocation
-        self.conf = conf
-        self.peer_cert: x509.Certificate | None = None
-        self.refused: dict[str, ExchangeError] = {}
-        self.registry = registry
-        self.decoder = FrameDecoder(max_frame)
+        self.hello = hello
+        self.trust = trust
+        self.keep = keep
         self.clock = clock
-        self.pending: dict[int, asyncio.Future[Frame]] = {}
-        self.next_id = 1
+        self.session = Session("consumer", max_frame)
+        self.peer_cert: x509.Certificate | None = None
+        self.peer: AdmittedPeer | None = None
+        """The provider as its HELLO was admitted under the configuration in force."""
+        self.presented: Hello | None = None
+        self.pending: dict[int, asyncio.Future[Answer]] = {}
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.signer_certs: dict[str, SignerCert] = {}
         self.failure: ExchangeError | None = None
-        self.draining = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -126,27 +122,48 @@ class PeerConnection(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         self.peer_cert = x509.load_der_x509_certificate(der) if der is not None else None
-        # (1) the provider's auth certificate is one registered for the server we meant to reach
-        if self.peer_cert is None or fingerprint(self.peer_cert) not in self.expected:
-            self._fail(
-                ConsumerSslAuthenticationFailed(
-                    f"security server {self.target} presented an authentication certificate "
-                    "that the global configuration does not register for it"
-                )
+        # (1) the provider's authentication certificate is acceptable and registered for the
+        # server we meant to reach (before anything is sent to it)
+        try:
+            self._trust().authenticate(
+                self.peer_cert, self.clock(), "consumer", expected=self.target
             )
+        except ExchangeError as err:
+            self._fail(err)
             return
-        transport.write(self.hello())
+        transport.write(self.session.send_hello(self.hello()))
+
+    @property
+    def usable(self) -> bool:
+        """Open for new requests: not closed or closing, not refused, not draining."""
+        transport = self.transport
+        return (
+            not self.closed
+            and transport is not None
+            and not transport.is_closing()
+            and self.session.state is State.OPEN
+        )
+
+    def _trust(self) -> PeerTrust:
+        trust = self.trust()
+        if trust is None:
+            raise OutdatedGlobalConf("no global configuration is in force")
+        return trust
 
     def data_received(self, data: bytes) -> None:
         try:
-            frames = self.decoder.feed(data)
-            for frame in frames:
-                self._on_frame(frame)
-        except ExchangeError as exc:
+            for event in self.session.receive_data(data):
+                self._on_event(event)
+        except FrameError as exc:
             self._fail(NetworkError(f"protocol error from {self.target}: {exc.message}"))
+        except ExchangeError as err:
+            self._fail(err)
+        if self.session.state is State.CLOSED:
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.session.close()
         err = self.failure or self._lost_error()
         if not self.ready.done():
             self.ready.set_exception(err)
@@ -168,82 +185,63 @@ class PeerConnection(asyncio.Protocol):
 
     # -- frames ---------------------------------------------------------------------------------
 
-    def _on_frame(self, frame: Frame) -> None:
-        if frame.kind is FrameKind.HELLO:
-            self._on_hello(frame)
-            return
-        if frame.kind is FrameKind.ERROR and frame.stream_id == 0:
-            self._fail(unsigned_refusal(frame.meta))
-            return
-        fut = self.pending.pop(frame.stream_id, None)
-        if fut is not None and not fut.done():
-            fut.set_result(frame)
-        if self.draining and not self.pending:
-            self.close()
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, HelloReceived):
+            self._on_hello(event.hello)
+        elif isinstance(event, ConnectionRefused):
+            self._fail(unsigned_refusal(event.meta))
+        elif isinstance(event, ResponseReceived | RequestRefused):
+            fut = self.pending.pop(event.stream_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(event)
 
-    def _on_hello(self, frame: Frame) -> None:
-        conf = self.conf()
-        staples = staples_of(frame.meta)
-        # (2) the provider's authentication certificate is not revoked (fresh OCSP "good")
-        revocation = self.revocation
-        if conf is not None and revocation is not None and self.peer_cert is not None:
-            try:
-                revocation.admit_peer(self.peer_cert, staples, conf)
-            except OcspError as err:
-                self._fail(err.for_consumer())
-                return
-        # (3) every signing certificate the provider presents is valid, approved, not revoked
-        now = self.clock()
-        for cert in parse_hello_certs(frame.meta):
-            info = self.registry.admit(cert, now)
-            try:
-                if conf is not None and revocation is not None:
-                    revocation.admit_peer(cert, staples, conf)
-            except OcspError as err:
-                self.refused[info.thumbprint] = err.for_consumer()
-                self.signer_certs.pop(info.thumbprint, None)
-                continue
-            self.refused.pop(info.thumbprint, None)
-            self.signer_certs[info.thumbprint] = info
+    def _on_hello(self, hello: Hello) -> None:
+        # (2)-(6) the provider's HELLO: its authentication certificate is not revoked, and
+        # each signing certificate it presents is accepted or skipped (PeerTrust.admit)
+        self.peer = self._trust().admit(
+            self.peer_cert, hello, self.clock(), "consumer", expected=self.target
+        )
+        self.presented = hello
+        self.keep(self.peer)
+        for err in self.peer.refused.values():
+            log.warning("provider %s: signing certificate refused: %s", self.target, err.internal)
         if not self.ready.done():
             self.ready.set_result(None)
 
-    def signer_key(self, thumbprint: str) -> SignerCert:
-        """The provider's signing certificate behind a response's ``x5t#S256`` (the
-        :class:`~exchange.trustcore.messages.SignerKeys` of this connection): one it presented
-        here, valid now, its OCSP status still fresh."""
-        refused = self.refused.get(thumbprint)
-        if refused is not None:
-            raise refused
-        info = self.signer_certs.get(thumbprint)
-        if info is None:
-            raise ConsumerInvalidSignature(
-                "response signed with a certificate the provider did not present"
-            )
-        self.registry.check_time(info, self.clock())
-        self.check_revocation(info)
-        return info
-
-    def check_revocation(self, info: SignerCert) -> None:
-        """At each response: the provider's certificates' OCSP responses are still fresh."""
-        conf = self.conf()
-        revocation = self.revocation
-        if conf is None or revocation is None:
-            return
+    def recheck(self, trust: PeerTrust, now: float) -> bool:
+        """A new global configuration: the provider is judged again on what it presented; the
+        connection is closed (and False returned) if it no longer qualifies."""
+        if self.closed or self.presented is None:
+            return True
         try:
-            if self.peer_cert is not None:
-                revocation.check_peer(self.peer_cert, conf)
-            revocation.check_peer(info.cert, conf)
-        except OcspError as err:
-            raise err.for_consumer() from None
+            self.peer = trust.admit(
+                self.peer_cert, self.presented, now, "consumer", expected=self.target
+            )
+        except ExchangeError as err:
+            log.warning(
+                "closing the connection to %s after a configuration change: %s",
+                self.target,
+                err.internal,
+            )
+            self._fail(err)
+            return False
+        return True
 
-    def send_hello(self, hello: bytes) -> None:
+    def keys_at(self, now: float) -> KeysAt:
+        """The keys the provider may sign with at ``now`` (the
+        :class:`~exchange.trustcore.messages.SignerKeys` of this connection for one exchange)."""
+        if self.peer is None:
+            raise NetworkError(f"security server {self.target} has not presented its HELLO")
+        return self.peer.keys_at(now)
+
+    def send_hello(self, meta: dict[str, Any]) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.write(hello)
+            with contextlib.suppress(LocalProtocolError):  # not yet, or no longer, open
+                self.write(self.session.send_hello(meta))
 
     def close_when_idle(self) -> None:
-        self.draining = True
-        if not self.pending:
+        self.session.start_draining()
+        if self.session.state is State.CLOSED:
             self.close()
 
     def _fail(self, err: ExchangeError) -> None:
@@ -251,29 +249,35 @@ class PeerConnection(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_exception(err)
             self.ready.exception()
-        if self.transport is not None:
-            self.transport.close()
+        self.close()
 
     # -- requests -------------------------------------------------------------------------------
 
-    def send(self, meta: dict[str, Any], body: bytes) -> asyncio.Future[Frame]:
+    def send(self, meta: dict[str, Any], body: bytes) -> asyncio.Future[Answer]:
         if self.closed or self.transport is None or self.transport.is_closing():
             raise NetworkError(f"connection to security server {self.target} is closed")
-        stream_id = self.next_id
-        self.next_id = (stream_id + 1) & 0x7FFFFFFF or 1
-        fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        try:
+            stream_id, data = self.session.send_request(meta, body)
+        except LocalProtocolError:
+            raise NetworkError(
+                f"connection to security server {self.target} takes no new requests"
+            ) from None
+        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self.pending[stream_id] = fut
-        self.write(encode_frame(stream_id, FrameKind.REQUEST, meta, body))
+        self.write(data)
         return fut
 
     def _write_now(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def forget(self, fut: asyncio.Future[Frame]) -> None:
+    def forget(self, fut: asyncio.Future[Answer]) -> None:
         for key, value in list(self.pending.items()):
             if value is fut:
                 del self.pending[key]
+                self.session.forget(key)
+        if self.session.state is State.CLOSED:
+            self.close()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -284,7 +288,7 @@ class _Expired(Exception):
     """The answer did not arrive in time."""
 
 
-def _expire(fut: asyncio.Future[Frame]) -> None:
+def _expire(fut: asyncio.Future[Answer]) -> None:
     if not fut.done():
         fut.set_exception(_Expired())
 
@@ -296,26 +300,22 @@ class PeerPool:
         self,
         target: SecurityServerId,
         address: str,
-        expected_fingerprints: frozenset[str],
         *,
         ssl_context: ssl.SSLContext,
-        hello: bytes | Callable[[], bytes],
-        revocation: RevocationChecks | None = None,
-        conf: Callable[[], GlobalConf | None] = lambda: None,
-        registry: SignerCertRegistry,
+        hello: Callable[[], dict[str, Any]],
+        trust: Callable[[], PeerTrust | None],
         size: int,
         connect_timeout: float,
         max_frame: int,
         clock: Callable[[], float] = time.time,
+        keep: Callable[[AdmittedPeer], None] = lambda peer: None,
     ) -> None:
         self.target = target
         self.address = address
-        self.expected = expected_fingerprints
+        self.keep = keep
         self.ssl_context = ssl_context
         self.hello = hello
-        self.revocation = revocation
-        self.conf = conf
-        self.registry = registry
+        self.trust = trust
         self.size = max(1, size)
         self.connect_timeout = connect_timeout
         self.max_frame = max_frame
@@ -331,14 +331,7 @@ class PeerPool:
             async with asyncio.timeout(self.connect_timeout):
                 _, proto = await loop.create_connection(
                     lambda: PeerConnection(
-                        self.target,
-                        self.expected,
-                        self.hello,
-                        self.registry,
-                        self.max_frame,
-                        self.clock,
-                        self.revocation,
-                        self.conf,
+                        self.target, self.hello, self.trust, self.max_frame, self.clock, self.keep
                     ),
                     host.strip("[]"),
                     int(port),
@@ -365,7 +358,7 @@ class PeerPool:
         index = self.turn
         self.turn = (index + 1) % self.size
         conn = self.connections[index]
-        if conn is not None and not conn.closed:
+        if conn is not None and conn.usable:
             return conn
         task = self.connecting[index]
         if task is None or task.done():
@@ -381,13 +374,13 @@ class PeerPool:
 
     async def request(
         self, meta: dict[str, Any], body: bytes, timeout: float
-    ) -> tuple[Frame, PeerConnection]:
+    ) -> tuple[Answer, PeerConnection]:
         conn = await self.connection()
         fut = conn.send(meta, body)
         # a timer on the answer's future: cheaper than asyncio.timeout's per-request context
         timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
         try:
-            frame = await fut
+            answer = await fut
         except _Expired:
             conn.forget(fut)
             raise ConsumerTimeout(
@@ -395,7 +388,7 @@ class PeerPool:
             ) from None
         finally:
             timer.cancel()
-        return frame, conn
+        return answer, conn
 
     def drain(self) -> None:
         """Take no new requests; close each connection once its pending requests are answered."""
@@ -403,10 +396,19 @@ class PeerPool:
             if conn is not None:
                 conn.close_when_idle()
 
-    def send_hello(self, hello: bytes) -> None:
+    def send_hello(self, meta: dict[str, Any]) -> None:
         for conn in self.connections:
             if conn is not None and not conn.closed:
-                conn.send_hello(hello)
+                conn.send_hello(meta)
+
+    def recheck(self, trust: PeerTrust, now: float) -> bool:
+        """Judge every open connection again under a new configuration's peer trust; False if
+        one of them no longer qualifies (it is closed)."""
+        kept = True
+        for conn in self.connections:
+            if conn is not None and not conn.closed:
+                kept = conn.recheck(trust, now) and kept
+        return kept
 
     def close(self) -> None:
         for conn in self.connections:

@@ -9,13 +9,14 @@ the provider member's key, bound to the request hash, logged durably — and onl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import orjson
 import uuid_utils
@@ -25,24 +26,26 @@ from exchange.errors import (
     AccessDenied,
     ExchangeError,
     InvalidMessage,
-    InvalidSignatureValue,
+    ProviderOutdatedGlobalConf,
     ProviderServerError,
     ServiceFailed,
     SslAuthenticationFailed,
     TooManyConnections,
     UnknownService,
+    log_refusal,
 )
 from exchange.globalconf.document import GlobalConf
-from exchange.identifiers import SecurityServerId
+from exchange.identifiers import MemberId, SecurityServerId
 from exchange.policy.evaluate import evaluate
 from exchange.policy.fields import filter_fields
-from exchange.policy.model import Decision, PolicyRequest
+from exchange.policy.model import Decision, PolicyRequest, PolicySet
 from exchange.policy.quota import QuotaExceeded
 from exchange.protocol import fields, forwarding
 from exchange.protocol.canonical import b64url
 from exchange.protocol.fields import FieldError
-from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, FrameWriter, encode_frame
-from exchange.protocol.jws import cert_thumbprint, unverified_payload
+from exchange.protocol.frames import FrameKind, FrameWriter
+from exchange.protocol.hello import Hello
+from exchange.protocol.jws import Signer, unverified_payload
 from exchange.protocol.messages import (
     SignedDecision,
     SignedRequest,
@@ -50,21 +53,21 @@ from exchange.protocol.messages import (
     request_hash,
 )
 from exchange.protocol.rest import end_to_end_headers
-from exchange.server.certs import SignerCert, SignerCertificateError
-from exchange.server.metadata import is_rest_metadata
-from exchange.server.peer import parse_hello_certs
+from exchange.protocol.session import (
+    HelloReceived,
+    LocalProtocolError,
+    RequestReceived,
+    Session,
+    State,
+)
+from exchange.server.metadata import MetadataServices, is_rest_metadata
+from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord, guarded, internal_failure
-from exchange.server.revocation import staples_of
-from exchange.server.soap_provider import fault_answer
+from exchange.server.replay import ReplayCache
+from exchange.server.soap_provider import SoapProviderHost, fault_answer
 from exchange.server.soap_provider import process as process_soap
-from exchange.trust.keys import fingerprint
-from exchange.trust.ocsp import OcspError
-from exchange.trust.profiles import check_auth_profile
-from exchange.trust.validation import verify_chain
 from exchange.trustcore.messages import check_request_body, verify_request
-
-if TYPE_CHECKING:
-    from exchange.server.core import SecurityServer
+from exchange.trustcore.peers import AdmittedPeer, KeysAt, PeerTrust
 
 log = logging.getLogger("exchange.server.provider")
 
@@ -81,16 +84,45 @@ class PeerLoad:
     paused: set[ProviderConnection] = field(default_factory=set)
 
 
+class ProviderHost(SoapProviderHost, Protocol):
+    """What the provider port and its pipeline use of the security server."""
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def peer_trust(self) -> PeerTrust | None: ...
+    @property
+    def provider_connections(self) -> set[ProviderConnection]: ...
+    @property
+    def peer_loads(self) -> dict[SecurityServerId, PeerLoad]: ...
+    @property
+    def replay(self) -> ReplayCache: ...
+    @property
+    def quota(self) -> PersistentQuota: ...
+    @property
+    def metadata(self) -> MetadataServices: ...
+    def globalconf_or_fail(self, *, provider: bool, now: float | None = None) -> GlobalConf: ...
+    def hello_meta(self) -> dict[str, Any]: ...
+    def keep_evidence(self, peer: AdmittedPeer) -> None: ...
+    def policy_set(self) -> PolicySet: ...
+    def signer_for(self, member: MemberId | None, *, consumer: bool = False) -> Signer: ...
+    async def log_record(self, rec: ExchangeRecord) -> None: ...
+
+
 class ProviderConnection(asyncio.Protocol):
-    def __init__(self, server: SecurityServer) -> None:
+    """The provider port's end of one EXM/1 connection: a thin shell around its
+    :class:`~exchange.protocol.session.Session` (the protocol's rules) and the peer as the
+    server's :class:`~exchange.trustcore.peers.PeerTrust` admitted it (the trust decisions)."""
+
+    def __init__(self, server: ProviderHost) -> None:
         self.server = server
-        self.decoder = FrameDecoder(server.config.limits.max_body_bytes)
+        self.session = Session("provider", server.config.limits.max_body_bytes)
         self.transport: asyncio.Transport | None = None
         self.peer_id: SecurityServerId | None = None
         self.peer_cert: x509.Certificate | None = None
-        self.refused: dict[str, ExchangeError] = {}
-        self.signer_certs: dict[str, SignerCert] = {}
-        self.hello_done = False
+        self.peer: AdmittedPeer | None = None
+        """The peer as its HELLO was admitted under the configuration in force."""
+        self.hello: Hello | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # the peer does not read our answers as fast as it sends requests (see pause_writing)
         self.write_blocked = False
@@ -118,11 +150,11 @@ class ProviderConnection(asyncio.Protocol):
     def _authenticate(self, transport: asyncio.Transport) -> SecurityServerId:
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-        if der is None:
-            raise SslAuthenticationFailed("no authentication certificate presented")
-        self.peer_cert = x509.load_der_x509_certificate(der)
-        conf = self.server.globalconf_or_fail(provider=True)
-        return authenticate_peer(self.peer_cert, conf, self.server.clock())
+        self.peer_cert = x509.load_der_x509_certificate(der) if der is not None else None
+        self.server.globalconf_or_fail(provider=True)
+        trust = self.server.peer_trust
+        assert trust is not None  # a fresh configuration is in force
+        return trust.authenticate(self.peer_cert, self.server.clock(), "provider").id
 
     def _admit_another_connection(self, peer: SecurityServerId) -> None:
         """A registered peer may hold ``max_peer_connections`` at once, no more."""
@@ -138,12 +170,19 @@ class ProviderConnection(asyncio.Protocol):
                 f"(at most {limit})"
             )
 
-    def recheck(self, conf: GlobalConf) -> None:
-        """A new global configuration: drop the connection if its peer no longer qualifies."""
-        if self.peer_cert is None or self.peer_id is None:
+    def recheck(self, trust: PeerTrust, now: float) -> None:
+        """A new global configuration: the peer is judged again by its peer trust, on what it
+        presented; the connection is dropped if it no longer qualifies."""
+        if self.peer_id is None or not self.open:
             return
         try:
-            still = authenticate_peer(self.peer_cert, conf, self.server.clock())
+            if self.hello is None:
+                still = trust.authenticate(self.peer_cert, now, "provider").id
+            else:
+                accepted = set(self.peer.signers) if self.peer is not None else set()
+                self.peer = trust.admit(self.peer_cert, self.hello, now, "provider")
+                still = self.peer.server
+                self._note_refusals(self.peer, "no longer accepted", accepted)
         except ExchangeError as err:
             log.warning(
                 "dropping peer %s after a configuration change: %s", self.peer_id, err.internal
@@ -156,22 +195,12 @@ class ProviderConnection(asyncio.Protocol):
                     "the authentication certificate now belongs to another server"
                 )
             )
-            return
-        # signing certificates admitted at HELLO are judged again against the new CAs
-        now = self.server.clock()
-        for thumb, info in list(self.signer_certs.items()):
-            try:
-                self.server.signer_registry.admit(info.cert, now)
-            except ExchangeError as err:
-                log.warning(
-                    "peer %s: signing certificate no longer accepted: %s", self.peer_id, err
-                )
-                del self.signer_certs[thumb]
 
     def _refuse(self, err: ExchangeError) -> None:
         if self.transport is None:
             return
-        self.transport.write(error_frame(0, err))
+        with contextlib.suppress(LocalProtocolError):  # already refused
+            self.transport.write(self.session.send_error(0, error_meta(err)))
         self.transport.close()
 
     # -- frames ---------------------------------------------------------------------------------
@@ -180,8 +209,12 @@ class ProviderConnection(asyncio.Protocol):
         if self.peer_id is None:
             return
         try:
-            for frame in self.decoder.feed(data):
-                self._on_frame(frame)
+            for event in self.session.receive_data(data):
+                if isinstance(event, HelloReceived):
+                    self._on_hello(event)
+                else:
+                    assert isinstance(event, RequestReceived)  # the session's table
+                    self._on_request(event)
         except ExchangeError as err:
             log.warning("protocol error from %s: %s", self.peer_id, err.message)
             self._refuse(err)
@@ -191,28 +224,21 @@ class ProviderConnection(asyncio.Protocol):
             what = f"reading frames of {self.peer_id}"
             self._refuse(internal_failure(log, ProviderServerError, what, exc))
 
-    def _on_frame(self, frame: Frame) -> None:
-        if frame.kind is FrameKind.HELLO:
-            self._on_hello(frame)
-        elif frame.kind is FrameKind.REQUEST:
-            if not self.hello_done:
-                raise InvalidMessage("REQUEST before HELLO")
-            task = asyncio.ensure_future(self._answer(frame))
-            self.tasks.add(task)
-            size = len(frame.body)
-            load = self._load()
-            load.requests += 1
-            load.bytes += size
-            task.add_done_callback(lambda done: self._task_done(done, load, size))
-            limits = self.server.config.limits
-            over = load.requests > limits.max_peer_requests
-            if (over or load.bytes > limits.max_peer_request_bytes) and self.transport:
-                # the peer sends more than this server takes on at once: read no further on
-                # this connection (nor on others of the peer's that go over) until it drains
-                load.paused.add(self)
-                self.transport.pause_reading()
-        else:
-            raise InvalidMessage(f"unexpected frame kind {frame.kind.name}")
+    def _on_request(self, event: RequestReceived) -> None:
+        task = asyncio.ensure_future(self._answer(event))
+        self.tasks.add(task)
+        size = len(event.body)
+        load = self._load()
+        load.requests += 1
+        load.bytes += size
+        task.add_done_callback(lambda done: self._task_done(done, load, size))
+        limits = self.server.config.limits
+        over = load.requests > limits.max_peer_requests
+        if (over or load.bytes > limits.max_peer_request_bytes) and self.transport:
+            # the peer sends more than this server takes on at once: read no further on
+            # this connection (nor on others of the peer's that go over) until it drains
+            load.paused.add(self)
+            self.transport.pause_reading()
 
     @property
     def paused(self) -> bool:
@@ -247,63 +273,59 @@ class ProviderConnection(asyncio.Protocol):
         if not load.requests and not load.paused and self.peer_id is not None:
             self.server.peer_loads.pop(self.peer_id, None)
 
-    def _on_hello(self, frame: Frame) -> None:
-        conf = self.server.trusted.current
-        staples = staples_of(frame.meta)
-        # the peer's authentication certificate is not revoked (a fresh OCSP "good")
-        if conf is not None and self.peer_cert is not None:
-            try:
-                self.server.revocation.admit_peer(self.peer_cert, staples, conf)
-            except OcspError as err:
-                log.warning("refused peer %s: %s [%s]", self.peer_id, err.internal, err.detail)
-                self._refuse(err)
-                return
-        now = self.server.clock()
-        for cert in parse_hello_certs(frame.meta):
-            try:
-                info = self.server.signer_registry.admit(cert, now)
-                if conf is not None:
-                    self.server.revocation.admit_peer(cert, staples, conf)
-            except OcspError as err:
-                log.warning("peer %s: signing certificate refused: %s", self.peer_id, err.internal)
-                self.refused[cert_thumbprint(cert)] = err
-                self.signer_certs.pop(cert_thumbprint(cert), None)
-                continue
-            except SignerCertificateError as err:
-                log.warning(
-                    "peer %s presented a refused signing certificate: %s", self.peer_id, err.message
-                )
-                continue
-            self.refused.pop(info.thumbprint, None)
-            self.signer_certs[info.thumbprint] = info
-        if not self.hello_done:
-            self.hello_done = True
+    def _on_hello(self, event: HelloReceived) -> None:
+        trust = self.server.peer_trust
+        if trust is None:
+            raise ProviderOutdatedGlobalConf("no valid global configuration is in force")
+        try:
+            admitted = trust.admit(self.peer_cert, event.hello, self.server.clock(), "provider")
+        except ExchangeError as err:
+            log.warning("refused peer %s: %s [%s]", self.peer_id, err.internal, err.detail)
+            self._refuse(err)
+            return
+        self.peer, self.hello = admitted, event.hello
+        self.server.keep_evidence(admitted)
+        self._note_refusals(admitted, "refused")
+        if event.first:
             assert self.transport is not None
-            self.transport.write(self.server.hello_frame())
+            self.transport.write(self.session.send_hello(self.server.hello_meta()))
 
-    def send_hello(self, hello: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing() and self.hello_done:
-            self.write(hello)
+    def _note_refusals(
+        self, admitted: AdmittedPeer, what: str, among: set[str] | None = None
+    ) -> None:
+        """Tell the operator of each signing certificate refused (``among`` those given)."""
+        for thumb, err in admitted.refused.items():
+            if among is None or thumb in among:
+                log.warning("peer %s: signing certificate %s: %s", self.peer_id, what, err.internal)
+
+    def send_hello(self, meta: dict[str, Any]) -> None:
+        if self.open and self.session.state is State.OPEN:
+            self.write(self.session.send_hello(meta))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.session.close()
         self.server.provider_connections.discard(self)
         load = self.server.peer_loads.get(self.peer_id) if self.peer_id is not None else None
         if load is not None:
             load.paused.discard(self)
 
-    async def _answer(self, frame: Frame) -> None:
+    async def _answer(self, event: RequestReceived) -> None:
         try:
-            out = await handle_request(self.server, self, frame)
+            kind, meta, body = await handle_request(self.server, self, event)
         except Exception as exc:
             # a bug of ours after the request's checks (building, signing or logging the
             # answer): nothing can be signed, but the consumer gets an unsigned refusal now
             # rather than waiting for its response timeout
-            what = f"answering {self.peer_id} on stream {frame.stream_id}"
-            out = error_frame(
-                frame.stream_id, internal_failure(log, ProviderServerError, what, exc)
-            )
-        self.write(out)
+            what = f"answering {self.peer_id} on stream {event.stream_id}"
+            err = internal_failure(log, ProviderServerError, what, exc)
+            kind, meta, body = FrameKind.ERROR, error_meta(err), b""
+        if self.session.state is not State.OPEN:
+            return  # the connection is gone or refused: nobody to answer
+        if kind is FrameKind.RESPONSE:
+            self.write(self.session.send_response(event.stream_id, meta, body))
+        else:
+            self.write(self.session.send_error(event.stream_id, meta))
 
     def pause_writing(self) -> None:
         """The answers to this peer fill the transport's buffer past its high-water mark: the
@@ -328,71 +350,39 @@ class ProviderConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def signer_key(self, thumbprint: str) -> SignerCert:
-        """The peer's signing certificate behind a request's ``x5t#S256`` (the
-        :class:`~exchange.trustcore.messages.SignerKeys` of this connection): one it presented
-        and we admitted, valid now, its OCSP status and the connection's still fresh."""
-        refused = self.refused.get(thumbprint)
-        if refused is not None:
-            raise refused
-        info = self.signer_certs.get(thumbprint)
-        if info is None:
-            raise InvalidSignatureValue(
-                "request signed with a certificate the peer did not present or that was refused"
-            )
-        self.server.signer_registry.check_time(info, self.server.clock())
-        # the OCSP responses for the peer's certificates are still fresh (DESIGN.md §5)
-        conf = self.server.trusted.current
-        if conf is not None:
-            if self.peer_cert is not None:
-                self.server.revocation.check_peer(self.peer_cert, conf)
-            self.server.revocation.check_peer(info.cert, conf)
-        return info
+    def keys_at(self, now: float) -> KeysAt:
+        """The keys the peer may sign with at ``now`` (the
+        :class:`~exchange.trustcore.messages.SignerKeys` of this connection for one exchange)."""
+        if self.peer is None:
+            raise InvalidMessage("REQUEST before HELLO")
+        return self.peer.keys_at(now)
 
 
-def authenticate_peer(cert: x509.Certificate, conf: GlobalConf, now_ts: float) -> SecurityServerId:
-    """The security server a peer's authentication certificate identifies, or a refusal."""
-    now = dt.datetime.fromtimestamp(now_ts, dt.UTC)
-    try:
-        # (1) chains to a CA the current global configuration approves, valid now
-        verify_chain(cert, conf.ca_certs(), now)
-        # (2) authentication profile, never a signing certificate
-        check_auth_profile(cert)
-    except ExchangeError as exc:
-        raise SslAuthenticationFailed(
-            "authentication certificate refused", internal=exc.message
-        ) from None
-    # (3) its SHA-256 fingerprint is registered for a security server
-    info = conf.server_by_fingerprint(fingerprint(cert))
-    if info is None:
-        raise SslAuthenticationFailed(
-            "authentication certificate is not registered for any security server",
-            internal=f"fingerprint {fingerprint(cert)}",
-        )
-    return info.id
+def error_meta(err: ExchangeError) -> dict[str, Any]:
+    """An unsigned refusal's meta: its code, message, detail id and status."""
+    return {"type": err.code, "message": err.message, "detail": err.detail, "status": err.status}
 
 
 # --- one request ---------------------------------------------------------------------------------
 
 
-def error_frame(stream_id: int, err: ExchangeError) -> bytes:
-    """An unsigned refusal of one request: its code, message, detail id and status."""
-    meta = {"type": err.code, "message": err.message, "detail": err.detail, "status": err.status}
-    return encode_frame(stream_id, FrameKind.ERROR, meta)
-
-
-async def handle_request(server: SecurityServer, conn: ProviderConnection, frame: Frame) -> bytes:
+async def handle_request(
+    server: ProviderHost, conn: ProviderConnection, event: RequestReceived
+) -> tuple[FrameKind, dict[str, Any], bytes]:
+    """One request on ``conn``: the answer's frame kind, meta and body (a signed RESPONSE once
+    the record is logged; an unsigned ERROR when it cannot be logged)."""
     rec = ExchangeRecord(
         side="provider", peer_server=str(conn.peer_id), started_ns=time.perf_counter_ns()
     )
+    now = server.clock()  # the one reference time of this exchange
     request: SignedRequest | None = None
     try:
         request, status, headers, body, released, policy_version = await guarded(
-            rec, _process(server, conn, frame, rec), ProviderServerError
+            rec, _process(server, conn, event, rec, now), ProviderServerError
         )
     except ExchangeError as err:
         if not isinstance(err, AccessDenied):
-            log.info("request %s refused: %s [%s]", rec.message_id, err.internal, err.detail)
+            log_refusal(log, f"request {rec.message_id}", err)
         rec.fail(err)
         status, body = err.status, orjson.dumps(err.body())
         headers = [("content-type", _JSON)]
@@ -415,7 +405,7 @@ async def handle_request(server: SecurityServer, conn: ProviderConnection, frame
         error_message=None if rec.error is None else rec.error.message,
         policy_version=policy_version,
         released_fields=released,
-        timestamp_ms=int(server.clock() * 1000),
+        timestamp_ms=int(now * 1000),
         decision=SignedDecision.of(rec.decision),
     )
     rec.released_fields = None if released is None else list(released)
@@ -425,23 +415,27 @@ async def handle_request(server: SecurityServer, conn: ProviderConnection, frame
     try:
         await server.log_record(rec)
     except ExchangeError as err:
-        return error_frame(frame.stream_id, err)
-    return encode_frame(frame.stream_id, FrameKind.RESPONSE, {"jws": rec.response_jws}, body)
+        return FrameKind.ERROR, error_meta(err), b""
+    return FrameKind.RESPONSE, {"jws": rec.response_jws}, body
 
 
 async def _process(
-    server: SecurityServer, conn: ProviderConnection, frame: Frame, rec: ExchangeRecord
+    server: ProviderHost,
+    conn: ProviderConnection,
+    event: RequestReceived,
+    rec: ExchangeRecord,
+    now: float,
 ) -> tuple[SignedRequest, int, list[tuple[str, str]], bytes, tuple[str, ...] | None, str | None]:
-    token = frame.meta.get("jws")
+    token = event.meta.get("jws")
     if not isinstance(token, str) or not token.isascii():
         raise InvalidMessage("REQUEST frame carries no compact JWS signed request")
     rec.request_jws = token
     rec.request_hash = request_hash(token)
-    rec.request_body = frame.body
+    rec.request_body = body = event.body
     try:
-        # (1) the signature verifies with a signing certificate the peer presented and we admitted,
-        # (2) of the client's own member
-        request = verify_request(token, conn).request
+        # (1) the signature verifies with a signing certificate the peer presented and the peer
+        # trust accepted (still valid and fresh now), (2) of the client's own member
+        request = verify_request(token, conn.keys_at(now)).request
     except ExchangeError:
         # the payload is parsed a second time only for a refusal, to answer under its claimed id
         rec.message_id = _claimed_message_id(token)
@@ -449,32 +443,33 @@ async def _process(
     rec.mark("verified")
     rec.describe(request)
     # the global configuration is fresh (checked once the refusal can name the request)
-    conf = server.globalconf_or_fail(provider=True)
+    conf = server.globalconf_or_fail(provider=True, now=now)
+    peer = conn.peer
+    assert peer is not None  # keys_at found the peer admitted
     # (3) addressed to this security server
     if request.security_server != server.config.server_id:
         raise InvalidMessage(f"request is addressed to security server {request.security_server}")
-    # (4) the client subsystem is hosted by the connecting security server, which the client
-    # member named as the sender
-    peer = conf.server(conn.peer_id) if conn.peer_id is not None else None
-    if peer is None or request.client not in peer.clients:
+    # (4) the client subsystem is hosted by the connecting security server
+    if not peer.hosts(request.client):
         raise SslAuthenticationFailed(
             f"client {request.client} is not hosted by the connecting security server "
             f"{conn.peer_id}"
         )
-    if request.client_server != peer.id:
+    # ... and it is the sender the client member named
+    if request.client_server != peer.server:
         raise SslAuthenticationFailed(
             f"the request was signed to be sent by security server {request.client_server}, "
-            f"not by the connecting {peer.id}"
+            f"not by the connecting {peer.server}"
         )
     # (5) fresh, and not seen before
     server.replay.check_and_add(
-        str(request.client), request.message_id, request.timestamp_ms, int(server.clock() * 1000)
+        str(request.client), request.message_id, request.timestamp_ms, int(now * 1000)
     )
     # (6) the body is the one that was signed
-    check_request_body(request, frame.body)
+    check_request_body(request, body)
     if request.protocol == "soap":
         soap = await process_soap(
-            server, request, frame.body, conf, rec, lambda r, c, d: _decide(server, r, c, d)
+            server, request, body, conf, rec, lambda r, c, d: _decide(server, r, c, d, now)
         )
         return request, soap.status, soap.headers, soap.body, soap.released, soap.policy_version
     if request.protocol != "rest":
@@ -490,7 +485,7 @@ async def _process(
     if service.type != "rest":
         raise UnknownService(f"service {request.service} is a SOAP service: POST an envelope to /")
     # (8) the access policy grants it
-    decision = _decide(server, request, conf, rec)
+    decision = _decide(server, request, conf, rec, now)
     rec.mark("decided")
     # (9) the backend answers, and only granted fields leave this server
     backend_headers = end_to_end_headers(request.headers)
@@ -503,7 +498,7 @@ async def _process(
         request.path,
         request.query,
         [(k, v) for k, v in backend_headers],
-        frame.body,
+        body,
         min(service.timeout, server.config.limits.backend_timeout),
     )
     rec.mark("backend")
@@ -556,7 +551,11 @@ def _xroad_backend_headers(request: SignedRequest, rec: ExchangeRecord) -> list[
 
 
 def _decide(
-    server: SecurityServer, request: SignedRequest, conf: GlobalConf, rec: ExchangeRecord
+    server: ProviderHost,
+    request: SignedRequest,
+    conf: GlobalConf,
+    rec: ExchangeRecord,
+    now: float,
 ) -> Decision:
     policy = server.policy_set()
     decision = evaluate(
@@ -572,7 +571,7 @@ def _decide(
             query=request.query,
         ),
         groups=conf.groups_of(request.client),
-        now=dt.datetime.fromtimestamp(server.clock(), dt.UTC),
+        now=dt.datetime.fromtimestamp(now, dt.UTC),
     )
     rec.decision = {**decision.log_entry(), "reason": decision.reason}
     if not decision.allowed:

@@ -1,5 +1,6 @@
-"""OCSP for a security server (DESIGN.md §5 "Revocation"): own staples ahead of time, peers'
-staples judged on arrival and on every message.
+"""OCSP for a security server's own certificates (DESIGN.md §5 "Revocation"): fetched ahead of
+time and stapled to its HELLO frames. Peers' staples are judged by the peer trust
+(:mod:`exchange.trustcore.peers`), on arrival and at every message.
 
 A certificate needs a fresh "good" OCSP response when the approved CA that issued it publishes
 OCSP responder URLs in the global configuration; a CA that publishes none is not checked (a
@@ -9,24 +10,19 @@ deployment decision the central server's operator makes, visible in the configur
   start and refreshed before half their usable life has passed (freshness from the global
   configuration, default 3600 s). While a responder is down the held response stays usable
   until it is stale; then peers refuse us, and the operator log says why.
-- Peers' certificates: their responses travel in HELLO frames (Python's ssl cannot staple in
-  the handshake), are verified before a certificate is admitted, and must still be fresh at
-  every message, so a revoked signing certificate stops being accepted within one interval.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 
-from exchange.errors import ExchangeError
 from exchange.globalconf.document import GlobalConf
-from exchange.protocol.canonical import b64url, b64url_decode
 from exchange.protocol.jws import cert_thumbprint
-from exchange.trust.ocsp import CertificateStatusUnknown, OcspError, OcspStapleCache
+from exchange.trust.ocsp import OcspError, OcspStapleCache
 from exchange.trust.ocsp_service import OcspFetcher, OcspUnavailable
 
 log = logging.getLogger("exchange.server.revocation")
@@ -61,7 +57,6 @@ class RevocationChecks:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.own = OcspStapleCache()
-        self.peers = OcspStapleCache()
         self.fetcher = OcspFetcher(clock=clock)
         self.responder_of = _ResponderIndex()
         # where verified responses are kept as evidence (the message log), once set
@@ -115,54 +110,11 @@ class RevocationChecks:
         held = self.own.get(cert, _utc(self.clock()), conf.settings.ocsp_freshness_seconds)
         return held.response_der if held is not None else None
 
-    def own_staples(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> dict[str, str]:
-        """Fresh responses for our certificates, for the HELLO frame: x5t#S256 -> base64url DER."""
+    def own_staples(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> dict[str, bytes]:
+        """Fresh responses for our certificates, for the HELLO frame: x5t#S256 -> DER."""
         out = {}
         for cert in certs:
             der = self.own_response(cert, conf)
             if der is not None:
-                out[cert_thumbprint(cert)] = b64url(der)
+                out[cert_thumbprint(cert)] = der
         return out
-
-    # -- peers' certificates ------------------------------------------------------------------
-
-    def admit_peer(
-        self, cert: x509.Certificate, staples: Mapping[str, object], conf: GlobalConf
-    ) -> None:
-        """Verify the staple a peer sent for ``cert``; :class:`OcspError` unless fresh-good."""
-        responder = self.responder_of(cert, conf)
-        if responder is None:
-            return
-        ca, _ = responder
-        raw = staples.get(cert_thumbprint(cert))
-        if not isinstance(raw, str):
-            raise CertificateStatusUnknown(
-                "no OCSP response was stapled for the certificate",
-                internal=f"no staple for {cert.subject.rfc4514_string()}",
-            )
-        try:
-            der = b64url_decode(raw)
-        except ValueError:
-            raise CertificateStatusUnknown("the stapled OCSP response is not base64url") from None
-        self.peers.put(
-            der,
-            cert=cert,
-            issuer=ca,
-            now=_utc(self.clock()),
-            max_age_seconds=conf.settings.ocsp_freshness_seconds,
-        )
-        if self.keep is not None:
-            self.keep(cert, der)
-
-    def check_peer(self, cert: x509.Certificate, conf: GlobalConf) -> None:
-        """At each message: the peer certificate's response must still be fresh."""
-        if self.responder_of(cert, conf) is None:
-            return
-        self.peers.require(cert, _utc(self.clock()), conf.settings.ocsp_freshness_seconds)
-
-
-def staples_of(meta: Mapping[str, object]) -> Mapping[str, object]:
-    raw = meta.get("ocsp", {})
-    if not isinstance(raw, dict):
-        raise ExchangeError("HELLO ocsp must be an object", code="Server.ProtocolError")
-    return raw

@@ -1,10 +1,11 @@
 """The consumer side of X-Road message protocol 4.0: ``POST /`` with a SOAP 1.1 envelope.
 
 The same steps as REST (:mod:`exchange.server.consumer`), in the same order once the envelope is
-read: body within its limit; envelope parsed (hardened, :mod:`exchange.protocol.soap`); global
-configuration fresh; client hosted here and the information system registered for it; a provider
-security server chosen; the request signed with the client member's key; the signed response
-verified and bound to the request; logged durably; answered.
+read, each written once in :mod:`exchange.server.consumer_steps`: body within its limit;
+envelope parsed (hardened, :mod:`exchange.protocol.soap`); global configuration fresh; client
+hosted here and the information system registered for it; a provider security server chosen;
+the request signed with the client member's key; the signed response verified and bound to the
+request; logged durably; answered.
 
 The signed request says ``protocol = "soap"``, method ``POST``, empty path, and binds the whole
 HTTP body (the envelope, or the ``multipart/related`` message with its attachments, unchanged)
@@ -23,32 +24,25 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
 from exchange.bodies import read_body
-from exchange.errors import (
-    ClientError,
-    ConsumerServerError,
-    ExchangeError,
-    InconsistentResponse,
-)
+from exchange.errors import ClientError, ExchangeError, InconsistentResponse
 from exchange.protocol import forwarding, soap
 from exchange.protocol.fields import FieldError
 from exchange.protocol.messages import SignedResponse
-from exchange.server.consumer import (
+from exchange.server.consumer_steps import (
+    ConsumerHost,
     choose_provider,
     exchange_signed,
     hosted_client,
-    signed_request,
+    request_document,
+    run_exchange,
 )
-from exchange.server.records import ExchangeRecord, guarded
+from exchange.server.records import ExchangeRecord
 from exchange.server.soap_provider import off_loop
-
-if TYPE_CHECKING:
-    from exchange.server.core import SecurityServer
 
 log = logging.getLogger("exchange.server.consumer")
 
@@ -65,22 +59,19 @@ def _fault(code: str, message: str, detail: str | None) -> web.Response:
     )
 
 
-async def handle_soap(server: SecurityServer, request: web.BaseRequest) -> web.StreamResponse:
+async def handle_soap(host: ConsumerHost, request: web.BaseRequest) -> web.StreamResponse:
+    """One SOAP 4.0 exchange of an information system."""
     rec = ExchangeRecord(side="consumer", protocol="soap", started_ns=time.perf_counter_ns())
     rec.method, rec.path = "POST", "/"
-    try:
-        return await guarded(rec, _consume(server, request, rec), ConsumerServerError)
-    except ExchangeError as err:
-        log.info("SOAP exchange %s failed: %s [%s]", rec.message_id, err.internal, err.detail)
-        rec.fail(err)
-        answer = fault_response(err)
+    return await run_exchange(host, rec, _consume(host, request, rec), _refusal)
+
+
+def _refusal(err: ExchangeError, rec: ExchangeRecord | None) -> web.Response:
+    answer = fault_response(err)
+    if rec is not None:
         rec.http_status = answer.status
         rec.response_body = answer.body if isinstance(answer.body, bytes) else None
-        try:
-            await server.log_record(rec)
-        except ExchangeError as log_err:
-            return fault_response(log_err)
-        return answer
+    return answer
 
 
 def _parse_request(content_type: str, body: bytes, limit: int) -> soap.SoapRequest:
@@ -104,11 +95,12 @@ def _signed_headers(request: web.BaseRequest, content_type: str) -> tuple[tuple[
 
 
 async def _consume(
-    server: SecurityServer, request: web.BaseRequest, rec: ExchangeRecord
+    host: ConsumerHost, request: web.BaseRequest, rec: ExchangeRecord
 ) -> web.StreamResponse:
+    now = host.clock()  # the one reference time of this exchange
     # (1) the body is within its limit, and holds a SOAP 1.1 envelope (first, so that every
     # refusal below is logged with the request's identifiers)
-    body = await read_body(request, server.config.limits.max_body_bytes)
+    body = await read_body(request, host.config.limits.max_body_bytes)
     rec.request_body = body
     content_type = request.headers.get("Content-Type", "")
     parsed = await off_loop(len(body), _parse_request, content_type, body, len(body))
@@ -117,19 +109,20 @@ async def _consume(
     rec.client, rec.service = str(header.client), str(header.service)
     rec.user_id, rec.purpose, rec.issue = header.user_id, header.purpose, header.issue
     # (2) the global configuration is fresh
-    conf = server.globalconf_or_fail(provider=False)
+    conf = host.globalconf_or_fail(provider=False, now=now)
     # (3) the client is hosted here and the information system may act for it
-    client = hosted_client(server, request, conf, header.client)
+    client = hosted_client(host, request, conf, header.client)
     # (4) a security server provides the service (PR-TARGETSS: securityServer pins one)
-    provider = choose_provider(server, conf, header.service.subsystem, header.security_server, rec)
+    provider = choose_provider(host, conf, header.service.subsystem, header.security_server, rec)
     # (5) sign with the client member's key: the whole body, and that it is SOAP; send, and
     # check what comes back
-    signed = signed_request(
-        server,
+    signed = request_document(
+        now,
         provider,
         header,
         client,
         header.service,
+        sender=host.config.server_id,
         method="POST",
         path="",
         query="",
@@ -137,14 +130,14 @@ async def _consume(
         body=body,
         protocol="soap",
     )
-    response, response_body = await exchange_signed(server, provider, signed, body, rec)
+    response, response_body = await exchange_signed(host, provider, signed, body, rec)
     answer = await off_loop(len(response_body), _answer, response, response_body, parsed)
     # the record keeps the signed status (an auditor checks it against the signature); the
     # information system got the SOAP status (500 for every fault)
     rec.http_status = response.status
     rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
     # (6) logged durably before the answer
-    await server.log_record(rec)
+    await host.log_record(rec)
     return answer
 
 

@@ -4,8 +4,8 @@
 client hosted by the connecting server, freshness and replay, body digest), then hands it here:
 
 - the service is a SOAP service this server provides (``type = "soap"``), or one the server
-  answers itself (:data:`LocalSoapService`, registered in ``server.local_soap_services`` by
-  service code: the SOAP metadata services);
+  answers itself (:data:`LocalSoapService`, registered in ``local_soap_services`` by service
+  code: the SOAP metadata services);
 - the envelope inside the signed body parses (hardened) and its X-Road header says what the
   signed request says (client, service, id, user id, issue, purpose, represented party);
 - the access policy is evaluated as a SOAP request (client, service and conditions; a grant's
@@ -29,9 +29,9 @@ Errors on this path are turned into SOAP Faults by the caller (:func:`fault_answ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from lxml import etree
 
@@ -43,15 +43,15 @@ from exchange.errors import (
     UnknownService,
 )
 from exchange.globalconf.document import GlobalConf
+from exchange.identifiers import ServiceId
 from exchange.policy.model import Decision
 from exchange.policy.xml_fields import filter_response_element
 from exchange.protocol import soap
 from exchange.protocol.messages import SignedRequest
 from exchange.protocol.metadata import multipart_related
+from exchange.server.backend import Backend
+from exchange.server.config import ServerConfig, ServiceConfig
 from exchange.server.records import ExchangeRecord
-
-if TYPE_CHECKING:
-    from exchange.server.core import SecurityServer
 
 T = TypeVar("T")
 
@@ -66,7 +66,7 @@ class SoapAnswer:
 
 
 LocalSoapService = Callable[
-    ["SecurityServer", soap.SoapRequest, GlobalConf, ExchangeRecord],
+    [soap.SoapRequest, GlobalConf, ExchangeRecord],
     Awaitable[etree._Element | tuple[etree._Element, bytes]],
 ]
 """A service the security server answers itself (the SOAP metadata services of PR-META).
@@ -80,6 +80,19 @@ logged like any answer.
 """
 
 Decide = Callable[[SignedRequest, GlobalConf, ExchangeRecord], Decision]
+
+
+class SoapProviderHost(Protocol):
+    """What the SOAP provider pipeline uses of the security server."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+    @property
+    def services(self) -> Mapping[ServiceId, ServiceConfig]: ...
+    @property
+    def local_soap_services(self) -> dict[str, LocalSoapService]: ...
+    @property
+    def backend(self) -> Backend: ...
 
 
 async def off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
@@ -137,7 +150,7 @@ def _parse(request: SignedRequest, body: bytes, limit: int) -> soap.SoapRequest:
 
 
 async def process(
-    server: SecurityServer,
+    server: SoapProviderHost,
     request: SignedRequest,
     body: bytes,
     conf: GlobalConf,
@@ -157,7 +170,7 @@ async def process(
     parsed = await off_loop(len(body), _parse, request, body, limit)
     if service is None:
         assert local is not None
-        answer = await local(server, parsed, conf, rec)
+        answer = await local(parsed, conf, rec)
         element, attachment = answer if isinstance(answer, tuple) else (answer, None)
         envelope = soap.parse_response(soap.serialise(_wrap(element)))
         out = soap.finish_response(envelope, parsed)

@@ -49,7 +49,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from exchange.errors import ProviderServerError
+from exchange.errors import Fault, ProviderServerError
 from exchange.protocol.jws import cert_thumbprint
 
 
@@ -58,6 +58,7 @@ class CertificateError(ProviderServerError):
 
     code = "Server.ServerProxy.InvalidCertificate"
     status = 403
+    fault = Fault.PEER
 
 
 class CertificateProfileError(CertificateError):

@@ -111,7 +111,8 @@ class _Check:
         self.problems: list[str] = []
         error = entry.get("error")
         self.error = error if isinstance(error, dict) else None
-        self.error_type = None if self.error is None else self.error.get("type")
+        error_type = None if self.error is None else self.error.get("type")
+        self.error_type = error_type if isinstance(error_type, str) else None
         self.logged = entry.get("bodies") == "logged"
 
     def run(self) -> RecordVerdict:

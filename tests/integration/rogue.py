@@ -25,33 +25,25 @@ from typing import Any
 
 import orjson
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from exchange.identifiers import ClientId, SecurityServerId, ServiceId
 from exchange.protocol.canonical import b64url, b64url_decode
 from exchange.protocol.frames import Frame, FrameDecoder, FrameKind, encode_frame
+from exchange.protocol.hello import hello_meta
 from exchange.protocol.jws import Signer, unverified_payload, verify
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
+from exchange.protocol.session import ResponseReceived
 from exchange.server import tls
-from exchange.server.certs import SignerCertRegistry
 from exchange.server.core import SecurityServer
-from exchange.server.peer import PeerConnection, PeerPool
-from exchange.trust.keys import fingerprint
+from exchange.server.peer import Answer, PeerConnection, PeerPool
+from exchange.trustcore.peers import PeerTrust
 
 MAX_FRAME = 10 * 2**20
 
 
 def hello_frame(server_id: SecurityServerId | str, certs: Sequence[x509.Certificate]) -> bytes:
     """The HELLO a security server sends: its id and the signing certificates it presents."""
-    return encode_frame(
-        0,
-        FrameKind.HELLO,
-        {
-            "v": 1,
-            "server": str(server_id),
-            "certs": [b64url(c.public_bytes(Encoding.DER)) for c in certs],
-        },
-    )
+    return encode_frame(0, FrameKind.HELLO, hello_meta(str(server_id), certs, {}))
 
 
 def sign_request(
@@ -121,37 +113,40 @@ class RogueClient:
         presented: Sequence[x509.Certificate],
         claimed_server: SecurityServerId | str = "PS/GOV/ROGUE/ss1",
     ) -> None:
-        expected = frozenset({fingerprint(target.auth_cert)})
+        conf = target.trusted.current
+        assert conf is not None
+        trust = PeerTrust(conf)
+        meta = hello_meta(str(claimed_server), presented, {})
         self.pool = PeerPool(
             target.config.server_id,
             f"127.0.0.1:{target.provider_port}",
-            expected,
             ssl_context=tls.peer_client_context(auth_cert, auth_key, None, cas),
-            hello=hello_frame(claimed_server, presented),
-            registry=SignerCertRegistry(cas),
+            hello=lambda: meta,
+            trust=lambda: trust,
             size=1,
             connect_timeout=5.0,
             max_frame=MAX_FRAME,
         )
 
-    async def send(self, token: str, body: bytes = b"") -> tuple[Frame, PeerConnection]:
+    async def send(self, token: str, body: bytes = b"") -> tuple[Answer, PeerConnection]:
         return await self.pool.request({"jws": token}, body, 10.0)
 
     async def send_meta(
         self, meta: dict[str, Any], body: bytes = b""
-    ) -> tuple[Frame, PeerConnection]:
+    ) -> tuple[Answer, PeerConnection]:
         return await self.pool.request(meta, body, 10.0)
 
     def close(self) -> None:
         self.pool.close()
 
 
-def read_signed_response(frame: Frame, conn: PeerConnection) -> tuple[SignedResponse, Any]:
+def read_signed_response(frame: Answer, conn: PeerConnection) -> tuple[SignedResponse, Any]:
     """The provider's answer: its signature verifies with a certificate it presented."""
-    assert frame.kind is FrameKind.RESPONSE, frame.meta
+    assert isinstance(frame, ResponseReceived), frame.meta
 
     def key_for(thumb: str) -> Any:
-        return conn.signer_certs[thumb].public_key
+        assert conn.peer is not None
+        return conn.peer.signers[thumb].public_key
 
     verified = verify(frame.meta["jws"], key_for)
     response = SignedResponse.from_payload(verified.payload)
@@ -210,7 +205,7 @@ def sign_response(
     return signer.sign(response.canonical())
 
 
-Answer = Callable[[Incoming], None]
+Reply = Callable[[Incoming], None]
 
 
 class _RogueProviderConnection(asyncio.Protocol):
@@ -254,7 +249,7 @@ class RogueProvider:
         self.server_id = server_id
         self.ssl_context = tls.provider_context(auth_cert, auth_key, None, cas)
         self.hello = hello_frame(server_id, presented)
-        self.answer: Answer = lambda incoming: None
+        self.answer: Reply = lambda incoming: None
         self.transports: set[asyncio.Transport] = set()
         self._server: asyncio.Server | None = None
 

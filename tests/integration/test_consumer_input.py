@@ -10,6 +10,7 @@ arrives. Every refusal is in the message log, and the server keeps serving.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,6 +36,8 @@ from tests.integration.support import (
     launch,
     logged,
     new_id,
+    records,
+    until,
 )
 from tests.integration.test_soap import envelope
 
@@ -642,4 +645,44 @@ async def test_an_internal_failure_of_the_provider_is_signed_logged_and_survived
     logged(net.servers["moi"], message_id, "provider", "Server.ServerProxy.InternalError")
     logged(net.servers["palpost"], message_id, "consumer", "Server.ServerProxy.InternalError")
     monkeypatch.undo()
+    await assert_serving(net)
+
+
+# --- a caller that goes away ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(b"Content-Length: 1000\r\n\r\n" + b"x" * 10, id="content-length"),
+        pytest.param(b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", id="chunked"),
+    ],
+)
+async def test_a_caller_that_drops_mid_body_is_logged_as_the_callers_doing(
+    net: Net, caplog: pytest.LogCaptureFixture, framing: bytes
+) -> None:
+    """An information system that closes its connection half-way through its request body
+    (item 8 of issue 13): before, the consumer logged an internal error with a traceback. Now
+    the record says ``Client.IncompleteRequest``, the operator's log says it was the caller's
+    doing, at INFO and without a traceback, and nothing reached the provider."""
+    palpost = net.servers["palpost"]
+    mid = new_id("dropped")
+    head = (
+        f"POST /r1/{REGISTRY}/echo/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"X-Road-Client: {WINDOW}\r\nX-Road-Id: {mid}\r\n"
+    ).encode()
+    with caplog.at_level(logging.INFO, logger="exchange"):
+        _, writer = await asyncio.open_connection("127.0.0.1", palpost.consumer_port)
+        writer.write(head + framing)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        await until(lambda: records(palpost, mid, "consumer"), "the refusal is logged")
+    record = logged(palpost, mid, "consumer", "Client.IncompleteRequest")
+    assert record.entry["http_status"] == 400
+    lines = [r for r in caplog.records if mid in r.getMessage()]
+    assert lines and all(r.levelno == logging.INFO and r.exc_info is None for r in lines)
+    assert "caller's fault" in lines[0].getMessage()
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert query_records(net.servers["moi"].config.log_path, message_id=mid) == []
     await assert_serving(net)

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from exchange.identifiers import parse_security_server, parse_subsystem
-from exchange.protocol.frames import FrameKind
+from exchange.protocol.session import ResponseReceived
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import MOI, WINDOW, Net
 from tests.integration.support import as_registered_peer, launch, until, window_request
@@ -132,7 +132,7 @@ async def test_past_the_limit_new_connections_are_closed_unheard_and_peers_serve
     peer = as_registered_peer(net, gated)
     try:
         frame, _ = await peer.send(window_request(net, SUBSYSTEM.service("slow"), GATED, "s=0"))
-        assert frame.kind is FrameKind.RESPONSE, frame
+        assert isinstance(frame, ResponseReceived), frame
         assert orjson.loads(frame.body) == {"slow": True}
     finally:
         peer.close()

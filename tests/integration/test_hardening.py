@@ -251,7 +251,7 @@ FRAME_ABUSE = [
         400,
         id="error-frame-from-a-consumer",
     ),
-    # junk in HELLO's certificate list (parse_hello_certs): refused before anything is admitted
+    # junk in HELLO's certificate list (Hello.from_meta): refused before anything is admitted
     pytest.param(
         lambda net: _hello_with_certs(net, 33),
         [],

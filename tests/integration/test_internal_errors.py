@@ -145,7 +145,7 @@ async def test_rest_internal_failure_on_the_consumer_leaks_nothing(
     .InternalError`` (500) with the message id; the detail id leads to the reason in the
     operator's log and in the message log; nothing of the reason reaches the caller."""
     palpost = net.servers["palpost"]
-    monkeypatch.setattr(consumer_side, "signed_request", fail)
+    monkeypatch.setattr(consumer_side, "request_document", fail)
     message_id = new_id("internal-rest")
     doc = await rest_internal_error(net, message_id, "Server.ClientProxy.InternalError")
     assert_reason_logged(operator_log, "exchange.server.consumer", doc["detail"])
@@ -163,7 +163,7 @@ async def test_soap_internal_failure_on_the_consumer_leaks_nothing(
 ) -> None:
     """SOAP on ``POST /``: the same fault gives a SOAP Fault (500) with the same code, the detail
     id in ``faultDetail``, the same log lines, and no trace of the reason."""
-    monkeypatch.setattr(soap_consumer, "signed_request", fail)
+    monkeypatch.setattr(soap_consumer, "request_document", fail)
     data, message_id = envelope(subsystem=SUB)
     _, headers, body = result = await soap.post(data)
     assert_fault(result, "Server.ClientProxy.InternalError")
@@ -310,7 +310,7 @@ async def test_a_failure_reading_a_peers_hello_refuses_that_connection_only(
     ``Server.ServerProxy.InternalError``, the reason and a detail id are in the operator's log,
     nothing of it reaches the peer, and the provider port serves on."""
     moi = net.servers["moi"]
-    monkeypatch.setattr(provider_side, "parse_hello_certs", fail)
+    monkeypatch.setattr(provider_side.PeerTrust, "admit", fail)
     client = as_registered_peer(net, moi)
     try:
         with pytest.raises(ExchangeError) as refused:

@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId, parse_security_server, parse_subsystem
-from exchange.protocol.frames import Frame, FrameKind
+from exchange.protocol.session import ResponseReceived
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import MOI, WINDOW, Net
 from tests.integration.support import as_registered_peer, launch, window_request
@@ -75,8 +75,8 @@ def _slow_request(net: Net) -> str:
     return window_request(net, SUBSYSTEM.service("slow"), LIMITED, "s=0")
 
 
-def _answered(frame: Frame) -> None:
-    assert frame.kind is FrameKind.RESPONSE, frame
+def _answered(frame: object) -> None:
+    assert isinstance(frame, ResponseReceived), frame
     assert orjson.loads(frame.body) == {"slow": True}
 
 

@@ -56,6 +56,7 @@ from tests.integration.rogue import (
     Incoming,
     RogueClient,
     RogueProvider,
+    hello_frame,
     read_signed_response,
     sign_request,
     sign_response,
@@ -105,6 +106,21 @@ def _signing_profile(net: Net, sid: SecurityServerId) -> Callable[[Any], x509.Ce
     return lambda public: net.ca.issue_sign_cert(public, sid.owner)
 
 
+def _no_server_identifier(net: Net, sid: SecurityServerId) -> Callable[[Any], x509.Certificate]:
+    """Server and client authentication, which OpenSSL accepts for TLS, from an approved CA,
+    but without the X-Road server identifier our authentication profile requires."""
+    from exchange.trust.profiles import AUTH_PROFILE, CertificateTemplate, auth_template
+
+    usual = auth_template(sid)
+    san = x509.SubjectAlternativeName([x509.DNSName("localhost")])
+    extensions = tuple(
+        (san, critical) if isinstance(ext, x509.SubjectAlternativeName) else (ext, critical)
+        for ext, critical in usual.extensions
+    )
+    template = CertificateTemplate(AUTH_PROFILE, usual.subject, extensions)
+    return lambda public: net.ca.issue(public, template)
+
+
 def _swap_auth_cert(
     net: Net, issue: AuthIssue, *, register: bool
 ) -> Callable[[ServerConfig], None]:
@@ -138,6 +154,14 @@ AUTH_CASES = [
         "Server.ClientProxy.SslAuthenticationFailed",
         502,
         id="signing-profile-as-auth-cert",
+    ),
+    # passes the TLS handshake; the provider's peer trust refuses the profile
+    pytest.param(
+        _no_server_identifier,
+        True,
+        "Server.ServerProxy.SslAuthenticationFailed",
+        403,
+        id="no-server-identifier",
     ),
 ]
 
@@ -188,7 +212,7 @@ async def test_a_consumer_whose_ca_is_removed_is_dropped_and_refused_in_the_hand
     new ones in the TLS handshake itself: it builds a new TLS context without the CA (OpenSSL
     cannot unload one from the old). The consumer reports the failed handshake as its own
     ``Server.ClientProxy.SslAuthenticationFailed`` (502), and the provider serves on. Before,
-    the old context kept the CA, and only ``authenticate_peer`` refused after the handshake."""
+    the old context kept the CA, and only the peer trust refused after the handshake."""
     from exchange.trust.ca import CertificateAuthority
     from exchange.trust.keys import cert_pem
 
@@ -241,6 +265,9 @@ async def test_a_consumer_whose_ca_is_removed_is_dropped_and_refused_in_the_hand
         pytest.param(_foreign, True, id="foreign-ca"),
         pytest.param(_expired, True, id="expired"),
         pytest.param(_signing_profile, True, id="signing-profile-as-auth-cert"),
+        # passes the TLS handshake; before, the consumer checked only the fingerprint and sent
+        # the request (item 8 of issue 13): now the same peer trust as the provider's refuses it
+        pytest.param(_no_server_identifier, True, id="no-server-identifier"),
     ],
 )
 async def test_consumer_refuses_provider_auth_cert(
@@ -830,6 +857,42 @@ async def test_consumer_refuses_unbound_response(
     assert b"fake" not in result[2]
     logged(net.servers["palpost"], mid, "consumer", code)
     await assert_serving(net)
+
+
+async def test_one_bad_signing_certificate_in_a_providers_hello_is_skipped(
+    net: Net, rogue_provider: RogueSide, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider whose HELLO presents a signing certificate of a CA the configuration does not
+    approve next to its good one: the consumer skips that one certificate and keeps the
+    connection, as a provider does with a consumer's HELLO (item 8 of issue 13: before, the
+    consumer dropped the whole connection and every exchange with the provider failed)."""
+    palpost = net.servers["palpost"]
+    stranger = _new_signer(lambda p: foreign_ca(net.root).issue_sign_cert(p, ROGUE))
+    usual = rogue_provider.provider.hello
+    rogue_provider.provider.hello = hello_frame(
+        ROGUE_SS, [stranger.cert, rogue_provider.signer.cert, rogue_provider.moh.cert]
+    )
+    rogue_provider.provider.answer = lambda inc: _honest(rogue_provider, inc)
+    palpost.pools.pop(ROGUE_SS).close()  # a new connection, which gets the new HELLO
+    try:
+        with caplog.at_level(logging.WARNING, logger="exchange.server.peer"):
+            mid = new_id("hello-one-bad")
+            status, _, body = await net.call("palpost", ROGUE_PATH, headers={"X-Road-Id": mid})
+        assert (status, body) == (200, HONEST_BODY)
+        logged(palpost, mid, "consumer")
+        assert any("signing certificate refused" in r.getMessage() for r in caplog.records)
+        # an answer signed with the skipped certificate is refused, the connection stays
+        rogue_provider.provider.answer = lambda inc: inc.reply(
+            sign_response(stranger, inc, HONEST_BODY), HONEST_BODY
+        )
+        mid = new_id("hello-one-bad-signed")
+        result = await net.call("palpost", ROGUE_PATH, headers={"X-Road-Id": mid})
+        assert_xroad_error(*result, "Server.ClientProxy.InvalidSignatureValue", 502)
+        assert not any(c.closed for c in palpost.pools[ROGUE_SS].connections if c is not None)
+    finally:
+        rogue_provider.provider.hello = usual
+        if ROGUE_SS in palpost.pools:
+            palpost.pools.pop(ROGUE_SS).close()
 
 
 async def test_consumer_refuses_swapped_responses(net: Net, rogue_provider: RogueSide) -> None:

@@ -134,8 +134,8 @@ async def test_exchange_with_stapled_ocsp_responses(net: Net, rev: Revocable) ->
     assert status == 200, body
     assert "X-Road-Error" not in headers
     # each side holds a fresh response for every certificate of the other
-    assert len(rev.provider.revocation.peers) >= 2
-    assert len(rev.consumer.revocation.peers) >= 2
+    assert rev.provider.health()["ocsp"]["peers_verified"] >= 2
+    assert rev.consumer.health()["ocsp"]["peers_verified"] >= 2
 
 
 async def test_stale_staple_is_refused_then_refreshed(net: Net, rev: Revocable) -> None:
@@ -182,8 +182,8 @@ async def test_a_staple_gone_stale_on_an_open_connection_is_refused_signed_and_l
 ) -> None:
     """The HELLO was accepted while the responses were fresh; past the freshness limit the
     next request over that same connection is refused when its signature is checked
-    (``ProviderConnection.signer_key``), with a refusal the provider signs and logs under the
-    request's id, and the information system gets the provider's code."""
+    (``AdmittedPeer.key_for``), with a refusal the provider signs and logs under the request's
+    id, and the information system gets the provider's code."""
     code, message_id = "Server.ServerProxy.OcspResponseStale", "ocsp-stale-open-connection"
     entry = await _refused_once_stale(net, rev, rev.provider_clock, message_id, code)
     [provider_record] = query_records(rev.provider.config.log_path, message_id=message_id)
@@ -211,7 +211,7 @@ async def test_revoked_signing_certificate_stops_being_accepted(net: Net, rev: R
     """After revocation the consumer cannot get a good response for its signing certificate;
     within one freshness interval the provider refuses its signatures (over a connection whose
     HELLO was accepted: every pooled connection is opened first, so the refusal is the signed
-    one of ``signer_key``, not a HELLO refused on a new connection)."""
+    one of ``AdmittedPeer.key_for``, not a HELLO refused on a new connection)."""
     for _ in range(rev.consumer.config.limits.peer_connections):
         status, _, body = await net.call("revc", ECHO, client=str(DESK))
         assert status == 200, body
@@ -271,7 +271,7 @@ async def test_revoked_authentication_certificate_refuses_the_peer(rev: Revocabl
     """A peer that staples the CA's "revoked" answer for its TLS certificate is refused with
     CertificateRevoked before anything it sends is read; the consumer side reports the same
     under Server.ClientProxy."""
-    from exchange.protocol.canonical import b64url
+    from exchange.protocol.hello import Hello
     from exchange.protocol.jws import cert_thumbprint
     from exchange.trust.ocsp import CertificateRevoked
     from exchange.trust.ocsp_service import OcspFetcher
@@ -283,11 +283,16 @@ async def test_revoked_authentication_certificate_refuses_the_peer(rev: Revocabl
     url = next(c for c in conf.approved_cas if c.name == "Revocable CA").ocsp_urls[0]
     async with OcspFetcher() as fetcher:
         revoked = await fetcher.fetch(auth, rev.ca.cert, url)
-    staples = {cert_thumbprint(auth): b64url(revoked)}
-    with pytest.raises(CertificateRevoked) as info:
-        rev.provider.revocation.admit_peer(auth, staples, conf)
-    assert info.value.code == "Server.ServerProxy.CertificateRevoked"
-    assert info.value.for_consumer().code == "Server.ClientProxy.CertificateRevoked"
+    hello = Hello((), {cert_thumbprint(auth): revoked})
+    trust = rev.provider.peer_trust
+    assert trust is not None
+    for side, code in (
+        ("provider", "Server.ServerProxy.CertificateRevoked"),
+        ("consumer", "Server.ClientProxy.CertificateRevoked"),
+    ):
+        with pytest.raises(CertificateRevoked) as info:
+            trust.admit(auth, hello, rev.provider.clock(), side)  # type: ignore[arg-type]
+        assert info.value.code == code
 
 
 async def test_a_server_whose_auth_certificate_is_revoked_cannot_declare(rev: Revocable) -> None:

@@ -94,7 +94,7 @@ async def test_signing_certificate_of_a_removed_ca_is_refused_on_an_open_connect
         assert status == 200, body[:500]
         logged(moi, mid, "provider")
     before = _connections_of(moi)
-    assert before and all(thumb in c.signer_certs for c in before)
+    assert before and all(c.peer is not None and thumb in c.peer.signers for c in before)
 
     # (2) the central server removes that CA; only the provider has fetched the change so far
     with net.registry() as reg:
@@ -109,7 +109,7 @@ async def test_signing_certificate_of_a_removed_ca_is_refused_on_an_open_connect
         # certificate is gone from each
         assert _connections_of(moi) == before
         assert all(c.transport is not None and not c.transport.is_closing() for c in before)
-        assert all(thumb not in c.signer_certs for c in before)
+        assert all(c.peer is not None and thumb not in c.peer.signers for c in before)
         dropped = [
             r
             for r in caplog.records

@@ -757,7 +757,7 @@ def _read(frame: Any, conn: Any) -> tuple[Any, Any]:
         from exchange.protocol.jws import verify
 
         token = frame.meta["jws"]
-        verified = verify(token, lambda t: conn.signer_certs[t].public_key)
+        verified = verify(token, lambda t: conn.peer.signers[t].public_key)
         from exchange.protocol.messages import SignedResponse
 
         return SignedResponse.from_payload(verified.payload), None

@@ -1,0 +1,281 @@
+"""One EXM/1 connection between two security servers, as a sans-IO state machine (h11-style).
+
+A :class:`Session` is one end of a connection: the ``provider`` (its provider port accepted the
+connection) or the ``consumer`` (it dialled the provider and sends requests). Bytes received go
+in through :meth:`Session.receive_data`, which returns :mod:`events <Event>`; frames to send come
+out of the ``send_*`` methods as bytes. Which frame may be received and sent in which state is
+data (:data:`RECEIVES`, :data:`SENDS`, :data:`AFTER_RECEIVING`), not code spread over two
+asyncio protocols::
+
+    state           provider receives  provider sends         consumer receives      consumer sends
+    AWAITING_HELLO  HELLO              ERROR (refusal)        HELLO, ERROR           HELLO
+    OPEN            HELLO, REQUEST     HELLO, RESPONSE, ERROR HELLO, RESPONSE, ERROR HELLO, REQUEST
+    DRAINING        -                  -                      HELLO, RESPONSE, ERROR HELLO
+    CLOSED          (ignored)          -                      (ignored)              -
+    ERROR           (refused again)    ERROR on stream 0      (refused again)        -
+
+The first HELLO received opens the session; the consumer sends its HELLO first. A consumer that
+drains sends no new request and is CLOSED once every stream it opened is answered. An ERROR frame
+on stream 0 refuses the whole connection (CLOSED); on another stream, that request. Any
+exception while receiving moves the session to ERROR, and the connection must be closed: the
+peer broke the protocol (:class:`~exchange.protocol.frames.FrameError`, or
+:class:`UnexpectedFrame` for a frame its state does not allow). Whether a HELLO's certificates
+or a request's signature are acceptable is not decided here (see :mod:`exchange.trustcore`).
+
+No IO.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from exchange.protocol.frames import Frame, FrameDecoder, FrameError, FrameKind, encode_frame
+from exchange.protocol.hello import Hello
+
+Role = Literal["provider", "consumer"]
+
+
+class State(enum.Enum):
+    AWAITING_HELLO = "awaiting HELLO"
+    OPEN = "open"
+    DRAINING = "draining"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+class UnexpectedFrame(FrameError):
+    """A frame of a kind or on a stream the session's state does not allow."""
+
+    code = "Server.ServerProxy.InvalidMessage"
+    status = 400
+
+
+class LocalProtocolError(Exception):
+    """This server tried to send what its session's state does not allow (a bug of ours)."""
+
+
+_K = FrameKind
+RECEIVES: Final[Mapping[tuple[Role, State], frozenset[FrameKind]]] = {
+    ("provider", State.AWAITING_HELLO): frozenset({_K.HELLO}),
+    ("provider", State.OPEN): frozenset({_K.HELLO, _K.REQUEST}),
+    ("consumer", State.AWAITING_HELLO): frozenset({_K.HELLO, _K.ERROR}),
+    ("consumer", State.OPEN): frozenset({_K.HELLO, _K.RESPONSE, _K.ERROR}),
+    ("consumer", State.DRAINING): frozenset({_K.HELLO, _K.RESPONSE, _K.ERROR}),
+}
+"""Which frame kinds each end may receive in each state; anything else is UnexpectedFrame."""
+
+SENDS: Final[Mapping[tuple[Role, State], frozenset[FrameKind]]] = {
+    ("provider", State.AWAITING_HELLO): frozenset({_K.ERROR}),
+    ("provider", State.OPEN): frozenset({_K.HELLO, _K.RESPONSE, _K.ERROR}),
+    ("provider", State.ERROR): frozenset({_K.ERROR}),
+    ("consumer", State.AWAITING_HELLO): frozenset({_K.HELLO}),
+    ("consumer", State.OPEN): frozenset({_K.HELLO, _K.REQUEST}),
+    ("consumer", State.DRAINING): frozenset({_K.HELLO}),
+}
+"""Which frame kinds each end may send in each state; anything else is LocalProtocolError. A
+provider tells a peer that broke the protocol why, on stream 0, before it closes."""
+
+AFTER_RECEIVING: Final[Mapping[tuple[State, FrameKind], State]] = {
+    (State.AWAITING_HELLO, _K.HELLO): State.OPEN,
+}
+"""State changes on receiving a frame (others: see ERROR on stream 0 and draining)."""
+
+MAX_STREAM: Final = 0x7FFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class HelloReceived:
+    """The peer presented its certificates (``first``: the one that opened the session)."""
+
+    hello: Hello
+    first: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A REQUEST on a new stream (provider): the meta holds the client's JWS."""
+
+    stream_id: int
+    meta: dict[str, Any]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """The answer to one of our requests (consumer): the meta holds the provider's JWS."""
+
+    stream_id: int
+    meta: dict[str, Any]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """An unsigned refusal of one of our requests (consumer)."""
+
+    stream_id: int
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRefused:
+    """An unsigned refusal of the whole connection (consumer); the session is CLOSED."""
+
+    meta: dict[str, Any]
+
+
+Event = HelloReceived | RequestReceived | ResponseReceived | RequestRefused | ConnectionRefused
+
+
+class Session:
+    """One end of an EXM/1 connection (see the module docstring)."""
+
+    __slots__ = ("_decoder", "_next_stream", "hellos", "pending", "role", "state")
+
+    def __init__(self, role: Role, max_frame: int) -> None:
+        self.role: Role = role
+        self.state = State.AWAITING_HELLO
+        self._decoder = FrameDecoder(max_frame)
+        self._next_stream = 1
+        self.pending: set[int] = set()
+        """Streams opened and not yet answered (REQUESTs sent, or received)."""
+        self.hellos = 0
+
+    # -- receiving --------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> Iterator[Event]:
+        """The events in ``data`` (which may hold part of a frame, or many), one frame at a time:
+        the caller acts on each before the next is judged, so a frame that breaks the protocol
+        raises :class:`~exchange.protocol.frames.FrameError` only after the events before it,
+        and moves the session to ERROR. Iterate to the end. Frames after the session is CLOSED
+        (by an event's handler, say) are ignored."""
+        if self.state is State.ERROR:
+            raise FrameError("the connection already broke the protocol")
+        if self.state is State.CLOSED:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except Exception:
+            self.state = State.ERROR
+            raise
+        for frame in frames:
+            if self.closed:  # by the handler of an event before
+                return
+            try:
+                event = self._on_frame(frame)
+            except Exception:
+                self.state = State.ERROR
+                raise
+            yield event
+
+    def _on_frame(self, frame: Frame) -> Event:
+        allowed = RECEIVES.get((self.role, self.state), frozenset())
+        if frame.kind not in allowed:
+            raise UnexpectedFrame(
+                f"unexpected {frame.kind.name} frame in state {self.state.value} "
+                f"(a {self.role} receives {_names(allowed)})"
+            )
+        self.state = AFTER_RECEIVING.get((self.state, frame.kind), self.state)
+        if frame.kind is FrameKind.HELLO:
+            self.hellos += 1
+            return HelloReceived(Hello.from_meta(frame.meta), self.hellos == 1)
+        if frame.kind is FrameKind.REQUEST:
+            return self._request(frame)
+        if frame.stream_id == 0:
+            if frame.kind is FrameKind.RESPONSE:
+                raise UnexpectedFrame("RESPONSE frame on stream 0")
+            self.state = State.CLOSED
+            return ConnectionRefused(frame.meta)
+        self.pending.discard(frame.stream_id)
+        self._closed_if_drained()
+        if frame.kind is FrameKind.RESPONSE:
+            return ResponseReceived(frame.stream_id, frame.meta, frame.body)
+        return RequestRefused(frame.stream_id, frame.meta)
+
+    def _request(self, frame: Frame) -> RequestReceived:
+        stream = frame.stream_id
+        if stream == 0:
+            raise UnexpectedFrame("REQUEST frame on stream 0")
+        if stream in self.pending:
+            raise UnexpectedFrame(f"REQUEST frame on stream {stream}, which is still open")
+        self.pending.add(stream)
+        return RequestReceived(stream, frame.meta, frame.body)
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def _may_send(self, kind: FrameKind) -> None:
+        if kind not in SENDS.get((self.role, self.state), frozenset()):
+            raise LocalProtocolError(
+                f"a {self.role} may not send {kind.name} in state {self.state.value}"
+            )
+
+    def send_hello(self, meta: dict[str, Any]) -> bytes:
+        self._may_send(FrameKind.HELLO)
+        return encode_frame(0, FrameKind.HELLO, meta)
+
+    def send_request(self, meta: dict[str, Any], body: bytes) -> tuple[int, bytes]:
+        """A REQUEST on a new stream (consumer): its stream id and bytes."""
+        self._may_send(FrameKind.REQUEST)
+        stream = self._next_stream
+        self._next_stream = (stream + 1) & MAX_STREAM or 1
+        self.pending.add(stream)
+        return stream, encode_frame(stream, FrameKind.REQUEST, meta, body)
+
+    def send_response(self, stream_id: int, meta: dict[str, Any], body: bytes) -> bytes:
+        """The answer on an open stream (provider)."""
+        self._may_send(FrameKind.RESPONSE)
+        self._answer(stream_id)
+        return encode_frame(stream_id, FrameKind.RESPONSE, meta, body)
+
+    def send_error(self, stream_id: int, meta: dict[str, Any]) -> bytes:
+        """An unsigned refusal (provider): of one open stream, or on stream 0 of the whole
+        connection, after which the session is CLOSED."""
+        self._may_send(FrameKind.ERROR)
+        if stream_id == 0:
+            if self.state is not State.ERROR:
+                self.state = State.CLOSED
+        elif self.state is State.ERROR:
+            raise LocalProtocolError("after a protocol error only stream 0 is refused")
+        else:
+            self._answer(stream_id)
+        return encode_frame(stream_id, FrameKind.ERROR, meta)
+
+    def _answer(self, stream_id: int) -> None:
+        if stream_id not in self.pending:
+            raise LocalProtocolError(f"stream {stream_id} is not open")
+        self.pending.discard(stream_id)
+
+    # -- the connection ---------------------------------------------------------------------------
+
+    def forget(self, stream_id: int) -> None:
+        """The consumer gave up waiting for ``stream_id`` (a late answer is then dropped)."""
+        self.pending.discard(stream_id)
+        self._closed_if_drained()
+
+    def start_draining(self) -> None:
+        """The consumer sends no new request; CLOSED once every open stream is answered."""
+        if self.role != "consumer":
+            raise LocalProtocolError("only a consumer drains its connection")
+        if self.state in (State.AWAITING_HELLO, State.OPEN):
+            self.state = State.DRAINING
+            self._closed_if_drained()
+
+    def _closed_if_drained(self) -> None:
+        if self.state is State.DRAINING and not self.pending:
+            self.state = State.CLOSED
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def close(self) -> None:
+        """The connection is closed (by either end); a session in ERROR stays there."""
+        if self.state is not State.ERROR:
+            self.state = State.CLOSED
+
+
+def _names(kinds: frozenset[FrameKind]) -> str:
+    return ", ".join(sorted(k.name for k in kinds)) or "nothing"

@@ -1,0 +1,305 @@
+"""EXM/1 as a sans-IO state machine (exchange/protocol/session.py), tested without sockets.
+
+- A Hypothesis state machine drives a consumer's and a provider's :class:`Session` against each
+  other through in-memory pipes, delivering bytes in arbitrary pieces, and checks after every
+  step that both ends agree with a model of the protocol: who may send what in which state,
+  which streams are open, what each event carries.
+- A fuzz of ``receive_data``: any bytes, for either end in any state, give events or the
+  documented error (:class:`FrameError`, the session then in ERROR), nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from exchange.protocol.frames import FrameError, FrameKind, encode_frame
+from exchange.protocol.hello import Hello, hello_meta
+from exchange.protocol.session import (
+    RECEIVES,
+    ConnectionRefused,
+    HelloReceived,
+    LocalProtocolError,
+    RequestReceived,
+    RequestRefused,
+    ResponseReceived,
+    Role,
+    Session,
+    State,
+    UnexpectedFrame,
+)
+
+MAX_FRAME = 4096
+HELLO = hello_meta("PS/GOV/X/ss1", [], {})
+bodies = st.binary(max_size=64)
+
+
+def deliver(session: Session, data: bytes, cuts: list[int]) -> list[Any]:
+    """``data`` given to ``session`` in pieces cut at ``cuts``: the events, in order."""
+    events: list[Any] = []
+    start = 0
+    for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
+        events += session.receive_data(data[start:cut])
+        start = max(start, cut)
+    return events
+
+
+class Exm1(RuleBasedStateMachine):
+    """A consumer and a provider talking EXM/1 correctly, and what each must then see."""
+
+    streams = Bundle("streams")
+
+    @initialize()
+    def connect(self) -> None:
+        self.consumer = Session("consumer", MAX_FRAME)
+        self.provider = Session("provider", MAX_FRAME)
+        self.to_provider = b""
+        self.to_consumer = b""
+        self.sent: dict[int, bytes] = {}  # stream -> request body, as the consumer sent it
+        self.answered: set[int] = set()
+        self.at_provider: dict[int, bytes] = {}  # what the provider received and not answered
+        self.received: list[Any] = []  # the consumer's events about its streams
+
+    # -- the consumer ------------------------------------------------------------------------------
+
+    @precondition(lambda self: self.consumer.hellos == 0 and not self.to_provider)
+    @rule()
+    def consumer_hello(self) -> None:
+        if self.consumer.state is State.AWAITING_HELLO and self.provider.hellos == 0:
+            self.to_provider += self.consumer.send_hello(HELLO)
+
+    @precondition(lambda self: self.consumer.state is State.OPEN)
+    @rule(target=streams, body=bodies)
+    def consumer_request(self, body: bytes) -> int:
+        stream, data = self.consumer.send_request({"jws": "a.b.c"}, body)
+        assert stream not in self.sent and stream != 0
+        self.sent[stream] = body
+        self.to_provider += data
+        return stream
+
+    @rule(stream=consumes(streams))
+    def consumer_gives_up(self, stream: int) -> None:
+        self.consumer.forget(stream)
+        self.sent.pop(stream, None)
+
+    @precondition(lambda self: self.consumer.state in (State.AWAITING_HELLO, State.OPEN))
+    @rule()
+    def consumer_drains(self) -> None:
+        self.consumer.start_draining()
+        assert self.consumer.state is (State.DRAINING if self.sent else State.CLOSED)
+
+    @rule(kind=st.sampled_from([FrameKind.REQUEST, FrameKind.HELLO]))
+    def consumer_may_not_send_out_of_state(self, kind: FrameKind) -> None:
+        state = self.consumer.state
+        allowed = {
+            State.AWAITING_HELLO: {FrameKind.HELLO},
+            State.OPEN: {FrameKind.HELLO, FrameKind.REQUEST},
+            State.DRAINING: {FrameKind.HELLO},
+        }.get(state, set())
+        if kind in allowed:
+            return
+        with pytest.raises(LocalProtocolError):
+            if kind is FrameKind.REQUEST:
+                self.consumer.send_request({}, b"")
+            else:
+                self.consumer.send_hello(HELLO)
+        assert self.consumer.state is state
+
+    # -- the provider ------------------------------------------------------------------------------
+
+    @precondition(lambda self: bool(self.at_provider) and self.provider.state is State.OPEN)
+    @rule(data=st.data(), refuse=st.booleans(), body=bodies)
+    def provider_answers(self, data: st.DataObject, refuse: bool, body: bytes) -> None:
+        stream = data.draw(st.sampled_from(sorted(self.at_provider)))
+        del self.at_provider[stream]
+        if refuse:
+            self.to_consumer += self.provider.send_error(stream, {"type": "Server.ServerProxy.X"})
+        else:
+            self.to_consumer += self.provider.send_response(stream, {"jws": "r"}, body)
+        self.answered.add(stream)
+        with pytest.raises(LocalProtocolError):  # a stream is answered once
+            self.provider.send_response(stream, {}, b"")
+
+    @precondition(lambda self: self.provider.state is State.OPEN)
+    @rule()
+    def provider_restaples(self) -> None:
+        self.to_consumer += self.provider.send_hello(HELLO)
+
+    # -- the wire ----------------------------------------------------------------------------------
+
+    @rule(cuts=st.lists(st.integers(0, 10_000), max_size=4))
+    def deliver_to_provider(self, cuts: list[int]) -> None:
+        data, self.to_provider = self.to_provider, b""
+        before = self.provider.state
+        for event in deliver(self.provider, data, cuts):
+            if isinstance(event, HelloReceived):
+                if event.first:
+                    assert before is State.AWAITING_HELLO
+                    self.to_consumer += self.provider.send_hello(HELLO)
+            else:
+                assert isinstance(event, RequestReceived)
+                assert self.sent.get(event.stream_id, event.body) == event.body
+                self.at_provider[event.stream_id] = event.body
+        if self.provider.hellos:
+            assert self.provider.state is State.OPEN
+
+    @rule(cuts=st.lists(st.integers(0, 10_000), max_size=4))
+    def deliver_to_consumer(self, cuts: list[int]) -> None:
+        data, self.to_consumer = self.to_consumer, b""
+        for event in deliver(self.consumer, data, cuts):
+            assert not isinstance(event, ConnectionRefused)
+            if isinstance(event, ResponseReceived | RequestRefused):
+                assert event.stream_id in self.answered
+                self.sent.pop(event.stream_id, None)
+                self.received.append(event)
+
+    @precondition(lambda self: self.provider.state is State.OPEN)
+    @rule(kind=st.sampled_from([FrameKind.RESPONSE, FrameKind.ERROR]))
+    def a_provider_refuses_frames_a_consumer_never_sends(self, kind: FrameKind) -> None:
+        with pytest.raises(UnexpectedFrame):
+            list(self.provider.receive_data(encode_frame(1, kind, {})))
+        assert self.provider.state is State.ERROR
+        with pytest.raises(FrameError):  # and stays broken
+            list(self.provider.receive_data(b""))
+        # it may still say why, on stream 0, and nothing else
+        self.provider.send_error(0, {"type": "Server.ServerProxy.InvalidMessage"})
+        with pytest.raises(LocalProtocolError):
+            self.provider.send_hello(HELLO)
+        self.connect()  # a new connection for the next steps
+
+    # -- what must hold after every step -------------------------------------------------------
+
+    @invariant()
+    def open_streams_agree(self) -> None:
+        if not hasattr(self, "consumer"):
+            return
+        assert set(self.sent) <= self.consumer.pending
+        assert set(self.at_provider) == self.provider.pending
+        assert self.consumer.state is not State.ERROR
+        if self.consumer.state is State.DRAINING:
+            assert self.consumer.pending
+        for state in (self.consumer.state, self.provider.state):
+            assert state in State
+
+
+TestExm1 = Exm1.TestCase
+TestExm1.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# --- fuzz ----------------------------------------------------------------------------------------
+
+frames = st.builds(
+    encode_frame,
+    st.integers(0, 3),
+    st.sampled_from(list(FrameKind)),
+    st.dictionaries(
+        st.sampled_from(["jws", "certs", "ocsp", "type", "v"]),
+        st.one_of(
+            st.integers(-(2**31), 2**31),
+            st.text(max_size=8),
+            st.lists(st.text(max_size=8), max_size=3),
+        ),
+        max_size=3,
+    ),
+    st.binary(max_size=16),
+)
+wire = st.lists(st.one_of(frames, st.binary(max_size=40)), max_size=6).map(b"".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    role=st.sampled_from(["provider", "consumer"]),
+    opened=st.booleans(),
+    data=wire,
+    cuts=st.lists(st.integers(0, 500), max_size=5),
+)
+def test_any_bytes_give_events_or_the_documented_error(
+    role: Role, opened: bool, data: bytes, cuts: list[int]
+) -> None:
+    session = Session(role, MAX_FRAME)
+    if opened:
+        list(session.receive_data(encode_frame(0, FrameKind.HELLO, HELLO)))
+        assert session.state is State.OPEN
+    try:
+        events = deliver(session, data, cuts)
+    except FrameError:
+        assert session.state is State.ERROR
+        return
+    kinds = RECEIVES.get((role, State.OPEN), frozenset())
+    for event in events:
+        assert isinstance(
+            event,
+            HelloReceived | RequestReceived | ResponseReceived | RequestRefused | ConnectionRefused,
+        )
+        if isinstance(event, RequestReceived):
+            assert role == "provider" and FrameKind.REQUEST in kinds and event.stream_id != 0
+        if isinstance(event, HelloReceived):
+            assert isinstance(event.hello, Hello)
+    assert session.state in (State.AWAITING_HELLO, State.OPEN, State.CLOSED)
+
+
+@pytest.mark.parametrize(
+    ("role", "frame", "error"),
+    [
+        pytest.param(
+            "provider",
+            encode_frame(1, FrameKind.REQUEST, {}),
+            UnexpectedFrame,
+            id="request-before-hello",
+        ),
+        pytest.param(
+            "consumer",
+            encode_frame(1, FrameKind.RESPONSE, {}),
+            UnexpectedFrame,
+            id="response-before-hello",
+        ),
+        pytest.param(
+            "consumer",
+            encode_frame(0, FrameKind.REQUEST, {}),
+            UnexpectedFrame,
+            id="request-to-a-consumer",
+        ),
+        pytest.param(
+            "provider",
+            encode_frame(0, FrameKind.HELLO, {"certs": "x"}),
+            FrameError,
+            id="malformed-hello",
+        ),
+    ],
+)
+def test_out_of_order_frames_are_the_documented_errors(
+    role: Role, frame: bytes, error: type[FrameError]
+) -> None:
+    session = Session(role, MAX_FRAME)
+    with pytest.raises(error):
+        list(session.receive_data(frame))
+    assert session.state is State.ERROR
+
+
+def test_frames_after_a_refusal_are_ignored_and_streams_are_checked() -> None:
+    provider = Session("provider", MAX_FRAME)
+    hello = encode_frame(0, FrameKind.HELLO, HELLO)
+    request = encode_frame(5, FrameKind.REQUEST, {"jws": "t"}, b"b")
+    events = list(provider.receive_data(hello + request))
+    assert [type(e) for e in events] == [HelloReceived, RequestReceived]
+    with pytest.raises(UnexpectedFrame, match="still open"):
+        list(provider.receive_data(request))
+    consumer = Session("consumer", MAX_FRAME)
+    list(consumer.receive_data(hello))
+    refusal = encode_frame(0, FrameKind.ERROR, {"type": "Server.ServerProxy.X"})
+    events = list(consumer.receive_data(refusal + hello))
+    assert [type(e) for e in events] == [ConnectionRefused]
+    assert consumer.state is State.CLOSED
+    assert list(consumer.receive_data(hello)) == []
