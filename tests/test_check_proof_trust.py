@@ -318,3 +318,17 @@ async def test_a_time_stamp_older_than_its_head_proves_nothing(fx: Fixture, tmp_
     assert result.exit_code == 1, result.output
     [stamp_failed] = failed(result)
     assert "precedes the tree head's signing time" in stamp_failed, result.output
+
+
+@pytest.mark.parametrize("command", ["verify", "correlate"])
+def test_an_owner_that_is_no_server_is_a_usage_error_for_audit_too(
+    tmp_path: Path, command: str
+) -> None:
+    from exchange.cli.audit import group as audit_group
+
+    (tmp_path / "a.zip").write_bytes(b"")
+    files = [str(tmp_path / "a.zip")] * (2 if command == "correlate" else 1)
+    owners = ["--owner", "PS/GOV"] * (2 if command == "correlate" else 1)
+    result = CliRunner().invoke(audit_group, [command, *files, "--trust", str(tmp_path), *owners])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: --owner: invalid security server identifier")

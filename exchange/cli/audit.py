@@ -204,12 +204,12 @@ def correlate(a: Path, b: Path, trust_dir: Path, owners: tuple[str, ...]) -> Non
           --owner PS/GOV/PALPOST/ss1 --owner PS/GOV/MOI/ss1
     """
     from exchange.audit.bundle import correlate_bundles
+    from exchange.audit.trustdir import expected_owner
     from exchange.errors import ConfigurationError
-    from exchange.identifiers import parse_security_server
 
     if len(owners) != 2:
         raise ConfigurationError("give --owner twice: the owner of A's log, then of B's")
-    expected = (parse_security_server(owners[0]), parse_security_server(owners[1]))
+    expected = (expected_owner(owners[0], trust_dir)[0], expected_owner(owners[1], trust_dir)[0])
     for path, owner in zip((a, b), expected, strict=True):
         console.print(f"{path.name}: log owner {owner}", markup=False, highlight=False)
     _report(correlate_bundles(a, b, trust_dir, expected))
