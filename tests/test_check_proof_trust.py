@@ -22,7 +22,11 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from exchange.audit.proofcheck import check_proof_file
+from exchange.audit.trustdir import TrustMaterial
 from exchange.cli.log import group
 from exchange.identifiers import parse_member
 from exchange.messagelog.store import MessageLog, TreeHead
@@ -332,3 +336,37 @@ def test_an_owner_that_is_no_server_is_a_usage_error_for_audit_too(
     result = CliRunner().invoke(audit_group, [command, *files, "--trust", str(tmp_path), *owners])
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: --owner: invalid security server identifier")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["seq", "tree_size", "leaf_hash", "root", "proof", "tree_head_jws",
+                            "timestamp_token", "certificates", "kind"]),
+       value=_JSON)  # fmt: skip
+def test_any_proof_file_gets_checks_never_a_crash(
+    proof_document: Any, key: str, value: Any
+) -> None:
+    """A parser's contract: whatever a proof file holds, check-proof answers with its checks."""
+    trust, document = proof_document
+    broken = json.loads(json.dumps(document))
+    original = broken["proofs"][0].get(key)
+    broken["proofs"][0][key] = value
+    for candidate in (broken, value, {"proofs": [value]}):
+        report = check_proof_file(candidate, trust, OWNER)
+        assert all(isinstance(c.ok, bool) for c in report.checks)
+    if value != original and key != "certificates":
+        assert not check_proof_file(broken, trust, OWNER).ok
+
+
+@pytest.fixture
+def proof_document(fx: Fixture, tmp_path: Path) -> tuple[TrustMaterial, Any]:
+    proof = prove(fx, tmp_path / "proof.json")
+    return TrustMaterial.load(fx.trust), orjson.loads(proof.read_bytes())

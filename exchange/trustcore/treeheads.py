@@ -152,9 +152,11 @@ def verify_head_timestamp(
     # (1) the token stamps SHA-256 of the head's JWS, signed by an approved TSA whose
     #     certificate an approved CA issued (RFC 3161 §2.4.2)
     try:
-        info = verify_timestamp_token(
-            stamp, digest=timestamp_digest(token), tsa_certs=tsa_certs, ca_certs=ca_certs
-        )
+        digest = timestamp_digest(token)
+    except UnicodeEncodeError:
+        raise VerificationFailed("the tree head is not a compact JWS (not ASCII)") from None
+    try:
+        info = verify_timestamp_token(stamp, digest=digest, tsa_certs=tsa_certs, ca_certs=ca_certs)
     except TimestampError as exc:
         if exc.code == f"{TimestampInvalid.code}.Imprint":
             detail = exc.internal or exc.message
