@@ -36,6 +36,7 @@ from exchange.errors import (
 )
 from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import MemberId, SecurityServerId
+from exchange.oplog import exchange_started
 from exchange.policy.evaluate import evaluate
 from exchange.policy.fields import filter_fields
 from exchange.policy.model import Decision, PolicyRequest, PolicySet
@@ -439,9 +440,11 @@ async def _process(
     except ExchangeError:
         # the payload is parsed a second time only for a refusal, to answer under its claimed id
         rec.message_id = _claimed_message_id(token)
+        exchange_started(rec.message_id)
         raise
     rec.mark("verified")
     rec.describe(request)
+    exchange_started(rec.message_id)
     # the global configuration is fresh (checked once the refusal can name the request)
     conf = server.globalconf_or_fail(provider=True, now=now)
     peer = conn.peer
