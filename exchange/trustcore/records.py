@@ -132,6 +132,8 @@ class _Check:
             if refusal and req_token is None:  # a frame that carried no signed request at all
                 return self._refusal(None, resp_token, None)
             return self._unsigned(side, status, resp_token)
+        if not req_token.isascii():  # never logged: the provider refuses it before keeping it
+            return self._verdict(Proof.NOTHING, "the signed request is not a compact JWS")
         if side == "provider" and not isinstance(resp_token, str):
             return self._verdict(Proof.NOTHING, "a provider record without a signed response")
         if status == "ok" and not isinstance(resp_token, str):
