@@ -205,7 +205,9 @@ async def test_show_refuses_bad_filters_in_one_line(
     assert result.output.startswith(message) and result.output.count("\n") == 1, result.output
     as_json = CliRunner().invoke(group, ["show", "--db", str(log), *args, "--json"])
     assert as_json.exit_code == 2
-    assert json.loads(as_json.output)["error"].startswith(message.removeprefix("error: "))
+    error = json.loads(as_json.output)["error"]
+    assert error["message"].startswith(message.removeprefix("error: ")), error
+    assert error["exit_code"] == 2
 
 
 @pytest.mark.parametrize("option", ["--user", "--clerk", "--status-class", "--from"])
@@ -225,7 +227,7 @@ def test_a_file_that_is_not_a_log_is_one_line(tmp_path: Path, command: str) -> N
     assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
     as_json = CliRunner().invoke(group, [command, "--db", str(tmp_path / "x.sqlite"), "--json"])
     assert as_json.exit_code == 2
-    assert json.loads(as_json.output)["ok"] is False  # not a half-written array
+    assert json.loads(as_json.output)["error"]["exit_code"] == 2  # not a half-written array
 
 
 # --- streaming -------------------------------------------------------------------------------

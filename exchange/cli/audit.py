@@ -5,17 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from exchange.cli.common import (
-    EXIT_CHECK_FAILED,
-    console,
-    handle_errors,
-    handle_errors_json,
-    print_json,
-)
+from exchange.cli.common import EXIT_CHECK_FAILED, ExchangeGroup, console, print_json, reports
 from exchange.terminal import one_value
 
 if TYPE_CHECKING:
@@ -30,7 +24,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
-@click.group("audit")
+@click.group("audit", cls=ExchangeGroup)
 def group() -> None:
     """Export and verify evidence bundles (offline, with public trust material only).
 
@@ -67,8 +61,8 @@ def _offline_stamping(config: ServerConfig) -> OfflineStamping:
 @click.option("--config", "config_path", type=_FILE, required=True, help="The server.toml.")
 @click.option("--id", "message_id", required=True, help="The exchange's X-Road-Id.")
 @click.option("-o", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@handle_errors
-def export(config_path: Path, message_id: str, out: Path) -> None:
+@reports
+def export(config_path: Path, message_id: str, out: Path, as_json: bool) -> None:
     """Write the evidence bundle (a zip) of one exchange as this server logged it.
 
     \b
@@ -92,7 +86,10 @@ def export(config_path: Path, message_id: str, out: Path) -> None:
             ),
         )
     )
-    console.print(f"wrote {path}")
+    if as_json:
+        print_json({"message_id": message_id, "bundle": path})
+    else:
+        console.print(f"wrote {path}")
 
 
 _OWNER_HELP = (
@@ -112,10 +109,7 @@ def _owner(given: str | None, trust_dir: Path) -> tuple[SecurityServerId, str]:
 @click.argument("bundle", type=_FILE)
 @click.option("--trust", "trust_dir", type=_DIR, required=True, help="From `audit trust-export`.")
 @click.option("--owner", help=_OWNER_HELP)
-@click.option(
-    "--json", "as_json", is_flag=True, help="What the record says and the checks, as JSON."
-)
-@handle_errors_json
+@reports
 def verify(bundle: Path, trust_dir: Path, owner: str | None, as_json: bool) -> None:
     """Verify an evidence bundle offline as one of the log of its owner: first what the record
     is (each value from the signed document that states it), then every check; exit 1 with the
@@ -145,32 +139,21 @@ def verify(bundle: Path, trust_dir: Path, owner: str | None, as_json: bool) -> N
         for seq, entry in sorted(report.entries.items())
     ]
     notes = bundle_notes(bundle)
-    if as_json:
-        print_json(
-            {
-                "ok": report.ok,
-                "bundle": str(bundle),
-                "owner": str(expected),
-                "owner_from": source,
-                "records": [s.to_dict() for s in summaries],
-                "checks": [
-                    {"number": c.number, "what": c.what, "ok": c.ok, "reason": c.reason}
-                    for c in report.checks
-                ],
-                "notes": notes,
-            }
-        )
-    else:
+    if not as_json:
         lines = [f"log owner: {expected} (from {source})"]
         for summary in summaries:
             lines += _summary_lines(summary)
-        lines += [check.line() for check in report.checks]
-        lines += [f"note: {note}" for note in notes]
-        lines.append(f"{bundle.name}: {'OK' if report.ok else 'FAILED'}")
         for line in lines:
             console.print(line, markup=False, highlight=False)
-    if not report.ok:
-        raise SystemExit(EXIT_CHECK_FAILED)
+    facts = {
+        "bundle": bundle,
+        "owner": str(expected),
+        "owner_from": source,
+        "records": [s.to_dict() for s in summaries],
+        "notes": notes,
+    }
+    notes_shown = [f"note: {note}" for note in notes]
+    _report(report.checks, as_json, facts, after=notes_shown, name=bundle.name)
 
 
 def _summary_lines(summary: RecordSummary) -> list[str]:
@@ -194,8 +177,8 @@ def _summary_lines(summary: RecordSummary) -> list[str]:
     required=True,
     help="The security server whose log each bundle comes from, once per bundle, in order.",
 )
-@handle_errors
-def correlate(a: Path, b: Path, trust_dir: Path, owners: tuple[str, ...]) -> None:
+@reports
+def correlate(a: Path, b: Path, trust_dir: Path, owners: tuple[str, ...], as_json: bool) -> None:
     """Check that the consumer's and the provider's bundles describe the same exchange.
 
     \b
@@ -210,16 +193,18 @@ def correlate(a: Path, b: Path, trust_dir: Path, owners: tuple[str, ...]) -> Non
     if len(owners) != 2:
         raise ConfigurationError("give --owner twice: the owner of A's log, then of B's")
     expected = (expected_owner(owners[0], trust_dir)[0], expected_owner(owners[1], trust_dir)[0])
-    for path, owner in zip((a, b), expected, strict=True):
-        console.print(f"{path.name}: log owner {owner}", markup=False, highlight=False)
-    _report(correlate_bundles(a, b, trust_dir, expected))
+    if not as_json:
+        for path, owner in zip((a, b), expected, strict=True):
+            console.print(f"{path.name}: log owner {owner}", markup=False, highlight=False)
+    facts = {"bundles": [a, b], "owners": [str(owner) for owner in expected]}
+    _report(correlate_bundles(a, b, trust_dir, expected), as_json, facts)
 
 
 @group.command("trust-export")
 @click.option("--config", "config_path", type=_FILE, required=True, help="The server.toml.")
 @click.option("-o", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@handle_errors
-def trust_export(config_path: Path, out: Path) -> None:
+@reports
+def trust_export(config_path: Path, out: Path, as_json: bool) -> None:
     """Write the public trust material (CA and TSA certificates, the anchor) to a folder, and
     the server's id as the owner of the bundles it will check (owner.txt).
 
@@ -239,7 +224,11 @@ def trust_export(config_path: Path, out: Path) -> None:
         anchor=config.anchor,
         owner=config.server_id,
     )
-    console.print(f"wrote {written}")
+    if as_json:
+        files = sorted(str(f.relative_to(written)) for f in written.rglob("*") if f.is_file())
+        print_json({"trust": written, "owner": str(config.server_id), "files": files})
+    else:
+        console.print(f"wrote {written}")
 
 
 @group.command("watch")
@@ -251,8 +240,7 @@ def trust_export(config_path: Path, out: Path) -> None:
     required=True,
     help="The auditor's own file of tree heads seen (kept outside the server).",
 )
-@click.option("--json", "as_json", is_flag=True)
-@handle_errors
+@reports
 def watch(config_path: Path | None, db: Path | None, state: Path, as_json: bool) -> None:
     """Check that the log only grew since the last look (RFC 9162 consistency proof); run it
     periodically (e.g. from cron). Exit 1 when the history was rewritten.
@@ -302,8 +290,7 @@ def document() -> None:
 )
 @click.option("--issuer", help="The member that must have signed it, e.g. PS/GOV/MOF.")
 @click.option("--type", "typ", help="The kind it must be: residence-certificate, receipt, refund.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verified fields as JSON.")
-@handle_errors
+@reports
 def document_verify(
     path: Path, trust: Path, issuer: str | None, typ: str | None, as_json: bool
 ) -> None:  # fmt: skip
@@ -356,10 +343,27 @@ def _shown(value: object) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _report(checks: Sequence[Check]) -> None:
-    failed = False
-    for check in checks:
-        console.print(check.line(), markup=False, highlight=False)
-        failed = failed or not check.ok
-    if failed:
+def _report(
+    checks: Sequence[Check],
+    as_json: bool,
+    facts: dict[str, Any],
+    *,
+    after: Sequence[str] = (),
+    name: str | None = None,
+) -> None:
+    """Each numbered check, as a line (then ``after`` and, with ``name``, a last line saying OK
+    or FAILED) or in one JSON document with ``facts``; exit 1 if one failed."""
+    ok = all(check.ok for check in checks)
+    if as_json:
+        shown = [
+            {"number": c.number, "what": c.what, "ok": c.ok, "reason": c.reason} for c in checks
+        ]
+        print_json({**facts, "ok": ok, "checks": shown})
+    else:
+        lines = [check.line() for check in checks] + list(after)
+        if name is not None:
+            lines.append(f"{name}: {'OK' if ok else 'FAILED'}")
+        for line in lines:
+            console.print(line, markup=False, highlight=False)
+    if not ok:
         raise SystemExit(EXIT_CHECK_FAILED)

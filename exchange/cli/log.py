@@ -11,12 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from exchange.cli.common import (
     EXIT_CHECK_FAILED,
+    ExchangeGroup,
     console,
     err_console,
-    handle_errors,
-    handle_errors_json,
     markup_text,
     print_json,
+    reports,
 )
 from exchange.errors import ConfigurationError
 from exchange.terminal import one_value
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group("log")
+@click.group("log", cls=ExchangeGroup)
 def group() -> None:
     """Verify and read a security server's message log (works while the server runs).
 
@@ -106,9 +106,8 @@ _ARCHIVE_DIR = click.option(
     "but do not fail the check (only an older version could leave them).",
 )
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("--no-progress", is_flag=True)
-@handle_errors
+@reports
 def verify_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -333,8 +332,7 @@ _HEADS_AS_LOGGED = "as logged (`exchange log check-proof --trust` checks them)"
 @_LIMIT
 @_ARCHIVE_DIR
 @click.option("--live-only", is_flag=True, help="Search the database only, not the archives.")
-@click.option("--json", "as_json", is_flag=True, help="Full records as a JSON array.")
-@handle_errors_json
+@reports
 def show_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -414,8 +412,7 @@ def show_cmd(
 @_UNTIL
 @_LIMIT
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="The tree heads as a JSON array.")
-@handle_errors_json
+@reports
 def heads_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -458,17 +455,19 @@ def heads_cmd(
 
 
 def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
-    """Write ``document`` to ``output`` or print it as JSON; False when people get the text."""
+    """Write ``document`` to ``output`` and/or print it as JSON (with ``output``: and where it
+    went); False when people get the text."""
     if output is not None:
         import orjson
 
         output.write_bytes(
             orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         )
-        console.print(f"wrote {output}")
-        return True
+        if not as_json:
+            console.print(f"wrote {output}")
+            return True
     if as_json:
-        print_json(document)
+        print_json(document if output is None else {**document, "output": output})
         return True
     return False
 
@@ -479,9 +478,8 @@ def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
 @click.option("--id", "message_id", required=True, help="X-Road-Id of the exchange.")
 @click.option("--size", type=int, help="Prove against the signed tree head of this size.")
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print the proofs as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
-@handle_errors
+@reports
 def prove_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -538,9 +536,8 @@ def prove_cmd(
 @click.option("--from", "m", type=int, required=True, help="Size of the older signed tree head.")
 @click.option("--to", "n", type=int, required=True, help="Size of the newer signed tree head.")
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print the proof as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
-@handle_errors
+@reports
 def consistency_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -588,8 +585,7 @@ def consistency_cmd(
     help="With --trust: the security server whose log it is (e.g. PS/GOV/MOI/ss1); default: the "
     "one the trust folder names (owner.txt).",
 )
-@click.option("--json", "as_json", is_flag=True, help="The checks as JSON.")
-@handle_errors_json
+@reports
 def check_proof_cmd(
     file: Path, trust_dir: Path | None, owner: str | None, as_json: bool
 ) -> None:  # fmt: skip
@@ -692,9 +688,8 @@ def _seconds(text: str) -> float:
     type=click.IntRange(min=1),
     help="Records per archive file, roughly (default: [messagelog] archive_max_records).",
 )
-@click.option("--json", "as_json", is_flag=True, help="List the archives written as JSON.")
 @click.option("--no-progress", is_flag=True)
-@handle_errors
+@reports
 def archive_cmd(
     config_path: Path,
     older_than: str | None,
