@@ -39,6 +39,7 @@ from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import ArchiveReader
+from exchange.messagelog.certs import CertLookup
 from exchange.messagelog.proofs import (
     InclusionProof,
     inclusion_checks,
@@ -46,7 +47,6 @@ from exchange.messagelog.proofs import (
     stamped_size_covering,
 )
 from exchange.messagelog.store import open_readonly, query_if_table
-from exchange.messagelog.verify import CertLookup
 from exchange.protocol import jws
 from exchange.protocol.canonical import b64url
 from exchange.trust.keys import cert_from_pem, cert_pem

@@ -21,7 +21,7 @@ import orjson
 from exchange.audit.trustdir import TrustMaterial
 from exchange.errors import ExchangeError, VerificationFailed
 from exchange.identifiers import SecurityServerId
-from exchange.messagelog.verify import CertLookup
+from exchange.messagelog.certs import CertLookup
 from exchange.protocol import jws
 from exchange.trust.timestamp import TimestampInfo
 from exchange.trustcore.treeheads import VerifiedTreeHead, verify_head_timestamp, verify_tree_head

@@ -24,8 +24,8 @@ from exchange.audit.headcheck import NOT_STAMPED, check_head
 from exchange.audit.trustdir import TrustMaterial
 from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId
+from exchange.messagelog.certs import CertLookup
 from exchange.messagelog.proofs import CONSISTENCY, INCLUSION, Check, checks_for
-from exchange.messagelog.verify import CertLookup
 from exchange.protocol.canonical import b64url_decode
 from exchange.protocol.jws import unverified_payload
 
