@@ -1,6 +1,6 @@
 """Shared CLI plumbing: the console, exit codes, and turning errors into messages.
 
-Exit status (DESIGN.md §11): 0 success; 1 a check failed (verification failed, request denied);
+Exit status (docs/design.md §11): 0 success; 1 a check failed (verification failed, request denied);
 2 usage or configuration error.
 
 Everything printed goes through :data:`console`, :data:`err_console`, :func:`echo` or

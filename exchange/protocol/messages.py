@@ -1,4 +1,4 @@
-"""The signed request and response documents exchanged between security servers (DESIGN.md §5).
+"""The signed request and response documents exchanged between security servers (docs/design.md §5).
 
 A request is signed by the client member's signing key over the canonical bytes of
 :class:`SignedRequest`; a response by the provider member's signing key over
@@ -228,7 +228,7 @@ class SignedRequest:
 
 @dataclass(frozen=True, slots=True)
 class SignedDecision:
-    """The provider's access decision as its signature covers it (DESIGN.md §7): whether the
+    """The provider's access decision as its signature covers it (docs/design.md §7): whether the
     policy allowed the request, its code, the grant that allowed it and the fields it grants
     (``None``: the whole answer). The policy version is the response's ``policy_version``."""
 
