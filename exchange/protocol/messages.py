@@ -61,8 +61,11 @@ def body_digest(body: bytes) -> dict[str, Any]:
 
 
 def request_hash(request_jws: str) -> str:
-    """``X-Road-Request-Hash``: base64 SHA-512 of the signed request (the compact JWS)."""
-    return sha512_b64(request_jws.encode("ascii"))
+    """``X-Road-Request-Hash``: base64 SHA-512 of the signed request (the compact JWS).
+
+    A compact JWS is ASCII, whose UTF-8 bytes are the same; a logged "request" that is not one
+    (an edited record) hashes to something else instead of raising."""
+    return sha512_b64(request_jws.encode("utf-8", "surrogatepass"))
 
 
 def _opt_str(doc: dict[str, Any], key: str) -> str | None:
