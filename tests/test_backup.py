@@ -444,13 +444,14 @@ def test_json_on_success_and_on_error(site: Site, tmp_path: Path) -> None:
         "--json",
     )
     assert code == 2
-    error = orjson.loads(output)
-    assert error["ok"] is False and error["exit_code"] == 2 and "not empty" in error["error"]
+    error = orjson.loads(output)["error"]
+    assert error["code"] == "Server.ConfigurationError" and error["exit_code"] == 2
+    assert "not empty" in error["message"]
     code, output = run(
         "server", "backup", "--config", tmp_path / "nowhere.toml", "-o", tmp_path / "x.zip",
         "--passphrase-env", ENV, "--json",
     )  # fmt: skip
-    assert code == 2 and orjson.loads(output)["ok"] is False
+    assert code == 2 and orjson.loads(output)["error"]["exit_code"] == 2
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors
+from exchange.cli.common import EXIT_CHECK_FAILED, ExchangeGroup, console, print_json, reports
 
 if TYPE_CHECKING:
     from exchange.audit.bundle import Check, LogFiles
@@ -22,7 +22,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
-@click.group("audit")
+@click.group("audit", cls=ExchangeGroup)
 def group() -> None:
     """Export and verify evidence bundles (offline, with public trust material only).
 
@@ -59,8 +59,8 @@ def _offline_stamping(config: ServerConfig) -> OfflineStamping:
 @click.option("--config", "config_path", type=_FILE, required=True, help="The server.toml.")
 @click.option("--id", "message_id", required=True, help="The exchange's X-Road-Id.")
 @click.option("-o", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@handle_errors
-def export(config_path: Path, message_id: str, out: Path) -> None:
+@reports
+def export(config_path: Path, message_id: str, out: Path, as_json: bool) -> None:
     """Write the evidence bundle (a zip) of one exchange as this server logged it.
 
     \b
@@ -84,7 +84,10 @@ def export(config_path: Path, message_id: str, out: Path) -> None:
             ),
         )
     )
-    console.print(f"wrote {path}")
+    if as_json:
+        print_json({"message_id": message_id, "bundle": path})
+    else:
+        console.print(f"wrote {path}")
 
 
 _OWNER_HELP = (
@@ -115,8 +118,8 @@ def _owner(given: str | None, trust_dir: Path) -> tuple[SecurityServerId, str]:
 @click.argument("bundle", type=_FILE)
 @click.option("--trust", "trust_dir", type=_DIR, required=True, help="From `audit trust-export`.")
 @click.option("--owner", help=_OWNER_HELP)
-@handle_errors
-def verify(bundle: Path, trust_dir: Path, owner: str | None) -> None:
+@reports
+def verify(bundle: Path, trust_dir: Path, owner: str | None, as_json: bool) -> None:
     """Verify an evidence bundle offline as one of the log of its owner; exit 1 with the failing
     reason (also for a malformed bundle).
 
@@ -128,11 +131,14 @@ def verify(bundle: Path, trust_dir: Path, owner: str | None) -> None:
     from exchange.audit.bundle import bundle_notes, verify_bundle
 
     expected, source = _owner(owner, trust_dir)
-    console.print(f"log owner: {expected} (from {source})", markup=False, highlight=False)
     checks = verify_bundle(bundle, trust_dir, expected)
-    for note in bundle_notes(bundle):
-        console.print(f"note: {note}", markup=False, highlight=False)
-    _report(checks)
+    notes = bundle_notes(bundle)
+    if not as_json:
+        console.print(f"log owner: {expected} (from {source})", markup=False, highlight=False)
+        for note in notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
+    facts = {"bundle": bundle, "owner": str(expected), "owner_from": source, "notes": notes}
+    _report(checks, as_json, facts)
 
 
 @group.command("correlate")
@@ -146,8 +152,8 @@ def verify(bundle: Path, trust_dir: Path, owner: str | None) -> None:
     required=True,
     help="The security server whose log each bundle comes from, once per bundle, in order.",
 )
-@handle_errors
-def correlate(a: Path, b: Path, trust_dir: Path, owners: tuple[str, ...]) -> None:
+@reports
+def correlate(a: Path, b: Path, trust_dir: Path, owners: tuple[str, ...], as_json: bool) -> None:
     """Check that the consumer's and the provider's bundles describe the same exchange.
 
     \b
@@ -162,16 +168,18 @@ def correlate(a: Path, b: Path, trust_dir: Path, owners: tuple[str, ...]) -> Non
     if len(owners) != 2:
         raise ConfigurationError("give --owner twice: the owner of A's log, then of B's")
     expected = (parse_security_server(owners[0]), parse_security_server(owners[1]))
-    for path, owner in zip((a, b), expected, strict=True):
-        console.print(f"{path.name}: log owner {owner}", markup=False, highlight=False)
-    _report(correlate_bundles(a, b, trust_dir, expected))
+    if not as_json:
+        for path, owner in zip((a, b), expected, strict=True):
+            console.print(f"{path.name}: log owner {owner}", markup=False, highlight=False)
+    facts = {"bundles": [a, b], "owners": [str(owner) for owner in expected]}
+    _report(correlate_bundles(a, b, trust_dir, expected), as_json, facts)
 
 
 @group.command("trust-export")
 @click.option("--config", "config_path", type=_FILE, required=True, help="The server.toml.")
 @click.option("-o", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@handle_errors
-def trust_export(config_path: Path, out: Path) -> None:
+@reports
+def trust_export(config_path: Path, out: Path, as_json: bool) -> None:
     """Write the public trust material (CA and TSA certificates, the anchor) to a folder, and
     the server's id as the owner of the bundles it will check (owner.txt).
 
@@ -191,7 +199,11 @@ def trust_export(config_path: Path, out: Path) -> None:
         anchor=config.anchor,
         owner=config.server_id,
     )
-    console.print(f"wrote {written}")
+    if as_json:
+        files = sorted(str(f.relative_to(written)) for f in written.rglob("*") if f.is_file())
+        print_json({"trust": written, "owner": str(config.server_id), "files": files})
+    else:
+        console.print(f"wrote {written}")
 
 
 @group.command("watch")
@@ -203,8 +215,7 @@ def trust_export(config_path: Path, out: Path) -> None:
     required=True,
     help="The auditor's own file of tree heads seen (kept outside the server).",
 )
-@click.option("--json", "as_json", is_flag=True)
-@handle_errors
+@reports
 def watch(config_path: Path | None, db: Path | None, state: Path, as_json: bool) -> None:
     """Check that the log only grew since the last look (RFC 9162 consistency proof); run it
     periodically (e.g. from cron). Exit 1 when the history was rewritten.
@@ -214,7 +225,6 @@ def watch(config_path: Path | None, db: Path | None, state: Path, as_json: bool)
       exchange audit watch --config ss-moi/server.toml --state ~/audit/moi-heads.json
     """
     from exchange.audit.watch import watch_once
-    from exchange.cli.common import print_json
     from exchange.errors import ConfigurationError
 
     archive_dir = None
@@ -255,8 +265,7 @@ def document() -> None:
 )
 @click.option("--issuer", help="The member that must have signed it, e.g. PS/GOV/MOF.")
 @click.option("--type", "typ", help="The kind it must be: residence-certificate, receipt, refund.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verified fields as JSON.")
-@handle_errors
+@reports
 def document_verify(
     path: Path, trust: Path, issuer: str | None, typ: str | None, as_json: bool
 ) -> None:  # fmt: skip
@@ -268,7 +277,6 @@ def document_verify(
       exchange audit document verify receipt.json --trust trust-bundle.pem --issuer PS/GOV/MOF
     """
     from exchange.audit.documents import read_document, trusted_cas_from, verify_saved
-    from exchange.cli.common import print_json
     from exchange.errors import ConfigurationError
     from exchange.identifiers import parse_member
     from exchange.trust.documents import TYPE_NAMES
@@ -310,10 +318,17 @@ def _shown(value: object) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _report(checks: Sequence[Check]) -> None:
-    failed = False
-    for check in checks:
-        console.print(check.line(), markup=False, highlight=False)
-        failed = failed or not check.ok
-    if failed:
+def _report(checks: Sequence[Check], as_json: bool, facts: dict[str, Any]) -> None:
+    """Each numbered check, as a line or in one JSON document with ``facts``; exit 1 if one
+    failed."""
+    ok = all(check.ok for check in checks)
+    if as_json:
+        shown = [
+            {"number": c.number, "what": c.what, "ok": c.ok, "reason": c.reason} for c in checks
+        ]
+        print_json({**facts, "ok": ok, "checks": shown})
+    else:
+        for check in checks:
+            console.print(check.line(), markup=False, highlight=False)
+    if not ok:
         raise SystemExit(EXIT_CHECK_FAILED)

@@ -12,10 +12,11 @@ from rich.table import Table
 
 from exchange.cli.common import (
     EXIT_CHECK_FAILED,
+    ExchangeGroup,
     console,
-    handle_errors,
     markup_text,
     print_json,
+    reports,
 )
 from exchange.errors import ConfigurationError
 from exchange.terminal import one_value
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group("log")
+@click.group("log", cls=ExchangeGroup)
 def group() -> None:
     """Verify and read a security server's message log (works while the server runs).
 
@@ -105,9 +106,8 @@ _ARCHIVE_DIR = click.option(
     "but do not fail the check (only an older version could leave them).",
 )
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("--no-progress", is_flag=True)
-@handle_errors
+@reports
 def verify_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -314,8 +314,7 @@ def _when(text: str | None) -> dt.datetime | None:
 @click.option("--limit", default=50, show_default=True)
 @_ARCHIVE_DIR
 @click.option("--live-only", is_flag=True, help="Search the database only, not the archives.")
-@click.option("--json", "as_json", is_flag=True, help="Full records as JSON.")
-@handle_errors
+@reports
 def show_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -426,17 +425,19 @@ def _record_table(views: Sequence[RecordView]) -> Table:
 
 
 def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
-    """Write ``document`` to ``output`` or print it as JSON; False when people get the text."""
+    """Write ``document`` to ``output`` and/or print it as JSON (with ``output``: and where it
+    went); False when people get the text."""
     if output is not None:
         import orjson
 
         output.write_bytes(
             orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         )
-        console.print(f"wrote {output}")
-        return True
+        if not as_json:
+            console.print(f"wrote {output}")
+            return True
     if as_json:
-        print_json(document)
+        print_json(document if output is None else {**document, "output": output})
         return True
     return False
 
@@ -447,9 +448,8 @@ def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
 @click.option("--id", "message_id", required=True, help="X-Road-Id of the exchange.")
 @click.option("--size", type=int, help="Prove against the signed tree head of this size.")
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print the proofs as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
-@handle_errors
+@reports
 def prove_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -497,9 +497,8 @@ def prove_cmd(
 @click.option("--from", "m", type=int, required=True, help="Size of the older signed tree head.")
 @click.option("--to", "n", type=int, required=True, help="Size of the newer signed tree head.")
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print the proof as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
-@handle_errors
+@reports
 def consistency_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -535,8 +534,8 @@ def consistency_cmd(
 
 @group.command("check-proof")
 @click.argument("file", type=_CONFIG)
-@handle_errors
-def check_proof_cmd(file: Path) -> None:
+@reports
+def check_proof_cmd(file: Path, as_json: bool) -> None:
     """Verify a proof file from `log prove` or `log consistency` offline; print each check.
 
     Checks the Merkle math and that each root is the one inside its tree head's JWS payload.
@@ -550,6 +549,13 @@ def check_proof_cmd(file: Path) -> None:
     from exchange.messagelog.proofs import checks_for, load_proof_file
 
     checks = checks_for(load_proof_file(file))
+    ok = all(c.ok for c in checks)
+    if as_json:
+        shown = [{"what": c.what, "ok": c.ok} for c in checks]
+        print_json({"file": file, "ok": ok, "checks": shown})
+        if not ok:
+            raise SystemExit(EXIT_CHECK_FAILED)
+        return
     for check in checks:
         mark = "[green]ok[/green]    " if check.ok else "[red]FAILED[/red]"
         console.print(f"{mark} {markup_text(check.what)}", markup=True)
@@ -591,9 +597,8 @@ def _seconds(text: str) -> float:
     type=click.IntRange(min=1),
     help="Records per archive file, roughly (default: [messagelog] archive_max_records).",
 )
-@click.option("--json", "as_json", is_flag=True, help="List the archives written as JSON.")
 @click.option("--no-progress", is_flag=True)
-@handle_errors
+@reports
 def archive_cmd(
     config_path: Path,
     older_than: str | None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 import stat
 import tracemalloc
@@ -21,6 +22,7 @@ import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -39,6 +41,7 @@ from exchange.audit.bundle import (
     export_trust,
     verify_bundle,
 )
+from exchange.cli import main
 from exchange.cli.audit import group
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
 from exchange.messagelog import merkle
@@ -290,6 +293,45 @@ async def test_cli_export_and_trust_export(audited: Audited, tmp_path: Path) -> 
     assert done.exit_code == 0, done.output
     assert (tmp_path / "t" / "owner.txt").read_text() == f"{audited.owner}\n"
     assert all(c.ok for c in verify_bundle(out, tmp_path / "t", audited.owner))
+
+
+async def test_cli_json_documents(audited: Audited, tmp_path: Path) -> None:
+    """Under --json each command prints one JSON document: what it wrote, each numbered check
+    (exit 1 when one fails), and the inclusion proof's checks."""
+
+    def as_json(*args: str) -> tuple[int, Any]:
+        result = CliRunner().invoke(main, [*args, "--json"])
+        return result.exit_code, json.loads(result.stdout)
+
+    config = str(audited.consumer.config.path)
+    code, trust = await asyncio.to_thread(
+        as_json, "audit", "trust-export", "--config", config, "-o", str(tmp_path / "t")
+    )
+    assert code == 0 and "anchor.json" in trust["files"] and trust["owner"] == str(audited.owner)
+    out = str(tmp_path / "e.zip")
+    code, exported = await asyncio.to_thread(
+        as_json, "audit", "export", "--config", config, "--id", audited.message_id, "-o", out
+    )
+    assert code == 0 and exported == {"message_id": audited.message_id, "bundle": out}
+    code, verified = as_json("audit", "verify", out, "--trust", trust["trust"])
+    assert code == 0 and verified["ok"] and verified["checks"][0]["number"] == 1, verified
+    assert verified["owner"] == str(audited.owner), verified
+    both = [str(audited.bundle), str(audited.provider_bundle), "--trust", str(audited.trust)]
+    owners = [f"--owner={o}" for o in audited.owners]
+    code, correlated = as_json("audit", "correlate", *both, *owners)
+    assert code == 0 and correlated["ok"] and correlated["owners"] == list(map(str, audited.owners))
+    code, usage = as_json("audit", "correlate", *both, owners[0])
+    assert code == 2 and "give --owner twice" in usage["error"]["message"], usage
+    code, failed = as_json("audit", "verify", str(_edited_record(audited, tmp_path / "bad.zip")),
+                           "--trust", str(audited.trust))  # fmt: skip
+    assert code == 1 and not failed["ok"]
+    assert any("does not hash to the proof's leaf" in c["reason"] for c in failed["checks"])
+    proof = str(tmp_path / "proof.json")
+    code, proved = as_json("log", "prove", "--config", config, "--id", audited.message_id,
+                           "-o", proof)  # fmt: skip
+    assert code == 0 and proved["output"] == proof, proved
+    code, checked = as_json("log", "check-proof", proof)
+    assert code == 0 and checked["ok"] and checked["checks"], checked
 
 
 async def test_verifies_after_servers_stopped_and_logs_deleted(
