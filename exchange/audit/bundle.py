@@ -37,9 +37,9 @@ from exchange.globalconf.anchor import Anchor
 from exchange.identifiers import SecurityServerId, parse_security_server
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import ArchiveReader
+from exchange.messagelog.certs import CertLookup
 from exchange.messagelog.proofs import InclusionProof, inclusion_checks, inclusion_for_message
 from exchange.messagelog.store import open_readonly, query_if_table
-from exchange.messagelog.verify import CertLookup
 from exchange.protocol import jws
 from exchange.protocol.canonical import b64url
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint, load_certificates

@@ -503,7 +503,10 @@ class SecurityServer:
     async def start(self) -> None:
         cfg = self.config
         await self._start_globalconf()
-        self.log.open()
+        # the log's latest tree head must be this server's, signed by a key it holds or an
+        # earlier one of its owner that an approved CA issued (rotation)
+        conf = self.in_force or self.trusted.current
+        self.log.open(trusted_cas=conf.ca_certs() if conf is not None else ())
         self.revocation.keep = self.log.register_ocsp
         if not cfg.log_bodies:
             log.warning(
