@@ -55,7 +55,7 @@ from exchange.trustcore.records import Proof, RecordVerdict, verify_record
 
 FORMAT = "exchange-evidence-bundle/1"
 MANIFEST = "manifest.json"
-# the default freshness of the global configuration (DESIGN.md §12): a response this old or
+# the default freshness of the global configuration (docs/design.md §12): a response this old or
 # younger at the time of the record shows the status then
 OCSP_MAX_AGE = 3600
 TREE_HEAD = "tree-head.jws"
