@@ -5,7 +5,7 @@ A :class:`MessageLog` owns one SQLite file (WAL, ``synchronous=FULL``). Callers 
 sequence number (its leaf index), inserts everything queued in one transaction, commits once (one
 fsync for the whole batch) and only then resolves the callers' futures. A failed batch resolves
 every waiting future with :class:`MessageLogError` and rolls the in-memory tree back, so nothing
-is reported durable unless its commit succeeded (DESIGN.md §5 "log before answer", §8, §9).
+is reported durable unless its commit succeeded (docs/design.md §5 "log before answer", §8, §9).
 
 Every batch is committed together with its signed tree head over the new size and root (RFC 9162
 §2.1 hashing, kept incrementally in a :class:`~exchange.messagelog.merkle.CompactRange`) in the
@@ -62,14 +62,14 @@ from cryptography import x509
 
 from exchange.errors import ConfigurationError, ExchangeError, VerificationFailed
 from exchange.identifiers import SecurityServerId
-from exchange.messagelog.certs import CertLookup
+from exchange.messagelog.certs import CertLookup, certificates_of_log
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.protocol.canonical import b64url, canonical_bytes
 from exchange.protocol.jws import JwsError, Signer, cert_thumbprint
 from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
 from exchange.trustcore.messages import CertifiedKey
-from exchange.trustcore.treeheads import tree_head_payload, verify_tree_head
+from exchange.trustcore.treeheads import timestamp_digest, tree_head_payload, verify_tree_head
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class StoredTimestamp:
 
 def tree_head_digest(head: TreeHead) -> bytes:
     """What a tree head's time-stamp stamps: SHA-256 of its compact JWS (ASCII bytes)."""
-    return hashlib.sha256(head.jws.encode("ascii")).digest()
+    return timestamp_digest(head.jws)
 
 
 def read_timestamps(conn: sqlite3.Connection, size: int | None = None) -> list[StoredTimestamp]:
@@ -1052,7 +1052,7 @@ class _HeadKeys:
     trusted_cas: Sequence[x509.Certificate]
 
     def at(self, when: dt.datetime) -> _HeadKeysAt:
-        return _HeadKeysAt(self, CertLookup(self.conn, self.trusted_cas), when)
+        return _HeadKeysAt(self, CertLookup(certificates_of_log(self.conn), self.trusted_cas), when)
 
 
 @dataclass(frozen=True, slots=True)
