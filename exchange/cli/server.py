@@ -18,7 +18,7 @@ from exchange.cli.checkconfig import add_check_config
 from exchange.cli.common import console, handle_errors, markup_text, print_json
 from exchange.identifiers import parse_member, parse_security_server, parse_service, parse_subsystem
 from exchange.oplog import configure_logging
-from exchange.server.config import ServerConfig, load_server_config
+from exchange.server.config import DEFAULT_STATUS_PORT, ServerConfig, load_server_config
 
 
 @click.group("server")
@@ -76,6 +76,12 @@ def group() -> None:
 )
 @click.option("--consumer-port", default=8080, show_default=True)
 @click.option("--provider-port", default=8443, show_default=True)
+@click.option(
+    "--status-port",
+    default=DEFAULT_STATUS_PORT,
+    show_default=True,
+    help="Port of /health and /metrics (bound to 127.0.0.1).",
+)
 @handle_errors
 def init_cmd(
     directory: Path,
@@ -88,6 +94,7 @@ def init_cmd(
     policy_dir: Path | None,
     consumer_port: int,
     provider_port: int,
+    status_port: int,
 ) -> None:
     """Create keys, certificates (or CSRs), the anchor and server.toml in a new directory.
 
@@ -123,6 +130,7 @@ def init_cmd(
         ca=ca,
         consumer_port=consumer_port,
         provider_port=provider_port,
+        status_port=status_port,
         policy_dir=policy_dir,
         record=record,
     )
@@ -162,8 +170,9 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
     Example:
       exchange server run --config ss-moi/server.toml
     """
-    from exchange.server.config import load_server_config, pid_file_of
+    from exchange.server.config import load_server_config
     from exchange.server.core import SecurityServer, passphrase_from_env
+    from exchange.server.runtime import remove_runtime, write_runtime
 
     config = load_server_config(config_path)
     configure_logging(config.logging)
@@ -177,13 +186,13 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload(server))
         loop.add_signal_handler(signal.SIGUSR1, lambda: _stamp(server))
-        pid_file = pid_file_of(config.path)
-        pid_file.write_text(f"{os.getpid()}\n")
         ports = {
             "consumer_port": server.consumer_port,
             "provider_port": server.provider_port,
             "consumer_tls_port": server.consumer_tls_port,
+            "status_port": server.status_port,
         }
+        write_runtime(config, ports)
         serving = (
             f"security server {config.server_id} serving: "
             f"consumer http://{config.consumer.host}:{server.consumer_port}, "
@@ -199,7 +208,7 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
         finally:
             sdnotify.stopping()
             await server.stop()
-            pid_file.unlink(missing_ok=True)
+            remove_runtime(config)
 
     profile = os.environ.get("EXCHANGE_PROFILE")
     if profile:

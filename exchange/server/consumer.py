@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 from aiohttp import hdrs, web
@@ -44,6 +44,7 @@ from exchange.server.consumer_steps import (
     request_document,
     run_exchange,
 )
+from exchange.server.health import Verdict
 from exchange.server.metadata import Handler, list_clients_handler
 from exchange.server.records import ExchangeRecord, internal_failure
 from exchange.server.soap_consumer import handle_soap
@@ -127,14 +128,20 @@ def _to_web_response(
 
 
 class ConsumerPortHost(ConsumerHost, Protocol):
-    """What the consumer port uses of the security server: the pipelines' needs, and its
-    health for ``/health``."""
+    """What the consumer port uses of the security server: the pipelines' needs, and whether
+    it can serve, for ``/health``."""
 
-    def health(self) -> dict[str, Any]: ...
+    def verdict(self) -> Verdict: ...
 
 
 def health(host: ConsumerPortHost) -> web.Response:
-    return web.json_response(host.health(), dumps=lambda o: orjson.dumps(o).decode())
+    """200 or 503 and the reason codes: what an information system needs to pick a server.
+    The state behind them is the operator's, on the status listener (``statusport.py``)."""
+    verdict = host.verdict()
+    body = {"status": verdict.status, "reasons": [p.code for p in verdict.reasons]}
+    return web.Response(
+        status=verdict.http_status, body=orjson.dumps(body), content_type="application/json"
+    )
 
 
 async def _expect(request: web.BaseRequest) -> web.Response | None:

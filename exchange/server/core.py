@@ -17,6 +17,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -37,7 +38,13 @@ from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.client import GlobalConfPoller
 from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.globalconf.verifier import TrustedGlobalConf
-from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
+from exchange.identifiers import (
+    MemberId,
+    SecurityServerId,
+    ServiceId,
+    SubsystemId,
+    parse_subsystem,
+)
 from exchange.messagelog.archive import (
     ArchiveIndexEntry,
     ArchivingBusy,
@@ -48,7 +55,7 @@ from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
 from exchange.protocol.hello import hello_meta
-from exchange.protocol.jws import Signer, cert_thumbprint
+from exchange.protocol.jws import Signer, cert_thumbprint, verify_by_cert
 from exchange.protocol.rest import MAX_URI_LENGTH
 from exchange.server import tls
 from exchange.server.backend import Backend
@@ -61,7 +68,10 @@ from exchange.server.config import (
 from exchange.server.consumer import consumer_handler
 from exchange.server.declare import ServiceDeclarer
 from exchange.server.handshakes import HandshakeLimits, TlsPort
+from exchange.server.health import HealthFacts, OwnCertificate, Verdict, judge
+from exchange.server.maintenance import MaintenanceWatch
 from exchange.server.metadata import MetadataServices
+from exchange.server.metrics import CertificateState, ServerMetrics, StateSnapshot
 from exchange.server.peer import PeerPool
 from exchange.server.provider import PeerLoad, ProviderConnection
 from exchange.server.quota_store import PersistentQuota
@@ -69,11 +79,17 @@ from exchange.server.records import ExchangeRecord
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
 from exchange.server.soap_provider import LocalSoapService
+from exchange.server.statusport import create_status_app
 from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 from exchange.trustcore.peers import AdmittedPeer, PeerTrust
 
 log = logging.getLogger("exchange.server")
+
+MAX_KNOWN = 10_000
+"""Client and service names remembered as known (or not) for the metrics' labels."""
+KEY_PROBE_SECONDS = 10.0
+"""How long /health trusts its last test signature with each key."""
 
 
 def passphrase_from_env(config: ServerConfig) -> bytes | None:
@@ -100,6 +116,7 @@ class SecurityServer:
         self.auth_cert = self._auth_cert(config)
         self.clients: dict[SubsystemId, ClientConfig] = {c.id: c for c in config.clients}
         self.services: dict[ServiceId, ServiceConfig] = {s.id: s for s in config.services}
+        self._service_names = frozenset(str(s) for s in self.services)
         # SOAP services this server answers itself, by service code (the metadata services)
         self.local_soap_services: dict[str, LocalSoapService] = {}
         self._is_fps = {
@@ -113,7 +130,13 @@ class SecurityServer:
             max_response_bytes=config.limits.max_response_bytes,
             connect_timeout=config.limits.connect_timeout,
         )
-        self.log = MessageLog(config.log_path, self.owner_signer, now=clock)
+        self.metrics = ServerMetrics(self._metrics_snapshot)
+        self.log = MessageLog(
+            config.log_path, self.owner_signer, now=clock, on_commit=self.metrics.commit
+        )
+        self.maintenance = MaintenanceWatch(config.state_dir)
+        self.stopping = False
+        """SIGTERM: no new connections or exchanges are taken; those in flight finish."""
         self.metadata = MetadataServices(self)
         self.declarer = ServiceDeclarer(self)
         self.stamper = TreeHeadStamper(
@@ -148,6 +171,9 @@ class SecurityServer:
         self._client_ctx: ssl.SSLContext | None = None
         self._ca_fps: tuple[str, ...] = ()
         self._runner: web.ServerRunner | None = None
+        self._status_runner: web.AppRunner | None = None
+        self._known: tuple[GlobalConf | None, dict[str, bool]] = (None, {})
+        self._key_probe: tuple[float, tuple[str, ...]] = (-1e18, ())
         self._sites: list[web.TCPSite] = []
         self._provider_server: TlsPort | None = None
         self._consumer_tls: TlsPort | None = None
@@ -157,6 +183,7 @@ class SecurityServer:
         self.consumer_port = 0
         self.consumer_tls_port = 0
         self.provider_port = 0
+        self.status_port = 0
 
     # -- keys -----------------------------------------------------------------------------------
 
@@ -446,13 +473,56 @@ class SecurityServer:
         return self.policy.current
 
     async def log_record(self, rec: ExchangeRecord) -> None:
-        """Append durably; an exchange whose record cannot be written fails (log before answer)."""
+        """Append durably; an exchange whose record cannot be written fails (log before answer).
+        Either way the exchange is counted once in the metrics, from its record."""
+        started = time.perf_counter_ns()
         try:
             await self.log.append(rec.to_entry(with_bodies=self.config.log_bodies), typed=True)
         except ExchangeError as exc:
             log.error("message log write failed: %s", exc.internal)
             cls = ConsumerLogFailed if rec.side == "consumer" else ProviderLogFailed
+            self._count(rec, cls.code, started)
             raise cls("the exchange could not be logged, so it was not answered") from None
+        self._count(rec, rec.error.code if rec.error is not None else None, started)
+
+    def _count(self, rec: ExchangeRecord, code: str | None, started_ns: int) -> None:
+        self.metrics.exchange(
+            rec,
+            code,
+            (time.perf_counter_ns() - started_ns) // 1000,
+            client_known=self._client_known,
+            service_known=self._service_known,
+        )
+
+    def _known_cache(self) -> dict[str, bool]:
+        conf, cache = self._known
+        if conf is not self.in_force or len(cache) > 4 * MAX_KNOWN:
+            cache = {}
+            self._known = (self.in_force, cache)
+        return cache
+
+    def _client_known(self, client: str) -> bool:
+        """A metrics label may name ``client``: the configuration in force registers it."""
+        cache = self._known_cache()
+        known = cache.get(client)
+        if known is None:
+            conf = self.in_force
+            try:
+                subsystem = parse_subsystem(client)
+            except ExchangeError:
+                known = False
+            else:
+                known = conf is not None and conf.has_subsystem(subsystem)
+            cache[client] = known
+        return known
+
+    def _service_known(self, service: str) -> bool:
+        """A metrics label may name ``service``: provided here, or its subsystem is registered
+        in the configuration in force."""
+        if service in self._service_names:
+            return True
+        subsystem, _, _ = service.rpartition("/")
+        return self._client_known(subsystem)
 
     async def _archive_on_interval(self) -> None:
         """Retention: every ``archive_interval`` seconds, move the records older than
@@ -530,6 +600,8 @@ class SecurityServer:
         )
         self.provider_port = await self._provider_server.open(cfg.provider.host, cfg.provider.port)
         await self._start_consumer()
+        await self._start_status()
+        self._tasks.append(asyncio.create_task(self._watch_state()))
         if self.policy is not None:
             self._tasks.append(asyncio.create_task(self._watch_policy()))
         self.declarer.start()
@@ -591,6 +663,29 @@ class SecurityServer:
             host, port = cfg.consumer_tls.host, cfg.consumer_tls.port
             self.consumer_tls_port = await self._consumer_tls.open(host, port)
 
+    async def _start_status(self) -> None:
+        """The status listener (``/health``, ``/metrics``), when ``[status]`` is enabled."""
+        listener = self.config.status
+        if listener is None:
+            return
+        self._status_runner = web.AppRunner(create_status_app(self), access_log=None)
+        await self._status_runner.setup()
+        site = web.TCPSite(self._status_runner, listener.host, listener.port)
+        await site.start()
+        self.status_port = _bound_port(site)
+
+    async def _watch_state(self) -> None:
+        """Every second: the maintenance state file; and, while the message log's last write
+        failed, a probe write, so that ``/health`` says 200 again once space is freed even
+        when the load balancer sends nothing meanwhile."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.maintenance.check()
+            if self.log.write_failure is not None:
+                with contextlib.suppress(ExchangeError):
+                    if await self.log.probe():
+                        log.info("the message log can be written again")
+
     def _provider_context(self, cas: list[x509.Certificate]) -> ssl.SSLContext:
         """The provider port's TLS context: this server's authentication certificate, and the
         approved CAs ``cas`` for its peers' certificates."""
@@ -648,6 +743,8 @@ class SecurityServer:
             self._consumer_tls.close()  # no new connections; the runner closes the open ones
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._status_runner is not None:
+            await self._status_runner.cleanup()
         self._close_pools()
         await self.backend.close()
         await self.metadata.close()
@@ -661,16 +758,25 @@ class SecurityServer:
         self.log.close()
 
     def health(self) -> dict[str, Any]:
+        """What ``/health`` on the status listener shows: the verdict (status, reasons,
+        warnings) and the state behind it."""
         conf = self.in_force
-        now = int(self.clock())
-        pending = self.poller.pending if self.poller is not None else None
+        now = self.clock()
+        verdict = judge(self.health_facts(now))
+        poller = self.poller
+        pending = poller.pending if poller is not None else None
+        maintenance = self.maintenance.current
         return {
+            **verdict.to_dict(),
             "server": str(self.config.server_id),
+            "maintenance": None if maintenance is None else maintenance.to_dict(),
             "globalconf_version": conf.version if conf else None,
-            "globalconf_fresh": bool(conf and not conf.is_expired(now)),
+            "globalconf_fresh": bool(conf and not conf.is_expired(int(now))),
             # a verified version that could not be put in force yet, and why
             "globalconf_pending": None if pending is None else dataclasses.asdict(pending),
+            "globalconf": self._globalconf_health(conf, now),
             "log_size": self.log.size,
+            "messagelog": self._log_health(),
             "ocsp": self._ocsp_health(conf),
             "certificate_warnings": self.expiring_certificates(),
             "timestamping": self.stamper.health(),
@@ -687,6 +793,146 @@ class SecurityServer:
             **({"archiving": self.archiving} if self.config.retention.days is not None else {}),
             **({"policy": self.policy.health()} if self.policy is not None else {}),
         }
+
+    def health_report(self) -> tuple[int, dict[str, Any]]:
+        """``/health`` of the status listener: 200 or 503, and :meth:`health`."""
+        body = self.health()
+        return (503 if body["reasons"] else 200), body
+
+    def verdict(self) -> Verdict:
+        """Whether the server can serve now (``/health`` of the consumer port shows only this)."""
+        return judge(self.health_facts(self.clock()))
+
+    def health_facts(self, now: float) -> HealthFacts:
+        """What :func:`~exchange.server.health.judge` needs, at ``now``."""
+        conf = self.in_force
+        maintenance = self.maintenance.current
+        failure = self.log.write_failure
+        policy = self.policy.health() if self.policy is not None else None
+        pending = self.poller.pending if self.poller is not None else None
+        return HealthFacts(
+            now=now,
+            maintenance=maintenance is not None,
+            maintenance_reason=maintenance.reason if maintenance is not None else None,
+            stopping=self.stopping,
+            globalconf_version=conf.version if conf else None,
+            globalconf_expires_at=conf.expires_at if conf else None,
+            certificates=self._own_certificates(conf),
+            timestamping_refusal=self.stamper.refusal(),
+            log_write_failure=None if failure is None else failure.reason,
+            unusable_keys=self._unusable_keys(now),
+            policy_version=policy["version"] if policy else None,
+            policy_reload_error=policy["last_reload_error"] if policy else None,
+            expiry_warnings=tuple(self.expiring_certificates()),
+            globalconf_pending=(
+                None
+                if pending is None
+                else f"global configuration version {pending.version} is not in force yet: "
+                f"{pending.reason}"
+            ),
+        )
+
+    def _own_certificates(self, conf: GlobalConf | None) -> list[OwnCertificate]:
+        out = []
+        for cert in self.own_certs:
+            needed = conf is not None and self.revocation.responder_of(cert, conf) is not None
+            held = self.revocation.own.held(cert)
+            fresh = conf is not None and self.revocation.own_response(cert, conf) is not None
+            out.append(
+                OwnCertificate(
+                    subject=cert.subject.rfc4514_string(),
+                    usage="auth" if cert is self.auth_cert else "sign",
+                    not_before=cert.not_valid_before_utc.timestamp(),
+                    not_after=cert.not_valid_after_utc.timestamp(),
+                    ocsp_needed=needed,
+                    ocsp_held=held is not None,
+                    ocsp_fresh=fresh,
+                )
+            )
+        return out
+
+    def _unusable_keys(self, now: float) -> tuple[str, ...]:
+        """Each active signing key signs a test document that its certificate's key verifies
+        (at most every :data:`KEY_PROBE_SECONDS`)."""
+        at, unusable = self._key_probe
+        if now - at < KEY_PROBE_SECONDS:
+            return unusable
+        found = []
+        for member, signer in self.signers.items():
+            try:
+                token = signer.sign(b'{"probe":"health"}')
+                verify_by_cert(token, signer.cert, f"the signing certificate of {member}")
+            except Exception as exc:
+                found.append(f"the signing key of member {member} does not sign: {exc}")
+        self._key_probe = (now, tuple(found))
+        return self._key_probe[1]
+
+    def _globalconf_health(self, conf: GlobalConf | None, now: float) -> dict[str, Any]:
+        poller = self.poller
+        fetched = poller.last_fetch if poller is not None else None
+        return {
+            "version": conf.version if conf else None,
+            "generated_at": _iso(conf.generated_at) if conf else None,
+            "expires_at": _iso(conf.expires_at) if conf else None,
+            "expires_in_seconds": int(conf.expires_at - now) if conf else None,
+            "last_fetch": _iso(fetched) if fetched is not None else None,
+            "last_fetch_error": poller.last_fetch_error if poller is not None else None,
+        }
+
+    def _log_health(self) -> dict[str, Any]:
+        head = self.log.latest_tree_head()
+        failure = self.log.write_failure
+        size = self.log.size
+        return {
+            "records": size,
+            "unsigned_records": size - (head.size if head else 0),
+            "untimestamped_records": size - (self.log.latest_timestamped_size() or 0),
+            "writable": failure is None,
+            "last_write_failure": (
+                None if failure is None else {"at": _iso(failure.at), "reason": failure.reason}
+            ),
+            "disk_free_bytes": _disk_free(self.config.log_path),
+        }
+
+    def _metrics_snapshot(self) -> StateSnapshot:
+        conf = self.in_force
+        now = self.clock()
+        head = self.log.latest_tree_head()
+        poller = self.poller
+        connections: dict[tuple[str, str], int] = {}
+        for conn in self.provider_connections:
+            if conn.peer_id is not None and conn.open:
+                key = (str(conn.peer_id), "inbound")
+                connections[key] = connections.get(key, 0) + 1
+        for server_id, pool in self.pools.items():
+            count = sum(1 for c in pool.connections if c is not None and c.usable)
+            connections[(str(server_id), "outbound")] = count
+        return StateSnapshot(
+            now=now,
+            healthy=not judge(self.health_facts(now)).reasons,
+            maintenance=self.maintenance.current is not None,
+            globalconf_version=conf.version if conf else None,
+            globalconf_generated_at=conf.generated_at if conf else None,
+            globalconf_expires_at=conf.expires_at if conf else None,
+            globalconf_last_fetch=poller.last_fetch if poller is not None else None,
+            certificates=[self._certificate_state(cert) for cert in self.own_certs],
+            log_records=self.log.size,
+            log_signed_size=head.size if head else 0,
+            log_timestamped_size=self.log.latest_timestamped_size() or 0,
+            last_timestamp_success=self.stamper.last_success,
+            disk_free_bytes=_disk_free(self.config.log_path),
+            connections=connections,
+        )
+
+    def _certificate_state(self, cert: x509.Certificate) -> CertificateState:
+        held = self.revocation.own.held(cert)
+        return CertificateState(
+            subject=cert.subject.rfc4514_string(),
+            usage="auth" if cert is self.auth_cert else "sign",
+            not_after=cert.not_valid_after_utc.timestamp(),
+            ocsp_this_update=held.this_update.timestamp() if held else None,
+            ocsp_produced_at=held.produced_at.timestamp() if held else None,
+        )
 
     def _peer_staples(self) -> set[str]:
         """Peers' certificates whose stapled OCSP responses this server holds verified."""
@@ -708,6 +954,18 @@ class SecurityServer:
             "own_total": len(self.own_certs),
             "peers_verified": len(self._peer_staples()),
         }
+
+
+def _iso(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
+
+
+def _disk_free(path: Path) -> int | None:
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
 
 
 def _active(signers: list[tuple[MemberId, Signer]]) -> dict[MemberId, Signer]:
