@@ -209,6 +209,17 @@ def tree_head_payload(log_id: str, size: int, root: bytes, signed_at: int) -> by
     )
 
 
+def read_ocsp_responses(
+    conn: sqlite3.Connection, thumbprints: Sequence[str]
+) -> dict[str, list[bytes]]:
+    """The OCSP responses kept about the certificates ``thumbprints`` (x5t#S256 -> DER)."""
+    out: dict[str, list[bytes]] = {}
+    for thumbprint in thumbprints:
+        rows = conn.execute("SELECT der FROM ocsp_responses WHERE thumbprint = ?", (thumbprint,))
+        out[thumbprint] = [bytes(der) for (der,) in rows]
+    return out
+
+
 def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection to a log, usable while its server runs (WAL) and after it stopped.
 

@@ -51,7 +51,7 @@ from exchange.messagelog.archive import (
     archive_log,
     archived_end,
 )
-from exchange.messagelog.store import MessageLog, open_readonly
+from exchange.messagelog.store import MessageLog, open_readonly, read_ocsp_responses
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
 from exchange.protocol.hello import hello_meta
@@ -247,11 +247,13 @@ class SecurityServer:
                 self.log.register_ocsp(cert, response)
 
     async def _refresh_staples(self) -> None:
-        """Keep our OCSP responses fresh; re-staple open connections when they change."""
+        """Keep our OCSP responses fresh; re-staple open connections when they change. While
+        one is missing, retry within seconds (RevocationChecks.next_refresh)."""
         while True:
             conf = self.in_force
-            freshness = conf.settings.ocsp_freshness_seconds if conf else 3600
-            await asyncio.sleep(max(1.0, min(60.0, freshness / 8)))
+            delay = self.revocation.next_refresh(self.own_certs, conf) if conf else 1.0
+            await asyncio.sleep(delay)
+            conf = self.in_force
             if conf is None:
                 continue
             try:
@@ -587,6 +589,7 @@ class SecurityServer:
         self.stamper.last_success = self.clock()
         self._tasks.append(asyncio.create_task(self.stamper.run()))
         if self.in_force is not None:
+            self._seed_own_staples(self.in_force)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(15):
                     await self.revocation.refresh_own(self.own_certs, self.in_force)
@@ -698,6 +701,18 @@ class SecurityServer:
         cfg = self.config
         is_certs = [x for c in cfg.clients for p in c.is_certs for x in load_certificates(p)]
         return tls.consumer_https_context(cfg.auth_cert, cfg.auth_key, self.passphrase, is_certs)
+
+    def _seed_own_staples(self, conf: GlobalConf) -> None:
+        """The OCSP responses the log kept for our certificates, still fresh: served with at
+        once, whether or not the responder answers now."""
+        conn = open_readonly(self.config.log_path)
+        try:
+            stored = read_ocsp_responses(conn, [cert_thumbprint(c) for c in self.own_certs])
+        finally:
+            conn.close()
+        seeded = self.revocation.seed_own(self.own_certs, conf, stored)
+        if seeded:
+            log.info("%d own certificate(s) stapled with stored fresh OCSP responses", seeded)
 
     def _seed_replay_cache(self) -> None:
         horizon_ms = int((self.clock() - 2 * self.config.limits.clock_skew_seconds) * 1000)
