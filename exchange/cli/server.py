@@ -166,6 +166,9 @@ def init_cmd(
 def run_cmd(config_path: Path, ready_line: bool) -> None:
     """Run the security server until SIGINT or SIGTERM.
 
+    On SIGTERM (or SIGINT) it stops taking exchanges, finishes those in flight (at most
+    [limits] drain_timeout, 30 s), signs and time-stamps the last tree head, then exits.
+
     \b
     Example:
       exchange server run --config ss-moi/server.toml
@@ -205,6 +208,8 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
         sdnotify.ready(serving)
         try:
             await stop.wait()
+            sdnotify.stopping()
+            await server.drain()
         finally:
             sdnotify.stopping()
             await server.stop()

@@ -28,6 +28,7 @@ from aiohttp.http import HttpVersion11
 
 from exchange.bodies import read_body
 from exchange.errors import ConsumerServerError, ExchangeError
+from exchange.globalconf.document import SecurityServerInfo
 from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.protocol.rest import (
     end_to_end_headers,
@@ -37,10 +38,10 @@ from exchange.protocol.rest import (
 )
 from exchange.server.consumer_steps import (
     ConsumerHost,
-    choose_provider,
     error_response,
-    exchange_signed,
+    exchange_with_a_provider,
     hosted_client,
+    providers_in_turn,
     request_document,
     run_exchange,
 )
@@ -88,22 +89,29 @@ async def _consume(
     # (4) the body is within its limit
     body = await read_body(request, host.config.limits.max_body_bytes)
     rec.request_body = body
-    # (5) a security server provides the service
-    provider = choose_provider(host, conf, target.service.subsystem, xh.security_server, rec)
-    # (6) sign with the client member's key, send, and check what comes back
-    signed = request_document(
-        now,
-        provider,
-        xh,
-        client,
-        target.service,
-        method=method,
-        path=target.path,
-        query=query,
-        headers=tuple((k, v) for k, v in end_to_end_headers(request.headers.items())),
-        body=body,
+    # (5) security servers provide the service
+    providers = providers_in_turn(host, conf, target.service.subsystem, xh.security_server)
+    headers = tuple((k, v) for k, v in end_to_end_headers(request.headers.items()))
+
+    def document(provider: SecurityServerInfo) -> SignedRequest:
+        return request_document(
+            now,
+            provider,
+            xh,
+            client,
+            target.service,
+            method=method,
+            path=target.path,
+            query=query,
+            headers=headers,
+            body=body,
+        )
+
+    # (6) sign with the client member's key, send (to the next provider if one stopping
+    # refused it unprocessed), and check what comes back
+    signed, response, response_body = await exchange_with_a_provider(
+        host, providers, document, body, rec
     )
-    response, response_body = await exchange_signed(host, provider, signed, body, rec)
     rec.http_status = response.status
     # (7) logged durably before the answer
     await host.log_record(rec)

@@ -652,7 +652,10 @@ class SecurityServer:
         # aiohttp refuses request lines over 8190 bytes with a bare 400 before our handler runs;
         # with room above MAX_URI_LENGTH, a long URI gets its X-Road error (414) and is logged.
         http = web.Server(consumer_handler(self), access_log=None, max_line_size=4 * MAX_URI_LENGTH)
-        self._runner = web.ServerRunner(http, handle_signals=False)
+        # on stopping, the consumer port waits this long for the exchanges in flight
+        self._runner = web.ServerRunner(
+            http, handle_signals=False, shutdown_timeout=cfg.limits.drain_timeout
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.consumer.host, cfg.consumer.port, backlog=1024)
         await site.start()
@@ -740,6 +743,48 @@ class SecurityServer:
                 # whatever a reload raises, the policy in force stays and the watch goes on
                 # (PolicyStore logged it and keeps it for /health)
                 log.error("policy reload refused, previous policy stays in force: %s", exc)
+
+    async def drain(self) -> None:
+        """Stop taking exchanges and let those in flight finish (SIGTERM), within
+        ``[limits] drain_timeout``; :meth:`stop` then closes the rest and signs and stamps the
+        last tree head.
+
+        (1) ``/health`` says 503 ``stopping``; (2) the listening sockets close, so no new
+        connection is accepted; (3) each peer on an open EXM/1 connection is told (GOAWAY) to
+        send no new request on it: what it sends after that is refused unprocessed, and its
+        consumer may send it to another provider; (4) the consumer port answers what it has in
+        flight (aiohttp closes its idle connections), the provider port answers its open streams
+        and its peers close their connections once answered."""
+        limit = self.config.limits.drain_timeout
+        # (1), (2)
+        self.stopping = True
+        if self._provider_server is not None:
+            self._provider_server.close()
+        if self._consumer_tls is not None:
+            self._consumer_tls.close()
+        # (3)
+        for conn in list(self.provider_connections):
+            conn.drain()
+        log.info(
+            "stopping: %d provider connection(s) and the consumer port drain (at most %g s)",
+            len(self.provider_connections),
+            limit,
+        )
+        # (4)
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.gather(self._drain_consumer_port(), self._drain_provider_port())
+        except TimeoutError:
+            log.warning("exchanges still in flight after %g s are cut off", limit)
+
+    async def _drain_consumer_port(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _drain_provider_port(self) -> None:
+        while any(conn.open for conn in self.provider_connections):
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         await self.declarer.close()
