@@ -203,8 +203,7 @@ class PeerConnection(asyncio.Protocol):
             self._fail(unsigned_refusal(event.meta))
         elif isinstance(event, GoAwayReceived):
             log.info(
-                "security server %s is stopping: no new requests on this connection "
-                "(%d in flight)",
+                "security server %s is stopping: no new requests on this connection (%d in flight)",
                 self.target,
                 len(self.pending),
             )
