@@ -215,3 +215,41 @@ def test_the_window_gets_what_the_contract_says_and_no_more(
         *extra,
     ])  # fmt: skip
     assert verdict in result.output, result.output
+
+
+# --- the services' OpenAPI documents -------------------------------------------------------------
+
+
+def test_each_services_openapi_document_is_valid_and_describes_its_answers(
+    tmp_path: Path, interior: tuple[DocumentSigner, Any]
+) -> None:
+    """What the metadata service getOpenAPI hands a client developer, for the four services."""
+    from openapi_spec_validator import validate
+
+    from adapters.health.insurance import create_adapter as insurance
+    from adapters.payments.app import create_adapter as payments
+    from adapters.population.app import Certificates
+    from adapters.population.app import create_adapter as registry
+    from adapters.sdk.openapi import openapi_document
+    from adapters.telecom.app import create_adapter as sims
+
+    certificates = Certificates(tmp_path / "c", interior[0])
+    documents = {
+        "registry": openapi_document(registry(tmp_path / "r", certificates)),
+        "insurance": openapi_document(insurance(tmp_path / "i")),
+        "sims": openapi_document(sims(tmp_path / "s")),
+        "payments": openapi_document(payments(tmp_path / "p", interior[0])),
+    }
+    for document in documents.values():
+        validate(document)
+    payment = documents["payments"]["paths"]["/fees/{fee_id}/payment"]["post"]
+    assert {"200", "201", "400", "404", "409", "422"} <= set(payment["responses"])
+    schemas = documents["payments"]["components"]["schemas"]
+    assert schemas["Amount"]["type"] == "string" and "Receipt" in schemas
+    refund = documents["payments"]["paths"]["/receipts/{receipt_number}/refund"]["post"]
+    body = refund["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert body["amount"]["format"] == "decimal"
+    certificate = documents["registry"]["paths"]["/residence-certificates"]["post"]
+    assert set(certificate["responses"]) >= {"201", "200", "404", "409"}
+    assert "/status/{national_id}" in documents["insurance"]["paths"]
+    assert {"get", "post"} == set(documents["sims"]["paths"]["/sims"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,9 +42,19 @@ def test_demo_runs_exchanges_and_verifies_logs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "16/16 exchanges as expected, 5/5 message logs verified" in out
+    assert "28/28 exchanges as expected, 5/5 message logs verified: all as expected" in out
     assert "Server.ServerProxy.AccessDenied" in out
     assert "Server.ServerProxy.UnknownService" in out
+    # the window's exchanges with the four ministries gave it two signed documents, each
+    # verified offline with the trust bundle as an auditor would
+    assert re.search(
+        r"certificate of residence MOI-RC-\d{4}-000001: signed by PS/GOV/MOI .*, verified", out
+    )
+    assert re.search(r"receipt MOF-\d{4}-000001: signed by PS/GOV/MOF .*, verified", out)
+    # ... and a clerk's session through the window app's HTTP interface paid a fee: the next receipt
+    assert "✓ sign in as clerk-biddu: signed in" in out
+    assert re.search(r"✓ pay it in cash \(Finance\): receipt MOF-\d{4}-000002", out)
+    assert "✗" not in out
     # every server fetched, stapled and verified OCSP responses; every tree head was time-stamped
     assert out.count("own certificates with a fresh 'good' OCSP response: 2/2") == 5
     assert out.count(", verified") >= 5
@@ -102,6 +113,39 @@ def _rotate_signing_key(state: Path, endpoints: dict[str, Any]) -> None:
     assert "keys reloaded: 2 signing certificate(s)" in log.read_text()
 
 
+def _sign_in_at_the_window(window: dict[str, Any]) -> None:
+    """The clerk endpoints.json names signs in to the window's URL, as a newcomer would."""
+    import asyncio
+
+    from examples.window.clerk import ClerkSession
+
+    async def sign_in() -> tuple[list[str], str]:
+        async with ClerkSession(window["url"]) as clerk:
+            clerk_info = window["clerk"]
+            await clerk.sign_in(clerk_info["username"], clerk_info["password"])
+            page = await clerk.get("/find")
+            return page.alerts(), page.html
+
+    alerts, html = asyncio.run(sign_in())
+    assert alerts == [] and 'for="national_id"' in html
+
+
+def _verify_the_receipt(state: Path, trust_bundle: str) -> None:
+    """The receipt the window was given verifies offline (and a changed one does not)."""
+    receipt = state / "documents" / "receipt.json"
+    command = [*EXCHANGE, "audit", "document", "verify", str(receipt), "--trust", trust_bundle]
+    ok = subprocess.run([*command, "--issuer", "PS/GOV/MOF"], capture_output=True, text=True,
+                        timeout=60)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "exchange-receipt+jwt signed by PS/GOV/MOF" in ok.stdout
+    wrong = subprocess.run([*command, "--issuer", "PS/GOV/MOI"], capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+    assert (
+        wrong.returncode == 1
+        and "signed by PS/GOV/MOF, not PS/GOV/MOI" in wrong.stdout + wrong.stderr
+    )
+
+
 def _wait_for_serving(proc: subprocess.Popen[str]) -> list[str]:
     lines: list[str] = []
     assert proc.stdout is not None
@@ -145,6 +189,15 @@ def test_serve_mode_endpoints_curl_and_log_commands(tmp_path: Path) -> None:
         }
         assert endpoints["sample_national_ids"]
         assert "PS/GOV/MOI/population-registry/persons" in endpoints["adapters"]
+        assert set(endpoints["adapters"]) >= {
+            "PS/GOV/MOI/population-registry/residence-certificates",
+            "PS/GOV/MOH/health-insurance/status",
+            "PS/GOV/MTIT/sim-registry/sims",
+            "PS/GOV/MOF/payments/fees",
+            "PS/GOV/MOF/payments/receipts",
+        }
+        _sign_in_at_the_window(endpoints["window"])
+        _verify_the_receipt(state, endpoints["trust"]["trust_bundle"])
         trust = endpoints["trust"]
         assert trust["ocsp_url"].startswith("http://127.0.0.1:")
         assert trust["tsa_url"].startswith("http://127.0.0.1:")

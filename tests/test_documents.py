@@ -248,5 +248,12 @@ def test_cli_verifies_a_saved_answer_and_refuses_a_changed_one(pki: Pki, tmp_pat
     refused = _cli(str(changed), "--trust", str(bundle))
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "signature does not verify" in refused.stdout + refused.stderr
+    # the signature is intact, but the printed amount is not the signed one
+    printed = tmp_path / "printed.json"
+    printed.write_bytes(orjson.dumps({**RECEIPT_CLAIMS, "amount": "1.00", "document": token}))
+    altered = _cli(str(printed), "--trust", str(bundle))
+    assert altered.returncode == 1, altered.stdout + altered.stderr
+    assert 'the answer states amount = "1.00", but the signed document says "10.00"' in (
+        altered.stdout + altered.stderr)  # fmt: skip
     usage = _cli(str(answer), "--trust", str(bundle), "--type", "invoice")
     assert usage.returncode == 2 and "--type is one of" in usage.stdout + usage.stderr

@@ -98,8 +98,8 @@ def window(
     federation: Federation, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str, str]]:
     """The window's URL and a clerk: the demo's own when it starts the window, else ours."""
-    if "window" in federation.endpoints:
-        found = federation.endpoints["window"]
+    found = federation.endpoints.get("window")
+    if found:
         yield found["url"], found["clerk"]["username"], found["clerk"]["password"]
         return
     state = tmp_path_factory.mktemp("window-state")
@@ -230,4 +230,41 @@ def test_a_name_with_markup_is_shown_as_text(
     page.wait_for_url("**/citizen")
     assert page.get_by_role("heading", level=1).inner_text() == markup
     assert page.title() != "owned" and page.locator("img[src=x]").count() == 0
+    page.close()
+
+
+def test_serve_a_citizen_across_the_four_ministries_and_pay(
+    federation: Federation, window: tuple[str, str, str], browser: Any
+) -> None:
+    """Interior's certificate, Health's insurance, Telecom's SIM and Finance's fee, each through
+    the ministry's own adapter behind its security server; the receipt printed."""
+    page = _signed_in(browser, window)
+    nid = federation.endpoints["sample_national_ids"][3]
+    page.get_by_label("National ID").fill(nid)
+    page.get_by_role("button", name="Look up").click()
+    page.wait_for_url("**/citizen")
+    page.get_by_role("button", name="Issue a certificate of residence").click()
+    page.wait_for_url("**/documents/*")
+    assert page.get_by_role("heading", level=1).inner_text() == "Certificate of residence"
+    assert nid in page.locator("article").inner_text()
+    _shoot(page, "window-certificate.png")
+    page.get_by_role("link", name="Back to the citizen").click()
+    page.get_by_role("button", name="Check health insurance").click()
+    health = page.locator("#health").inner_text()
+    assert "Insured" in health and not page.get_by_role("alert").count(), health
+    page.get_by_label("Phone number of the SIM").fill("0599" + nid[-6:])
+    page.get_by_label("Operator").select_option("Jawwal")
+    page.get_by_role("button", name="Register the SIM").click()
+    assert "SIM registered" in page.locator("#telecom").inner_text()
+    page.get_by_label("Service to pay for").select_option("residence-certificate")
+    page.get_by_role("button", name="Create the fee").click()
+    page.get_by_role("button", name="Pay").first.click()
+    page.wait_for_url("**/documents/*")
+    assert page.get_by_role("heading", level=1).inner_text() == "Receipt"
+    receipt = page.locator("article").inner_text()
+    assert "MOF-" in receipt and "Cash" in receipt and window[1] in receipt
+    page.evaluate("window.print = () => { window.printed = true; }")
+    page.get_by_role("button", name="Print the receipt").click()
+    assert page.evaluate("window.printed === true")
+    _shoot(page, "window-receipt.png")
     page.close()

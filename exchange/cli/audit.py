@@ -180,16 +180,16 @@ def document_verify(
     Example:
       exchange audit document verify receipt.json --trust trust-bundle.pem --issuer PS/GOV/MOF
     """
-    from exchange.audit.documents import read_document, trusted_cas_from
+    from exchange.audit.documents import read_document, trusted_cas_from, verify_saved
     from exchange.cli.common import print_json
     from exchange.errors import ConfigurationError
     from exchange.identifiers import parse_member
-    from exchange.trust.documents import TYPE_NAMES, verify_document
+    from exchange.trust.documents import TYPE_NAMES
 
     if typ is not None and typ not in TYPE_NAMES:
         raise ConfigurationError(f"--type is one of {', '.join(sorted(TYPE_NAMES))}, not {typ!r}")
     expected = parse_member(issuer) if issuer is not None else None
-    verified = verify_document(
+    verified = verify_saved(
         read_document(path),
         trusted_cas_from(trust),
         typ=TYPE_NAMES[typ] if typ is not None else None,
@@ -210,10 +210,17 @@ def document_verify(
         f"{verified.typ} signed by {verified.issuer} at {verified.issued_at.isoformat()}",
         f"  signer's certificate: serial {verified.signer.serial_number:x}, issued by the "
         f"approved CA {verified.ca.subject.rfc4514_string()}",
-        *(f"  {name}: {value}" for name, value in sorted(verified.claims.items())),
+        *(f"  {name}: {_shown(value)}" for name, value in sorted(verified.claims.items())),
         "verified",
     ]
     console.print("\n".join(lines), markup=False, highlight=False)
+
+
+def _shown(value: object) -> str:
+    """A claim as text: strings as they are, anything else as JSON (``null``, objects)."""
+    import orjson
+
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 def _report(checks: Sequence[Check]) -> None:

@@ -24,6 +24,16 @@ from exchange.central.registry import Registry
 from exchange.central.setup import init_central
 from exchange.demo.onboarding import approve_all, issue_token, onboard, wait_for_version
 from exchange.demo.processes import Child, free_port, spawn
+from exchange.demo.services import (
+    ADAPTERS,
+    INSURANCE,
+    PAYMENTS,
+    REGISTRY,
+    SIMS,
+    AdapterSpec,
+    MinistryServices,
+)
+from exchange.demo.window import WindowSite, build_window
 from exchange.identifiers import (
     MemberId,
     SecurityServerId,
@@ -106,10 +116,19 @@ class Ministry:
     member: MemberId
     name: str
     subsystem_code: str
+    """The subsystem the ministry calls other ministries' services as."""
+    adapter: AdapterSpec | None = None
+    """The adapter whose services the ministry provides, if any."""
 
     @property
     def subsystem(self) -> SubsystemId:
         return self.member.subsystem(self.subsystem_code)
+
+    @property
+    def hosted(self) -> tuple[SubsystemId, ...]:
+        """The subsystems its security server hosts: the client one, the providing one."""
+        provided = () if self.adapter is None else (self.adapter.subsystem,)
+        return tuple(dict.fromkeys((self.subsystem, *provided)))
 
     @property
     def server(self) -> SecurityServerId:
@@ -117,15 +136,18 @@ class Ministry:
 
 
 MINISTRIES: tuple[Ministry, ...] = (
-    Ministry(parse_member("PS/GOV/MOI"), "Ministry of Interior", "population-registry"),
+    Ministry(parse_member("PS/GOV/MOI"), "Ministry of Interior", "population-registry", REGISTRY),
     Ministry(
         parse_member("PS/GOV/PALPOST"), "Palestine Post, one-stop service window", "unified-window"
     ),
-    Ministry(parse_member("PS/GOV/MOH"), "Ministry of Health", "health-records"),
-    Ministry(parse_member("PS/GOV/MTIT"), "Ministry of Telecommunications and IT", "e-services"),
-    Ministry(parse_member("PS/GOV/MOF"), "Ministry of Finance", "payments"),
+    Ministry(parse_member("PS/GOV/MOH"), "Ministry of Health", "health-records", INSURANCE),
+    Ministry(
+        parse_member("PS/GOV/MTIT"), "Ministry of Telecommunications and IT", "e-services", SIMS
+    ),
+    Ministry(parse_member("PS/GOV/MOF"), "Ministry of Finance", "payments", PAYMENTS),
 )
 INTERIOR = MINISTRIES[0]
+WINDOW = MINISTRIES[1]
 PERSONS = INTERIOR.subsystem.service("persons")
 GET_PERSON = INTERIOR.subsystem.service("getPerson")
 
@@ -158,7 +180,11 @@ class Federation:
     sites: dict[MemberId, ServerSite] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
     sample_ids: list[str] = field(default_factory=list)
+    sample_search: tuple[str, str] = ("", "")
+    """The first sample person's full Latin name and date of birth (a search that finds them)."""
     unknown_id: str = ""
+    services: MinistryServices | None = None
+    window: WindowSite | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -176,12 +202,23 @@ class Federation:
         self.central_config = self.state_dir / "central" / "central.toml"
         say(f"central server set up for instance {INSTANCE} (anchor {central.anchor_path})")
         self._build_registry(say)
+        assert self.registry_db is not None
+        ports = {spec.name: self.adapter_port if spec is REGISTRY else free_port()
+                 for spec in ADAPTERS}  # fmt: skip
+        self.services = MinistryServices(self.state_dir / "services", self.registry_db, ports)
+        self.services.build(self.ca)
+        say(
+            "the ministries' services set up: Health's insurance register, Telecom's SIM "
+            "registry, Finance's fees; Interior's and Finance's document-signing keys certified"
+        )
         policies = self.state_dir / "policies"
         copy_example_policies(policies)
         _write_finance_grant(policies / "MOI" / "finance.toml")
         for ministry in MINISTRIES:
             self._build_site(ministry, central.anchor_path, policies)
         self._register(central.db_path)
+        self.window = build_window(self.state_dir / "window")
+        say(f"the post office's window set up, with a clerk account ({self.window.username})")
         self.trust_bundle.write_text(
             cert_pem(self.ca.cert) + cert_pem(load_certificate(self.tsa_cert_path))
         )
@@ -230,23 +267,28 @@ class Federation:
                 if store.get_person(make_national_id(n)) is None
             )
         self.sample_ids = [p["national_id"] for p in people]
+        self.sample_search = (people[0]["name_en"]["full"], people[0]["date_of_birth"])
         say(f"population registry generated: {report.count:,} people in {report.seconds:.1f} s")
 
     def _build_site(self, ministry: Ministry, anchor: Path, policies: Path) -> None:
-        assert self.ca is not None
+        assert self.ca is not None and self.services is not None
         directory = self.state_dir / "servers" / ministry.member.member_code
         consumer_port, provider_port = free_port(), free_port()
-        is_interior = ministry is INTERIOR
+        provides = ministry.adapter is not None
         result = init_server(
             directory,
             ministry.server,
             anchor,
-            clients=[ministry.subsystem],
+            clients=list(ministry.hosted),
             ca=None,  # CSRs: the certificates come from the CA service when the ministry onboards
             consumer_port=consumer_port,
             provider_port=provider_port,
-            policy_dir=policies / ministry.member.member_code if is_interior else None,
-            extra={"services": self.interior_services()} if is_interior else None,
+            policy_dir=policies / ministry.member.member_code if provides else None,
+            extra=(
+                {"services": self.services.declarations(ministry.adapter)}
+                if ministry.adapter is not None
+                else None
+            ),
         )
         self.sites[ministry.member] = ServerSite(
             ministry=ministry,
@@ -258,20 +300,6 @@ class Federation:
             sign_cert=result.signing_certs[ministry.member],
         )
 
-    def interior_services(self) -> list[dict[str, str]]:
-        """Interior's services: the registry's REST ``persons`` and SOAP ``getPerson``, with
-        where the metadata services find their OpenAPI document and WSDL."""
-        adapter = f"http://127.0.0.1:{self.adapter_port}"
-        return [
-            {"id": str(PERSONS), "url": f"{adapter}/persons", "type": "rest",
-             "openapi_url": f"{adapter}/openapi.json",
-             "title": "Population registry: persons",
-             "description": "Civil records of residents: names, date of birth, family, address."},
-            {"id": str(GET_PERSON), "url": f"{adapter}/soap", "type": "soap",
-             "wsdl_url": f"{adapter}/soap?wsdl",
-             "title": "Population registry: getPerson (SOAP)"},
-        ]  # fmt: skip
-
     def _register(self, db_path: Path) -> None:
         assert self.ca is not None
         with Registry.open(db_path) as registry:
@@ -279,7 +307,8 @@ class Federation:
             registry.add_tsa("PS TSA", self.tsa_url, cert_pem(load_certificate(self.tsa_cert_path)))
             for ministry in MINISTRIES:
                 registry.add_member(ministry.member, ministry.name)
-                registry.add_subsystem(ministry.subsystem)
+                for subsystem in ministry.hosted:
+                    registry.add_subsystem(subsystem)
 
     # -- running --------------------------------------------------------------------------------
 
@@ -317,44 +346,42 @@ class Federation:
             self.ca_url = str(ca_child.ready["url"])
             say(f"CA service (certificates from CSRs) serving on {self.ca_url}")
             await self._onboard_all(say)
-            self.children.append(
-                await spawn(
-                    "population-registry",
-                    [
-                        "adapters.population",
-                        "serve",
-                        "--db",
-                        str(self.registry_db),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(self.adapter_port),
-                    ],
-                    logs,
-                )
+            assert self.services is not None
+            await self._spawn_all(
+                [(spec.name, self.services.command(spec)) for spec in ADAPTERS], logs
             )
-            say(f"population registry adapter serving on http://127.0.0.1:{self.adapter_port}")
-            results = await asyncio.gather(
-                *(
-                    spawn(
-                        f"ss-{m.member_code}",
-                        ["exchange", "server", "run", "--config", str(site.config), "--ready-line"],
-                        logs,
-                    )
+            say(
+                "the ministries' adapters serving: "
+                + ", ".join(f"{spec.name} {self.services.url(spec)}" for spec in ADAPTERS)
+            )
+            await self._spawn_all(
+                [
+                    (f"ss-{m.member_code}",
+                     ["exchange", "server", "run", "--config", str(site.config), "--ready-line"])
                     for m, site in self.sites.items()
-                ),
-                return_exceptions=True,
-            )
-            for result in results:
-                if isinstance(result, Child):
-                    self.children.append(result)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+                ],
+                logs,
+            )  # fmt: skip
             say(f"{len(self.sites)} security servers serving")
+            assert self.window is not None
+            consumer = self.consumer_url(WINDOW.member)
+            window = await spawn("window", self.window.command(consumer), logs)
+            self.children.append(window)
+            self.window.url = str(window.ready["url"])
+            say(f"the post office's window serving on {self.window.url} (its way out: {consumer})")
         except BaseException:
             await self.stop()
             raise
+
+    async def _spawn_all(self, commands: list[tuple[str, list[str]]], logs: Path) -> None:
+        """Start the processes at once; every one that started is the federation's to stop."""
+        results = await asyncio.gather(
+            *(spawn(name, args, logs) for name, args in commands), return_exceptions=True
+        )
+        self.children.extend(result for result in results if isinstance(result, Child))
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def stop(self) -> None:
         for child in reversed(self.children):
@@ -407,11 +434,9 @@ class Federation:
                 }
                 for m, site in self.sites.items()
             },
-            "adapters": {
-                service["id"]: {k: v for k, v in service.items() if k != "id"}
-                for service in self.interior_services()
-            },
+            "adapters": self.services.endpoints() if self.services is not None else {},
             "sample_national_ids": self.sample_ids,
+            "window": self.window.endpoints() if self.window is not None else None,
             "trust": {
                 "ca_url": self.ca_url,
                 "ca_config": str(self.state_dir / "ca"),

@@ -7,15 +7,18 @@ import hashlib
 import shutil
 import signal
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import aiohttp
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from exchange.demo.federation import Federation
 from exchange.demo.scenario import Outcome, run_scenario
+from exchange.demo.window import SessionStep, clerk_session
 from exchange.messagelog.verify import VerifyReport
 from exchange.server.config import load_server_config
 from exchange.server.logcheck import verify_server_log
@@ -26,6 +29,8 @@ class DemoResult:
     outcomes: list[Outcome]
     reports: dict[str, VerifyReport]
     revocation_ok: bool = True
+    documents_ok: bool = True
+    session: list[SessionStep] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -33,6 +38,9 @@ class DemoResult:
             all(o.passed for o in self.outcomes)
             and all(r.ok for r in self.reports.values())
             and self.revocation_ok
+            and self.documents_ok
+            and bool(self.session)
+            and all(step.ok for step in self.session)
         )
 
 
@@ -68,7 +76,7 @@ async def _print_timestamps(console: Console, federation: Federation) -> bool:
                 )
             except TimestampError as exc:
                 ok = False
-                console.print(f"  {member.member_code:8s} [red]failed[/red]: {exc.message}")
+                console.print(f"  {member.member_code:8s} ", FAILED, f": {exc.message}", sep="")
                 continue
             console.print(
                 f"  {member.member_code:8s} tree head of size {row[0]}: token serial "
@@ -98,19 +106,81 @@ async def _print_ocsp(console: Console, federation: Federation) -> bool:
     return ok
 
 
+FAILED: Final = Text("FAILED", "red")
+NOTHING: Final = Text("-", "dim")
+"""Styled words of the summary: rich markup is off on the CLI's console (text from peers and
+logs is shown, never obeyed), so styles come as ``Text`` objects."""
+
+SIGNED: Final = (("certificate", "certificate of residence", "PS/GOV/MOI"),
+                 ("receipt", "receipt", "PS/GOV/MOF"))  # fmt: skip
+"""The signed documents the window is given: (kept step, what it is, the member that signs)."""
+
+
+def _verify_documents(
+    console: Console, federation: Federation, outcomes: list[Outcome], serve: bool
+) -> bool:
+    """The certificate of residence and the receipt the window was given, saved and verified
+    offline with the federation's trust bundle, as an auditor would (``exchange audit document
+    verify``)."""
+    from exchange.audit.documents import read_document, trusted_cas_from, verify_saved
+    from exchange.identifiers import parse_member
+    from exchange.trust.documents import DocumentError
+
+    kept = {o.step.keep: o for o in outcomes if o.step.keep and isinstance(o.body, dict)}
+    cas = trusted_cas_from(federation.trust_bundle)
+    folder = federation.state_dir / "documents"
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = True
+    console.print("Signed documents the window was given, verified offline with the trust bundle:")
+    for name, what, member in SIGNED:
+        outcome = kept.get(name)
+        token = outcome.body.get("document") if outcome is not None else None
+        if outcome is None or not isinstance(token, str):
+            ok = False
+            console.print(f"  {what}: ", Text("not received", "red"), sep="")
+            continue
+        path = folder / f"{name}.json"
+        path.write_bytes(outcome.raw)
+        try:
+            verified = verify_saved(read_document(path), cas, issuer=parse_member(member))
+        except DocumentError as exc:
+            ok = False
+            console.print(f"  {what}: ", FAILED, f": {exc.message}", sep="")
+            continue
+        number = verified.claims.get(f"{name}_number", "")
+        signed = f"signed by {verified.issuer} at {verified.issued_at.isoformat()}"
+        console.print(f"  {what} {number}: {signed}, ", Text("verified", "green"), sep="")
+        if serve:
+            console.print(f"    exchange audit document verify {path} --trust "
+                          f"{federation.trust_bundle}")  # fmt: skip
+    return ok
+
+
+async def _clerk_session(console: Console, federation: Federation) -> list[SessionStep]:
+    """One clerk's session through the window's HTTP interface, as a browser would."""
+    assert federation.window is not None
+    nid = federation.sample_ids[1] if len(federation.sample_ids) > 1 else federation.sample_ids[0]
+    console.print(f"A clerk's session through the window ({federation.window.url}):")
+    session = await clerk_session(federation.window, nid)
+    for step in session:
+        mark = Text("✓", "green") if step.ok else Text("✗", "red")
+        console.print("  ", mark, f" {step.what}: {step.detail}", sep="")
+    return session
+
+
 def _outcome_table(outcomes: list[Outcome]) -> Table:
     table = Table(title="Exchanges through the security servers", title_justify="left")
     for col in ("", "caller", "exchange", "status", "X-Road-Error", "fields received"):
         table.add_column(col, overflow="fold")
     for o in outcomes:
-        mark = "[green]✓[/green]" if o.passed else "[red]✗[/red]"
+        mark = Text("✓", "green") if o.passed else Text("✗", "red")
         table.add_row(
             mark,
-            o.step.caller,
-            o.step.title,
-            str(o.status),
-            o.error or "[dim]-[/dim]",
-            ", ".join(o.fields) or "[dim]-[/dim]",
+            Text(o.step.caller),
+            Text(o.step.title),
+            Text(str(o.status)),
+            Text(o.error) if o.error else NOTHING,
+            Text(", ".join(o.fields)) if o.fields else NOTHING,
         )
     return table
 
@@ -120,12 +190,14 @@ def _verify_all(federation: Federation, console: Console) -> dict[str, VerifyRep
     for member, site in federation.sites.items():
         report = verify_server_log(load_server_config(site.config))
         reports[str(member)] = report
-        verdict = "[green]OK[/green]" if report.ok else "[red]FAILED[/red]"
+        verdict = Text("OK", "green") if report.ok else FAILED
         console.print(
-            f"  exchange log verify --config {site.config}\n"
-            f"    {verdict}: {report.records} records, "
+            f"  exchange log verify --config {site.config}\n    ",
+            verdict,
+            f": {report.records} records, "
             f"{report.tree_heads_verified}/{report.tree_heads} signed tree heads verified, "
-            f"{report.timestamps_verified}/{report.timestamps} RFC 3161 time-stamps verified"
+            f"{report.timestamps_verified}/{report.timestamps} RFC 3161 time-stamps verified",
+            sep="",
         )
     return reports
 
@@ -141,8 +213,8 @@ async def run_demo(
     temporary = state_dir is None
     root = Path(tempfile.mkdtemp(prefix="exchange-demo-")) if state_dir is None else state_dir
     federation = Federation(root.resolve(), people=people, progress=progress)
-    say = lambda text: console.print(f"[dim]•[/dim] {text}")  # noqa: E731
-    console.rule("[bold]Exchange: the example federation (instance PS)")
+    say = lambda text: console.print(Text("• ", "dim"), text, sep="")  # noqa: E731
+    console.rule(Text("Exchange: the example federation (instance PS)", "bold"))
     stopper: _Stopper | None = None
     try:
         federation.build(say)  # files only: a signal meanwhile ends the demo at once, as before
@@ -150,6 +222,8 @@ async def run_demo(
         await federation.start(say)
         outcomes = await run_scenario(federation)
         console.print(_outcome_table(outcomes))
+        documents_ok = _verify_documents(console, federation, outcomes, serve)
+        session = await _clerk_session(console, federation)
         revocation_ok = await _print_ocsp(console, federation)
         revocation_ok = await _print_timestamps(console, federation) and revocation_ok
         if serve:
@@ -163,12 +237,14 @@ async def run_demo(
             await federation.stop()
             console.rule("Message logs, verified offline after the servers stopped")
             reports = _verify_all(federation, console)
-        result = DemoResult(outcomes, reports, revocation_ok)
+        result = DemoResult(outcomes, reports, revocation_ok, documents_ok, session)
         passed = sum(o.passed for o in outcomes)
-        verdict = "[green]all as expected[/green]" if result.ok else "[red]NOT as expected[/red]"
+        verdict = Text("all as expected", "green") if result.ok else Text("NOT as expected", "red")
         console.print(
             f"\n{passed}/{len(outcomes)} exchanges as expected, "
-            f"{sum(r.ok for r in reports.values())}/{len(reports)} message logs verified: {verdict}"
+            f"{sum(r.ok for r in reports.values())}/{len(reports)} message logs verified: ",
+            verdict,
+            sep="",
         )
         return result
     finally:
@@ -193,6 +269,10 @@ def _print_serving(console: Console, federation: Federation, path: Path) -> None
         f"http://127.0.0.1:{window.consumer_port}/r1/PS/GOV/MOI/population-registry/persons/{nid}"
     )
     console.print(f"  exchange log show --config {federation.sites[MINISTRIES[0].member].config}")
+    if federation.window is not None:
+        clerk = federation.window
+        console.print(f"the post office's window: {clerk.url}")
+        console.print(f"  sign in as {clerk.username} with the password {clerk.password}")
     console.print("Ctrl-C (SIGINT) or SIGTERM stops the federation.")
 
 

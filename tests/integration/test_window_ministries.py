@@ -152,3 +152,34 @@ async def test_the_other_ministries_services_at_the_counter(net: Net, tmp_path: 
         page = await clerk.on_citizen_page("/citizen/sims/list")
         table = page.tree().xpath('//section[@id="telecom"]//table')[0].text_content()
         assert table.count("+970599123456") == 1 and "Jawwal" in table
+
+
+async def test_a_receipt_found_by_its_number_and_refunded_once(net: Net, tmp_path: Path) -> None:
+    """Finance's real adapter: the receipt comes back by its number, a refund with its reason is
+    its own signed record, and the refund form sent twice refunds once."""
+    ministries = await ministries_of(net)
+    add_clerks(tmp_path, "amal")
+    async with (
+        running_window(net.url("palpost", ""), tmp_path, services=ROUTED) as url,
+        ClerkSession(url) as clerk,
+    ):
+        await clerk.sign_in("amal", PASSWORD)
+        await clerk.look_up(NID)
+        page = await clerk.on_citizen_page("/citizen/fees", {"service": "residence-certificate"})
+        pay_form = next(a for a in page.tree().xpath("//form/@action") if a.endswith("/pay"))
+        await clerk.submit(page, pay_form, {"method": "cash"})
+        ((number, _),) = ministries.receipts_of(ministries.last_fee())
+        found = await clerk.on_citizen_page("/receipts/find", {"receipt_number": number})
+        assert "/documents/" in found.url and number in found.html, found.alerts()
+        refund_form = next(a for a in found.tree().xpath("//form/@action") if "refund" in a)
+        reason = {"reason": "The citizen paid for the wrong service"}
+        refund = await clerk.submit(found, refund_form, reason)
+        again = await clerk.submit(found, refund_form, reason)  # the same form, sent twice
+        heading = refund.tree().xpath("//h1")[0].text_content()
+        assert heading == "Refund" and number in refund.html and "₪10.00" in refund.html
+        assert again.url == refund.url and ministries.refunds_of(number) == 1
+        assert "The citizen paid for the wrong service" in refund.html
+        missing = await clerk.on_citizen_page(
+            "/receipts/find", {"receipt_number": "MOF-2026-999999"}
+        )
+        assert any("No receipt with this number." in a for a in missing.alerts())

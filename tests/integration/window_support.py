@@ -129,6 +129,11 @@ class Ministries:
             ).fetchall()
         return [(str(a), str(b)) for a, b in rows]
 
+    def refunds_of(self, receipt_number: str) -> int:
+        with contextlib.closing(sqlite3.connect(self.payments_db)) as conn:
+            query = "SELECT count(*) FROM refunds WHERE receipt_number = ?"
+            return int(conn.execute(query, (receipt_number,)).fetchone()[0])
+
     def last_fee(self) -> str:
         with contextlib.closing(sqlite3.connect(self.payments_db)) as conn:
             row = conn.execute("SELECT fee_id FROM fees ORDER BY rowid DESC LIMIT 1").fetchone()
