@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from cryptography import x509
 from exchange import sdnotify
 from exchange.cli.checkconfig import add_check_config
 from exchange.cli.common import console, handle_errors, markup_text, print_json
+from exchange.errors import ExchangeError
 from exchange.identifiers import parse_member, parse_security_server, parse_service, parse_subsystem
 from exchange.oplog import configure_logging
 from exchange.server.config import DEFAULT_STATUS_PORT, ServerConfig, load_server_config
@@ -208,12 +210,13 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
         sdnotify.ready(serving)
         try:
             await stop.wait()
-            sdnotify.stopping()
-            await server.drain()
         finally:
             sdnotify.stopping()
-            await server.stop()
-            remove_runtime(config)
+            try:
+                await server.drain()
+            finally:
+                await server.stop()
+                remove_runtime(config)
 
     profile = os.environ.get("EXCHANGE_PROFILE")
     if profile:
@@ -279,22 +282,29 @@ def _stamp(server: Any) -> None:
 
 
 def _reload(server: Any) -> None:
-    """SIGHUP, sent by ``exchange server reload`` or systemd's ``ExecReload``: re-read keys and
-    certificates (rotation) and ``[logging]``; a failure keeps the current ones. systemd is told
-    the reload started and, once it is over (done or refused), that the server is ready again."""
+    """SIGHUP, sent by ``exchange server reload`` or systemd's ``ExecReload``: re-read
+    ``server.toml`` (keys, services, clients, policy, logging, limits; see
+    :mod:`exchange.server.reload`); a refusal keeps the configuration in force. The outcome goes
+    to ``reload.json`` for the command. systemd is told the reload started and, once it is over
+    (done or refused), that the server is ready again."""
     import logging
+    import time
 
-    from exchange.server.config import load_server_config
+    from exchange.server.reload import write_outcome
 
     async def reload() -> None:
         sdnotify.reloading()
         try:
-            await server.reload_keys()
-            configure_logging(load_server_config(server.config.path).logging)
+            done = await server.reload()
+            configure_logging(server.config.logging)
+            write_outcome(server.config.state_dir, time.time(), True, done)
         except Exception as exc:
+            reason = exc.message if isinstance(exc, ExchangeError) else f"{exc}"
             logging.getLogger("exchange.server").error(
-                "reload refused, the current keys and settings stay in force: %s", exc
+                "reload refused, the configuration in force stays: %s", reason
             )
+            with contextlib.suppress(OSError):
+                write_outcome(server.config.state_dir, time.time(), False, reason)
         finally:
             sdnotify.ready()
 

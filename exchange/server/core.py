@@ -76,6 +76,7 @@ from exchange.server.peer import PeerPool
 from exchange.server.provider import PeerLoad, ProviderConnection
 from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord
+from exchange.server.reload import changes, needs_restart
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
 from exchange.server.soap_provider import LocalSoapService
@@ -119,10 +120,7 @@ class SecurityServer:
         self._service_names = frozenset(str(s) for s in self.services)
         # SOAP services this server answers itself, by service code (the metadata services)
         self.local_soap_services: dict[str, LocalSoapService] = {}
-        self._is_fps = {
-            c.id: frozenset(fingerprint(x) for p in c.is_certs for x in load_certificates(p))
-            for c in config.clients
-        }
+        self._is_fps = _is_fingerprints(config)
         self.replay = ReplayCache(config.limits.clock_skew_seconds)
         self.quota = PersistentQuota(config.state_dir / "quota.sqlite", clock)
         self.policy = self._open_policy(config)
@@ -166,7 +164,6 @@ class SecurityServer:
         self.peer_trust: PeerTrust | None = None
         """Peer trust under the global configuration in force (None before the first)."""
         self.own_certs = [self.auth_cert, *(s.cert for _, s in self.all_signers)]
-        self.response_timeout = config.limits.backend_timeout + 5.0
         self._turn = 0
         self._client_ctx: ssl.SSLContext | None = None
         self._ca_fps: tuple[str, ...] = ()
@@ -184,6 +181,11 @@ class SecurityServer:
         self.consumer_tls_port = 0
         self.provider_port = 0
         self.status_port = 0
+
+    @property
+    def response_timeout(self) -> float:
+        """How long the consumer waits for a provider's answer: the backend's time and more."""
+        return self.config.limits.backend_timeout + 5.0
 
     # -- keys -----------------------------------------------------------------------------------
 
@@ -264,7 +266,52 @@ class SecurityServer:
             if changed:
                 self._restaple()
 
-    async def reload_keys(self) -> None:
+    async def reload(self) -> list[str]:
+        """``exchange server reload`` (SIGHUP): re-read ``server.toml`` and put what changed in
+        force without a restart; returns what changed (see :mod:`exchange.server.reload`).
+
+        Raises :class:`ConfigurationError` with nothing changed when the file is invalid, when
+        it changes a setting bound at start (each is named), when the policy files or an
+        information system's certificate cannot be read, or when a new certificate has no fresh
+        OCSP response."""
+        from exchange.server.config import load_server_config
+
+        old = self.config
+        new = load_server_config(old.path)
+        # (1) settings bound at start: refused as a whole, the configuration in force stays
+        blocked = needs_restart(old, new)
+        if blocked:
+            raise ConfigurationError(
+                f"{', '.join(blocked)} cannot change without a restart: restart the server "
+                "(nothing was reloaded; the configuration in force stays)"
+            )
+        # (2) what can fail, before anything changes: the policy (a new directory's, or the
+        # files again), the information systems' certificates
+        policy = self.policy
+        if new.policy_dir != old.policy_dir:
+            policy = await asyncio.to_thread(self._open_policy, new)
+        elif policy is not None:
+            await asyncio.to_thread(policy.reload)
+        is_fps = _is_fingerprints(new)
+        https = self._consumer_https_context(new) if self._consumer_tls is not None else None
+        # (3) keys and certificates (refused without a fresh OCSP response for a new one)
+        await self.reload_keys(new)
+        # (4) the rest, at once
+        self.clients = {c.id: c for c in new.clients}
+        self._is_fps = is_fps
+        if https is not None and self._consumer_tls is not None:
+            self._consumer_tls.context = https
+        self.services = {s.id: s for s in new.services}
+        self._service_names = frozenset(str(s) for s in self.services)
+        if policy is not None and self.policy is None:
+            self._tasks.append(asyncio.create_task(self._watch_policy()))
+        self.policy = policy
+        self.stamper.failure_limit = new.timestamping_failure_limit
+        done = changes(old, new)
+        log.info("configuration reloaded: %s", "; ".join(done) or "nothing changed")
+        return done
+
+    async def reload_keys(self, config: ServerConfig | None = None) -> None:
         """Key rotation without downtime: re-read the configuration's keys and certificates.
 
         Every signing certificate listed is presented to peers (so signatures by an old and a new
@@ -274,7 +321,8 @@ class SecurityServer:
         """
         from exchange.server.config import load_server_config
 
-        config = load_server_config(self.config.path)
+        if config is None:
+            config = load_server_config(self.config.path)
         all_signers = self._load_signers(config)
         auth_cert = self._auth_cert(config)
         own_certs = [auth_cert, *(s.cert for _, s in all_signers)]
@@ -698,10 +746,10 @@ class SecurityServer:
         cfg = self.config
         return tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
 
-    def _consumer_https_context(self) -> ssl.SSLContext:
+    def _consumer_https_context(self, cfg: ServerConfig | None = None) -> ssl.SSLContext:
         """The consumer port's HTTPS listener: this server's authentication certificate, and the
         information systems' certificates registered for its clients."""
-        cfg = self.config
+        cfg = cfg or self.config
         is_certs = [x for c in cfg.clients for p in c.is_certs for x in load_certificates(p)]
         return tls.consumer_https_context(cfg.auth_cert, cfg.auth_key, self.passphrase, is_certs)
 
@@ -733,12 +781,14 @@ class SecurityServer:
             self.replay.seed(client, message_id, logged_at)
 
     async def _watch_policy(self) -> None:
-        assert self.policy is not None
         while True:
             await asyncio.sleep(1.0)
+            policy = self.policy
+            if policy is None:
+                return
             try:
                 # reading files, signing and writing the audit trail: off the event loop
-                await asyncio.to_thread(self.policy.maybe_reload)
+                await asyncio.to_thread(policy.maybe_reload)
             except Exception as exc:
                 # whatever a reload raises, the policy in force stays and the watch goes on
                 # (PolicyStore logged it and keeps it for /health)
@@ -1014,6 +1064,14 @@ class SecurityServer:
             "own_total": len(self.own_certs),
             "peers_verified": len(self._peer_staples()),
         }
+
+
+def _is_fingerprints(config: ServerConfig) -> dict[SubsystemId, frozenset[str]]:
+    """Per client, the fingerprints of the information systems' certificates registered for it."""
+    return {
+        c.id: frozenset(fingerprint(x) for p in c.is_certs for x in load_certificates(p))
+        for c in config.clients
+    }
 
 
 def _iso(when: float) -> str:
