@@ -199,7 +199,8 @@ def reload(config_path: Path, as_json: bool) -> None:
             "live process): start it with exchange server run --config ..."
         )
     before = read_outcome(config.state_dir)
-    os.kill(running.pid, signal.SIGHUP)
+    pid = running.pid
+    os.kill(pid, signal.SIGHUP)
     outcome = None
     deadline = time.monotonic() + RELOAD_WAIT_SECONDS
     while time.monotonic() < deadline:

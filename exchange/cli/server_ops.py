@@ -83,3 +83,87 @@ def _confirmed(config: Any, on: bool) -> dict[str, Any] | None:
             }
         time.sleep(0.2)
     return {"pid": running.pid, "status_url": url, "confirmed": False, "health_status": None}
+
+
+def _when(text: str, now: float) -> float:
+    """An ISO 8601 time (UTC when it names no zone) or a duration ago: ``90s``, ``15m``, ``2h``,
+    ``7d``; unix seconds."""
+    import datetime as dt
+    import re
+
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text.strip())
+    if found:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[found.group(2)]
+        return now - float(found.group(1)) * unit
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither an ISO time (2026-12-06T08:00) nor a duration (2h, 7d)"
+        ) from None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+
+
+@server_group.command("opmon")
+@click.option("--config", "config_path", required=True, type=_CONFIG)
+@click.option("--since", required=True, help="ISO time (UTC if no zone) or a duration ago (2h).")
+@click.option("--until", help="ISO time or a duration ago; default now.")
+@click.option("--archives", is_flag=True, help="Count archived records too (reads the files).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@handle_errors_json
+def opmon_cmd(
+    config_path: Path, since: str, until: str | None, archives: bool, as_json: bool
+) -> None:
+    """Operational monitoring: exchanges per client, service and side from the message log
+    (count, errors, median and 99th percentile of the total time).
+
+    Read-only: works on a running or a stopped server, and streams large logs.
+
+    \b
+    Example:
+      exchange server opmon --config ss-moi/server.toml --since 24h
+      exchange server opmon --config ss-moi/server.toml --since 2026-12-06T08:00 --json
+    """
+    from exchange.errors import ConfigurationError
+    from exchange.messagelog.opmon import summarise
+    from exchange.server.config import load_server_config
+
+    config = load_server_config(config_path)
+    if not config.log_path.exists():
+        raise ConfigurationError(f"{config.log_path} does not exist: the server has not run yet")
+    now = time.time()
+    start, end = _when(since, now), _when(until, now) if until else now
+    rows = summarise(
+        config.log_path,
+        int(start * 1000),
+        int(end * 1000),
+        archive_dir=config.archive_dir if archives else None,
+    )
+    window = {"since": _iso(start), "until": _iso(end)}
+    if as_json:
+        print_json({"ok": True, **window, "exchanges": [r.to_dict() for r in rows]})
+        return
+    _print_opmon(rows, window)
+
+
+def _iso(when: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
+
+
+def _print_opmon(rows: list[Any], window: dict[str, str]) -> None:
+    """One line per client, service and side (identifiers whole, whatever the terminal)."""
+    console.print(f"exchanges {window['since']} to {window['until']}:", highlight=False)
+    for row in rows:
+        p50 = "-" if row.p50_ms is None else f"{row.p50_ms:.1f} ms"
+        p99 = "-" if row.p99_ms is None else f"{row.p99_ms:.1f} ms"
+        console.print(
+            f"  {row.client} -> {row.service} ({row.side}): {row.count} exchanges, "
+            f"{row.errors} errors, p50 {p50}, p99 {p99}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if not rows:
+        console.print("  none")

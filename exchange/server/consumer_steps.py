@@ -234,7 +234,11 @@ async def exchange_signed(
     rec.request_jws, rec.request_hash = sent.token, sent.request_hash
     rec.mark("signed")
     pool = host.pool_for(provider)
-    answer, conn = await pool.request({"jws": sent.token}, body, host.response_timeout)
+    try:
+        conn = await pool.connection()
+    except ExchangeError as err:
+        raise NotDelivered(err) from None  # nothing was sent
+    answer, conn = await pool.answer(conn, {"jws": sent.token}, body, host.response_timeout)
     rec.mark("answered")
     if isinstance(answer, RequestRefused):
         refusal = unsigned_refusal(answer.meta)

@@ -158,6 +158,8 @@ class SecurityServer:
             config.limits.tls_handshake_timeout,
         )
         self.revocation = RevocationChecks(clock)
+        self.response_timeout = config.limits.backend_timeout + 5.0
+        """How long the consumer waits for a provider's answer: the backend's time and more."""
         self.in_force: GlobalConf | None = None
         """The global configuration in force: everything below has moved to it (the trusted
         state may already hold a newer one that could not be put in force yet)."""
@@ -181,11 +183,6 @@ class SecurityServer:
         self.consumer_tls_port = 0
         self.provider_port = 0
         self.status_port = 0
-
-    @property
-    def response_timeout(self) -> float:
-        """How long the consumer waits for a provider's answer: the backend's time and more."""
-        return self.config.limits.backend_timeout + 5.0
 
     # -- keys -----------------------------------------------------------------------------------
 
@@ -307,6 +304,8 @@ class SecurityServer:
             self._tasks.append(asyncio.create_task(self._watch_policy()))
         self.policy = policy
         self.stamper.failure_limit = new.timestamping_failure_limit
+        if new.limits.backend_timeout != old.limits.backend_timeout:
+            self.response_timeout = new.limits.backend_timeout + 5.0
         done = changes(old, new)
         log.info("configuration reloaded: %s", "; ".join(done) or "nothing changed")
         return done

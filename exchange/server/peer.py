@@ -392,11 +392,13 @@ class PeerPool:
     async def request(
         self, meta: dict[str, Any], body: bytes, timeout: float
     ) -> tuple[Answer, PeerConnection]:
-        try:
-            conn = await self.connection()
-            fut = conn.send(meta, body)
-        except ExchangeError as err:
-            raise NotDelivered(err) from None
+        return await self.answer(await self.connection(), meta, body, timeout)
+
+    async def answer(
+        self, conn: PeerConnection, meta: dict[str, Any], body: bytes, timeout: float
+    ) -> tuple[Answer, PeerConnection]:
+        """Send a request on ``conn`` (one of :meth:`connection`'s) and wait for its answer."""
+        fut = conn.send(meta, body)
         # a timer on the answer's future: cheaper than asyncio.timeout's per-request context
         timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
         try:

@@ -258,3 +258,33 @@ async def test_a_full_disk_says_503_and_200_again_once_space_is_freed(net: Net) 
         finally:
             await server.stop()
             del net.servers["disk"]
+
+
+DASHBOARD = Path(__file__).parents[2] / "examples" / "grafana" / "exchange-security-server.json"
+_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count")}
+
+
+def _exposed_names(text: str) -> set[str]:
+    """Every series name the exposition declares (``# TYPE``), with its type's suffixes."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)  # a counter's name ends in _total here
+            names |= {name + suffix for suffix in _SUFFIXES.get(kind, ("",))}
+    return names
+
+
+async def test_the_grafana_dashboard_queries_only_metrics_a_server_exposes(net: Net) -> None:
+    import re
+
+    moi = net.servers["moi"]
+    await assert_serving(net)
+    status, text = await _get(net, f"http://127.0.0.1:{moi.status_port}/metrics")
+    assert status == 200
+    exposed = _exposed_names(text.decode())
+    dashboard = orjson.loads(DASHBOARD.read_bytes())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    queries += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    used = {name for q in queries for name in re.findall(r"\bexchange_[a-z0-9_]+", q)}
+    assert len(used) >= 15
+    assert used <= exposed, sorted(used - exposed)
