@@ -65,7 +65,7 @@ class LoggingSection(Schema):
 # --- the exchange a line is about ------------------------------------------------------------
 
 
-def exchange_started(message_id: str) -> contextvars.Token[str | None]:
+def exchange_started(message_id: str | None) -> contextvars.Token[str | None]:
     """From now on, in this task, every log line carries ``message_id``."""
     return _message_id.set(message_id)
 

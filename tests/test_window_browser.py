@@ -268,3 +268,21 @@ def test_serve_a_citizen_across_the_four_ministries_and_pay(
     assert page.evaluate("window.printed === true")
     _shoot(page, "window-receipt.png")
     page.close()
+
+
+def test_find_a_citizen_by_name_and_date_of_birth(
+    federation: Federation, window: tuple[str, str, str], browser: Any
+) -> None:
+    nid = federation.endpoints["sample_national_ids"][4]
+    person = federation.person(nid)
+    page = _signed_in(browser, window)
+    page.get_by_label("Name", exact=True).fill(person["full_en"])
+    page.get_by_label("Date of birth").fill(person["date_of_birth"])
+    page.get_by_role("button", name="Search").click()
+    row = page.get_by_role("row").filter(has_text=nid)
+    assert row.count() == 1 and person["full_en"] in row.inner_text()
+    assert person["date_of_birth"] not in page.locator("table").inner_text()
+    row.get_by_role("button", name="Serve this citizen").click()
+    page.wait_for_url("**/citizen")
+    assert page.get_by_role("heading", level=1).inner_text() == person["full_en"]
+    page.close()

@@ -29,6 +29,7 @@ from aiohttp.http import HttpVersion11
 from exchange.bodies import read_body
 from exchange.errors import ConsumerServerError, ExchangeError
 from exchange.globalconf.document import SecurityServerInfo
+from exchange.oplog import exchange_finished, exchange_started
 from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.protocol.rest import (
     end_to_end_headers,
@@ -78,6 +79,7 @@ async def _consume(
     method = parse_method(request.method)
     xh = parse_xroad_headers(request.headers.items())
     rec.message_id = xh.message_id
+    exchange_started(rec.message_id)
     rec.client = str(xh.client)
     rec.service = str(target.service)
     rec.path = target.path + ("?" + query if query else "")
@@ -181,12 +183,16 @@ def consumer_handler(host: ConsumerPortHost) -> Handler:
         return await handle(host, request)
 
     async def consumer_port(request: web.BaseRequest) -> web.StreamResponse:
+        # one task answers the requests of a keep-alive connection: no id outlives its request
+        token = exchange_started(None)
         try:
             refused = await _expect(request)
             response = refused if refused is not None else await route(request)
         except Exception as exc:
             err = internal_failure(log, ConsumerServerError, "on the consumer port", exc)
             response = error_response(err)
+        finally:
+            exchange_finished(token)
         # PR-REST §4.3: headers that leak the origin host or software are not passed on.
         response.headers[hdrs.SERVER] = "Exchange"
         return response

@@ -37,6 +37,7 @@ from exchange.errors import (
 )
 from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import MemberId, SecurityServerId
+from exchange.oplog import exchange_started
 from exchange.policy.evaluate import evaluate
 from exchange.policy.fields import filter_fields
 from exchange.policy.model import Decision, PolicyRequest, PolicySet
@@ -446,6 +447,7 @@ async def _process(
     except ExchangeError:
         # the payload is parsed a second time only for a refusal, to answer under its claimed id
         rec.message_id = _claimed_message_id(token)
+        exchange_started(rec.message_id)
         raise
     rec.mark("verified")
     _describe(rec, request)
@@ -537,6 +539,7 @@ def _claimed_message_id(token: str) -> str | None:
 def _describe(rec: ExchangeRecord, request: SignedRequest) -> None:
     rec.protocol = request.protocol
     rec.message_id = request.message_id
+    exchange_started(rec.message_id)
     rec.client = str(request.client)
     rec.service = str(request.service)
     rec.method = request.method

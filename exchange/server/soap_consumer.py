@@ -31,6 +31,7 @@ from aiohttp import web
 from exchange.bodies import read_body
 from exchange.errors import ClientError, ExchangeError, InconsistentResponse
 from exchange.globalconf.document import SecurityServerInfo
+from exchange.oplog import exchange_started
 from exchange.protocol import forwarding, soap
 from exchange.protocol.fields import FieldError
 from exchange.protocol.messages import SignedRequest, SignedResponse
@@ -107,6 +108,7 @@ async def _consume(
     parsed = await off_loop(len(body), _parse_request, content_type, body, len(body))
     header = parsed.header
     rec.message_id = header.message_id
+    exchange_started(rec.message_id)
     rec.client, rec.service = str(header.client), str(header.service)
     rec.user_id, rec.purpose, rec.issue = header.user_id, header.purpose, header.issue
     # (2) the global configuration is fresh
