@@ -232,6 +232,11 @@ def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
         raise ConfigFileError(path, [Problem(line, "", "not valid UTF-8")]) from None
     try:
         return text, tomllib.loads(text)
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively: thousands of '[' exhaust
+        # the stack, which is a broken file, not a crash of whoever reads it
+        problem = Problem(1, "", "not valid TOML: arrays or inline tables nested too deeply")
+        raise ConfigFileError(path, [problem]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(path, [_syntax_problem(str(exc), text)]) from None
 

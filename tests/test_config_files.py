@@ -502,6 +502,15 @@ def test_every_role_has_check_config(tmp_path: Path, role: str, text: str, what:
     assert err.startswith(f"{path}:{text.count(chr(10)) + 1}: colour: unknown key")
 
 
+@pytest.mark.parametrize("role", ["server", "central", "ca", "ocsp", "tsa", "registry"])
+def test_a_file_nested_too_deeply_is_one_line_not_a_traceback(tmp_path: Path, role: str) -> None:
+    path = tmp_path / f"{role}.toml"
+    path.write_text("a = " + "[" * 5000 + "\n")
+    code, out, err = _check(role, "check-config", "--config", str(path))
+    assert (code, out) == (2, "")
+    assert err == f"{path}:1: not valid TOML: arrays or inline tables nested too deeply\n"
+
+
 def test_a_file_that_is_not_there_is_a_usage_error(tmp_path: Path) -> None:
     code, out, err = _check("tsa", "check-config", "--config", str(tmp_path / "nope.toml"))
     assert (code, out) == (2, "")

@@ -4,7 +4,7 @@ The example federation runs as a newcomer runs it (``exchange demo --serve``, re
 127.0.0.1); the window app talks to the post office's security server. A clerk signs in, looks a
 citizen up, serves them across the ministries, pays a fee and prints the receipt, and switches
 to Arabic, all through the page as a person would (labels, buttons, alerts). The screenshots of
-the main screens land in ``docs/images/`` for the README.
+the main screens are saved (``EXCHANGE_SCREENSHOTS=docs/images`` refreshes the README's).
 
 Skipped only when ``/usr/bin/chromium`` is absent (``.ci/run`` installs it).
 """
@@ -27,7 +27,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-IMAGES = ROOT / "docs" / "images"
 FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -155,17 +154,19 @@ def _signed_in(browser: Any, window: tuple[str, str, str]) -> Any:
     return page
 
 
-def _shoot(page: Any, name: str) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / name), full_page=True)
+def _shoot(page: Any, directory: Path, name: str) -> None:
+    page.screenshot(path=str(directory / name), full_page=True)
 
 
 def test_sign_in_and_look_up_a_citizen_showing_only_what_interior_releases(
-    federation: Federation, window: tuple[str, str, str], browser: Any
+    federation: Federation,
+    window: tuple[str, str, str],
+    browser: Any,
+    screenshots: Path,
 ) -> None:
     page = _new_page(browser)
     page.goto(window[0] + "/sign-in")
-    _shoot(page, "window-sign-in.png")
+    _shoot(page, screenshots, "window-sign-in.png")
     page.close()
     page = _signed_in(browser, window)
     nid = federation.endpoints["sample_national_ids"][0]
@@ -182,15 +183,18 @@ def test_sign_in_and_look_up_a_citizen_showing_only_what_interior_releases(
     for relative in ("father_id", "mother_id", "spouse_id"):
         if person[relative] is not None:
             assert f"{person[relative]:09d}" not in html, relative
-    _shoot(page, "window-citizen.png")
+    _shoot(page, screenshots, "window-citizen.png")
     page.get_by_role("link", name="History of the day").click()
     assert nid in page.content()
-    _shoot(page, "window-history.png")
+    _shoot(page, screenshots, "window-history.png")
     page.close()
 
 
 def test_a_wrong_password_is_announced_and_arabic_is_right_to_left(
-    federation: Federation, window: tuple[str, str, str], browser: Any
+    federation: Federation,
+    window: tuple[str, str, str],
+    browser: Any,
+    screenshots: Path,
 ) -> None:
     page = _new_page(browser)
     page.goto(window[0] + "/sign-in")
@@ -211,7 +215,7 @@ def test_a_wrong_password_is_announced_and_arabic_is_right_to_left(
     person = federation.person(nid)
     assert page.get_by_role("heading", level=1).inner_text() == person["full_ar"]
     assert page.get_by_text("رقم الهوية").first.is_visible()
-    _shoot(page, "window-citizen-ar.png")
+    _shoot(page, screenshots, "window-citizen-ar.png")
     page.get_by_role("link", name="English").click()
     assert page.locator("html").get_attribute("dir") == "ltr"
     page.close()
@@ -234,7 +238,10 @@ def test_a_name_with_markup_is_shown_as_text(
 
 
 def test_serve_a_citizen_across_the_four_ministries_and_pay(
-    federation: Federation, window: tuple[str, str, str], browser: Any
+    federation: Federation,
+    window: tuple[str, str, str],
+    browser: Any,
+    screenshots: Path,
 ) -> None:
     """Interior's certificate, Health's insurance, Telecom's SIM and Finance's fee, each through
     the ministry's own adapter behind its security server; the receipt printed."""
@@ -247,7 +254,7 @@ def test_serve_a_citizen_across_the_four_ministries_and_pay(
     page.wait_for_url("**/documents/*")
     assert page.get_by_role("heading", level=1).inner_text() == "Certificate of residence"
     assert nid in page.locator("article").inner_text()
-    _shoot(page, "window-certificate.png")
+    _shoot(page, screenshots, "window-certificate.png")
     page.get_by_role("link", name="Back to the citizen").click()
     page.get_by_role("button", name="Check health insurance").click()
     health = page.locator("#health").inner_text()
@@ -266,7 +273,7 @@ def test_serve_a_citizen_across_the_four_ministries_and_pay(
     page.evaluate("window.print = () => { window.printed = true; }")
     page.get_by_role("button", name="Print the receipt").click()
     assert page.evaluate("window.printed === true")
-    _shoot(page, "window-receipt.png")
+    _shoot(page, screenshots, "window-receipt.png")
     page.close()
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-import tomllib
 from contextlib import closing
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from exchange.backup.relocate import PathSetting, relocate, rewritten_toml
 from exchange.backup.writer import BackupWriter, Placer
 from exchange.central.app import CentralConfig, load_central_config
 from exchange.central.registry import Registry
+from exchange.configfile import read_toml
 from exchange.errors import ConfigurationError
 
 PATH_SETTINGS = tuple(
@@ -35,7 +35,7 @@ def backup_central(config_path: Path, output: Path, passphrase: bytes, *, now: i
     """Write the backup of the central server configured at ``config_path`` to ``output``."""
     config = load_central_config(config_path)
     path = Path(config_path).resolve()
-    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    _, doc = read_toml(path)
     moved_doc, rewrites = relocate(doc, path.parent, PATH_SETTINGS)
     text = (
         rewritten_toml(moved_doc, rewrites, f"restored from a backup of instance {config.instance}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import tempfile
-import tomllib
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 from exchange.backup.manifest import Manifest
 from exchange.backup.relocate import PathSetting, relocate, rewritten_toml
 from exchange.backup.writer import BackupWriter, Placer
+from exchange.configfile import read_toml
 from exchange.errors import VerificationFailed
 from exchange.messagelog.archive import ArchiveFileError, archive_file, read_index
 from exchange.policy.audit import TRAIL_FILE
@@ -63,7 +63,7 @@ def backup_server(
     """Write the backup of the server configured at ``config_path`` to ``output``."""
     config = load_server_config(config_path)
     base = config.path.parent
-    doc = tomllib.loads(config.path.read_text(encoding="utf-8"))
+    _, doc = read_toml(config.path)
     moved_doc, rewrites = relocate(doc, base, path_settings(doc))
     text = (
         rewritten_toml(moved_doc, rewrites, f"restored from a backup of {config.server_id}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from cryptography import x509
 
 from exchange.cli.common import console, handle_errors, handle_errors_json, print_json
 from exchange.cli.server import group as server_group
+from exchange.configfile import read_toml
 from exchange.durable import write_durably
 from exchange.errors import ConfigurationError
 from exchange.identifiers import MemberId, parse_member
@@ -39,7 +39,7 @@ _CA_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
 def _edit(config: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    doc = tomllib.loads(config.read_text(encoding="utf-8"))
+    _, doc = read_toml(config)
     change(doc)
     write_durably(config, tomli_w.dumps(doc).encode("utf-8"))
     load_server_config(config)  # the result must still load

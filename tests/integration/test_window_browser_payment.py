@@ -23,7 +23,6 @@ from tests.integration.window_support import (
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -39,7 +38,7 @@ pytestmark = [
 ]
 
 
-async def test_pay_a_fee_and_print_the_receipt(net: Net, tmp_path: Path) -> None:
+async def test_pay_a_fee_and_print_the_receipt(net: Net, tmp_path: Path, screenshots: Path) -> None:
     from playwright.async_api import async_playwright
 
     ministries = await ministries_of(net)
@@ -82,8 +81,7 @@ async def test_pay_a_fee_and_print_the_receipt(net: Net, tmp_path: Path) -> None
                 assert not await page.locator("header").is_visible()
                 assert not await page.get_by_role("button", name="Refund").is_visible()
                 assert await page.locator("article").is_visible()
-                IMAGES.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(IMAGES / "window-receipt-print.png"))
+                await page.screenshot(path=str(screenshots / "window-receipt-print.png"))
                 pdf = await page.pdf(format="A4")
                 assert pdf.startswith(b"%PDF")
             finally:
