@@ -24,11 +24,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from exchange.audit import bundle
-from exchange.identifiers import parse_member
+from exchange.identifiers import SecurityServerId, parse_member
 from exchange.messagelog import archive
 from exchange.messagelog.store import MessageLog, tree_head_digest
 from exchange.messagelog.verify import verify_log
@@ -44,6 +43,7 @@ from exchange.trust.timestamp import (
 )
 
 BATCH = 500
+OWNER = SecurityServerId("PS", "GOV", "MOI", "ss1")
 
 
 def make_entry(i: int) -> dict[str, Any]:
@@ -64,10 +64,10 @@ async def build(root: Path, records: int, stamp_every: int) -> tuple[Path, Signe
     tsa_key = generate_key()
     tsa_cert = issue_tsa_cert(ca, tsa_key.public_key(), "TSA", now=back)
     db = root / "messagelog.sqlite"
-    with MessageLog(db, signer) as log:
+    with MessageLog(db, signer, owner=OWNER) as log:
         for start in range(0, records, BATCH):
             await log.append_many([make_entry(i) for i in range(start, start + BATCH)])
-            head = await log.sign_tree_head()  # the writer signs a batch's head after it answers
+            head = await log.sign_tree_head()  # the head committed with the batch
             if head.size % stamp_every == 0 or head.size == records:
                 now = dt.datetime.now(dt.UTC)
                 request = build_timestamp_request(tree_head_digest(head))
@@ -109,19 +109,26 @@ def main() -> None:
         folder = root / "archives"
 
         def verify() -> str:
-            report = verify_log(db, trusted_cas=[ca], tsa_certs=[tsa], archive_dir=folder)
+            report = verify_log(
+                db,
+                trusted_cas=[ca],
+                owner=OWNER,
+                check_records=False,
+                tsa_certs=[tsa],
+                archive_dir=folder,
+            )
             return f"ok={report.ok}, {report.records} records"
 
         took, reads, outcome = _timed(verify, folder, args.repeat)
         print(f"log verify across archives ({outcome}): {_figures(took, reads, len(written))}")
         print(f"  {args.records / statistics.median(took):,.0f} records/s")
         # an exchange in the first archive: its evidence needs every archive's leaves
-        bundle.trusted_cas_of = lambda config: [ca]  # type: ignore[assignment]  # no global conf here
-        config: Any = SimpleNamespace(log_path=db, archive_dir=folder)
+        files = bundle.LogFiles(db, folder)
 
         def export() -> str:
             out = root / "evidence.zip"
-            asyncio.run(bundle.export_bundle(config, make_entry(7)["message_id"], out))
+            message_id = make_entry(7)["message_id"]
+            asyncio.run(bundle.export_bundle(files, message_id, out, cas=[ca]))
             return f"{out.stat().st_size:,} bytes"
 
         took, reads, outcome = _timed(export, folder, args.repeat)

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import orjson
@@ -36,6 +35,7 @@ from exchange.messagelog.proofs import (
 from exchange.messagelog.store import MessageLogError
 from exchange.trust.keys import cert_pem
 from tests.test_archive import (
+    OWNER,
     TAMPERING,
     Log,
     Pki,
@@ -177,20 +177,23 @@ async def test_the_evidence_of_an_archived_record_reads_each_archive_once_and_ve
     for sub, cert in (("ca", pki.ca.cert), ("tsa", pki.tsa_cert)):
         (trust / sub).mkdir(parents=True)
         (trust / sub / "cert.pem").write_text(cert_pem(cert))
-    # the server's approved CAs come from its stored global configuration; here, the test CA
-    monkeypatch.setattr(bundle, "trusted_cas_of", lambda config: [pki.ca.cert])
-    config: Any = SimpleNamespace(log_path=log.db, archive_dir=log.archives)
+    files = bundle.LogFiles(log.db, log.archives)
     with opens_in(log.archives) as opens:
-        out = await bundle.export_bundle(config, "msg-13", tmp_path / "evidence.zip")
+        out = await bundle.export_bundle(
+            files, "msg-13", tmp_path / "evidence.zip", cas=[pki.ca.cert]
+        )
     assert opens == {f"messagelog-00000{i}.zip": 1 for i in (1, 2, 3)}
-    checks = bundle.verify_bundle(out, trust)
+    checks = bundle.verify_bundle(out, trust, OWNER)
     # the test's entries carry no signed request or response: the record, its inclusion, the
-    # tree head's signature and its time-stamp are what this bundle can show
-    assert [(c.what, c.ok) for c in checks[:4]] == [
+    # tree head's signature and its time-stamp are what this bundle can show, and the record
+    # is no evidence of an exchange
+    assert [(c.what, c.ok) for c in checks] == [
+        ("the manifest names this exchange and its records", True),
         ("record 13 hashes to the inclusion proof's leaf", True),
         ("record 13's inclusion proof leads to the tree head's root", True),
-        ("the tree head is signed by a certificate of an approved CA", True),
+        (f"the tree head is signed by the log's owner {OWNER}", True),
         ("the tree head is time-stamped by an approved TSA", True),
+        ("record 13 is evidence of nothing: no signature, only the log owner's statement", False),
     ]
 
 

@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 
 from exchange.audit.watch import watch_once
+from exchange.identifiers import SecurityServerId
 from exchange.messagelog import merkle
 from exchange.messagelog.store import MessageLog
 from exchange.protocol.jws import Signer
 from exchange.trust.keys import generate_key, self_signed_certificate
+
+OWNER = SecurityServerId("PS", "GOV", "MOI", "ss1")
 
 
 def _entry(i: int) -> dict[str, str]:
@@ -23,7 +26,7 @@ def _entry(i: int) -> dict[str, str]:
 
 
 async def _append(path: Path, signer: Signer, start: int, count: int) -> None:
-    with MessageLog(path, signer) as log:
+    with MessageLog(path, signer, owner=OWNER) as log:
         await log.append_many([_entry(start + i) for i in range(count)])
 
 

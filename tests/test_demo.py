@@ -33,6 +33,7 @@ def test_demo_runs_exchanges_and_verifies_logs(tmp_path: Path) -> None:
             "--no-progress",
             "--state-dir",
             str(tmp_path / "s"),
+            "--json",
         ],
         capture_output=True,
         text=True,
@@ -41,7 +42,14 @@ def test_demo_runs_exchanges_and_verifies_logs(tmp_path: Path) -> None:
         env={**os.environ, "COLUMNS": "200"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    # under --json the narration goes to stderr and stdout is one document of the same facts
+    summary = json.loads(result.stdout)
+    assert summary["ok"] and summary["state_dir"] == str(tmp_path / "s")
+    assert len(summary["exchanges"]) == 28 and all(e["passed"] for e in summary["exchanges"])
+    assert "Server.ServerProxy.AccessDenied" in {e["error"] for e in summary["exchanges"]}
+    assert len(summary["logs"]) == 5 and all(log["ok"] for log in summary["logs"].values())
+    assert summary["session"] and all(step["ok"] for step in summary["session"])
+    out = result.stderr
     assert "28/28 exchanges as expected, 5/5 message logs verified: all as expected" in out
     assert "Server.ServerProxy.AccessDenied" in out
     assert "Server.ServerProxy.UnknownService" in out

@@ -257,3 +257,10 @@ def test_cli_verifies_a_saved_answer_and_refuses_a_changed_one(pki: Pki, tmp_pat
         altered.stdout + altered.stderr)  # fmt: skip
     usage = _cli(str(answer), "--trust", str(bundle), "--type", "invoice")
     assert usage.returncode == 2 and "--type is one of" in usage.stdout + usage.stderr
+    # the same for programs: the verified fields, or the error, as one JSON document
+    as_json = _cli(str(answer), "--trust", str(bundle), "--issuer", "PS/GOV/MOF", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    verified = orjson.loads(as_json.stdout)
+    assert verified["issuer"] == "PS/GOV/MOF" and verified["fields"]["amount"] == "10.00"
+    refused = _cli(str(printed), "--trust", str(bundle), "--json")
+    assert refused.returncode == 1 and orjson.loads(refused.stdout)["error"]["exit_code"] == 1

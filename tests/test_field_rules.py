@@ -46,6 +46,7 @@ REQUEST: dict[str, Any] = {
     "issue": None,
     "represented_party": None,
     "security_server": "PS/GOV/MOI/ss1",
+    "client_server": "PS/GOV/MOF/ss1",
     "ts": 1_700_000_000_000,
 }
 
@@ -362,6 +363,7 @@ def test_whatever_the_rest_consumer_signs_the_provider_accepts_unchanged(
         issue=xh.issue,
         represented_party=xh.represented_party,
         security_server=SecurityServerId("PS", "GOV", "MOI", "ss1"),
+        client_server=SecurityServerId("PS", "GOV", "MOF", "ss1"),
         timestamp_ms=1_700_000_000_000,
     )
     assert SignedRequest.from_payload(request.canonical()) == request

@@ -20,9 +20,12 @@ import pytest
 from click.testing import CliRunner
 
 from exchange.cli import main
+from exchange.identifiers import SecurityServerId
 from exchange.messagelog.store import MessageLog
 from exchange.protocol.jws import Signer
 from exchange.trust.keys import generate_key, self_signed_certificate
+
+OWNER = SecurityServerId("PS", "GOV", "MOI", "ss1")
 
 
 @pytest.fixture
@@ -74,7 +77,7 @@ async def written_log(tmp_path: Path) -> Path:
     key = generate_key()
     signer = Signer(key, self_signed_certificate(key, "log signer"))
     path = tmp_path / "messagelog.sqlite"
-    with MessageLog(path, signer) as log:
+    with MessageLog(path, signer, owner=OWNER) as log:
         for i in range(2):
             await log.append({"message_id": f"m-{i}", "side": "provider", "status": "ok"})
         await log.sign_tree_head()

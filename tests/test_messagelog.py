@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from exchange.errors import ConfigurationError, ExchangeError
+from exchange.identifiers import MemberId, SecurityServerId, parse_member
 from exchange.messagelog.merkle import (
     EMPTY_ROOT,
     inclusion_proof,
@@ -32,12 +33,13 @@ from exchange.messagelog.merkle import (
     verify_inclusion,
 )
 from exchange.messagelog.query import query_records
-from exchange.messagelog.store import MessageLog, MessageLogError, tree_head_payload
+from exchange.messagelog.store import MessageLog, MessageLogError, open_readonly
 from exchange.messagelog.verify import CertLookup, verify_log
-from exchange.protocol import jws
 from exchange.protocol.canonical import canonical_bytes
-from exchange.protocol.jws import Signer
+from exchange.protocol.jws import JwsError, Signer
 from exchange.trust.keys import cert_pem
+from exchange.trust.profiles import CertificateTemplate, auth_template, sign_template
+from exchange.trustcore.treeheads import tree_head_payload
 
 # --- a throwaway PKI ----------------------------------------------------------------------------
 
@@ -66,6 +68,7 @@ class Ca:
     cert: x509.Certificate
 
     def issue(self, cn: str, *, digital_signature: bool = True) -> Signer:
+        """A certificate without a profile (CN only): fit for no signature of the log."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         cert = (
@@ -81,6 +84,26 @@ class Ca:
             .sign(self.key, hashes.SHA256())
         )
         return Signer(key, cert)
+
+    def issue_profile(self, template: CertificateTemplate) -> Signer:
+        """A certificate of one of our profiles (a member's signing key, a server's auth key)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(template.subject)
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
+        for extension, critical in template.extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return Signer(key, builder.sign(self.key, hashes.SHA256()))
+
+    def member(self, member: str) -> Signer:
+        return self.issue_profile(sign_template(parse_member(member)))
 
 
 def make_ca(cn: str) -> Ca:
@@ -105,10 +128,19 @@ def make_ca(cn: str) -> Ca:
 class Pki:
     ca: Ca
     signer: Signer
+    """A signing key of PS/GOV/MOI, the member owning :data:`OWNER`, the log's server."""
+    rotated: Signer
+    """Another signing key of PS/GOV/MOI (key rotation)."""
     member: Signer
+    """A signing key of another member, PS/GOV/MOF (its requests are logged too)."""
+    auth: Signer
+    """The authentication (TLS) key of the owner's server: not a signing key."""
     rogue_ca: Ca
     rogue: Signer
     no_usage: Signer
+
+
+OWNER = SecurityServerId("PS", "GOV", "MOI", "ss1")
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +148,12 @@ def pki() -> Pki:
     ca, rogue_ca = make_ca("Test Root CA"), make_ca("Rogue CA")
     return Pki(
         ca=ca,
-        signer=ca.issue("PS/GOV/MOI/ss1 signing"),
-        member=ca.issue("PS/GOV/MOF member signing"),
+        signer=ca.member("PS/GOV/MOI"),
+        rotated=ca.member("PS/GOV/MOI"),
+        member=ca.member("PS/GOV/MOF"),
+        auth=ca.issue_profile(auth_template(OWNER)),
         rogue_ca=rogue_ca,
-        rogue=rogue_ca.issue("rogue"),
+        rogue=rogue_ca.member("PS/GOV/MOI"),
         no_usage=ca.issue("no digitalSignature", digital_signature=False),
     )
 
@@ -142,12 +176,15 @@ def entry(i: int, **overrides: Any) -> dict[str, Any]:
 
 
 def verify(path: Path, pki: Pki, **kwargs: Any) -> Any:
-    return verify_log(path, trusted_cas=[pki.ca.cert], **kwargs)
+    """The log as the log of OWNER; its entries are not exchange records (see test_records)."""
+    return verify_log(
+        path, trusted_cas=[pki.ca.cert], owner=OWNER, **{"check_records": False, **kwargs}
+    )
 
 
 async def build_log(path: Path, pki: Pki, batches: int = 4, per_batch: int = 5) -> None:
     """A closed log whose tree heads sit at sizes per_batch, 2*per_batch, ..."""
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         for b in range(batches):
             await log.append_many([entry(b * per_batch + i) for i in range(per_batch)])
 
@@ -187,7 +224,7 @@ def stored_leaves(path: Path) -> list[bytes]:
 
 async def test_concurrent_appends_are_contiguous_and_signed(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         seqs = await asyncio.gather(*(log.append(entry(i)) for i in range(2000)))
         assert sorted(seqs) == list(range(2000))
         assert log.size == 2000
@@ -202,7 +239,7 @@ async def test_concurrent_appends_are_contiguous_and_signed(tmp_path: Path, pki:
 
 
 async def test_append_many_is_one_contiguous_group(tmp_path: Path, pki: Pki) -> None:
-    with MessageLog(tmp_path / "log.db", pki.signer) as log:
+    with MessageLog(tmp_path / "log.db", pki.signer, owner=OWNER) as log:
         results = await asyncio.gather(
             log.append_many([entry(i) for i in range(50)]),
             *(log.append(entry(100 + i)) for i in range(20)),
@@ -215,51 +252,30 @@ async def test_append_many_is_one_contiguous_group(tmp_path: Path, pki: Pki) -> 
         assert log.size == 100
 
 
-async def test_each_batch_gets_its_tree_head_after_the_answer(tmp_path: Path, pki: Pki) -> None:
-    """A batch's tree head is signed once its callers are answered. With nothing else to carry
-    it, it is stored alone, without waiting for more appends or close; back-to-back batches
-    carry the previous batch's head in their own transaction: one head per batch either way."""
+async def test_each_batch_is_committed_with_its_tree_head(tmp_path: Path, pki: Pki) -> None:
+    """A record is answered only once its batch and the signed tree head over it are committed
+    in one transaction: right after each append, the file holds a head of that size."""
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
-        await log.append(entry(0))
-        for _ in range(1000):  # a bounded wait for the writer thread, not a timing assertion
-            if read_one(path, "SELECT count(*) FROM tree_heads") == (1,):
-                break
-            await asyncio.sleep(0.01)
-        assert read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (1, 1)
-        head = log.latest_tree_head()
-        assert head is not None and head.size == 1
-        await log.append(entry(1))
-        await log.append(entry(2))
-        stamped = await log.sign_tree_head()  # the carried head, stored now; no new signature
-        assert stamped.size == 3
-    conn = sqlite3.connect(path)
-    try:
-        sizes = [size for (size,) in conn.execute("SELECT size FROM tree_heads ORDER BY size")]
-    finally:
-        conn.close()
-    assert sizes == [1, 2, 3]
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
+        for i in range(3):
+            assert await log.append(entry(i)) == i
+            assert read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (i + 1, i + 1)
+            head = log.latest_tree_head()
+            assert head is not None and head.size == i + 1
+        assert await log.sign_tree_head() == head, "no new head without new records"
     report = verify(path, pki)
     assert report.ok and report.tree_heads_verified == 3 and report.unsigned_records == 0
 
 
-async def test_a_tree_head_that_cannot_be_stored_loses_no_record(
-    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+async def test_a_batch_whose_tree_head_cannot_be_stored_is_not_committed(
+    tmp_path: Path, pki: Pki
 ) -> None:
-    """The records are durable before their tree head is signed; a head that cannot be stored
-    is logged as an error, the answers stand, and the next stored head covers those records."""
+    """The head is part of the batch's transaction: if it cannot be stored, the records are not
+    durable either and their callers get MessageLogError (nothing is answered unlogged); the
+    next batch commits with a head over what is committed."""
     path = tmp_path / "log.db"
-
-    async def head_refused(times: int) -> None:
-        for _ in range(1000):  # a bounded wait for the writer thread, not a timing assertion
-            if caplog.text.count("storing a message log tree head failed") >= times:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the writer never tried to store the tree head")
-
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         await log.append(entry(0))
-        assert (await log.sign_tree_head()).size == 1
         block = sqlite3.connect(path)
         try:
             block.execute(
@@ -267,30 +283,21 @@ async def test_a_tree_head_that_cannot_be_stored_loses_no_record(
                 "BEGIN SELECT RAISE(ABORT, 'no tree heads now'); END"
             )
             block.commit()
-            assert await log.append(entry(1)) == 1
-            await head_refused(1)
-            assert await log.append(entry(2)) == 2
-            await head_refused(2)
+            with pytest.raises(MessageLogError):
+                await log.append(entry(1))
+            assert read_one(path, "SELECT count(*) FROM records") == (1,)
             block.execute("DROP TRIGGER block_heads")
             block.commit()
         finally:
             block.close()
-        assert await log.append(entry(3)) == 3
-        assert (await log.sign_tree_head()).size == 4
+        assert await log.append(entry(2)) == 1
     report = verify(path, pki)
-    assert report.ok and report.records == 4 and report.unsigned_records == 0
+    assert report.ok and report.records == 2 and report.unsigned_records == 0
 
 
-async def test_a_failed_batch_that_carried_the_last_head_does_not_lose_it(
-    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The batch after an answered one carries its tree head; if that batch fails, the head
-    over the answered records is signed and stored again, not dropped (found in review)."""
-    from exchange.messagelog import store
-
-    monkeypatch.setattr(store, "SIGN_DELAY", 0.5)  # the next batch surely carries the head
+async def test_a_failed_batch_leaves_the_committed_ones_signed(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         assert await log.append(entry(0)) == 0
         block = sqlite3.connect(path)
         block.execute(
@@ -301,13 +308,10 @@ async def test_a_failed_batch_that_carried_the_last_head_does_not_lose_it(
         block.close()
         with pytest.raises(MessageLogError):
             await log.append(entry(1, message_id="bad"))
-        for _ in range(1000):  # a bounded wait for the writer thread, not a timing assertion
-            if read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (1, 1):
-                break
-            await asyncio.sleep(0.01)
-        assert read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (1, 1)
+        assert await log.append(entry(2)) == 1
+    assert read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (2, 2)
     report = verify(path, pki)
-    assert report.ok and report.records == 1 and report.unsigned_records == 0
+    assert report.ok and report.records == 2 and report.unsigned_records == 0
 
 
 async def test_an_entry_that_cannot_be_encoded_fails_alone(tmp_path: Path, pki: Pki) -> None:
@@ -317,7 +321,7 @@ async def test_an_entry_that_cannot_be_encoded_fails_alone(tmp_path: Path, pki: 
     for _ in range(5000):
         deep = [deep]
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         results = await asyncio.gather(
             log.append(entry(0)), log.append({**entry(1), "extra": deep}), return_exceptions=True
         )
@@ -333,27 +337,27 @@ async def test_a_new_signing_key_signs_only_after_its_certificate_is_stored(
     """Key rotation: the swap is queued after the new certificate, so every tree head the new
     key signs (stored with a batch or alone) finds its certificate in the file."""
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         await log.append(entry(0))
-        log.set_signer(pki.member)
+        log.set_signer(pki.rotated)
         head = await log.sign_tree_head()  # nothing new committed: the old key's head stands
         await log.append(entry(1))
         rotated = await log.sign_tree_head()
     assert head.size == 1 and rotated.size == 2
-    assert jwt.api_jws.get_unverified_header(rotated.jws)["x5t#S256"] == pki.member.thumbprint
+    assert jwt.api_jws.get_unverified_header(rotated.jws)["x5t#S256"] == pki.rotated.thumbprint
     (stored,) = read_one(
-        path, "SELECT count(*) FROM certs WHERE thumbprint = ?", (pki.member.thumbprint,)
+        path, "SELECT count(*) FROM certs WHERE thumbprint = ?", (pki.rotated.thumbprint,)
     )
     assert stored == 1
     report = verify(path, pki)
-    assert report.ok and report.tree_heads_verified == report.tree_heads
+    assert report.ok and report.tree_heads_verified == report.tree_heads == 2
 
 
 async def test_appends_of_one_loop_iteration_are_one_batch(tmp_path: Path, pki: Pki) -> None:
     """Appends made during one event-loop iteration reach the writer together: one commit and
     one tree head for all of them (group commit without waiting for a busy writer)."""
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         seqs = await asyncio.gather(*(log.append(entry(i)) for i in range(20)))
         assert sorted(seqs) == list(range(20))
     assert read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (1, 20)
@@ -361,7 +365,7 @@ async def test_appends_of_one_loop_iteration_are_one_batch(tmp_path: Path, pki: 
 
 async def test_close_commits_appends_not_yet_handed_to_the_writer(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    log = MessageLog(path, pki.signer)
+    log = MessageLog(path, pki.signer, owner=OWNER)
     log.open()
     tasks = [asyncio.create_task(log.append(entry(i))) for i in range(5)]
     await asyncio.sleep(0)  # the appends are queued on the loop side, not yet handed over
@@ -377,7 +381,7 @@ async def test_entry_carries_seq_and_logged_at(tmp_path: Path, pki: Pki) -> None
     path = tmp_path / "log.db"
     fixed = time.time()
     original = entry(0)
-    with MessageLog(path, pki.signer, now=lambda: fixed) as log:
+    with MessageLog(path, pki.signer, owner=OWNER, now=lambda: fixed) as log:
         assert await log.append(original) == 0
     assert "seq" not in original, "the caller's dict is not changed"
     data, stored_leaf, logged_at = read_one(
@@ -403,7 +407,7 @@ async def test_bad_entry_fails_alone(
     tmp_path: Path, pki: Pki, bad: dict[str, Any], error: type[Exception]
 ) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         results = await asyncio.gather(
             log.append(entry(0)),
             log.append({**entry(1), **bad}),
@@ -418,14 +422,16 @@ async def test_bad_entry_fails_alone(
 
 
 async def test_tree_head_is_a_standard_jws(tmp_path: Path, pki: Pki) -> None:
-    with MessageLog(tmp_path / "log.db", pki.signer, log_id="PS/GOV/MOI/ss1") as log:
+    with MessageLog(tmp_path / "log.db", pki.signer, owner=OWNER, log_id="PS/GOV/MOI/ss1") as log:
         await log.append(entry(0))
         head = await log.sign_tree_head()
     assert head is not None
     public_key = pki.signer.cert.public_key()
     assert isinstance(public_key, ec.EllipticCurvePublicKey)
     decoded = jwt.api_jws.decode_complete(head.jws, public_key, algorithms=["ES256"])
-    assert decoded["payload"] == tree_head_payload("PS/GOV/MOI/ss1", 1, head.root, head.signed_at)
+    assert decoded["payload"] == tree_head_payload(
+        "PS/GOV/MOI/ss1", OWNER, 1, head.root, head.signed_at
+    )
     assert orjson.loads(decoded["payload"])["log"] == "PS/GOV/MOI/ss1"
 
 
@@ -444,12 +450,12 @@ async def test_inclusion_proof_against_signed_head(tmp_path: Path, pki: Pki) -> 
 
 async def test_reopen_restores_size_root_and_frontier(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         await asyncio.gather(*(log.append(entry(i)) for i in range(300)))
         first = await log.sign_tree_head()
         log_id = log.log_id
     assert log.size == 300 and log.latest_tree_head() == first
-    with MessageLog(path, pki.signer) as again:
+    with MessageLog(path, pki.signer, owner=OWNER) as again:
         assert again.size == 300 and again.log_id == log_id
         assert again.latest_tree_head() == first
         assert await again.append(entry(300)) == 300
@@ -460,20 +466,23 @@ async def test_reopen_restores_size_root_and_frontier(tmp_path: Path, pki: Pki) 
 
 async def test_log_id_is_fixed_at_creation(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer, log_id="PS/GOV/MOI/ss1"):
+    with MessageLog(path, pki.signer, owner=OWNER, log_id="PS/GOV/MOI/ss1"):
         pass
     with pytest.raises(MessageLogError, match="is the log"):
-        MessageLog(path, pki.signer, log_id="PS/GOV/MOI/ss2").open()
+        MessageLog(path, pki.signer, owner=OWNER, log_id="PS/GOV/MOI/ss2").open()
 
 
 async def test_second_writer_is_refused(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer), pytest.raises(MessageLogError, match="already open"):
-        MessageLog(path, pki.signer).open()
+    with (
+        MessageLog(path, pki.signer, owner=OWNER),
+        pytest.raises(MessageLogError, match="already open"),
+    ):
+        MessageLog(path, pki.signer, owner=OWNER).open()
 
 
 async def test_append_when_not_open(tmp_path: Path, pki: Pki) -> None:
-    log = MessageLog(tmp_path / "log.db", pki.signer)
+    log = MessageLog(tmp_path / "log.db", pki.signer, owner=OWNER)
     with pytest.raises(MessageLogError, match="not open"):
         await log.append(entry(0))
     log.open()
@@ -485,33 +494,57 @@ async def test_append_when_not_open(tmp_path: Path, pki: Pki) -> None:
     assert isinstance(MessageLogError("x"), ExchangeError)
 
 
-async def test_on_demand_and_final_tree_heads(tmp_path: Path, pki: Pki) -> None:
+async def test_an_inserted_record_is_never_signed(tmp_path: Path, pki: Pki) -> None:
+    """Issue 13 (2): a made-up record INSERTed into the file (the append-only triggers allow
+    inserts) lies past the last signed tree head. The store never leaves one there, so it
+    refuses to open the log instead of signing over it, naming the record, and ``verify`` fails
+    (unless a crash is being examined)."""
     path = tmp_path / "log.db"
-    log = MessageLog(path, pki.signer, batch_tree_heads=False)
-    log.open()
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
+        for i in range(3):
+            await log.append(entry(i))
+    logged_at = int(time.time() * 1000)
+    fields = {**entry(3, message_id="mallory-1", user_id="mallory", path="/family")}
+    made_up = canonical_bytes({**fields, "seq": 3, "logged_at": logged_at})
+    columns = tuple(fields[k] for k in ("message_id", "client", "service", "side", "status"))
+    tamper(
+        path,
+        (
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (3, logged_at, *columns, made_up, leaf_hash(made_up)),
+        ),
+    )
+    with pytest.raises(MessageLogError, match=r"1 record\(s\) past its last signed tree head"):
+        MessageLog(path, pki.signer, owner=OWNER).open()
     try:
-        await log.append_many([entry(i) for i in range(5)])
-        assert log.latest_tree_head() is None
-        head = await log.sign_tree_head()
-        assert (head.size, head.root) == (5, root(stored_leaves(path)))
-        assert await log.sign_tree_head() == head, "no new head without new records"
-        await log.append(entry(5))
-        running = verify(path, pki)
-        assert running.ok and running.unsigned_records == 1
-    finally:
-        log.close()
-    final = log.latest_tree_head()
-    assert final is not None and final.size == 6
+        MessageLog(path, pki.signer, owner=OWNER).open()
+    except MessageLogError as exc:
+        assert "seq 3 (message id mallory-1)" in exc.message
+    assert read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (3, 3)
     report = verify(path, pki)
-    assert report.ok and report.tree_heads == 2 and report.unsigned_records == 0
+    assert not report.ok and report.unsigned_records == 1
+    assert report.first_bad is not None and report.first_bad.seq == 3
+    assert report.first_bad.message_id == "mallory-1"
+    assert "past the last signed tree head" in report.first_bad.reason
+    examined = verify(path, pki, crash=True)
+    assert examined.ok and examined.unsigned_records == 1
+
+
+async def test_a_log_of_another_server_is_refused(tmp_path: Path, pki: Pki) -> None:
+    path = tmp_path / "log.db"
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
+        await log.append(entry(0))
+    other = SecurityServerId("PS", "GOV", "MOI", "ss2")
+    with pytest.raises(MessageLogError, match="is the message log of PS/GOV/MOI/ss1"):
+        MessageLog(path, pki.signer, owner=other).open()
 
 
 async def test_empty_log(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         pass
     assert verify(path, pki).ok and verify(path, pki).records == 0
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         head = await log.sign_tree_head()
         assert (head.size, head.root) == (0, EMPTY_ROOT)
     report = verify(path, pki)
@@ -520,7 +553,7 @@ async def test_empty_log(tmp_path: Path, pki: Pki) -> None:
 
 async def test_cancelled_append_still_leaves_a_consistent_log(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         cancelled = asyncio.create_task(log.append(entry(0)))
         await asyncio.sleep(0)
         cancelled.cancel()
@@ -537,7 +570,7 @@ async def test_cancelled_append_still_leaves_a_consistent_log(tmp_path: Path, pk
 
 async def test_locked_database_fails_the_batch_and_recovers(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer, busy_timeout=0.05) as log:
+    with MessageLog(path, pki.signer, owner=OWNER, busy_timeout=0.05) as log:
         await log.append_many([entry(i) for i in range(3)])
         blocker = sqlite3.connect(path, isolation_level=None)
         try:
@@ -557,7 +590,7 @@ async def test_locked_database_fails_the_batch_and_recovers(tmp_path: Path, pki:
 
 async def test_write_failure_error_is_exchange_error(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer, busy_timeout=0.01) as log:
+    with MessageLog(path, pki.signer, owner=OWNER, busy_timeout=0.01) as log:
         blocker = sqlite3.connect(path, isolation_level=None)
         try:
             blocker.execute("BEGIN EXCLUSIVE")
@@ -574,7 +607,7 @@ async def test_unwritable_location(tmp_path: Path, pki: Pki) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     with pytest.raises(MessageLogError, match="cannot open"):
-        MessageLog(blocker / "log.db", pki.signer).open()
+        MessageLog(blocker / "log.db", pki.signer, owner=OWNER).open()
 
 
 # --- tampering ----------------------------------------------------------------------------------
@@ -591,11 +624,13 @@ def _edit_entry(path: Path, seq: int, *, with_leaf: bool) -> list[tuple[str, tup
     return statements
 
 
-def _resigned_head(path: Path, size: int, signer: Signer) -> list[tuple[str, tuple[Any, ...]]]:
+def _resigned_head(
+    path: Path, size: int, signer: Signer, owner: SecurityServerId = OWNER
+) -> list[tuple[str, tuple[Any, ...]]]:
     (log_id,) = read_one(path, "SELECT value FROM meta WHERE key = 'log_id'")
     signed_at = int(time.time() * 1000)
     fake_root = b"\x42" * 32
-    token = signer.sign(tree_head_payload(log_id, size, fake_root, signed_at))
+    token = signer.sign(tree_head_payload(log_id, owner, size, fake_root, signed_at))
     return [
         ("DELETE FROM tree_heads WHERE size = ?", (size,)),
         ("INSERT INTO tree_heads VALUES (?, ?, ?, ?)", (size, fake_root, signed_at, token)),
@@ -705,12 +740,12 @@ async def test_record_tampering_is_pinpointed(
     orjson.dumps(report.to_dict())
     if refuses_open:
         with pytest.raises(MessageLogError, match="exchange log verify"):
-            MessageLog(path, pki.signer).open()
+            MessageLog(path, pki.signer, owner=OWNER).open()
 
 
 async def test_range_pinpoints_exactly_with_per_record_heads(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         for i in range(10):
             await log.append(entry(i))
     tamper(path, *_edit_entry(path, 6, with_leaf=True))
@@ -750,6 +785,26 @@ HEAD_FORGERIES = [
         id="head-forged-beyond-end",
     ),
     pytest.param(
+        lambda p, k: [_with_cert(k.member), *_resigned_head(p, 10, k.member)],
+        "signed by member PS/GOV/MOF, not by the log's owner PS/GOV/MOI",
+        id="head-signed-by-another-members-signing-key",
+    ),
+    pytest.param(
+        lambda p, k: [_with_cert(k.auth), *_resigned_head(p, 10, k.auth)],
+        "cannot sign messages",
+        id="head-signed-by-an-authentication-key",
+    ),
+    pytest.param(
+        lambda p, k: _resigned_head(p, 10, k.signer, SecurityServerId("PS", "GOV", "MOI", "ss2")),
+        "names owner 'PS/GOV/MOI/ss2'",
+        id="head-of-another-server-of-the-owner",
+    ),
+    pytest.param(
+        lambda p, k: [("UPDATE meta SET value = 'PS/GOV/MOF/ss1' WHERE key = 'owner'", ())],
+        "",
+        id="meta-owner-edited-changes-nothing",
+    ),
+    pytest.param(
         lambda p, k: [("UPDATE tree_heads SET signed_at = signed_at + 1 WHERE size = 15", ())],
         "signing time differs",
         id="head-edited-time",
@@ -770,6 +825,9 @@ async def test_forged_tree_heads_are_reported(
     await build_log(path, pki)
     tamper(path, *mutate(path, pki))
     report = verify(path, pki)
+    if not reason:  # the file's word about its owner is not what the heads are checked against
+        assert report.ok and report.stated_owner == "PS/GOV/MOF/ss1" and report.owner == str(OWNER)
+        return
     assert not report.ok
     assert report.first_bad is None, "a forged head says nothing against the records"
     heads = [p for p in report.problems if p.kind == "tree_head"]
@@ -779,8 +837,21 @@ async def test_forged_tree_heads_are_reported(
 async def test_untrusted_ca_fails_every_head(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
     await build_log(path, pki)
-    report = verify_log(path, trusted_cas=[pki.rogue_ca.cert])
+    report = verify_log(path, trusted_cas=[pki.rogue_ca.cert], owner=OWNER, check_records=False)
     assert not report.ok and report.tree_heads_verified == 0 and len(report.problems) == 4
+
+
+async def test_heads_verify_only_as_the_log_of_their_owner(tmp_path: Path, pki: Pki) -> None:
+    """The expected owner comes from the caller: the same genuine log checked as the log of
+    another server fails at every head."""
+    path = tmp_path / "log.db"
+    await build_log(path, pki)
+    for other in (
+        SecurityServerId("PS", "GOV", "MOF", "ss1"),
+        SecurityServerId(*OWNER.owner.parts, "ss2"),
+    ):
+        report = verify_log(path, trusted_cas=[pki.ca.cert], owner=other, check_records=False)
+        assert not report.ok and report.tree_heads_verified == 0 and report.owner == str(other)
 
 
 # --- verification while running, progress, entry checks -----------------------------------------
@@ -789,7 +860,7 @@ async def test_untrusted_ca_fails_every_head(tmp_path: Path, pki: Pki) -> None:
 async def test_verify_while_the_writer_runs(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
     seen: list[tuple[int, int]] = []
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         await asyncio.gather(*(log.append(entry(i)) for i in range(5000)))
         report = await asyncio.to_thread(
             verify, path, pki, progress=lambda done, total: seen.append((done, total))
@@ -799,40 +870,38 @@ async def test_verify_while_the_writer_runs(tmp_path: Path, pki: Pki) -> None:
     assert seen[-1] == (5000, 5000) and (4096, 5000) in seen
 
 
-def _checker(entry_: dict[str, Any], certs: CertLookup) -> list[str]:
-    try:
-        jws.verify(entry_["request_jws"], certs.key_for)
-    except ExchangeError as exc:
-        return [f"request signature: {exc.message}"]
-    return []
-
-
-async def test_entry_checker_sees_registered_certs(tmp_path: Path, pki: Pki) -> None:
+async def test_the_logs_certificates_are_the_verifiers_keys(tmp_path: Path, pki: Pki) -> None:
+    """Registered certificates are what records and heads are checked with: a signing key is
+    found with its member; one the log does not hold, or of an untrusted CA, or that is no
+    signing certificate, is refused with the reason."""
     path = tmp_path / "log.db"
-    good = pki.member.sign(b'{"request":1}')
-    unknown = pki.rogue.sign(b'{"request":2}')
-    with MessageLog(path, pki.signer) as log:
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
         assert log.register_cert(pki.member.cert) == pki.member.thumbprint
         log.register_cert(pki.member.cert)
-        await log.append(entry(0, request_jws=good))
-        await log.append(entry(1, request_jws=unknown))
-        await log.append(entry(2, request_jws=good))
-    report = verify(path, pki, entry_checker=_checker)
-    assert report.first_bad is not None
-    assert (report.first_bad.seq, report.first_bad.message_id) == (1, "msg-1")
-    assert (
-        "request signature" in report.first_bad.reason
-        and "not in the log" in report.first_bad.reason
-    )
-    assert report.tree_heads_verified == report.tree_heads == 3
-
-
-async def test_entry_checker_crash_is_a_finding(tmp_path: Path, pki: Pki) -> None:
-    path = tmp_path / "log.db"
-    with MessageLog(path, pki.signer) as log:
+        log.register_cert(pki.auth.cert)
         await log.append(entry(0))
-    report = verify(path, pki, entry_checker=_checker)
-    assert report.first_bad is not None and "checker failed: KeyError" in report.first_bad.reason
+    conn = open_readonly(path)
+    try:
+        lookup = CertLookup(conn, [pki.ca.cert])
+        assert lookup.signer_key(pki.member.thumbprint).member == MemberId("PS", "GOV", "MOF")
+        assert lookup.signer_key(pki.signer.thumbprint).member == OWNER.owner
+        with pytest.raises(JwsError, match="not in the log"):
+            lookup.signer_key(pki.rogue.thumbprint)
+        with pytest.raises(JwsError, match="cannot sign messages"):
+            lookup.signer_key(pki.auth.thumbprint)
+        with pytest.raises(JwsError, match="not issued by a trusted CA"):
+            CertLookup(conn, [pki.rogue_ca.cert]).signer_key(pki.signer.thumbprint)
+    finally:
+        conn.close()
+
+
+async def test_entries_that_are_not_exchange_records_are_findings(tmp_path: Path, pki: Pki) -> None:
+    path = tmp_path / "log.db"
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
+        await log.append(entry(0))
+    report = verify(path, pki, check_records=True)
+    assert report.first_bad is not None and report.first_bad.seq == 0
+    assert report.tree_heads_verified == report.tree_heads == 1
 
 
 @pytest.mark.parametrize(
@@ -865,7 +934,7 @@ def test_verify_refuses_what_is_not_a_log(
 async def test_query_filters(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
     clock = [1_700_000_000.0]
-    with MessageLog(path, pki.signer, now=lambda: clock[0]) as log:
+    with MessageLog(path, pki.signer, owner=OWNER, now=lambda: clock[0]) as log:
         for i in range(30):
             clock[0] += 1
             await log.append(entry(i))

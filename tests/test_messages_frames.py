@@ -30,6 +30,7 @@ from exchange.protocol.jws import Signer, verify
 from exchange.protocol.messages import (
     REQUEST_HASH_ALGORITHM,
     VERSION,
+    SignedDecision,
     SignedRequest,
     SignedResponse,
     body_digest,
@@ -89,8 +90,18 @@ requests = st.builds(
     issue=optional_text,
     represented_party=optional_party,
     security_server=servers,
+    client_server=servers,
     timestamp_ms=INT64,
     protocol=st.sampled_from(["rest", "soap"]),
+)
+
+
+decisions = st.builds(
+    SignedDecision,
+    allowed=st.booleans(),
+    code=st.text(max_size=30),
+    grant=optional_text,
+    fields=st.none() | st.lists(st.text(max_size=10), max_size=4).map(tuple),
 )
 
 
@@ -112,6 +123,7 @@ def responses(draw: st.DrawFn) -> SignedResponse:
         policy_version=draw(optional_text),
         released_fields=draw(st.none() | st.lists(st.text(max_size=10), max_size=4).map(tuple)),
         timestamp_ms=draw(INT64),
+        decision=draw(st.none() | decisions),
     )
 
 
@@ -131,6 +143,7 @@ def _request(**changes: Any) -> SignedRequest:
         "issue": None,
         "represented_party": None,
         "security_server": SecurityServerId("PS", "GOV", "MOI", "ss1"),
+        "client_server": SecurityServerId("PS", "GOV", "MOF", "ss1"),
         "timestamp_ms": 1_700_000_000_000,
     }
     return SignedRequest(**{**fields, **changes})

@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 from exchange.cli.common import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE
 from exchange.cli.log import group
 from exchange.errors import ConfigurationError
+from exchange.identifiers import SecurityServerId
 from exchange.messagelog.proofs import (
     UnknownRecord,
     check_consistency,
@@ -32,6 +33,8 @@ from exchange.messagelog.proofs import (
 from exchange.messagelog.store import MessageLog
 from exchange.protocol.jws import Signer
 from exchange.trust.keys import generate_key, self_signed_certificate
+
+OWNER = SecurityServerId("PS", "GOV", "MOI", "ss1")
 
 BATCHES = (1, 2, 3, 5, 8, 13)
 HEAD_SIZES = tuple(itertools.accumulate(BATCHES))
@@ -72,7 +75,7 @@ class Log:
 async def _build(path: Path) -> None:
     key = generate_key()
     signer = Signer(key, self_signed_certificate(key, "PS/GOV/MOI/ss1 signing"))
-    with MessageLog(path, signer) as log:
+    with MessageLog(path, signer, owner=OWNER) as log:
         done = 0
         for count in BATCHES:
             await log.append_many([entry(done + i) for i in range(count)])

@@ -22,9 +22,10 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.cli.common import console, err_console, handle_errors, print_json
+from exchange.cli.common import console, err_console, handle_errors, print_json, reports
 from exchange.cli.log import group as log_group
 from exchange.errors import ExchangeError
+from exchange.identifiers import SecurityServerId
 from exchange.messagelog.store import MessageLog
 from exchange.oplog import LogSettings, formatter_for
 from exchange.protocol.jws import Signer
@@ -54,7 +55,8 @@ def _dangerous(text: str) -> list[str]:
 
 async def _write(path: Path, entry: dict[str, Any]) -> None:
     key = generate_key()
-    with MessageLog(path, Signer(key, self_signed_certificate(key, "test signing"))) as log:
+    signer = Signer(key, self_signed_certificate(key, "test signing"))
+    with MessageLog(path, signer, owner=SecurityServerId("PS", "GOV", "MOI", "ss1")) as log:
         await log.append(entry)
 
 
@@ -96,6 +98,21 @@ def test_an_error_message_from_a_peer_is_neither_markup_nor_escapes(capsys: Any)
     assert "[link=http://evil.example]here[/link]" in err
     assert "\\x1b[31mred" in err
     assert _dangerous(err) == [] and "\x1b]8" not in err
+
+
+def test_under_json_a_peers_error_message_is_the_same_text_escaped(capsys: Any) -> None:
+    message = "refused \x1b[2J\u202e \x85 [link=http://evil.example]here[/link]"
+
+    @reports
+    def fail(as_json: bool) -> None:
+        raise ExchangeError(message)
+
+    with pytest.raises(SystemExit) as exit_info:
+        fail(as_json=True)
+    assert exit_info.value.code == 1
+    out, err = capsys.readouterr()
+    assert err == "" and _dangerous(out.replace("\n", "")) == []
+    assert json.loads(out)["error"]["message"] == message
 
 
 def test_consoles_escape_what_they_render(capsys: Any) -> None:

@@ -37,6 +37,7 @@ TAX_OFFICE = SubsystemId("PS", "GOV", "MOF", "tax-office")
 PERSONS = ServiceId("PS", "GOV", "MOI", "population-registry", "persons")
 CLINICS = ServiceId("PS", "GOV", "MOH", "clinics", "visits")
 MOI_SS1 = SecurityServerId("PS", "GOV", "MOI", "ss1")
+MOF_SS1 = SecurityServerId("PS", "GOV", "MOF", "ss1")
 REQUEST_BODY = b'{"query":"Juri"}'
 RESPONSE_BODY = b'{"name":"J\xc3\xbcri"}'
 
@@ -105,6 +106,7 @@ def _request(service: ServiceId = PERSONS, message_id: str = "msg-1") -> SignedR
         issue=None,
         represented_party=None,
         security_server=MOI_SS1,
+        client_server=MOF_SS1,
         timestamp_ms=1_700_000_000_000,
     )
 

@@ -6,7 +6,11 @@ stored, so they hash to the Merkle leaf, RFC 9162 §2.1.1), the signed request a
 the inclusion proof of each record (RFC 9162 §2.1.3), the signed tree head (compact JWS) and its
 RFC 3161 token (DER, over SHA-256 of the head's JWS), and a ``manifest.json`` naming each part and
 what it proves. :func:`verify_bundle` checks such a zip with only the public trust material that
-:func:`export_trust` writes (approved CA and TSA certificates, the anchor).
+:func:`export_trust` writes (approved CA and TSA certificates, the anchor) and the security server
+whose log it claims to come from (the *owner*, which the auditor gives: never taken from the
+bundle). The zip is read within bounds (:mod:`exchange.audit.zipread`).
+
+This package reads no server configuration: the command line passes paths and certificates.
 
 Records archived out of the live log are read from their archive files. Bundles of records
 logged without bodies prove the signed digests only; :func:`bundle_notes` says so.
@@ -27,8 +31,10 @@ from typing import Any
 import orjson
 from cryptography import x509
 
-from exchange.errors import ConfigurationError, VerificationFailed
+from exchange.audit.zipread import read_members
+from exchange.errors import ConfigurationError, ExchangeError, VerificationFailed
 from exchange.globalconf.anchor import Anchor
+from exchange.identifiers import SecurityServerId, parse_security_server
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import ArchiveReader
 from exchange.messagelog.proofs import InclusionProof, inclusion_checks, inclusion_for_message
@@ -36,17 +42,19 @@ from exchange.messagelog.store import open_readonly, query_if_table
 from exchange.messagelog.verify import CertLookup
 from exchange.protocol import jws
 from exchange.protocol.canonical import b64url
-from exchange.server.config import ServerConfig
-from exchange.server.logcheck import exchange_entry_checker, trusted_cas_of, trusted_tsas_of
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint, load_certificates
 from exchange.trust.timestamp import TimestampError, verify_timestamp_token
 from exchange.trust.validation import find_issuer, issuers
+from exchange.trustcore.records import Proof, RecordVerdict, verify_record
+from exchange.trustcore.treeheads import verify_tree_head
 
 FORMAT = "exchange-evidence-bundle/1"
 MANIFEST = "manifest.json"
 # the default freshness of the global configuration (DESIGN.md §12): a response this old or
 # younger at the time of the record shows the status then
 OCSP_MAX_AGE = 3600
+OWNER_FILE = "owner.txt"
+"""In a trust folder: the security server whose bundles it is for, by default."""
 TREE_HEAD = "tree-head.jws"
 TOKEN = "tree-head.tsr"
 REQUEST = "request.jws"
@@ -74,22 +82,36 @@ class Check:
 # --- export ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class LogFiles:
+    """Where a security server keeps its message log: the plain values export needs."""
+
+    log_path: Path
+    archive_dir: Path
+
+
 async def export_bundle(
-    config: ServerConfig, message_id: str, out: Path, *, stamp: Stamp | None = None
+    log: LogFiles,
+    message_id: str,
+    out: Path,
+    *,
+    cas: Sequence[x509.Certificate],
+    stamp: Stamp | None = None,
 ) -> Path:
     """Write the evidence bundle of ``message_id`` to ``out`` (a zip) and return its path.
 
     The records are proved against the latest time-stamped tree head that covers them; when
     there is none, ``stamp`` (if given) is awaited to sign and stamp a fresh one first. Each
     archive file is read once: one reader serves the record search, the proof and the entries.
+    ``cas`` are the approved CAs, whose certificates go in beside the signers'.
     """
-    archives = ArchiveReader(config.log_path, config.archive_dir, message_id=message_id)
-    size = _stamped_size(config, message_id, archives)
+    archives = ArchiveReader(log.log_path, log.archive_dir, message_id=message_id)
+    size = _stamped_size(log.log_path, message_id, archives)
     if size is None and stamp is not None:
         await stamp()
-        size = _stamped_size(config, message_id, archives)
-    proofs = inclusion_for_message(config.log_path, message_id, size=size, reader=archives)
-    entries = _entries(config, message_id, [p.seq for p in proofs], archives)
+        size = _stamped_size(log.log_path, message_id, archives)
+    proofs = inclusion_for_message(log.log_path, message_id, size=size, reader=archives)
+    entries = _entries(log.log_path, message_id, [p.seq for p in proofs], archives)
     head = proofs[0].tree_head_jws
     tokens = [
         t
@@ -97,16 +119,16 @@ async def export_bundle(
         for t in (_loads(e).get("request_jws"), _loads(e).get("response_jws"))
         if isinstance(t, str)
     ]
-    certs = _certs_for(config, [head, *tokens])
-    _write_zip(out, message_id, proofs, entries, certs, _ocsp_for(config, tokens))
+    certs = _certs_for(log.log_path, [head, *tokens], cas)
+    _write_zip(out, message_id, proofs, entries, certs, _ocsp_for(log.log_path, tokens))
     return out
 
 
-def _ocsp_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, bytes]:
+def _ocsp_for(log_path: Path, tokens: Sequence[str]) -> dict[str, bytes]:
     """OCSP responses the server verified for the request and response signers (DER), by name
     ``ocsp/<x5t#S256>-<digest>.der``; none when the issuing CA publishes no responder."""
     thumbs = {str(jws.unverified_header(t).get("x5t#S256")) for t in tokens}
-    conn = open_readonly(config.log_path)
+    conn = open_readonly(log_path)
     try:
         cursor = query_if_table(conn, "SELECT thumbprint, digest, der FROM ocsp_responses")
         rows = [] if cursor is None else cursor.fetchall()
@@ -115,10 +137,10 @@ def _ocsp_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, bytes]:
     return {f"ocsp/{t}-{d[:16]}.der": bytes(der) for t, d, der in rows if t in thumbs}
 
 
-def _stamped_size(config: ServerConfig, message_id: str, archives: ArchiveReader) -> int | None:
+def _stamped_size(log_path: Path, message_id: str, archives: ArchiveReader) -> int | None:
     """The size of the latest time-stamped tree head covering every record of ``message_id``
     (archived records are covered by the time-stamped boundary head the database keeps)."""
-    conn = open_readonly(config.log_path)
+    conn = open_readonly(log_path)
     try:
         (last,) = conn.execute(
             "SELECT max(seq) FROM records WHERE message_id = ?", (message_id,)
@@ -139,10 +161,10 @@ def _stamped_size(config: ServerConfig, message_id: str, archives: ArchiveReader
 
 
 def _entries(
-    config: ServerConfig, message_id: str, seqs: Sequence[int], archives: ArchiveReader
+    log_path: Path, message_id: str, seqs: Sequence[int], archives: ArchiveReader
 ) -> dict[int, bytes]:
     """The entries exactly as logged, from the database or, once archived, their archive."""
-    conn = open_readonly(config.log_path)
+    conn = open_readonly(log_path)
     try:
         entries = {
             s: bytes(row[0])
@@ -157,14 +179,19 @@ def _entries(
 
 
 def _loads(data: bytes) -> dict[str, Any]:
-    value = orjson.loads(data)
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
     return value if isinstance(value, dict) else {}
 
 
-def _certs_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, str]:
+def _certs_for(
+    log_path: Path, tokens: Sequence[str], cas: Sequence[x509.Certificate]
+) -> dict[str, str]:
     """PEM by x5t#S256: the signers of ``tokens`` (from the log) and the CAs that issued them."""
     thumbs = {jws.unverified_header(t).get("x5t#S256") for t in tokens}
-    conn = open_readonly(config.log_path)
+    conn = open_readonly(log_path)
     try:
         pems = {
             str(t): str(row[0])
@@ -173,7 +200,6 @@ def _certs_for(config: ServerConfig, tokens: Sequence[str]) -> dict[str, str]:
         }
     finally:
         conn.close()
-    cas = trusted_cas_of(config)
     for pem in list(pems.values()):
         for ca in issuers(cert_from_pem(pem), cas) or ():
             pems[jws.cert_thumbprint(ca)] = cert_pem(ca)
@@ -219,6 +245,8 @@ def _write_zip(
         manifest = {
             "format": FORMAT,
             "message_id": message_id,
+            "log": _loads(jws.unverified_payload(proofs[0].tree_head_jws)).get("log"),
+            "owner": _loads(jws.unverified_payload(proofs[0].tree_head_jws)).get("owner"),
             "records": [p.seq for p in proofs],
             "tree_size": proofs[0].tree_size,
             "time_stamped": token is not None,
@@ -233,15 +261,39 @@ def _write_zip(
 # --- trust material ----------------------------------------------------------------------------
 
 
-def export_trust(config: ServerConfig, out_dir: Path) -> Path:
-    """Write the public trust material: ``ca/*.pem``, ``tsa/*.pem`` and ``anchor.json``."""
-    for sub, certs in (("ca", trusted_cas_of(config)), ("tsa", trusted_tsas_of(config))):
+def export_trust(
+    out_dir: Path,
+    *,
+    cas: Sequence[x509.Certificate],
+    tsas: Sequence[x509.Certificate],
+    anchor: Path,
+    owner: SecurityServerId | None = None,
+) -> Path:
+    """Write the public trust material: ``ca/*.pem``, ``tsa/*.pem``, ``anchor.json`` and, when
+    ``owner`` is given, :data:`OWNER_FILE` naming the security server whose bundles it checks."""
+    for sub, certs in (("ca", cas), ("tsa", tsas)):
         folder = out_dir / sub
         folder.mkdir(parents=True, exist_ok=True)
         for cert in certs:
             (folder / f"{fingerprint(cert)[:16]}.pem").write_text(cert_pem(cert))
-    Anchor.load(config.anchor).save(out_dir / "anchor.json")
+    Anchor.load(anchor).save(out_dir / "anchor.json")
+    if owner is not None:
+        (out_dir / OWNER_FILE).write_text(f"{owner}\n")
     return out_dir
+
+
+def trusted_owner(trust_dir: Path) -> SecurityServerId | None:
+    """The security server a trust folder names (:data:`OWNER_FILE`), if it names one."""
+    path = trust_dir / OWNER_FILE
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    try:
+        return parse_security_server(text)
+    except ExchangeError:
+        raise ConfigurationError(
+            f"{path} does not name a security server (INSTANCE/CLASS/CODE/SERVER)"
+        ) from None
 
 
 def _trust(trust_dir: Path, sub: str) -> list[x509.Certificate]:
@@ -260,11 +312,7 @@ class _Bundle:
 
     @classmethod
     def read(cls, path: Path) -> _Bundle:
-        try:
-            with zipfile.ZipFile(path) as z:
-                return cls({n: z.read(n) for n in z.namelist()})
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise VerificationFailed(f"{path} is not an evidence bundle: {exc}") from None
+        return cls(read_members(path))
 
     def text(self, name: str) -> str | None:
         data = self.files.get(name)
@@ -272,6 +320,17 @@ class _Bundle:
 
     def seqs(self) -> list[int]:
         return sorted(int(m[1]) for n in self.files if (m := _RECORD.fullmatch(n)))
+
+    def entry(self, seq: int) -> dict[str, Any] | None:
+        try:
+            value = orjson.loads(self.files[f"record-{seq}.json"])
+        except orjson.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def manifest(self) -> dict[str, Any] | None:
+        data = self.files.get(MANIFEST)
+        return None if data is None else _loads(data) or None
 
     def lookup(self, cas: Sequence[x509.Certificate]) -> tuple[sqlite3.Connection, CertLookup]:
         """A :class:`CertLookup` over the bundle's certificates (an in-memory ``certs`` table)."""
@@ -286,43 +345,73 @@ class _Bundle:
         return conn, CertLookup(conn, cas)
 
 
-def verify_bundle(path: Path, trust_dir: Path) -> list[Check]:
-    """Verify an evidence bundle offline against the trust folder; every check, numbered."""
+def verify_bundle(path: Path, trust_dir: Path, owner: SecurityServerId) -> list[Check]:
+    """Verify an evidence bundle offline against the trust folder, as a bundle of the log of
+    ``owner``; every check, numbered."""
     cas, tsas = _trust(trust_dir, "ca"), _trust(trust_dir, "tsa")
-    bundle = _Bundle.read(path)
+    return _verified(_Bundle.read(path), cas, tsas, owner)[0]
+
+
+def _verified(
+    bundle: _Bundle,
+    cas: Sequence[x509.Certificate],
+    tsas: Sequence[x509.Certificate],
+    owner: SecurityServerId,
+) -> tuple[list[Check], dict[int, RecordVerdict]]:
     seqs = bundle.seqs()
     head = bundle.text(TREE_HEAD)
     if not seqs or head is None:
-        return [Check(1, "the bundle holds a record and a tree head", False, "parts missing")]
+        return [Check(1, "the bundle holds a record and a tree head", False, "parts missing")], {}
     conn, lookup = bundle.lookup(cas)
+    verdicts: dict[int, RecordVerdict] = {}
     try:
-        checks: list[tuple[str, str | None]] = []
+        # (1) the manifest describes these records of this exchange
+        checks: list[tuple[str, str | None]] = [
+            ("the manifest names this exchange and its records", _manifest(bundle, seqs))
+        ]
+        # (2) each record hashes to its proof's leaf, (3) whose path leads to the head's root
         for seq in seqs:
             checks += _record_checks(bundle, seq, head)
-        # (3) the tree head JWS verifies with a bundled certificate issued by a trusted CA
+        # (4) the tree head is signed by the owner's signing key, for the owner's log
         checks.append(
-            ("the tree head is signed by a certificate of an approved CA", _head(head, lookup))
+            (f"the tree head is signed by the log's owner {owner}", _head(head, lookup, owner))
         )
-        # (4) the RFC 3161 token stamps SHA-256 of the tree head JWS, signed by an approved TSA
+        # (5) the RFC 3161 token stamps SHA-256 of the tree head JWS, signed by an approved TSA
         checks.append(
             ("the tree head is time-stamped by an approved TSA", _token(bundle, head, tsas, cas))
         )
-        # (5) the request and response verify and are bound to each other and to the record
+        # (6) what each record states is what its signed request and response say
         for seq in seqs:
-            checks.append(
-                (
-                    f"record {seq}: request and response signatures verify and are bound",
-                    _entry(bundle, seq, lookup),
-                )
-            )
-        # (6) where the bundle holds OCSP responses, each signer was "good" when it signed
+            verdict, reason = _entry(bundle, seq, lookup, owner)
+            if verdict is not None:
+                verdicts[seq] = verdict
+            what = verdict.proof.value if verdict is not None else "nothing"
+            checks.append((f"record {seq} is evidence of {what}", reason))
+        # (7) where the bundle holds OCSP responses, each signer was "good" when it signed
         for seq in seqs:
             checks += _ocsp_checks(bundle, seq, lookup, cas)
     finally:
         conn.close()
-    return [
+    numbered = [
         Check(i, what, reason is None, reason or "") for i, (what, reason) in enumerate(checks, 1)
     ]
+    return numbered, verdicts
+
+
+def _manifest(bundle: _Bundle, seqs: list[int]) -> str | None:
+    manifest = bundle.manifest()
+    if manifest is None:
+        return "manifest.json is missing or not a JSON object"
+    if manifest.get("format") != FORMAT:
+        return f"manifest.json is not of format {FORMAT}"
+    if manifest.get("records") != seqs:
+        return f"manifest.json names records {manifest.get('records')!r}, the bundle holds {seqs}"
+    message_id = manifest.get("message_id")
+    for seq in seqs:
+        entry = bundle.entry(seq)
+        if entry is None or entry.get("message_id") != message_id:
+            return f"manifest.json names message id {message_id!r}, record {seq} another"
+    return None
 
 
 def bundle_notes(path: Path) -> list[str]:
@@ -330,7 +419,7 @@ def bundle_notes(path: Path) -> list[str]:
     bundle = _Bundle.read(path)
     notes = []
     for seq in bundle.seqs():
-        entry = _loads(bundle.files[f"record-{seq}.json"])
+        entry = bundle.entry(seq) or {}
         if entry.get("bodies") == "digests-only":
             notes.append(
                 f"record {seq} was logged without bodies (metadata-only logging): the signatures "
@@ -368,15 +457,16 @@ def _record_checks(bundle: _Bundle, seq: int, head: str) -> list[tuple[str, str 
     ]
 
 
-def _head(head: str, lookup: CertLookup) -> str | None:
+def _head(head: str, lookup: CertLookup, owner: SecurityServerId) -> str | None:
     try:
         payload = orjson.loads(jws.unverified_payload(head))
         at = dt.datetime.fromtimestamp(payload["signed_at"] / 1000, dt.UTC)
-        jws.verify(head, lambda thumb: lookup.key_for(thumb, at))
-    except jws.JwsError as exc:
-        return f"tree head signature: {exc.message}"
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (ExchangeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
         return "the tree head JWS payload is not a tree head"
+    try:
+        verify_tree_head(head, lookup.at(at), owner=owner, log_id=None)
+    except VerificationFailed as exc:
+        return f"tree head: {exc.message}"
     return None
 
 
@@ -394,18 +484,28 @@ def _token(
     return None
 
 
-def _entry(bundle: _Bundle, seq: int, lookup: CertLookup) -> str | None:
-    try:
-        entry = orjson.loads(bundle.files[f"record-{seq}.json"])
-    except orjson.JSONDecodeError:
-        return "the record is not JSON"
-    if not isinstance(entry, dict):
-        return "the record is not a JSON object"
-    problems = exchange_entry_checker(entry, lookup)
+def _entry(
+    bundle: _Bundle, seq: int, lookup: CertLookup, owner: SecurityServerId
+) -> tuple[RecordVerdict | None, str | None]:
+    entry = bundle.entry(seq)
+    if entry is None:
+        return None, "the record is not a JSON object"
+    logged_at = entry.get("logged_at")
+    at = (
+        dt.datetime.fromtimestamp(logged_at / 1000, dt.UTC)
+        if isinstance(logged_at, int) and not isinstance(logged_at, bool)
+        else None
+    )
+    verdict = verify_record(entry, lookup.at(at), owner=owner)
+    problems = list(verdict.problems)
+    if verdict.proof is Proof.NOTHING and not problems:
+        problems.append(
+            "not evidence: the record carries no signed request, so only the log's owner states it"
+        )
     for name, field in ((REQUEST, "request_jws"), (RESPONSE, "response_jws")):
         if name in bundle.files and bundle.text(name) != entry.get(field):
             problems.append(f"{name} differs from the record's {field}")
-    return "; ".join(problems) or None
+    return verdict, "; ".join(problems) or None
 
 
 def _ocsp_checks(
@@ -416,14 +516,20 @@ def _ocsp_checks(
     responses = {n: d for n, d in bundle.files.items() if n.startswith("ocsp/")}
     if not responses:
         return []
-    entry = orjson.loads(bundle.files[f"record-{seq}.json"])
-    logged_at = dt.datetime.fromtimestamp(int(entry.get("logged_at", 0)) / 1000, dt.UTC)
+    entry = bundle.entry(seq) or {}
+    stamp = entry.get("logged_at")
+    logged_at = dt.datetime.fromtimestamp(
+        (stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else 0) / 1000, dt.UTC
+    )
     checks: list[tuple[str, str | None]] = []
     for field in ("request_jws", "response_jws"):
         token = entry.get(field)
         if not isinstance(token, str):
             continue
-        thumb = str(jws.unverified_header(token).get("x5t#S256"))
+        try:
+            thumb = str(jws.unverified_header(token).get("x5t#S256"))
+        except ExchangeError:
+            continue  # a malformed token: the record's own check reports it
         cert = lookup.get(thumb)
         mine = [d for n, d in responses.items() if n.startswith(f"ocsp/{thumb}-")]
         issuer = find_issuer(cert, cas) if cert is not None else None
@@ -449,35 +555,57 @@ def _ocsp_checks(
 # --- both sides ------------------------------------------------------------------------------
 
 
-def correlate_bundles(a: Path, b: Path, trust_dir: Path) -> list[Check]:
-    """Both bundles verify and describe the same exchange (same request hash, both signed)."""
+def correlate_bundles(
+    a: Path, b: Path, trust_dir: Path, owners: tuple[SecurityServerId, SecurityServerId]
+) -> list[Check]:
+    """Both bundles verify, each as a bundle of its owner's log, and describe the same exchange
+    from its two sides: one the consumer's record, one the provider's, of the same signed
+    request (its SHA-512 hash) answered by the same signed response."""
+    cas, tsas = _trust(trust_dir, "ca"), _trust(trust_dir, "tsa")
     checks: list[tuple[str, str | None]] = []
-    hashes: list[set[str]] = []
-    for path in (a, b):
-        failed = [c for c in verify_bundle(path, trust_dir) if not c.ok]
-        # (1) each bundle verifies on its own
-        reason = "; ".join(f"({c.number}) {c.reason}" for c in failed) or None
-        checks.append((f"{path.name} verifies", reason))
+    sides: list[dict[str, tuple[str, str | None]]] = []
+    for path, owner in zip((a, b), owners, strict=True):
         bundle = _Bundle.read(path)
-        hashes.append(
+        results, verdicts = _verified(bundle, cas, tsas, owner)
+        failed = [c for c in results if not c.ok]
+        # (1) each bundle verifies on its own, as a bundle of its owner's log
+        reason = "; ".join(f"({c.number}) {c.reason}" for c in failed) or None
+        checks.append((f"{path.name} verifies as a bundle of {owner}'s log", reason))
+        sides.append(
             {
-                str(_loads(bundle.files[f"record-{s}.json"]).get("request_hash"))
-                for s in bundle.seqs()
+                str(v.request.request_hash): (
+                    "consumer" if v.request.request.client_server == owner else "provider",
+                    v.response.token if v.response is not None else None,
+                )
+                for v in verdicts.values()
+                if v.ok and v.request is not None
             }
         )
-    # (2) both name the same signed request (its SHA-512 hash) and the same response
-    same = hashes[0] & hashes[1] - {"None"}
+    # (2) both hold a verified record of the same signed request (its SHA-512 hash)
+    same = sorted(set(sides[0]) & set(sides[1]))
     checks.append(
         (
-            "both bundles hold the same request hash",
+            "both bundles hold a verified record of the same signed request",
             None if same else "the bundles describe different requests (request hashes differ)",
         )
     )
-    responses = {_Bundle.read(p).text(RESPONSE) for p in (a, b)}
+    # (3) one is the consumer's side of it and the other the provider's
+    pairs = [(sides[0][h], sides[1][h]) for h in same]
+    checks.append(
+        (
+            "one bundle is the consumer's record, the other the provider's",
+            None
+            if any({x[0], y[0]} == {"consumer", "provider"} for x, y in pairs)
+            else "both bundles are records of the same side",
+        )
+    )
+    # (4) the same signed response answers it on both sides
     checks.append(
         (
             "both bundles hold the same signed response",
-            None if len(responses) == 1 and None not in responses else "the responses differ",
+            None
+            if any(x[1] is not None and x[1] == y[1] for x, y in pairs)
+            else "the responses differ",
         )
     )
     return [

@@ -2,7 +2,11 @@
 
 A running security server is asked with SIGUSR1 (it signs a head over its whole log and has it
 time-stamped at once); a stopped one is stamped here, with its own signing key and the approved
-TSAs of the global configuration it holds. Either way the new token is in the server's log.
+TSAs of the global configuration it holds, which the caller loads (:class:`OfflineStamping`).
+Either way the new token is in the server's log.
+
+This module reads no server configuration: the command line passes the paths and, for a stopped
+server, the key and the configuration.
 """
 
 from __future__ import annotations
@@ -11,29 +15,40 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from exchange.errors import ConfigurationError
-from exchange.globalconf.verifier import load_stored
+from exchange.globalconf.document import GlobalConf
+from exchange.identifiers import SecurityServerId
 from exchange.messagelog.store import MessageLog, open_readonly
+from exchange.messagelog.timestamping import TreeHeadStamper
 from exchange.protocol.jws import Signer
-from exchange.server.config import ServerConfig, pid_file_of
-from exchange.server.core import passphrase_from_env
-from exchange.server.timestamping import TreeHeadStamper
-from exchange.trust.keys import load_certificate, load_private_key
 
 
-def _running_pid(config: ServerConfig) -> int | None:
+@dataclass(frozen=True, slots=True)
+class OfflineStamping:
+    """What stamping a stopped server's log takes: its owner's signing key and the global
+    configuration it holds (the approved TSAs)."""
+
+    owner: SecurityServerId
+    signer: Signer
+    conf: GlobalConf
+
+
+def _running_pid(pid_file: Path) -> int | None:
     try:
-        pid = int(pid_file_of(config.path).read_text().strip())
+        pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
     return pid
 
 
-def _sizes(config: ServerConfig) -> tuple[int, int]:
+def _sizes(log_path: Path) -> tuple[int, int]:
     """(records in the log, size of the latest time-stamped tree head)."""
-    conn = open_readonly(config.log_path)
+    conn = open_readonly(log_path)
     try:
         # the next seq, not a count: archived records have left the table
         (records,) = conn.execute(
@@ -45,16 +60,23 @@ def _sizes(config: ServerConfig) -> tuple[int, int]:
     return int(records), int(row[0] or 0)
 
 
-async def stamp_on_the_spot(config: ServerConfig, *, timeout: float = 20.0) -> None:
-    """Make a time-stamped tree head cover every record now in the log."""
-    records, stamped = _sizes(config)
+async def stamp_on_the_spot(
+    log_path: Path,
+    pid_file: Path,
+    offline: Callable[[], OfflineStamping],
+    *,
+    timeout: float = 20.0,
+) -> None:
+    """Make a time-stamped tree head cover every record now in the log at ``log_path``: asked of
+    the server whose pid ``pid_file`` holds if it runs, else done here with ``offline()``."""
+    records, stamped = _sizes(log_path)
     if stamped >= records:
         return
-    pid = _running_pid(config)
+    pid = _running_pid(pid_file)
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)
         deadline = time.monotonic() + timeout
-        while _sizes(config)[1] < records:  # the server writes the token into its log
+        while _sizes(log_path)[1] < records:  # the server writes the token into its log
             if time.monotonic() > deadline:
                 raise ConfigurationError(
                     f"the running server did not time-stamp a tree head within {timeout:g} s "
@@ -62,22 +84,14 @@ async def stamp_on_the_spot(config: ServerConfig, *, timeout: float = 20.0) -> N
                 )
             await asyncio.sleep(0.1)
         return
-    await _stamp_offline(config)
+    await _stamp_offline(log_path, offline())
 
 
-async def _stamp_offline(config: ServerConfig) -> None:
-    owner = next((s for s in config.signing if s.member == config.owner), config.signing[0])
-    passphrase = passphrase_from_env(config)
-    signer = Signer(load_private_key(owner.key, passphrase), load_certificate(owner.cert))
-    conf = load_stored(config.anchor, config.globalconf_state, int(time.time()))
-    if conf is None:
-        raise ConfigurationError(
-            f"{config.globalconf_state} does not exist: the server has never received a global "
-            "configuration, so it knows no approved TSA"
-        )
-    log = MessageLog(config.log_path, signer)
+async def _stamp_offline(log_path: Path, stamping: OfflineStamping) -> None:
+    log = MessageLog(log_path, stamping.signer, owner=stamping.owner)
     log.open()
     try:
+        conf = stamping.conf
         stamper = TreeHeadStamper(log, lambda: conf, clock=time.time, failure_limit=float("inf"))
         if await stamper.stamp_now() is None:
             raise ConfigurationError(

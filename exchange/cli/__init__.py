@@ -10,9 +10,10 @@ import os
 import click
 
 from exchange import __version__
+from exchange.cli.common import ExchangeGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ExchangeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(__version__, prog_name="exchange")
 def main(debug: bool) -> None:

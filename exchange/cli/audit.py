@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from exchange.cli.common import EXIT_CHECK_FAILED, console, handle_errors
+from exchange.cli.common import EXIT_CHECK_FAILED, ExchangeGroup, console, print_json, reports
 
 if TYPE_CHECKING:
-    from exchange.audit.bundle import Check
+    from exchange.audit.bundle import Check, LogFiles
+    from exchange.audit.force import OfflineStamping
+    from exchange.identifiers import SecurityServerId
+    from exchange.server.config import ServerConfig
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
-@click.group("audit")
+@click.group("audit", cls=ExchangeGroup)
 def group() -> None:
     """Export and verify evidence bundles (offline, with public trust material only).
 
@@ -27,16 +30,37 @@ def group() -> None:
     Example:
       exchange audit trust-export --config state/servers/MOI/server.toml -o trust
       exchange audit export --config state/servers/MOI/server.toml --id ID -o evidence.zip
-      exchange audit verify evidence.zip --trust trust
+      exchange audit verify evidence.zip --trust trust --owner PS/GOV/MOI/ss1
     """
+
+
+def _log_files(config: ServerConfig) -> LogFiles:
+    from exchange.audit.bundle import LogFiles
+
+    return LogFiles(config.log_path, config.archive_dir)
+
+
+def _offline_stamping(config: ServerConfig) -> OfflineStamping:
+    """The server's own signing key and stored global configuration, to stamp its log while it
+    is stopped."""
+    from exchange.audit.force import OfflineStamping
+    from exchange.protocol.jws import Signer
+    from exchange.server.core import passphrase_from_env
+    from exchange.server.logcheck import stored_globalconf
+    from exchange.trust.keys import load_certificate, load_private_key
+
+    owner = next((s for s in config.signing if s.member == config.owner), config.signing[0])
+    key = load_private_key(owner.key, passphrase_from_env(config))
+    conf = stored_globalconf(config, "one by running the server (it knows no approved TSA)")
+    return OfflineStamping(config.server_id, Signer(key, load_certificate(owner.cert)), conf)
 
 
 @group.command("export")
 @click.option("--config", "config_path", type=_FILE, required=True, help="The server.toml.")
 @click.option("--id", "message_id", required=True, help="The exchange's X-Road-Id.")
 @click.option("-o", "out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@handle_errors
-def export(config_path: Path, message_id: str, out: Path) -> None:
+@reports
+def export(config_path: Path, message_id: str, out: Path, as_json: bool) -> None:
     """Write the evidence bundle (a zip) of one exchange as this server logged it.
 
     \b
@@ -45,57 +69,119 @@ def export(config_path: Path, message_id: str, out: Path) -> None:
     """
     from exchange.audit.bundle import export_bundle
     from exchange.audit.force import stamp_on_the_spot
-    from exchange.server.config import load_server_config
+    from exchange.server.config import load_server_config, pid_file_of
+    from exchange.server.logcheck import trusted_cas_of
 
     config = load_server_config(config_path)
     path = asyncio.run(
-        export_bundle(config, message_id, out, stamp=lambda: stamp_on_the_spot(config))
+        export_bundle(
+            _log_files(config),
+            message_id,
+            out,
+            cas=trusted_cas_of(config),
+            stamp=lambda: stamp_on_the_spot(
+                config.log_path, pid_file_of(config.path), lambda: _offline_stamping(config)
+            ),
+        )
     )
-    console.print(f"wrote {path}")
+    if as_json:
+        print_json({"message_id": message_id, "bundle": path})
+    else:
+        console.print(f"wrote {path}")
+
+
+_OWNER_HELP = (
+    "The security server whose log the bundle comes from (e.g. PS/GOV/MOI/ss1); only its "
+    "member's keys may sign the tree head. Default: the one the trust folder names (owner.txt)."
+)
+
+
+def _owner(given: str | None, trust_dir: Path) -> tuple[SecurityServerId, str]:
+    """The expected log owner, from the auditor: --owner, else the trust folder."""
+    from exchange.audit.bundle import OWNER_FILE, trusted_owner
+    from exchange.errors import ConfigurationError
+    from exchange.identifiers import parse_security_server
+
+    if given is not None:
+        return parse_security_server(given), "--owner"
+    named = trusted_owner(trust_dir)
+    if named is None:
+        raise ConfigurationError(
+            f"give the log's owner with --owner (the security server whose log the bundle "
+            f"comes from), or export the trust with --config so that {trust_dir / OWNER_FILE} "
+            "names it"
+        )
+    return named, str(trust_dir / OWNER_FILE)
 
 
 @group.command("verify")
 @click.argument("bundle", type=_FILE)
 @click.option("--trust", "trust_dir", type=_DIR, required=True, help="From `audit trust-export`.")
-@handle_errors
-def verify(bundle: Path, trust_dir: Path) -> None:
-    """Verify an evidence bundle offline; exit 1 with the failing reason.
+@click.option("--owner", help=_OWNER_HELP)
+@reports
+def verify(bundle: Path, trust_dir: Path, owner: str | None, as_json: bool) -> None:
+    """Verify an evidence bundle offline as one of the log of its owner; exit 1 with the failing
+    reason (also for a malformed bundle).
 
     \b
     Example:
       exchange audit verify evidence.zip --trust trust
+      exchange audit verify evidence.zip --trust trust --owner PS/GOV/MOI/ss1
     """
     from exchange.audit.bundle import bundle_notes, verify_bundle
 
-    checks = verify_bundle(bundle, trust_dir)
-    for note in bundle_notes(bundle):
-        console.print(f"note: {note}", markup=False, highlight=False)
-    _report(checks)
+    expected, source = _owner(owner, trust_dir)
+    checks = verify_bundle(bundle, trust_dir, expected)
+    notes = bundle_notes(bundle)
+    if not as_json:
+        console.print(f"log owner: {expected} (from {source})", markup=False, highlight=False)
+        for note in notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
+    facts = {"bundle": bundle, "owner": str(expected), "owner_from": source, "notes": notes}
+    _report(checks, as_json, facts)
 
 
 @group.command("correlate")
 @click.argument("a", type=_FILE)
 @click.argument("b", type=_FILE)
 @click.option("--trust", "trust_dir", type=_DIR, required=True, help="From `audit trust-export`.")
-@handle_errors
-def correlate(a: Path, b: Path, trust_dir: Path) -> None:
+@click.option(
+    "--owner",
+    "owners",
+    multiple=True,
+    required=True,
+    help="The security server whose log each bundle comes from, once per bundle, in order.",
+)
+@reports
+def correlate(a: Path, b: Path, trust_dir: Path, owners: tuple[str, ...], as_json: bool) -> None:
     """Check that the consumer's and the provider's bundles describe the same exchange.
 
     \b
     Example:
-      exchange audit correlate consumer.zip provider.zip --trust trust
+      exchange audit correlate consumer.zip provider.zip --trust trust \\
+          --owner PS/GOV/PALPOST/ss1 --owner PS/GOV/MOI/ss1
     """
     from exchange.audit.bundle import correlate_bundles
+    from exchange.errors import ConfigurationError
+    from exchange.identifiers import parse_security_server
 
-    _report(correlate_bundles(a, b, trust_dir))
+    if len(owners) != 2:
+        raise ConfigurationError("give --owner twice: the owner of A's log, then of B's")
+    expected = (parse_security_server(owners[0]), parse_security_server(owners[1]))
+    if not as_json:
+        for path, owner in zip((a, b), expected, strict=True):
+            console.print(f"{path.name}: log owner {owner}", markup=False, highlight=False)
+    facts = {"bundles": [a, b], "owners": [str(owner) for owner in expected]}
+    _report(correlate_bundles(a, b, trust_dir, expected), as_json, facts)
 
 
 @group.command("trust-export")
 @click.option("--config", "config_path", type=_FILE, required=True, help="The server.toml.")
 @click.option("-o", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@handle_errors
-def trust_export(config_path: Path, out: Path) -> None:
-    """Write the public trust material (CA and TSA certificates, the anchor) to a folder.
+@reports
+def trust_export(config_path: Path, out: Path, as_json: bool) -> None:
+    """Write the public trust material (CA and TSA certificates, the anchor) to a folder, and
+    the server's id as the owner of the bundles it will check (owner.txt).
 
     \b
     Example:
@@ -103,8 +189,21 @@ def trust_export(config_path: Path, out: Path) -> None:
     """
     from exchange.audit.bundle import export_trust
     from exchange.server.config import load_server_config
+    from exchange.server.logcheck import trusted_cas_of, trusted_tsas_of
 
-    console.print(f"wrote {export_trust(load_server_config(config_path), out)}")
+    config = load_server_config(config_path)
+    written = export_trust(
+        out,
+        cas=trusted_cas_of(config),
+        tsas=trusted_tsas_of(config),
+        anchor=config.anchor,
+        owner=config.server_id,
+    )
+    if as_json:
+        files = sorted(str(f.relative_to(written)) for f in written.rglob("*") if f.is_file())
+        print_json({"trust": written, "owner": str(config.server_id), "files": files})
+    else:
+        console.print(f"wrote {written}")
 
 
 @group.command("watch")
@@ -116,8 +215,7 @@ def trust_export(config_path: Path, out: Path) -> None:
     required=True,
     help="The auditor's own file of tree heads seen (kept outside the server).",
 )
-@click.option("--json", "as_json", is_flag=True)
-@handle_errors
+@reports
 def watch(config_path: Path | None, db: Path | None, state: Path, as_json: bool) -> None:
     """Check that the log only grew since the last look (RFC 9162 consistency proof); run it
     periodically (e.g. from cron). Exit 1 when the history was rewritten.
@@ -127,7 +225,6 @@ def watch(config_path: Path | None, db: Path | None, state: Path, as_json: bool)
       exchange audit watch --config ss-moi/server.toml --state ~/audit/moi-heads.json
     """
     from exchange.audit.watch import watch_once
-    from exchange.cli.common import print_json
     from exchange.errors import ConfigurationError
 
     archive_dir = None
@@ -168,8 +265,7 @@ def document() -> None:
 )
 @click.option("--issuer", help="The member that must have signed it, e.g. PS/GOV/MOF.")
 @click.option("--type", "typ", help="The kind it must be: residence-certificate, receipt, refund.")
-@click.option("--json", "as_json", is_flag=True, help="Print the verified fields as JSON.")
-@handle_errors
+@reports
 def document_verify(
     path: Path, trust: Path, issuer: str | None, typ: str | None, as_json: bool
 ) -> None:  # fmt: skip
@@ -181,7 +277,6 @@ def document_verify(
       exchange audit document verify receipt.json --trust trust-bundle.pem --issuer PS/GOV/MOF
     """
     from exchange.audit.documents import read_document, trusted_cas_from, verify_saved
-    from exchange.cli.common import print_json
     from exchange.errors import ConfigurationError
     from exchange.identifiers import parse_member
     from exchange.trust.documents import TYPE_NAMES
@@ -223,10 +318,17 @@ def _shown(value: object) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _report(checks: Sequence[Check]) -> None:
-    failed = False
-    for check in checks:
-        console.print(check.line(), markup=False, highlight=False)
-        failed = failed or not check.ok
-    if failed:
+def _report(checks: Sequence[Check], as_json: bool, facts: dict[str, Any]) -> None:
+    """Each numbered check, as a line or in one JSON document with ``facts``; exit 1 if one
+    failed."""
+    ok = all(check.ok for check in checks)
+    if as_json:
+        shown = [
+            {"number": c.number, "what": c.what, "ok": c.ok, "reason": c.reason} for c in checks
+        ]
+        print_json({**facts, "ok": ok, "checks": shown})
+    else:
+        for check in checks:
+            console.print(check.line(), markup=False, highlight=False)
+    if not ok:
         raise SystemExit(EXIT_CHECK_FAILED)

@@ -24,7 +24,7 @@ from exchange.backup.restore import Restored, check_target, open_backup, restore
 from exchange.backup.sealing import MIN_PASSPHRASE
 from exchange.cli.ca import group as ca_group
 from exchange.cli.central import group as central_group
-from exchange.cli.common import console, handle_errors_json, print_json
+from exchange.cli.common import console, print_json, reports
 from exchange.cli.server import group as server_group
 from exchange.errors import ConfigurationError
 
@@ -36,7 +36,6 @@ _passphrase_option = click.option(
     metavar="NAME",
     help="Environment variable holding the backup's passphrase (default: asked on the terminal).",
 )
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def read_passphrase(env_name: str | None, *, new: bool) -> bytes:
@@ -163,8 +162,7 @@ def _backup(
     is_flag=True,
     help="Leave out the message log's archive files (back them up on their own).",
 )
-@_json_option
-@handle_errors_json
+@reports
 def server_backup(
     config_path: Path, output: Path, passphrase_env: str | None, no_archives: bool, as_json: bool
 ) -> None:
@@ -193,8 +191,7 @@ def server_backup(
 @click.argument("file", type=_FILE)
 @click.option("--into", required=True, type=_DIR, help="New (or empty) directory.")
 @_passphrase_option
-@_json_option
-@handle_errors_json
+@reports
 def server_restore(file: Path, into: Path, passphrase_env: str | None, as_json: bool) -> None:
     """Restore a security server's backup into a new directory; the restored server has the
     same identity and keys, and its message log goes on from the backed-up tree head.
@@ -228,8 +225,7 @@ def server_restore(file: Path, into: Path, passphrase_env: str | None, as_json: 
 @click.option("--config", "config_path", required=True, type=_FILE, help="central.toml.")
 @click.option("-o", "--output", required=True, type=_FILE, help="New backup file (a zip).")
 @_passphrase_option
-@_json_option
-@handle_errors_json
+@reports
 def central_backup(
     config_path: Path, output: Path, passphrase_env: str | None, as_json: bool
 ) -> None:
@@ -262,8 +258,7 @@ def central_backup(
     "(`exchange server status`), when the backup is older.",
 )
 @_passphrase_option
-@_json_option
-@handle_errors_json
+@reports
 def central_restore(
     file: Path, into: Path, version_above: int | None, passphrase_env: str | None, as_json: bool
 ) -> None:
@@ -298,8 +293,7 @@ def central_restore(
 @click.option("--ca-dir", required=True, type=_DIR, help="The CA's directory.")
 @click.option("-o", "--output", required=True, type=_FILE, help="New backup file (a zip).")
 @_passphrase_option
-@_json_option
-@handle_errors_json
+@reports
 def ca_backup(ca_dir: Path, output: Path, passphrase_env: str | None, as_json: bool) -> None:
     """Back up a CA directory, also while its services run: the CA key (sealed) and
     certificate, and an online copy of the register of issued and revoked certificates.
@@ -325,8 +319,7 @@ def ca_backup(ca_dir: Path, output: Path, passphrase_env: str | None, as_json: b
 @click.argument("file", type=_FILE)
 @click.option("--into", required=True, type=_DIR, help="New (or empty) CA directory.")
 @_passphrase_option
-@_json_option
-@handle_errors_json
+@reports
 def ca_restore(file: Path, into: Path, passphrase_env: str | None, as_json: bool) -> None:
     """Restore a CA directory from its backup.
 

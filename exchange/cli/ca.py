@@ -19,7 +19,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from exchange.cli.common import console, echo, err_console, handle_errors, print_json
+from exchange.cli.common import ExchangeGroup, console, echo, err_console, print_json, reports
 from exchange.errors import ConfigurationError, InvalidIdentifier
 from exchange.identifiers import MemberId, SecurityServerId, parse_member, parse_security_server
 from exchange.protocol.jws import cert_thumbprint
@@ -149,7 +149,7 @@ def _issued(cert: x509.Certificate, key_path: Path, cert_path: Path) -> dict[str
     }
 
 
-@click.group(name="ca")
+@click.group(name="ca", cls=ExchangeGroup)
 def group() -> None:
     """Trust services: a minimal CA for authentication and signing certificates.
 
@@ -188,8 +188,7 @@ def group() -> None:
 @click.option(
     "--parent-passphrase-file", type=_EXISTING_FILE, help="The parent CA key's passphrase."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
+@reports
 def init(
     directory: Path,
     name: str,
@@ -251,7 +250,6 @@ _ca_options = [
     click.option(
         "--days", type=click.IntRange(min=1), default=365, show_default=True, help="Validity."
     ),
-    click.option("--json", "as_json", is_flag=True, help="Print JSON."),
 ]
 
 
@@ -299,7 +297,7 @@ def _new_key(
     callback=_ip_addresses,
     help="IP address the server is reached at (repeatable).",
 )
-@handle_errors
+@reports
 def issue_auth(
     ca_dir: Path,
     passphrase_file: Path | None,
@@ -339,7 +337,7 @@ def issue_auth(
     callback=_member_id,
     help="Member identifier INSTANCE/CLASS/CODE.",
 )
-@handle_errors
+@reports
 def issue_sign(
     ca_dir: Path,
     passphrase_file: Path | None,
@@ -381,8 +379,8 @@ def issue_sign(
     show_default=True,
     help="RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, ...",
 )
-@handle_errors
-def revoke(ca_dir: Path, cert_file: Path, reason: str) -> None:
+@reports
+def revoke(ca_dir: Path, cert_file: Path, reason: str, as_json: bool) -> None:
     """Revoke a certificate this CA issued; its OCSP responder says so from now on.
 
     \b
@@ -394,13 +392,23 @@ def revoke(ca_dir: Path, cert_file: Path, reason: str) -> None:
     cert = keys.load_certificate(cert_file)
     with RevocationStore(ca_dir / REVOCATIONS_FILE, create=False) as store:
         store.revoke(cert, parse_reason(reason))
-    console.print(f"revoked serial {cert.serial_number:x} ({reason})")
+    if as_json:
+        print_json(
+            {
+                "serial": f"{cert.serial_number:x}",
+                "subject": name_text(cert.subject),
+                "sha256_fingerprint": keys.fingerprint(cert),
+                "reason": reason,
+                "register": ca_dir / REVOCATIONS_FILE,
+            }
+        )
+    else:
+        console.print(f"revoked serial {cert.serial_number:x} ({reason})")
 
 
 @group.command("show")
 @click.argument("cert_file", metavar="CERT.pem", type=_EXISTING_FILE)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
+@reports
 def show(cert_file: Path, as_json: bool) -> None:
     """Show a certificate: subject, issuer, serial, validity, usages, fingerprint, identifier.
 

@@ -33,7 +33,7 @@ from exchange.cli.checkconfig import (
     reject_options_beside_config,
     settings_from_command_line,
 )
-from exchange.cli.common import console, err_console, handle_errors
+from exchange.cli.common import console, err_console, handle_errors, print_json, reports
 from exchange.cli.server import group as server_group
 from exchange.errors import ConfigurationError, InvalidIdentifier
 from exchange.identifiers import MemberId, parse_member
@@ -198,8 +198,7 @@ async def _serve(app: web.Application, host: str, port: int, ready_line: bool) -
 )
 @click.option("-o", "--out", "out_file", type=_NEW_FILE, required=True, help="New certificate.")
 @click.option("--days", type=click.IntRange(min=1), default=365, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
+@reports
 def sign_csr(
     ca_dir: Path,
     passphrase_file: Path | None,
@@ -314,8 +313,10 @@ def _csr_of(slot: _Slot, config: ServerConfig) -> bytes:
     help=f"File holding the enrolment token the CA's operator issued (else ${TOKEN_ENV}).",
 )
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
-@handle_errors
-def request_certs(config_path: Path, ca_url: str, token_file: Path | None, timeout: float) -> None:
+@reports
+def request_certs(
+    config_path: Path, ca_url: str, token_file: Path | None, timeout: float, as_json: bool
+) -> None:
     """Send the server's CSRs to the CA service and install the certificates it returns.
 
     Each CSR next to a configured certificate path (keys/auth.csr.pem, keys/sign-CODE.csr.pem)
@@ -330,10 +331,11 @@ def request_certs(config_path: Path, ca_url: str, token_file: Path | None, timeo
           --ca-url http://127.0.0.1:4200/ --token-file moi.token
     """
     config = load_server_config(config_path)
+    done = _Installed(as_json)
     pending = []
     for slot in _slots(config):
         if slot.cert.exists():
-            console.print(f"{slot.title}: {slot.cert} already installed, left as it is")
+            done.add(slot, "kept", None)
         else:
             pending.append(slot)
     requests = [(slot, _csr_of(slot, config)) for slot in pending]
@@ -345,8 +347,8 @@ def request_certs(config_path: Path, ca_url: str, token_file: Path | None, timeo
             )
         )
         keys.save_certificate(slot.cert, cert)
-        console.print(f"{slot.title}: installed {slot.cert} {_summary(cert)}")
-    _next_steps(config)
+        done.add(slot, "installed", cert)
+    done.finish(config)
 
 
 def _token(token_file: Path | None) -> str:
@@ -365,15 +367,44 @@ def _token(token_file: Path | None) -> str:
     return text
 
 
-def _summary(cert: x509.Certificate) -> str:
-    return f"(serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d})"
+class _Installed:
+    """What ``request-certs`` and ``import-cert`` did with each certificate: a line each as it
+    happens, or one JSON document at the end."""
 
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.certificates: list[dict[str, object]] = []
 
-def _next_steps(config: ServerConfig) -> None:
-    console.print(
-        f"next: exchange server register --config {config.path} --central-url CENTRAL_URL"
-    )
-    console.print(f"and once approved: exchange server run --config {config.path}")
+    def add(self, slot: _Slot, action: str, cert: x509.Certificate | None) -> None:
+        """``action``: installed, replaced, or kept (already installed, left as it is)."""
+        self.certificates.append(
+            {
+                "profile": slot.profile,
+                "identifier": str(slot.identifier),
+                "path": str(slot.cert),
+                "action": action,
+                "serial": None if cert is None else f"{cert.serial_number:x}",
+                "not_after": None if cert is None else cert.not_valid_after_utc.isoformat(),
+            }
+        )
+        if self.as_json:
+            return
+        if cert is None:
+            console.print(f"{slot.title}: {slot.cert} already installed, left as it is")
+        else:
+            summary = (
+                f"(serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d})"
+            )
+            console.print(f"{slot.title}: {action} {slot.cert} {summary}")
+
+    def finish(self, config: ServerConfig) -> None:
+        register = f"exchange server register --config {config.path} --central-url CENTRAL_URL"
+        run = f"exchange server run --config {config.path}"
+        if self.as_json:
+            print_json({"certificates": self.certificates, "next": [register, run]})
+            return
+        console.print(f"next: {register}")
+        console.print(f"and once approved: {run}")
 
 
 def _sign_items(
@@ -407,9 +438,12 @@ def _sign_items(
     callback=_sign_items,
     help="MEMBER=CERT.pem: a member's signing certificate (repeatable).",
 )
-@handle_errors
+@reports
 def import_cert(
-    config_path: Path, auth_file: Path | None, sign_items: list[tuple[MemberId, Path]]
+    config_path: Path,
+    auth_file: Path | None,
+    sign_items: list[tuple[MemberId, Path]],
+    as_json: bool,
 ) -> None:
     """Install certificates obtained by other means, after checking them.
 
@@ -428,11 +462,12 @@ def import_cert(
     config = load_server_config(config_path)
     chosen = _chosen_slots(config, auth_file, sign_items)
     certs = [(slot, _checked(slot, source, config)) for slot, source in chosen]
+    done = _Installed(as_json)
     for slot, cert in certs:
         replaced = "replaced" if slot.cert.exists() else "installed"
         keys.save_certificate(slot.cert, cert)
-        console.print(f"{slot.title}: {replaced} {slot.cert} {_summary(cert)}")
-    _next_steps(config)
+        done.add(slot, replaced, cert)
+    done.finish(config)
 
 
 def _chosen_slots(

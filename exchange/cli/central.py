@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import orjson
 from rich.table import Table
 
 from exchange import sdnotify
@@ -23,7 +24,15 @@ from exchange.central.app import DEFAULT_PORT, CentralConfig, load_central_confi
 from exchange.central.registry import Registry
 from exchange.central.setup import init_central
 from exchange.cli.checkconfig import add_check_config
-from exchange.cli.common import cancel_on_sigterm, console, echo, handle_errors, print_json
+from exchange.cli.common import (
+    ExchangeGroup,
+    cancel_on_sigterm,
+    console,
+    echo,
+    handle_errors,
+    print_json,
+    reports,
+)
 from exchange.errors import InvalidIdentifier
 from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.document import GlobalConf
@@ -86,10 +95,21 @@ def _open_registry(config_path: Path) -> Iterator[Registry]:
         yield registry
 
 
-def _edit(config_path: Path, change: Callable[[Registry], int], done: str) -> None:
+def _edit(
+    config_path: Path,
+    change: Callable[[Registry], int],
+    done: str,
+    as_json: bool,
+    facts: dict[str, Any],
+) -> None:
+    """Make one change; print what changed and the new registry version (as JSON: ``facts``, the
+    change in words and ``registry_version``)."""
     with _open_registry(config_path) as registry:
         version = change(registry)
-    console.print(f"{done} (registry version {version})")
+    if as_json:
+        print_json({**facts, "change": done, "registry_version": version})
+    else:
+        console.print(f"{done} (registry version {version})")
 
 
 def _edit_command(
@@ -104,17 +124,18 @@ def _edit_command(
     ``change(registry, *ids)``, and ``done`` (formatted with the identifiers by name) printed with
     the new registry version."""
 
-    @handle_errors
-    def edit(config_path: Path, **ids: Any) -> None:
+    @reports
+    def edit(config_path: Path, as_json: bool, **ids: Any) -> None:
         values = [ids[param] for param, _ in arguments]
-        _edit(config_path, lambda r: change(r, *values), done.format(**ids))
+        facts = {param.removesuffix("_id"): str(ids[param]) for param, _ in arguments}
+        _edit(config_path, lambda r: change(r, *values), done.format(**ids), as_json, facts)
 
     for param, kind in reversed(arguments):
         edit = click.argument(param, type=kind)(edit)
     return parent.command(name, help=help_text)(config_option(edit))
 
 
-@click.group("central")
+@click.group("central", cls=ExchangeGroup)
 def group() -> None:
     """The central server: registry of members, subsystems and security servers; publishes the
     signed global configuration.
@@ -140,8 +161,15 @@ def group() -> None:
     "--download-url",
     help="URL security servers download from (default http://HOST:PORT/globalconf).",
 )
-@handle_errors
-def init(directory: Path, instance: str, host: str, port: int, download_url: str | None) -> None:
+@reports
+def init(
+    directory: Path,
+    instance: str,
+    host: str,
+    port: int,
+    download_url: str | None,
+    as_json: bool,
+) -> None:
     """Create a central server in DIR: registry database, configuration signing key (mode 0600)
     and self-signed certificate, central.toml and the anchor.json security servers install.
 
@@ -152,6 +180,19 @@ def init(directory: Path, instance: str, host: str, port: int, download_url: str
     config = init_central(directory, instance, host=host, port=port, download_url=download_url)
     directory = directory.resolve()
     toml_path = directory / "central.toml"
+    if as_json:
+        anchor = Anchor.load(config.anchor_path)
+        print_json(
+            {
+                "instance": instance,
+                "directory": directory,
+                "config": toml_path,
+                "anchor": config.anchor_path,
+                "download_url": anchor.download_url,
+                "next": [f"exchange central run --config {toml_path}"],
+            }
+        )
+        return
     console.print(f"central server for instance {instance} created in {directory}")
     console.print(f"  config:  {toml_path}")
     console.print(f"  anchor:  {config.anchor_path}  (install it on every security server)")
@@ -195,8 +236,7 @@ async def _serve(config: CentralConfig, ready_line: bool = False) -> None:
 
 @group.command("show")
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Print the configuration as JSON.")
-@handle_errors
+@reports
 def show(config_path: Path, as_json: bool) -> None:
     """Show the registry: the global configuration the central server would publish now.
 
@@ -245,8 +285,8 @@ def _print_conf(conf: GlobalConf) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the anchor here (default: print it).",
 )
-@handle_errors
-def anchor(config_path: Path, output: Path | None) -> None:
+@reports
+def anchor(config_path: Path, output: Path | None, as_json: bool) -> None:
     """Export the anchor (instance, download URL, verification certificates) that security
     servers install out of band.
 
@@ -256,11 +296,15 @@ def anchor(config_path: Path, output: Path | None) -> None:
     """
     config = load_central_config(config_path)
     loaded = Anchor.load(config.anchor_path)
-    if output is None:
+    if output is not None:
+        loaded.save(output)
+    if as_json:
+        document = orjson.loads(loaded.to_json())
+        print_json({"instance": loaded.instance, "output": output, "anchor": document})
+    elif output is None:
         echo(json_text(loaded.to_json().decode()))
-        return
-    loaded.save(output)
-    console.print(f"anchor for {loaded.instance} written to {output}")
+    else:
+        console.print(f"anchor for {loaded.instance} written to {output}")
 
 
 # --- members and subsystems --------------------------------------------------------------------
@@ -280,29 +324,41 @@ def member() -> None:
 @config_option
 @click.argument("member_id", type=MEMBER)
 @click.option("--name", required=True, help="The member's full name.")
-@handle_errors
-def member_add(config_path: Path, member_id: MemberId, name: str) -> None:
+@reports
+def member_add(config_path: Path, member_id: MemberId, name: str, as_json: bool) -> None:
     """Register a member.
 
     \b
     Example:
       exchange central member add --config central.toml PS/GOV/MOI --name "Ministry of Interior"
     """
-    _edit(config_path, lambda r: r.add_member(member_id, name), f"added member {member_id}")
+    _edit(
+        config_path,
+        lambda r: r.add_member(member_id, name),
+        f"added member {member_id}",
+        as_json,
+        {"member": str(member_id), "name": name},
+    )
 
 
 @member.command("remove")
 @config_option
 @click.argument("member_id", type=MEMBER)
-@handle_errors
-def member_remove(config_path: Path, member_id: MemberId) -> None:
+@reports
+def member_remove(config_path: Path, member_id: MemberId, as_json: bool) -> None:
     """Remove a member that no longer owns subsystems or security servers.
 
     \b
     Example:
       exchange central member remove --config central.toml PS/GOV/MOI
     """
-    _edit(config_path, lambda r: r.remove_member(member_id), f"removed member {member_id}")
+    _edit(
+        config_path,
+        lambda r: r.remove_member(member_id),
+        f"removed member {member_id}",
+        as_json,
+        {"member": str(member_id)},
+    )
 
 
 @group.group("subsystem")
@@ -318,29 +374,41 @@ def subsystem() -> None:
 @subsystem.command("add")
 @config_option
 @click.argument("subsystem_id", type=SUBSYSTEM)
-@handle_errors
-def subsystem_add(config_path: Path, subsystem_id: SubsystemId) -> None:
+@reports
+def subsystem_add(config_path: Path, subsystem_id: SubsystemId, as_json: bool) -> None:
     """Register a subsystem of an existing member.
 
     \b
     Example:
       exchange central subsystem add --config central.toml PS/GOV/MOI/population-registry
     """
-    _edit(config_path, lambda r: r.add_subsystem(subsystem_id), f"added {subsystem_id}")
+    _edit(
+        config_path,
+        lambda r: r.add_subsystem(subsystem_id),
+        f"added {subsystem_id}",
+        as_json,
+        {"subsystem": str(subsystem_id)},
+    )
 
 
 @subsystem.command("remove")
 @config_option
 @click.argument("subsystem_id", type=SUBSYSTEM)
-@handle_errors
-def subsystem_remove(config_path: Path, subsystem_id: SubsystemId) -> None:
+@reports
+def subsystem_remove(config_path: Path, subsystem_id: SubsystemId, as_json: bool) -> None:
     """Remove a subsystem (also from server client lists and global groups).
 
     \b
     Example:
       exchange central subsystem remove --config central.toml PS/GOV/MOI/population-registry
     """
-    _edit(config_path, lambda r: r.remove_subsystem(subsystem_id), f"removed {subsystem_id}")
+    _edit(
+        config_path,
+        lambda r: r.remove_subsystem(subsystem_id),
+        f"removed {subsystem_id}",
+        as_json,
+        {"subsystem": str(subsystem_id)},
+    )
 
 
 # --- security servers --------------------------------------------------------------------------
@@ -362,9 +430,13 @@ def server() -> None:
 @click.argument("server_id", type=SERVER)
 @click.option("--address", required=True, help="host:port of its provider (mTLS) port.")
 @click.option("--auth-cert", "auth_certs", multiple=True, type=_PEM, help="Auth cert PEM.")
-@handle_errors
+@reports
 def server_add(
-    config_path: Path, server_id: SecurityServerId, address: str, auth_certs: tuple[Path]
+    config_path: Path,
+    server_id: SecurityServerId,
+    address: str,
+    auth_certs: tuple[Path],
+    as_json: bool,
 ) -> None:
     """Register a security server owned by an existing member.
 
@@ -378,29 +450,39 @@ def server_add(
         config_path,
         lambda r: r.add_server(server_id, address, fingerprints),
         f"added security server {server_id} at {address}",
+        as_json,
+        {"server": str(server_id), "address": address, "auth_cert_fingerprints": fingerprints},
     )
 
 
 @server.command("remove")
 @config_option
 @click.argument("server_id", type=SERVER)
-@handle_errors
-def server_remove(config_path: Path, server_id: SecurityServerId) -> None:
+@reports
+def server_remove(config_path: Path, server_id: SecurityServerId, as_json: bool) -> None:
     """Remove a security server with its auth certificates and client registrations.
 
     \b
     Example:
       exchange central server remove --config central.toml PS/GOV/MOI/ss1
     """
-    _edit(config_path, lambda r: r.remove_server(server_id), f"removed {server_id}")
+    _edit(
+        config_path,
+        lambda r: r.remove_server(server_id),
+        f"removed {server_id}",
+        as_json,
+        {"server": str(server_id)},
+    )
 
 
 @server.command("set-address")
 @config_option
 @click.argument("server_id", type=SERVER)
 @click.argument("address")
-@handle_errors
-def server_set_address(config_path: Path, server_id: SecurityServerId, address: str) -> None:
+@reports
+def server_set_address(
+    config_path: Path, server_id: SecurityServerId, address: str, as_json: bool
+) -> None:
     """Change the provider address of a security server.
 
     \b
@@ -411,6 +493,8 @@ def server_set_address(config_path: Path, server_id: SecurityServerId, address: 
         config_path,
         lambda r: r.set_server_address(server_id, address),
         f"{server_id} now at {address}",
+        as_json,
+        {"server": str(server_id), "address": address},
     )
 
 
@@ -425,9 +509,9 @@ def _cert_fingerprint(cert: Path | None, fp: str | None) -> str:
 @click.argument("server_id", type=SERVER)
 @click.option("--cert", type=_PEM, help="The authentication certificate (PEM).")
 @click.option("--fingerprint", "fp", help="Or its SHA-256 fingerprint (hex).")
-@handle_errors
+@reports
 def server_add_auth_cert(
-    config_path: Path, server_id: SecurityServerId, cert: Path | None, fp: str | None
+    config_path: Path, server_id: SecurityServerId, cert: Path | None, fp: str | None, as_json: bool
 ) -> None:
     """Register another authentication certificate for a server (e.g. during a rotation).
 
@@ -437,7 +521,11 @@ def server_add_auth_cert(
     """
     value = _cert_fingerprint(cert, fp)
     _edit(
-        config_path, lambda r: r.add_auth_cert(server_id, value), f"auth cert added to {server_id}"
+        config_path,
+        lambda r: r.add_auth_cert(server_id, value),
+        f"auth cert added to {server_id}",
+        as_json,
+        {"server": str(server_id), "auth_cert_fingerprint": value},
     )
 
 
@@ -446,9 +534,9 @@ def server_add_auth_cert(
 @click.argument("server_id", type=SERVER)
 @click.option("--cert", type=_PEM, help="The authentication certificate (PEM).")
 @click.option("--fingerprint", "fp", help="Or its SHA-256 fingerprint (hex).")
-@handle_errors
+@reports
 def server_remove_auth_cert(
-    config_path: Path, server_id: SecurityServerId, cert: Path | None, fp: str | None
+    config_path: Path, server_id: SecurityServerId, cert: Path | None, fp: str | None, as_json: bool
 ) -> None:
     """Unregister an authentication certificate of a server.
 
@@ -461,6 +549,8 @@ def server_remove_auth_cert(
         config_path,
         lambda r: r.remove_auth_cert(server_id, value),
         f"auth cert removed from {server_id}",
+        as_json,
+        {"server": str(server_id), "auth_cert_fingerprint": value},
     )
 
 
@@ -513,8 +603,8 @@ def global_group() -> None:
 @config_option
 @click.argument("group_id", type=GROUP)
 @click.option("--description", required=True)
-@handle_errors
-def group_add(config_path: Path, group_id: GlobalGroupId, description: str) -> None:
+@reports
+def group_add(config_path: Path, group_id: GlobalGroupId, description: str, as_json: bool) -> None:
     """Create a global group.
 
     \b
@@ -522,21 +612,33 @@ def group_add(config_path: Path, group_id: GlobalGroupId, description: str) -> N
       exchange central group add --config central.toml PS/unified-windows \\
           --description "Post offices"
     """
-    _edit(config_path, lambda r: r.add_group(group_id, description), f"added group {group_id}")
+    _edit(
+        config_path,
+        lambda r: r.add_group(group_id, description),
+        f"added group {group_id}",
+        as_json,
+        {"group": str(group_id), "description": description},
+    )
 
 
 @global_group.command("remove")
 @config_option
 @click.argument("group_id", type=GROUP)
-@handle_errors
-def group_remove(config_path: Path, group_id: GlobalGroupId) -> None:
+@reports
+def group_remove(config_path: Path, group_id: GlobalGroupId, as_json: bool) -> None:
     """Delete a global group.
 
     \b
     Example:
       exchange central group remove --config central.toml PS/unified-windows
     """
-    _edit(config_path, lambda r: r.remove_group(group_id), f"removed group {group_id}")
+    _edit(
+        config_path,
+        lambda r: r.remove_group(group_id),
+        f"removed group {group_id}",
+        as_json,
+        {"group": str(group_id)},
+    )
 
 
 group_add_member = _edit_command(
@@ -589,8 +691,10 @@ def ca() -> None:
 @click.option("--name", required=True)
 @click.option("--cert", required=True, type=_PEM, help="The CA certificate (PEM).")
 @click.option("--ocsp-url", "ocsp_urls", multiple=True, help="OCSP responder URL (repeatable).")
-@handle_errors
-def ca_add(config_path: Path, name: str, cert: Path, ocsp_urls: tuple[str, ...]) -> None:
+@reports
+def ca_add(
+    config_path: Path, name: str, cert: Path, ocsp_urls: tuple[str, ...], as_json: bool
+) -> None:
     """Approve a CA.
 
     \b
@@ -599,21 +703,33 @@ def ca_add(config_path: Path, name: str, cert: Path, ocsp_urls: tuple[str, ...])
           --ocsp-url http://127.0.0.1:8888/ocsp
     """
     pem = cert_pem(load_certificate(cert))
-    _edit(config_path, lambda r: r.add_ca(name, pem, ocsp_urls), f"approved CA {name!r}")
+    _edit(
+        config_path,
+        lambda r: r.add_ca(name, pem, ocsp_urls),
+        f"approved CA {name!r}",
+        as_json,
+        {"ca": name, "ocsp_urls": list(ocsp_urls)},
+    )
 
 
 @ca.command("remove")
 @config_option
 @click.option("--name", required=True)
-@handle_errors
-def ca_remove(config_path: Path, name: str) -> None:
+@reports
+def ca_remove(config_path: Path, name: str, as_json: bool) -> None:
     """Withdraw the approval of a CA.
 
     \b
     Example:
       exchange central ca remove --config central.toml --name "PS Root CA"
     """
-    _edit(config_path, lambda r: r.remove_ca(name), f"removed CA {name!r}")
+    _edit(
+        config_path,
+        lambda r: r.remove_ca(name),
+        f"removed CA {name!r}",
+        as_json,
+        {"ca": name},
+    )
 
 
 @group.group("tsa")
@@ -632,8 +748,8 @@ def tsa() -> None:
 @click.option("--name", required=True)
 @click.option("--url", required=True, help="The TSA's RFC 3161 HTTP endpoint.")
 @click.option("--cert", required=True, type=_PEM, help="The TSA certificate (PEM).")
-@handle_errors
-def tsa_add(config_path: Path, name: str, url: str, cert: Path) -> None:
+@reports
+def tsa_add(config_path: Path, name: str, url: str, cert: Path, as_json: bool) -> None:
     """Approve a TSA.
 
     \b
@@ -642,21 +758,33 @@ def tsa_add(config_path: Path, name: str, url: str, cert: Path) -> None:
           --url http://127.0.0.1:8889/tsa --cert tsa.pem
     """
     pem = cert_pem(load_certificate(cert))
-    _edit(config_path, lambda r: r.add_tsa(name, url, pem), f"approved TSA {name!r}")
+    _edit(
+        config_path,
+        lambda r: r.add_tsa(name, url, pem),
+        f"approved TSA {name!r}",
+        as_json,
+        {"tsa": name, "url": url},
+    )
 
 
 @tsa.command("remove")
 @config_option
 @click.option("--name", required=True)
-@handle_errors
-def tsa_remove(config_path: Path, name: str) -> None:
+@reports
+def tsa_remove(config_path: Path, name: str, as_json: bool) -> None:
     """Withdraw the approval of a TSA.
 
     \b
     Example:
       exchange central tsa remove --config central.toml --name "PS TSA"
     """
-    _edit(config_path, lambda r: r.remove_tsa(name), f"removed TSA {name!r}")
+    _edit(
+        config_path,
+        lambda r: r.remove_tsa(name),
+        f"removed TSA {name!r}",
+        as_json,
+        {"tsa": name},
+    )
 
 
 add_check_config(

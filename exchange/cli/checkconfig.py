@@ -14,7 +14,7 @@ from typing import Any, Final, TypeVar
 import click
 from click.core import ParameterSource
 
-from exchange.cli.common import EXIT_USAGE, console, err_console, print_json
+from exchange.cli.common import EXIT_USAGE, console, err_console, print_json, reports
 from exchange.configfile import ConfigFileError, KeyLines, Loc, Problem, key_name, read_toml
 from exchange.errors import ConfigurationError
 
@@ -97,7 +97,7 @@ def add_check_config(
         type=click.Path(dir_okay=False, path_type=Path),
         help=f"The {what} configuration file.",
     )
-    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @reports
     def check_config(config_path: Path, as_json: bool) -> None:
         problems = _problems(config_path, load, inputs)
         if as_json:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from exchange.cli.ca import group as ca_group
-from exchange.cli.common import console, handle_errors, print_json
+from exchange.cli.common import console, print_json, reports
 from exchange.durable import durable_replace, new_file
 from exchange.errors import ConfigurationError, InvalidIdentifier
 from exchange.identifiers import parse_member, parse_security_server
@@ -90,8 +90,7 @@ def _grants(
 )
 @click.option("--note", default="", help="Who it is for (shown by 'ca token list').")
 @click.option("--out", "out_file", type=_NEW_FILE, help="Write the token to this new file (0600).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
+@reports
 def issue(
     ca_dir: Path,
     servers: tuple[str, ...],
@@ -181,8 +180,7 @@ def _print_token(info: TokenInfo, now: dt.datetime) -> None:
 
 @group.command("list")
 @click.option("--ca-dir", type=_EXISTING_DIR, required=True, help="Directory of the CA.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
+@reports
 def list_tokens(ca_dir: Path, as_json: bool) -> None:
     """List the enrolment tokens (never their secrets), their state and what each was used for.
 
@@ -205,8 +203,8 @@ def list_tokens(ca_dir: Path, as_json: bool) -> None:
 @group.command("revoke")
 @click.option("--ca-dir", type=_EXISTING_DIR, required=True, help="Directory of the CA.")
 @click.argument("token_id")
-@handle_errors
-def revoke(ca_dir: Path, token_id: str) -> None:
+@reports
+def revoke(ca_dir: Path, token_id: str, as_json: bool) -> None:
     """Revoke an enrolment token by its id: what it has not yet been used for, it never will.
 
     Certificates already issued against it stay valid; revoke those with 'exchange ca revoke'.
@@ -217,6 +215,9 @@ def revoke(ca_dir: Path, token_id: str) -> None:
     """
     with EnrolmentStore.of_ca_dir(ca_dir, create=False) as store:
         info = store.revoke(token_id, now=_now())
+    if as_json:
+        print_json(_describe(info, _now()))
+        return
     console.print(f"revoked enrolment token {info.id}")
     for grant in info.grants:
         if grant.used_at is not None:

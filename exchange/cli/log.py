@@ -12,10 +12,11 @@ from rich.table import Table
 
 from exchange.cli.common import (
     EXIT_CHECK_FAILED,
+    ExchangeGroup,
     console,
-    handle_errors,
     markup_text,
     print_json,
+    reports,
 )
 from exchange.errors import ConfigurationError
 from exchange.terminal import one_value
@@ -23,6 +24,7 @@ from exchange.terminal import one_value
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from exchange.identifiers import SecurityServerId
     from exchange.messagelog.query import RecordView
     from exchange.protocol.jws import Signer
     from exchange.server.config import ServerConfig
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group("log")
+@click.group("log", cls=ExchangeGroup)
 def group() -> None:
     """Verify and read a security server's message log (works while the server runs).
 
@@ -92,35 +94,50 @@ _ARCHIVE_DIR = click.option(
     help="Approved TSA certificate (PEM) for the tree heads' time-stamps; default: the TSAs of "
     "the server's global configuration.",
 )
+@click.option(
+    "--owner",
+    help="The security server whose log it is (e.g. PS/GOV/MOI/ss1): only its member's signing "
+    "keys may sign the tree heads. Default with --config: that server; required with --db.",
+)
+@click.option(
+    "--crash",
+    is_flag=True,
+    help="Examining a log after a crash: records past the last signed tree head are reported "
+    "but do not fail the check (only an older version could leave them).",
+)
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("--no-progress", is_flag=True)
-@handle_errors
+@reports
 def verify_cmd(
     config_path: Path | None,
     db: Path | None,
     ca_files: tuple[Path, ...],
     tsa_files: tuple[Path, ...],
+    owner: str | None,
+    crash: bool,
     archive_dir: Path | None,
     as_json: bool,
     no_progress: bool,
 ) -> None:
     """Check every record, signature, certificate and tree head, in the archives and the live
-    database; name the first bad record, or the missing or altered archive.
+    database, as the log of its owner; name the first bad record, or the missing or altered
+    archive.
 
-    Exit status 0 when the log verifies, 1 when it does not.
+    Exit status 0 when the log verifies, 1 when it does not (also when records lie past the last
+    signed tree head, unless --crash).
 
     \b
     Example:
       exchange log verify --config state/servers/MOI/server.toml
-      exchange log verify --db messagelog.sqlite --archive-dir archives \\
-          --ca ca.cert.pem --tsa-cert tsa.pem --json
+      exchange log verify --db messagelog.sqlite --owner PS/GOV/MOI/ss1 \\
+          --archive-dir archives --ca ca.cert.pem --tsa-cert tsa.pem --json
     """
     from exchange.messagelog.verify import verify_log
-    from exchange.server.logcheck import exchange_entry_checker, trusted_cas_of, trusted_tsas_of
+    from exchange.server.logcheck import trusted_cas_of, trusted_tsas_of
     from exchange.trust.keys import load_certificates
 
     path = _log_path(config_path, db)
+    expected, source = _expected_owner(config_path, db, owner)
     if ca_files:
         cas = [c for f in ca_files for c in load_certificates(f)]
     elif config_path is not None:
@@ -142,15 +159,16 @@ def verify_cmd(
         report = verify_log(
             path,
             trusted_cas=cas,
-            entry_checker=exchange_entry_checker,
+            owner=expected,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             tsa_certs=tsas,
             archive_dir=_archive_dir(config_path, db, archive_dir),
+            crash=crash,
         )
     if as_json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "owner_from": source})
     else:
-        _print_report(report)
+        _print_report(report, source, crash=crash)
         if report.records_without_bodies:
             console.print(
                 f"  {report.records_without_bodies} record(s) were logged without bodies "
@@ -162,19 +180,50 @@ def verify_cmd(
         raise SystemExit(EXIT_CHECK_FAILED)
 
 
-def _print_report(report: object) -> None:
+def _expected_owner(
+    config_path: Path | None, db: Path | None, given: str | None
+) -> tuple[SecurityServerId, str]:
+    """The log's owner, from outside the log file: the server's configuration or --owner."""
+    from exchange.identifiers import parse_security_server
+
+    owner = None if given is None else parse_security_server(given)
+    if db is None and config_path is not None:
+        from exchange.server.config import load_server_config
+
+        configured = load_server_config(config_path).server_id
+        if owner is not None and owner != configured:
+            raise ConfigurationError(
+                f"--owner {owner} is not the server of {config_path} ({configured})"
+            )
+        return configured, "the server's configuration"
+    if owner is None:
+        raise ConfigurationError(
+            "with --db, give the log's owner with --owner (the security server whose log it "
+            "is, e.g. PS/GOV/MOI/ss1): only its member's keys may sign the log's tree heads"
+        )
+    return owner, "--owner"
+
+
+def _print_report(report: object, source: str, *, crash: bool = False) -> None:
     from exchange.messagelog.verify import VerifyReport
 
     assert isinstance(report, VerifyReport)
     verdict = "[green]OK[/green]" if report.ok else "[red]FAILED[/red]"
     console.print(f"message log {markup_text(report.path)}: {verdict}", markup=True)
-    # with every head verified, the records after the last one are simply not signed yet; with
-    # heads that fail, the records they cover are under no head an auditor can rely on
+    console.print(
+        f"  owner: {report.owner} (from {source}); tree heads must be signed by a signing key "
+        f"of its member"
+    )
+    if report.stated_owner != report.owner:
+        console.print(f"  note: the file names owner {report.stated_owner!r}")
+    # with heads that fail, the records they cover are under no head an auditor can rely on
     pending = (
-        "records not yet under a signed tree head"
+        "records past the last signed tree head"
         if report.tree_heads_verified == report.tree_heads
         else "records under no verified tree head"
     )
+    if crash and report.unsigned_records:
+        pending += " (--crash: reported, not failed)"
     console.print(
         f"  records: {report.records}, tree heads: "
         f"{report.tree_heads_verified}/{report.tree_heads} verified, "
@@ -265,8 +314,7 @@ def _when(text: str | None) -> dt.datetime | None:
 @click.option("--limit", default=50, show_default=True)
 @_ARCHIVE_DIR
 @click.option("--live-only", is_flag=True, help="Search the database only, not the archives.")
-@click.option("--json", "as_json", is_flag=True, help="Full records as JSON.")
-@handle_errors
+@reports
 def show_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -377,17 +425,19 @@ def _record_table(views: Sequence[RecordView]) -> Table:
 
 
 def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
-    """Write ``document`` to ``output`` or print it as JSON; False when people get the text."""
+    """Write ``document`` to ``output`` and/or print it as JSON (with ``output``: and where it
+    went); False when people get the text."""
     if output is not None:
         import orjson
 
         output.write_bytes(
             orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         )
-        console.print(f"wrote {output}")
-        return True
+        if not as_json:
+            console.print(f"wrote {output}")
+            return True
     if as_json:
-        print_json(document)
+        print_json(document if output is None else {**document, "output": output})
         return True
     return False
 
@@ -398,9 +448,8 @@ def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
 @click.option("--id", "message_id", required=True, help="X-Road-Id of the exchange.")
 @click.option("--size", type=int, help="Prove against the signed tree head of this size.")
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print the proofs as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
-@handle_errors
+@reports
 def prove_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -448,9 +497,8 @@ def prove_cmd(
 @click.option("--from", "m", type=int, required=True, help="Size of the older signed tree head.")
 @click.option("--to", "n", type=int, required=True, help="Size of the newer signed tree head.")
 @_ARCHIVE_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print the proof as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON.")
-@handle_errors
+@reports
 def consistency_cmd(
     config_path: Path | None,
     db: Path | None,
@@ -486,8 +534,8 @@ def consistency_cmd(
 
 @group.command("check-proof")
 @click.argument("file", type=_CONFIG)
-@handle_errors
-def check_proof_cmd(file: Path) -> None:
+@reports
+def check_proof_cmd(file: Path, as_json: bool) -> None:
     """Verify a proof file from `log prove` or `log consistency` offline; print each check.
 
     Checks the Merkle math and that each root is the one inside its tree head's JWS payload.
@@ -501,6 +549,13 @@ def check_proof_cmd(file: Path) -> None:
     from exchange.messagelog.proofs import checks_for, load_proof_file
 
     checks = checks_for(load_proof_file(file))
+    ok = all(c.ok for c in checks)
+    if as_json:
+        shown = [{"what": c.what, "ok": c.ok} for c in checks]
+        print_json({"file": file, "ok": ok, "checks": shown})
+        if not ok:
+            raise SystemExit(EXIT_CHECK_FAILED)
+        return
     for check in checks:
         mark = "[green]ok[/green]    " if check.ok else "[red]FAILED[/red]"
         console.print(f"{mark} {markup_text(check.what)}", markup=True)
@@ -542,9 +597,8 @@ def _seconds(text: str) -> float:
     type=click.IntRange(min=1),
     help="Records per archive file, roughly (default: [messagelog] archive_max_records).",
 )
-@click.option("--json", "as_json", is_flag=True, help="List the archives written as JSON.")
 @click.option("--no-progress", is_flag=True)
-@handle_errors
+@reports
 def archive_cmd(
     config_path: Path,
     older_than: str | None,

@@ -28,12 +28,14 @@ from exchange.cli.checkconfig import (
     settings_from_command_line,
 )
 from exchange.cli.common import (
+    ExchangeGroup,
     cancel_on_sigterm,
     console,
     echo,
     err_console,
     handle_errors,
     print_json,
+    reports,
 )
 from exchange.oplog import configure_logging
 from exchange.trust import keys
@@ -54,7 +56,7 @@ _EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-@click.group(name="ocsp")
+@click.group(name="ocsp", cls=ExchangeGroup)
 def group() -> None:
     """OCSP (RFC 6960): the CA's responder, and status checks against it.
 
@@ -206,8 +208,7 @@ async def _serve(
 )
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
 @click.option("--save", "save_path", type=_FILE, help="Write the DER response to this file.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
+@reports
 def check(
     cert_path: Path,
     issuer_path: Path,

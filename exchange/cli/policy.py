@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from exchange.cli.common import (
     EXIT_CHECK_FAILED,
     EXIT_USAGE,
+    ExchangeGroup,
     console,
     err_console,
-    handle_errors,
     print_json,
+    reports,
 )
 from exchange.errors import InvalidIdentifier
 from exchange.identifiers import (
@@ -99,7 +100,7 @@ def _server_groups(config: Path, client: ClientId) -> frozenset[GlobalGroupId]:
     return conf.groups_of(client) if conf else frozenset()
 
 
-@click.group("policy", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("policy", cls=ExchangeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def group() -> None:
     """Access policies: check policy files, explain decisions.
 
@@ -154,11 +155,16 @@ def _print_policy(policy: PolicySet) -> None:
                 console.print(f"  {key}: {shown}", markup=False, soft_wrap=True)
 
 
-def load_or_exit(directory: Path, provider: MemberId | None = None) -> PolicySet:
-    """Load ``directory``; on a broken file print ``file:line: reason`` on one line and exit 2."""
+def load_or_exit(
+    directory: Path, provider: MemberId | None = None, *, as_json: bool = False
+) -> PolicySet:
+    """Load ``directory``; on a broken file print ``file:line: reason`` on one line and exit 2
+    (under ``--json`` the error is reported as every command's are)."""
     try:
         return load_policy_dir(directory, provider)
     except PolicyError as exc:
+        if as_json:
+            raise
         err_console.print(f"error: {exc.message}", markup=False, soft_wrap=True)
         err_console.print(f"fix it and run 'exchange policy check {directory}' again", markup=False)
         sys.exit(EXIT_USAGE)
@@ -253,7 +259,7 @@ def check_policy(
 ) -> None:
     """Load and check ``directory`` and print its grants, and warnings about fields the services'
     OpenAPI documents (``descriptions``) do not describe."""
-    policy = load_or_exit(directory, provider)
+    policy = load_or_exit(directory, provider, as_json=as_json)
     warnings = [f for f in lint(policy, datetime.now(UTC), descriptions) if f.kind == UNKNOWN_FIELD]
     if as_json:
         print_json(
@@ -283,8 +289,7 @@ def check_policy(
     help="The provider member every file must name (INSTANCE/CLASS/CODE).",
 )
 @click.option("--openapi", multiple=True, callback=_openapi_option, help=_OPENAPI_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
+@reports
 def check(
     directory: Path, provider: MemberId | None, openapi: dict[ServiceId, str], as_json: bool
 ) -> None:
@@ -312,7 +317,7 @@ def explain_request(
     as_json: bool,
 ) -> bool:
     """Print the decision for a hypothetical ``request`` against ``directory``; True if allowed."""
-    policy = load_or_exit(directory)
+    policy = load_or_exit(directory, as_json=as_json)
     decision = evaluate(policy, request, groups=groups, now=at)
     if as_json:
         entry = decision.log_entry()
@@ -364,8 +369,7 @@ def explain_request(
     help="A global group the client belongs to (INSTANCE/GROUPCODE); repeatable.",
 )
 @click.option("--at", callback=_instant, help="Judge at this ISO 8601 time (default: now).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
+@reports
 def explain_command(
     directory: Path | None,
     config: Path | None,
@@ -412,7 +416,7 @@ def lint_policy(
     descriptions: dict[ServiceId, ServiceDescription] | None = None,
 ) -> bool:
     """Print the lint findings for ``directory`` at ``at``; True if there are none."""
-    policy = load_or_exit(directory)
+    policy = load_or_exit(directory, as_json=as_json)
     findings = lint(policy, at, descriptions)
     if as_json:
         print_json({"version": policy.version, "findings": [f.as_dict() for f in findings]})
@@ -438,8 +442,7 @@ def lint_policy(
 )
 @click.option("--at", callback=_instant, help="Judge expiry at this ISO 8601 time (default: now).")
 @click.option("--openapi", multiple=True, callback=_openapi_option, help=_OPENAPI_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
+@reports
 def lint_command(
     directory: Path | None,
     config: Path | None,
@@ -524,8 +527,7 @@ def show_history(trail: Path, key_for: KeyFor, as_json: bool, show_diff: bool) -
     help="The provider server's server.toml: its state directory and signing certificates.",
 )
 @click.option("--diff", "show_diff", is_flag=True, help="Show each change's diff.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (diffs included).")
-@handle_errors
+@reports
 def history_command(config: Path, show_diff: bool, as_json: bool) -> None:
     """List the signed audit trail of policy changes and verify it.
 

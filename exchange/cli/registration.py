@@ -28,14 +28,14 @@ from exchange.central.registration import (
 from exchange.central.registry import Registry
 from exchange.cli.central import config_option
 from exchange.cli.central import group as central_group
-from exchange.cli.common import console, handle_errors, markup_text, print_json
+from exchange.cli.common import console, markup_text, print_json, reports
 from exchange.cli.server import group as server_group
 from exchange.cli.server import run_async
 from exchange.errors import ClientError, ConfigurationError, NetworkError
 from exchange.globalconf.document import valid_address
 from exchange.protocol.jws import Signer
 from exchange.server.config import ServerConfig, load_server_config
-from exchange.trust.keys import load_certificate, load_private_key
+from exchange.trust.keys import fingerprint, load_certificate, load_private_key
 
 _TIMEOUT = aiohttp.ClientTimeout(total=30)
 
@@ -122,8 +122,8 @@ _central_url = click.option(
 @_server_config
 @_central_url
 @click.option("--address", help="host:port peers reach the provider at (default from config).")
-@handle_errors
-def register_cmd(config_path: Path, central_url: str, address: str | None) -> None:
+@reports
+def register_cmd(config_path: Path, central_url: str, address: str | None, as_json: bool) -> None:
     """Ask the central server to register this security server, its authentication certificate
     and its owner's client subsystems. Signed with the auth key and the owner's signing key
     (passphrase from the environment variable the config names).
@@ -144,6 +144,26 @@ def register_cmd(config_path: Path, central_url: str, address: str | None) -> No
         answer.update(await submit_registration(central_url, body))
 
     run_async(main())
+    request_id = answer.get("id")
+    next_steps = [
+        f"exchange central registration approve --config central.toml {request_id}",
+        f"exchange server registration-status --config {config_path} --central-url {central_url} "
+        f"{request_id}",
+    ]
+    if as_json:
+        print_json(
+            {
+                "id": request_id,
+                "status": answer.get("status"),
+                "server": str(request.server),
+                "address": request.address,
+                "clients": [str(c) for c in request.clients],
+                "auth_fingerprint": fingerprint(request.auth_cert),
+                "central_url": central_url,
+                "next": next_steps,
+            }
+        )
+        return
     console.print(
         f"registration request [bold]{markup_text(answer.get('id'))}[/bold] for "
         f"{request.server} ({markup_text(request.address)}) is "
@@ -151,21 +171,18 @@ def register_cmd(config_path: Path, central_url: str, address: str | None) -> No
         markup=True,
     )
     console.print("next: the central server's operator runs")
-    console.print(
-        f"  exchange central registration approve --config central.toml {answer.get('id')}"
-    )
-    console.print(
-        f"then check: exchange server registration-status --config {config_path} "
-        f"--central-url {central_url} {answer.get('id')}"
-    )
+    console.print(f"  {next_steps[0]}")
+    console.print(f"then check: {next_steps[1]}")
 
 
 @server_group.command("registration-status")
 @_server_config
 @_central_url
 @click.argument("request_id")
-@handle_errors
-def registration_status_cmd(config_path: Path, central_url: str, request_id: str) -> None:
+@reports
+def registration_status_cmd(
+    config_path: Path, central_url: str, request_id: str, as_json: bool
+) -> None:
     """Show whether a registration request is pending, approved or rejected.
 
     \b
@@ -180,6 +197,11 @@ def registration_status_cmd(config_path: Path, central_url: str, request_id: str
         answer.update(await registration_status(central_url, request_id))
 
     run_async(main())
+    if as_json:
+        print_json(
+            {"id": request_id, "status": answer.get("status"), "reason": answer.get("reason")}
+        )
+        return
     reason = f": {answer['reason']}" if answer.get("reason") else ""
     console.print(f"registration request {request_id} is {answer.get('status')}{reason}")
 
@@ -201,9 +223,8 @@ def registration() -> None:
 
 @registration.command("list")
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Print the requests as JSON.")
 @click.option("--all", "include_decided", is_flag=True, help="Also approved and rejected ones.")
-@handle_errors
+@reports
 def list_cmd(config_path: Path, as_json: bool, include_decided: bool) -> None:
     """List pending registration requests (all with --all).
 
@@ -240,8 +261,8 @@ def _print_request(r: StoredRequest) -> None:
 @registration.command("approve")
 @config_option
 @click.argument("request_id")
-@handle_errors
-def approve_cmd(config_path: Path, request_id: str) -> None:
+@reports
+def approve_cmd(config_path: Path, request_id: str, as_json: bool) -> None:
     """Register the server, its auth certificate and clients a pending request asks for.
 
     \b
@@ -255,6 +276,9 @@ def approve_cmd(config_path: Path, request_id: str) -> None:
     ):
         stored = store.approve(request_id, registry, int(time.time()))
         version = registry.version()
+    if as_json:
+        print_json({**stored.to_dict(), "registry_version": version})
+        return
     console.print(
         f"approved {stored.id}: {stored.server} at {stored.address} "
         f"(registry version {version}); the next global configuration includes it"
@@ -265,8 +289,8 @@ def approve_cmd(config_path: Path, request_id: str) -> None:
 @config_option
 @click.argument("request_id")
 @click.option("--reason", required=True, help="Why; the security server's operator sees it.")
-@handle_errors
-def reject_cmd(config_path: Path, request_id: str, reason: str) -> None:
+@reports
+def reject_cmd(config_path: Path, request_id: str, reason: str, as_json: bool) -> None:
     """Reject a pending request; nothing is registered.
 
     \b
@@ -276,4 +300,7 @@ def reject_cmd(config_path: Path, request_id: str, reason: str) -> None:
     config = load_central_config(config_path)
     with RegistrationStore.open(config.db_path) as store:
         stored = store.reject(request_id, reason, int(time.time()))
+    if as_json:
+        print_json(stored.to_dict())
+        return
     console.print(f"rejected {stored.id} ({stored.server}): {reason}")

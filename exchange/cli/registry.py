@@ -7,6 +7,7 @@ security server (see ``exchange server``) and does not grant access (see ``excha
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,15 @@ from exchange.cli.checkconfig import (
     reject_options_beside_config,
     settings_from_command_line,
 )
-from exchange.cli.common import console, echo, err_console, handle_errors, print_json
+from exchange.cli.common import (
+    ExchangeGroup,
+    console,
+    echo,
+    err_console,
+    handle_errors,
+    print_json,
+    reports,
+)
 from exchange.errors import ConfigurationError
 from exchange.oplog import configure_logging
 
@@ -34,7 +43,7 @@ _DB = click.option(
 )
 
 
-@click.group("registry")
+@click.group("registry", cls=ExchangeGroup)
 def group() -> None:
     """Interior's population registry: synthetic people served over HTTP.
 
@@ -51,8 +60,10 @@ def group() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same people.")
 @click.option("--force", is_flag=True, help="Replace the file if it exists.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@handle_errors
-def generate(db_path: Path, count: int, seed: int, force: bool, no_progress: bool) -> None:
+@reports
+def generate(
+    db_path: Path, count: int, seed: int, force: bool, no_progress: bool, as_json: bool
+) -> None:
     """Generate a registry of --count synthetic people, in families, into a new file.
 
     \b
@@ -62,14 +73,28 @@ def generate(db_path: Path, count: int, seed: int, force: bool, no_progress: boo
     if db_path.exists() and not force:
         raise ConfigurationError(f"{db_path} already exists; pass --force to replace it")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=err_console, disable=no_progress) as bar:
+    hidden = no_progress or as_json
+    with Progress(*columns, TimeElapsedColumn(), console=err_console, disable=hidden) as bar:
         task = bar.add_task("people", total=count)
 
         def on_progress(phase: str, written: int) -> None:
             bar.update(task, completed=written, description=phase)
 
         report = build_registry(db_path, count, seed=seed, replace=force, on_progress=on_progress)
-    _print_report(report)
+    if as_json:
+        print_json(
+            {
+                "db": report.path,
+                "count": report.count,
+                "deceased": report.deceased,
+                "married": report.married,
+                "seed": report.seed,
+                "reference_date": report.reference_date.isoformat(),
+                "seconds": round(report.seconds, 3),
+            }
+        )
+    else:
+        _print_report(report)
 
 
 def _print_report(report: BuildReport) -> None:
@@ -113,6 +138,9 @@ def _print_report(report: BuildReport) -> None:
 )
 @click.option("--signing-chain", type=click.Path(dir_okay=False, path_type=Path),
               help="Its member signing certificate, then the CA's (PEM).")  # fmt: skip
+@click.option(
+    "--ready-line", is_flag=True, help="Print 'READY {json}' with the bound port instead."
+)
 @click.pass_context
 @handle_errors
 def serve(
@@ -124,6 +152,7 @@ def serve(
     certificates_db: Path | None,
     signing_key: Path | None,
     signing_chain: Path | None,
+    ready_line: bool,
 ) -> None:
     """Serve the registry over HTTP until interrupted; prints a READY line once listening.
 
@@ -142,7 +171,7 @@ def serve(
     from adapters.population.config import load_registry_config, registry_settings
 
     if config_path is not None:
-        reject_options_beside_config(ctx)
+        reject_options_beside_config(ctx, keep=("ready_line",))
         settings = load_registry_config(config_path)
     elif db_path is None:
         raise click.UsageError("give --db (or --config)")
@@ -163,7 +192,10 @@ def serve(
         certificates = Certificates(found.database, signer)
 
     def on_ready(url: str, bound_port: int) -> None:
-        echo(f"READY url={url} port={bound_port}")
+        if ready_line:
+            echo("READY " + json.dumps({"port": bound_port, "url": url}))
+        else:
+            echo(f"READY url={url} port={bound_port}")
 
     run(settings.database, host=settings.host, port=settings.port, on_ready=on_ready,
         certificates=certificates)  # fmt: skip
@@ -208,8 +240,7 @@ add_check_config(
     "-n", "count", type=click.IntRange(1, 100), default=5, show_default=True, help="How many."
 )
 @click.option("--locality", help="Only people living there, e.g. Biddu.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the people's full records).")
-@handle_errors
+@reports
 def sample(db_path: Path, count: int, locality: str | None, as_json: bool) -> None:
     """Print national IDs of living married adults with parents and children in the registry.
 

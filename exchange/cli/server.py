@@ -16,14 +16,21 @@ from cryptography import x509
 
 from exchange import sdnotify
 from exchange.cli.checkconfig import add_check_config
-from exchange.cli.common import console, handle_errors, markup_text, print_json
+from exchange.cli.common import (
+    ExchangeGroup,
+    console,
+    handle_errors,
+    markup_text,
+    print_json,
+    reports,
+)
 from exchange.errors import ExchangeError
 from exchange.identifiers import parse_member, parse_security_server, parse_service, parse_subsystem
 from exchange.oplog import configure_logging
 from exchange.server.config import DEFAULT_STATUS_PORT, ServerConfig, load_server_config
 
 
-@click.group("server")
+@click.group("server", cls=ExchangeGroup)
 def group() -> None:
     """Run a ministry's security server.
 
@@ -84,7 +91,7 @@ def group() -> None:
     show_default=True,
     help="Port of /health and /metrics (bound to 127.0.0.1).",
 )
-@handle_errors
+@reports
 def init_cmd(
     directory: Path,
     server_id: str,
@@ -97,6 +104,7 @@ def init_cmd(
     consumer_port: int,
     provider_port: int,
     status_port: int,
+    as_json: bool,
 ) -> None:
     """Create keys, certificates (or CSRs), the anchor and server.toml in a new directory.
 
@@ -136,22 +144,36 @@ def init_cmd(
         policy_dir=policy_dir,
         record=record,
     )
+    request_certs = (
+        f"exchange server request-certs --config {result.config} --ca-url CA_URL "
+        "--token-file TOKEN_FILE"
+    )
+    register = f"exchange server register --config {result.config} --central-url CENTRAL_URL"
+    run = f"exchange server run --config {result.config}"
+    if as_json:
+        print_json(
+            {
+                "server": server_id,
+                "config": result.config,
+                "auth_cert": result.auth_cert,
+                "signing_certs": {str(m): path for m, path in result.signing_certs.items()},
+                "certificates_issued": not result.csrs,
+                "csrs": result.csrs,
+                "next": [*([request_certs] if result.csrs else []), register, run],
+            }
+        )
+        return
     console.print(f"created [bold]{markup_text(result.config)}[/bold]", markup=True)
     for path in result.csrs:
         console.print(f"certificate request: {path}  (have it signed by an approved CA)")
     if result.csrs:
-        console.print(
-            f"next: exchange server request-certs --config {result.config} --ca-url CA_URL "
-            "--token-file TOKEN_FILE"
-        )
+        console.print(f"next: {request_certs}")
         console.print(
             "  (TOKEN_FILE: the enrolment token the CA's operator issued for this server)"
         )
         console.print("  (or: exchange ca sign-csr ... and exchange server import-cert ...)")
-    console.print(
-        f"then: exchange server register --config {result.config} --central-url CENTRAL_URL"
-    )
-    console.print(f"and once approved: exchange server run --config {result.config}")
+    console.print(f"then: {register}")
+    console.print(f"and once approved: {run}")
 
 
 @group.command("run")
@@ -236,8 +258,7 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
 )
-@click.option("--json", "as_json", is_flag=True)
-@handle_errors
+@reports
 def status_cmd(config_path: Path, as_json: bool) -> None:
     """Show the server's identity, certificates and stored global configuration.
 

@@ -21,7 +21,7 @@ import click
 import tomli_w
 from cryptography import x509
 
-from exchange.cli.common import console, handle_errors, handle_errors_json, print_json
+from exchange.cli.common import console, print_json, reports
 from exchange.cli.server import group as server_group
 from exchange.configfile import read_toml
 from exchange.durable import write_durably
@@ -64,8 +64,8 @@ def keys_group() -> None:
 @click.option("--config", "config_path", required=True, type=_CONFIG)
 @click.option("--member", required=True, help="The member the key signs for, INSTANCE/CLASS/CODE.")
 @click.option("--ca-dir", required=True, type=_CA_DIR, help="Issue the certificate from this CA.")
-@handle_errors
-def new_sign(config_path: Path, member: str, ca_dir: Path) -> None:
+@reports
+def new_sign(config_path: Path, member: str, ca_dir: Path, as_json: bool) -> None:
     """Add a new signing key and certificate; after ``reload`` it signs, the old one still verifies.
 
     \b
@@ -87,22 +87,28 @@ def new_sign(config_path: Path, member: str, ca_dir: Path) -> None:
         "cert": f"keys/{name}.cert.pem",
     }
     _edit(config_path, lambda d: d["keys"].setdefault("signing", []).append(entry))
+    reload = f"exchange server reload --config {config_path}"
+    if as_json:
+        print_json({**entry, "sha256_fingerprint": fingerprint(cert), "next": [reload]})
+        return
     console.print(f"added signing key keys/{name}.key.pem (certificate {fingerprint(cert)})")
-    console.print(f"next: exchange server reload --config {config_path}")
+    console.print(f"next: {reload}")
     console.print("then, once peers have seen it: exchange server keys retire-sign --config ...")
 
 
 @keys_group.command("retire-sign")
 @click.option("--config", "config_path", required=True, type=_CONFIG)
 @click.option("--cert", "cert_path", required=True, help="The certificate path as in server.toml.")
-@handle_errors
-def retire_sign(config_path: Path, cert_path: str) -> None:
+@reports
+def retire_sign(config_path: Path, cert_path: str, as_json: bool) -> None:
     """Remove a signing key from the configuration (at least one per member stays).
 
     \b
     Example:
       exchange server keys retire-sign --config ss-moi/server.toml --cert keys/sign-MOI.cert.pem
     """
+
+    retired: dict[str, Any] = {}
 
     def change(doc: dict[str, Any]) -> None:
         signing = doc["keys"].get("signing", [])
@@ -113,16 +119,21 @@ def retire_sign(config_path: Path, cert_path: str) -> None:
         if not any(s.get("member") == gone.get("member") for s in kept):
             raise ConfigurationError(f"{gone.get('member')} would be left without a signing key")
         doc["keys"]["signing"] = kept
+        retired.update(gone)
 
     _edit(config_path, change)
-    console.print(f"retired {cert_path}; next: exchange server reload --config {config_path}")
+    reload = f"exchange server reload --config {config_path}"
+    if as_json:
+        print_json({"retired": retired, "next": [reload]})
+        return
+    console.print(f"retired {cert_path}; next: {reload}")
 
 
 @keys_group.command("new-auth")
 @click.option("--config", "config_path", required=True, type=_CONFIG)
 @click.option("--ca-dir", required=True, type=_CA_DIR, help="Issue the certificate from this CA.")
-@handle_errors
-def new_auth(config_path: Path, ca_dir: Path) -> None:
+@reports
+def new_auth(config_path: Path, ca_dir: Path, as_json: bool) -> None:
     """Make a new authentication key and certificate (not active yet) and print its fingerprint.
 
     \b
@@ -138,17 +149,30 @@ def new_auth(config_path: Path, ca_dir: Path) -> None:
     record_in_ca_dir(ca_dir, cert, "auth")
     save_private_key(keys_dir / f"{name}.key.pem", key)
     save_certificate(keys_dir / f"{name}.cert.pem", cert)
-    console.print(f"new authentication key keys/{name}.key.pem, fingerprint {fingerprint(cert)}")
-    console.print("next: register the fingerprint next to the old one, e.g.")
-    console.print(
-        f"  exchange central server add-auth-cert --config central.toml {config.server_id} "
+    register = (
+        f"exchange central server add-auth-cert --config central.toml {config.server_id} "
         f"--cert {keys_dir / (name + '.cert.pem')}"
     )
-    console.print(
-        f"then: exchange server keys activate-auth --config {config_path} "
-        f"--key keys/{name}.key.pem --cert keys/{name}.cert.pem && "
-        f"exchange server reload --config {config_path}"
+    activate = (
+        f"exchange server keys activate-auth --config {config_path} "
+        f"--key keys/{name}.key.pem --cert keys/{name}.cert.pem"
     )
+    reload = f"exchange server reload --config {config_path}"
+    if as_json:
+        print_json(
+            {
+                "server": str(config.server_id),
+                "key": f"keys/{name}.key.pem",
+                "cert": f"keys/{name}.cert.pem",
+                "sha256_fingerprint": fingerprint(cert),
+                "next": [register, activate, reload],
+            }
+        )
+        return
+    console.print(f"new authentication key keys/{name}.key.pem, fingerprint {fingerprint(cert)}")
+    console.print("next: register the fingerprint next to the old one, e.g.")
+    console.print(f"  {register}")
+    console.print(f"then: {activate} && {reload}")
 
 
 @keys_group.command("activate-auth")
@@ -157,8 +181,8 @@ def new_auth(config_path: Path, ca_dir: Path) -> None:
 @click.option(
     "--cert", "cert_path", required=True, help="Certificate path relative to server.toml."
 )
-@handle_errors
-def activate_auth(config_path: Path, key_path: str, cert_path: str) -> None:
+@reports
+def activate_auth(config_path: Path, key_path: str, cert_path: str, as_json: bool) -> None:
     """Make a new authentication key the one the server uses (after ``reload``).
 
     \b
@@ -167,14 +191,17 @@ def activate_auth(config_path: Path, key_path: str, cert_path: str) -> None:
           --key keys/auth-2.key.pem --cert keys/auth-2.cert.pem
     """
     _edit(config_path, lambda d: d["keys"].update(auth_key=key_path, auth_cert=cert_path))
-    console.print(f"activated {cert_path}; next: exchange server reload --config {config_path}")
+    reload = f"exchange server reload --config {config_path}"
+    if as_json:
+        print_json({"auth_key": key_path, "auth_cert": cert_path, "next": [reload]})
+        return
+    console.print(f"activated {cert_path}; next: {reload}")
     console.print("then remove the old fingerprint at the central server (remove-auth-cert)")
 
 
 @server_group.command("reload")
 @click.option("--config", "config_path", required=True, type=_CONFIG)
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-@handle_errors_json
+@reports
 def reload(config_path: Path, as_json: bool) -> None:
     """Make the running server re-read server.toml (SIGHUP) and say what changed; it keeps
     serving.
@@ -217,7 +244,7 @@ def reload(config_path: Path, as_json: bool) -> None:
     if not outcome.applied:
         raise ConfigurationError(f"reload refused: {outcome.error}")
     if as_json:
-        print_json({"ok": True, "pid": running.pid, "changes": outcome.changes})
+        print_json({"pid": running.pid, "applied": True, "changes": outcome.changes})
         return
     console.print(f"server process {running.pid} reloaded its configuration", highlight=False)
     for line in outcome.changes or ["nothing changed"]:

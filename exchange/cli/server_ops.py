@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from exchange.cli.common import console, handle_errors_json, print_json
+from exchange.cli.common import console, print_json, reports
 from exchange.cli.server import group as server_group
 
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -20,8 +20,7 @@ CONFIRM_SECONDS = 5.0
 @click.argument("state", type=click.Choice(["on", "off"]))
 @click.option("--config", "config_path", required=True, type=_CONFIG)
 @click.option("--reason", help="Why (shown in /health), e.g. 'OS upgrade, back at 14:00'.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-@handle_errors_json
+@reports
 def maintenance_cmd(state: str, config_path: Path, reason: str | None, as_json: bool) -> None:
     """Drain this server from its load balancer (on) or take it back (off).
 
@@ -47,7 +46,7 @@ def maintenance_cmd(state: str, config_path: Path, reason: str | None, as_json: 
         outcome = {"maintenance": None}
     outcome["running_server"] = _confirmed(config, state == "on")
     if as_json:
-        print_json({"ok": True, **outcome})
+        print_json(outcome)
         return
     console.print(f"maintenance mode {state}", highlight=False)
     seen = outcome["running_server"]
@@ -109,8 +108,7 @@ def _when(text: str, now: float) -> float:
 @click.option("--since", required=True, help="ISO time (UTC if no zone) or a duration ago (2h).")
 @click.option("--until", help="ISO time or a duration ago; default now.")
 @click.option("--archives", is_flag=True, help="Count archived records too (reads the files).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@handle_errors_json
+@reports
 def opmon_cmd(
     config_path: Path, since: str, until: str | None, archives: bool, as_json: bool
 ) -> None:
@@ -141,7 +139,7 @@ def opmon_cmd(
     )
     window = {"since": _iso(start), "until": _iso(end)}
     if as_json:
-        print_json({"ok": True, **window, "exchanges": [r.to_dict() for r in rows]})
+        print_json({**window, "exchanges": [r.to_dict() for r in rows]})
         return
     _print_opmon(rows, window)
 

@@ -29,12 +29,14 @@ from exchange.cli.checkconfig import (
     settings_from_command_line,
 )
 from exchange.cli.common import (
+    ExchangeGroup,
     cancel_on_sigterm,
     console,
     echo,
     err_console,
     handle_errors,
     print_json,
+    reports,
 )
 from exchange.errors import ConfigurationError
 from exchange.oplog import configure_logging
@@ -103,7 +105,7 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
         echo(f"{key.replace('_', ' '):<{width}}  {value}")
 
 
-@click.group(name="tsa")
+@click.group(name="tsa", cls=ExchangeGroup)
 def group() -> None:
     """Time-stamping authority (RFC 3161): tokens for signed tree heads and evidence.
 
@@ -130,8 +132,7 @@ def group() -> None:
     type=_EXISTING_FILE,
     help=f"File holding the CA key's passphrase (else ${PASSPHRASE_ENV}).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
+@reports
 def init(
     ca_dir: Path, directory: Path, name: str, days: int, passphrase_file: Path | None, as_json: bool
 ) -> None:
@@ -256,9 +257,8 @@ async def _serve_until_signalled(
 @click.option("--hash", "hash_alg", type=_HASHES, default="sha256", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default FILE.tsr.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.argument("file", type=_EXISTING_FILE)
-@handle_errors
+@reports
 def stamp(
     url: str,
     tsa_cert_files: tuple[Path, ...],
@@ -321,8 +321,7 @@ def stamp(
     "--in", "reply_file", type=_EXISTING_FILE, required=True, help="Reply or token (DER)."
 )
 @click.option("--hash", "hash_alg", type=_HASHES, default="sha256", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
+@reports
 def verify(
     tsa_cert_files: tuple[Path, ...],
     ca_cert_files: tuple[Path, ...],

@@ -458,6 +458,10 @@ class Federation:
         }
 
     def write_endpoints(self) -> Path:
+        """Write ``endpoints.json`` whole (a program waiting for it never reads half of it)."""
+        from exchange.durable import write_durably
+
         path = self.state_dir / "endpoints.json"
-        path.write_text(json.dumps(self.endpoints(), indent=2, ensure_ascii=False) + "\n")
+        text = json.dumps(self.endpoints(), indent=2, ensure_ascii=False) + "\n"
+        write_durably(path, text.encode("utf-8"))
         return path

@@ -9,7 +9,7 @@ import signal
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from rich.console import Console
@@ -42,6 +42,33 @@ class DemoResult:
             and bool(self.session)
             and all(step.ok for step in self.session)
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``exchange demo --json`` prints: each exchange, each log's verification, the
+        revocation, time-stamp and document checks, the clerk's session."""
+        return {
+            "ok": self.ok,
+            "exchanges": [
+                {
+                    "title": o.step.title,
+                    "caller": o.step.caller,
+                    "method": o.step.method,
+                    "path": o.step.path,
+                    "message_id": o.message_id,
+                    "status": o.status,
+                    "error": o.error,
+                    "fields": list(o.fields),
+                    "expected_status": o.step.expect_status,
+                    "expected_error": o.step.expect_error,
+                    "passed": o.passed,
+                }
+                for o in self.outcomes
+            ],
+            "logs": {member: report.to_dict() for member, report in self.reports.items()},
+            "revocation_and_timestamps_ok": self.revocation_ok,
+            "documents_ok": self.documents_ok,
+            "session": [{"what": s.what, "ok": s.ok, "detail": s.detail} for s in self.session],
+        }
 
 
 async def _print_timestamps(console: Console, federation: Federation) -> bool:

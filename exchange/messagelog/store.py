@@ -7,18 +7,15 @@ fsync for the whole batch) and only then resolves the callers' futures. A failed
 every waiting future with :class:`MessageLogError` and rolls the in-memory tree back, so nothing
 is reported durable unless its commit succeeded (DESIGN.md §5 "log before answer", §8, §9).
 
-Every batch then gets its signed tree head over the new size and root (RFC 9162 §2.1 hashing,
-kept incrementally in a :class:`~exchange.messagelog.merkle.CompactRange`), off the path of the
-answers: the writer signs it once the next batch arrives or after :data:`SIGN_DELAY` (the
-callers have taken their answers and the GIL back by then), and stores it with that next batch's
-transaction, or alone if none has come. An ECDSA signature costs 30-90 µs on our machines, a
-fifth of a commit at one connection: with the writer idle it is now off the answers' path;
-under load it still comes before the next batch's commit, once per batch as before, and at low
-load a lone head costs a commit of its own after the answers. So a record's tree head is stored
-about a millisecond (and one commit) after its answer; a crash in between leaves records "not
-yet under a signed tree head", which ``exchange log verify`` reports as such, and which the next
-batch's tree head (or the one signed at close) covers. A batch that fails after carrying the
-previous batch's head makes the writer sign and store a head over what is committed again.
+Every batch is committed together with its signed tree head over the new size and root (RFC 9162
+§2.1 hashing, kept incrementally in a :class:`~exchange.messagelog.merkle.CompactRange`) in the
+same transaction: no record is ever durable without a signed head over it, so records found past
+the last signed head were not written by this store (inserted into the file, or left by a crash
+of an older version, which stored heads separately); :meth:`MessageLog.open` refuses to append to
+such a log, naming them, instead of signing over them. A tree head names the log's id and its
+owner, the security server that created the log (``meta``), and is signed by the owner's signing
+key (:mod:`exchange.trustcore.treeheads`). The signature costs one ECDSA signing per batch, before
+the commit.
 
 The store adds ``seq`` and ``logged_at`` (unix ms) into each entry before taking its canonical
 bytes, so a deleted or reordered record is visible from the entries themselves. Triggers refuse
@@ -34,8 +31,8 @@ time-stamped digest is SHA-256 of the tree head's compact JWS, as ASCII bytes
 (:func:`tree_head_digest`): the token thereby covers the size, root, time and signature at once.
 
 This module does not verify logs (``verify.py``), answer queries (``query.py``) or ask a TSA for
-time-stamps (``exchange.server.timestamping``). One process writes a log at a time, enforced with
-an advisory lock file next to it; readers use their own connections.
+time-stamps (``timestamping.py``). One process writes a log at a time, enforced with an advisory
+lock file next to it; readers use their own connections.
 """
 
 from __future__ import annotations
@@ -60,11 +57,13 @@ from typing import Any
 from cryptography import x509
 
 from exchange.errors import ConfigurationError, ExchangeError
+from exchange.identifiers import SecurityServerId
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.protocol.canonical import b64url, canonical_bytes
 from exchange.protocol.jws import Signer, cert_thumbprint
 from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
+from exchange.trustcore.treeheads import tree_head_payload
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +71,8 @@ SCHEMA_VERSION = "1"
 INDEXED_KEYS = ("message_id", "client", "service", "side", "status")
 SIDES = frozenset({"consumer", "provider"})
 MAX_BATCH = 512
-# how long the writer waits for the next batch before it signs the last batch's tree head (s)
-SIGN_DELAY = 0.001
+UNSIGNED_NAMED = 10
+"""How many records past the last signed tree head :meth:`MessageLog.open` names."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -200,13 +199,6 @@ def read_timestamps(conn: sqlite3.Connection, size: int | None = None) -> list[S
     where = "" if size is None else f" WHERE size = {int(size)}"
     cursor = query_if_table(conn, f"{_STAMPS}{where} ORDER BY size")
     return [] if cursor is None else [StoredTimestamp(*row) for row in cursor.fetchall()]
-
-
-def tree_head_payload(log_id: str, size: int, root: bytes, signed_at: int) -> bytes:
-    """The canonical bytes a tree head's JWS signs."""
-    return canonical_bytes(
-        {"log": log_id, "root": b64url(root), "signed_at": signed_at, "size": size}
-    )
 
 
 def read_ocsp_responses(
@@ -466,9 +458,9 @@ class _Writer:
         stamped: StoredTimestamp | None,
         *,
         log_id: str,
+        owner: SecurityServerId,
         signer: Signer,
         now: Callable[[], float],
-        batch_tree_heads: bool,
         max_batch: int,
         on_commit: CommitHook | None = None,
     ) -> None:
@@ -480,16 +472,12 @@ class _Writer:
         self.stamped = stamped
         self.committed = compact.size
         self.log_id = log_id
+        self.owner = owner
         self.signer = signer
         self.now = now
-        self.batch_tree_heads = batch_tree_heads
         self.max_batch = max_batch
         self.pending_certs: dict[str, str] = {}
         self.pending_ocsp: dict[tuple[str, str], bytes] = {}
-        # the last batch's tree head is still to be signed
-        self.head_due = False
-        # the last batch's signed tree head, to store with the next batch's transaction
-        self.unsaved: TreeHead | None = None
         self.resync_needed = False
         self.queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
 
@@ -497,32 +485,21 @@ class _Writer:
         try:
             stop = False
             while not stop:
-                try:
-                    items = self._take(SIGN_DELAY if self.head_due else None)
-                except queue.Empty:
-                    items = []
-                if self.head_due:
-                    self._sign_due()
-                if not items:
-                    self._store_alone()
-                    continue
+                items = self._take()
                 try:
                     stop = self._handle(items)
                 except Exception as exc:
                     log.exception("message log writer failed on a batch")
                     self._fail_all(items, exc)
                     stop = any(isinstance(item, _Stop) for item in items)
-                if not stop and self.unsaved is not None and self.queue.empty():
-                    self._store_alone()  # items that committed nothing did not carry it
         finally:
             self._shutdown()
 
-    def _take(self, timeout: float | None) -> list[_Item]:
-        """Block for one item (raising queue.Empty after ``timeout``), then take whatever else
-        is queued, up to about max_batch."""
+    def _take(self) -> list[_Item]:
+        """Block for one item, then take whatever else is queued, up to about max_batch."""
         items: list[_Item] = []
         count = 0
-        queued = self.queue.get(timeout=timeout)
+        queued = self.queue.get()
         while True:
             taken = queued.appends if isinstance(queued, _Appends) else [queued]
             items += taken
@@ -555,36 +532,6 @@ class _Writer:
                 outcomes.append((item.future, item.loop, self._probe_outcome()))
         _dispatch(outcomes)
         return any(isinstance(item, _Stop) for item in items)
-
-    def _sign_due(self) -> None:
-        """Sign the last batch's tree head (its callers have been answered)."""
-        self.head_due = False
-        if self.resync_needed:
-            return  # the next successful batch gets one over everything
-        try:
-            self.unsaved = self._sign(int(self.now() * 1000))
-        except Exception as exc:
-            # the records are durable; the next batch's head covers them, or the one at close
-            log.error("signing a message log tree head failed: %s", exc)
-
-    def _store_alone(self) -> None:
-        try:
-            self._store_unsaved()
-        except Exception as exc:
-            log.error("storing a message log tree head failed: %s", exc)
-            self.unsaved = None
-
-    def _store_unsaved(self) -> None:
-        head = self.unsaved
-        if head is None:
-            return
-        with write_transaction(self.conn):
-            self._insert_pending()
-            self._insert_head(head)
-        self.pending_certs.clear()
-        self.pending_ocsp.clear()
-        self.latest = head
-        self.unsaved = None
 
     def _insert_pending(self) -> None:
         """Certificates and OCSP responses registered since the last commit, so that nothing
@@ -642,7 +589,8 @@ class _Writer:
             return
         started = time.perf_counter()
         try:
-            head = self._transaction(rows)
+            head = self._sign(logged_at) if rows else None
+            self._transaction(rows, head)
         except Exception as exc:
             log.error("message log batch of %d records failed: %s", len(rows), exc)
             self._note_failure(exc)
@@ -675,51 +623,38 @@ class _Writer:
         self.failure = None
         return True
 
-    def _transaction(self, rows: list[Row]) -> TreeHead | None:
-        """Insert certs, the previous batch's tree head if not stored yet, and the records, then
-        commit: one fsync."""
-        head = self.unsaved
+    def _transaction(self, rows: list[Row], head: TreeHead | None) -> None:
+        """Insert certs, the records and their tree head, then commit: one fsync."""
         with write_transaction(self.conn):
             self._insert_pending()
+            if rows:
+                _insert_records(self.conn, rows)
             if head is not None:
                 self._insert_head(head)
-            _insert_records(self.conn, rows)
-        return head
 
     def _sign(self, signed_at: int) -> TreeHead:
         size, root = self.compact.size, self.compact.root()
-        jws = self.signer.sign(tree_head_payload(self.log_id, size, root, signed_at))
+        payload = tree_head_payload(self.log_id, self.owner, size, root, signed_at)
+        jws = self.signer.sign(payload)
         return TreeHead(log_id=self.log_id, size=size, root=root, signed_at=signed_at, jws=jws)
 
     def _committed(self, head: TreeHead | None) -> None:
         self.failure = None
-        grew = self.compact.size != self.committed
         self.committed = self.compact.size
         self.pending_certs.clear()
         self.pending_ocsp.clear()
         if head is not None:
             self.latest = head
-            self.unsaved = None
-        if grew:
-            self.head_due = self.batch_tree_heads
 
     def _roll_back(self, snapshot: CompactRange) -> None:
-        # the carried tree head may be what failed: drop it, and owe a head over what is
-        # committed (the earlier batch it covered was answered) unless the file already holds one
-        self.unsaved = None
         self.compact = snapshot
         self.resync_needed = True
         with contextlib.suppress(Exception):
             self._resync()
-        self.head_due = (
-            self.batch_tree_heads
-            and self.committed > 0
-            and (self.latest is None or self.latest.size != self.committed)
-        )
 
     def _resync(self) -> None:
         """After a failed commit, believe the file: it may hold what SQLite reported as failed
-        (records, or a tree head)."""
+        (the records together with their tree head, as they are only ever committed)."""
         (end,) = self.conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM records").fetchone()
         if end != self.compact.size:
             log.warning("log has %d records, expected %d; reloading", end, self.compact.size)
@@ -749,7 +684,6 @@ class _Writer:
         return stamp
 
     def _insert_stamp(self, stamp: StoredTimestamp) -> None:
-        self._store_unsaved()  # the head to stamp may be the one signed after the last batch
         conn = self.conn
         with write_transaction(conn):
             cursor = conn.execute(
@@ -759,27 +693,27 @@ class _Writer:
                 raise MessageLogError(f"no tree head of size {stamp.size} to time-stamp")
 
     def sign_if_behind(self, *, force: bool) -> TreeHead | None:
-        """Sign a tree head unless the latest one already covers the current size."""
-        if self.unsaved is not None and self.unsaved.size == self.committed:
-            self._store_unsaved()
+        """A tree head over everything committed: the latest, unless none covers the current
+        size (an empty log, when ``force``)."""
+        if self.resync_needed:
+            self._resync()
         if self.latest is not None and self.latest.size == self.committed:
             return self.latest
         if self.latest is None and self.committed == 0 and not force:
             return None
-        if self.resync_needed:
-            self._resync()
-        self.unsaved = self._sign(int(self.now() * 1000))
-        self._store_unsaved()
-        self.head_due = False
-        return self.latest
+        head = self._sign(int(self.now() * 1000))
+        with write_transaction(self.conn):
+            self._insert_pending()
+            self._insert_head(head)
+        self._committed(head)
+        return head
 
     def _shutdown(self) -> None:
         try:
             if self.pending_certs or self.pending_ocsp:
                 self._commit_batch([])
-            self.sign_if_behind(force=False)
         except Exception as exc:
-            log.error("could not sign the final message log tree head: %s", exc)
+            log.error("could not store the last certificates of the message log: %s", exc)
         finally:
             self.conn.close()
 
@@ -788,12 +722,13 @@ class _Writer:
 
 
 class MessageLog:
-    """An append-only, Merkle-hashed, signed message log in one SQLite file.
+    """An append-only, Merkle-hashed, signed message log in one SQLite file, owned by the
+    security server ``owner`` (named in every tree head; ``signer`` is its member's key).
 
-    ``open()`` before use and ``close()`` after (or use it as a context manager); ``close()`` signs
-    a final tree head if records were added since the last one. ``append`` and ``append_many``
-    must be awaited on an event loop; they return only after the records' batch was committed.
-    A caller cancelled while waiting may still have its record logged.
+    ``open()`` before use and ``close()`` after (or use it as a context manager). ``append`` and
+    ``append_many`` must be awaited on an event loop; they return only after the records' batch
+    and its signed tree head were committed. A caller cancelled while waiting may still have its
+    record logged.
     """
 
     def __init__(
@@ -801,9 +736,9 @@ class MessageLog:
         path: str | Path,
         signer: Signer,
         *,
+        owner: SecurityServerId,
         now: Callable[[], float] = time.time,
         log_id: str | None = None,
-        batch_tree_heads: bool = True,
         max_batch: int = MAX_BATCH,
         busy_timeout: float = 5.0,
         on_commit: CommitHook | None = None,
@@ -811,9 +746,9 @@ class MessageLog:
         self.path = Path(path)
         self._on_commit = on_commit
         self._signer = signer
+        self.owner = owner
         self._now = now
         self._requested_log_id = log_id
-        self._batch_tree_heads = batch_tree_heads
         self._max_batch = max_batch
         self._busy_timeout = busy_timeout
         self._gate = threading.Lock()
@@ -924,9 +859,9 @@ class MessageLog:
             latest,
             StoredTimestamp(*stamps[0]) if stamps else None,
             log_id=self._log_id,
+            owner=self.owner,
             signer=self._signer,
             now=self._now,
-            batch_tree_heads=self._batch_tree_heads,
             max_batch=self._max_batch,
             on_commit=self._on_commit,
         )
@@ -941,12 +876,19 @@ class MessageLog:
                 raise MessageLogError(
                     f"{self.path} is the log {stored!r}, not {self._requested_log_id!r}"
                 )
+            owner = meta.get("owner")
+            if owner != str(self.owner):
+                raise MessageLogError(
+                    f"{self.path} is the message log of {owner or 'no owner (an older version)'}, "
+                    f"not of this security server {self.owner}: give this server its own log file"
+                )
             return stored
         log_id = self._requested_log_id or str(uuid.uuid4())
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
-                "INSERT INTO meta VALUES (?, ?)", [("schema", SCHEMA_VERSION), ("log_id", log_id)]
+                "INSERT INTO meta VALUES (?, ?)",
+                [("schema", SCHEMA_VERSION), ("log_id", log_id), ("owner", str(self.owner))],
             )
         return log_id
 
@@ -964,7 +906,27 @@ class MessageLog:
                 f"message log {self.path} does not match its last signed tree head "
                 f"(size {latest.size}); run `exchange log verify` before appending to it"
             )
+        signed = latest.size if latest is not None else 0
+        if compact.size > signed:
+            raise MessageLogError(self._unsigned(conn, signed, compact.size))
         return compact
+
+    def _unsigned(self, conn: sqlite3.Connection, signed: int, size: int) -> str:
+        """Why the log is refused: records past its last signed tree head, named."""
+        rows = conn.execute(
+            "SELECT seq, message_id FROM records WHERE seq >= ? ORDER BY seq LIMIT ?",
+            (signed, UNSIGNED_NAMED),
+        ).fetchall()
+        named = ", ".join(f"seq {seq} (message id {mid})" for seq, mid in rows)
+        more = f" and {size - signed - len(rows)} more" if size - signed > len(rows) else ""
+        return (
+            f"message log {self.path} holds {size - signed} record(s) past its last signed tree "
+            f"head (size {signed}): {named}{more}. This server commits every record together "
+            "with its signed tree head, so these were added to the file by something else (or "
+            "left by a crash of an older version, which stored tree heads separately); it will "
+            "not sign over them. Keep the file as evidence, examine it with `exchange log "
+            "verify --crash`, and give the server a log restored from a copy or a new one"
+        )
 
     def _store_cert(self, conn: sqlite3.Connection, cert: x509.Certificate) -> None:
         thumbprint = cert_thumbprint(cert)

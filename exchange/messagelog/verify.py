@@ -2,12 +2,16 @@
 
 :func:`verify_log` opens the SQLite file read-only (while its server runs, or after), streams the
 records in seq order in one pass and checks that none was deleted, reordered or edited, that
-every tree head was signed by a certificate issued by one of the auditor's trusted CAs, and that
-each signed root equals the RFC 9162 root recomputed from the entries at that size. An optional
-``entry_checker`` (from the security server code) verifies the signed request and response inside
-each entry. The report names the first bad record: exactly, when the entry or its position
-betrays it; within the range between the last matching and the first mismatching tree head, when
-an entry was edited together with its stored leaf hash.
+every tree head was signed by the log's *owner* (a signing certificate of the owner's member,
+issued by one of the auditor's trusted CAs, valid when it signed; the owner comes from the caller,
+never from the file: :mod:`exchange.trustcore.treeheads`), that each signed root equals the RFC
+9162 root recomputed from the entries at that size, and that no record lies past the last signed
+tree head (the store never leaves one: it commits every record with its head). With
+``check_records`` each record is checked by :func:`exchange.trustcore.records.verify_record`: what
+it states is what the signed request and response it carries say. The report names the first bad
+record: exactly, when the entry or its position betrays it; within the range between the last
+matching and the first mismatching tree head, when an entry was edited together with its stored
+leaf hash.
 
 Given the approved TSA certificates, it also checks each stored RFC 3161 time-stamp token
 (RFC 3161 §2.4.2) against the verified tree head of its size: the token stamps SHA-256 of that
@@ -17,7 +21,7 @@ by more than the allowed clock skew. Without TSA certificates the tokens are cou
 
 Archives (:mod:`exchange.messagelog.archive`) are verified first, in the order of the database's
 archive index, as part of the same pass: (A1) the index is contiguous, (A2) each file's SHA-256
-is the indexed one, (A3) its manifest is signed by a log certificate of a trusted CA, (A4) it
+is the indexed one, (A3) its manifest is signed by the log's owner, (A4) it
 names this log, its index and range, and links to the previous archive's SHA-256, (A5) each part
 matches the manifest; then its records, tree heads and time-stamps stream through the checks
 above, and (A6) the tree ends at the frontier the index keeps, from which the live records go
@@ -33,7 +37,6 @@ repair logs nor check revocation of TSA certificates.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,8 +45,9 @@ from typing import Any
 
 import orjson
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from exchange.errors import VerificationFailed
+from exchange.identifiers import SecurityServerId
 from exchange.messagelog.archive import FORMAT as ARCHIVE_FORMAT
 from exchange.messagelog.archive import (
     MANIFEST,
@@ -57,7 +61,7 @@ from exchange.messagelog.archive import (
 )
 from exchange.messagelog.archive import PARTS as ARCHIVE_PARTS
 from exchange.messagelog.archive import RECORDS as ARCHIVE_RECORDS
-from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
+from exchange.messagelog.merkle import CompactRange, leaf_hash
 from exchange.messagelog.store import (
     INDEXED_KEYS,
     MessageLogError,
@@ -67,21 +71,20 @@ from exchange.messagelog.store import (
     open_readonly,
     query_if_table,
     tree_head_digest,
-    tree_head_payload,
 )
-from exchange.protocol import jws
-from exchange.protocol.canonical import b64url, b64url_decode
+from exchange.protocol.canonical import b64url
 from exchange.protocol.jws import JwsError
 from exchange.trust.keys import cert_from_pem
 from exchange.trust.timestamp import TimestampError, TimestampInvalid, verify_timestamp_token
 from exchange.trust.validation import find_issuer
+from exchange.trustcore.messages import CertifiedKey, certified_signer
+from exchange.trustcore.records import verify_record
+from exchange.trustcore.treeheads import verify_owner_signature, verify_tree_head
 
 PROGRESS_EVERY = 4096
 MAX_PROBLEMS = 1000
 TIMESTAMP_SKEW_MS = 60_000
 """How far a time-stamp's genTime may precede its tree head's signing time (clock skew)."""
-
-EntryChecker = Callable[[dict[str, Any], "CertLookup"], list[str]]
 
 _RECORDS = (
     "SELECT seq, logged_at, message_id, client, service, side, status, entry, leaf_hash "
@@ -141,8 +144,9 @@ class BadRecord:
 class VerifyReport:
     """The outcome of :func:`verify_log`; ``ok`` when nothing was found.
 
-    ``unsigned_records`` counts records after the last signed tree head: nothing proves them yet
-    (normal only while a log that signs periodically is running), so show them to the auditor.
+    ``unsigned_records`` counts records after the last signed tree head: nothing proves them,
+    and the store never leaves any (it commits every record with its head), so they fail the
+    check unless a crash of an older version is being examined (``crash``).
     Once the recomputed tree has diverged, later tree heads are not listed one by one; they are
     simply missing from ``tree_heads_verified``. ``timestamps_unchecked`` counts the stored
     time-stamp tokens when no TSA certificates were given to check them with.
@@ -167,6 +171,11 @@ class VerifyReport:
     """Archive files in the folder that the index does not name (an interrupted archiving run
     leaves one; its records are still in the database): listed, not a failure."""
     records_without_bodies: int = 0
+    owner: str = ""
+    """The owner the tree heads were checked against (given by the caller)."""
+    stated_owner: str | None = None
+    """The owner the file names (``meta``): the attacker's word when it differs."""
+    records_checked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -177,6 +186,9 @@ class VerifyReport:
             "ok": self.ok,
             "path": self.path,
             "log_id": self.log_id,
+            "owner": self.owner,
+            "stated_owner": self.stated_owner,
+            "records_checked": self.records_checked,
             "records": self.records,
             "tree_heads": self.tree_heads,
             "tree_heads_verified": self.tree_heads_verified,
@@ -203,6 +215,7 @@ class CertLookup:
         self._trusted_cas = tuple(trusted_cas)
         self._certs: dict[str, x509.Certificate | None] = {}
         self._verdicts: dict[str, str | None] = {}
+        self._signers: dict[str, CertifiedKey | str] = {}
 
     def get(self, thumbprint: str) -> x509.Certificate | None:
         """The certificate with this x5t#S256, if the log holds it (not a trust decision)."""
@@ -227,12 +240,24 @@ class CertLookup:
             raise JwsError(f"signing certificate {thumbprint} was not valid at {at.isoformat()}")
         return cert
 
-    def key_for(self, thumbprint: str, at: dt.datetime | None = None) -> ec.EllipticCurvePublicKey:
-        """A ``key_for`` callback for :func:`exchange.protocol.jws.verify`."""
-        key = self.trusted(thumbprint, at).public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise JwsError(f"signing certificate {thumbprint} does not hold an EC key")
-        return key
+    def signer_key(self, thumbprint: str, at: dt.datetime | None = None) -> CertifiedKey:
+        """The trusted signing key with this thumbprint at ``at``: a certificate of the log that
+        a trusted CA issued, valid then, with the signing profile and its member; else JwsError."""
+        cert = self.trusted(thumbprint, at)
+        known = self._signers.get(thumbprint)
+        if known is None:
+            try:
+                known = certified_signer(cert)
+            except JwsError as exc:
+                known = f"certificate {thumbprint}: {exc.message}"
+            self._signers[thumbprint] = known
+        if isinstance(known, str):
+            raise JwsError(known)
+        return known
+
+    def at(self, when: dt.datetime | None) -> _KeysAt:
+        """The :class:`~exchange.trustcore.messages.SignerKeys` of this log at ``when``."""
+        return _KeysAt(self, when)
 
     def _judge(self, cert: x509.Certificate) -> str | None:
         if find_issuer(cert, self._trusted_cas) is None:
@@ -244,6 +269,15 @@ class CertLookup:
         if not usage.digital_signature:
             return "is not allowed to sign (KeyUsage lacks digitalSignature)"
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _KeysAt:
+    lookup: CertLookup
+    when: dt.datetime | None
+
+    def signer_key(self, thumbprint: str) -> CertifiedKey:
+        return self.lookup.signer_key(thumbprint, self.when)
 
 
 def _parse_pem(pem: object) -> x509.Certificate | None:
@@ -313,13 +347,18 @@ class _Verifier:
         self,
         conn: sqlite3.Connection,
         trusted_cas: Sequence[x509.Certificate],
-        entry_checker: EntryChecker | None,
+        owner: SecurityServerId,
+        check_records: bool,
         progress: Callable[[int, int], None] | None,
         tsa_certs: Sequence[x509.Certificate] = (),
+        crash: bool = False,
     ) -> None:
         self.conn = conn
         self.lookup = CertLookup(conn, trusted_cas)
-        self.entry_checker = entry_checker
+        self.owner = owner
+        self.check_records = check_records
+        self.crash = crash
+        self.stated_owner: str | None = None
         self.progress = progress
         self.compact = CompactRange()
         self.tally = _Tally()
@@ -332,6 +371,8 @@ class _Verifier:
         self.heads_total = 0
         self.heads_ok = 0
         self.last_signed = 0
+        self.last_head = 0
+        """The largest stored tree head, verified or not: records past it have no head at all."""
         self.total = 0
         self.in_archive = False
         self.archives_ok = 0
@@ -339,11 +380,12 @@ class _Verifier:
         self.closing: tuple[int, str, bytes | None] | None = None
         """The last archive's closing tree head (size, jws) and its time-stamp token."""
         self.without_bodies = 0
+        self.tail_message_id: str | None = None
 
     def run(self, path: Path, archive_dir: Path | None) -> VerifyReport:
         self.conn.execute("BEGIN")
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
-        self.log_id = row[0] if row else None
+        meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        self.log_id, self.stated_owner = meta.get("log_id"), meta.get("owner")
         self.index = read_index(self.conn)
         (live,) = self.conn.execute("SELECT count(*) FROM records").fetchone()
         self.total = live + sum(e.end_seq - e.first_seq for e in self.index)
@@ -362,7 +404,23 @@ class _Verifier:
         if self.progress:
             self.progress(self.compact.size, self.total)
         self.conn.execute("COMMIT")
+        self._unsigned_tail()
         return self._report(path, _unindexed(folder, self.index))
+
+    def _unsigned_tail(self) -> None:
+        """(6) no record lies past the last tree head: the store commits each with one. (Heads
+        that do not verify are reported as such.)"""
+        first, end = self.last_head, self.compact.size
+        if end <= first or self.crash:
+            return
+        one = end == first + 1
+        reason = (
+            f"{_seqs(first, end)} past the last signed tree head (size {first}): no signature "
+            f"covers {'it' if one else 'them'}, and this version commits every record with its "
+            f"tree head, so {'it was' if one else 'they were'} added to the file (or left by a "
+            "crash of an older version: examine with --crash)"
+        )
+        self.tally.record(first, self.tail_message_id, reason, tree=False)
 
     def _segment(self, records: Iterator[tuple[Any, ...]], heads: Iterator[_HeadRow]) -> None:
         """Stream one run of records (an archive's, or the live ones) with its tree heads."""
@@ -395,6 +453,9 @@ class _Verifier:
             archived_records=self.index[-1].end_seq if self.index else 0,
             unindexed_files=unindexed,
             records_without_bodies=self.without_bodies,
+            owner=str(self.owner),
+            stated_owner=self.stated_owner,
+            records_checked=self.check_records,
         )
 
     # -- archives
@@ -472,14 +533,14 @@ class _Verifier:
     ) -> list[str]:
         data = archive.read(MANIFEST)
         token = archive.read(MANIFEST_JWS).decode("ascii", "replace").strip()
-        # (A3) manifest.jws verifies with a log certificate of a trusted CA and signs the manifest
+        # (A3) manifest.jws is signed by the log's owner and signs the manifest
         try:
-            verified = jws.verify(
-                token, functools.partial(self.lookup.key_for, at=_at(entry.created_at))
+            payload, _ = verify_owner_signature(
+                token, self.lookup.at(_at(entry.created_at)), self.owner
             )
-        except JwsError as exc:
-            return [f"manifest signature: {exc.message}"]
-        if verified.payload != data:
+        except VerificationFailed as exc:
+            return [f"manifest {exc.message}"]
+        if payload != data:
             return ["manifest.json is not the manifest that manifest.jws signs (manifest edited)"]
         manifest = _parse_entry(data) or {}
         # (A4) it is this archive of this log, linked to the previous archive by its SHA-256
@@ -501,6 +562,7 @@ class _Verifier:
             return
         self.expected_seq = entry.end_seq
         self.last_signed = max(self.last_signed, entry.end_seq)
+        self.last_head = max(self.last_head, entry.end_seq)
         self.last_good, self.after_good, self.diverged = entry.end_seq, None, False
         self.closing = None
 
@@ -563,16 +625,14 @@ class _Verifier:
         for reason, tree in _entry_reasons(seq, logged_at, columns, entry, leaf, stored):
             self.tally.record(seq, message_id, reason, tree=tree)
         self.compact.append(leaf)
-        # (4) the security server's checks of the signed request and response in the entry
-        if self.entry_checker is not None and entry is not None:
-            for reason in self._checked(self.entry_checker, entry):
-                self.tally.record(seq, message_id, f"entry check: {reason}", tree=False)
-
-    def _checked(self, checker: EntryChecker, entry: dict[str, Any]) -> list[str]:
-        try:
-            return list(checker(entry, self.lookup))
-        except Exception as exc:
-            return [f"checker failed: {type(exc).__name__}: {exc}"]
+        if self.compact.size == self.last_head + 1:
+            self.tail_message_id = message_id
+        # (4) what the record states is what the signed request and response it carries say
+        if self.check_records and entry is not None:
+            at = _at(logged_at) if isinstance(logged_at, int) else None
+            verdict = verify_record(entry, self.lookup.at(at), owner=self.owner)
+            for reason in verdict.problems:
+                self.tally.record(seq, message_id, reason, tree=False)
 
     # -- tree heads
 
@@ -609,6 +669,8 @@ class _Verifier:
     def _signed_root(self, row: _HeadRow) -> bytes | None:
         """The root a tree head signs, once its signature and signed fields verify."""
         self.heads_total += 1
+        if isinstance(row[0], int):
+            self.last_head = max(self.last_head, row[0])
         # (3a) the JWS verifies with a log certificate issued by a trusted CA, valid when signed
         reason, signed_root = self._head_signature(row)
         if signed_root is None:
@@ -625,21 +687,20 @@ class _Verifier:
         size, _, signed_at, token = row
         if not (isinstance(size, int) and isinstance(signed_at, int) and isinstance(token, str)):
             return "malformed tree head row", None
+        if self.log_id is None:
+            return "the log has no log id", None
+        # (3a) signed by the log's owner, for this log, valid when it signed
         try:
-            verified = jws.verify(token, functools.partial(self.lookup.key_for, at=_at(signed_at)))
-            document = orjson.loads(verified.payload)
-        except JwsError as exc:
-            return f"signature: {exc.message}", None
-        except (orjson.JSONDecodeError, ValueError, OverflowError):
-            return "signed payload is not JSON", None
-        signed_root = _signed_root_of(document)
-        if signed_root is None:
-            return "signed payload is not a tree head", None
-        if self.log_id is None or verified.payload != tree_head_payload(
-            self.log_id, size, signed_root, signed_at
-        ):
-            return _payload_mismatch(document, self.log_id, size, signed_at), None
-        return "", signed_root
+            head = verify_tree_head(
+                token, self.lookup.at(_at(signed_at)), owner=self.owner, log_id=self.log_id
+            )
+        except VerificationFailed as exc:
+            return exc.message, None
+        if head.size != size:
+            return f"stored size {size} differs from the signed size {head.size}", None
+        if head.signed_at != signed_at:
+            return "stored signing time differs from the signed one (tree head row edited)", None
+        return "", head.root
 
     def _root_mismatch(self, size: int) -> None:
         a, b = self.last_good, size
@@ -874,46 +935,31 @@ def _entry_reasons(
     return reasons
 
 
-def _signed_root_of(document: object) -> bytes | None:
-    if not isinstance(document, dict) or not isinstance(document.get("root"), str):
-        return None
-    try:
-        root = b64url_decode(document["root"])
-    except ValueError:
-        return None
-    return root if len(root) == HASH_SIZE else None
-
-
-def _payload_mismatch(
-    document: dict[str, Any], log_id: str | None, size: int, signed_at: int
-) -> str:
-    if document.get("log") != log_id:
-        return f"tree head was signed for log {document.get('log')!r}, not {log_id!r}"
-    if document.get("size") != size:
-        return f"stored size {size} differs from the signed size {document.get('size')}"
-    if document.get("signed_at") != signed_at:
-        return "stored signing time differs from the signed one (tree head row edited)"
-    return "signed payload is not a canonical tree head"
-
-
 def verify_log(
     path: str | Path,
     *,
     trusted_cas: Sequence[x509.Certificate],
-    entry_checker: EntryChecker | None = None,
+    owner: SecurityServerId,
+    check_records: bool = True,
     progress: Callable[[int, int], None] | None = None,
     tsa_certs: Sequence[x509.Certificate] = (),
     archive_dir: str | Path | None = None,
+    crash: bool = False,
 ) -> VerifyReport:
-    """Verify the whole log at ``path``, its archives first, in one streaming pass; see the
-    module docstring.
+    """Verify the whole log at ``path`` of the security server ``owner``, its archives first, in
+    one streaming pass; see the module docstring.
 
+    ``check_records`` checks every record with :func:`~exchange.trustcore.records.verify_record`.
     ``tsa_certs`` are the approved TSA certificates; without them time-stamps are not checked.
     ``archive_dir`` is where the archive files are (default: ``archives`` next to the log).
+    ``crash``: records past the last signed tree head are counted, not failed (a log left by a
+    crash of an older version, which committed tree heads separately).
     """
     conn = open_readonly(path)
     try:
-        verifier = _Verifier(conn, trusted_cas, entry_checker, progress, tsa_certs)
+        verifier = _Verifier(
+            conn, trusted_cas, owner, check_records, progress, tsa_certs, crash=crash
+        )
         return verifier.run(Path(path), Path(archive_dir) if archive_dir is not None else None)
     except sqlite3.DatabaseError as exc:
         raise MessageLogError(f"cannot read message log {path}: {exc}") from None

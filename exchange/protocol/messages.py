@@ -149,6 +149,9 @@ class SignedRequest:
     issue: str | None
     represented_party: str | None
     security_server: SecurityServerId
+    """The provider's security server the request is addressed to."""
+    client_server: SecurityServerId
+    """The security server that sends the request for the client (the consumer's)."""
     timestamp_ms: int
     protocol: str = "rest"
 
@@ -170,6 +173,7 @@ class SignedRequest:
             "issue": self.issue,
             "represented_party": self.represented_party,
             "security_server": str(self.security_server),
+            "client_server": str(self.client_server),
             "ts": self.timestamp_ms,
         }
 
@@ -216,9 +220,53 @@ class SignedRequest:
                     _opt_str(doc, "represented_party")
                 ),
                 security_server=parse_security_server(_req_str(doc, "security_server"), code=code),
+                client_server=parse_security_server(_req_str(doc, "client_server"), code=code),
                 timestamp_ms=_req_int(doc, "ts"),
                 protocol=protocol,
             )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedDecision:
+    """The provider's access decision as its signature covers it (DESIGN.md §7): whether the
+    policy allowed the request, its code, the grant that allowed it and the fields it grants
+    (``None``: the whole answer). The policy version is the response's ``policy_version``."""
+
+    allowed: bool
+    code: str
+    grant: str | None
+    fields: tuple[str, ...] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "allowed": self.allowed,
+            "code": self.code,
+            "grant": self.grant,
+            "fields": None if self.fields is None else list(self.fields),
+        }
+
+    @classmethod
+    def of(cls, decision: dict[str, Any] | None) -> SignedDecision | None:
+        """The signed part of a decision as the message log records it (``Decision.log_entry``)."""
+        if decision is None:
+            return None
+        return cls.from_dict(decision)
+
+    @classmethod
+    def from_dict(cls, doc: object) -> SignedDecision:
+        if not isinstance(doc, dict) or not isinstance(doc.get("allowed"), bool):
+            raise InvalidMessage("signed decision must be an object with a boolean 'allowed'")
+        granted = doc.get("fields")
+        if granted is not None and (
+            not isinstance(granted, list) or not all(isinstance(f, str) for f in granted)
+        ):
+            raise InvalidMessage("signed decision fields must be a list of strings")
+        return cls(
+            allowed=doc["allowed"],
+            code=_req_str(doc, "code"),
+            grant=_opt_str(doc, "grant"),
+            fields=None if granted is None else tuple(granted),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +285,9 @@ class SignedResponse:
     policy_version: str | None
     released_fields: tuple[str, ...] | None
     timestamp_ms: int
+    decision: SignedDecision | None = None
+    """The provider's access decision; ``None`` when no policy was consulted (a refusal before
+    it, or a service the provider does not know)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -254,6 +305,7 @@ class SignedResponse:
                 else {"type": self.error_type, "message": self.error_message or ""}
             ),
             "policy_version": self.policy_version,
+            "decision": None if self.decision is None else self.decision.to_dict(),
             "released_fields": (
                 None if self.released_fields is None else list(self.released_fields)
             ),
@@ -275,6 +327,7 @@ class SignedResponse:
         err = doc.get("error")
         if err is not None and not isinstance(err, dict):
             raise InvalidMessage("signed response error must be an object")
+        decision = doc.get("decision")
         released = doc.get("released_fields")
         if released is not None and (
             not isinstance(released, list) or not all(isinstance(f, str) for f in released)
@@ -299,4 +352,5 @@ class SignedResponse:
             policy_version=_opt_str(doc, "policy_version"),
             released_fields=None if released is None else tuple(released),
             timestamp_ms=_req_int(doc, "ts"),
+            decision=None if decision is None else SignedDecision.from_dict(decision),
         )

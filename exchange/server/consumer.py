@@ -102,6 +102,7 @@ async def _consume(
             xh,
             client,
             target.service,
+            sender=host.config.server_id,
             method=method,
             path=target.path,
             query=query,

@@ -123,6 +123,7 @@ def request_document(
     client: SubsystemId,
     service: ServiceId,
     *,
+    sender: SecurityServerId,
     method: str,
     path: str,
     query: str,
@@ -131,8 +132,8 @@ def request_document(
     protocol: str = "rest",
 ) -> SignedRequest:
     """The document the client member signs for one call, REST or SOAP: the call, ``body`` by
-    its SHA-256 and length, the caller's X-Road fields, the chosen provider and ``now`` (the
-    exchange's one reference time)."""
+    its SHA-256 and length, the caller's X-Road fields, the chosen provider, this server as the
+    ``sender`` and ``now`` (the exchange's one reference time)."""
     return SignedRequest(
         message_id=caller.message_id,
         client=client,
@@ -148,6 +149,7 @@ def request_document(
         issue=caller.issue,
         represented_party=caller.represented_party,
         security_server=provider.id,
+        client_server=sender,
         timestamp_ms=int(now * 1000),
         protocol=protocol,
     )
@@ -231,6 +233,7 @@ async def exchange_signed(
     error if it refused, and the timings."""
     signer = host.signer_for(signed.client.member, consumer=True)
     sent = OwnRequest.of(signer.sign(signed.canonical()), signed)
+    rec.describe(signed)
     rec.request_jws, rec.request_hash = sent.token, sent.request_hash
     rec.mark("signed")
     pool = host.pool_for(provider)

@@ -52,6 +52,7 @@ from exchange.messagelog.archive import (
     archived_end,
 )
 from exchange.messagelog.store import MessageLog, open_readonly, read_ocsp_responses
+from exchange.messagelog.timestamping import TreeHeadStamper
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
 from exchange.protocol.hello import hello_meta
@@ -81,7 +82,6 @@ from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
 from exchange.server.soap_provider import LocalSoapService
 from exchange.server.statusport import create_status_app
-from exchange.server.timestamping import TreeHeadStamper
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 from exchange.trustcore.peers import AdmittedPeer, PeerTrust
 
@@ -130,7 +130,11 @@ class SecurityServer:
         )
         self.metrics = ServerMetrics(self._metrics_snapshot)
         self.log = MessageLog(
-            config.log_path, self.owner_signer, now=clock, on_commit=self.metrics.commit
+            config.log_path,
+            self.owner_signer,
+            owner=config.server_id,
+            now=clock,
+            on_commit=self.metrics.commit,
         )
         self.maintenance = MaintenanceWatch(config.state_dir)
         self.stopping = False

@@ -48,7 +48,12 @@ from exchange.protocol.fields import FieldError
 from exchange.protocol.frames import FrameKind, FrameWriter
 from exchange.protocol.hello import Hello
 from exchange.protocol.jws import Signer, unverified_payload
-from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
+from exchange.protocol.messages import (
+    SignedDecision,
+    SignedRequest,
+    SignedResponse,
+    request_hash,
+)
 from exchange.protocol.rest import end_to_end_headers
 from exchange.protocol.session import (
     HelloReceived,
@@ -415,7 +420,9 @@ async def handle_request(
         policy_version=policy_version,
         released_fields=released,
         timestamp_ms=int(now * 1000),
+        decision=SignedDecision.of(rec.decision),
     )
+    rec.released_fields = None if released is None else list(released)
     signer = server.signer_for(request.service.member if request is not None else None)
     rec.response_jws = signer.sign(response.canonical())
     rec.mark("signed")
@@ -450,7 +457,8 @@ async def _process(
         exchange_started(rec.message_id)
         raise
     rec.mark("verified")
-    _describe(rec, request)
+    rec.describe(request)
+    exchange_started(rec.message_id)
     # the global configuration is fresh (checked once the refusal can name the request)
     conf = server.globalconf_or_fail(provider=True, now=now)
     peer = conn.peer
@@ -463,6 +471,12 @@ async def _process(
         raise SslAuthenticationFailed(
             f"client {request.client} is not hosted by the connecting security server "
             f"{conn.peer_id}"
+        )
+    # ... and it is the sender the client member named
+    if request.client_server != peer.server:
+        raise SslAuthenticationFailed(
+            f"the request was signed to be sent by security server {request.client_server}, "
+            f"not by the connecting {peer.server}"
         )
     # (5) fresh, and not seen before
     server.replay.check_and_add(
@@ -534,19 +548,6 @@ def _claimed_message_id(token: str) -> str | None:
         return fields.message_id(claimed) if isinstance(claimed, str) else None
     except FieldError:
         return None
-
-
-def _describe(rec: ExchangeRecord, request: SignedRequest) -> None:
-    rec.protocol = request.protocol
-    rec.message_id = request.message_id
-    exchange_started(rec.message_id)
-    rec.client = str(request.client)
-    rec.service = str(request.service)
-    rec.method = request.method
-    rec.path = request.path + ("?" + request.query if request.query else "")
-    rec.user_id = request.user_id
-    rec.purpose = request.purpose
-    rec.issue = request.issue
 
 
 def _xroad_backend_headers(request: SignedRequest, rec: ExchangeRecord) -> list[list[str]]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from exchange.errors import ExchangeError
+from exchange.protocol.messages import SignedRequest
 
 log = logging.getLogger("exchange.server")
 
@@ -68,6 +69,7 @@ class ExchangeRecord:
     user_id: str | None = None
     purpose: str | None = None
     issue: str | None = None
+    represented_party: str | None = None
     request_jws: str | None = None
     response_jws: str | None = None
     request_hash: str | None = None
@@ -79,6 +81,19 @@ class ExchangeRecord:
     released_fields: list[str] | None = None
     started_ns: int = 0
     timings: dict[str, int] = field(default_factory=dict)
+
+    def describe(self, request: SignedRequest) -> None:
+        """State the request as it was signed (every field an auditor checks against it)."""
+        self.protocol = request.protocol
+        self.message_id = request.message_id
+        self.client = str(request.client)
+        self.service = str(request.service)
+        self.method = request.method
+        self.path = request.path + ("?" + request.query if request.query else "")
+        self.user_id = request.user_id
+        self.purpose = request.purpose
+        self.issue = request.issue
+        self.represented_party = request.represented_party
 
     def mark(self, name: str) -> None:
         """Note the time since the start of the exchange, in µs (logged with the record)."""
@@ -101,6 +116,7 @@ class ExchangeRecord:
             "user_id": self.user_id,
             "purpose": self.purpose,
             "issue": self.issue,
+            "represented_party": self.represented_party,
             "status": "ok" if err is None else "error",
             "http_status": self.http_status,
             "error": None

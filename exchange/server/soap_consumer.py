@@ -126,6 +126,7 @@ async def _consume(
             header,
             client,
             header.service,
+            sender=host.config.server_id,
             method="POST",
             path="",
             query="",

@@ -34,6 +34,7 @@ from exchange.identifiers import MemberId
 from exchange.protocol.canonical import b64url
 from exchange.protocol.jws import JwsError, VerifiedJws, verify
 from exchange.protocol.messages import SignedRequest, SignedResponse, request_hash
+from exchange.trust.profiles import check_sign_profile, member_id_of_signing_cert
 
 
 class SignerKey(Protocol):
@@ -63,6 +64,20 @@ class CertifiedKey:
     member: MemberId
     public_key: ec.EllipticCurvePublicKey
     cert: x509.Certificate
+
+
+def certified_signer(cert: x509.Certificate) -> CertifiedKey:
+    """``cert`` as a :class:`SignerKey`, once it has the signing profile (never an
+    authentication, TSA or CA certificate), a P-256 key and names its member; else a JwsError.
+    Whether its issuer is trusted, and when, is the caller's part."""
+    try:
+        check_sign_profile(cert)
+        member = member_id_of_signing_cert(cert)
+    except ExchangeError as exc:
+        raise JwsError(f"certificate cannot sign messages: {exc.message}") from None
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)  # check_sign_profile: P-256
+    return CertifiedKey(member, key, cert)
 
 
 class BoundRequest(Protocol):
@@ -119,7 +134,9 @@ def check_request_body(request: SignedRequest, body: bytes) -> None:
         raise InvalidMessage("request body does not match its signed digest")
 
 
-def _verified(token: str, keys: SignerKeys) -> tuple[VerifiedJws, SignerKey]:
+def verify_jws(token: str, keys: SignerKeys) -> tuple[VerifiedJws, SignerKey]:
+    """Step (1) of every check here: the JWS verifies with the key ``keys`` trusts for its
+    ``x5t#S256``; returns what it signs and that key (JwsError or the error of ``keys``)."""
     found: list[SignerKey] = []
 
     def key_for(thumbprint: str) -> ec.EllipticCurvePublicKey:
@@ -139,7 +156,7 @@ def verify_request(
         raise InvalidSignatureValue("the request carries no compact JWS")
     # (1) the JWS verifies with a trusted key named by its x5t#S256
     try:
-        verified, signer = _verified(token, keys)
+        verified, signer = verify_jws(token, keys)
     except JwsError as exc:
         raise InvalidSignatureValue(f"request signature is invalid: {exc.message}") from None
     request = SignedRequest.from_payload(verified.payload)
@@ -154,21 +171,25 @@ def verify_request(
     return VerifiedRequest(token, request, signer, request_hash(token))
 
 
+def _signed_response(token: object, keys: SignerKeys) -> tuple[str, SignedResponse, SignerKey]:
+    if not isinstance(token, str):
+        raise InconsistentResponse("the provider's response carries no signature")
+    try:
+        verified, signer = verify_jws(token, keys)
+    except JwsError as exc:
+        raise ConsumerInvalidSignature(f"response signature is invalid: {exc.message}") from None
+    try:
+        return token, SignedResponse.from_payload(verified.payload), signer
+    except ExchangeError as exc:
+        raise InconsistentResponse(f"the signed response is malformed: {exc.message}") from None
+
+
 def verify_response(
     token: object, request: BoundRequest, keys: SignerKeys, *, body: bytes | None = None
 ) -> VerifiedResponse:
     """The signed response ``token`` to ``request`` and, if given, its ``body``; or an error."""
-    if not isinstance(token, str):
-        raise InconsistentResponse("the provider's response carries no signature")
     # (1) the JWS verifies with a trusted key named by its x5t#S256
-    try:
-        verified, signer = _verified(token, keys)
-    except JwsError as exc:
-        raise ConsumerInvalidSignature(f"response signature is invalid: {exc.message}") from None
-    try:
-        response = SignedResponse.from_payload(verified.payload)
-    except ExchangeError as exc:
-        raise InconsistentResponse(f"the signed response is malformed: {exc.message}") from None
+    text, response, signer = _signed_response(token, keys)
     # (2) the signer is the service's member, or the provider server's owner (early refusals)
     signed = request.request
     if signer.member not in (signed.service.member, signed.security_server.owner):
@@ -185,4 +206,32 @@ def verify_response(
     # (4) the body is the one that was signed
     if body is not None and not body_matches(body, response.body_sha256, response.body_length):
         raise InconsistentResponse("response body does not match its signed digest")
-    return VerifiedResponse(token, response, signer)
+    return VerifiedResponse(text, response, signer)
+
+
+def verify_refusal(
+    token: object,
+    request_token: str | None,
+    keys: SignerKeys,
+    *,
+    provider: MemberId,
+    body: bytes | None = None,
+) -> VerifiedResponse:
+    """A provider's signed refusal of ``request_token``, a request that did not verify (so only
+    its exact bytes are known; None when what arrived carried no request, and the refusal's
+    request hash is then empty): signed by ``provider``, the member owning the provider server."""
+    # (1) the JWS verifies with a trusted key named by its x5t#S256
+    text, response, signer = _signed_response(token, keys)
+    # (2) the signer is the provider server's owner: nothing else stands behind a refusal
+    if signer.member != provider:
+        raise ConsumerInvalidSignature(f"the refusal is signed by member {signer.member}")
+    # (3) bound to the exact bytes that arrived
+    bound_to = "" if request_token is None else request_hash(request_token)
+    if response.request_hash != bound_to:
+        raise InconsistentResponse(
+            "the refusal is not bound to this request (request hash differs)"
+        )
+    # (4) the body is the one that was signed
+    if body is not None and not body_matches(body, response.body_sha256, response.body_length):
+        raise InconsistentResponse("response body does not match its signed digest")
+    return VerifiedResponse(text, response, signer)

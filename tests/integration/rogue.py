@@ -62,9 +62,12 @@ def sign_request(
     user_id: str | None = None,
     issue: str | None = None,
     represented_party: str | None = None,
+    client_server: SecurityServerId | None = None,
 ) -> tuple[str, SignedRequest]:
     """A validly signed request document, as a consumer security server would make it (or, with
-    fields an honest consumer refuses, as a rogue peer would)."""
+    fields an honest consumer refuses, as a rogue peer would); sent by ``client_server``
+    (default: the client member's server ``ss1``, as in the test federation)."""
+    member = client.member
     request = SignedRequest(
         message_id=f"rogue-{uuid.uuid4()}" if message_id is None else message_id,
         client=client,
@@ -80,6 +83,7 @@ def sign_request(
         issue=issue,
         represented_party=represented_party,
         security_server=security_server,
+        client_server=client_server or SecurityServerId(*member.parts, "ss1"),
         timestamp_ms=int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
     )
     return signer.sign(request.canonical()), request

@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 from cryptography import x509
 
+from exchange.audit.bundle import LogFiles, export_bundle, export_trust
 from exchange.central.app import PUBLISHER_KEY
 from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
 from exchange.messagelog.query import RecordView, query_records
@@ -280,3 +281,25 @@ async def registered_rogue(
         yield provider, signer
     finally:
         await provider.close()
+
+
+async def export_bundle_of(server: SecurityServer, message_id: str, out: Path) -> Path:
+    """The evidence bundle of ``message_id`` as ``server`` logged it (the CLI's plain values:
+    its log files and the approved CAs of its global configuration)."""
+    conf = server.trusted.current
+    assert conf is not None
+    files = LogFiles(server.config.log_path, server.config.archive_dir)
+    return await export_bundle(files, message_id, out, cas=conf.ca_certs())
+
+
+def export_trust_of(server: SecurityServer, out: Path) -> Path:
+    """The trust folder ``exchange audit trust-export --config`` writes for ``server``."""
+    conf = server.trusted.current
+    assert conf is not None
+    return export_trust(
+        out,
+        cas=conf.ca_certs(),
+        tsas=conf.tsa_certs(),
+        anchor=server.config.anchor,
+        owner=server.config.server_id,
+    )

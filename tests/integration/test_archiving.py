@@ -20,7 +20,7 @@ import pytest_asyncio
 from aiohttp import web
 from click.testing import CliRunner
 
-from exchange.audit.bundle import export_bundle, export_trust, verify_bundle
+from exchange.audit.bundle import verify_bundle
 from exchange.cli import main
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
 from exchange.messagelog.archive import read_index
@@ -31,7 +31,7 @@ from exchange.trust.keys import cert_pem, generate_key
 from exchange.trust.timestamp import issue_tsa_cert
 from exchange.trust.tsa_service import create_tsa_app
 from tests.integration.conftest import Net
-from tests.integration.support import new_id, publish
+from tests.integration.support import export_bundle_of, export_trust_of, new_id, publish
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -95,7 +95,7 @@ async def pair(net: Net, tmp_path_factory: pytest.TempPathFactory) -> AsyncItera
     await provider.start()
     await consumer.start()
     try:
-        yield Pair(consumer, provider, export_trust(consumer.config, out / "trust"))
+        yield Pair(consumer, provider, export_trust_of(consumer, out / "trust"))
     finally:
         for name in NAMES:
             server = net.servers.pop(name, None)
@@ -174,8 +174,8 @@ async def test_running_servers_archive_on_their_interval_and_stay_verifiable(
     code, output = _cli("log", "prove", "--config", config, "--id", message_id, "--json")
     assert code == 0, output
     # (2) an evidence bundle of the archived exchange verifies offline
-    bundle = await export_bundle(pair.consumer.config, message_id, tmp_path / "evidence.zip")
-    checks = verify_bundle(bundle, pair.trust)
+    bundle = await export_bundle_of(pair.consumer, message_id, tmp_path / "evidence.zip")
+    checks = verify_bundle(bundle, pair.trust, pair.consumer.config.server_id)
     assert checks and all(c.ok for c in checks), [c.line() for c in checks]
     # (3) the servers keep exchanging, logging and signing over the whole log
     later = await _exchange(net)
@@ -221,7 +221,7 @@ async def test_a_deleted_archive_fails_log_verify_with_its_reason(
         conn.close()
     (copy / "archives" / first.file).unlink()
     trust = pair.trust
-    args = ["log", "verify", "--db", str(db), "--no-progress"]
+    args = ["log", "verify", "--db", str(db), "--no-progress", "--owner", str(config.server_id)]
     args += ["--ca", str(next((trust / "ca").glob("*.pem")))]
     args += ["--tsa-cert", str(next((trust / "tsa").glob("*.pem")))]
     code, output = _cli(*args)

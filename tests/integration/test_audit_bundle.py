@@ -2,37 +2,55 @@
 
 A server pair of its own time-stamps its tree heads with a real RFC 3161 TSA; bundles of one
 exchange from both sides verify against the exported trust folder, also once the servers are
-stopped and their logs deleted, and each kind of tampering fails with its reason.
+stopped and their logs deleted, and each kind of tampering fails with its reason. The review's
+fabricated bundles (issue 13 (3)) are built as the attacker would, with a real member's signing
+key and a real time-stamp over the forged tree head, and fail; so do malformed zips (issue 13
+(7)), in one line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import shutil
+import stat
+import tracemalloc
+import warnings
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from click.testing import CliRunner
 
 from exchange.audit.bundle import (
+    MANIFEST,
     TOKEN,
     TREE_HEAD,
+    Check,
+    LogFiles,
+    correlate_bundles,
     export_bundle,
     export_trust,
     verify_bundle,
 )
+from exchange.cli import main
 from exchange.cli.audit import group
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
+from exchange.messagelog import merkle
+from exchange.protocol.canonical import b64url
 from exchange.protocol.jws import Signer, cert_thumbprint, unverified_payload
 from exchange.server.core import SecurityServer
 from exchange.trust.keys import cert_pem, generate_key, self_signed_certificate
 from exchange.trust.timestamp import issue_tsa_cert
-from exchange.trust.tsa_service import create_tsa_app
+from exchange.trust.tsa_service import TimestampClient, create_tsa_app
+from exchange.trustcore.treeheads import tree_head_payload
 from tests.integration.conftest import Net
 from tests.integration.support import new_id, publish
 
@@ -66,6 +84,16 @@ class Audited:
     later: Path
     """The consumer's bundle of a second exchange, under a later tree head."""
     message_id: str
+    tsa_url: str
+
+    @property
+    def owner(self) -> SecurityServerId:
+        """The consumer's server: the owner of the log its bundles come from."""
+        return self.consumer.config.server_id
+
+    @property
+    def owners(self) -> tuple[SecurityServerId, SecurityServerId]:
+        return self.owner, self.provider.config.server_id
 
 
 async def _exchange(net: Net) -> str:
@@ -78,7 +106,12 @@ async def _exchange(net: Net) -> str:
 
 
 async def _stamped_bundle(server: SecurityServer, message_id: str, out: Path) -> Path:
-    return await export_bundle(server.config, message_id, out, stamp=lambda: _stamp(server))
+    conf = server.trusted.current
+    assert conf is not None
+    files = LogFiles(server.config.log_path, server.config.archive_dir)
+    return await export_bundle(
+        files, message_id, out, cas=conf.ca_certs(), stamp=lambda: _stamp(server)
+    )
 
 
 async def _stamp(server: SecurityServer) -> None:
@@ -117,8 +150,19 @@ async def audited(net: Net, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
         bundle = await _stamped_bundle(consumer, message_id, out / "consumer.zip")
         provider_bundle = await _stamped_bundle(provider, message_id, out / "provider.zip")
         later = await _stamped_bundle(consumer, await _exchange(net), out / "later.zip")
-        trust = export_trust(consumer.config, out / "trust")
-        yield Audited(consumer, provider, trust, bundle, provider_bundle, later, message_id)
+        conf = consumer.trusted.current
+        assert conf is not None
+        trust = export_trust(
+            out / "trust",
+            cas=conf.ca_certs(),
+            tsas=conf.tsa_certs(),
+            anchor=consumer.config.anchor,
+            owner=consumer.config.server_id,
+        )
+        tsa_url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+        yield Audited(
+            consumer, provider, trust, bundle, provider_bundle, later, message_id, tsa_url
+        )
     finally:
         for name in NAMES:
             server = net.servers.pop(name, None)
@@ -163,6 +207,13 @@ def _other_token(a: Audited, tmp: Path) -> Path:
     return _replaced(a.bundle, tmp, {TOKEN: token})
 
 
+def _other_message_id(a: Audited, tmp: Path) -> Path:
+    """manifest.json names another exchange than its record (issue 13 (3))."""
+    manifest = orjson.loads(_part(a.bundle, MANIFEST)[1])
+    manifest["message_id"] = "another-exchange"
+    return _replaced(a.bundle, tmp, {MANIFEST: orjson.dumps(manifest)})
+
+
 def _forged_head(a: Audited, tmp: Path) -> Path:
     _, head = _part(a.bundle, TREE_HEAD)
     key = generate_key()
@@ -176,10 +227,12 @@ def _forged_head(a: Audited, tmp: Path) -> Path:
 
 
 async def test_bundle_verifies_with_the_exported_trust(audited: Audited) -> None:
-    checks = verify_bundle(audited.bundle, audited.trust)
+    checks = verify_bundle(audited.bundle, audited.trust, audited.owner)
     assert [c.number for c in checks] == list(range(1, len(checks) + 1))
     assert all(c.ok for c in checks), [c.line() for c in checks if not c.ok]
-    assert all(c.ok for c in verify_bundle(audited.provider_bundle, audited.trust))
+    assert all(
+        c.ok for c in verify_bundle(audited.provider_bundle, audited.trust, audited.owners[1])
+    )
 
 
 @pytest.mark.parametrize(
@@ -189,6 +242,7 @@ async def test_bundle_verifies_with_the_exported_trust(audited: Audited) -> None
         pytest.param(_other_proof, "the inclusion proof is for record", id="proof-of-another"),
         pytest.param(_other_token, "time-stamp", id="token-over-another-head"),
         pytest.param(_forged_head, "not issued by a trusted CA", id="forged-tree-head"),
+        pytest.param(_other_message_id, "manifest.json names message id", id="manifest-id"),
     ],
 )
 async def test_tampering_fails_with_its_reason(
@@ -196,7 +250,7 @@ async def test_tampering_fails_with_its_reason(
 ) -> None:
     assert callable(tamper)
     bad = tamper(audited, tmp_path / "bad.zip")
-    failed = [c for c in verify_bundle(bad, audited.trust) if not c.ok]
+    failed = [c for c in verify_bundle(bad, audited.trust, audited.owner) if not c.ok]
     assert any(reason in c.reason for c in failed), [c.line() for c in failed]
 
 
@@ -205,17 +259,25 @@ async def test_cli_verify_correlate_and_failure(audited: Audited, tmp_path: Path
     ok = runner.invoke(group, ["verify", str(audited.bundle), "--trust", str(audited.trust)])
     assert ok.exit_code == 0, ok.output
     assert "(1)" in ok.output and "FAILED" not in ok.output
+    assert f"log owner: {audited.owner} (from {audited.trust / 'owner.txt'})" in ok.output
+    owners = [f"--owner={o}" for o in audited.owners]
     both = [str(audited.bundle), str(audited.provider_bundle), "--trust", str(audited.trust)]
-    corr = runner.invoke(group, ["correlate", *both])
+    corr = runner.invoke(group, ["correlate", *both, *owners])
     assert corr.exit_code == 0, corr.output
-    other = runner.invoke(
-        group, ["correlate", str(audited.bundle), str(audited.later), "--trust", str(audited.trust)]
-    )
+    later = [str(audited.bundle), str(audited.later), "--trust", str(audited.trust)]
+    other = runner.invoke(group, ["correlate", *later, *[f"--owner={audited.owner}"] * 2])
     assert other.exit_code == 1 and "request hashes differ" in other.output
+    swapped = runner.invoke(group, ["correlate", *both, *reversed(owners)])
+    assert swapped.exit_code == 1 and "not by the log's owner" in swapped.output
     bad = _edited_record(audited, tmp_path / "bad.zip")
     failed = runner.invoke(group, ["verify", str(bad), "--trust", str(audited.trust)])
     assert failed.exit_code == 1
     assert "does not hash to the proof's leaf" in failed.output
+    as_provider = [str(audited.bundle), "--trust", str(audited.trust)]
+    wrong = runner.invoke(group, ["verify", *as_provider, f"--owner={audited.owners[1]}"])
+    assert wrong.exit_code == 1 and "not by the log's owner" in wrong.output
+    usage = runner.invoke(group, ["correlate", *both, owners[0]])
+    assert usage.exit_code == 2 and "give --owner twice" in usage.output
 
 
 async def test_cli_export_and_trust_export(audited: Audited, tmp_path: Path) -> None:
@@ -228,7 +290,47 @@ async def test_cli_export_and_trust_export(audited: Audited, tmp_path: Path) -> 
     args = ["export", "--config", config, "--id", audited.message_id, "-o", str(out)]
     done = await asyncio.to_thread(runner.invoke, group, args)
     assert done.exit_code == 0, done.output
-    assert all(c.ok for c in verify_bundle(out, tmp_path / "t"))
+    assert (tmp_path / "t" / "owner.txt").read_text() == f"{audited.owner}\n"
+    assert all(c.ok for c in verify_bundle(out, tmp_path / "t", audited.owner))
+
+
+async def test_cli_json_documents(audited: Audited, tmp_path: Path) -> None:
+    """Under --json each command prints one JSON document: what it wrote, each numbered check
+    (exit 1 when one fails), and the inclusion proof's checks."""
+
+    def as_json(*args: str) -> tuple[int, Any]:
+        result = CliRunner().invoke(main, [*args, "--json"])
+        return result.exit_code, json.loads(result.stdout)
+
+    config = str(audited.consumer.config.path)
+    code, trust = await asyncio.to_thread(
+        as_json, "audit", "trust-export", "--config", config, "-o", str(tmp_path / "t")
+    )
+    assert code == 0 and "anchor.json" in trust["files"] and trust["owner"] == str(audited.owner)
+    out = str(tmp_path / "e.zip")
+    code, exported = await asyncio.to_thread(
+        as_json, "audit", "export", "--config", config, "--id", audited.message_id, "-o", out
+    )
+    assert code == 0 and exported == {"message_id": audited.message_id, "bundle": out}
+    code, verified = as_json("audit", "verify", out, "--trust", trust["trust"])
+    assert code == 0 and verified["ok"] and verified["checks"][0]["number"] == 1, verified
+    assert verified["owner"] == str(audited.owner), verified
+    both = [str(audited.bundle), str(audited.provider_bundle), "--trust", str(audited.trust)]
+    owners = [f"--owner={o}" for o in audited.owners]
+    code, correlated = as_json("audit", "correlate", *both, *owners)
+    assert code == 0 and correlated["ok"] and correlated["owners"] == list(map(str, audited.owners))
+    code, usage = as_json("audit", "correlate", *both, owners[0])
+    assert code == 2 and "give --owner twice" in usage["error"]["message"], usage
+    code, failed = as_json("audit", "verify", str(_edited_record(audited, tmp_path / "bad.zip")),
+                           "--trust", str(audited.trust))  # fmt: skip
+    assert code == 1 and not failed["ok"]
+    assert any("does not hash to the proof's leaf" in c["reason"] for c in failed["checks"])
+    proof = str(tmp_path / "proof.json")
+    code, proved = as_json("log", "prove", "--config", config, "--id", audited.message_id,
+                           "-o", proof)  # fmt: skip
+    assert code == 0 and proved["output"] == proof, proved
+    code, checked = as_json("log", "check-proof", proof)
+    assert code == 0 and checked["ok"] and checked["checks"], checked
 
 
 async def test_verifies_after_servers_stopped_and_logs_deleted(
@@ -239,5 +341,213 @@ async def test_verifies_after_servers_stopped_and_logs_deleted(
         await server.stop()
         shutil.rmtree(server.config.log_path.parent, ignore_errors=True)
         assert not server.config.log_path.exists()
-    checks = verify_bundle(audited.bundle, audited.trust)
+    checks = verify_bundle(audited.bundle, audited.trust, audited.owner)
     assert all(c.ok for c in checks), [c.line() for c in checks if not c.ok]
+
+
+# --- fabricated bundles (issue 13 (3)) ---------------------------------------------------------
+
+
+async def _fabricated(a: Audited, out: Path, entry: bytes, signer: Signer) -> Path:
+    """A bundle whose only record is ``entry``, as an attacker builds it: the record is the
+    single leaf of a made-up log of the consumer's server, under a tree head signed by
+    ``signer`` (a real member's signing key) and time-stamped at the real TSA."""
+    conf = a.consumer.trusted.current
+    assert conf is not None
+    leaf = merkle.leaf_hash(entry)
+    original = orjson.loads(unverified_payload(_part(a.bundle, TREE_HEAD)[1].decode()))
+    payload = tree_head_payload(original["log"], a.owner, 1, leaf, original["signed_at"] + 1)
+    head = signer.sign(payload)
+    async with TimestampClient() as client:
+        token, _ = await client.request(
+            hashlib.sha256(head.encode()).digest(),
+            a.tsa_url,
+            tsa_certs=conf.tsa_certs(),
+            ca_certs=conf.ca_certs(),
+        )
+    proof = {
+        "kind": "inclusion",
+        "seq": 0,
+        "leaf_hash": b64url(leaf),
+        "tree_size": 1,
+        "root": b64url(leaf),
+        "proof": [],
+        "tree_head_jws": head,
+        "timestamp_token": b64url(token),
+    }
+    manifest = orjson.loads(_part(a.bundle, MANIFEST)[1])
+    manifest["records"] = [0]
+    parts = {
+        "record-0.json": entry,
+        "inclusion-0.json": orjson.dumps(proof),
+        TREE_HEAD: head.encode(),
+        TOKEN: token,
+        MANIFEST: orjson.dumps(manifest),
+        f"certs/{signer.thumbprint}.pem": cert_pem(signer.cert).encode(),
+    }
+    with zipfile.ZipFile(a.bundle) as zin, zipfile.ZipFile(out, "w") as zout:
+        for name in zin.namelist():
+            if not name.startswith(("record-", "inclusion-")) and name not in parts:
+                zout.writestr(name, zin.read(name))
+        for name, data in parts.items():
+            zout.writestr(name, data)
+    return out
+
+
+def _record_of(a: Audited) -> dict[str, object]:
+    record: dict[str, object] = orjson.loads(_part(a.bundle, "record-")[1])
+    return record
+
+
+def _failures(checks: list[Check]) -> dict[int, str]:
+    return {c.number: c.reason for c in checks if not c.ok}
+
+
+async def test_unsigned_record_under_another_members_head_fails(
+    audited: Audited, tmp_path: Path
+) -> None:
+    """A made-up record without any signature, under a head signed with the provider member's
+    genuine signing key and really time-stamped: the head is not the owner's, and the record is
+    no evidence."""
+    record = {**_record_of(audited), "seq": 0, "request_jws": None, "response_jws": None}
+    record.update(user_id="mallory", path="/family", request_hash=None)
+    entry = orjson.dumps(record)
+    other = audited.provider.signers[PROVIDER]
+    bad = await _fabricated(audited, tmp_path / "bad.zip", entry, other)
+    checks = verify_bundle(bad, audited.trust, audited.owner)
+    failed = _failures(checks)
+    assert [c.what for c in checks if c.number in failed] == [
+        f"the tree head is signed by the log's owner {audited.owner}",
+        "record 0 is evidence of nothing: no signature, only the log owner's statement",
+    ], failed
+    assert f"signed by member {PROVIDER}, not by the log's owner {CONSUMER}" in str(failed)
+    assert "without a signed request" in str(failed)
+    assert any(c.ok and "time-stamped by an approved TSA" in c.what for c in checks)
+    pair = correlate_bundles(bad, audited.provider_bundle, audited.trust, audited.owners)
+    assert not all(c.ok for c in pair)
+
+
+@pytest.mark.parametrize("by_owner", [False, True], ids=["another-member", "the-owner-itself"])
+async def test_edited_genuine_record_fails(
+    audited: Audited, tmp_path: Path, by_owner: bool
+) -> None:
+    """The consumer's genuine record with side, user id, purpose, path, released fields and
+    decision edited, proof and head rebuilt and re-stamped: signed by another member, the head
+    fails too; signed by the owner's own key (an insider), every edited field is named."""
+    record = {**_record_of(audited), "seq": 0}
+    record.update(
+        side="provider",
+        user_id="EE:clerk-99",
+        purpose="audit",
+        path="/1/family",
+        released_fields=["name", "children"],
+        decision={"allowed": True, "code": "x", "grant": "all", "fields": None},
+    )
+    signer = audited.consumer.signers[CONSUMER] if by_owner else audited.provider.signers[PROVIDER]
+    bad = await _fabricated(audited, tmp_path / "bad.zip", orjson.dumps(record), signer)
+    failed = _failures(verify_bundle(bad, audited.trust, audited.owner))
+    head_failed = any("not by the log's owner" in r for r in failed.values())
+    assert head_failed is not by_owner, failed
+    reasons = str(failed)
+    for field in ("side edited", "user_id", "purpose", "path", "released_fields", "decision"):
+        assert field in reasons, (field, failed)
+    pair = correlate_bundles(bad, audited.provider_bundle, audited.trust, audited.owners)
+    assert not pair[0].ok and pair[1].ok
+
+
+async def test_genuine_bundles_correlate_as_both_sides(audited: Audited) -> None:
+    checks = correlate_bundles(
+        audited.bundle, audited.provider_bundle, audited.trust, audited.owners
+    )
+    assert all(c.ok for c in checks), [c.line() for c in checks]
+    same = correlate_bundles(audited.bundle, audited.bundle, audited.trust, (audited.owner,) * 2)
+    assert [c.ok for c in same] == [True, True, True, False, True]
+
+
+# --- malformed bundles (issue 13 (7)) ----------------------------------------------------------
+
+
+def _zip(out: Path, members: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in members:
+                z.writestr(name, data)
+    return out
+
+
+def _symlink(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def _bomb(out: Path, mib: int, members: int = 1) -> Path:
+    """``members`` records of ``mib`` MiB of zeros each, deflated about a thousand times."""
+    chunk = bytes(2**20)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(members):
+            with z.open(f"record-{i}.json", "w") as member:
+                for _ in range(mib):
+                    member.write(chunk)
+    return out
+
+
+def _truncated(a: Audited, out: Path) -> Path:
+    data = a.bundle.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    return out
+
+
+MALFORMED = [
+    pytest.param(lambda a, p: _bomb(p, 40), "inflates 1", id="zip-bomb-ratio"),
+    pytest.param(lambda a, p: _bomb(p, 65), "would inflate to 68157440", id="zip-bomb-size"),
+    pytest.param(
+        lambda a, p: _bomb(p, 1, members=300), "more than 268435456 bytes", id="zip-bomb-total"
+    ),
+    pytest.param(_truncated, "not a readable zip file", id="truncated"),
+    pytest.param(
+        lambda a, p: p.write_bytes(b"PK\x03\x04 not really") and p,
+        "not a readable zip file",
+        id="not-a-zip",
+    ),
+    pytest.param(
+        lambda a, p: _zip(p, [("record-0.json", b"{}"), ("record-0.json", b"{}")]),
+        "is in it twice",
+        id="duplicate-names",
+    ),
+    pytest.param(
+        lambda a, p: _zip(p, [(_symlink("record-0.json"), b"/etc/passwd")]),
+        "not a regular file",
+        id="symlink-member",
+    ),
+    pytest.param(
+        lambda a, p: _zip(p, [("../record-0.json", b"{}")]),
+        "not a plain relative file name",
+        id="path-traversal",
+    ),
+    pytest.param(
+        lambda a, p: _replaced(a.bundle, p, {MANIFEST: b"{not json", "record-9.json": b"[1"}),
+        "manifest.json is missing or not a JSON object",
+        id="bad-json",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "reason"), MALFORMED)
+async def test_malformed_bundle_is_one_line_and_exit_1(
+    audited: Audited, tmp_path: Path, make: object, reason: str
+) -> None:
+    assert callable(make)
+    bad = make(audited, tmp_path / "bad.zip")
+    tracemalloc.start()
+    try:
+        result = CliRunner().invoke(group, ["verify", str(bad), "--trust", str(audited.trust)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 1, result.output
+    assert reason in result.output, result.output
+    assert "Traceback" not in result.output and result.exception is not None
+    assert isinstance(result.exception, SystemExit)
+    assert peak < 64 * 2**20, "the bundle was read within bounds"

@@ -114,17 +114,18 @@ async def test_log_verifies_offline_across_a_signing_key_rotation(net: Net, tmp_
 
     # (2) the auditor's offline check: every tree head verifies, old key's and new key's
     ca = str(net.root / "ca" / "ca.cert.pem")
-    verified = _cli("log", "verify", "--db", str(copy), "--ca", ca, "--json")
+    owner = str(server.config.server_id)
+    verified = _cli("log", "verify", "--db", str(copy), "--ca", ca, "--owner", owner, "--json")
     assert verified.exit_code == 0, verified.output
     report = orjson.loads(verified.output)
     assert report["ok"] and report["problems"] == [], report
     assert report["tree_heads"] == report["tree_heads_verified"] == len(heads)
     assert report["records"] == len(signed_by) and report["unsigned_records"] == 0
     assert report["records"] >= len(before) + len(after)
-    text = _cli("log", "verify", "--db", str(copy), "--ca", ca, "--no-progress")
+    text = _cli("log", "verify", "--db", str(copy), "--ca", ca, "--owner", owner, "--no-progress")
     assert text.exit_code == 0, text.output
     assert f"tree heads: {len(heads)}/{len(heads)} verified" in text.output
-    assert "records not yet under a signed tree head: 0" in text.output
+    assert "records past the last signed tree head: 0" in text.output
 
     # (3) without the new certificate, the heads it signed cannot be verified, and the report
     # names each of them
@@ -139,7 +140,7 @@ async def test_log_verifies_offline_across_a_signing_key_rotation(net: Net, tmp_
         assert conn.execute("DELETE FROM certs WHERE thumbprint = ?", (new,)).rowcount == 1
     finally:
         conn.close()
-    refused = _cli("log", "verify", "--db", str(tampered), "--ca", ca, "--json")
+    refused = _cli("log", "verify", "--db", str(tampered), "--ca", ca, "--owner", owner, "--json")
     assert refused.exit_code == 1, refused.output
     report = orjson.loads(refused.output)
     assert not report["ok"]
@@ -152,7 +153,9 @@ async def test_log_verifies_offline_across_a_signing_key_rotation(net: Net, tmp_
     record_problems = {p["message_id"] for p in report["problems"] if p["kind"] == "record"}
     assert set(after) <= record_problems
     assert not set(before) & record_problems
-    text = _cli("log", "verify", "--db", str(tampered), "--ca", ca, "--no-progress")
+    text = _cli(
+        "log", "verify", "--db", str(tampered), "--ca", ca, "--owner", owner, "--no-progress"
+    )
     assert text.exit_code == 1
     assert "FAILED" in text.output
     # the records after the last head that verifies are under heads that do not: not "pending"

@@ -303,11 +303,12 @@ async def test_tampered_copy_names_the_first_bad_record(
     finally:
         conn.close()
     ca = str(net.root / "ca" / "ca.cert.pem")
-    as_json = _cli("verify", "--db", str(copy), "--ca", ca, "--json")
+    owner = ["--owner", str(palpost.config.server_id)]
+    as_json = _cli("verify", "--db", str(copy), "--ca", ca, *owner, "--json")
     assert as_json.exit_code == 1, as_json.output
     first_bad = orjson.loads(as_json.output)["first_bad"]
     assert first_bad["seq"] == seq, first_bad
-    text = _cli("verify", "--db", str(copy), "--ca", ca, "--no-progress")
+    text = _cli("verify", "--db", str(copy), "--ca", ca, *owner, "--no-progress")
     assert text.exit_code == 1
     assert re.search(rf"first bad record:.*\bseq {seq}\b", text.output), text.output
     # the server's own log is untouched and still verifies

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from exchange.audit.bundle import bundle_notes, export_bundle, export_trust
+from exchange.audit.bundle import bundle_notes
 from exchange.cli import main
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
 from exchange.messagelog.query import query_records
 from exchange.server.logcheck import verify_server_log
 from tests.integration.conftest import Net
+from tests.integration.support import export_bundle_of, export_trust_of
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -69,9 +70,9 @@ async def test_metadata_only_log_verifies_and_says_what_it_cannot_show(
     # an evidence bundle of such a record says what it cannot show (against a tree head over
     # it: the batch's own is stored about a millisecond after the answer)
     await consumer.log.sign_tree_head()
-    bundle = await export_bundle(consumer.config, "md-1", tmp_path / "md.zip")
+    bundle = await export_bundle_of(consumer, "md-1", tmp_path / "md.zip")
     [note] = bundle_notes(bundle)
     assert note.startswith("record ") and "without bodies (metadata-only logging)" in note
-    trust = export_trust(consumer.config, tmp_path / "trust")
+    trust = export_trust_of(consumer, tmp_path / "trust")
     result = CliRunner().invoke(main, ["audit", "verify", str(bundle), "--trust", str(trust)])
     assert f"note: {note}" in result.output

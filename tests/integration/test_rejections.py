@@ -81,6 +81,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 MOI_SS = parse_security_server(f"{MOI}/ss1")
 MOH_SS = parse_security_server(f"{MOH}/ss1")
+PALPOST_SS = parse_security_server(f"{PALPOST}/ss1")
 PERSONS_SERVICE = service("persons")
 
 # --- authentication certificates ---------------------------------------------------------------
@@ -475,6 +476,13 @@ def _own_member_client_not_hosted(a: Attacker) -> Forgery:
     return Forgery({"jws": _window_request(a, client=other)})
 
 
+def _sent_by_another_server(a: Attacker) -> Forgery:
+    """PALPOST's member signed the request to be sent by another of its servers (a request
+    captured off that server's connection, replayed over this one)."""
+    other = parse_security_server(f"{PALPOST}/ss2")
+    return Forgery({"jws": _window_request(a, client_server=other)})
+
+
 def _signed_garbage(a: Attacker) -> Forgery:
     return Forgery({"jws": a.palpost.sign(b"[1,2,3]")})
 
@@ -511,6 +519,7 @@ def _injected(**fields: Any) -> Callable[[Attacker], Forgery]:
             issue=None,
             represented_party=None,
             security_server=MOI_SS,
+            client_server=PALPOST_SS,
             timestamp_ms=int(time.time() * 1000),
         )
         return Forgery({"jws": a.palpost.sign(request.canonical())})
@@ -595,6 +604,12 @@ FORGERIES = [
         "Server.ServerProxy.SslAuthenticationFailed",
         403,
         id="own-member-client-not-hosted",
+    ),
+    pytest.param(
+        _sent_by_another_server,
+        "Server.ServerProxy.SslAuthenticationFailed",
+        403,
+        id="sender-not-the-connecting-server",
     ),
     pytest.param(
         _signed_garbage, "Server.ServerProxy.InvalidMessage", 400, id="signed-non-request"

@@ -691,6 +691,7 @@ def _signed_soap(soap: Soap, data: bytes, **overrides: Any) -> tuple[str, bytes]
         "issue": "12345",
         "represented_party": None,
         "security_server": SOAP_SS,
+        "client_server": SecurityServerId(*PALPOST.parts, "ss1"),
         "timestamp_ms": int(time.time() * 1000),
         "protocol": "soap",
     }

@@ -32,7 +32,7 @@ from exchange.messagelog.store import MessageLog, StoredTimestamp, TreeHead, tre
 from exchange.trust.timestamp import TimestampError
 from exchange.trust.tsa_service import TimestampClient
 
-log = logging.getLogger("exchange.server.timestamping")
+log = logging.getLogger("exchange.messagelog.timestamping")
 
 DEFAULT_INTERVAL_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 10.0

@@ -1,0 +1,119 @@
+"""What a message log's tree head proves, and who may sign one (DESIGN.md §8).
+
+A log belongs to the security server that created it, its *owner*: the log's id and the owner's
+server id are in every tree head it signs (:func:`tree_head_payload`), and only a signing key of
+the owner's member may sign them, whichever of its keys was current (key rotation) and nothing
+else: not another member's signing certificate (those are in the log too, to check the requests
+and responses), not an authentication, TSA or CA certificate. The expected owner comes from
+outside the log file, which an attacker may control: the server's configuration, or the
+auditor's own knowledge (``--owner``).
+
+:func:`verify_owner_signature` is that rule for any document the owner signs for its log (tree
+heads, archive manifests); :func:`verify_tree_head` adds what a tree head states.
+
+No IO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from exchange.errors import ExchangeError, VerificationFailed
+from exchange.identifiers import SecurityServerId
+from exchange.protocol.canonical import b64url, b64url_decode, canonical_bytes
+from exchange.trustcore.messages import SignerKey, SignerKeys, verify_jws
+
+HASH_SIZE = 32
+
+
+def tree_head_payload(
+    log_id: str, owner: SecurityServerId, size: int, root: bytes, signed_at: int
+) -> bytes:
+    """The canonical bytes a tree head's JWS signs: log id, owner, size, root, time (unix ms)."""
+    return canonical_bytes(
+        {
+            "log": log_id,
+            "owner": str(owner),
+            "root": b64url(root),
+            "signed_at": signed_at,
+            "size": size,
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedTreeHead:
+    """A tree head signed by a key of its log's owner."""
+
+    log_id: str
+    owner: SecurityServerId
+    size: int
+    root: bytes
+    signed_at: int
+    signer: SignerKey
+
+
+def verify_owner_signature(
+    token: str, keys: SignerKeys, owner: SecurityServerId
+) -> tuple[bytes, SignerKey]:
+    """The payload of ``token`` once it is signed by a signing key of ``owner``'s member, and
+    that key; else VerificationFailed."""
+    # (1) the JWS verifies with a key the caller trusts as a signing key (profile, CA, time)
+    try:
+        verified, signer = verify_jws(token, keys)
+    except ExchangeError as exc:
+        raise VerificationFailed(f"signature: {exc.message}") from None
+    # (2) that key is one of the owner's member, the only one that signs for its log
+    if signer.member != owner.owner:
+        raise VerificationFailed(
+            f"signed by member {signer.member}, not by the log's owner {owner.owner} (server "
+            f"{owner})"
+        )
+    return verified.payload, signer
+
+
+def verify_tree_head(
+    token: str, keys: SignerKeys, *, owner: SecurityServerId, log_id: str | None
+) -> VerifiedTreeHead:
+    """A tree head of the log ``log_id`` (any, when None) of ``owner``; else VerificationFailed."""
+    # (1)+(2) signed by a signing key of the owner's member
+    payload, signer = verify_owner_signature(token, keys, owner)
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise VerificationFailed("the signed payload is not JSON") from None
+    if not isinstance(document, dict):
+        raise VerificationFailed("the signed payload is not a tree head")
+    size, signed_at, root_text = (
+        document.get("size"),
+        document.get("signed_at"),
+        document.get("root"),
+    )
+    if not (_is_int(size) and _is_int(signed_at) and isinstance(root_text, str)):
+        raise VerificationFailed("the signed payload is not a tree head")
+    assert isinstance(size, int) and isinstance(signed_at, int)
+    try:
+        root = b64url_decode(root_text)
+    except ValueError:
+        root = b""
+    if len(root) != HASH_SIZE:
+        raise VerificationFailed("the signed payload is not a tree head (root)")
+    # (3) it names the expected owner: a head of another server's log is not this log's
+    if document.get("owner") != str(owner):
+        raise VerificationFailed(
+            f"the tree head names owner {document.get('owner')!r}, not {owner}"
+        )
+    # (4) and this log
+    signed_log = document.get("log")
+    if not isinstance(signed_log, str) or (log_id is not None and signed_log != log_id):
+        raise VerificationFailed(f"the tree head was signed for log {signed_log!r}, not {log_id!r}")
+    # (5) in the canonical form, so that nothing else rides along in the signed bytes
+    if payload != tree_head_payload(signed_log, owner, size, root, signed_at):
+        raise VerificationFailed("the signed payload is not a canonical tree head")
+    return VerifiedTreeHead(signed_log, owner, size, root, signed_at, signer)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
