@@ -13,6 +13,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from exchange.cli import main
+from exchange.identifiers import parse_security_server
 from exchange.messagelog.opmon import summarise
 from exchange.messagelog.store import MessageLog
 from tests.test_messagelog import make_ca
@@ -38,7 +39,7 @@ def write_log(path: Path) -> tuple[float, float]:
     signer = make_ca("Opmon CA").issue("PS/GOV/MOI/ss1")
 
     async def fill() -> None:
-        with MessageLog(path, signer) as log:
+        with MessageLog(path, signer, owner=parse_security_server("PS/GOV/MOI/ss1")) as log:
             entries = [record(WINDOW, PERSONS, ms * 1000, ok=ms > 3) for ms in range(100, 0, -1)]
             entries += [record(WINDOW, ECHO, 500), record(WINDOW, ECHO, 700)]
             await log.append_many(entries)

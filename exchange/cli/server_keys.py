@@ -244,7 +244,15 @@ def reload(config_path: Path, as_json: bool) -> None:
     if not outcome.applied:
         raise ConfigurationError(f"reload refused: {outcome.error}")
     if as_json:
-        print_json({"pid": running.pid, "applied": True, "changes": outcome.changes})
+        print_json(
+            {
+                "pid": running.pid,
+                "signal": "SIGHUP",
+                "config": config_path,
+                "applied": True,
+                "changes": outcome.changes,
+            }
+        )
         return
     console.print(f"server process {running.pid} reloaded its configuration", highlight=False)
     for line in outcome.changes or ["nothing changed"]:
