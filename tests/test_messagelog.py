@@ -530,6 +530,90 @@ async def test_an_inserted_record_is_never_signed(tmp_path: Path, pki: Pki) -> N
     assert examined.ok and examined.unsigned_records == 1
 
 
+def _forged_head_row(path: Path, size: int, token: str) -> tuple[str, tuple[Any, ...]]:
+    """A tree head row over the first ``size`` stored leaves, with ``token`` as its JWS: what
+    someone who can write the file but not sign adds beside an inserted record."""
+    signed_at = int(time.time() * 1000)
+    forged_root = root(stored_leaves(path)[:size])
+    return ("INSERT INTO tree_heads VALUES (?, ?, ?, ?)", (size, forged_root, signed_at, token))
+
+
+async def _insert_made_up_record(path: Path, seq: int) -> None:
+    logged_at = int(time.time() * 1000)
+    fields = {**entry(seq, message_id="mallory-1", user_id="mallory", path="/family")}
+    made_up = canonical_bytes({**fields, "seq": seq, "logged_at": logged_at})
+    columns = tuple(fields[k] for k in ("message_id", "client", "service", "side", "status"))
+    tamper(
+        path,
+        (
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, logged_at, *columns, made_up, leaf_hash(made_up)),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda path, pki, genuine: genuine, id="genuine-head-copied"),
+        pytest.param(lambda path, pki, genuine: "x.y.z", id="garbage-jws"),
+        pytest.param(
+            lambda path, pki, genuine: pki.rogue.sign(
+                tree_head_payload(
+                    read_one(path, "SELECT value FROM meta WHERE key = 'log_id'")[0],
+                    OWNER,
+                    4,
+                    root(stored_leaves(path)[:4]),
+                    int(time.time() * 1000),
+                )
+            ),
+            id="signed-by-a-key-of-a-rogue-ca-naming-the-owner",
+        ),
+    ],
+)
+async def test_an_inserted_record_under_a_forged_head_row_is_never_signed(
+    tmp_path: Path, pki: Pki, forge: Callable[[Path, Pki, str], str]
+) -> None:
+    """Red team, issue 13 (2) again: besides the made-up record, whoever can write the file
+    but not sign adds a tree head row over it (the triggers allow inserts too), its JWS copied
+    from a genuine head, garbage, or signed by a key of its own. The store took the latest row's
+    stored root for the truth and signed over the record at its next start; deleting the forged
+    row afterwards left a log that verified. The latest head must verify as the owner's before
+    the store appends: else it refuses to open, naming it."""
+    path = tmp_path / "log.db"
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
+        for i in range(3):
+            await log.append(entry(i))
+    (genuine,) = read_one(path, "SELECT jws FROM tree_heads WHERE size = 3")
+    await _insert_made_up_record(path, 3)
+    tamper(path, _forged_head_row(path, 4, forge(path, pki, genuine)), _with_cert(pki.rogue))
+    with pytest.raises(MessageLogError, match=r"last tree head .*size 4.* does not verify"):
+        MessageLog(path, pki.signer, owner=OWNER).open()
+    assert read_one(path, "SELECT count(*), max(size) FROM tree_heads") == (4, 4)
+    report = verify(path, pki)
+    assert not report.ok and [p.size for p in report.problems if p.kind == "tree_head"] == [4]
+
+
+async def test_a_log_whose_latest_head_a_rotated_key_signed_opens(tmp_path: Path, pki: Pki) -> None:
+    """The check above does not stop key rotation: a head signed by an earlier key of the owner
+    opens when its certificate is in the log and a CA the caller trusts issued it; without the
+    CAs, only the store's own key is trusted."""
+    path = tmp_path / "log.db"
+    with MessageLog(path, pki.rotated, owner=OWNER) as log:
+        await log.append(entry(0))
+    with pytest.raises(MessageLogError, match="does not verify"):
+        MessageLog(path, pki.signer, owner=OWNER).open()
+    with pytest.raises(MessageLogError, match="does not verify"):
+        MessageLog(path, pki.signer, owner=OWNER).open(trusted_cas=[pki.rogue_ca.cert])
+    log = MessageLog(path, pki.signer, owner=OWNER)
+    log.open(trusted_cas=[pki.ca.cert])
+    try:
+        await log.append(entry(1))
+    finally:
+        log.close()
+    assert verify(path, pki).ok
+
+
 async def test_a_log_of_another_server_is_refused(tmp_path: Path, pki: Pki) -> None:
     path = tmp_path / "log.db"
     with MessageLog(path, pki.signer, owner=OWNER) as log:

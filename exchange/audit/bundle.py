@@ -37,9 +37,9 @@ from exchange.globalconf.anchor import Anchor
 from exchange.identifiers import SecurityServerId, parse_security_server
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import ArchiveReader
+from exchange.messagelog.certs import CertLookup
 from exchange.messagelog.proofs import InclusionProof, inclusion_checks, inclusion_for_message
 from exchange.messagelog.store import open_readonly, query_if_table
-from exchange.messagelog.verify import CertLookup
 from exchange.protocol import jws
 from exchange.protocol.canonical import b64url
 from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint, load_certificates
@@ -50,7 +50,7 @@ from exchange.trustcore.treeheads import verify_tree_head
 
 FORMAT = "exchange-evidence-bundle/1"
 MANIFEST = "manifest.json"
-# the default freshness of the global configuration (DESIGN.md §12): a response this old or
+# the default freshness of the global configuration (docs/design.md §12): a response this old or
 # younger at the time of the record shows the status then
 OCSP_MAX_AGE = 3600
 OWNER_FILE = "owner.txt"

@@ -89,9 +89,9 @@ async def stamp_on_the_spot(
 
 async def _stamp_offline(log_path: Path, stamping: OfflineStamping) -> None:
     log = MessageLog(log_path, stamping.signer, owner=stamping.owner)
-    log.open()
+    conf = stamping.conf
+    log.open(trusted_cas=conf.ca_certs())
     try:
-        conf = stamping.conf
         stamper = TreeHeadStamper(log, lambda: conf, clock=time.time, failure_limit=float("inf"))
         if await stamper.stamp_now() is None:
             raise ConfigurationError(

@@ -5,16 +5,19 @@ A :class:`MessageLog` owns one SQLite file (WAL, ``synchronous=FULL``). Callers 
 sequence number (its leaf index), inserts everything queued in one transaction, commits once (one
 fsync for the whole batch) and only then resolves the callers' futures. A failed batch resolves
 every waiting future with :class:`MessageLogError` and rolls the in-memory tree back, so nothing
-is reported durable unless its commit succeeded (DESIGN.md §5 "log before answer", §8, §9).
+is reported durable unless its commit succeeded (docs/design.md §5 "log before answer", §8, §9).
 
 Every batch is committed together with its signed tree head over the new size and root (RFC 9162
 §2.1 hashing, kept incrementally in a :class:`~exchange.messagelog.merkle.CompactRange`) in the
 same transaction: no record is ever durable without a signed head over it, so records found past
 the last signed head were not written by this store (inserted into the file, or left by a crash
 of an older version, which stored heads separately); :meth:`MessageLog.open` refuses to append to
-such a log, naming them, instead of signing over them. A tree head names the log's id and its
-owner, the security server that created the log (``meta``), and is signed by the owner's signing
-key (:mod:`exchange.trustcore.treeheads`). The signature costs one ECDSA signing per batch, before
+such a log, naming them, instead of signing over them. Nor does it take the latest tree head
+row for the truth: a row can be inserted too, beside a made-up record, so its JWS must verify as
+the owner's (with the store's own key, or a certificate of the log that a CA the caller trusts
+issued) before anything is signed over it. A tree head names the log's id and its owner, the
+security server that created the log (``meta``), and is signed by the owner's signing key
+(:mod:`exchange.trustcore.treeheads`). The signature costs one ECDSA signing per batch, before
 the commit.
 
 The store adds ``seq`` and ``logged_at`` (unix ms) into each entry before taking its canonical
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import logging
@@ -56,14 +60,16 @@ from typing import Any
 
 from cryptography import x509
 
-from exchange.errors import ConfigurationError, ExchangeError
+from exchange.errors import ConfigurationError, ExchangeError, VerificationFailed
 from exchange.identifiers import SecurityServerId
+from exchange.messagelog.certs import CertLookup
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.protocol.canonical import b64url, canonical_bytes
-from exchange.protocol.jws import Signer, cert_thumbprint
+from exchange.protocol.jws import JwsError, Signer, cert_thumbprint
 from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
-from exchange.trustcore.treeheads import tree_head_payload
+from exchange.trustcore.messages import CertifiedKey
+from exchange.trustcore.treeheads import tree_head_payload, verify_tree_head
 
 log = logging.getLogger(__name__)
 
@@ -766,8 +772,14 @@ class MessageLog:
 
     # -- lifecycle
 
-    def open(self) -> None:
-        """Create or open the file, restore the Merkle frontier and start the writer thread."""
+    def open(self, *, trusted_cas: Sequence[x509.Certificate] = ()) -> None:
+        """Create or open the file, check its latest tree head, restore the Merkle frontier and
+        start the writer thread.
+
+        The latest tree head must verify as this log's owner's: signed by the store's own key,
+        or by a certificate of the log (an earlier key of the owner) that one of
+        ``trusted_cas`` issued, valid when it signed; else :class:`MessageLogError`.
+        """
         if self._writer is not None:
             raise MessageLogError(f"message log {self.path} is already open")
         self._lock_fd = _take_lock(self.path)
@@ -778,7 +790,7 @@ class MessageLog:
             self._lock_fd = None
             raise
         try:
-            writer = self._prepare(conn)
+            writer = self._prepare(conn, trusted_cas)
         except BaseException:
             conn.close()
             _release_lock(self._lock_fd)
@@ -838,7 +850,9 @@ class MessageLog:
             raise MessageLogError(f"message log {self.path}: the file system does not allow WAL")
         return conn
 
-    def _prepare(self, conn: sqlite3.Connection) -> _Writer:
+    def _prepare(
+        self, conn: sqlite3.Connection, trusted_cas: Sequence[x509.Certificate]
+    ) -> _Writer:
         try:
             self._log_id = self._init_meta(conn)
             self._known_certs = {row[0] for row in conn.execute("SELECT thumbprint FROM certs")}
@@ -849,6 +863,8 @@ class MessageLog:
             self._store_cert(conn, self._signer.cert)
             row = conn.execute(_LATEST_HEAD).fetchone()
             latest = head_from_row(self._log_id, row) if row else None
+            if latest is not None:
+                self._check_signed(latest, _HeadKeys(self._signer, self.owner, conn, trusted_cas))
             compact = self._restore_checked(conn, latest)
             stamps = conn.execute(_STAMPS + " ORDER BY size DESC LIMIT 1").fetchall()
         except sqlite3.Error as exc:
@@ -891,6 +907,30 @@ class MessageLog:
                 [("schema", SCHEMA_VERSION), ("log_id", log_id), ("owner", str(self.owner))],
             )
         return log_id
+
+    def _check_signed(self, latest: TreeHead, keys: _HeadKeys) -> None:
+        """The latest tree head row is one its owner signed, as stored: the store signs over it
+        next, so a row inserted into the file (over a made-up record) must stop it here."""
+        at = dt.datetime.fromtimestamp(latest.signed_at / 1000, dt.UTC)
+        try:
+            head = verify_tree_head(latest.jws, keys.at(at), owner=self.owner, log_id=self._log_id)
+        except VerificationFailed as exc:
+            reason = exc.message
+        else:
+            if (head.size, head.root, head.signed_at) == (
+                latest.size,
+                latest.root,
+                latest.signed_at,
+            ):
+                return
+            reason = "the stored size, root or time differs from what its JWS signs"
+        raise MessageLogError(
+            f"message log {self.path}: its last tree head (size {latest.size}) does not verify "
+            f"as signed by its owner {self.owner} ({reason}). This server signs every head it "
+            "stores, so this one was added to the file by something else; it will not sign "
+            "over it. Keep the file as evidence, examine it with `exchange log verify`, and give "
+            "the server a log restored from a copy or a new one"
+        )
 
     def _restore_checked(self, conn: sqlite3.Connection, latest: TreeHead | None) -> CompactRange:
         check_at = latest.size if latest else -1
@@ -1079,6 +1119,36 @@ class MessageLog:
     @property
     def log_id(self) -> str:
         return self._log_id
+
+
+@dataclass(frozen=True, slots=True)
+class _HeadKeys:
+    """Who may have signed a log's latest tree head, as the store opening it judges: its own
+    key, or an earlier key of the owner kept in the log and issued by a trusted CA."""
+
+    signer: Signer
+    owner: SecurityServerId
+    conn: sqlite3.Connection
+    trusted_cas: Sequence[x509.Certificate]
+
+    def at(self, when: dt.datetime) -> _HeadKeysAt:
+        return _HeadKeysAt(self, CertLookup(self.conn, self.trusted_cas), when)
+
+
+@dataclass(frozen=True, slots=True)
+class _HeadKeysAt:
+    keys: _HeadKeys
+    lookup: CertLookup
+    when: dt.datetime
+
+    def signer_key(self, thumbprint: str) -> CertifiedKey:
+        own = self.keys.signer
+        if thumbprint == own.thumbprint:
+            # the key this store signs with is its owner's by the caller's word
+            return CertifiedKey(self.keys.owner.owner, own.key.public_key(), own.cert)
+        if not self.keys.trusted_cas:
+            raise JwsError(f"signed by {thumbprint}, not by this server's signing key")
+        return self.lookup.signer_key(thumbprint, self.when)
 
 
 def _triggers() -> str:

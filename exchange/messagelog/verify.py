@@ -1,4 +1,4 @@
-"""Offline verification of a message log file: what an auditor runs (DESIGN.md §8).
+"""Offline verification of a message log file: what an auditor runs (docs/design.md §8).
 
 :func:`verify_log` opens the SQLite file read-only (while its server runs, or after), streams the
 records in seq order in one pass and checks that none was deleted, reordered or edited, that
@@ -61,6 +61,7 @@ from exchange.messagelog.archive import (
 )
 from exchange.messagelog.archive import PARTS as ARCHIVE_PARTS
 from exchange.messagelog.archive import RECORDS as ARCHIVE_RECORDS
+from exchange.messagelog.certs import CertLookup
 from exchange.messagelog.merkle import CompactRange, leaf_hash
 from exchange.messagelog.store import (
     INDEXED_KEYS,
@@ -73,11 +74,7 @@ from exchange.messagelog.store import (
     tree_head_digest,
 )
 from exchange.protocol.canonical import b64url
-from exchange.protocol.jws import JwsError
-from exchange.trust.keys import cert_from_pem
 from exchange.trust.timestamp import TimestampError, TimestampInvalid, verify_timestamp_token
-from exchange.trust.validation import find_issuer
-from exchange.trustcore.messages import CertifiedKey, certified_signer
 from exchange.trustcore.records import verify_record
 from exchange.trustcore.treeheads import verify_owner_signature, verify_tree_head
 
@@ -205,86 +202,6 @@ class VerifyReport:
             "problems": [p.to_dict() for p in self.problems],
             "problems_omitted": self.problems_omitted,
         }
-
-
-class CertLookup:
-    """Certificates stored in the log, trusted only when issued directly by a trusted CA."""
-
-    def __init__(self, conn: sqlite3.Connection, trusted_cas: Sequence[x509.Certificate]) -> None:
-        self._conn = conn
-        self._trusted_cas = tuple(trusted_cas)
-        self._certs: dict[str, x509.Certificate | None] = {}
-        self._verdicts: dict[str, str | None] = {}
-        self._signers: dict[str, CertifiedKey | str] = {}
-
-    def get(self, thumbprint: str) -> x509.Certificate | None:
-        """The certificate with this x5t#S256, if the log holds it (not a trust decision)."""
-        if thumbprint not in self._certs:
-            row = self._conn.execute(
-                "SELECT pem FROM certs WHERE thumbprint = ?", (thumbprint,)
-            ).fetchone()
-            self._certs[thumbprint] = _parse_pem(row[0]) if row else None
-        return self._certs[thumbprint]
-
-    def trusted(self, thumbprint: str, at: dt.datetime | None = None) -> x509.Certificate:
-        """The certificate, if it is in the log, chains to a trusted CA and signs; else JwsError."""
-        cert = self.get(thumbprint)
-        if cert is None:
-            raise JwsError(f"signing certificate {thumbprint} is not in the log")
-        if thumbprint not in self._verdicts:
-            self._verdicts[thumbprint] = self._judge(cert)
-        verdict = self._verdicts[thumbprint]
-        if verdict is not None:
-            raise JwsError(f"signing certificate {thumbprint} {verdict}")
-        if at is not None and not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
-            raise JwsError(f"signing certificate {thumbprint} was not valid at {at.isoformat()}")
-        return cert
-
-    def signer_key(self, thumbprint: str, at: dt.datetime | None = None) -> CertifiedKey:
-        """The trusted signing key with this thumbprint at ``at``: a certificate of the log that
-        a trusted CA issued, valid then, with the signing profile and its member; else JwsError."""
-        cert = self.trusted(thumbprint, at)
-        known = self._signers.get(thumbprint)
-        if known is None:
-            try:
-                known = certified_signer(cert)
-            except JwsError as exc:
-                known = f"certificate {thumbprint}: {exc.message}"
-            self._signers[thumbprint] = known
-        if isinstance(known, str):
-            raise JwsError(known)
-        return known
-
-    def at(self, when: dt.datetime | None) -> _KeysAt:
-        """The :class:`~exchange.trustcore.messages.SignerKeys` of this log at ``when``."""
-        return _KeysAt(self, when)
-
-    def _judge(self, cert: x509.Certificate) -> str | None:
-        if find_issuer(cert, self._trusted_cas) is None:
-            return "is not issued by a trusted CA"
-        try:
-            usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-        except x509.ExtensionNotFound:
-            return "has no KeyUsage extension"
-        if not usage.digital_signature:
-            return "is not allowed to sign (KeyUsage lacks digitalSignature)"
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class _KeysAt:
-    lookup: CertLookup
-    when: dt.datetime | None
-
-    def signer_key(self, thumbprint: str) -> CertifiedKey:
-        return self.lookup.signer_key(thumbprint, self.when)
-
-
-def _parse_pem(pem: object) -> x509.Certificate | None:
-    try:
-        return cert_from_pem(pem) if isinstance(pem, str | bytes) else None
-    except ValueError:
-        return None
 
 
 def _at(ms: int) -> dt.datetime:

@@ -427,7 +427,7 @@ class SecurityServer:
 
     def globalconf_or_fail(self, *, provider: bool, now: float | None = None) -> GlobalConf:
         """The configuration in force, checked before every exchange; this also refuses the
-        exchange while tree heads have gone un-time-stamped past the limit (DESIGN.md §8)."""
+        exchange while tree heads have gone un-time-stamped past the limit (docs/design.md §8)."""
         refusal = self.stamper.refusal()
         if refusal is not None:
             raise (
@@ -626,7 +626,10 @@ class SecurityServer:
     async def start(self) -> None:
         cfg = self.config
         await self._start_globalconf()
-        self.log.open()
+        # the log's latest tree head must be this server's, signed by a key it holds or an
+        # earlier one of its owner that an approved CA issued (rotation)
+        conf = self.in_force or self.trusted.current
+        self.log.open(trusted_cas=conf.ca_certs() if conf is not None else ())
         self.revocation.keep = self.log.register_ocsp
         if not cfg.log_bodies:
             log.warning(

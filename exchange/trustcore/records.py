@@ -1,4 +1,4 @@
-"""What one message log record proves (DESIGN.md §8): the one check behind ``exchange log
+"""What one message log record proves (docs/design.md §8): the one check behind ``exchange log
 verify``, ``exchange audit verify`` and ``audit correlate``.
 
 A record is written by its log's owner, and the owner's tree heads make it tamper-evident; but
@@ -13,8 +13,9 @@ ids, the internal reason of an error, its own annotations of a decision) stays i
 :func:`verify_record` returns what the record proves (:class:`Proof`) and every problem found:
 (1) the record's shape; (2) it carries the signatures it must; (3) the signed request verifies;
 (4) the record states it as signed; (5) side and peer server agree with the owner and the
-request; (6) logged bodies match the signed digests; (7) the signed response verifies and is
-bound to the request; (8) the record states it as signed.
+request; (6) the bodies it holds match the signed digests (whatever it says of logging them);
+(7) the signed response verifies and is bound to the request; (8) the record states it as
+signed.
 
 No IO: ``keys`` is the caller's trust decision for this record (certificates of the log
 validated at the record's time, for the auditor's tools).
@@ -127,6 +128,9 @@ class _Check:
             self.problems.append("the record does not say whether bodies were logged")
         # (2) the signatures it must carry
         req_token, resp_token = self.entry.get("request_jws"), self.entry.get("response_jws")
+        if isinstance(req_token, str) and not req_token.isascii():
+            # nothing the servers log (a provider refuses such a frame before reading it)
+            return self._verdict(Proof.NOTHING, "request_jws is not a compact JWS (not ASCII)")
         refusal = side == "provider" and self.error_type in PROVIDER_REFUSALS
         if not isinstance(req_token, str):
             if refusal and req_token is None:  # a frame that carried no signed request at all
@@ -153,9 +157,9 @@ class _Check:
         self._stated(request)
         # (5) side and peer server: the owner is the server the client named on its side
         self._sides(side, request)
-        # (6) the logged request body is the signed one
-        if self.logged:
-            self._body("request", request.body_sha256, request.body_length)
+        # (6) the logged request body is the signed one (also where the record says bodies
+        # were not logged but holds one)
+        self._body("request", request.body_sha256, request.body_length)
         if not isinstance(resp_token, str):
             self._no_response()
             return self._verdict(Proof.REQUEST, request=verified)
@@ -318,7 +322,7 @@ class _Check:
     # -- bodies
 
     def _response_body(self) -> bytes | None:
-        return self._body_present("response") if self.logged else None
+        return self._body_present("response") if self.logged else self._body_stated("response")
 
     def _body_present(self, which: str) -> bytes | None:
         body = _decoded(self.entry.get(f"{which}_body"))
@@ -328,8 +332,19 @@ class _Check:
             )
         return body
 
+    def _body_stated(self, which: str) -> bytes | None:
+        """A body the record holds though it says bodies were not logged: checked all the
+        same (whoever reads the record takes it for what was sent)."""
+        value = self.entry.get(f"{which}_body")
+        if value is None:
+            return None
+        body = _decoded(value)
+        if body is None:
+            self.problems.append(f"the {which} body is not base64")
+        return body
+
     def _body(self, which: str, sha256: str, length: int) -> None:
-        body = self._body_present(which)
+        body = self._body_present(which) if self.logged else self._body_stated(which)
         if body is not None and not body_matches(body, sha256, length):
             self.problems.append(f"logged {which} body does not match the signed digest")
 
