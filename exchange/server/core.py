@@ -1062,13 +1062,35 @@ class SecurityServer:
             if response is not None
         }
 
-    def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, int]:
-        """How many own certificates hold a fresh OCSP response; peers' responses verified."""
-        own = len(self.revocation.own_staples(self.own_certs, conf)) if conf else 0
+    def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, Any]:
+        """How many own certificates hold a fresh OCSP response, and per own certificate the
+        response held (produced, this and next update, age); peers' responses verified."""
+        fresh = len(self.revocation.own_staples(self.own_certs, conf)) if conf else 0
+        now = self.clock()
+        own = []
+        for cert in self.own_certs:
+            held = self.revocation.own.held(cert)
+            own.append(
+                {
+                    "certificate": cert.subject.rfc4514_string(),
+                    "usage": "auth" if cert is self.auth_cert else "sign",
+                    "needed": conf is not None
+                    and self.revocation.responder_of(cert, conf) is not None,
+                    "fresh": conf is not None
+                    and self.revocation.own_response(cert, conf) is not None,
+                    "produced_at": held.produced_at.isoformat() if held else None,
+                    "this_update": held.this_update.isoformat() if held else None,
+                    "next_update": (
+                        held.next_update.isoformat() if held and held.next_update else None
+                    ),
+                    "age_seconds": int(now - held.this_update.timestamp()) if held else None,
+                }
+            )
         return {
-            "own_fresh": own,
+            "own_fresh": fresh,
             "own_total": len(self.own_certs),
             "peers_verified": len(self._peer_staples()),
+            "own": own,
         }
 
 

@@ -17,8 +17,8 @@ default), holding:
   per peer security server; maintenance and health.
 
 Label values are bounded: a client or service is named only when the global configuration in
-force registers it (a provider's services: when this server provides them), at most
-:data:`MAX_LABEL_VALUES` of each, else ``other``; error codes are X-Road codes, at most
+force registers it (a service: when this server provides it or its subsystem is registered),
+at most :data:`MAX_LABEL_VALUES` of each, else ``other``; error codes are X-Road codes, at most
 :data:`MAX_ERROR_CODES`. Nothing is labelled by message id, user id, path or body, so the
 metrics hold no personal data.
 

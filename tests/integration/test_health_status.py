@@ -70,6 +70,9 @@ async def test_a_serving_server_says_200_on_both_ports(net: Net) -> None:
     assert health["globalconf"]["last_fetch"] is not None
     assert health["globalconf"]["expires_in_seconds"] > 0
     assert health["messagelog"]["writable"] is True
+    own = health["ocsp"]["own"]  # per own certificate: the response held, and its age
+    assert {c["usage"] for c in own} == {"auth", "sign"} and len(own) == len(moi.own_certs)
+    assert not any(c["needed"] or c["produced_at"] for c in own), own  # this CA has no OCSP
     status, body = await _get(net, net.url("moi", "/health"))
     # the information systems' port: the verdict and reason codes, not the operator's state
     assert (status, orjson.loads(body)) == (200, {"status": "ok", "reasons": []})

@@ -153,7 +153,11 @@ async def test_restarted_with_the_responder_down_it_serves_with_its_stored_respo
         await pair.fresh_connection()
         status, _, body = await net.call("rstc", ECHO, client=str(DESK))
         assert status == 200, body
-        assert provider.health()["ocsp"]["own_fresh"] == len(provider.own_certs)
+        ocsp = provider.health()["ocsp"]
+        assert ocsp["own_fresh"] == len(provider.own_certs)
+        # per own certificate: the stored response in use, when it was produced, its age
+        assert all(c["needed"] and c["fresh"] and c["produced_at"] for c in ocsp["own"]), ocsp
+        assert all(0 <= c["age_seconds"] < 3600 and c["next_update"] for c in ocsp["own"]), ocsp
         assert provider.verdict().status == "ok"
     finally:
         await pair.outage.up()
