@@ -51,7 +51,7 @@ def deliver(session: Session, data: bytes, cuts: list[int]) -> list[Any]:
     events: list[Any] = []
     start = 0
     for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
-        events += session.receive_data(data[start:cut])
+        events += session.receive_data(data[start:cut], now=0.0)
         start = max(start, cut)
     return events
 
@@ -169,10 +169,10 @@ class Exm1(RuleBasedStateMachine):
     @rule(kind=st.sampled_from([FrameKind.RESPONSE, FrameKind.ERROR]))
     def a_provider_refuses_frames_a_consumer_never_sends(self, kind: FrameKind) -> None:
         with pytest.raises(UnexpectedFrame):
-            list(self.provider.receive_data(encode_frame(1, kind, {})))
+            list(self.provider.receive_data(encode_frame(1, kind, {}), now=0.0))
         assert self.provider.state is State.ERROR
         with pytest.raises(FrameError):  # and stays broken
-            list(self.provider.receive_data(b""))
+            list(self.provider.receive_data(b"", now=0.0))
         # it may still say why, on stream 0, and nothing else
         self.provider.send_error(0, {"type": "Server.ServerProxy.InvalidMessage"})
         with pytest.raises(LocalProtocolError):
@@ -230,7 +230,7 @@ def test_any_bytes_give_events_or_the_documented_error(
 ) -> None:
     session = Session(role, MAX_FRAME)
     if opened:
-        list(session.receive_data(encode_frame(0, FrameKind.HELLO, HELLO)))
+        list(session.receive_data(encode_frame(0, FrameKind.HELLO, HELLO), now=0.0))
         assert session.state is State.OPEN
     try:
         events = deliver(session, data, cuts)
@@ -284,7 +284,7 @@ def test_out_of_order_frames_are_the_documented_errors(
 ) -> None:
     session = Session(role, MAX_FRAME)
     with pytest.raises(error):
-        list(session.receive_data(frame))
+        list(session.receive_data(frame, now=0.0))
     assert session.state is State.ERROR
 
 
@@ -292,14 +292,14 @@ def test_frames_after_a_refusal_are_ignored_and_streams_are_checked() -> None:
     provider = Session("provider", MAX_FRAME)
     hello = encode_frame(0, FrameKind.HELLO, HELLO)
     request = encode_frame(5, FrameKind.REQUEST, {"jws": "t"}, b"b")
-    events = list(provider.receive_data(hello + request))
+    events = list(provider.receive_data(hello + request, now=0.0))
     assert [type(e) for e in events] == [HelloReceived, RequestReceived]
     with pytest.raises(UnexpectedFrame, match="still open"):
-        list(provider.receive_data(request))
+        list(provider.receive_data(request, now=0.0))
     consumer = Session("consumer", MAX_FRAME)
-    list(consumer.receive_data(hello))
+    list(consumer.receive_data(hello, now=0.0))
     refusal = encode_frame(0, FrameKind.ERROR, {"type": "Server.ServerProxy.X"})
-    events = list(consumer.receive_data(refusal + hello))
+    events = list(consumer.receive_data(refusal + hello, now=0.0))
     assert [type(e) for e in events] == [ConnectionRefused]
     assert consumer.state is State.CLOSED
-    assert list(consumer.receive_data(hello)) == []
+    assert list(consumer.receive_data(hello, now=0.0)) == []
