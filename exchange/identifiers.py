@@ -1,4 +1,4 @@
-"""X-Road compatible identifiers (DESIGN.md §3): parse, format, validate.
+"""X-Road compatible identifiers (docs/design.md §3): parse, format, validate.
 
 Member ``INSTANCE/CLASS/CODE``, subsystem ``INSTANCE/CLASS/CODE/SUBSYSTEM``, service
 ``INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICECODE``, security server ``INSTANCE/CLASS/CODE/SERVERCODE``,

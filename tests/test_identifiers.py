@@ -1,4 +1,4 @@
-"""Identifiers (DESIGN.md §3): tables of valid and invalid forms, percent-encoding, and the
+"""Identifiers (docs/design.md §3): tables of valid and invalid forms, percent-encoding, and the
 parser contract (any input parses or raises InvalidIdentifier) under Hypothesis."""
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ SHELLS = ("exchange.server", "exchange.audit", "exchange.cli", "exchange.central
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith(SANS_IO)))
 def test_the_sans_io_core_imports_no_server(module: str) -> None:
-    """DESIGN.md §10: protocol/, the trust core and the configuration verifier import nothing
+    """docs/design.md §10: protocol/, the trust core and the configuration verifier import nothing
     from the servers (nor aiohttp, ssl or sqlite3)."""
     path = MODULES[module]
     imported = set()

@@ -1,4 +1,4 @@
-"""The import rules of DESIGN.md §10 and issue 13, checked on the source so they stay true.
+"""The import rules of docs/design.md §10 and issue 13, checked on the source so they stay true.
 
 The auditor's tools stand alone: ``exchange/audit/`` imports nothing from ``exchange/server/``
 (what both need lives below both: ``trustcore``, ``messagelog``, ``trust``); the command line reads

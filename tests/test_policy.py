@@ -1,4 +1,5 @@
-"""Access policies (DESIGN.md §7): decisions, path tricks, loading, reloading, CLI, properties."""
+"""Access policies (docs/design.md §7): decisions, path tricks, loading, reloading, CLI,
+properties."""
 
 from __future__ import annotations
 

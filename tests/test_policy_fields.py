@@ -1,4 +1,5 @@
-"""Response field filtering (DESIGN.md §7 data minimisation): exact outputs and a property test."""
+"""Response field filtering (docs/design.md §7 data minimisation): exact outputs and a property
+test."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A grant's ``query``: which query parameters a request may carry (DESIGN.md §7, deny by default).
+"""A grant's ``query``: which query parameters a request may carry (docs/design.md §7, deny by
+default).
 
 Before, the query string was not part of the policy: a grant whose paths include the service
 root allowed every query on it (the population registry's search, say). A grant may now list

@@ -1,4 +1,4 @@
-"""Freshness and replay protection (DESIGN.md §5): each message id once per client within the
+"""Freshness and replay protection (docs/design.md §5): each message id once per client within the
 clock skew window; stale and future requests refused; memory bounded by pruning."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The consumer-side REST r1 protocol (DESIGN.md §4): request targets, X-Road headers, and
+"""The consumer-side REST r1 protocol (docs/design.md §4): request targets, X-Road headers, and
 which headers travel end to end. Every bad input is a ``Client.*`` error with its exact code."""
 
 from __future__ import annotations

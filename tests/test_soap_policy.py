@@ -1,4 +1,4 @@
-"""Access policy and data minimisation for SOAP requests (DESIGN.md §7).
+"""Access policy and data minimisation for SOAP requests (docs/design.md §7).
 
 - A SOAP request is judged on client, service and conditions; a grant's REST ``methods`` and
   ``paths`` are not consulted, and a grant without ``methods`` allows no REST request at all.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exchange.errors import (
@@ -569,6 +569,8 @@ FIELDS = [
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6))
+@example(changes={"request_jws": "\x80"})  # not ASCII: its hash once raised UnicodeEncodeError
+@example(changes={"request_jws": "\ud800"})
 def test_any_record_gets_a_verdict_never_a_crash(
     members: dict[MemberId, Member], keys: Keys, changes: dict[str, Any]
 ) -> None:

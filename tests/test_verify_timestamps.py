@@ -1,4 +1,4 @@
-"""`verify_log` checks the RFC 3161 time-stamp tokens stored for tree heads (DESIGN.md §8).
+"""`verify_log` checks the RFC 3161 time-stamp tokens stored for tree heads (docs/design.md §8).
 
 Tokens come from the real TSA code (:func:`build_timestamp_response`) signing with a certificate
 from :func:`issue_tsa_cert`; logs are real SQLite files, tampered with as an attacker with the

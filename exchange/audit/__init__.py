@@ -1,1 +1,1 @@
-"""Auditor tooling: evidence bundles for one exchange, verified offline (DESIGN.md §8)."""
+"""Auditor tooling: evidence bundles for one exchange, verified offline (docs/design.md §8)."""

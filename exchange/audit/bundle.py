@@ -50,7 +50,7 @@ from exchange.trustcore.treeheads import verify_tree_head
 
 FORMAT = "exchange-evidence-bundle/1"
 MANIFEST = "manifest.json"
-# the default freshness of the global configuration (DESIGN.md §12): a response this old or
+# the default freshness of the global configuration (docs/design.md §12): a response this old or
 # younger at the time of the record shows the status then
 OCSP_MAX_AGE = 3600
 OWNER_FILE = "owner.txt"

@@ -1,4 +1,4 @@
-"""The central server (DESIGN.md §2, §6): publishes the signed global configuration.
+"""The central server (docs/design.md §2, §6): publishes the signed global configuration.
 
 Routes:
 

@@ -1,4 +1,5 @@
-"""Registration requests: a security server asks the central server to register it (DESIGN.md §2).
+"""Registration requests: a security server asks the central server to register it (docs/design.md
+§2).
 
 The request document (canonical JSON, :func:`exchange.protocol.canonical.canonical_bytes`)::
 

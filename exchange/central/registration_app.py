@@ -1,4 +1,5 @@
-"""The central server's registration routes (DESIGN.md §2): security servers ask to be registered.
+"""The central server's registration routes (docs/design.md §2): security servers ask to be
+registered.
 
 - ``POST /registration``: a signed registration request
   (:func:`exchange.central.registration.sign_registration`); on success ``202``

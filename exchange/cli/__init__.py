@@ -1,4 +1,4 @@
-"""The ``exchange`` command: one group per role (DESIGN.md §11).
+"""The ``exchange`` command: one group per role (docs/design.md §11).
 
 The CLI is the one place that prints and exits.
 """

@@ -1,4 +1,4 @@
-"""``exchange audit``: evidence bundles for one exchange, verified offline (DESIGN.md §8)."""
+"""``exchange audit``: evidence bundles for one exchange, verified offline (docs/design.md §8)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Shared CLI plumbing: the console, exit codes, and turning errors into messages.
 
-Exit status: 0 success; 1 a check failed (verification failed, request denied); 2 usage or
-configuration error.
+Exit status (docs/design.md §11): 0 success; 1 a check failed (verification failed, request denied);
+2 usage or configuration error.
 
 Every command but the long-running servers is :func:`reports`: ``--json`` prints one JSON
 document on stdout, an error as ``{"error": {"code", "message", "exit_code"}}``; commands are

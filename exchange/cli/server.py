@@ -311,7 +311,8 @@ def _reload(server: Any) -> None:
 
 
 def run_async(coro: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop where available (20-25% faster on our machines, PERFORMANCE.md)."""
+    """Run on uvloop where available (20-25% faster on our machines: the reference costs in
+    bench/README.md)."""
     try:
         import uvloop
     except ImportError:

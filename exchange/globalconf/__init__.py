@@ -1,4 +1,4 @@
-"""The global configuration (DESIGN.md §6): document, anchor, signing, verification, download.
+"""The global configuration (docs/design.md §6): document, anchor, signing, verification, download.
 
 ``document`` (the values and their dict form), ``signing`` (the published JWS), ``anchor`` (the
 trust root file) and ``verifier`` (the trusted state with anti-rollback) are sans-IO apart from

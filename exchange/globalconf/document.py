@@ -1,4 +1,4 @@
-"""The global configuration document (DESIGN.md §6): its values, dict form and lookups.
+"""The global configuration document (docs/design.md §6): its values, dict form and lookups.
 
 A :class:`GlobalConf` is what the central server publishes and every security server holds: the
 instance, a monotonic ``version``, ``generated_at``/``expires_at`` (unix seconds), the members and
@@ -47,7 +47,7 @@ _MAX_TEXT: Final = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Intervals every security server applies (DESIGN.md §12 defaults)."""
+    """Intervals every security server applies (docs/design.md §12 defaults)."""
 
     ocsp_freshness_seconds: int = 3600
     timestamping_interval_seconds: int = 60

@@ -1,4 +1,4 @@
-"""The one trusted global configuration of a security server (DESIGN.md §6).
+"""The one trusted global configuration of a security server (docs/design.md §6).
 
 Modelled on python-tuf's ``TrustedMetadataSet``: a :class:`TrustedGlobalConf` starts from the
 anchor (and optionally the configuration persisted before a restart) and only ever replaces its

@@ -1,5 +1,5 @@
 """The message log: every exchange a security server took part in, as leaves of a signed Merkle
-tree (DESIGN.md §8, §9).
+tree (docs/design.md §8, §9).
 
 - ``merkle``: the sans-IO RFC 9162 math (hashes, proofs, compact range);
 - ``store``: :class:`~exchange.messagelog.store.MessageLog`, the SQLite log with group commit and

@@ -5,7 +5,7 @@ A :class:`MessageLog` owns one SQLite file (WAL, ``synchronous=FULL``). Callers 
 sequence number (its leaf index), inserts everything queued in one transaction, commits once (one
 fsync for the whole batch) and only then resolves the callers' futures. A failed batch resolves
 every waiting future with :class:`MessageLogError` and rolls the in-memory tree back, so nothing
-is reported durable unless its commit succeeded (DESIGN.md §5 "log before answer", §8, §9).
+is reported durable unless its commit succeeded (docs/design.md §5 "log before answer", §8, §9).
 
 Every batch is committed together with its signed tree head over the new size and root (RFC 9162
 §2.1 hashing, kept incrementally in a :class:`~exchange.messagelog.merkle.CompactRange`) in the

@@ -1,4 +1,4 @@
-"""Time-stamped tree heads: the security server's half of DESIGN.md §8.
+"""Time-stamped tree heads: the security server's half of docs/design.md §8.
 
 A :class:`TreeHeadStamper` signs a tree head of the message log and has an approved TSA
 time-stamp it (RFC 3161): once at start, then on the global configuration's interval

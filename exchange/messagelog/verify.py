@@ -1,4 +1,4 @@
-"""Offline verification of a message log file: what an auditor runs (DESIGN.md §8).
+"""Offline verification of a message log file: what an auditor runs (docs/design.md §8).
 
 :func:`verify_log` opens the SQLite file read-only (while its server runs, or after), streams the
 records in seq order in one pass and checks that none was deleted, reordered or edited, that

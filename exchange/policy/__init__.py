@@ -1,4 +1,4 @@
-"""Access policies (DESIGN.md §7): deny by default, per-provider grants from TOML files.
+"""Access policies (docs/design.md §7): deny by default, per-provider grants from TOML files.
 
 - :mod:`~exchange.policy.model`: grants, policy sets, requests, decisions, ``UnsafeAllowAll``;
 - :mod:`~exchange.policy.loader`: reading and checking a policy directory, ``PolicyStore``;

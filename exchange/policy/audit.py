@@ -1,4 +1,4 @@
-"""A signed, hash-chained audit trail of access-policy changes (issue 6 item 7, DESIGN.md §7).
+"""A signed, hash-chained audit trail of access-policy changes (issue 6 item 7, docs/design.md §7).
 
 Every policy version the server accepts, and every reload it refuses, is one record in a SQLite
 file of its own: who (the OS user or an explicit name), when, the old and the new policy version,

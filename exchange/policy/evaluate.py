@@ -1,4 +1,4 @@
-"""Evaluating an access policy for one request, and explaining the decision (DESIGN.md §7).
+"""Evaluating an access policy for one request, and explaining the decision (docs/design.md §7).
 
 Deny by default: a request is allowed only by a grant whose client, service, method and path
 scope contain it and whose conditions (validity window, purpose of use, user id) hold at ``now``.

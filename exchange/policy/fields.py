@@ -1,4 +1,4 @@
-"""Response field filtering for data minimisation (DESIGN.md §7, a grant's ``fields``).
+"""Response field filtering for data minimisation (docs/design.md §7, a grant's ``fields``).
 
 A grant may list the JSON fields a client may receive. Field paths are dot-separated object keys;
 ``[]`` after a key steps into a list: ``a``, ``a.b``, ``a[].b`` (a key of every object in list

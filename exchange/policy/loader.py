@@ -1,4 +1,4 @@
-"""Loading access policies from a provider's directory of TOML files (DESIGN.md §7).
+"""Loading access policies from a provider's directory of TOML files (docs/design.md §7).
 
 Every ``*.toml`` file directly in the directory (names starting with ``.`` are editor files and
 skipped) holds ``provider = "INSTANCE/CLASS/CODE"``, ``[[grant]]`` tables and optionally a

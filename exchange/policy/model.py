@@ -1,4 +1,4 @@
-"""The access-policy model (DESIGN.md §7): grants, policy sets, requests and decisions.
+"""The access-policy model (docs/design.md §7): grants, policy sets, requests and decisions.
 
 Values only: frozen, slotted dataclasses and their small parsers (path patterns, rates). A
 :class:`PolicySet` holds a provider's grants in file/line order and the version that identifies

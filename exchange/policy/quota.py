@@ -1,4 +1,4 @@
-"""Quotas per client per grant (DESIGN.md §7, ``rate = "N/period"``): a sans-IO limiter.
+"""Quotas per client per grant (docs/design.md §7, ``rate = "N/period"``): a sans-IO limiter.
 
 The limiter is the Generic Cell Rate Algorithm (GCRA; ATM Forum Traffic Management 4.0), which is
 a token bucket of capacity N refilled at N per period, kept as one number per key: the

@@ -1,4 +1,4 @@
-"""Field filtering of SOAP responses: a grant's ``fields`` applied to XML (DESIGN.md §7).
+"""Field filtering of SOAP responses: a grant's ``fields`` applied to XML (docs/design.md §7).
 
 The fields of a SOAP response are the child elements of its ``<{serviceCode}Response>`` element,
 named by local name; dotted paths step into nested elements (``address.locality``) exactly as for

@@ -1,4 +1,4 @@
-"""Canonical bytes for everything we sign or hash (DESIGN.md §5).
+"""Canonical bytes for everything we sign or hash (docs/design.md §5).
 
 Canonical form: JSON with sorted keys, no insignificant whitespace, UTF-8, non-ASCII kept as is.
 Signed documents hold only strings, integers, booleans, null, lists and objects; floats are

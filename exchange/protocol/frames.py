@@ -2,8 +2,8 @@
 
 Why our own framing instead of HTTP between servers: one persistent TLS connection carries many
 exchanges at once (multiplexed by stream id, answered in any order), so there is no handshake
-and no HTTP request/response parsing per exchange on the hottest hop (PERFORMANCE.md: HTTP
-machinery between servers costs more than the cryptography). Each frame is::
+and no HTTP request/response parsing per exchange on the hottest hop (the reference costs in
+bench/README.md: HTTP machinery between servers costs more than the cryptography). Each frame is::
 
     u32 length-of-rest | u32 stream id | u8 kind | u32 meta length | meta (JSON) | body
 
@@ -115,7 +115,8 @@ class FrameWriter:
     """Coalesces the frames written during one event-loop iteration into one socket write.
 
     Under load many exchanges finish in the same iteration; one ``send`` for all of them saves
-    a system call each (socket writes are a fifth of a hop's CPU, PERFORMANCE.md). Latency is
+    a system call each (socket writes are a fifth of a hop's CPU in the reference costs,
+    bench/README.md). Latency is
     unchanged: the flush runs before the loop next waits for IO. Sans-IO apart from the
     ``schedule`` and ``write`` callables it is given.
     """

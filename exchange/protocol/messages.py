@@ -1,4 +1,4 @@
-"""The signed request and response documents exchanged between security servers (DESIGN.md §5).
+"""The signed request and response documents exchanged between security servers (docs/design.md §5).
 
 A request is signed by the client member's signing key over the canonical bytes of
 :class:`SignedRequest`; a response by the provider member's signing key over
@@ -61,8 +61,11 @@ def body_digest(body: bytes) -> dict[str, Any]:
 
 
 def request_hash(request_jws: str) -> str:
-    """``X-Road-Request-Hash``: base64 SHA-512 of the signed request (the compact JWS)."""
-    return sha512_b64(request_jws.encode("ascii"))
+    """``X-Road-Request-Hash``: base64 SHA-512 of the signed request (the compact JWS).
+
+    A compact JWS is ASCII, whose UTF-8 bytes are the same; a logged "request" that is not one
+    (an edited record) hashes to something else instead of raising."""
+    return sha512_b64(request_jws.encode("utf-8", "surrogatepass"))
 
 
 def _opt_str(doc: dict[str, Any], key: str) -> str | None:
@@ -228,7 +231,7 @@ class SignedRequest:
 
 @dataclass(frozen=True, slots=True)
 class SignedDecision:
-    """The provider's access decision as its signature covers it (DESIGN.md §7): whether the
+    """The provider's access decision as its signature covers it (docs/design.md §7): whether the
     policy allowed the request, its code, the grant that allowed it and the fields it grants
     (``None``: the whole answer). The policy version is the response's ``policy_version``."""
 

@@ -1,4 +1,5 @@
-"""The consumer-side REST protocol, X-Road message protocol for REST r1 (PR-REST §4; DESIGN.md §4).
+"""The consumer-side REST protocol, X-Road message protocol for REST r1 (PR-REST §4; docs/design.md
+§4).
 
 Parses the request line and headers an information system sends to its security server, and says
 which headers travel end to end. The path after the service code and the query are kept exactly

@@ -1,4 +1,4 @@
-"""X-Road message protocol 4.0 (SOAP 1.1) on the consumer side (PR-MESS; DESIGN.md §4).
+"""X-Road message protocol 4.0 (SOAP 1.1) on the consumer side (PR-MESS; docs/design.md §4).
 
 What it does:
 

@@ -1,4 +1,4 @@
-"""The consumer side: information systems call it with X-Road REST r1 (DESIGN.md §4).
+"""The consumer side: information systems call it with X-Road REST r1 (docs/design.md §4).
 
 For each request: the path and headers parse; the global configuration is fresh; the client
 subsystem is hosted here and the information system is registered for it; the body is within
@@ -161,7 +161,7 @@ def consumer_handler(host: ConsumerPortHost) -> Handler:
         path, method = request.rel_url.path_safe, request.method
         if path == "/health" and method in _GET:
             return health(host)
-        # X-Road message protocol 4.0 (SOAP) shares the port: POST / (DESIGN.md §4)
+        # X-Road message protocol 4.0 (SOAP) shares the port: POST / (docs/design.md §4)
         if path == "/" and method == hdrs.METH_POST:
             return await handle_soap(host, request)
         if path == "/listClients" and method in _GET:

@@ -347,7 +347,7 @@ class SecurityServer:
 
     def globalconf_or_fail(self, *, provider: bool, now: float | None = None) -> GlobalConf:
         """The configuration in force, checked before every exchange; this also refuses the
-        exchange while tree heads have gone un-time-stamped past the limit (DESIGN.md §8)."""
+        exchange while tree heads have gone un-time-stamped past the limit (docs/design.md §8)."""
         refusal = self.stamper.refusal()
         if refusal is not None:
             raise (

@@ -1,7 +1,8 @@
 """A lean pooled HTTP/1.1 client for calls from the provider security server to backends.
 
 Why not aiohttp's client here: on the provider's hottest path it costs about as much CPU as
-signing and verifying together (PERFORMANCE.md: 19-23% of a hop). Parsing is httptools' (the
+signing and verifying together (19-23% of a hop in the reference costs, bench/README.md). Parsing
+is httptools' (the
 llhttp parser Node.js uses); this module only keeps keep-alive connections, writes requests and
 bounds what it reads. Redirects are never followed (PR-REST §4.4). A pooled connection that the
 backend closed while idle is retried once on a fresh connection for idempotent methods, and only

@@ -1,4 +1,4 @@
-"""The provider side: peer security servers call it over mutual TLS (DESIGN.md §5).
+"""The provider side: peer security servers call it over mutual TLS (docs/design.md §5).
 
 Each connection is checked once (its authentication certificate) and each request on it fully:
 signature, client hosted by the connecting server, freshness and replay, body digest, service,
@@ -581,7 +581,7 @@ def _decide(
         raise decision.error()
     if decision.fields is not None:
         _refuse_preconditions(request.headers)
-    # the client's quota under the allowing grant (DESIGN.md §7), counted only when allowed
+    # the client's quota under the allowing grant (docs/design.md §7), counted only when allowed
     if decision.rate is not None and decision.grant_id is not None:
         server.quota.check_or_raise((decision.grant_id, str(request.client)), decision.rate)
     return decision

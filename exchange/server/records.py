@@ -1,4 +1,4 @@
-"""Message log entries as the security server writes them (DESIGN.md §8).
+"""Message log entries as the security server writes them (docs/design.md §8).
 
 One entry per exchange per side, including refused and failed ones. The entry holds the signed
 request and response (compact JWS), so an auditor can check both signatures; with bodies

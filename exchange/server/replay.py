@@ -1,4 +1,4 @@
-"""Freshness and replay protection for signed requests (DESIGN.md §5).
+"""Freshness and replay protection for signed requests (docs/design.md §5).
 
 A request is accepted only if its signed time lies within the allowed clock skew of ``now``
 and its message id has not been accepted before for the same client within that window.

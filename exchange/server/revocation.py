@@ -1,4 +1,4 @@
-"""OCSP for a security server's own certificates (DESIGN.md §5 "Revocation"): fetched ahead of
+"""OCSP for a security server's own certificates (docs/design.md §5 "Revocation"): fetched ahead of
 time and stapled to its HELLO frames. Peers' staples are judged by the peer trust
 (:mod:`exchange.trustcore.peers`), on arrival and at every message.
 

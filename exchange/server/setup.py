@@ -2,7 +2,7 @@
 
 Layout written by :func:`init_server`::
 
-    DIR/server.toml            the configuration (DESIGN.md §11: --config points here)
+    DIR/server.toml            the configuration (docs/design.md §11: --config points here)
     DIR/anchor.json            the trust anchor, installed out of band
     DIR/keys/auth.key.pem      authentication key (0600), auth.cert.pem or auth.csr.pem
     DIR/keys/sign-CODE.key.pem signing key per member (0600), sign-CODE.cert.pem or .csr.pem

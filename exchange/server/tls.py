@@ -1,4 +1,4 @@
-"""TLS contexts of a security server (DESIGN.md §5): TLS 1.2 minimum, 1.3 preferred.
+"""TLS contexts of a security server (docs/design.md §5): TLS 1.2 minimum, 1.3 preferred.
 
 OpenSSL is the first gate (chain to an approved CA, validity); the application then checks the
 peer's authentication certificate fingerprint against the global configuration, which is the

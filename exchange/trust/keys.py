@@ -1,6 +1,7 @@
 """Private keys and certificates on disk, and their fingerprints.
 
-Keys are P-256 (ES256 is the cheapest sign+verify pair on our machines, see PERFORMANCE.md),
+Keys are P-256 (ES256 is the cheapest sign+verify pair on our machines: the reference costs in
+bench/README.md),
 stored as PKCS#8 PEM files created with mode 0600 (never readable by others, not even for an
 instant), optionally encrypted with a passphrase. Certificates are PEM.
 """

@@ -46,7 +46,7 @@ from exchange.trust.profiles import key_usage
 from exchange.trust.validation import CertificateError, check_validity, describe
 
 DEFAULT_SKEW_SECONDS: Final = 60
-"""Clock skew tolerated on ``thisUpdate`` (DESIGN.md §12)."""
+"""Clock skew tolerated on ``thisUpdate`` (docs/design.md §12)."""
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 """The largest OCSP response taken from a responder, or carried in a service declaration."""
 REFRESH_FRACTION: Final = 0.5

@@ -60,7 +60,7 @@ MAX_QUERY_BYTES: Final = 16 * 1024
 """A TimeStampReq with a SHA-512 imprint, a nonce and a policy is under 200 bytes."""
 MAX_REPLY_BYTES: Final = 1 << 20
 MAX_CLOCK_SKEW_SECONDS: Final = 60.0
-"""DESIGN.md §12: the clock skew tolerated between a server and a TSA."""
+"""docs/design.md §12: the clock skew tolerated between a server and a TSA."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS issued (

@@ -1,4 +1,5 @@
-"""What a signed request and a signed response prove (DESIGN.md §5): the one place that says so.
+"""What a signed request and a signed response prove (docs/design.md §5): the one place that says
+so.
 
 :func:`verify_request` and :func:`verify_response` are called alike by the provider, the
 consumer (REST and SOAP), ``exchange log verify``, ``exchange audit verify`` and ``audit

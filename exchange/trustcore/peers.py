@@ -260,7 +260,7 @@ class AdmittedPeer:
         except CertificateError as err:
             raise _on_side(err, self.side) from None
         # (3) the OCSP responses for the peer's authentication and signing certificates are
-        # still fresh (DESIGN.md §5)
+        # still fresh (docs/design.md §5)
         self._fresh(self.auth, self.auth_cert, now)
         self._fresh(self.held[thumbprint], key.cert, now)
         return key

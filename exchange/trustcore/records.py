@@ -1,4 +1,4 @@
-"""What one message log record proves (DESIGN.md §8): the one check behind ``exchange log
+"""What one message log record proves (docs/design.md §8): the one check behind ``exchange log
 verify``, ``exchange audit verify`` and ``audit correlate``.
 
 A record is written by its log's owner, and the owner's tree heads make it tamper-evident; but

@@ -1,4 +1,4 @@
-"""What a message log's tree head proves, and who may sign one (DESIGN.md §8).
+"""What a message log's tree head proves, and who may sign one (docs/design.md §8).
 
 A log belongs to the security server that created it, its *owner*: the log's id and the owner's
 server id are in every tree head it signs (:func:`tree_head_payload`), and only a signing key of

@@ -1,4 +1,4 @@
-"""Helpers for the integration tests that try to break the guarantees of DESIGN.md §5.
+"""Helpers for the integration tests that try to break the guarantees of docs/design.md §5.
 
 - :func:`publish` makes the central server publish its registry now and every running security
   server fetch it (instead of waiting for the publisher's change check).

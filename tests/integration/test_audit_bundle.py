@@ -1,4 +1,5 @@
-"""Evidence bundles (DESIGN.md §8, issue 4 item 3): exported, verified offline, tampering caught.
+"""Evidence bundles (docs/design.md §8, issue 4 item 3): exported, verified offline, tampering
+caught.
 
 A server pair of its own time-stamps its tree heads with a real RFC 3161 TSA; bundles of one
 exchange from both sides verify against the exported trust folder, also once the servers are

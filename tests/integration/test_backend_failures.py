@@ -1,4 +1,5 @@
-"""The provider's backend fails or misbehaves (DESIGN.md §4): the exchange layer says so exactly.
+"""The provider's backend fails or misbehaves (docs/design.md §4): the exchange layer says so
+exactly.
 
 A backend that is down, too slow, speaks garbage, answers too much, or answers something the
 grant's field filter cannot read gives ``Server.ServerProxy.ServiceFailed`` (502) or

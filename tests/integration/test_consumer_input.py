@@ -1,4 +1,4 @@
-"""What an information system sends to its security server (DESIGN.md §4, §7).
+"""What an information system sends to its security server (docs/design.md §4, §7).
 
 Malformed identifiers and headers are the caller's fault (``Client.*``, 4xx) and never a crash;
 unknown clients, services and providers, oversized bodies and policy denials each have their

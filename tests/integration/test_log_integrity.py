@@ -1,4 +1,4 @@
-"""The message logs after real exchanges (DESIGN.md §5 "log before answer", §8).
+"""The message logs after real exchanges (docs/design.md §5 "log before answer", §8).
 
 Every exchange, answered or refused, forged or honest, has its record on the servers that took
 part; both sides' logs verify (signatures, certificates, Merkle tree, tree heads) with the

@@ -1,4 +1,5 @@
-"""Attacks between security servers (DESIGN.md §5, §6): each must be refused with its exact code.
+"""Attacks between security servers (docs/design.md §5, §6): each must be refused with its exact
+code.
 
 Every test here tries to break one guarantee over real mutual TLS: peers with the wrong
 authentication certificate (on either side), requests whose signed document was forged, altered,
@@ -1007,7 +1008,7 @@ class MovableClock:
         return time.time() + self.offset
 
 
-EXPIRY_JUMP = 700.0  # past the 600 s expiry of a fresh configuration (DESIGN.md §6)
+EXPIRY_JUMP = 700.0  # past the 600 s expiry of a fresh configuration (docs/design.md §6)
 
 
 async def test_consumer_with_expired_global_configuration(net: Net) -> None:

@@ -1,4 +1,5 @@
-"""Revocation between security servers (DESIGN.md §5, issue 3 item 2), with a real OCSP responder.
+"""Revocation between security servers (docs/design.md §5, issue 3 item 2), with a real OCSP
+responder.
 
 A second CA that publishes an OCSP URL is approved next to the federation's first one; the two
 servers here have certificates from it, recorded in its revocation store. Each server staples

@@ -1,5 +1,5 @@
 """A peer's signing certificate whose CA was removed, on a connection opened before
-(THREAT_MODEL.md, transport; DESIGN.md §5).
+(THREAT_MODEL.md, transport; docs/design.md §5).
 
 A consumer security server authenticates with a certificate of the federation's CA and signs
 for its member with a certificate of a second approved CA. Connections to the provider are open

@@ -1,4 +1,4 @@
-"""X-Road message protocol 4.0 (SOAP 1.1) through two real security servers (DESIGN.md §4, §5).
+"""X-Road message protocol 4.0 (SOAP 1.1) through two real security servers (docs/design.md §4, §5).
 
 An information system posts PR-MESS envelopes to its consumer security server (``POST /``); the
 request is signed, verified, policy-checked, logged on both sides and forwarded to a SOAP

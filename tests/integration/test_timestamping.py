@@ -1,4 +1,4 @@
-"""Time-stamped tree heads (DESIGN.md §8, issue 4 item 1), with a real RFC 3161 TSA.
+"""Time-stamped tree heads (docs/design.md §8, issue 4 item 1), with a real RFC 3161 TSA.
 
 A TSA issued by the federation's CA is approved in the global configuration; a server pair of its
 own, the consumer on a movable clock and a failure limit of 30 s, time-stamps its tree heads.
