@@ -378,7 +378,7 @@ def _verified(
         )
         # (5) the RFC 3161 token stamps SHA-256 of the tree head JWS, signed by an approved TSA
         checks.append(
-            ("the tree head is time-stamped by an approved TSA", _token(bundle, head, tsas, cas))
+            ("the tree head is time-stamped by an approved TSA", _token(bundle, tsas, cas))
         )
         # (6) what each record states is what its signed request and response say
         for seq in seqs:
@@ -471,12 +471,14 @@ def _head(head: str, lookup: CertLookup, owner: SecurityServerId) -> str | None:
 
 
 def _token(
-    bundle: _Bundle, head: str, tsas: Sequence[x509.Certificate], cas: Sequence[x509.Certificate]
+    bundle: _Bundle, tsas: Sequence[x509.Certificate], cas: Sequence[x509.Certificate]
 ) -> str | None:
     token = bundle.files.get(TOKEN)
     if token is None:
         return "the bundle holds no time-stamp token: the tree head is not time-stamped"
-    digest = hashlib.sha256(head.encode("ascii")).digest()
+    # the stamped digest is of the tree head's bytes as the bundle holds them (a head that is
+    # not ASCII is no compact JWS, which check (4) reports)
+    digest = hashlib.sha256(bundle.files[TREE_HEAD]).digest()
     try:
         verify_timestamp_token(token, digest=digest, tsa_certs=tsas, ca_certs=cas)
     except TimestampError as exc:
