@@ -656,6 +656,13 @@ CASES: dict[str, Case] = {
     "log show": Case(
         "log show --db {log} --id msg-4", lambda d, p: [r["message_id"] for r in d] == ["msg-4"]
     ),
+    "log heads": Case(
+        "log heads --db {log} --covers 2",
+        lambda d, p: (
+            [h["size"] for h in d] == [LOG_BATCHES[0] + LOG_BATCHES[1], sum(LOG_BATCHES)]
+            and all(h["root_hex"] and h["signer"] for h in d)
+        ),
+    ),
     "log verify": Case(
         "log verify --db {log} --ca {ca}/ca.cert.pem --owner {ss1}",
         {"records": sum(LOG_BATCHES), "tree_heads": len(LOG_BATCHES)},

@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from exchange.errors import ConfigurationError, ExchangeError
 from exchange.identifiers import MemberId, SecurityServerId, parse_member
+from exchange.messagelog.certs import CertLookup, certificates_of_log
 from exchange.messagelog.merkle import (
     EMPTY_ROOT,
     inclusion_proof,
@@ -34,7 +35,7 @@ from exchange.messagelog.merkle import (
 )
 from exchange.messagelog.query import query_records
 from exchange.messagelog.store import MessageLog, MessageLogError, open_readonly
-from exchange.messagelog.verify import CertLookup, verify_log
+from exchange.messagelog.verify import verify_log
 from exchange.protocol.canonical import canonical_bytes
 from exchange.protocol.jws import JwsError, Signer
 from exchange.trust.keys import cert_pem
@@ -966,7 +967,7 @@ async def test_the_logs_certificates_are_the_verifiers_keys(tmp_path: Path, pki:
         await log.append(entry(0))
     conn = open_readonly(path)
     try:
-        lookup = CertLookup(conn, [pki.ca.cert])
+        lookup = CertLookup(certificates_of_log(conn), [pki.ca.cert])
         assert lookup.signer_key(pki.member.thumbprint).member == MemberId("PS", "GOV", "MOF")
         assert lookup.signer_key(pki.signer.thumbprint).member == OWNER.owner
         with pytest.raises(JwsError, match="not in the log"):
@@ -974,7 +975,9 @@ async def test_the_logs_certificates_are_the_verifiers_keys(tmp_path: Path, pki:
         with pytest.raises(JwsError, match="cannot sign messages"):
             lookup.signer_key(pki.auth.thumbprint)
         with pytest.raises(JwsError, match="not issued by a trusted CA"):
-            CertLookup(conn, [pki.rogue_ca.cert]).signer_key(pki.signer.thumbprint)
+            CertLookup(certificates_of_log(conn), [pki.rogue_ca.cert]).signer_key(
+                pki.signer.thumbprint
+            )
     finally:
         conn.close()
 

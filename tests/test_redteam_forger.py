@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from exchange.identifiers import SecurityServerId, parse_member
-from exchange.messagelog.certs import CertLookup
+from exchange.messagelog.certs import CertLookup, certificates_of_log
 from exchange.messagelog.store import MessageLog
 from exchange.messagelog.verify import verify_log
 from exchange.protocol.canonical import b64url, canonical_bytes
@@ -150,7 +150,9 @@ def test_a_certificate_is_not_trusted_at_a_time_its_ca_was_not_valid(
     only, so a log or a bundle holding such a signature verified."""
     ca: CertificateAuthority = getattr(pki, issuer)
     cert = _signing_cert(ca, keys.generate_key())
-    lookup = CertLookup(certs_table, [pki.root.cert, pki.short.cert, pki.later.cert])
+    lookup = CertLookup(
+        certificates_of_log(certs_table), [pki.root.cert, pki.short.cert, pki.later.cert]
+    )
     thumb = _store(certs_table, cert)
     assert cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
     with pytest.raises(JwsError, match=rf"was not valid at .*issuing CA certificate {reason}"):
@@ -190,7 +192,7 @@ def test_an_intermediate_that_is_not_approved_issues_nothing(
 ) -> None:
     cert = _signing_cert(pki.unapproved, keys.generate_key())
     thumb = _store(certs_table, cert)
-    lookup = CertLookup(certs_table, [pki.root.cert, pki.short.cert])
+    lookup = CertLookup(certificates_of_log(certs_table), [pki.root.cert, pki.short.cert])
     with pytest.raises(JwsError, match="not issued by a trusted CA"):
         lookup.signer_key(thumb, NOW)
 
@@ -209,7 +211,7 @@ def test_a_certificate_stored_under_another_certificates_thumbprint_is_refused(
     expired = _signing_cert(pki.root, key, start=NOW - 30 * DAY, end=NOW - 10 * DAY)
     current = _signing_cert(pki.root, key)
     thumb = _store(certs_table, current, under=cert_thumbprint(expired))
-    lookup = CertLookup(certs_table, [pki.root.cert])
+    lookup = CertLookup(certificates_of_log(certs_table), [pki.root.cert])
     with pytest.raises(JwsError, match=r"is not the certificate .* names"):
         lookup.signer_key(thumb, NOW)
     with pytest.raises(JwsError, match=r"is not the certificate .* names"):

@@ -5,10 +5,13 @@ stored, so they hash to the Merkle leaf, RFC 9162 §2.1.1), the signed request a
 (compact JWS), the signers' and the tree head signer's certificates with their issuing CA (PEM),
 the inclusion proof of each record (RFC 9162 §2.1.3), the signed tree head (compact JWS) and its
 RFC 3161 token (DER, over SHA-256 of the head's JWS), and a ``manifest.json`` naming each part and
-what it proves. :func:`verify_bundle` checks such a zip with only the public trust material that
-:func:`export_trust` writes (approved CA and TSA certificates, the anchor) and the security server
-whose log it claims to come from (the *owner*, which the auditor gives: never taken from the
-bundle). The zip is read within bounds (:mod:`exchange.audit.zipread`).
+what it proves. :func:`verify_bundle` checks such a zip with only the public trust material of a
+trust folder (:mod:`exchange.audit.trustdir`: approved CA and TSA certificates, the anchor) and
+the security server whose log it claims to come from (the *owner*, which the auditor gives:
+never taken from the bundle); the tree head and its time-stamp go through
+:mod:`exchange.audit.headcheck`, each record through
+:func:`~exchange.trustcore.records.verify_record`. The zip is read within bounds
+(:mod:`exchange.audit.zipread`).
 
 This package reads no server configuration: the command line passes paths and certificates.
 
@@ -19,9 +22,7 @@ logged without bodies prove the signed digests only; :func:`bundle_notes` says s
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
-import sqlite3
 import zipfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -31,30 +32,32 @@ from typing import Any
 import orjson
 from cryptography import x509
 
+from exchange.audit.headcheck import NOT_STAMPED, HeadEvidence, check_head
+from exchange.audit.trustdir import TrustMaterial
 from exchange.audit.zipread import read_members
-from exchange.errors import ConfigurationError, ExchangeError, VerificationFailed
-from exchange.globalconf.anchor import Anchor
-from exchange.identifiers import SecurityServerId, parse_security_server
+from exchange.errors import ExchangeError
+from exchange.identifiers import SecurityServerId
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import ArchiveReader
 from exchange.messagelog.certs import CertLookup
-from exchange.messagelog.proofs import InclusionProof, inclusion_checks, inclusion_for_message
+from exchange.messagelog.proofs import (
+    InclusionProof,
+    inclusion_checks,
+    inclusion_for_message,
+    stamped_size_covering,
+)
 from exchange.messagelog.store import open_readonly, query_if_table
 from exchange.protocol import jws
 from exchange.protocol.canonical import b64url
-from exchange.trust.keys import cert_from_pem, cert_pem, fingerprint, load_certificates
-from exchange.trust.timestamp import TimestampError, verify_timestamp_token
+from exchange.trust.keys import cert_from_pem, cert_pem
 from exchange.trust.validation import find_issuer, issuers
 from exchange.trustcore.records import Proof, RecordVerdict, verify_record
-from exchange.trustcore.treeheads import verify_tree_head
 
 FORMAT = "exchange-evidence-bundle/1"
 MANIFEST = "manifest.json"
 # the default freshness of the global configuration (docs/design.md §12): a response this old or
 # younger at the time of the record shows the status then
 OCSP_MAX_AGE = 3600
-OWNER_FILE = "owner.txt"
-"""In a trust folder: the security server whose bundles it is for, by default."""
 TREE_HEAD = "tree-head.jws"
 TOKEN = "tree-head.tsr"
 REQUEST = "request.jws"
@@ -106,10 +109,10 @@ async def export_bundle(
     ``cas`` are the approved CAs, whose certificates go in beside the signers'.
     """
     archives = ArchiveReader(log.log_path, log.archive_dir, message_id=message_id)
-    size = _stamped_size(log.log_path, message_id, archives)
+    size = stamped_size_covering(log.log_path, message_id, archives)
     if size is None and stamp is not None:
         await stamp()
-        size = _stamped_size(log.log_path, message_id, archives)
+        size = stamped_size_covering(log.log_path, message_id, archives)
     proofs = inclusion_for_message(log.log_path, message_id, size=size, reader=archives)
     entries = _entries(log.log_path, message_id, [p.seq for p in proofs], archives)
     head = proofs[0].tree_head_jws
@@ -135,29 +138,6 @@ def _ocsp_for(log_path: Path, tokens: Sequence[str]) -> dict[str, bytes]:
     finally:
         conn.close()
     return {f"ocsp/{t}-{d[:16]}.der": bytes(der) for t, d, der in rows if t in thumbs}
-
-
-def _stamped_size(log_path: Path, message_id: str, archives: ArchiveReader) -> int | None:
-    """The size of the latest time-stamped tree head covering every record of ``message_id``
-    (archived records are covered by the time-stamped boundary head the database keeps)."""
-    conn = open_readonly(log_path)
-    try:
-        (last,) = conn.execute(
-            "SELECT max(seq) FROM records WHERE message_id = ?", (message_id,)
-        ).fetchone()
-        if last is None:
-            archived = archives.find(message_id)
-            if not archived:
-                return None
-            last = archived[-1][0]
-        row = conn.execute(
-            "SELECT max(t.size) FROM timestamps t JOIN tree_heads h ON h.size = t.size "
-            "WHERE t.size > ?",
-            (last,),
-        ).fetchone()
-    finally:
-        conn.close()
-    return int(row[0]) if row and row[0] is not None else None
 
 
 def _entries(
@@ -258,51 +238,6 @@ def _write_zip(
         z.writestr(MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
 
-# --- trust material ----------------------------------------------------------------------------
-
-
-def export_trust(
-    out_dir: Path,
-    *,
-    cas: Sequence[x509.Certificate],
-    tsas: Sequence[x509.Certificate],
-    anchor: Path,
-    owner: SecurityServerId | None = None,
-) -> Path:
-    """Write the public trust material: ``ca/*.pem``, ``tsa/*.pem``, ``anchor.json`` and, when
-    ``owner`` is given, :data:`OWNER_FILE` naming the security server whose bundles it checks."""
-    for sub, certs in (("ca", cas), ("tsa", tsas)):
-        folder = out_dir / sub
-        folder.mkdir(parents=True, exist_ok=True)
-        for cert in certs:
-            (folder / f"{fingerprint(cert)[:16]}.pem").write_text(cert_pem(cert))
-    Anchor.load(anchor).save(out_dir / "anchor.json")
-    if owner is not None:
-        (out_dir / OWNER_FILE).write_text(f"{owner}\n")
-    return out_dir
-
-
-def trusted_owner(trust_dir: Path) -> SecurityServerId | None:
-    """The security server a trust folder names (:data:`OWNER_FILE`), if it names one."""
-    path = trust_dir / OWNER_FILE
-    if not path.is_file():
-        return None
-    text = path.read_text(encoding="utf-8", errors="replace").strip()
-    try:
-        return parse_security_server(text)
-    except ExchangeError:
-        raise ConfigurationError(
-            f"{path} does not name a security server (INSTANCE/CLASS/CODE/SERVER)"
-        ) from None
-
-
-def _trust(trust_dir: Path, sub: str) -> list[x509.Certificate]:
-    folder = trust_dir / sub
-    if not folder.is_dir():
-        raise ConfigurationError(f"{folder} does not exist: run `exchange audit trust-export`")
-    return [c for f in sorted(folder.glob("*.pem")) for c in load_certificates(f)]
-
-
 # --- offline verification ----------------------------------------------------------------------
 
 
@@ -332,70 +267,91 @@ class _Bundle:
         data = self.files.get(MANIFEST)
         return None if data is None else _loads(data) or None
 
-    def lookup(self, cas: Sequence[x509.Certificate]) -> tuple[sqlite3.Connection, CertLookup]:
-        """A :class:`CertLookup` over the bundle's certificates (an in-memory ``certs`` table)."""
-        conn = sqlite3.connect(":memory:")
-        conn.execute("CREATE TABLE certs (thumbprint TEXT PRIMARY KEY, pem TEXT NOT NULL)")
-        for name, data in self.files.items():
-            if name.startswith("certs/") and name.endswith(".pem"):
-                conn.execute(
-                    "INSERT OR IGNORE INTO certs VALUES (?, ?)",
-                    (name[len("certs/") : -len(".pem")], data.decode("ascii", "replace")),
-                )
-        return conn, CertLookup(conn, cas)
+    def lookup(self, cas: Sequence[x509.Certificate]) -> CertLookup:
+        """A :class:`CertLookup` over the bundle's certificates (``certs/<x5t#S256>.pem``)."""
+        pems = {
+            name[len("certs/") : -len(".pem")]: data.decode("ascii", "replace")
+            for name, data in self.files.items()
+            if name.startswith("certs/") and name.endswith(".pem")
+        }
+        return CertLookup(pems.get, cas, holder="the bundle")
+
+
+@dataclass(frozen=True, slots=True)
+class BundleReport:
+    """What :func:`examine_bundle` found: the numbered checks, what each record proves, and
+    the bundle's tree head and time-stamp as far as they verified."""
+
+    checks: list[Check]
+    verdicts: dict[int, RecordVerdict]
+    entries: dict[int, dict[str, Any]]
+    head: HeadEvidence | None
+    included: frozenset[int] = frozenset()
+    """The records that hash to their proof's leaf, whose path leads to the head's root."""
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def in_log(self, seq: int) -> bool:
+        """Record ``seq`` is proven in the owner's log: it hashes to its leaf, its path leads
+        to the head's root, and the head is the owner's (checks (2)–(4))."""
+        return seq in self.included and self.head is not None and self.head.head is not None
 
 
 def verify_bundle(path: Path, trust_dir: Path, owner: SecurityServerId) -> list[Check]:
     """Verify an evidence bundle offline against the trust folder, as a bundle of the log of
     ``owner``; every check, numbered."""
-    cas, tsas = _trust(trust_dir, "ca"), _trust(trust_dir, "tsa")
-    return _verified(_Bundle.read(path), cas, tsas, owner)[0]
+    return examine_bundle(path, trust_dir, owner).checks
 
 
-def _verified(
-    bundle: _Bundle,
-    cas: Sequence[x509.Certificate],
-    tsas: Sequence[x509.Certificate],
-    owner: SecurityServerId,
-) -> tuple[list[Check], dict[int, RecordVerdict]]:
+def examine_bundle(path: Path, trust_dir: Path, owner: SecurityServerId) -> BundleReport:
+    """:func:`verify_bundle`, with what the verified parts say (for the auditor's summary)."""
+    return _verified(_Bundle.read(path), TrustMaterial.load(trust_dir), owner)
+
+
+def _verified(bundle: _Bundle, trust: TrustMaterial, owner: SecurityServerId) -> BundleReport:
     seqs = bundle.seqs()
     head = bundle.text(TREE_HEAD)
     if not seqs or head is None:
-        return [Check(1, "the bundle holds a record and a tree head", False, "parts missing")], {}
-    conn, lookup = bundle.lookup(cas)
+        missing = Check(1, "the bundle holds a record and a tree head", False, "parts missing")
+        return BundleReport([missing], {}, {}, None)
+    lookup = bundle.lookup(trust.cas)
     verdicts: dict[int, RecordVerdict] = {}
-    try:
-        # (1) the manifest describes these records of this exchange
-        checks: list[tuple[str, str | None]] = [
-            ("the manifest names this exchange and its records", _manifest(bundle, seqs))
-        ]
-        # (2) each record hashes to its proof's leaf, (3) whose path leads to the head's root
-        for seq in seqs:
-            checks += _record_checks(bundle, seq, head)
-        # (4) the tree head is signed by the owner's signing key, for the owner's log
-        checks.append(
-            (f"the tree head is signed by the log's owner {owner}", _head(head, lookup, owner))
-        )
-        # (5) the RFC 3161 token stamps SHA-256 of the tree head JWS, signed by an approved TSA
-        checks.append(
-            ("the tree head is time-stamped by an approved TSA", _token(bundle, head, tsas, cas))
-        )
-        # (6) what each record states is what its signed request and response say
-        for seq in seqs:
-            verdict, reason = _entry(bundle, seq, lookup, owner)
-            if verdict is not None:
-                verdicts[seq] = verdict
-            what = verdict.proof.value if verdict is not None else "nothing"
-            checks.append((f"record {seq} is evidence of {what}", reason))
-        # (7) where the bundle holds OCSP responses, each signer was "good" when it signed
-        for seq in seqs:
-            checks += _ocsp_checks(bundle, seq, lookup, cas)
-    finally:
-        conn.close()
+    # (1) the manifest describes these records of this exchange
+    checks: list[tuple[str, str | None]] = [
+        ("the manifest names this exchange and its records", _manifest(bundle, seqs))
+    ]
+    # (2) each record hashes to its proof's leaf, (3) whose path leads to the head's root
+    included = set()
+    for seq in seqs:
+        found = _record_checks(bundle, seq, head)
+        checks += found
+        if all(reason is None for _, reason in found):
+            included.add(seq)
+    # (4) the tree head is signed by the owner's signing key, for the owner's log; (5) the RFC
+    # 3161 token stamps SHA-256 of the tree head JWS, signed by an approved TSA
+    evidence = check_head(head, bundle.files.get(TOKEN), lookup, trust, owner)
+    checks.append((f"the tree head is signed by the log's owner {owner}", evidence.head_problem))
+    stamp_problem = evidence.stamp_problem
+    if stamp_problem == NOT_STAMPED:
+        stamp_problem = "the bundle holds no time-stamp token: the tree head is not time-stamped"
+    checks.append(("the tree head is time-stamped by an approved TSA", stamp_problem))
+    # (6) what each record states is what its signed request and response say
+    for seq in seqs:
+        verdict, reason = _entry(bundle, seq, lookup, owner)
+        if verdict is not None:
+            verdicts[seq] = verdict
+        what = verdict.proof.value if verdict is not None else "nothing"
+        checks.append((f"record {seq} is evidence of {what}", reason))
+    # (7) where the bundle holds OCSP responses, each signer was "good" when it signed
+    for seq in seqs:
+        checks += _ocsp_checks(bundle, seq, lookup, trust.cas)
     numbered = [
         Check(i, what, reason is None, reason or "") for i, (what, reason) in enumerate(checks, 1)
     ]
-    return numbered, verdicts
+    entries = {seq: entry for seq in seqs if (entry := bundle.entry(seq)) is not None}
+    return BundleReport(numbered, verdicts, entries, evidence, frozenset(included))
 
 
 def _manifest(bundle: _Bundle, seqs: list[int]) -> str | None:
@@ -455,33 +411,6 @@ def _record_checks(bundle: _Bundle, seq: int, head: str) -> list[tuple[str, str 
         (f"record {seq} hashes to the inclusion proof's leaf", leaf_reason),
         (f"record {seq}'s inclusion proof leads to the tree head's root", path_reason),
     ]
-
-
-def _head(head: str, lookup: CertLookup, owner: SecurityServerId) -> str | None:
-    try:
-        payload = orjson.loads(jws.unverified_payload(head))
-        at = dt.datetime.fromtimestamp(payload["signed_at"] / 1000, dt.UTC)
-    except (ExchangeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
-        return "the tree head JWS payload is not a tree head"
-    try:
-        verify_tree_head(head, lookup.at(at), owner=owner, log_id=None)
-    except VerificationFailed as exc:
-        return f"tree head: {exc.message}"
-    return None
-
-
-def _token(
-    bundle: _Bundle, head: str, tsas: Sequence[x509.Certificate], cas: Sequence[x509.Certificate]
-) -> str | None:
-    token = bundle.files.get(TOKEN)
-    if token is None:
-        return "the bundle holds no time-stamp token: the tree head is not time-stamped"
-    digest = hashlib.sha256(head.encode("ascii")).digest()
-    try:
-        verify_timestamp_token(token, digest=digest, tsa_certs=tsas, ca_certs=cas)
-    except TimestampError as exc:
-        return f"time-stamp: {exc.message}"
-    return None
 
 
 def _entry(
@@ -561,13 +490,13 @@ def correlate_bundles(
     """Both bundles verify, each as a bundle of its owner's log, and describe the same exchange
     from its two sides: one the consumer's record, one the provider's, of the same signed
     request (its SHA-512 hash) answered by the same signed response."""
-    cas, tsas = _trust(trust_dir, "ca"), _trust(trust_dir, "tsa")
+    trust = TrustMaterial.load(trust_dir)
     checks: list[tuple[str, str | None]] = []
     sides: list[dict[str, tuple[str, str | None]]] = []
     for path, owner in zip((a, b), owners, strict=True):
         bundle = _Bundle.read(path)
-        results, verdicts = _verified(bundle, cas, tsas, owner)
-        failed = [c for c in results if not c.ok]
+        report = _verified(bundle, trust, owner)
+        failed = [c for c in report.checks if not c.ok]
         # (1) each bundle verifies on its own, as a bundle of its owner's log
         reason = "; ".join(f"({c.number}) {c.reason}" for c in failed) or None
         checks.append((f"{path.name} verifies as a bundle of {owner}'s log", reason))
@@ -577,7 +506,7 @@ def correlate_bundles(
                     "consumer" if v.request.request.client_server == owner else "provider",
                     v.response.token if v.response is not None else None,
                 )
-                for v in verdicts.values()
+                for v in report.verdicts.values()
                 if v.ok and v.request is not None
             }
         )

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from exchange.cli.common import EXIT_CHECK_FAILED, ExchangeGroup, console, print_json, reports
+from exchange.terminal import one_value
 
 if TYPE_CHECKING:
     from exchange.audit.bundle import Check, LogFiles
     from exchange.audit.force import OfflineStamping
+    from exchange.audit.summary import RecordSummary
     from exchange.identifiers import SecurityServerId
     from exchange.server.config import ServerConfig
 
@@ -98,20 +100,9 @@ _OWNER_HELP = (
 
 def _owner(given: str | None, trust_dir: Path) -> tuple[SecurityServerId, str]:
     """The expected log owner, from the auditor: --owner, else the trust folder."""
-    from exchange.audit.bundle import OWNER_FILE, trusted_owner
-    from exchange.errors import ConfigurationError
-    from exchange.identifiers import parse_security_server
+    from exchange.audit.trustdir import expected_owner
 
-    if given is not None:
-        return parse_security_server(given), "--owner"
-    named = trusted_owner(trust_dir)
-    if named is None:
-        raise ConfigurationError(
-            f"give the log's owner with --owner (the security server whose log the bundle "
-            f"comes from), or export the trust with --config so that {trust_dir / OWNER_FILE} "
-            "names it"
-        )
-    return named, str(trust_dir / OWNER_FILE)
+    return expected_owner(given, trust_dir)
 
 
 @group.command("verify")
@@ -120,25 +111,59 @@ def _owner(given: str | None, trust_dir: Path) -> tuple[SecurityServerId, str]:
 @click.option("--owner", help=_OWNER_HELP)
 @reports
 def verify(bundle: Path, trust_dir: Path, owner: str | None, as_json: bool) -> None:
-    """Verify an evidence bundle offline as one of the log of its owner; exit 1 with the failing
-    reason (also for a malformed bundle).
+    """Verify an evidence bundle offline as one of the log of its owner: first what the record
+    is (each value from the signed document that states it), then every check; exit 1 with the
+    failing reason (also for a malformed bundle).
 
     \b
     Example:
       exchange audit verify evidence.zip --trust trust
       exchange audit verify evidence.zip --trust trust --owner PS/GOV/MOI/ss1
     """
-    from exchange.audit.bundle import bundle_notes, verify_bundle
+    from exchange.audit.bundle import bundle_notes, examine_bundle
+    from exchange.audit.summary import summarize
 
     expected, source = _owner(owner, trust_dir)
-    checks = verify_bundle(bundle, trust_dir, expected)
+    report = examine_bundle(bundle, trust_dir, expected)
+    evidence = report.head
+    stamp = evidence.stamp if evidence is not None else None
+    summaries = [
+        summarize(
+            seq,
+            report.verdicts.get(seq),
+            entry,
+            expected,
+            in_log=report.in_log(seq),
+            stamp=stamp,
+        )
+        for seq, entry in sorted(report.entries.items())
+    ]
     notes = bundle_notes(bundle)
     if not as_json:
-        console.print(f"log owner: {expected} (from {source})", markup=False, highlight=False)
-        for note in notes:
-            console.print(f"note: {note}", markup=False, highlight=False)
-    facts = {"bundle": bundle, "owner": str(expected), "owner_from": source, "notes": notes}
-    _report(checks, as_json, facts)
+        lines = [f"log owner: {expected} (from {source})"]
+        for summary in summaries:
+            lines += _summary_lines(summary)
+        for line in lines:
+            console.print(line, markup=False, highlight=False)
+    facts = {
+        "bundle": bundle,
+        "owner": str(expected),
+        "owner_from": source,
+        "records": [s.to_dict() for s in summaries],
+        "notes": notes,
+    }
+    notes_shown = [f"note: {note}" for note in notes]
+    _report(report.checks, as_json, facts, after=notes_shown, name=bundle.name)
+
+
+def _summary_lines(summary: RecordSummary) -> list[str]:
+    """A record as its verified parts state it: a heading, then each part's fields under it."""
+    lines = [summary.heading()]
+    for part in summary.parts:
+        lines.append(f"  {part.heading()}")
+        lines += [f"    {name:<11} {one_value(value)}" for name, value in part.fields]
+    lines += [f"  not shown, {reason}" for reason in summary.unproven]
+    return lines
 
 
 @group.command("correlate")
@@ -162,12 +187,12 @@ def correlate(a: Path, b: Path, trust_dir: Path, owners: tuple[str, ...], as_jso
           --owner PS/GOV/PALPOST/ss1 --owner PS/GOV/MOI/ss1
     """
     from exchange.audit.bundle import correlate_bundles
+    from exchange.audit.trustdir import expected_owner
     from exchange.errors import ConfigurationError
-    from exchange.identifiers import parse_security_server
 
     if len(owners) != 2:
         raise ConfigurationError("give --owner twice: the owner of A's log, then of B's")
-    expected = (parse_security_server(owners[0]), parse_security_server(owners[1]))
+    expected = (expected_owner(owners[0], trust_dir)[0], expected_owner(owners[1], trust_dir)[0])
     if not as_json:
         for path, owner in zip((a, b), expected, strict=True):
             console.print(f"{path.name}: log owner {owner}", markup=False, highlight=False)
@@ -187,7 +212,7 @@ def trust_export(config_path: Path, out: Path, as_json: bool) -> None:
     Example:
       exchange audit trust-export --config ss-moi/server.toml -o trust
     """
-    from exchange.audit.bundle import export_trust
+    from exchange.audit.trustdir import export_trust
     from exchange.server.config import load_server_config
     from exchange.server.logcheck import trusted_cas_of, trusted_tsas_of
 
@@ -318,9 +343,16 @@ def _shown(value: object) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _report(checks: Sequence[Check], as_json: bool, facts: dict[str, Any]) -> None:
-    """Each numbered check, as a line or in one JSON document with ``facts``; exit 1 if one
-    failed."""
+def _report(
+    checks: Sequence[Check],
+    as_json: bool,
+    facts: dict[str, Any],
+    *,
+    after: Sequence[str] = (),
+    name: str | None = None,
+) -> None:
+    """Each numbered check, as a line (then ``after`` and, with ``name``, a last line saying OK
+    or FAILED) or in one JSON document with ``facts``; exit 1 if one failed."""
     ok = all(check.ok for check in checks)
     if as_json:
         shown = [
@@ -328,7 +360,10 @@ def _report(checks: Sequence[Check], as_json: bool, facts: dict[str, Any]) -> No
         ]
         print_json({**facts, "ok": ok, "checks": shown})
     else:
-        for check in checks:
-            console.print(check.line(), markup=False, highlight=False)
+        lines = [check.line() for check in checks] + list(after)
+        if name is not None:
+            lines.append(f"{name}: {'OK' if ok else 'FAILED'}")
+        for line in lines:
+            console.print(line, markup=False, highlight=False)
     if not ok:
         raise SystemExit(EXIT_CHECK_FAILED)

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from exchange.cli.common import (
     EXIT_CHECK_FAILED,
     ExchangeGroup,
     console,
+    err_console,
     markup_text,
     print_json,
     reports,
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from exchange.identifiers import SecurityServerId
-    from exchange.messagelog.query import RecordView
+    from exchange.messagelog.proofs import Check
     from exchange.protocol.jws import Signer
     from exchange.server.config import ServerConfig
 
@@ -278,28 +278,32 @@ def _print_report(report: object, source: str, *, crash: bool = False) -> None:
         console.print(f"  ... {len(report.problems) - 20 + report.problems_omitted} more problems")
 
 
-def _status(entry: dict[str, Any]) -> str:
-    error = entry.get("error")
-    code = entry.get("http_status")
-    if isinstance(error, dict):
-        return f"{code} {error.get('type')}"
-    return f"{code} {entry.get('status') or ''}".strip()
+def _time(option: str, text: str | None) -> dt.datetime | None:
+    from exchange.messagelog.query import parse_time
 
-
-def _decision(decision: object) -> str:
-    """A short form: the grant that allowed, or that nothing did; the full record has more."""
-    if not isinstance(decision, dict):
-        return ""
-    if decision.get("allowed"):
-        return f"allowed by {decision.get('grant')} (policy {decision.get('policy_version')})"
-    return f"denied (policy {decision.get('policy_version')})"
-
-
-def _when(text: str | None) -> dt.datetime | None:
     if text is None:
         return None
-    value = dt.datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{option}: {exc}") from None
+
+
+def _limit(limit: int) -> int | None:
+    if limit < 0:
+        raise ConfigurationError("--limit: give a number of records, or 0 for all")
+    return limit or None
+
+
+_SINCE = click.option(
+    "--since", help="ISO date or time, inclusive (2026-12-06, 2026-12-06T10:00; UTC if no zone)."
+)
+_UNTIL = click.option("--until", help="ISO date or time, exclusive (UTC if no zone).")
+_LIMIT = click.option(
+    "--limit", default=50, show_default=True, help="Stop after this many; 0 lists all."
+)
+_RECORDS_AS_LOGGED = "as logged (`exchange log verify` checks them)"
+_HEADS_AS_LOGGED = "as logged (`exchange log check-proof --trust` checks them)"
 
 
 @group.command("show")
@@ -309,9 +313,23 @@ def _when(text: str | None) -> dt.datetime | None:
 @click.option("--client", help="Client subsystem, e.g. PS/GOV/PALPOST/unified-window.")
 @click.option("--service", help="Service, e.g. PS/GOV/MOI/population-registry/persons.")
 @click.option("--side", type=click.Choice(["consumer", "provider"]))
-@click.option("--since", help="ISO time (UTC if no zone), inclusive.")
-@click.option("--until", help="ISO time (UTC if no zone), exclusive.")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--user-id", help="X-Road-UserId: the person who acted, e.g. a clerk.")
+@click.option(
+    "--path",
+    "path_pattern",
+    help="The path after the service code (query included): a prefix such as /408728723, or a "
+    "glob such as '*/family' (* also matches /).",
+)
+@click.option("--method", help="HTTP method, e.g. GET.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    help="HTTP status (403) or class (4xx); repeat for any of several.",
+)
+@_SINCE
+@_UNTIL
+@_LIMIT
 @_ARCHIVE_DIR
 @click.option("--live-only", is_flag=True, help="Search the database only, not the archives.")
 @reports
@@ -322,6 +340,10 @@ def show_cmd(
     client: str | None,
     service: str | None,
     side: str | None,
+    user_id: str | None,
+    path_pattern: str | None,
+    method: str | None,
+    statuses: tuple[str, ...],
     since: str | None,
     until: str | None,
     limit: int,
@@ -329,99 +351,107 @@ def show_cmd(
     live_only: bool,
     as_json: bool,
 ) -> None:
-    """List logged exchanges readably, filtered by message id, client, service, side or time.
+    """List logged exchanges, oldest first: time, side, status, method and path, user id,
+    client, service, purpose, message id, decision, released fields.
 
-    Archived records are searched too (read from the archive files; oldest first).
+    Filters (all must match): message id, client, service, side, user id, path (prefix or
+    glob), method, status (code or class), time. Archived records are searched too. Streams:
+    any size of log. What it prints is what the log says; `exchange log verify` and
+    `exchange audit verify` check it.
 
     \b
     Example:
       exchange log show --config state/servers/MOI/server.toml --since 2026-11-27T10:00
+      exchange log show --config state/servers/MOI/server.toml --user-id PS-clerk-biddu-01 \\
+          --path '*/family' --status 4xx --since 2026-12-06 --until 2026-12-07
     """
-    from exchange.messagelog.query import query_records
+    from exchange.cli.listing import footer, record_lines, stream
+    from exchange.messagelog.query import RecordFilter, iter_records, parse_status
 
     try:
-        views = query_records(
-            _log_path(config_path, db),
-            message_id=message_id,
-            client=client,
-            service=service,
-            side=side,
-            since=_when(since),
-            until=_when(until),
-            limit=limit,
-            archive_dir=None if live_only else _archive_dir(config_path, db, archive_dir),
-        )
+        ranges = tuple(parse_status(s) for s in statuses)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if as_json:
-        print_json([v.to_dict() for v in views])
-        return
-    if console.width < TABLE_WIDTH:
-        for line in record_blocks(views):
-            console.print(line, markup=False, highlight=False)
-    else:
-        console.print(_record_table(views))
-    console.print(f"{len(views)} record(s)")
+        raise ConfigurationError(f"--status: {exc}") from None
+    where = RecordFilter(
+        message_id=message_id,
+        client=client,
+        service=service,
+        side=side,
+        since=_time("--since", since),
+        until=_time("--until", until),
+        method=method,
+        path=path_pattern,
+        statuses=ranges,
+        user_id=user_id,
+    )
+    records = iter_records(
+        _log_path(config_path, db),
+        where,
+        archive_dir=None if live_only else _archive_dir(config_path, db, archive_dir),
+    )
+    listed = stream(
+        records,
+        _limit(limit),
+        as_json=as_json,
+        to_dict=lambda view: view.to_dict(),
+        lines=record_lines,
+    )
+    footer(listed, "record", limit, as_json=as_json, note=_RECORDS_AS_LOGGED)
 
 
-TABLE_WIDTH = 160
-"""Below this many columns `log show` prints a block per record: its ten columns folded into
-80 would be a few characters wide each."""
+@group.command("heads")
+@click.option("--config", "config_path", type=_CONFIG, help="The security server's server.toml.")
+@click.option("--db", type=_CONFIG, help="A message log file.")
+@click.option("--stamped", is_flag=True, help="Only tree heads with an RFC 3161 time-stamp.")
+@click.option(
+    "--covers",
+    type=click.IntRange(min=0),
+    help="Only tree heads whose tree holds record SEQ (as `log show` numbers them).",
+)
+@_SINCE
+@_UNTIL
+@_LIMIT
+@_ARCHIVE_DIR
+@reports
+def heads_cmd(
+    config_path: Path | None,
+    db: Path | None,
+    stamped: bool,
+    covers: int | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    archive_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """List the signed tree heads a proof can lead to, smallest first: size, root, signing
+    time, time-stamp time and signer certificate.
 
+    Every group commit signs a tree head; only a time-stamped one proves when the records
+    under it existed. Pick one with --covers SEQ --stamped, then `exchange log prove --size`.
+    What it prints is what the log says; `exchange log check-proof --trust` checks the head a
+    proof names.
 
-def record_blocks(views: Sequence[RecordView]) -> list[str]:
-    """``log show`` for a narrow terminal or a pipe: a heading line per record (seq, time, side,
-    status), then one ``name  value`` line per field it has."""
-    lines: list[str] = []
-    for v in views:
-        lines.append(
-            f"#{v.seq}  {v.logged_at.replace('+00:00', '')[:23]}  {one_value(v.side or '')}  "
-            f"{one_value(_status(v.entry))}"
-        )
-        for name, value in (
-            ("message id", v.message_id),
-            ("client", v.client),
-            ("purpose", v.entry.get("purpose")),
-            ("service", v.service),
-            ("decision", _decision(v.entry.get("decision"))),
-            ("released", ", ".join(v.released_fields or ())),
-        ):
-            if value:
-                lines.append(f"    {name:<11} {one_value(str(value))}")
-    return lines
+    \b
+    Example:
+      exchange log heads --config state/servers/MOI/server.toml --covers 112 --stamped
+    """
+    from exchange.cli.listing import footer, head_lines, stream
+    from exchange.messagelog.heads import HeadFilter, iter_heads
 
-
-def _record_table(views: Sequence[RecordView]) -> Table:
-    table = Table(show_lines=False)
-    for col in (
-        "seq",
-        "logged at (UTC)",
-        "side",
-        "message id",
-        "client",
-        "purpose",
-        "service",
-        "status",
-        "decision",
-        "released fields",
-    ):
-        table.add_column(col, overflow="fold")
-    for v in views:
-        cells = (
-            str(v.seq),
-            v.logged_at.replace("+00:00", "")[:23],
-            v.side or "",
-            v.message_id or "",
-            v.client or "",
-            str(v.entry.get("purpose") or ""),
-            v.service or "",
-            _status(v.entry),
-            _decision(v.entry.get("decision")),
-            ", ".join(v.released_fields or ()),
-        )
-        # logged fields are the peers' words: one line each, nothing a terminal acts on
-        table.add_row(*(one_value(cell) for cell in cells))
-    return table
+    where = HeadFilter(
+        stamped=stamped,
+        covers=covers,
+        since=_time("--since", since),
+        until=_time("--until", until),
+    )
+    heads = iter_heads(
+        _log_path(config_path, db), where, archive_dir=_archive_dir(config_path, db, archive_dir)
+    )
+    listed = stream(
+        heads, _limit(limit), as_json=as_json, to_dict=lambda h: h.to_dict(), lines=head_lines
+    )
+    footer(listed, "tree head", limit, as_json=as_json, note=_HEADS_AS_LOGGED)
 
 
 def _emit(document: dict[str, Any], as_json: bool, output: Path | None) -> bool:
@@ -461,28 +491,37 @@ def prove_cmd(
 ) -> None:
     """Print the RFC 9162 inclusion proof of an exchange's record(s) in a signed tree head.
 
-    Against the latest signed tree head unless --size names another. `exchange log check-proof`
-    verifies the file written with -o.
+    Against the latest time-stamped tree head that covers the record(s) (the latest signed one
+    while none is), unless --size names another (`exchange log heads` lists them). The proof
+    carries the head's time-stamp and signer certificate: `exchange log check-proof --trust`
+    verifies the file written with -o as evidence on its own.
 
     \b
     Example:
       exchange log prove --config state/servers/MOI/server.toml \\
           --id 6f1c2a9e-0d4b-4c1e-9a57-3f2b8e0c7d11 -o proof.json
     """
-    from exchange.messagelog.proofs import inclusion_for_message
+    from exchange.messagelog.archive import ArchiveReader
+    from exchange.messagelog.proofs import inclusion_for_message, stamped_size_covering
 
-    proofs = inclusion_for_message(
-        _log_path(config_path, db),
-        message_id,
-        size=size,
-        archive_dir=_archive_dir(config_path, db, archive_dir),
-    )
+    path, folder = _log_path(config_path, db), _archive_dir(config_path, db, archive_dir)
+    reader = ArchiveReader(path, folder, message_id=message_id)
+    if size is None:
+        size = stamped_size_covering(path, message_id, reader)
+    proofs = inclusion_for_message(path, message_id, size=size, reader=reader)
     document = {"message_id": message_id, "proofs": [p.to_dict() for p in proofs]}
+    if proofs[0].timestamp_token is None:
+        err_console.print(
+            f"note: the tree head of size {proofs[0].tree_size} is not time-stamped yet, so this "
+            "proof shows no time; a running server time-stamps its latest head every "
+            "timestamping interval (60 s): prove again then, or export the evidence with "
+            "`exchange audit export`, which has one stamped on the spot"
+        )
     if _emit(document, as_json, output):
         return
     for p in proofs:
         stamped = "time-stamped" if p.timestamp_token else "not time-stamped yet"
-        console.print(f"record seq {p.seq} of {message_id}")
+        console.print(f"record seq {p.seq} of {one_value(message_id)}")
         console.print(f"  leaf hash:  {p.leaf_hash.hex()}")
         console.print(f"  tree size:  {p.tree_size} (signed tree head, {stamped})")
         console.print(f"  root:       {p.root.hex()}")
@@ -534,37 +573,89 @@ def consistency_cmd(
 
 @group.command("check-proof")
 @click.argument("file", type=_CONFIG)
+@click.option(
+    "--trust",
+    "trust_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Trust folder from `exchange audit trust-export`: also check that each tree head is "
+    "signed by the log's owner and time-stamped by an approved TSA.",
+)
+@click.option(
+    "--owner",
+    help="With --trust: the security server whose log it is (e.g. PS/GOV/MOI/ss1); default: the "
+    "one the trust folder names (owner.txt).",
+)
 @reports
-def check_proof_cmd(file: Path, as_json: bool) -> None:
+def check_proof_cmd(
+    file: Path, trust_dir: Path | None, owner: str | None, as_json: bool
+) -> None:  # fmt: skip
     """Verify a proof file from `log prove` or `log consistency` offline; print each check.
 
-    Checks the Merkle math and that each root is the one inside its tree head's JWS payload.
-    It does not check the tree heads' signatures or time-stamps: `exchange log verify` does,
-    over the whole log. Exit status 0 when every check passes, 1 otherwise.
+    With --trust, the proof is evidence on its own: the Merkle path leads to the root of a tree
+    head signed by a signing key of the log's owner, time-stamped by an approved TSA. Without
+    it only the Merkle math is checked, and the output says so. Exit status 0 when every check
+    passes, 1 otherwise.
 
     \b
     Example:
-      exchange log check-proof proof.json
+      exchange log check-proof proof.json --trust trust
+      exchange log check-proof proof.json --trust trust --owner PS/GOV/MOI/ss1
     """
     from exchange.messagelog.proofs import checks_for, load_proof_file
 
-    checks = checks_for(load_proof_file(file))
+    document = load_proof_file(file)
+    if trust_dir is None:
+        if owner is not None:
+            raise ConfigurationError("--owner needs --trust (the trust folder to check it with)")
+        checks, proves, expected = checks_for(document), "", None
+    else:
+        from exchange.audit.proofcheck import check_proof_file
+        from exchange.audit.trustdir import TrustMaterial, expected_owner
+
+        trust = TrustMaterial.load(trust_dir)
+        expected = expected_owner(owner, trust_dir)
+        report = check_proof_file(document, trust, expected[0])
+        checks, proves = report.checks, report.proves
     ok = all(c.ok for c in checks)
     if as_json:
-        shown = [{"what": c.what, "ok": c.ok} for c in checks]
-        print_json({"file": file, "ok": ok, "checks": shown})
-        if not ok:
-            raise SystemExit(EXIT_CHECK_FAILED)
-        return
+        print_json(
+            {
+                "ok": ok,
+                "file": str(file),
+                "trust_checked": trust_dir is not None,
+                "owner": None if expected is None else str(expected[0]),
+                "checks": [{"what": c.what, "ok": c.ok, "reason": c.reason} for c in checks],
+                "proves": proves if ok else None,
+            }
+        )
+    else:
+        _print_proof_checks(file, checks, expected, proves)
+    if not ok:
+        raise SystemExit(EXIT_CHECK_FAILED)
+
+
+def _print_proof_checks(
+    file: Path,
+    checks: Sequence[Check],
+    expected: tuple[SecurityServerId, str] | None,
+    proves: str,
+) -> None:
+    if expected is not None:
+        console.print(f"log owner: {expected[0]} (from {expected[1]})")
     for check in checks:
         mark = "[green]ok[/green]    " if check.ok else "[red]FAILED[/red]"
-        console.print(f"{mark} {markup_text(check.what)}", markup=True)
+        reason = f": {check.reason}" if check.reason and not check.ok else ""
+        console.print(f"{mark} {markup_text(check.what)}{markup_text(reason)}", markup=True)
     if not all(c.ok for c in checks):
-        raise SystemExit(EXIT_CHECK_FAILED)
-    console.print(
-        f"{markup_text(file)}: [green]OK[/green] (tree head signatures: see `exchange log verify`)",
-        markup=True,
-    )
+        console.print(f"{markup_text(file)}: [red]FAILED[/red]", markup=True)
+    elif expected is None:
+        console.print(
+            f"{markup_text(file)}: Merkle math [green]OK[/green]; the tree head's signature and "
+            "time-stamp were NOT checked (give --trust DIR from `exchange audit trust-export`)",
+            markup=True,
+        )
+    else:
+        console.print(f"{markup_text(file)}: [green]OK[/green]: {markup_text(proves)}", markup=True)
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -66,6 +66,11 @@ class Outcome:
         return expected and self.identical is not False
 
 
+CLERK = "PS-clerk-biddu-01"
+"""The X-Road user id of the window's scripted exchanges: the clerk at the counter (the window
+sends one with every exchange, `examples/window/xroad.py`)."""
+
+
 def steps(federation: Federation) -> list[Step]:
     return [*_registry_steps(federation), *_window_steps(federation)]
 
@@ -82,7 +87,7 @@ def _registry_steps(federation: Federation) -> list[Step]:
             200,
             None,
             "citizen-service",
-            user_id="PS-clerk-biddu-01",
+            user_id=CLERK,
         ),
         Step(
             "post-office window confirms the citizen's address",
@@ -91,7 +96,7 @@ def _registry_steps(federation: Federation) -> list[Step]:
             200,
             None,
             "citizen-service",
-            user_id="PS-clerk-biddu-01",
+            user_id=CLERK,
         ),
         Step(
             "Health reads a patient's record",
@@ -159,6 +164,7 @@ def _registry_steps(federation: Federation) -> list[Step]:
             403,
             "Server.ServerProxy.AccessDenied",
             "citizen-service",
+            user_id=CLERK,
         ),
         Step(
             "post-office window without a purpose of use",
@@ -166,6 +172,7 @@ def _registry_steps(federation: Federation) -> list[Step]:
             f"{persons}/{nid}",
             403,
             "Server.ServerProxy.AccessDenied.PurposeNotAllowed",
+            user_id=CLERK,
         ),
         Step(
             "unknown service",
@@ -174,6 +181,7 @@ def _registry_steps(federation: Federation) -> list[Step]:
             404,
             "Server.ServerProxy.UnknownService",
             "citizen-service",
+            user_id=CLERK,
         ),
         Step(
             "person not in the registry (the registry's own 404)",
@@ -182,6 +190,7 @@ def _registry_steps(federation: Federation) -> list[Step]:
             404,
             None,
             "citizen-service",
+            user_id=CLERK,
         ),
         Step(
             "malformed national ID (the registry's own 400)",
@@ -190,6 +199,7 @@ def _registry_steps(federation: Federation) -> list[Step]:
             400,
             None,
             "citizen-service",
+            user_id=CLERK,
         ),
         Step(
             "Health's server asked to act for the post office",
@@ -206,11 +216,9 @@ def _registry_steps(federation: Federation) -> list[Step]:
             "/r1/PS/GOV/MOI/population registry/persons",
             400,
             "Client.InvalidServiceIdentifier",
+            user_id=CLERK,
         ),
     ]
-
-
-CLERK = "PS-clerk-biddu-01"
 
 
 def _window(title: str, path: str, status: int, **more: Any) -> Step:

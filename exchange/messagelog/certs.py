@@ -2,19 +2,21 @@
 judge them: :class:`CertLookup`.
 
 A log keeps the certificates of every signature it holds (the requests', the responses', its own
-tree heads') in its ``certs`` table, by ``x5t#S256``. The file is not trusted: a certificate of it
+tree heads') in its ``certs`` table, by ``x5t#S256`` (:func:`certificates_of_log`); an evidence
+bundle or a proof file carries them by the same name. None of them is trusted: a certificate
 counts only once one of the CAs the caller trusts issued it, and only while it was valid.
 
 Used by :mod:`exchange.messagelog.verify` (``exchange log verify``), the evidence bundles of
-:mod:`exchange.audit.bundle` (over the bundle's certificates) and :mod:`exchange.messagelog.store`
-(the latest tree head, before the store signs over it). Reads ``certs`` only.
+:mod:`exchange.audit.bundle` and the proof files of :mod:`exchange.audit.proofcheck` (over the
+certificates they carry) and :mod:`exchange.messagelog.store` (the latest tree head, before the
+store signs over it). Reads ``certs`` only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -27,11 +29,23 @@ from exchange.trustcore.messages import CertifiedKey, certified_signer
 
 
 class CertLookup:
-    """Certificates stored in the log, trusted only when a trusted CA issued them (through
-    approved intermediates), and only at times when they and their CAs were all valid."""
+    """Certificates by thumbprint from a log, a bundle or a proof file, trusted only when a
+    trusted CA issued them (through approved intermediates), and only at times when they and
+    their CAs were all valid.
 
-    def __init__(self, conn: sqlite3.Connection, trusted_cas: Sequence[x509.Certificate]) -> None:
-        self._conn = conn
+    ``pem_of`` finds the PEM stored under a thumbprint in the certificates at hand (None when
+    they hold none); ``holder`` names them in errors.
+    """
+
+    def __init__(
+        self,
+        pem_of: Callable[[str], object],
+        trusted_cas: Sequence[x509.Certificate],
+        *,
+        holder: str = "the log",
+    ) -> None:
+        self._pem_of = pem_of
+        self._holder = holder
         self._trusted_cas = tuple(trusted_cas)
         self._certs: dict[str, x509.Certificate | None] = {}
         self._misplaced: dict[str, x509.Certificate] = {}
@@ -39,22 +53,19 @@ class CertLookup:
         self._signers: dict[str, CertifiedKey | str] = {}
 
     def get(self, thumbprint: str) -> x509.Certificate | None:
-        """The certificate with this x5t#S256, if the log holds it (not a trust decision): a
-        row holding another certificate under that thumbprint holds none."""
+        """The certificate with this x5t#S256, if the certificates at hand hold it (not a trust
+        decision): another certificate stored under that thumbprint is none."""
         if thumbprint not in self._certs:
-            row = self._conn.execute(
-                "SELECT pem FROM certs WHERE thumbprint = ?", (thumbprint,)
-            ).fetchone()
-            cert = _parse_pem(row[0]) if row else None
+            cert = _parse_pem(self._pem_of(thumbprint))
             if cert is not None and cert_thumbprint(cert) != thumbprint:
                 self._misplaced[thumbprint], cert = cert, None
             self._certs[thumbprint] = cert
         return self._certs[thumbprint]
 
     def trusted(self, thumbprint: str, at: dt.datetime | None = None) -> x509.Certificate:
-        """The certificate, if it is in the log, a trusted CA issued it and it may sign, and
+        """The certificate, if it is at hand, a trusted CA issued it and it may sign, and
         (given ``at``) it and its CAs were valid then; else JwsError."""
-        # (1) the log holds the certificate this x5t#S256 names (SHA-256 of its DER)
+        # (1) the certificates at hand hold the one this x5t#S256 names (SHA-256 of its DER)
         cert = self.get(thumbprint)
         if cert is None:
             if thumbprint in self._misplaced:
@@ -63,7 +74,7 @@ class CertLookup:
                     f"the certificate stored under {thumbprint} ({other}) is not the certificate "
                     f"{thumbprint} names (another certificate put in its place)"
                 )
-            raise JwsError(f"signing certificate {thumbprint} is not in the log")
+            raise JwsError(f"signing certificate {thumbprint} is not in {self._holder}")
         # (2) issued by a trusted CA (the library's path validation), allowed to sign
         if thumbprint not in self._verdicts:
             self._verdicts[thumbprint] = _judge(cert, self._trusted_cas)
@@ -79,7 +90,7 @@ class CertLookup:
         return cert
 
     def signer_key(self, thumbprint: str, at: dt.datetime | None = None) -> CertifiedKey:
-        """The trusted signing key with this thumbprint at ``at``: a certificate of the log that
+        """The trusted signing key with this thumbprint at ``at``: a certificate at hand that
         a trusted CA issued, valid then, with the signing profile and its member; else JwsError."""
         cert = self.trusted(thumbprint, at)
         known = self._signers.get(thumbprint)
@@ -96,6 +107,16 @@ class CertLookup:
     def at(self, when: dt.datetime | None) -> _KeysAt:
         """The :class:`~exchange.trustcore.messages.SignerKeys` of this log at ``when``."""
         return _KeysAt(self, when)
+
+
+def certificates_of_log(conn: sqlite3.Connection) -> Callable[[str], object]:
+    """A :class:`CertLookup` source: the PEM of a thumbprint in the log's ``certs`` table."""
+
+    def pem_of(thumbprint: str) -> object:
+        row = conn.execute("SELECT pem FROM certs WHERE thumbprint = ?", (thumbprint,)).fetchone()
+        return row[0] if row else None
+
+    return pem_of
 
 
 _NEVER_FROM: Final = dt.datetime.max.replace(tzinfo=dt.UTC)

@@ -4,14 +4,18 @@
 logs one record per side it played) is leaf ``seq`` of the tree under a signed tree head (RFC 9162
 §2.1.3); :func:`consistency_between` proves that the tree under one signed head is a prefix of the
 tree under a later one (§2.1.4), i.e. that the log only grew between them. Both carry the tree
-heads' compact JWS, so a proof written to a file names the roots its signer committed to.
+heads' compact JWS, so a proof written to a file names the roots its signer committed to, with
+each head's RFC 3161 time-stamp token when it has one and the signer's certificate (PEM, by
+``x5t#S256``): a proof file carries what an auditor needs to check it as evidence on its own.
+:func:`stamped_size_covering` finds the head a proof should lead to: the latest time-stamped one
+over the records.
 
 :func:`check_inclusion` and :func:`check_consistency` verify such a proof from its JSON alone: the
 Merkle path folds to the root, and that root and size are the ones inside the tree head's JWS
-payload. They do **not** check the tree head's signature or its RFC 3161 time-stamp (the proof does
-not carry the signer's certificate chain): that is ``exchange log verify``'s job over the log, and
-the evidence bundle's over one exchange. A proof that verifies here shows consistency with the
-tree head it names, not that the head is genuine.
+payload. They do **not** check the tree head's signature or its time-stamp, which need the
+auditor's trust material: :mod:`exchange.audit.proofcheck` does (``exchange log check-proof
+--trust``). A proof that verifies here shows consistency with the tree head it names, not that
+the head is genuine.
 
 Proof generation reads every leaf hash below the head's size, in seq order, streamed from the
 database into one list: O(n) memory (about 70 bytes per record) and O(n) hashing per proof. That is
@@ -23,8 +27,8 @@ from __future__ import annotations
 
 import binascii
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +37,9 @@ import orjson
 from exchange.errors import ConfigurationError, ExchangeError, VerificationFailed
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import ArchiveReader, archived_end, default_archive_dir
-from exchange.messagelog.store import StoredTimestamp, iter_rows, open_readonly, read_timestamps
+from exchange.messagelog.store import iter_rows, open_readonly, read_timestamps
 from exchange.protocol.canonical import b64url, b64url_decode
-from exchange.protocol.jws import JwsError, unverified_payload
+from exchange.protocol.jws import JwsError, unverified_header, unverified_payload
 
 INCLUSION = "inclusion"
 CONSISTENCY = "consistency"
@@ -61,6 +65,8 @@ class InclusionProof:
     tree_head_jws: str
     timestamp_token: bytes | None
     """The RFC 3161 token (DER) over the tree head, when it was time-stamped."""
+    certificates: dict[str, str] = field(default_factory=dict)
+    """The tree head signer's certificate (PEM) by ``x5t#S256``, when the log holds it."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,7 +77,8 @@ class InclusionProof:
             "root": b64url(self.root),
             "proof": [b64url(p) for p in self.proof],
             "tree_head_jws": self.tree_head_jws,
-            "timestamp_token": b64url(self.timestamp_token) if self.timestamp_token else None,
+            "timestamp_token": _b64_or_none(self.timestamp_token),
+            "certificates": dict(sorted(self.certificates.items())),
         }
 
 
@@ -86,6 +93,10 @@ class ConsistencyProof:
     proof: list[bytes]
     head_m_jws: str
     head_n_jws: str
+    head_m_timestamp_token: bytes | None = None
+    head_n_timestamp_token: bytes | None = None
+    certificates: dict[str, str] = field(default_factory=dict)
+    """The tree heads' signers' certificates (PEM) by ``x5t#S256``, when the log holds them."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,15 +108,20 @@ class ConsistencyProof:
             "proof": [b64url(p) for p in self.proof],
             "head_m_jws": self.head_m_jws,
             "head_n_jws": self.head_n_jws,
+            "head_m_timestamp_token": _b64_or_none(self.head_m_timestamp_token),
+            "head_n_timestamp_token": _b64_or_none(self.head_n_timestamp_token),
+            "certificates": dict(sorted(self.certificates.items())),
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One check :func:`inclusion_checks` or :func:`consistency_checks` made, for printing."""
+    """One check :func:`inclusion_checks` or :func:`consistency_checks` made, for printing;
+    ``reason`` says why it failed, when more can be said than ``what``."""
 
     what: str
     ok: bool
+    reason: str = ""
 
 
 # --- making proofs from a log ------------------------------------------------------------------
@@ -146,10 +162,10 @@ def inclusion_for_message(
                 f"tree head of size {head_size} yet; wait for the next tree head and try again"
             )
         leaves = _leaves(conn, db_path, head_size, head_root, archives)
-        stamps = read_timestamps(conn, head_size) or _archived_stamps(archives, head_size)
+        token = _stamp_of(conn, head_size, archives)
+        certificates = signer_certificates(conn, [jws])
     finally:
         conn.close()
-    token = stamps[0].token if stamps else None
     return [
         InclusionProof(
             seq=s,
@@ -159,6 +175,7 @@ def inclusion_for_message(
             proof=merkle.inclusion_proof(s, leaves),
             tree_head_jws=jws,
             timestamp_token=token,
+            certificates=certificates,
         )
         for s in seqs
     ]
@@ -177,6 +194,8 @@ def consistency_between(
         _, root_m, jws_m = _head(conn, db_path, m, archives)
         _, root_n, jws_n = _head(conn, db_path, n, archives)
         leaves = _leaves(conn, db_path, n, root_n, archives)
+        stamps = (_stamp_of(conn, m, archives), _stamp_of(conn, n, archives))
+        certificates = signer_certificates(conn, [jws_m, jws_n])
     finally:
         conn.close()
     if merkle.root(leaves[:m]) != root_m:
@@ -192,6 +211,9 @@ def consistency_between(
         proof=merkle.consistency_proof(m, leaves),
         head_m_jws=jws_m,
         head_n_jws=jws_n,
+        head_m_timestamp_token=stamps[0],
+        head_n_timestamp_token=stamps[1],
+        certificates=certificates,
     )
 
 
@@ -211,9 +233,51 @@ def _seqs_of(
     return archived + [seq for (seq,) in rows]
 
 
-def _archived_stamps(archives: ArchiveReader, size: int) -> list[StoredTimestamp]:
-    token = archives.stamp(size)
-    return [StoredTimestamp(size, token, "", 0)] if token is not None else []
+def _stamp_of(conn: sqlite3.Connection, size: int, archives: ArchiveReader) -> bytes | None:
+    """The RFC 3161 token over the tree head of ``size``, from the database or its archive."""
+    stamps = read_timestamps(conn, size)
+    return stamps[0].token if stamps else archives.stamp(size)
+
+
+def signer_certificates(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, str]:
+    """PEM by ``x5t#S256`` of the certificates the JWS ``tokens`` name, those the log holds."""
+    found: dict[str, str] = {}
+    for token in tokens:
+        try:
+            thumb = unverified_header(token).get("x5t#S256")
+        except ExchangeError:
+            continue
+        if isinstance(thumb, str) and thumb not in found:
+            row = conn.execute("SELECT pem FROM certs WHERE thumbprint = ?", (thumb,)).fetchone()
+            if row is not None:
+                found[thumb] = str(row[0])
+    return found
+
+
+def stamped_size_covering(
+    db_path: str | Path, message_id: str, archives: ArchiveReader
+) -> int | None:
+    """The size of the latest time-stamped tree head that covers every record of
+    ``message_id`` (archived records are covered by the time-stamped boundary head the database
+    keeps); None when there is none yet, or no such record."""
+    conn = open_readonly(db_path)
+    try:
+        (last,) = conn.execute(
+            "SELECT max(seq) FROM records WHERE message_id = ?", (message_id,)
+        ).fetchone()
+        if last is None:
+            archived = archives.find(message_id)
+            if not archived:
+                return None
+            last = archived[-1][0]
+        row = conn.execute(
+            "SELECT max(t.size) FROM timestamps t JOIN tree_heads h ON h.size = t.size "
+            "WHERE t.size > ?",
+            (last,),
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def _head(
@@ -377,6 +441,10 @@ def _head_payload(jws: object) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ValueError("the tree head JWS payload is not an object")
     return payload
+
+
+def _b64_or_none(data: bytes | None) -> str | None:
+    return b64url(data) if data else None
 
 
 def _hash(text: object) -> bytes:

@@ -62,14 +62,14 @@ from cryptography import x509
 
 from exchange.errors import ConfigurationError, ExchangeError, VerificationFailed
 from exchange.identifiers import SecurityServerId
-from exchange.messagelog.certs import CertLookup
+from exchange.messagelog.certs import CertLookup, certificates_of_log
 from exchange.messagelog.merkle import HASH_SIZE, CompactRange, leaf_hash
 from exchange.protocol.canonical import b64url, canonical_bytes
 from exchange.protocol.jws import JwsError, Signer, cert_thumbprint
 from exchange.transaction import write_transaction
 from exchange.trust.keys import cert_pem
 from exchange.trustcore.messages import CertifiedKey
-from exchange.trustcore.treeheads import tree_head_payload, verify_tree_head
+from exchange.trustcore.treeheads import timestamp_digest, tree_head_payload, verify_tree_head
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class StoredTimestamp:
 
 def tree_head_digest(head: TreeHead) -> bytes:
     """What a tree head's time-stamp stamps: SHA-256 of its compact JWS (ASCII bytes)."""
-    return hashlib.sha256(head.jws.encode("ascii")).digest()
+    return timestamp_digest(head.jws)
 
 
 def read_timestamps(conn: sqlite3.Connection, size: int | None = None) -> list[StoredTimestamp]:
@@ -1052,7 +1052,7 @@ class _HeadKeys:
     trusted_cas: Sequence[x509.Certificate]
 
     def at(self, when: dt.datetime) -> _HeadKeysAt:
-        return _HeadKeysAt(self, CertLookup(self.conn, self.trusted_cas), when)
+        return _HeadKeysAt(self, CertLookup(certificates_of_log(self.conn), self.trusted_cas), when)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,7 @@ from exchange.messagelog.archive import (
 )
 from exchange.messagelog.archive import PARTS as ARCHIVE_PARTS
 from exchange.messagelog.archive import RECORDS as ARCHIVE_RECORDS
-from exchange.messagelog.certs import CertLookup
+from exchange.messagelog.certs import CertLookup, certificates_of_log
 from exchange.messagelog.merkle import CompactRange, leaf_hash
 from exchange.messagelog.store import (
     INDEXED_KEYS,
@@ -71,17 +71,17 @@ from exchange.messagelog.store import (
     iter_rows,
     open_readonly,
     query_if_table,
-    tree_head_digest,
 )
 from exchange.protocol.canonical import b64url
-from exchange.trust.timestamp import TimestampError, TimestampInvalid, verify_timestamp_token
 from exchange.trustcore.records import verify_record
-from exchange.trustcore.treeheads import verify_owner_signature, verify_tree_head
+from exchange.trustcore.treeheads import (
+    verify_head_timestamp,
+    verify_owner_signature,
+    verify_tree_head,
+)
 
 PROGRESS_EVERY = 4096
 MAX_PROBLEMS = 1000
-TIMESTAMP_SKEW_MS = 60_000
-"""How far a time-stamp's genTime may precede its tree head's signing time (clock skew)."""
 
 _RECORDS = (
     "SELECT seq, logged_at, message_id, client, service, side, status, entry, leaf_hash "
@@ -271,7 +271,7 @@ class _Verifier:
         crash: bool = False,
     ) -> None:
         self.conn = conn
-        self.lookup = CertLookup(conn, trusted_cas)
+        self.lookup = CertLookup(certificates_of_log(conn), trusted_cas)
         self.owner = owner
         self.check_records = check_records
         self.crash = crash
@@ -699,24 +699,19 @@ class _StampChecker:
             if found:
                 return "the tree head of this size did not verify, so its time-stamp proves nothing"
             return "no tree head of this size: the time-stamp is over a tree head not in the log"
-        # (2) the token stamps SHA-256 of the head's JWS, signed by an approved TSA (RFC 3161)
+        # (2) the token stamps SHA-256 of the head's JWS, signed by an approved TSA (RFC 3161),
+        # (3) and does not predate the head beyond the allowed clock skew
         try:
-            info = verify_timestamp_token(
+            info = verify_head_timestamp(
                 token,
-                digest=tree_head_digest(head),
+                head.jws,
+                head.signed_at,
                 tsa_certs=self.tsa_certs,
                 ca_certs=self.trusted_cas,
             )
-        except TimestampError as exc:
-            return _stamp_failure(exc)
+        except VerificationFailed as exc:
+            return exc.message
         stamped = int(info.gen_time.timestamp() * 1000)
-        # (3) a time-stamp over a tree head cannot predate it, beyond the allowed clock skew
-        if stamped < head.signed_at - TIMESTAMP_SKEW_MS:
-            return (
-                f"time-stamp genTime {info.gen_time.isoformat()} precedes the tree head's "
-                f"signing time {_at(head.signed_at).isoformat()} by more than "
-                f"{TIMESTAMP_SKEW_MS // 1000} s"
-            )
         # (4) the stored genTime is the token's
         if stamped != gen_time:
             return "stored genTime differs from the token's (time-stamp row edited)"
@@ -797,13 +792,6 @@ def _size_key(row: tuple[Any, Any, Any]) -> int:
 
 def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) else None
-
-
-def _stamp_failure(exc: TimestampError) -> str:
-    if exc.code == f"{TimestampInvalid.code}.Imprint":
-        detail = exc.internal or exc.message
-        return f"time-stamp is over another hash than the tree head ({detail})"
-    return f"time-stamp does not verify: {exc.message}"
 
 
 def _seqs(first: int, end: int) -> str:

@@ -9,23 +9,37 @@ outside the log file, which an attacker may control: the server's configuration,
 auditor's own knowledge (``--owner``).
 
 :func:`verify_owner_signature` is that rule for any document the owner signs for its log (tree
-heads, archive manifests); :func:`verify_tree_head` adds what a tree head states.
+heads, archive manifests); :func:`verify_tree_head` adds what a tree head states;
+:func:`verify_head_timestamp` checks the RFC 3161 time-stamp that says when a head existed.
 
 No IO.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import orjson
+from cryptography import x509
 
 from exchange.errors import ExchangeError, VerificationFailed
 from exchange.identifiers import SecurityServerId
 from exchange.protocol.canonical import b64url, b64url_decode, canonical_bytes
+from exchange.trust.timestamp import (
+    TimestampError,
+    TimestampInfo,
+    TimestampInvalid,
+    verify_timestamp_token,
+)
 from exchange.trustcore.messages import SignerKey, SignerKeys, verify_jws
 
 HASH_SIZE = 32
+TIMESTAMP_SKEW_MS: Final = 60_000
+"""How far a time-stamp's genTime may precede its tree head's signing time (clock skew)."""
 
 
 def tree_head_payload(
@@ -117,3 +131,45 @@ def verify_tree_head(
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def timestamp_digest(token: str) -> bytes:
+    """What a tree head's time-stamp stamps: SHA-256 of its compact JWS (ASCII bytes)."""
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+def verify_head_timestamp(
+    stamp: bytes,
+    token: str,
+    signed_at: int,
+    *,
+    tsa_certs: Sequence[x509.Certificate],
+    ca_certs: Sequence[x509.Certificate],
+) -> TimestampInfo:
+    """What the RFC 3161 token ``stamp`` proves of the tree head ``token`` (its JWS, signed at
+    ``signed_at``, unix ms): that it existed at the token's genTime; else VerificationFailed.
+    The head itself is the caller's to verify (:func:`verify_tree_head`)."""
+    # (1) the token stamps SHA-256 of the head's JWS, signed by an approved TSA whose
+    #     certificate an approved CA issued (RFC 3161 §2.4.2)
+    try:
+        digest = timestamp_digest(token)
+    except UnicodeEncodeError:
+        raise VerificationFailed("the tree head is not a compact JWS (not ASCII)") from None
+    try:
+        info = verify_timestamp_token(stamp, digest=digest, tsa_certs=tsa_certs, ca_certs=ca_certs)
+    except TimestampError as exc:
+        if exc.code == f"{TimestampInvalid.code}.Imprint":
+            detail = exc.internal or exc.message
+            raise VerificationFailed(
+                f"time-stamp is over another hash than the tree head ({detail})"
+            ) from None
+        raise VerificationFailed(f"time-stamp does not verify: {exc.message}") from None
+    # (2) a time-stamp over a tree head cannot predate it, beyond the allowed clock skew
+    stamped = int(info.gen_time.timestamp() * 1000)
+    if stamped < signed_at - TIMESTAMP_SKEW_MS:
+        signed = dt.datetime.fromtimestamp(signed_at / 1000, dt.UTC)
+        raise VerificationFailed(
+            f"time-stamp genTime {info.gen_time.isoformat()} precedes the tree head's signing "
+            f"time {signed.isoformat()} by more than {TIMESTAMP_SKEW_MS // 1000} s"
+        )
+    return info

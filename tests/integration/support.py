@@ -26,7 +26,8 @@ import orjson
 from aiohttp import web
 from cryptography import x509
 
-from exchange.audit.bundle import LogFiles, export_bundle, export_trust
+from exchange.audit.bundle import LogFiles, export_bundle
+from exchange.audit.trustdir import export_trust
 from exchange.central.app import PUBLISHER_KEY
 from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
 from exchange.messagelog.query import RecordView, query_records

@@ -38,9 +38,9 @@ from exchange.audit.bundle import (
     LogFiles,
     correlate_bundles,
     export_bundle,
-    export_trust,
     verify_bundle,
 )
+from exchange.audit.trustdir import export_trust
 from exchange.cli import main
 from exchange.cli.audit import group
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
@@ -552,3 +552,100 @@ async def test_malformed_bundle_is_one_line_and_exit_1(
     assert "Traceback" not in result.output and result.exception is not None
     assert isinstance(result.exception, SystemExit)
     assert peak < 64 * 2**20, "the bundle was read within bounds"
+
+
+# --- what audit verify says the record is (issue 14) ---------------------------------------------
+
+
+def _verify_cli(bundle: Path, a: Audited, *extra: str) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(group, ["verify", str(bundle), "--trust", str(a.trust), *extra])
+    return result.exit_code, result.output.splitlines()
+
+
+async def test_verify_first_says_what_the_record_is_from_signed_data(audited: Audited) -> None:
+    """Before its checks, `audit verify` states the exchange: each value under the signed
+    document it comes from, the side from where the owner stands in the signed request, and the
+    time it was logged under the owner's time-stamped tree head."""
+    owner = f"--owner={audited.owners[1]}"
+    code, lines = _verify_cli(audited.provider_bundle, audited, owner)
+    assert code == 0, lines
+    seq = orjson.loads(_part(audited.provider_bundle, "record-")[1])["seq"]
+    assert lines[1] == f"record {seq}: the provider's record of exchange {audited.message_id}"
+    assert lines[2].startswith(f"  from the client's signed request (member {CONSUMER}, signed ")
+    assert lines[3:9] == [
+        f"    client      {DESK}",
+        f"    service     {REGISTRY}/echo",
+        "    request     GET /1",
+        "    user id     none stated",
+        "    purpose     none stated",
+        f"    sent by     {audited.owner} to {audited.owners[1]}",
+    ]
+    assert lines[9].startswith(f"  from the provider's signed response (member {PROVIDER}, signed")
+    assert lines[10:12] == [
+        "    status      200",
+        "    released    the whole answer (the grant releases every field)",
+    ]
+    assert lines[12].startswith("    decision    allowed by grant desk (policy ")
+    assert lines[13].startswith("  from the log owner's record, under its signed tree head, "
+                                "time-stamped 20")  # fmt: skip
+    assert lines[14].startswith("    logged at   20")
+    assert lines[15].startswith("(1) the manifest names this exchange")
+    assert lines[-1] == "provider.zip: OK"
+    code, lines = _verify_cli(audited.bundle, audited)
+    assert lines[1] == f"record 0: the consumer's record of exchange {audited.message_id}"
+
+
+async def test_verify_json_gives_the_record_and_the_checks(audited: Audited) -> None:
+    result = CliRunner().invoke(
+        group, ["verify", str(audited.bundle), "--trust", str(audited.trust), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.output)
+    assert report["ok"] and report["owner"] == str(audited.owner)
+    [record] = report["records"]
+    assert (record["side"], record["message_id"]) == ("consumer", audited.message_id)
+    request, response, logged = record["verified"]
+    assert request["member"] == str(CONSUMER) and request["fields"]["client"] == str(DESK)
+    assert response["member"] == str(PROVIDER) and response["fields"]["status"] == "200"
+    assert list(logged["fields"]) == ["logged at"] and record["not_shown"] == []
+    assert all(c["ok"] for c in report["checks"])
+
+
+async def test_verify_shows_the_signed_values_never_the_edited_ones(
+    audited: Audited, tmp_path: Path
+) -> None:
+    """An insider with the owner's key edits the user id, purpose and path of a genuine record
+    and re-signs the head: the summary shows what the client signed, the checks name the
+    edits, and the edited values appear nowhere."""
+    record = {**_record_of(audited), "seq": 0}
+    record.update(user_id="EE:clerk-99", purpose="audit", path="/1/family")
+    signer = audited.consumer.signers[CONSUMER]
+    bad = await _fabricated(audited, tmp_path / "bad.zip", orjson.dumps(record), signer)
+    code, lines = _verify_cli(bad, audited)
+    assert code == 1
+    text = "\n".join(lines)
+    assert "    user id     none stated" in lines and "    request     GET /1" in lines
+    for edited in ("EE:clerk-99", "/1/family", "    purpose     audit"):
+        assert edited not in text, edited
+    assert "record field user_id differs from the signed request" in text
+    assert lines[-1] == "bad.zip: FAILED"
+
+
+async def test_verify_shows_nothing_an_unsigned_record_states(
+    audited: Audited, tmp_path: Path
+) -> None:
+    record = {**_record_of(audited), "seq": 0, "request_jws": None, "response_jws": None}
+    record.update(user_id="mallory", path="/family", request_hash=None)
+    other = audited.provider.signers[PROVIDER]
+    bad = await _fabricated(audited, tmp_path / "bad.zip", orjson.dumps(record), other)
+    code, lines = _verify_cli(bad, audited)
+    assert code == 1
+    assert lines[1] == "record 0: a record (side not established)"
+    assert lines[2:5] == [
+        "  not shown, what was asked: the record carries no signed request that verifies, so "
+        "only the log owner states it",
+        "  not shown, what was answered: no signed response verifies, so only the log owner "
+        "states it",
+        "  not shown, when it was logged: the record is not proven in the owner's log",
+    ]
+    assert "mallory" not in "\n".join(lines)
