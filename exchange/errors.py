@@ -301,6 +301,16 @@ class ProviderTimestampingFailed(ProviderServerError):
     status = 500
 
 
+class ShuttingDown(ProviderServerError):
+    """The provider security server is stopping and did not process the request (an unsigned
+    refusal of a request that crossed its GOAWAY): another provider of the service may take
+    it."""
+
+    code = "Server.ServerProxy.ShuttingDown"
+    status = 503
+    fault = Fault.OURS
+
+
 # --- local configuration and verification (CLI-facing) ------------------------------------------
 
 

@@ -596,6 +596,15 @@ CASES: dict[str, Case] = {
         {"server": "PS/GOV/MOI/ss5", "config": "{tmp}/ss/server.toml", "certificates_issued": True},
     ),
     "server status": Case("server status --config {server}", {"clients": ["{population}"]}),
+    "server maintenance": Case(
+        "server maintenance on --config {fresh} --reason drill",
+        lambda d, p: d["maintenance"]["reason"] == "drill" and d["running_server"] is None,
+        _fresh_server,
+    ),
+    "server opmon": Case(
+        "server opmon --config {server} --since 1h --archives",  # 'log archive' may have run
+        lambda d, p: sum(row["count"] for row in d["exchanges"]) == sum(LOG_BATCHES),
+    ),
     "server check-config": Case(
         "server check-config --config {server}", {"ok": True, "problems": [], "file": "{server}"}
     ),
@@ -990,19 +999,34 @@ def test_commands_that_talk_to_servers(world: World, tmp_path: Path) -> None:
 
 def test_reload_reports_the_process_it_signalled(world: World, tmp_path: Path) -> None:
     """``server reload`` sends SIGHUP to the process in the server's pid file (here a process
-    that waits for it, as the server does)."""
-    waiting = subprocess.Popen(
-        [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGHUP, lambda *a: "
-         "sys.exit(3)); print('ready', flush=True); signal.pause()"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    that waits for it and reports the outcome in ``reload.json``, as the server does)."""
+    state_dir = load_server_config(world.server).state_dir
+    program = f"""
+import pathlib, signal, sys, time
+from exchange.server.reload import write_outcome
+
+def reloaded(*_):
+    write_outcome(pathlib.Path({str(state_dir)!r}), time.time(), True, ["service X added"])
+    sys.exit(3)
+
+signal.signal(signal.SIGHUP, reloaded)
+print("ready", flush=True)
+signal.pause()
+"""
+    waiting = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
     assert waiting.stdout is not None
     try:
         assert waiting.stdout.readline() == "ready\n"
         pid_file_of(world.server).write_text(f"{waiting.pid}\n")
         code, reloaded = json_of("server", "reload", "--config", world.server)
         assert code == 0, reloaded
-        assert reloaded == {"pid": waiting.pid, "signal": "SIGHUP", "config": str(world.server)}
+        assert reloaded == {
+            "pid": waiting.pid,
+            "signal": "SIGHUP",
+            "config": str(world.server),
+            "applied": True,
+            "changes": ["service X added"],
+        }
         assert waiting.wait(timeout=30) == 3
     finally:
         pid_file_of(world.server).unlink(missing_ok=True)

@@ -149,8 +149,8 @@ def _refused(load: Callable[[Path], Any], path: Path, text: str) -> str:
             "[logging]",
             "[xyz]",
             "FILE:32: xyz: unknown table (known here: server_id, state_dir, anchor, "
-            "globalconf_state, consumer, consumer_tls, provider, keys, clients, services, "
-            "policy, messagelog, limits, logging)",
+            "globalconf_state, consumer, consumer_tls, provider, status, keys, clients, "
+            "services, policy, messagelog, limits, logging)",
             id="unknown-table",
         ),
         pytest.param(

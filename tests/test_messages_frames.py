@@ -519,7 +519,7 @@ def _head(rest: int, kind: int = FrameKind.REQUEST, meta_len: int = 2, stream: i
         pytest.param(_head(0, meta_len=0), "meta longer", id="shorter-than-header"),
         pytest.param(_head(8, meta_len=0), "meta longer", id="one-short-of-header"),
         pytest.param(_head(11, kind=0) + b"{}", "unknown frame kind", id="kind-0"),
-        pytest.param(_head(11, kind=5) + b"{}", "unknown frame kind", id="kind-5"),
+        pytest.param(_head(11, kind=6) + b"{}", "unknown frame kind", id="kind-6"),
         pytest.param(_head(11, kind=255) + b"{}", "unknown frame kind", id="kind-255"),
         pytest.param(_head(11) + b"{x", "not JSON", id="meta-not-json"),
         pytest.param(_head(11) + b"\xff\xfe", "not JSON", id="meta-not-utf8"),

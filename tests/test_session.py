@@ -30,6 +30,7 @@ from exchange.protocol.hello import Hello, hello_meta
 from exchange.protocol.session import (
     RECEIVES,
     ConnectionRefused,
+    GoAwayReceived,
     HelloReceived,
     LocalProtocolError,
     RequestReceived,
@@ -241,13 +242,20 @@ def test_any_bytes_give_events_or_the_documented_error(
     for event in events:
         assert isinstance(
             event,
-            HelloReceived | RequestReceived | ResponseReceived | RequestRefused | ConnectionRefused,
+            HelloReceived
+            | RequestReceived
+            | ResponseReceived
+            | RequestRefused
+            | ConnectionRefused
+            | GoAwayReceived,
         )
+        if isinstance(event, GoAwayReceived):
+            assert role == "consumer" and FrameKind.GOAWAY in kinds
         if isinstance(event, RequestReceived):
             assert role == "provider" and FrameKind.REQUEST in kinds and event.stream_id != 0
         if isinstance(event, HelloReceived):
             assert isinstance(event.hello, Hello)
-    assert session.state in (State.AWAITING_HELLO, State.OPEN, State.CLOSED)
+    assert session.state in (State.AWAITING_HELLO, State.OPEN, State.DRAINING, State.CLOSED)
 
 
 @pytest.mark.parametrize(
@@ -303,3 +311,51 @@ def test_frames_after_a_refusal_are_ignored_and_streams_are_checked() -> None:
     assert [type(e) for e in events] == [ConnectionRefused]
     assert consumer.state is State.CLOSED
     assert list(consumer.receive_data(hello)) == []
+
+
+# --- GOAWAY: a provider that stops -------------------------------------------------------------
+
+
+def _opened(role: Role) -> Session:
+    session = Session(role, MAX_FRAME)
+    list(session.receive_data(encode_frame(0, FrameKind.HELLO, HELLO)))
+    return session
+
+
+def test_a_stopping_provider_answers_what_is_open_and_its_consumer_drains() -> None:
+    provider, consumer = _opened("provider"), _opened("consumer")
+    stream, request = consumer.send_request({"jws": "a"}, b"")
+    [received] = provider.receive_data(request)
+    assert isinstance(received, RequestReceived)
+    goaway = provider.send_goaway({"reason": "stopping"})
+    assert provider.state is State.DRAINING
+    with pytest.raises(LocalProtocolError):
+        provider.send_goaway({})
+    # a request that crossed the GOAWAY on the wire still arrives, for the shell to refuse
+    late_stream, late = consumer.send_request({"jws": "b"}, b"")
+    [crossed] = provider.receive_data(late)
+    assert isinstance(crossed, RequestReceived) and crossed.stream_id == late_stream
+    refusal = provider.send_error(late_stream, {"type": "Server.ServerProxy.ShuttingDown"})
+    [event] = consumer.receive_data(goaway)
+    assert isinstance(event, GoAwayReceived) and consumer.state is State.DRAINING
+    with pytest.raises(LocalProtocolError):
+        consumer.send_request({"jws": "c"}, b"")
+    [refused] = consumer.receive_data(refusal)
+    assert isinstance(refused, RequestRefused)
+    [answered] = consumer.receive_data(provider.send_response(stream, {"jws": "r"}, b""))
+    assert isinstance(answered, ResponseReceived)
+    assert consumer.state is State.CLOSED  # every stream answered: the consumer closes
+
+
+@pytest.mark.parametrize(
+    ("role", "frame"),
+    [
+        pytest.param("provider", encode_frame(0, FrameKind.GOAWAY, {}), id="to-a-provider"),
+        pytest.param("consumer", encode_frame(3, FrameKind.GOAWAY, {}), id="on-a-stream"),
+    ],
+)
+def test_a_misplaced_goaway_breaks_the_protocol(role: Role, frame: bytes) -> None:
+    session = _opened(role)
+    with pytest.raises(UnexpectedFrame):
+        list(session.receive_data(frame))
+    assert session.state is State.ERROR

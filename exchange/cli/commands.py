@@ -9,7 +9,8 @@ import exchange.cli.backup
 import exchange.cli.ca_service
 import exchange.cli.enrolment
 import exchange.cli.registration
-import exchange.cli.server_keys  # noqa: F401
+import exchange.cli.server_keys
+import exchange.cli.server_ops  # noqa: F401
 from exchange.cli.audit import group as audit_group
 from exchange.cli.ca import group as ca_group
 from exchange.cli.central import group as central_group

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -23,9 +24,10 @@ from exchange.cli.common import (
     print_json,
     reports,
 )
+from exchange.errors import ExchangeError
 from exchange.identifiers import parse_member, parse_security_server, parse_service, parse_subsystem
 from exchange.oplog import configure_logging
-from exchange.server.config import ServerConfig, load_server_config
+from exchange.server.config import DEFAULT_STATUS_PORT, ServerConfig, load_server_config
 
 
 @click.group("server", cls=ExchangeGroup)
@@ -83,6 +85,12 @@ def group() -> None:
 )
 @click.option("--consumer-port", default=8080, show_default=True)
 @click.option("--provider-port", default=8443, show_default=True)
+@click.option(
+    "--status-port",
+    default=DEFAULT_STATUS_PORT,
+    show_default=True,
+    help="Port of /health and /metrics (bound to 127.0.0.1).",
+)
 @reports
 def init_cmd(
     directory: Path,
@@ -95,6 +103,7 @@ def init_cmd(
     policy_dir: Path | None,
     consumer_port: int,
     provider_port: int,
+    status_port: int,
     as_json: bool,
 ) -> None:
     """Create keys, certificates (or CSRs), the anchor and server.toml in a new directory.
@@ -131,6 +140,7 @@ def init_cmd(
         ca=ca,
         consumer_port=consumer_port,
         provider_port=provider_port,
+        status_port=status_port,
         policy_dir=policy_dir,
         record=record,
     )
@@ -180,12 +190,16 @@ def init_cmd(
 def run_cmd(config_path: Path, ready_line: bool) -> None:
     """Run the security server until SIGINT or SIGTERM.
 
+    On SIGTERM (or SIGINT) it stops taking exchanges, finishes those in flight (at most
+    [limits] drain_timeout, 30 s), signs and time-stamps the last tree head, then exits.
+
     \b
     Example:
       exchange server run --config ss-moi/server.toml
     """
-    from exchange.server.config import load_server_config, pid_file_of
+    from exchange.server.config import load_server_config
     from exchange.server.core import SecurityServer, passphrase_from_env
+    from exchange.server.runtime import remove_runtime, write_runtime
 
     config = load_server_config(config_path)
     configure_logging(config.logging)
@@ -199,13 +213,13 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload(server))
         loop.add_signal_handler(signal.SIGUSR1, lambda: _stamp(server))
-        pid_file = pid_file_of(config.path)
-        pid_file.write_text(f"{os.getpid()}\n")
         ports = {
             "consumer_port": server.consumer_port,
             "provider_port": server.provider_port,
             "consumer_tls_port": server.consumer_tls_port,
+            "status_port": server.status_port,
         }
+        write_runtime(config, ports)
         serving = (
             f"security server {config.server_id} serving: "
             f"consumer http://{config.consumer.host}:{server.consumer_port}, "
@@ -220,8 +234,11 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
             await stop.wait()
         finally:
             sdnotify.stopping()
-            await server.stop()
-            pid_file.unlink(missing_ok=True)
+            try:
+                await server.drain()
+            finally:
+                await server.stop()
+                remove_runtime(config)
 
     profile = os.environ.get("EXCHANGE_PROFILE")
     if profile:
@@ -286,22 +303,29 @@ def _stamp(server: Any) -> None:
 
 
 def _reload(server: Any) -> None:
-    """SIGHUP, sent by ``exchange server reload`` or systemd's ``ExecReload``: re-read keys and
-    certificates (rotation) and ``[logging]``; a failure keeps the current ones. systemd is told
-    the reload started and, once it is over (done or refused), that the server is ready again."""
+    """SIGHUP, sent by ``exchange server reload`` or systemd's ``ExecReload``: re-read
+    ``server.toml`` (keys, services, clients, policy, logging, limits; see
+    :mod:`exchange.server.reload`); a refusal keeps the configuration in force. The outcome goes
+    to ``reload.json`` for the command. systemd is told the reload started and, once it is over
+    (done or refused), that the server is ready again."""
     import logging
+    import time
 
-    from exchange.server.config import load_server_config
+    from exchange.server.reload import write_outcome
 
     async def reload() -> None:
         sdnotify.reloading()
         try:
-            await server.reload_keys()
-            configure_logging(load_server_config(server.config.path).logging)
+            done = await server.reload()
+            configure_logging(server.config.logging)
+            write_outcome(server.config.state_dir, time.time(), True, done)
         except Exception as exc:
+            reason = exc.message if isinstance(exc, ExchangeError) else f"{exc}"
             logging.getLogger("exchange.server").error(
-                "reload refused, the current keys and settings stay in force: %s", exc
+                "reload refused, the configuration in force stays: %s", reason
             )
+            with contextlib.suppress(OSError):
+                write_outcome(server.config.state_dir, time.time(), False, reason)
         finally:
             sdnotify.ready()
 

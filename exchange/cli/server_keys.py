@@ -33,6 +33,8 @@ from exchange.trust.keys import fingerprint, generate_key, save_certificate, sav
 from exchange.trust.revocation import record_in_ca_dir
 
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
+RELOAD_WAIT_SECONDS = 30.0
+"""How long ``reload`` waits for the server's outcome (new certificates' OCSP fetches included)."""
 _CA_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
@@ -201,24 +203,57 @@ def activate_auth(config_path: Path, key_path: str, cert_path: str, as_json: boo
 @click.option("--config", "config_path", required=True, type=_CONFIG)
 @reports
 def reload(config_path: Path, as_json: bool) -> None:
-    """Make the running server re-read its keys and certificates (SIGHUP); it keeps serving.
+    """Make the running server re-read server.toml (SIGHUP) and say what changed; it keeps
+    serving.
+
+    Keys and certificates, [[services]], [[clients]], the policy, [logging] and the limits
+    take effect at once. A change to what is bound at start (ports, state paths, the server
+    id) is refused, naming it, and the configuration in force stays: restart for those.
+    Exits 0 when applied, 2 when refused.
 
     \b
     Example:
       exchange server reload --config ss-moi/server.toml
     """
-    pid_file = pid_file_of(config_path)
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
+    from exchange.server.reload import read_outcome
+    from exchange.server.runtime import running_server
+
+    config = load_server_config(config_path)  # a file the server would refuse: exit 2 here
+    running = running_server(config)
+    if running is None:
         raise ConfigurationError(
-            f"{pid_file} not found: is the server running (exchange server run --config ...)?"
-        ) from None
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        raise ConfigurationError(f"no process {pid}: the server is not running") from None
+            f"no running server for {config.path} ({pid_file_of(config.path).name} names no "
+            "live process): start it with exchange server run --config ..."
+        )
+    before = read_outcome(config.state_dir)
+    pid = running.pid
+    os.kill(pid, signal.SIGHUP)
+    outcome = None
+    deadline = time.monotonic() + RELOAD_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        outcome = read_outcome(config.state_dir)
+        if outcome is not None and (before is None or outcome.seq > before.seq):
+            break
+        outcome = None
+        time.sleep(0.1)
+    if outcome is None:
+        raise ConfigurationError(
+            f"server process {running.pid} did not report the reload within "
+            f"{RELOAD_WAIT_SECONDS:g} s: see its log"
+        )
+    if not outcome.applied:
+        raise ConfigurationError(f"reload refused: {outcome.error}")
     if as_json:
-        print_json({"pid": pid, "signal": "SIGHUP", "config": config_path})
+        print_json(
+            {
+                "pid": running.pid,
+                "signal": "SIGHUP",
+                "config": config_path,
+                "applied": True,
+                "changes": outcome.changes,
+            }
+        )
         return
-    console.print(f"asked server process {pid} to reload its keys (see its log)")
+    console.print(f"server process {running.pid} reloaded its configuration", highlight=False)
+    for line in outcome.changes or ["nothing changed"]:
+        console.print(f"  {line}", highlight=False, markup=False)

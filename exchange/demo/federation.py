@@ -159,6 +159,7 @@ class ServerSite:
     config: Path
     consumer_port: int
     provider_port: int
+    status_port: int
     auth_cert: Path
     sign_cert: Path
 
@@ -273,7 +274,7 @@ class Federation:
     def _build_site(self, ministry: Ministry, anchor: Path, policies: Path) -> None:
         assert self.ca is not None and self.services is not None
         directory = self.state_dir / "servers" / ministry.member.member_code
-        consumer_port, provider_port = free_port(), free_port()
+        consumer_port, provider_port, status_port = free_port(), free_port(), free_port()
         provides = ministry.adapter is not None
         result = init_server(
             directory,
@@ -283,6 +284,7 @@ class Federation:
             ca=None,  # CSRs: the certificates come from the CA service when the ministry onboards
             consumer_port=consumer_port,
             provider_port=provider_port,
+            status_port=status_port,
             policy_dir=policies / ministry.member.member_code if provides else None,
             extra=(
                 {"services": self.services.declarations(ministry.adapter)}
@@ -296,6 +298,7 @@ class Federation:
             config=result.config,
             consumer_port=consumer_port,
             provider_port=provider_port,
+            status_port=status_port,
             auth_cert=result.auth_cert,
             sign_cert=result.signing_certs[ministry.member],
         )
@@ -415,6 +418,10 @@ class Federation:
     def consumer_url(self, member: MemberId) -> str:
         return f"http://127.0.0.1:{self.sites[member].consumer_port}"
 
+    def status_url(self, member: MemberId) -> str:
+        """The base of the server's ``/health`` and ``/metrics`` (its status listener)."""
+        return f"http://127.0.0.1:{self.sites[member].status_port}"
+
     def endpoints(self) -> dict[str, Any]:
         return {
             "instance": INSTANCE,
@@ -426,6 +433,7 @@ class Federation:
                 str(m): {
                     "consumer_url": self.consumer_url(m),
                     "provider_url": f"https://127.0.0.1:{site.provider_port}",
+                    "status_url": self.status_url(m),
                     "state_dir": str(site.directory),
                     "config": str(site.config),
                     "client": str(site.ministry.subsystem),

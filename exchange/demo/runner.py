@@ -119,7 +119,7 @@ async def _print_ocsp(console: Console, federation: Federation) -> bool:
     lines = []
     async with aiohttp.ClientSession() as session:
         for member in federation.sites:
-            async with session.get(federation.consumer_url(member) + "/health") as resp:
+            async with session.get(federation.status_url(member) + "/health") as resp:
                 ocsp = (await resp.json())["ocsp"]
             ok = ok and ocsp["own_fresh"] == ocsp["own_total"]
             lines.append(

@@ -100,6 +100,10 @@ class GlobalConfPoller:
         self.pending: PendingConf | None = None
         """The verified configuration waiting to be put in force after a failure, if any."""
         self._putting = asyncio.Lock()  # the poll loop and a caller's fetch, one at a time
+        self.last_fetch: float | None = None
+        """When the central server last answered a download (200 or 304)."""
+        self.last_fetch_error: str | None = None
+        """Why the last download failed, until one succeeds."""
 
     async def __aenter__(self) -> GlobalConfPoller:
         return self
@@ -232,17 +236,24 @@ class GlobalConfPoller:
         try:
             async with self._client().get(self.url, headers=headers, timeout=_TIMEOUT) as resp:
                 if resp.status == 304:
+                    self._fetched()
                     return None
                 if resp.status != 200:
                     raise self._download_failed(f"HTTP {resp.status}")
                 data = await _read_limited(resp)
                 if data is None:
                     raise self._download_failed(f"larger than {MAX_CONF_BYTES} bytes")
+                self._fetched()
                 return data, resp.headers.get("ETag")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._download_failed(str(exc) or type(exc).__name__) from None
 
+    def _fetched(self) -> None:
+        self.last_fetch = self._clock()
+        self.last_fetch_error = None
+
     def _download_failed(self, reason: str) -> GlobalConfDownloadError:
+        self.last_fetch_error = reason
         logger.warning("cannot download global configuration from %s: %s", self.url, reason)
         return GlobalConfDownloadError(f"cannot download global configuration: {reason}")
 

@@ -207,6 +207,17 @@ def read_timestamps(conn: sqlite3.Connection, size: int | None = None) -> list[S
     return [] if cursor is None else [StoredTimestamp(*row) for row in cursor.fetchall()]
 
 
+def read_ocsp_responses(
+    conn: sqlite3.Connection, thumbprints: Sequence[str]
+) -> dict[str, list[bytes]]:
+    """The OCSP responses kept about the certificates ``thumbprints`` (x5t#S256 -> DER)."""
+    out: dict[str, list[bytes]] = {}
+    for thumbprint in thumbprints:
+        rows = conn.execute("SELECT der FROM ocsp_responses WHERE thumbprint = ?", (thumbprint,))
+        out[thumbprint] = [bytes(der) for (der,) in rows]
+    return out
+
+
 def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection to a log, usable while its server runs (WAL) and after it stopped.
 
@@ -299,11 +310,32 @@ class _UseSigner:
     signer: Signer
 
 
+@dataclass(slots=True)
+class _Probe:
+    """A write transaction that records nothing (a health check after a failed commit)."""
+
+    future: asyncio.Future[bool]
+    loop: asyncio.AbstractEventLoop
+
+
 class _Stop:
     pass
 
 
-_Item = _Append | _SignHead | _Stamp | _Cert | _Ocsp | _UseSigner | _Stop
+CommitHook = Callable[[int, float], None]
+"""Called on the writer thread after each committed batch: its records and the seconds its
+transaction took (insert and commit, one fsync)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFailure:
+    """The last commit failed (and none has succeeded since): when, and why."""
+
+    at: float
+    reason: str
+
+
+_Item = _Append | _SignHead | _Stamp | _Cert | _Ocsp | _UseSigner | _Probe | _Stop
 _Queued = _Item | _Appends
 _Outcome = tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, object]
 
@@ -436,8 +468,11 @@ class _Writer:
         signer: Signer,
         now: Callable[[], float],
         max_batch: int,
+        on_commit: CommitHook | None = None,
     ) -> None:
         self.conn = conn
+        self.on_commit = on_commit
+        self.failure: WriteFailure | None = None
         self.compact = compact
         self.latest = latest
         self.stamped = stamped
@@ -499,6 +534,8 @@ class _Writer:
                 outcomes.append((item.future, item.loop, self._sign_outcome()))
             elif isinstance(item, _Stamp):
                 outcomes.append((item.future, item.loop, self._stamp_outcome(item.stamp)))
+            elif isinstance(item, _Probe):
+                outcomes.append((item.future, item.loop, self._probe_outcome()))
         _dispatch(outcomes)
         return any(isinstance(item, _Stop) for item in items)
 
@@ -516,11 +553,12 @@ class _Writer:
         self.conn.execute(_INSERT_HEAD, (head.size, head.root, head.signed_at, head.jws))
 
     def _fail_all(self, items: Sequence[_Item], exc: BaseException) -> None:
+        self._note_failure(exc)
         _dispatch(
             [
                 (item.future, item.loop, _write_failed(exc))
                 for item in items
-                if isinstance(item, _Append | _SignHead | _Stamp)
+                if isinstance(item, _Append | _SignHead | _Stamp | _Probe)
             ]
         )
 
@@ -555,17 +593,41 @@ class _Writer:
         if not rows and not self.pending_certs and not self.pending_ocsp:
             _dispatch(outcomes)
             return
+        started = time.perf_counter()
         try:
             head = self._sign(logged_at) if rows else None
             self._transaction(rows, head)
         except Exception as exc:
             log.error("message log batch of %d records failed: %s", len(rows), exc)
+            self._note_failure(exc)
             self._roll_back(snapshot)
             outcomes += [(item.future, item.loop, _write_failed(exc)) for item, _ in accepted]
         else:
             self._committed(head)
             outcomes += [(item.future, item.loop, seqs) for item, seqs in accepted]
         _dispatch(outcomes)
+        if self.failure is None and self.on_commit is not None and rows:
+            with contextlib.suppress(Exception):
+                self.on_commit(len(rows), time.perf_counter() - started)
+
+    def _note_failure(self, exc: BaseException) -> None:
+        self.failure = WriteFailure(self.now(), f"{type(exc).__name__}: {exc}")
+
+    def _probe_outcome(self) -> object:
+        """Write the probe's row; a success clears the last failure."""
+        try:
+            if self.resync_needed:
+                self._resync()
+            with write_transaction(self.conn):
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('health_probe', ?)",
+                    (str(int(self.now() * 1000)),),
+                )
+        except Exception as exc:
+            self._note_failure(exc)
+            return False
+        self.failure = None
+        return True
 
     def _transaction(self, rows: list[Row], head: TreeHead | None) -> None:
         """Insert certs, the records and their tree head, then commit: one fsync."""
@@ -583,6 +645,7 @@ class _Writer:
         return TreeHead(log_id=self.log_id, size=size, root=root, signed_at=signed_at, jws=jws)
 
     def _committed(self, head: TreeHead | None) -> None:
+        self.failure = None
         self.committed = self.compact.size
         self.pending_certs.clear()
         self.pending_ocsp.clear()
@@ -684,8 +747,10 @@ class MessageLog:
         log_id: str | None = None,
         max_batch: int = MAX_BATCH,
         busy_timeout: float = 5.0,
+        on_commit: CommitHook | None = None,
     ) -> None:
         self.path = Path(path)
+        self._on_commit = on_commit
         self._signer = signer
         self.owner = owner
         self._now = now
@@ -814,6 +879,7 @@ class MessageLog:
             signer=self._signer,
             now=self._now,
             max_batch=self._max_batch,
+            on_commit=self._on_commit,
         )
 
     def _init_meta(self, conn: sqlite3.Connection) -> str:
@@ -1015,7 +1081,21 @@ class MessageLog:
         self._put(_Stamp(stamp, future, loop))
         return await future
 
+    async def probe(self) -> bool:
+        """Try a write transaction that records nothing; True if it committed (which clears
+        :attr:`write_failure`). A health check after a failed commit, while no exchange comes."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._put(_Probe(future, loop))
+        return await future
+
     # -- state
+
+    @property
+    def write_failure(self) -> WriteFailure | None:
+        """The last commit's failure, until a commit (or :meth:`probe`) succeeds again."""
+        writer = self._writer
+        return writer.failure if writer is not None else None
 
     def latest_timestamp(self) -> StoredTimestamp | None:
         """The time-stamp of the largest time-stamped tree head."""

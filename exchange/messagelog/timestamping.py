@@ -52,7 +52,7 @@ class TreeHeadStamper:
         self._log = message_log
         self._conf = conf
         self._clock = clock
-        self._failure_limit = failure_limit
+        self.failure_limit = failure_limit
         self._lock = asyncio.Lock()
         self._told_no_tsa = False
         self.last_success = clock()
@@ -142,11 +142,11 @@ class TreeHeadStamper:
         if self.failing_since is None:
             return None
         failed_for = self._clock() - self.last_success
-        if failed_for <= self._failure_limit:
+        if failed_for <= self.failure_limit:
             return None
         return (
             f"the message log has not been time-stamped for {failed_for:.0f} s "
-            f"(limit {self._failure_limit:.0f} s): exchanges are refused until a TSA answers"
+            f"(limit {self.failure_limit:.0f} s): exchanges are refused until a TSA answers"
         )
 
     def health(self) -> dict[str, Any]:

@@ -9,7 +9,8 @@ bench/README.md: HTTP machinery between servers costs more than the cryptography
 
 Kinds: HELLO (each side introduces itself and presents its signing certificates), REQUEST
 (meta: the client's JWS), RESPONSE (meta: the provider's JWS), ERROR (meta: an unsigned
-X-Road error, used only when the provider cannot sign, e.g. the peer is not registered).
+X-Road error, used only when the provider cannot sign, e.g. the peer is not registered), GOAWAY
+(the provider is stopping: no new request on this connection; those open are still answered).
 The decoder refuses frames longer than its limit before buffering them.
 
 No IO.
@@ -37,6 +38,7 @@ class FrameKind(IntEnum):
     REQUEST = 2
     RESPONSE = 3
     ERROR = 4
+    GOAWAY = 5
 
 
 class FrameError(ExchangeError):

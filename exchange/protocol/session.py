@@ -10,12 +10,19 @@ asyncio protocols::
     state           provider receives  provider sends         consumer receives      consumer sends
     AWAITING_HELLO  HELLO              ERROR (refusal)        HELLO, ERROR           HELLO
     OPEN            HELLO, REQUEST     HELLO, RESPONSE, ERROR HELLO, RESPONSE, ERROR HELLO, REQUEST
-    DRAINING        -                  -                      HELLO, RESPONSE, ERROR HELLO
+                                       GOAWAY                 GOAWAY
+    DRAINING        HELLO, REQUEST     HELLO, RESPONSE, ERROR HELLO, RESPONSE, ERROR HELLO
+                                                              GOAWAY
     CLOSED          (ignored)          -                      (ignored)              -
     ERROR           (refused again)    ERROR on stream 0      (refused again)        -
 
 The first HELLO received opens the session; the consumer sends its HELLO first. A consumer that
-drains sends no new request and is CLOSED once every stream it opened is answered. An ERROR frame
+drains sends no new request and is CLOSED once every stream it opened is answered. A provider
+that stops sends GOAWAY and drains (:meth:`Session.send_goaway`): it answers the streams open,
+and a REQUEST that crossed its GOAWAY on the wire is still received, for its shell to refuse
+unprocessed (a consumer may send it to another provider); the consumer that receives GOAWAY
+drains (:class:`GoAwayReceived`) and closes the connection once its streams are answered, so no
+request is lost in a connection the provider closed. An ERROR frame
 on stream 0 refuses the whole connection (CLOSED); on another stream, that request. Any
 exception while receiving moves the session to ERROR, and the connection must be closed: the
 peer broke the protocol (:class:`~exchange.protocol.frames.FrameError`, or
@@ -61,15 +68,17 @@ _K = FrameKind
 RECEIVES: Final[Mapping[tuple[Role, State], frozenset[FrameKind]]] = {
     ("provider", State.AWAITING_HELLO): frozenset({_K.HELLO}),
     ("provider", State.OPEN): frozenset({_K.HELLO, _K.REQUEST}),
+    ("provider", State.DRAINING): frozenset({_K.HELLO, _K.REQUEST}),
     ("consumer", State.AWAITING_HELLO): frozenset({_K.HELLO, _K.ERROR}),
-    ("consumer", State.OPEN): frozenset({_K.HELLO, _K.RESPONSE, _K.ERROR}),
-    ("consumer", State.DRAINING): frozenset({_K.HELLO, _K.RESPONSE, _K.ERROR}),
+    ("consumer", State.OPEN): frozenset({_K.HELLO, _K.RESPONSE, _K.ERROR, _K.GOAWAY}),
+    ("consumer", State.DRAINING): frozenset({_K.HELLO, _K.RESPONSE, _K.ERROR, _K.GOAWAY}),
 }
 """Which frame kinds each end may receive in each state; anything else is UnexpectedFrame."""
 
 SENDS: Final[Mapping[tuple[Role, State], frozenset[FrameKind]]] = {
     ("provider", State.AWAITING_HELLO): frozenset({_K.ERROR}),
-    ("provider", State.OPEN): frozenset({_K.HELLO, _K.RESPONSE, _K.ERROR}),
+    ("provider", State.OPEN): frozenset({_K.HELLO, _K.RESPONSE, _K.ERROR, _K.GOAWAY}),
+    ("provider", State.DRAINING): frozenset({_K.HELLO, _K.RESPONSE, _K.ERROR}),
     ("provider", State.ERROR): frozenset({_K.ERROR}),
     ("consumer", State.AWAITING_HELLO): frozenset({_K.HELLO}),
     ("consumer", State.OPEN): frozenset({_K.HELLO, _K.REQUEST}),
@@ -80,6 +89,7 @@ provider tells a peer that broke the protocol why, on stream 0, before it closes
 
 AFTER_RECEIVING: Final[Mapping[tuple[State, FrameKind], State]] = {
     (State.AWAITING_HELLO, _K.HELLO): State.OPEN,
+    (State.OPEN, _K.GOAWAY): State.DRAINING,
 }
 """State changes on receiving a frame (others: see ERROR on stream 0 and draining)."""
 
@@ -127,7 +137,22 @@ class ConnectionRefused:
     meta: dict[str, Any]
 
 
-Event = HelloReceived | RequestReceived | ResponseReceived | RequestRefused | ConnectionRefused
+@dataclass(frozen=True, slots=True)
+class GoAwayReceived:
+    """The provider is stopping (consumer): no new request on this connection; the session
+    drains, and is CLOSED once every open stream is answered."""
+
+    meta: dict[str, Any]
+
+
+Event = (
+    HelloReceived
+    | RequestReceived
+    | ResponseReceived
+    | RequestRefused
+    | ConnectionRefused
+    | GoAwayReceived
+)
 
 
 class Session:
@@ -184,6 +209,11 @@ class Session:
             return HelloReceived(Hello.from_meta(frame.meta), self.hellos == 1)
         if frame.kind is FrameKind.REQUEST:
             return self._request(frame)
+        if frame.kind is FrameKind.GOAWAY:
+            if frame.stream_id != 0:
+                raise UnexpectedFrame(f"GOAWAY frame on stream {frame.stream_id}")
+            self._closed_if_drained()
+            return GoAwayReceived(frame.meta)
         if frame.stream_id == 0:
             if frame.kind is FrameKind.RESPONSE:
                 raise UnexpectedFrame("RESPONSE frame on stream 0")
@@ -223,6 +253,16 @@ class Session:
         self._next_stream = (stream + 1) & MAX_STREAM or 1
         self.pending.add(stream)
         return stream, encode_frame(stream, FrameKind.REQUEST, meta, body)
+
+    def send_goaway(self, meta: dict[str, Any]) -> bytes:
+        """The provider stops taking requests on this connection (it drains)."""
+        self._may_send(FrameKind.GOAWAY)
+        self.state = State.DRAINING
+        return encode_frame(0, FrameKind.GOAWAY, meta)
+
+    @property
+    def draining(self) -> bool:
+        return self.state is State.DRAINING
 
     def send_response(self, stream_id: int, meta: dict[str, Any], body: bytes) -> bytes:
         """The answer on an open stream (provider)."""

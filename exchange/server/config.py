@@ -115,6 +115,8 @@ class Limits:
     # port, and the consumer's HTTPS listener when there is one)
     max_pending_handshakes: int = 128
     tls_handshake_timeout: float = 10.0
+    # SIGTERM: how long exchanges in flight may take to finish before the server exits anyway
+    drain_timeout: float = 30.0
 
 
 DEFAULT_ARCHIVE_INTERVAL = 3600.0
@@ -144,6 +146,8 @@ class ServerConfig:
     consumer: Listener
     consumer_tls: Listener | None
     provider: Listener
+    status: Listener | None
+    """``/health`` and ``/metrics`` for the operator's monitoring and load balancer (None: off)."""
     auth_key: Path
     auth_cert: Path
     signing: tuple[SigningKeyConfig, ...]
@@ -221,6 +225,15 @@ class _ProviderListener(_Listener):
     port: Port = 8443
 
 
+DEFAULT_STATUS_PORT: Final = 5588
+"""The status listener's port (X-Road's health check port)."""
+
+
+class _StatusListener(_Listener):
+    port: Port = DEFAULT_STATUS_PORT
+    enabled: bool = True
+
+
 class _SigningKey(Schema):
     member: Annotated[str, AfterValidator(parsed_by(parse_member))]
     key: Text
@@ -277,6 +290,7 @@ class _Limits(Schema):
     max_peer_request_bytes: Positive = _LIMITS.max_peer_request_bytes
     max_pending_handshakes: Positive = _LIMITS.max_pending_handshakes
     tls_handshake_timeout: Timeout = _LIMITS.tls_handshake_timeout
+    drain_timeout: Timeout = _LIMITS.drain_timeout
 
 
 class ServerFile(Schema):
@@ -289,6 +303,7 @@ class ServerFile(Schema):
     consumer: _ConsumerListener = _ConsumerListener()
     consumer_tls: _ConsumerTlsListener | None = None
     provider: _ProviderListener = _ProviderListener()
+    status: _StatusListener = _StatusListener()
     keys: _Keys
     clients: list[_Client] = Field(default_factory=list)
     services: list[_Service] = Field(default_factory=list)
@@ -317,6 +332,7 @@ def _server_config(file: ServerFile, path: Path) -> ServerConfig:
             Listener(file.consumer_tls.host, file.consumer_tls.port) if file.consumer_tls else None
         ),
         provider=Listener(file.provider.host, file.provider.port),
+        status=(Listener(file.status.host, file.status.port) if file.status.enabled else None),
         auth_key=_path(base, file.keys.auth_key),
         auth_cert=_path(base, file.keys.auth_cert),
         signing=tuple(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 from aiohttp import hdrs, web
@@ -28,6 +28,7 @@ from aiohttp.http import HttpVersion11
 
 from exchange.bodies import read_body
 from exchange.errors import ConsumerServerError, ExchangeError
+from exchange.globalconf.document import SecurityServerInfo
 from exchange.oplog import exchange_finished, exchange_started
 from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.protocol.rest import (
@@ -38,13 +39,14 @@ from exchange.protocol.rest import (
 )
 from exchange.server.consumer_steps import (
     ConsumerHost,
-    choose_provider,
     error_response,
-    exchange_signed,
+    exchange_with_a_provider,
     hosted_client,
+    providers_in_turn,
     request_document,
     run_exchange,
 )
+from exchange.server.health import Verdict
 from exchange.server.metadata import Handler, list_clients_handler
 from exchange.server.records import ExchangeRecord, internal_failure
 from exchange.server.soap_consumer import handle_soap
@@ -89,23 +91,30 @@ async def _consume(
     # (4) the body is within its limit
     body = await read_body(request, host.config.limits.max_body_bytes)
     rec.request_body = body
-    # (5) a security server provides the service
-    provider = choose_provider(host, conf, target.service.subsystem, xh.security_server, rec)
-    # (6) sign with the client member's key, send, and check what comes back
-    signed = request_document(
-        now,
-        provider,
-        xh,
-        client,
-        target.service,
-        sender=host.config.server_id,
-        method=method,
-        path=target.path,
-        query=query,
-        headers=tuple((k, v) for k, v in end_to_end_headers(request.headers.items())),
-        body=body,
+    # (5) security servers provide the service
+    providers = providers_in_turn(host, conf, target.service.subsystem, xh.security_server)
+    headers = tuple((k, v) for k, v in end_to_end_headers(request.headers.items()))
+
+    def document(provider: SecurityServerInfo) -> SignedRequest:
+        return request_document(
+            now,
+            provider,
+            xh,
+            client,
+            target.service,
+            sender=host.config.server_id,
+            method=method,
+            path=target.path,
+            query=query,
+            headers=headers,
+            body=body,
+        )
+
+    # (6) sign with the client member's key, send (to the next provider if one stopping
+    # refused it unprocessed), and check what comes back
+    signed, response, response_body = await exchange_with_a_provider(
+        host, providers, document, body, rec
     )
-    response, response_body = await exchange_signed(host, provider, signed, body, rec)
     rec.http_status = response.status
     # (7) logged durably before the answer
     await host.log_record(rec)
@@ -130,14 +139,20 @@ def _to_web_response(
 
 
 class ConsumerPortHost(ConsumerHost, Protocol):
-    """What the consumer port uses of the security server: the pipelines' needs, and its
-    health for ``/health``."""
+    """What the consumer port uses of the security server: the pipelines' needs, and whether
+    it can serve, for ``/health``."""
 
-    def health(self) -> dict[str, Any]: ...
+    def verdict(self) -> Verdict: ...
 
 
 def health(host: ConsumerPortHost) -> web.Response:
-    return web.json_response(host.health(), dumps=lambda o: orjson.dumps(o).decode())
+    """200 or 503 and the reason codes: what an information system needs to pick a server.
+    The state behind them is the operator's, on the status listener (``statusport.py``)."""
+    verdict = host.verdict()
+    body = {"status": verdict.status, "reasons": [p.code for p in verdict.reasons]}
+    return web.Response(
+        status=verdict.http_status, body=orjson.dumps(body), content_type="application/json"
+    )
 
 
 async def _expect(request: web.BaseRequest) -> web.Response | None:

@@ -24,6 +24,7 @@ from exchange.errors import (
     ClientAuthenticationFailed,
     ConsumerServerError,
     ExchangeError,
+    ShuttingDown,
     UnknownClient,
     UnknownMember,
     log_refusal,
@@ -35,7 +36,7 @@ from exchange.protocol.jws import Signer
 from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.protocol.session import RequestRefused
 from exchange.server.config import ClientConfig, ServerConfig
-from exchange.server.peer import PeerPool, unsigned_refusal
+from exchange.server.peer import NotDelivered, PeerPool, unsigned_refusal
 from exchange.server.records import ExchangeRecord, guarded
 from exchange.trust.keys import fingerprint
 from exchange.trustcore.messages import OwnRequest, verify_response
@@ -171,23 +172,52 @@ def hosted_client(
     return client
 
 
-def choose_provider(
+def providers_in_turn(
     host: ConsumerHost,
     conf: GlobalConf,
     subsystem: SubsystemId,
     pinned: SecurityServerId | None,
-    rec: ExchangeRecord,
-) -> SecurityServerInfo:
-    """A security server of the global configuration that hosts ``subsystem`` (the ``pinned``
-    one if the caller named it), taken in turn."""
+) -> tuple[SecurityServerInfo, ...]:
+    """The security servers of the global configuration that host ``subsystem`` (only the
+    ``pinned`` one if the caller named it), starting with the next in turn."""
     providers = conf.servers_hosting(subsystem)
     if pinned is not None:
         providers = tuple(p for p in providers if p.id == pinned)
     if not providers:
         raise UnknownMember(f"no security server in the global configuration provides {subsystem}")
-    provider = providers[host.next_index(len(providers))]
-    rec.peer_server = str(provider.id)
-    return provider
+    first = host.next_index(len(providers))
+    return providers[first:] + providers[:first]
+
+
+async def exchange_with_a_provider(
+    host: ConsumerHost,
+    providers: tuple[SecurityServerInfo, ...],
+    document: Callable[[SecurityServerInfo], SignedRequest],
+    body: bytes,
+    rec: ExchangeRecord,
+) -> tuple[SignedRequest, SignedResponse, bytes]:
+    """The request (``document`` for the provider chosen) sent to the first of ``providers``
+    and, when it did not reach one that processed it (it could not be connected to, or it is
+    stopping and refused the request unprocessed), to the next: what :func:`exchange_signed`
+    returns for the one that answered, with the document it was sent."""
+    for index, provider in enumerate(providers):
+        rec.peer_server = str(provider.id)
+        signed = document(provider)
+        try:
+            response, response_body = await exchange_signed(host, provider, signed, body, rec)
+        except NotDelivered as missed:
+            if index + 1 == len(providers):
+                raise missed.error from None
+            log.warning(
+                "exchange %s not taken by security server %s (%s); sending it to %s",
+                signed.message_id,
+                provider.id,
+                missed.error.message,
+                providers[index + 1].id,
+            )
+            continue
+        return signed, response, response_body
+    raise AssertionError("providers_in_turn gives at least one provider")
 
 
 async def exchange_signed(
@@ -207,10 +237,17 @@ async def exchange_signed(
     rec.request_jws, rec.request_hash = sent.token, sent.request_hash
     rec.mark("signed")
     pool = host.pool_for(provider)
-    answer, conn = await pool.request({"jws": sent.token}, body, host.response_timeout)
+    try:
+        conn = await pool.connection()
+    except ExchangeError as err:
+        raise NotDelivered(err) from None  # nothing was sent
+    answer, conn = await pool.answer(conn, {"jws": sent.token}, body, host.response_timeout)
     rec.mark("answered")
     if isinstance(answer, RequestRefused):
-        raise unsigned_refusal(answer.meta)
+        refusal = unsigned_refusal(answer.meta)
+        if refusal.code == ShuttingDown.code:
+            raise NotDelivered(refusal)
+        raise refusal
     token = answer.meta.get("jws")
     rec.response_jws = token if isinstance(token, str) else None
     # the signed response verifies with a key the provider presented, still acceptable at the

@@ -17,6 +17,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -37,19 +38,25 @@ from exchange.globalconf.anchor import Anchor
 from exchange.globalconf.client import GlobalConfPoller
 from exchange.globalconf.document import GlobalConf, SecurityServerInfo
 from exchange.globalconf.verifier import TrustedGlobalConf
-from exchange.identifiers import MemberId, SecurityServerId, ServiceId, SubsystemId
+from exchange.identifiers import (
+    MemberId,
+    SecurityServerId,
+    ServiceId,
+    SubsystemId,
+    parse_subsystem,
+)
 from exchange.messagelog.archive import (
     ArchiveIndexEntry,
     ArchivingBusy,
     archive_log,
     archived_end,
 )
-from exchange.messagelog.store import MessageLog, open_readonly
+from exchange.messagelog.store import MessageLog, open_readonly, read_ocsp_responses
 from exchange.messagelog.timestamping import TreeHeadStamper
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
 from exchange.protocol.hello import hello_meta
-from exchange.protocol.jws import Signer, cert_thumbprint
+from exchange.protocol.jws import Signer, cert_thumbprint, verify_by_cert
 from exchange.protocol.rest import MAX_URI_LENGTH
 from exchange.server import tls
 from exchange.server.backend import Backend
@@ -62,18 +69,28 @@ from exchange.server.config import (
 from exchange.server.consumer import consumer_handler
 from exchange.server.declare import ServiceDeclarer
 from exchange.server.handshakes import HandshakeLimits, TlsPort
+from exchange.server.health import HealthFacts, OwnCertificate, Verdict, judge
+from exchange.server.maintenance import MaintenanceWatch
 from exchange.server.metadata import MetadataServices
+from exchange.server.metrics import CertificateState, ServerMetrics, StateSnapshot
 from exchange.server.peer import PeerPool
 from exchange.server.provider import PeerLoad, ProviderConnection
 from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord
+from exchange.server.reload import changes, needs_restart
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
 from exchange.server.soap_provider import LocalSoapService
+from exchange.server.statusport import create_status_app
 from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
 from exchange.trustcore.peers import AdmittedPeer, PeerTrust
 
 log = logging.getLogger("exchange.server")
+
+MAX_KNOWN = 10_000
+"""Client and service names remembered as known (or not) for the metrics' labels."""
+KEY_PROBE_SECONDS = 10.0
+"""How long /health trusts its last test signature with each key."""
 
 
 def passphrase_from_env(config: ServerConfig) -> bytes | None:
@@ -100,12 +117,10 @@ class SecurityServer:
         self.auth_cert = self._auth_cert(config)
         self.clients: dict[SubsystemId, ClientConfig] = {c.id: c for c in config.clients}
         self.services: dict[ServiceId, ServiceConfig] = {s.id: s for s in config.services}
+        self._service_names = frozenset(str(s) for s in self.services)
         # SOAP services this server answers itself, by service code (the metadata services)
         self.local_soap_services: dict[str, LocalSoapService] = {}
-        self._is_fps = {
-            c.id: frozenset(fingerprint(x) for p in c.is_certs for x in load_certificates(p))
-            for c in config.clients
-        }
+        self._is_fps = _is_fingerprints(config)
         self.replay = ReplayCache(config.limits.clock_skew_seconds)
         self.quota = PersistentQuota(config.state_dir / "quota.sqlite", clock)
         self.policy = self._open_policy(config)
@@ -113,7 +128,17 @@ class SecurityServer:
             max_response_bytes=config.limits.max_response_bytes,
             connect_timeout=config.limits.connect_timeout,
         )
-        self.log = MessageLog(config.log_path, self.owner_signer, owner=config.server_id, now=clock)
+        self.metrics = ServerMetrics(self._metrics_snapshot)
+        self.log = MessageLog(
+            config.log_path,
+            self.owner_signer,
+            owner=config.server_id,
+            now=clock,
+            on_commit=self.metrics.commit,
+        )
+        self.maintenance = MaintenanceWatch(config.state_dir)
+        self.stopping = False
+        """SIGTERM: no new connections or exchanges are taken; those in flight finish."""
         self.metadata = MetadataServices(self)
         self.declarer = ServiceDeclarer(self)
         self.stamper = TreeHeadStamper(
@@ -137,17 +162,21 @@ class SecurityServer:
             config.limits.tls_handshake_timeout,
         )
         self.revocation = RevocationChecks(clock)
+        self.response_timeout = config.limits.backend_timeout + 5.0
+        """How long the consumer waits for a provider's answer: the backend's time and more."""
         self.in_force: GlobalConf | None = None
         """The global configuration in force: everything below has moved to it (the trusted
         state may already hold a newer one that could not be put in force yet)."""
         self.peer_trust: PeerTrust | None = None
         """Peer trust under the global configuration in force (None before the first)."""
         self.own_certs = [self.auth_cert, *(s.cert for _, s in self.all_signers)]
-        self.response_timeout = config.limits.backend_timeout + 5.0
         self._turn = 0
         self._client_ctx: ssl.SSLContext | None = None
         self._ca_fps: tuple[str, ...] = ()
         self._runner: web.ServerRunner | None = None
+        self._status_runner: web.AppRunner | None = None
+        self._known: tuple[GlobalConf | None, dict[str, bool]] = (None, {})
+        self._key_probe: tuple[float, tuple[str, ...]] = (-1e18, ())
         self._sites: list[web.TCPSite] = []
         self._provider_server: TlsPort | None = None
         self._consumer_tls: TlsPort | None = None
@@ -157,6 +186,7 @@ class SecurityServer:
         self.consumer_port = 0
         self.consumer_tls_port = 0
         self.provider_port = 0
+        self.status_port = 0
 
     # -- keys -----------------------------------------------------------------------------------
 
@@ -220,11 +250,13 @@ class SecurityServer:
                 self.log.register_ocsp(cert, response)
 
     async def _refresh_staples(self) -> None:
-        """Keep our OCSP responses fresh; re-staple open connections when they change."""
+        """Keep our OCSP responses fresh; re-staple open connections when they change. While
+        one is missing, retry within seconds (RevocationChecks.next_refresh)."""
         while True:
             conf = self.in_force
-            freshness = conf.settings.ocsp_freshness_seconds if conf else 3600
-            await asyncio.sleep(max(1.0, min(60.0, freshness / 8)))
+            delay = self.revocation.next_refresh(self.own_certs, conf) if conf else 1.0
+            await asyncio.sleep(delay)
+            conf = self.in_force
             if conf is None:
                 continue
             try:
@@ -235,7 +267,54 @@ class SecurityServer:
             if changed:
                 self._restaple()
 
-    async def reload_keys(self) -> None:
+    async def reload(self) -> list[str]:
+        """``exchange server reload`` (SIGHUP): re-read ``server.toml`` and put what changed in
+        force without a restart; returns what changed (see :mod:`exchange.server.reload`).
+
+        Raises :class:`ConfigurationError` with nothing changed when the file is invalid, when
+        it changes a setting bound at start (each is named), when the policy files or an
+        information system's certificate cannot be read, or when a new certificate has no fresh
+        OCSP response."""
+        from exchange.server.config import load_server_config
+
+        old = self.config
+        new = load_server_config(old.path)
+        # (1) settings bound at start: refused as a whole, the configuration in force stays
+        blocked = needs_restart(old, new)
+        if blocked:
+            raise ConfigurationError(
+                f"{', '.join(blocked)} cannot change without a restart: restart the server "
+                "(nothing was reloaded; the configuration in force stays)"
+            )
+        # (2) what can fail, before anything changes: the policy (a new directory's, or the
+        # files again), the information systems' certificates
+        policy = self.policy
+        if new.policy_dir != old.policy_dir:
+            policy = await asyncio.to_thread(self._open_policy, new)
+        elif policy is not None:
+            await asyncio.to_thread(policy.reload)
+        is_fps = _is_fingerprints(new)
+        https = self._consumer_https_context(new) if self._consumer_tls is not None else None
+        # (3) keys and certificates (refused without a fresh OCSP response for a new one)
+        await self.reload_keys(new)
+        # (4) the rest, at once
+        self.clients = {c.id: c for c in new.clients}
+        self._is_fps = is_fps
+        if https is not None and self._consumer_tls is not None:
+            self._consumer_tls.context = https
+        self.services = {s.id: s for s in new.services}
+        self._service_names = frozenset(str(s) for s in self.services)
+        if policy is not None and self.policy is None:
+            self._tasks.append(asyncio.create_task(self._watch_policy()))
+        self.policy = policy
+        self.stamper.failure_limit = new.timestamping_failure_limit
+        if new.limits.backend_timeout != old.limits.backend_timeout:
+            self.response_timeout = new.limits.backend_timeout + 5.0
+        done = changes(old, new)
+        log.info("configuration reloaded: %s", "; ".join(done) or "nothing changed")
+        return done
+
+    async def reload_keys(self, config: ServerConfig | None = None) -> None:
         """Key rotation without downtime: re-read the configuration's keys and certificates.
 
         Every signing certificate listed is presented to peers (so signatures by an old and a new
@@ -245,7 +324,8 @@ class SecurityServer:
         """
         from exchange.server.config import load_server_config
 
-        config = load_server_config(self.config.path)
+        if config is None:
+            config = load_server_config(self.config.path)
         all_signers = self._load_signers(config)
         auth_cert = self._auth_cert(config)
         own_certs = [auth_cert, *(s.cert for _, s in all_signers)]
@@ -446,13 +526,56 @@ class SecurityServer:
         return self.policy.current
 
     async def log_record(self, rec: ExchangeRecord) -> None:
-        """Append durably; an exchange whose record cannot be written fails (log before answer)."""
+        """Append durably; an exchange whose record cannot be written fails (log before answer).
+        Either way the exchange is counted once in the metrics, from its record."""
+        started = time.perf_counter_ns()
         try:
             await self.log.append(rec.to_entry(with_bodies=self.config.log_bodies), typed=True)
         except ExchangeError as exc:
             log.error("message log write failed: %s", exc.internal)
             cls = ConsumerLogFailed if rec.side == "consumer" else ProviderLogFailed
+            self._count(rec, cls.code, started)
             raise cls("the exchange could not be logged, so it was not answered") from None
+        self._count(rec, rec.error.code if rec.error is not None else None, started)
+
+    def _count(self, rec: ExchangeRecord, code: str | None, started_ns: int) -> None:
+        self.metrics.exchange(
+            rec,
+            code,
+            (time.perf_counter_ns() - started_ns) // 1000,
+            client_known=self._client_known,
+            service_known=self._service_known,
+        )
+
+    def _known_cache(self) -> dict[str, bool]:
+        conf, cache = self._known
+        if conf is not self.in_force or len(cache) > 4 * MAX_KNOWN:
+            cache = {}
+            self._known = (self.in_force, cache)
+        return cache
+
+    def _client_known(self, client: str) -> bool:
+        """A metrics label may name ``client``: the configuration in force registers it."""
+        cache = self._known_cache()
+        known = cache.get(client)
+        if known is None:
+            conf = self.in_force
+            try:
+                subsystem = parse_subsystem(client)
+            except ExchangeError:
+                known = False
+            else:
+                known = conf is not None and conf.has_subsystem(subsystem)
+            cache[client] = known
+        return known
+
+    def _service_known(self, service: str) -> bool:
+        """A metrics label may name ``service``: provided here, or its subsystem is registered
+        in the configuration in force."""
+        if service in self._service_names:
+            return True
+        subsystem, _, _ = service.rpartition("/")
+        return self._client_known(subsystem)
 
     async def _archive_on_interval(self) -> None:
         """Retention: every ``archive_interval`` seconds, move the records older than
@@ -520,6 +643,7 @@ class SecurityServer:
         self.stamper.last_success = self.clock()
         self._tasks.append(asyncio.create_task(self.stamper.run()))
         if self.in_force is not None:
+            self._seed_own_staples(self.in_force)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(15):
                     await self.revocation.refresh_own(self.own_certs, self.in_force)
@@ -533,6 +657,8 @@ class SecurityServer:
         )
         self.provider_port = await self._provider_server.open(cfg.provider.host, cfg.provider.port)
         await self._start_consumer()
+        await self._start_status()
+        self._tasks.append(asyncio.create_task(self._watch_state()))
         if self.policy is not None:
             self._tasks.append(asyncio.create_task(self._watch_policy()))
         self.declarer.start()
@@ -580,7 +706,10 @@ class SecurityServer:
         # aiohttp refuses request lines over 8190 bytes with a bare 400 before our handler runs;
         # with room above MAX_URI_LENGTH, a long URI gets its X-Road error (414) and is logged.
         http = web.Server(consumer_handler(self), access_log=None, max_line_size=4 * MAX_URI_LENGTH)
-        self._runner = web.ServerRunner(http, handle_signals=False)
+        # on stopping, the consumer port waits this long for the exchanges in flight
+        self._runner = web.ServerRunner(
+            http, handle_signals=False, shutdown_timeout=cfg.limits.drain_timeout
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.consumer.host, cfg.consumer.port, backlog=1024)
         await site.start()
@@ -594,18 +723,53 @@ class SecurityServer:
             host, port = cfg.consumer_tls.host, cfg.consumer_tls.port
             self.consumer_tls_port = await self._consumer_tls.open(host, port)
 
+    async def _start_status(self) -> None:
+        """The status listener (``/health``, ``/metrics``), when ``[status]`` is enabled."""
+        listener = self.config.status
+        if listener is None:
+            return
+        self._status_runner = web.AppRunner(create_status_app(self), access_log=None)
+        await self._status_runner.setup()
+        site = web.TCPSite(self._status_runner, listener.host, listener.port)
+        await site.start()
+        self.status_port = _bound_port(site)
+
+    async def _watch_state(self) -> None:
+        """Every second: the maintenance state file; and, while the message log's last write
+        failed, a probe write, so that ``/health`` says 200 again once space is freed even
+        when the load balancer sends nothing meanwhile."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.maintenance.check()
+            if self.log.write_failure is not None:
+                with contextlib.suppress(ExchangeError):
+                    if await self.log.probe():
+                        log.info("the message log can be written again")
+
     def _provider_context(self, cas: list[x509.Certificate]) -> ssl.SSLContext:
         """The provider port's TLS context: this server's authentication certificate, and the
         approved CAs ``cas`` for its peers' certificates."""
         cfg = self.config
         return tls.provider_context(cfg.auth_cert, cfg.auth_key, self.passphrase, cas)
 
-    def _consumer_https_context(self) -> ssl.SSLContext:
+    def _consumer_https_context(self, cfg: ServerConfig | None = None) -> ssl.SSLContext:
         """The consumer port's HTTPS listener: this server's authentication certificate, and the
         information systems' certificates registered for its clients."""
-        cfg = self.config
+        cfg = cfg or self.config
         is_certs = [x for c in cfg.clients for p in c.is_certs for x in load_certificates(p)]
         return tls.consumer_https_context(cfg.auth_cert, cfg.auth_key, self.passphrase, is_certs)
+
+    def _seed_own_staples(self, conf: GlobalConf) -> None:
+        """The OCSP responses the log kept for our certificates, still fresh: served with at
+        once, whether or not the responder answers now."""
+        conn = open_readonly(self.config.log_path)
+        try:
+            stored = read_ocsp_responses(conn, [cert_thumbprint(c) for c in self.own_certs])
+        finally:
+            conn.close()
+        seeded = self.revocation.seed_own(self.own_certs, conf, stored)
+        if seeded:
+            log.info("%d own certificate(s) stapled with stored fresh OCSP responses", seeded)
 
     def _seed_replay_cache(self) -> None:
         horizon_ms = int((self.clock() - 2 * self.config.limits.clock_skew_seconds) * 1000)
@@ -623,16 +787,60 @@ class SecurityServer:
             self.replay.seed(client, message_id, logged_at)
 
     async def _watch_policy(self) -> None:
-        assert self.policy is not None
         while True:
             await asyncio.sleep(1.0)
+            policy = self.policy
+            if policy is None:
+                return
             try:
                 # reading files, signing and writing the audit trail: off the event loop
-                await asyncio.to_thread(self.policy.maybe_reload)
+                await asyncio.to_thread(policy.maybe_reload)
             except Exception as exc:
                 # whatever a reload raises, the policy in force stays and the watch goes on
                 # (PolicyStore logged it and keeps it for /health)
                 log.error("policy reload refused, previous policy stays in force: %s", exc)
+
+    async def drain(self) -> None:
+        """Stop taking exchanges and let those in flight finish (SIGTERM), within
+        ``[limits] drain_timeout``; :meth:`stop` then closes the rest and signs and stamps the
+        last tree head.
+
+        (1) ``/health`` says 503 ``stopping``; (2) the listening sockets close, so no new
+        connection is accepted; (3) each peer on an open EXM/1 connection is told (GOAWAY) to
+        send no new request on it: what it sends after that is refused unprocessed, and its
+        consumer may send it to another provider; (4) the consumer port answers what it has in
+        flight (aiohttp closes its idle connections), the provider port answers its open streams
+        and its peers close their connections once answered."""
+        limit = self.config.limits.drain_timeout
+        # (1), (2)
+        self.stopping = True
+        if self._provider_server is not None:
+            self._provider_server.close()
+        if self._consumer_tls is not None:
+            self._consumer_tls.close()
+        # (3)
+        for conn in list(self.provider_connections):
+            conn.drain()
+        log.info(
+            "stopping: %d provider connection(s) and the consumer port drain (at most %g s)",
+            len(self.provider_connections),
+            limit,
+        )
+        # (4)
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.gather(self._drain_consumer_port(), self._drain_provider_port())
+        except TimeoutError:
+            log.warning("exchanges still in flight after %g s are cut off", limit)
+
+    async def _drain_consumer_port(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _drain_provider_port(self) -> None:
+        while any(conn.open for conn in self.provider_connections):
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         await self.declarer.close()
@@ -651,6 +859,8 @@ class SecurityServer:
             self._consumer_tls.close()  # no new connections; the runner closes the open ones
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._status_runner is not None:
+            await self._status_runner.cleanup()
         self._close_pools()
         await self.backend.close()
         await self.metadata.close()
@@ -664,16 +874,25 @@ class SecurityServer:
         self.log.close()
 
     def health(self) -> dict[str, Any]:
+        """What ``/health`` on the status listener shows: the verdict (status, reasons,
+        warnings) and the state behind it."""
         conf = self.in_force
-        now = int(self.clock())
-        pending = self.poller.pending if self.poller is not None else None
+        now = self.clock()
+        verdict = judge(self.health_facts(now))
+        poller = self.poller
+        pending = poller.pending if poller is not None else None
+        maintenance = self.maintenance.current
         return {
+            **verdict.to_dict(),
             "server": str(self.config.server_id),
+            "maintenance": None if maintenance is None else maintenance.to_dict(),
             "globalconf_version": conf.version if conf else None,
-            "globalconf_fresh": bool(conf and not conf.is_expired(now)),
+            "globalconf_fresh": bool(conf and not conf.is_expired(int(now))),
             # a verified version that could not be put in force yet, and why
             "globalconf_pending": None if pending is None else dataclasses.asdict(pending),
+            "globalconf": self._globalconf_health(conf, now),
             "log_size": self.log.size,
+            "messagelog": self._log_health(),
             "ocsp": self._ocsp_health(conf),
             "certificate_warnings": self.expiring_certificates(),
             "timestamping": self.stamper.health(),
@@ -691,6 +910,146 @@ class SecurityServer:
             **({"policy": self.policy.health()} if self.policy is not None else {}),
         }
 
+    def health_report(self) -> tuple[int, dict[str, Any]]:
+        """``/health`` of the status listener: 200 or 503, and :meth:`health`."""
+        body = self.health()
+        return (503 if body["reasons"] else 200), body
+
+    def verdict(self) -> Verdict:
+        """Whether the server can serve now (``/health`` of the consumer port shows only this)."""
+        return judge(self.health_facts(self.clock()))
+
+    def health_facts(self, now: float) -> HealthFacts:
+        """What :func:`~exchange.server.health.judge` needs, at ``now``."""
+        conf = self.in_force
+        maintenance = self.maintenance.current
+        failure = self.log.write_failure
+        policy = self.policy.health() if self.policy is not None else None
+        pending = self.poller.pending if self.poller is not None else None
+        return HealthFacts(
+            now=now,
+            maintenance=maintenance is not None,
+            maintenance_reason=maintenance.reason if maintenance is not None else None,
+            stopping=self.stopping,
+            globalconf_version=conf.version if conf else None,
+            globalconf_expires_at=conf.expires_at if conf else None,
+            certificates=self._own_certificates(conf),
+            timestamping_refusal=self.stamper.refusal(),
+            log_write_failure=None if failure is None else failure.reason,
+            unusable_keys=self._unusable_keys(now),
+            policy_version=policy["version"] if policy else None,
+            policy_reload_error=policy["last_reload_error"] if policy else None,
+            expiry_warnings=tuple(self.expiring_certificates()),
+            globalconf_pending=(
+                None
+                if pending is None
+                else f"global configuration version {pending.version} is not in force yet: "
+                f"{pending.reason}"
+            ),
+        )
+
+    def _own_certificates(self, conf: GlobalConf | None) -> list[OwnCertificate]:
+        out = []
+        for cert in self.own_certs:
+            needed = conf is not None and self.revocation.responder_of(cert, conf) is not None
+            held = self.revocation.own.held(cert)
+            fresh = conf is not None and self.revocation.own_response(cert, conf) is not None
+            out.append(
+                OwnCertificate(
+                    subject=cert.subject.rfc4514_string(),
+                    usage="auth" if cert is self.auth_cert else "sign",
+                    not_before=cert.not_valid_before_utc.timestamp(),
+                    not_after=cert.not_valid_after_utc.timestamp(),
+                    ocsp_needed=needed,
+                    ocsp_held=held is not None,
+                    ocsp_fresh=fresh,
+                )
+            )
+        return out
+
+    def _unusable_keys(self, now: float) -> tuple[str, ...]:
+        """Each active signing key signs a test document that its certificate's key verifies
+        (at most every :data:`KEY_PROBE_SECONDS`)."""
+        at, unusable = self._key_probe
+        if now - at < KEY_PROBE_SECONDS:
+            return unusable
+        found = []
+        for member, signer in self.signers.items():
+            try:
+                token = signer.sign(b'{"probe":"health"}')
+                verify_by_cert(token, signer.cert, f"the signing certificate of {member}")
+            except Exception as exc:
+                found.append(f"the signing key of member {member} does not sign: {exc}")
+        self._key_probe = (now, tuple(found))
+        return self._key_probe[1]
+
+    def _globalconf_health(self, conf: GlobalConf | None, now: float) -> dict[str, Any]:
+        poller = self.poller
+        fetched = poller.last_fetch if poller is not None else None
+        return {
+            "version": conf.version if conf else None,
+            "generated_at": _iso(conf.generated_at) if conf else None,
+            "expires_at": _iso(conf.expires_at) if conf else None,
+            "expires_in_seconds": int(conf.expires_at - now) if conf else None,
+            "last_fetch": _iso(fetched) if fetched is not None else None,
+            "last_fetch_error": poller.last_fetch_error if poller is not None else None,
+        }
+
+    def _log_health(self) -> dict[str, Any]:
+        head = self.log.latest_tree_head()
+        failure = self.log.write_failure
+        size = self.log.size
+        return {
+            "records": size,
+            "unsigned_records": size - (head.size if head else 0),
+            "untimestamped_records": size - (self.log.latest_timestamped_size() or 0),
+            "writable": failure is None,
+            "last_write_failure": (
+                None if failure is None else {"at": _iso(failure.at), "reason": failure.reason}
+            ),
+            "disk_free_bytes": _disk_free(self.config.log_path),
+        }
+
+    def _metrics_snapshot(self) -> StateSnapshot:
+        conf = self.in_force
+        now = self.clock()
+        head = self.log.latest_tree_head()
+        poller = self.poller
+        connections: dict[tuple[str, str], int] = {}
+        for conn in self.provider_connections:
+            if conn.peer_id is not None and conn.open:
+                key = (str(conn.peer_id), "inbound")
+                connections[key] = connections.get(key, 0) + 1
+        for server_id, pool in self.pools.items():
+            count = sum(1 for c in pool.connections if c is not None and c.usable)
+            connections[(str(server_id), "outbound")] = count
+        return StateSnapshot(
+            now=now,
+            healthy=not judge(self.health_facts(now)).reasons,
+            maintenance=self.maintenance.current is not None,
+            globalconf_version=conf.version if conf else None,
+            globalconf_generated_at=conf.generated_at if conf else None,
+            globalconf_expires_at=conf.expires_at if conf else None,
+            globalconf_last_fetch=poller.last_fetch if poller is not None else None,
+            certificates=[self._certificate_state(cert) for cert in self.own_certs],
+            log_records=self.log.size,
+            log_signed_size=head.size if head else 0,
+            log_timestamped_size=self.log.latest_timestamped_size() or 0,
+            last_timestamp_success=self.stamper.last_success,
+            disk_free_bytes=_disk_free(self.config.log_path),
+            connections=connections,
+        )
+
+    def _certificate_state(self, cert: x509.Certificate) -> CertificateState:
+        held = self.revocation.own.held(cert)
+        return CertificateState(
+            subject=cert.subject.rfc4514_string(),
+            usage="auth" if cert is self.auth_cert else "sign",
+            not_after=cert.not_valid_after_utc.timestamp(),
+            ocsp_this_update=held.this_update.timestamp() if held else None,
+            ocsp_produced_at=held.produced_at.timestamp() if held else None,
+        )
+
     def _peer_staples(self) -> set[str]:
         """Peers' certificates whose stapled OCSP responses this server holds verified."""
         peers = [c.peer for c in self.provider_connections]
@@ -703,14 +1062,56 @@ class SecurityServer:
             if response is not None
         }
 
-    def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, int]:
-        """How many own certificates hold a fresh OCSP response; peers' responses verified."""
-        own = len(self.revocation.own_staples(self.own_certs, conf)) if conf else 0
+    def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, Any]:
+        """How many own certificates hold a fresh OCSP response, and per own certificate the
+        response held (produced, this and next update, age); peers' responses verified."""
+        fresh = len(self.revocation.own_staples(self.own_certs, conf)) if conf else 0
+        now = self.clock()
+        own = []
+        for cert in self.own_certs:
+            held = self.revocation.own.held(cert)
+            own.append(
+                {
+                    "certificate": cert.subject.rfc4514_string(),
+                    "usage": "auth" if cert is self.auth_cert else "sign",
+                    "needed": conf is not None
+                    and self.revocation.responder_of(cert, conf) is not None,
+                    "fresh": conf is not None
+                    and self.revocation.own_response(cert, conf) is not None,
+                    "produced_at": held.produced_at.isoformat() if held else None,
+                    "this_update": held.this_update.isoformat() if held else None,
+                    "next_update": (
+                        held.next_update.isoformat() if held and held.next_update else None
+                    ),
+                    "age_seconds": int(now - held.this_update.timestamp()) if held else None,
+                }
+            )
         return {
-            "own_fresh": own,
+            "own_fresh": fresh,
             "own_total": len(self.own_certs),
             "peers_verified": len(self._peer_staples()),
+            "own": own,
         }
+
+
+def _is_fingerprints(config: ServerConfig) -> dict[SubsystemId, frozenset[str]]:
+    """Per client, the fingerprints of the information systems' certificates registered for it."""
+    return {
+        c.id: frozenset(fingerprint(x) for p in c.is_certs for x in load_certificates(p))
+        for c in config.clients
+    }
+
+
+def _iso(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
+
+
+def _disk_free(path: Path) -> int | None:
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
 
 
 def _active(signers: list[tuple[MemberId, Signer]]) -> dict[MemberId, Signer]:

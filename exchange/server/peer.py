@@ -38,6 +38,7 @@ from exchange.protocol.hello import Hello
 from exchange.protocol.session import (
     ConnectionRefused,
     Event,
+    GoAwayReceived,
     HelloReceived,
     LocalProtocolError,
     RequestRefused,
@@ -80,6 +81,16 @@ def unsigned_refusal(meta: dict[str, object]) -> ExchangeError:
 
 Answer = ResponseReceived | RequestRefused
 """What comes back on a stream: the provider's (signed) response, or its unsigned refusal."""
+
+
+class NotDelivered(Exception):
+    """The request reached no provider that processed it: no connection could be made or used,
+    or the provider refused it unprocessed while stopping (``ShuttingDown``). It may go to
+    another provider of the service; ``error`` is what the caller gets if none takes it."""
+
+    def __init__(self, error: ExchangeError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class PeerConnection(asyncio.Protocol):
@@ -190,6 +201,12 @@ class PeerConnection(asyncio.Protocol):
             self._on_hello(event.hello)
         elif isinstance(event, ConnectionRefused):
             self._fail(unsigned_refusal(event.meta))
+        elif isinstance(event, GoAwayReceived):
+            log.info(
+                "security server %s is stopping: no new requests on this connection (%d in flight)",
+                self.target,
+                len(self.pending),
+            )
         elif isinstance(event, ResponseReceived | RequestRefused):
             fut = self.pending.pop(event.stream_id, None)
             if fut is not None and not fut.done():
@@ -375,7 +392,12 @@ class PeerPool:
     async def request(
         self, meta: dict[str, Any], body: bytes, timeout: float
     ) -> tuple[Answer, PeerConnection]:
-        conn = await self.connection()
+        return await self.answer(await self.connection(), meta, body, timeout)
+
+    async def answer(
+        self, conn: PeerConnection, meta: dict[str, Any], body: bytes, timeout: float
+    ) -> tuple[Answer, PeerConnection]:
+        """Send a request on ``conn`` (one of :meth:`connection`'s) and wait for its answer."""
         fut = conn.send(meta, body)
         # a timer on the answer's future: cheaper than asyncio.timeout's per-request context
         timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)

@@ -29,6 +29,7 @@ from exchange.errors import (
     ProviderOutdatedGlobalConf,
     ProviderServerError,
     ServiceFailed,
+    ShuttingDown,
     SslAuthenticationFailed,
     TooManyConnections,
     UnknownService,
@@ -225,7 +226,19 @@ class ProviderConnection(asyncio.Protocol):
             what = f"reading frames of {self.peer_id}"
             self._refuse(internal_failure(log, ProviderServerError, what, exc))
 
+    def drain(self) -> None:
+        """The server stops: tell the peer (GOAWAY) to send no new request on this connection;
+        the requests in flight are answered, the peer closes the connection once they are."""
+        if self.open and self.session.state is State.OPEN:
+            self.write(self.session.send_goaway({"reason": "the security server is stopping"}))
+
     def _on_request(self, event: RequestReceived) -> None:
+        if self.session.draining:
+            # it crossed our GOAWAY on the wire: refused unprocessed (and not logged: nothing
+            # was verified, decided or answered), so that the consumer may send it elsewhere
+            err = ShuttingDown("the security server is stopping; the request was not processed")
+            self.write(self.session.send_error(event.stream_id, error_meta(err)))
+            return
         task = asyncio.ensure_future(self._answer(event))
         self.tasks.add(task)
         size = len(event.body)
@@ -321,7 +334,7 @@ class ProviderConnection(asyncio.Protocol):
             what = f"answering {self.peer_id} on stream {event.stream_id}"
             err = internal_failure(log, ProviderServerError, what, exc)
             kind, meta, body = FrameKind.ERROR, error_meta(err), b""
-        if self.session.state is not State.OPEN:
+        if self.session.state not in (State.OPEN, State.DRAINING):
             return  # the connection is gone or refused: nobody to answer
         if kind is FrameKind.RESPONSE:
             self.write(self.session.send_response(event.stream_id, meta, body))
@@ -412,6 +425,7 @@ async def handle_request(
     rec.released_fields = None if released is None else list(released)
     signer = server.signer_for(request.service.member if request is not None else None)
     rec.response_jws = signer.sign(response.canonical())
+    rec.mark("signed")
     rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
     try:
         await server.log_record(rec)

@@ -10,13 +10,20 @@ deployment decision the central server's operator makes, visible in the configur
   start and refreshed before half their usable life has passed (freshness from the global
   configuration, default 3600 s). While a responder is down the held response stays usable
   until it is stale; then peers refuse us, and the operator log says why.
+- At start, the responses the message log kept for our own certificates are verified again and
+  those still fresh are used (:meth:`RevocationChecks.seed_own`): a server restarted while the
+  responder is down serves with them. While a certificate that needs a response holds no fresh
+  one, the refresh is retried every few seconds (:meth:`RevocationChecks.next_refresh`), not on
+  the normal interval, so the server serves again as soon as the responder answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 from cryptography import x509
 
@@ -26,6 +33,9 @@ from exchange.trust.ocsp import OcspError, OcspStapleCache
 from exchange.trust.ocsp_service import OcspFetcher, OcspUnavailable
 
 log = logging.getLogger("exchange.server.revocation")
+
+RETRY_MAX: Final = 8.0
+"""The longest wait between refreshes while an own certificate holds no fresh response (s)."""
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -59,6 +69,7 @@ class RevocationChecks:
         self.own = OcspStapleCache()
         self.fetcher = OcspFetcher(clock=clock)
         self.responder_of = _ResponderIndex()
+        self._retries = 0
         # where verified responses are kept as evidence (the message log), once set
         self.keep: Callable[[x509.Certificate, bytes], None] | None = None
 
@@ -93,6 +104,40 @@ class RevocationChecks:
                     exc.code,
                 )
         return changed
+
+    def seed_own(
+        self,
+        certs: Sequence[x509.Certificate],
+        conf: GlobalConf,
+        stored: Mapping[str, Sequence[bytes]],
+    ) -> int:
+        """Take the stored responses (x5t#S256 -> DER, as the message log kept them) for our
+        ``certs`` that verify and are fresh now; returns how many certificates got one."""
+        now = _utc(self.clock())
+        freshness = conf.settings.ocsp_freshness_seconds
+        seeded = 0
+        for cert in certs:
+            responder = self.responder_of(cert, conf)
+            if responder is None:
+                continue
+            for der in stored.get(cert_thumbprint(cert), ()):
+                with contextlib.suppress(OcspError):
+                    self.own.put(
+                        der, cert=cert, issuer=responder[0], now=now, max_age_seconds=freshness
+                    )
+            if self.own.get(cert, now, freshness) is not None:
+                seeded += 1
+        return seeded
+
+    def next_refresh(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> float:
+        """Seconds until the next refresh: short (doubling from 1 s to :data:`RETRY_MAX`) while
+        a certificate that needs a response holds no fresh one, else the normal interval."""
+        if self.missing_staples(certs, conf):
+            delay = min(RETRY_MAX, 2.0**self._retries)
+            self._retries += 1
+            return delay
+        self._retries = 0
+        return max(1.0, min(60.0, conf.settings.ocsp_freshness_seconds / 8))
 
     def missing_staples(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> list[str]:
         """Subjects of our certificates that need an OCSP response and hold no fresh one."""

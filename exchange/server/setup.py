@@ -58,13 +58,17 @@ def init_server(
     ca: CertificateAuthority | None = None,
     consumer_port: int = 8080,
     provider_port: int = 8443,
+    status_port: int = 0,
     policy_dir: str | Path | None = None,
     passphrase: bytes | None = None,
     log_bodies: bool = True,
     extra: dict[str, Any] | None = None,
     record: Callable[[x509.Certificate, str], None] | None = None,
 ) -> InitResult:
-    """Create keys (and certificates when ``ca`` is given, CSRs otherwise) and ``server.toml``."""
+    """Create keys (and certificates when ``ca`` is given, CSRs otherwise) and ``server.toml``.
+
+    The status listener (``/health``, ``/metrics``) is bound to loopback on ``status_port`` (0:
+    any free port; ``exchange server init`` gives 5588)."""
     target = Path(directory).resolve()
     config_path = target / "server.toml"
     if config_path.exists():
@@ -112,6 +116,7 @@ def init_server(
         "anchor": "anchor.json",
         "consumer": {"host": "127.0.0.1", "port": consumer_port},
         "provider": {"host": "127.0.0.1", "port": provider_port},
+        "status": {"host": "127.0.0.1", "port": status_port},
         "keys": {
             "auth_key": "keys/auth.key.pem",
             "auth_cert": "keys/auth.cert.pem",

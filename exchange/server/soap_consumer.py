@@ -30,15 +30,16 @@ from aiohttp import web
 
 from exchange.bodies import read_body
 from exchange.errors import ClientError, ExchangeError, InconsistentResponse
+from exchange.globalconf.document import SecurityServerInfo
 from exchange.oplog import exchange_started
 from exchange.protocol import forwarding, soap
 from exchange.protocol.fields import FieldError
-from exchange.protocol.messages import SignedResponse
+from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.server.consumer_steps import (
     ConsumerHost,
-    choose_provider,
-    exchange_signed,
+    exchange_with_a_provider,
     hosted_client,
+    providers_in_turn,
     request_document,
     run_exchange,
 )
@@ -114,25 +115,31 @@ async def _consume(
     conf = host.globalconf_or_fail(provider=False, now=now)
     # (3) the client is hosted here and the information system may act for it
     client = hosted_client(host, request, conf, header.client)
-    # (4) a security server provides the service (PR-TARGETSS: securityServer pins one)
-    provider = choose_provider(host, conf, header.service.subsystem, header.security_server, rec)
-    # (5) sign with the client member's key: the whole body, and that it is SOAP; send, and
-    # check what comes back
-    signed = request_document(
-        now,
-        provider,
-        header,
-        client,
-        header.service,
-        sender=host.config.server_id,
-        method="POST",
-        path="",
-        query="",
-        headers=_signed_headers(request, content_type),
-        body=body,
-        protocol="soap",
+    # (4) security servers provide the service (PR-TARGETSS: securityServer pins one)
+    providers = providers_in_turn(host, conf, header.service.subsystem, header.security_server)
+    signed_headers = _signed_headers(request, content_type)
+
+    def document(provider: SecurityServerInfo) -> SignedRequest:
+        return request_document(
+            now,
+            provider,
+            header,
+            client,
+            header.service,
+            sender=host.config.server_id,
+            method="POST",
+            path="",
+            query="",
+            headers=signed_headers,
+            body=body,
+            protocol="soap",
+        )
+
+    # (5) sign with the client member's key: the whole body, and that it is SOAP; send (to
+    # the next provider if one stopping refused it unprocessed), and check what comes back
+    _, response, response_body = await exchange_with_a_provider(
+        host, providers, document, body, rec
     )
-    response, response_body = await exchange_signed(host, provider, signed, body, rec)
     answer = await off_loop(len(response_body), _answer, response, response_body, parsed)
     # the record keeps the signed status (an auditor checks it against the signature); the
     # information system got the SOAP status (500 for every fault)

@@ -654,6 +654,10 @@ class OcspStapleCache:
         held = self._entries.get(cert_thumbprint(cert))
         return held if held is not None and held.is_fresh(now, max_age_seconds) else None
 
+    def held(self, cert: x509.Certificate) -> OcspStatus | None:
+        """The response held for ``cert``, fresh or not (for an operator's view of its age)."""
+        return self._entries.get(cert_thumbprint(cert))
+
     def require(self, cert: x509.Certificate, now: dt.datetime, max_age_seconds: int) -> OcspStatus:
         """The fresh response held for ``cert``; :class:`OcspError` when there is none."""
         held = self._entries.get(cert_thumbprint(cert))

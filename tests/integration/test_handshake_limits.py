@@ -171,9 +171,11 @@ async def test_the_consumer_https_port_bounds_its_handshakes_the_same_way(
     finally:
         _close(stalled + extra)
     # an information system's TLS connection is served again (no client certificate needed
-    # for /health); /health counts what happened
+    # for /health); the status listener's /health counts what happened
     assert net.session is not None
     async with net.session.get(f"https://127.0.0.1:{port}/health", ssl=False) as response:
         assert response.status == 200
+    status_url = f"http://127.0.0.1:{gated.status_port}/health"
+    async with net.session.get(status_url) as response:
         health = orjson.loads(await response.read())
     assert health["consumer_https_port"]["handshakes_refused"] == refused + 1

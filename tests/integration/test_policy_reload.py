@@ -39,7 +39,7 @@ DEEP = f'provider = "{MOI}"\nx = ' + "[" * 5000 + "\n"
 
 async def _health(net: Net, server: SecurityServer) -> dict[str, Any]:
     assert net.session is not None
-    async with net.session.get(f"http://127.0.0.1:{server.consumer_port}/health") as r:
+    async with net.session.get(f"http://127.0.0.1:{server.status_port}/health") as r:
         assert r.status == 200
         health: dict[str, Any] = (await r.json())["policy"]
         return health
