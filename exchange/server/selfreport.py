@@ -259,6 +259,7 @@ class SelfReport:
                 {
                     "certificate": cert.subject.rfc4514_string(),
                     "usage": self._usage(cert),
+                    "needed": conf is not None and revocation.responder_of(cert, conf) is not None,
                     "fresh": conf is not None and revocation.own_response(cert, conf) is not None,
                     "produced_at": held.produced_at.isoformat() if held else None,
                     "this_update": held.this_update.isoformat() if held else None,
