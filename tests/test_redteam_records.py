@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from exchange.identifiers import MemberId
-from exchange.trustcore.records import verify_record
+from exchange.trustcore.records import Proof, verify_record
 from tests.test_trustcore_records import (
     MOF,
     MOI,
@@ -102,4 +102,5 @@ def test_a_request_token_that_is_not_ascii_is_a_finding_not_a_crash(
     entry: dict[str, Any] = _honest(members, side)
     entry["request_jws"] = token
     verdict = verify_record(entry, keys, owner=OWNERS[side])
-    assert any("not a compact JWS" in p for p in verdict.problems), verdict.problems
+    assert not verdict.ok and verdict.proof is Proof.NOTHING, verdict
+    assert any("not a compact token" in p for p in verdict.problems), verdict.problems

@@ -52,7 +52,7 @@ def deliver(session: Session, data: bytes, cuts: list[int]) -> list[Any]:
     events: list[Any] = []
     start = 0
     for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
-        events += session.receive_data(data[start:cut])
+        events += session.receive_data(data[start:cut], now=0.0)
         start = max(start, cut)
     return events
 
@@ -170,10 +170,10 @@ class Exm1(RuleBasedStateMachine):
     @rule(kind=st.sampled_from([FrameKind.RESPONSE, FrameKind.ERROR]))
     def a_provider_refuses_frames_a_consumer_never_sends(self, kind: FrameKind) -> None:
         with pytest.raises(UnexpectedFrame):
-            list(self.provider.receive_data(encode_frame(1, kind, {})))
+            list(self.provider.receive_data(encode_frame(1, kind, {}), now=0.0))
         assert self.provider.state is State.ERROR
         with pytest.raises(FrameError):  # and stays broken
-            list(self.provider.receive_data(b""))
+            list(self.provider.receive_data(b"", now=0.0))
         # it may still say why, on stream 0, and nothing else
         self.provider.send_error(0, {"type": "Server.ServerProxy.InvalidMessage"})
         with pytest.raises(LocalProtocolError):
@@ -231,7 +231,7 @@ def test_any_bytes_give_events_or_the_documented_error(
 ) -> None:
     session = Session(role, MAX_FRAME)
     if opened:
-        list(session.receive_data(encode_frame(0, FrameKind.HELLO, HELLO)))
+        list(session.receive_data(encode_frame(0, FrameKind.HELLO, HELLO), now=0.0))
         assert session.state is State.OPEN
     try:
         events = deliver(session, data, cuts)
@@ -292,7 +292,7 @@ def test_out_of_order_frames_are_the_documented_errors(
 ) -> None:
     session = Session(role, MAX_FRAME)
     with pytest.raises(error):
-        list(session.receive_data(frame))
+        list(session.receive_data(frame, now=0.0))
     assert session.state is State.ERROR
 
 
@@ -300,17 +300,17 @@ def test_frames_after_a_refusal_are_ignored_and_streams_are_checked() -> None:
     provider = Session("provider", MAX_FRAME)
     hello = encode_frame(0, FrameKind.HELLO, HELLO)
     request = encode_frame(5, FrameKind.REQUEST, {"jws": "t"}, b"b")
-    events = list(provider.receive_data(hello + request))
+    events = list(provider.receive_data(hello + request, now=0.0))
     assert [type(e) for e in events] == [HelloReceived, RequestReceived]
     with pytest.raises(UnexpectedFrame, match="still open"):
-        list(provider.receive_data(request))
+        list(provider.receive_data(request, now=0.0))
     consumer = Session("consumer", MAX_FRAME)
-    list(consumer.receive_data(hello))
+    list(consumer.receive_data(hello, now=0.0))
     refusal = encode_frame(0, FrameKind.ERROR, {"type": "Server.ServerProxy.X"})
-    events = list(consumer.receive_data(refusal + hello))
+    events = list(consumer.receive_data(refusal + hello, now=0.0))
     assert [type(e) for e in events] == [ConnectionRefused]
     assert consumer.state is State.CLOSED
-    assert list(consumer.receive_data(hello)) == []
+    assert list(consumer.receive_data(hello, now=0.0)) == []
 
 
 # --- GOAWAY: a provider that stops -------------------------------------------------------------
@@ -318,14 +318,14 @@ def test_frames_after_a_refusal_are_ignored_and_streams_are_checked() -> None:
 
 def _opened(role: Role) -> Session:
     session = Session(role, MAX_FRAME)
-    list(session.receive_data(encode_frame(0, FrameKind.HELLO, HELLO)))
+    list(session.receive_data(encode_frame(0, FrameKind.HELLO, HELLO), now=0.0))
     return session
 
 
 def test_a_stopping_provider_answers_what_is_open_and_its_consumer_drains() -> None:
     provider, consumer = _opened("provider"), _opened("consumer")
     stream, request = consumer.send_request({"jws": "a"}, b"")
-    [received] = provider.receive_data(request)
+    [received] = provider.receive_data(request, now=0.0)
     assert isinstance(received, RequestReceived)
     goaway = provider.send_goaway({"reason": "stopping"})
     assert provider.state is State.DRAINING
@@ -333,16 +333,16 @@ def test_a_stopping_provider_answers_what_is_open_and_its_consumer_drains() -> N
         provider.send_goaway({})
     # a request that crossed the GOAWAY on the wire still arrives, for the shell to refuse
     late_stream, late = consumer.send_request({"jws": "b"}, b"")
-    [crossed] = provider.receive_data(late)
+    [crossed] = provider.receive_data(late, now=0.0)
     assert isinstance(crossed, RequestReceived) and crossed.stream_id == late_stream
     refusal = provider.send_error(late_stream, {"type": "Server.ServerProxy.ShuttingDown"})
-    [event] = consumer.receive_data(goaway)
+    [event] = consumer.receive_data(goaway, now=0.0)
     assert isinstance(event, GoAwayReceived) and consumer.state is State.DRAINING
     with pytest.raises(LocalProtocolError):
         consumer.send_request({"jws": "c"}, b"")
-    [refused] = consumer.receive_data(refusal)
+    [refused] = consumer.receive_data(refusal, now=0.0)
     assert isinstance(refused, RequestRefused)
-    [answered] = consumer.receive_data(provider.send_response(stream, {"jws": "r"}, b""))
+    [answered] = consumer.receive_data(provider.send_response(stream, {"jws": "r"}, b""), now=0.0)
     assert isinstance(answered, ResponseReceived)
     assert consumer.state is State.CLOSED  # every stream answered: the consumer closes
 
@@ -357,5 +357,5 @@ def test_a_stopping_provider_answers_what_is_open_and_its_consumer_drains() -> N
 def test_a_misplaced_goaway_breaks_the_protocol(role: Role, frame: bytes) -> None:
     session = _opened(role)
     with pytest.raises(UnexpectedFrame):
-        list(session.receive_data(frame))
+        list(session.receive_data(frame, now=0.0))
     assert session.state is State.ERROR

@@ -26,8 +26,13 @@ request is lost in a connection the provider closed. An ERROR frame
 on stream 0 refuses the whole connection (CLOSED); on another stream, that request. Any
 exception while receiving moves the session to ERROR, and the connection must be closed: the
 peer broke the protocol (:class:`~exchange.protocol.frames.FrameError`, or
-:class:`UnexpectedFrame` for a frame its state does not allow). Whether a HELLO's certificates
-or a request's signature are acceptable is not decided here (see :mod:`exchange.trustcore`).
+:class:`UnexpectedFrame` for a frame its state does not allow, or a HELLO beyond the budget).
+
+A HELLO after the first (a peer re-stapling, or presenting reloaded keys) makes its receiver judge
+certificates again, so it is taken within a budget: :data:`HELLO_BURST` at once, one more per
+:data:`HELLO_EVERY` seconds of the ``now`` given to :meth:`Session.receive_data` (a monotonic
+clock). Whether a HELLO's certificates or a request's signature are acceptable is not decided
+here (see :mod:`exchange.trustcore`).
 
 No IO.
 """
@@ -95,6 +100,12 @@ AFTER_RECEIVING: Final[Mapping[tuple[State, FrameKind], State]] = {
 
 MAX_STREAM: Final = 0x7FFFFFFF
 
+HELLO_BURST: Final = 8
+"""How many HELLOs after the first a session takes at once."""
+
+HELLO_EVERY: Final = 1.0
+"""Seconds after which the session takes one more HELLO (up to :data:`HELLO_BURST` saved)."""
+
 
 @dataclass(frozen=True, slots=True)
 class HelloReceived:
@@ -158,7 +169,16 @@ Event = (
 class Session:
     """One end of an EXM/1 connection (see the module docstring)."""
 
-    __slots__ = ("_decoder", "_next_stream", "hellos", "pending", "role", "state")
+    __slots__ = (
+        "_decoder",
+        "_hello_budget",
+        "_hello_time",
+        "_next_stream",
+        "hellos",
+        "pending",
+        "role",
+        "state",
+    )
 
     def __init__(self, role: Role, max_frame: int) -> None:
         self.role: Role = role
@@ -168,11 +188,14 @@ class Session:
         self.pending: set[int] = set()
         """Streams opened and not yet answered (REQUESTs sent, or received)."""
         self.hellos = 0
+        self._hello_budget = float(HELLO_BURST)
+        self._hello_time = 0.0
 
     # -- receiving --------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> Iterator[Event]:
-        """The events in ``data`` (which may hold part of a frame, or many), one frame at a time:
+    def receive_data(self, data: bytes, *, now: float) -> Iterator[Event]:
+        """The events in ``data`` (which may hold part of a frame, or many), received at ``now``
+        (seconds of a monotonic clock), one frame at a time:
         the caller acts on each before the next is judged, so a frame that breaks the protocol
         raises :class:`~exchange.protocol.frames.FrameError` only after the events before it,
         and moves the session to ERROR. Iterate to the end. Frames after the session is CLOSED
@@ -190,13 +213,13 @@ class Session:
             if self.closed:  # by the handler of an event before
                 return
             try:
-                event = self._on_frame(frame)
+                event = self._on_frame(frame, now)
             except Exception:
                 self.state = State.ERROR
                 raise
             yield event
 
-    def _on_frame(self, frame: Frame) -> Event:
+    def _on_frame(self, frame: Frame, now: float) -> Event:
         allowed = RECEIVES.get((self.role, self.state), frozenset())
         if frame.kind not in allowed:
             raise UnexpectedFrame(
@@ -205,6 +228,7 @@ class Session:
             )
         self.state = AFTER_RECEIVING.get((self.state, frame.kind), self.state)
         if frame.kind is FrameKind.HELLO:
+            self._spend_hello(now)
             self.hellos += 1
             return HelloReceived(Hello.from_meta(frame.meta), self.hellos == 1)
         if frame.kind is FrameKind.REQUEST:
@@ -224,6 +248,23 @@ class Session:
         if frame.kind is FrameKind.RESPONSE:
             return ResponseReceived(frame.stream_id, frame.meta, frame.body)
         return RequestRefused(frame.stream_id, frame.meta)
+
+    def _spend_hello(self, now: float) -> None:
+        """A HELLO after the first costs one from the budget, which refills one per
+        :data:`HELLO_EVERY` seconds up to :data:`HELLO_BURST` (a clock going back refills none)."""
+        if self.hellos == 0:
+            self._hello_time = now
+            return
+        if now > self._hello_time:
+            refill = (now - self._hello_time) / HELLO_EVERY
+            self._hello_budget = min(float(HELLO_BURST), self._hello_budget + refill)
+            self._hello_time = now
+        if self._hello_budget < 1.0:
+            raise UnexpectedFrame(
+                f"too many HELLO frames (at most {HELLO_BURST} at once, then one every "
+                f"{HELLO_EVERY:g} s)"
+            )
+        self._hello_budget -= 1.0
 
     def _request(self, frame: Frame) -> RequestReceived:
         stream = frame.stream_id

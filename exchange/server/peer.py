@@ -163,7 +163,7 @@ class PeerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            for event in self.session.receive_data(data):
+            for event in self.session.receive_data(data, now=time.monotonic()):
                 self._on_event(event)
         except FrameError as exc:
             self._fail(NetworkError(f"protocol error from {self.target}: {exc.message}"))
@@ -272,7 +272,8 @@ class PeerConnection(asyncio.Protocol):
 
     def send(self, meta: dict[str, Any], body: bytes) -> asyncio.Future[Answer]:
         if self.closed or self.transport is None or self.transport.is_closing():
-            raise NetworkError(f"connection to security server {self.target} is closed")
+            why = f": {self.failure.message}" if self.failure is not None else ""
+            raise NetworkError(f"connection to security server {self.target} is closed{why}")
         try:
             stream_id, data = self.session.send_request(meta, body)
         except LocalProtocolError:

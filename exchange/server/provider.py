@@ -211,7 +211,7 @@ class ProviderConnection(asyncio.Protocol):
         if self.peer_id is None:
             return
         try:
-            for event in self.session.receive_data(data):
+            for event in self.session.receive_data(data, now=time.monotonic()):
                 if isinstance(event, HelloReceived):
                     self._on_hello(event)
                 else:

@@ -21,6 +21,11 @@ Both ends of a connection use it (``side`` only chooses the X-Road code of a ref
 connection keeps what its peer presented (:class:`~exchange.protocol.hello.Hello`) and is judged
 again by the new object when the configuration changes.
 
+What it remembers is bounded: at most :data:`MAX_JUDGED` signing certificates judged (the oldest
+judged again when needed), and a refusal is kept as a plain copy and raised afresh (its own
+``detail``), never the raised exception whose traceback would hold the HELLO or request it came
+in with.
+
 A CA that publishes no OCSP responder in the global configuration is not checked for revocation
 (a decision of the central server's operator, visible in the configuration). Sans-IO: no
 sockets, files or clocks; every decision takes ``now`` (seconds since the epoch).
@@ -29,9 +34,10 @@ sockets, files or clocks; every decision takes ``now`` (seconds since the epoch)
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -65,6 +71,11 @@ from exchange.trust.validation import CertificateError, describe, verify_chain
 Side = Literal["provider", "consumer"]
 """Which end of the connection judges: the provider port, or the consumer's peer connection."""
 
+MAX_JUDGED: Final = 512
+"""Signing certificates a :class:`PeerTrust` remembers having judged (peers may present others)."""
+
+_E = TypeVar("_E", bound=ExchangeError)
+
 
 @dataclass(frozen=True, slots=True)
 class SignerKey:
@@ -95,8 +106,13 @@ class PeerTrust:
     def __init__(self, conf: GlobalConf) -> None:
         self.conf = conf
         self.freshness = conf.settings.ocsp_freshness_seconds
-        # signing certificates judged under this configuration: by x5t#S256
+        # signing certificates judged under this configuration: by x5t#S256, oldest first
         self._signers: dict[str, SignerKey | CertificateError] = {}
+
+    @property
+    def judged(self) -> int:
+        """How many signing certificates this object remembers having judged."""
+        return len(self._signers)
 
     # -- the authentication certificate -----------------------------------------------------------
 
@@ -168,7 +184,7 @@ class PeerTrust:
                 # (6) not revoked
                 held = self._staple(cert, hello.staples, now)
             except (CertificateError, OcspError) as err:
-                admitted.refused[thumb] = _on_side(err, side)
+                admitted.refused[thumb] = _plain(_on_side(err, side))
                 admitted.signers.pop(thumb, None)
                 continue
             admitted.refused.pop(thumb, None)
@@ -179,9 +195,12 @@ class PeerTrust:
     def _signer(self, cert: x509.Certificate, thumb: str, now: float) -> SignerKey:
         known = self._signers.get(thumb)
         if known is None:
-            known = self._signers[thumb] = _judge_signer(cert, thumb, self.conf, now)
+            known = _judge_signer(cert, thumb, self.conf, now)
+            while len(self._signers) >= MAX_JUDGED:
+                del self._signers[next(iter(self._signers))]
+            self._signers[thumb] = known
         if isinstance(known, CertificateError):
-            raise known
+            raise _plain(known)
         _check_period(known, now)
         return known
 
@@ -229,7 +248,7 @@ class AdmittedPeer:
         # (1) a certificate this peer presented and that was accepted
         refused = self.refused.get(thumbprint)
         if refused is not None:
-            raise refused
+            raise _plain(refused)
         key = self.signers.get(thumbprint)
         if key is None:
             raise _signature_refused(
@@ -306,6 +325,15 @@ def _judge_signer(
         valid_from=max(cert.not_valid_before_utc, ca.not_valid_before_utc).timestamp(),
         valid_until=min(cert.not_valid_after_utc, ca.not_valid_after_utc).timestamp(),
     )
+
+
+def _plain(err: _E) -> _E:
+    """A copy of ``err`` to keep or raise: no traceback, cause or context (which would hold the
+    frames, and so the HELLO or request, it was raised with), its own ``detail``."""
+    copy = type(err).__new__(type(err), *err.args)
+    copy.__dict__.update(err.__dict__)
+    copy.detail = str(uuid.uuid4())
+    return copy
 
 
 def _check_period(key: SignerKey, now: float) -> None:

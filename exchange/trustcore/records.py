@@ -128,9 +128,6 @@ class _Check:
             self.problems.append("the record does not say whether bodies were logged")
         # (2) the signatures it must carry
         req_token, resp_token = self.entry.get("request_jws"), self.entry.get("response_jws")
-        if isinstance(req_token, str) and not req_token.isascii():
-            # nothing the servers log (a provider refuses such a frame before reading it)
-            return self._verdict(Proof.NOTHING, "request_jws is not a compact JWS (not ASCII)")
         refusal = side == "provider" and self.error_type in PROVIDER_REFUSALS
         if not isinstance(req_token, str):
             if refusal and req_token is None:  # a frame that carried no signed request at all

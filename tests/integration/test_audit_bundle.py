@@ -500,6 +500,14 @@ def _truncated(a: Audited, out: Path) -> Path:
     return out
 
 
+def _non_ascii_head(a: Audited, out: Path) -> Path:
+    """The tree head with a byte that is not ASCII in its payload (found by the red team: the
+    time-stamp check raised UnicodeEncodeError out of ``audit verify``)."""
+    _, head = _part(a.bundle, TREE_HEAD)
+    first, rest = head.split(b".", 1)
+    return _replaced(a.bundle, out, {TREE_HEAD: first + b".\xe9" + rest})
+
+
 MALFORMED = [
     pytest.param(lambda a, p: _bomb(p, 40), "inflates 1", id="zip-bomb-ratio"),
     pytest.param(lambda a, p: _bomb(p, 65), "would inflate to 68157440", id="zip-bomb-size"),
@@ -531,6 +539,9 @@ MALFORMED = [
         lambda a, p: _replaced(a.bundle, p, {MANIFEST: b"{not json", "record-9.json": b"[1"}),
         "manifest.json is missing or not a JSON object",
         id="bad-json",
+    ),
+    pytest.param(
+        _non_ascii_head, "the tree head JWS payload is not a tree head", id="tree-head-not-ascii"
     ),
 ]
 
