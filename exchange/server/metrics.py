@@ -23,8 +23,8 @@ at most :data:`MAX_LABEL_VALUES` of each, else ``other``; error codes are X-Road
 metrics hold no personal data.
 
 Per exchange the hot path is a few dictionary and list updates (:class:`_Histogram`, exported by
-:class:`_ExchangeCollector` at scrape time): prometheus-client's own ``Histogram.observe`` takes
-a lock per call and cost several times more per exchange (bench/README.md).
+:class:`_ExchangeCollector` at scrape time), and so is each group commit: prometheus-client's own
+``Histogram.observe`` takes a lock per call and cost several times more (bench/README.md).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -81,24 +81,31 @@ RATE_LIMITED: Final = "Server.ServerProxy.RateLimited"
 
 
 class _Histogram:
-    """Counts per bucket and a sum, in µs; updated on one thread (the event loop)."""
+    """Counts per bucket and a sum, in integer units (µs unless ``bounds`` say otherwise),
+    exported divided by ``scale``; each one is updated on one thread only (the event loop, or
+    the message log's writer)."""
 
-    __slots__ = ("counts", "total")
+    __slots__ = ("bounds", "counts", "scale", "total")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS_US) + 1)
+    def __init__(self, bounds: tuple[int, ...] = BUCKETS_US, scale: float = 1e6) -> None:
+        self.bounds = bounds
+        self.scale = scale
+        self.counts = [0] * (len(bounds) + 1)
         self.total = 0
 
-    def observe(self, us: int) -> None:
-        self.counts[bisect.bisect_left(BUCKETS_US, us)] += 1
-        self.total += us
+    def observe(self, value: int) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
 
     def buckets(self) -> list[tuple[str, float]]:
         out, running = [], 0
-        for bound, count in zip((*BUCKETS_US, None), self.counts, strict=True):
+        for bound, count in zip((*self.bounds, None), self.counts, strict=True):
             running += count
-            out.append(("+Inf" if bound is None else repr(bound / 1e6), float(running)))
+            out.append(("+Inf" if bound is None else repr(bound / self.scale), float(running)))
         return out
+
+    def add_to(self, family: HistogramMetricFamily, labels: Sequence[str]) -> None:
+        family.add_metric(labels, self.buckets(), self.total / self.scale)
 
 
 class _Bounded:
@@ -171,25 +178,16 @@ class ServerMetrics:
         self._codes = _Bounded(MAX_ERROR_CODES)
         self.registry.register(_ExchangeCollector(self))
         self.registry.register(_StateCollector(snapshot))
-        self.batch_records = Histogram(
-            "exchange_messagelog_batch_records",
-            "Records per group commit of the message log.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-            registry=self.registry,
-        )
-        self.commit_seconds = Histogram(
-            "exchange_messagelog_commit_seconds",
-            "Time of one group commit of the message log (insert, commit, fsync).",
-            buckets=tuple(b / 1e6 for b in BUCKETS_US),
-            registry=self.registry,
-        )
+        self.batch_records = _Histogram((1, 2, 4, 8, 16, 32, 64, 128, 256, 512), scale=1)
+        self.commit_us = _Histogram()
 
     # -- updates --------------------------------------------------------------------------------
 
     def commit(self, records: int, seconds: float) -> None:
-        """One group commit (called on the message log's writer thread)."""
+        """One group commit (called on the message log's writer thread, the only one that
+        updates these two histograms)."""
         self.batch_records.observe(records)
-        self.commit_seconds.observe(seconds)
+        self.commit_us.observe(round(seconds * 1e6))
 
     def exchange(
         self,
@@ -287,8 +285,19 @@ class _ExchangeCollector(Collector):
             labels=("side", "phase"),
         )
         for (side, phase), hist in sorted(m._phases.items()):
-            phases.add_metric((side, phase), hist.buckets(), hist.total / 1e6)
+            hist.add_to(phases, (side, phase))
         yield phases
+        batches = HistogramMetricFamily(
+            "exchange_messagelog_batch_records", "Records per group commit of the message log."
+        )
+        m.batch_records.add_to(batches, ())
+        yield batches
+        commits = HistogramMetricFamily(
+            "exchange_messagelog_commit_seconds",
+            "Time of one group commit of the message log (insert, commit, fsync).",
+        )
+        m.commit_us.add_to(commits, ())
+        yield commits
 
 
 class _StateCollector(Collector):
