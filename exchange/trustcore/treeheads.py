@@ -45,7 +45,11 @@ TIMESTAMP_SKEW_MS: Final = 60_000
 def tree_head_payload(
     log_id: str, owner: SecurityServerId, size: int, root: bytes, signed_at: int
 ) -> bytes:
-    """The canonical bytes a tree head's JWS signs: log id, owner, size, root, time (unix ms)."""
+    """The canonical bytes a tree head's JWS signs: log id, owner, size, root, time (unix ms).
+
+    Both callers (the log signing its head, :func:`verify_tree_head` rebuilding it from the
+    integers and strings it checked) give typed values that cannot be floats: the float walk is
+    skipped, as for the signed messages."""
     return canonical_bytes(
         {
             "log": log_id,
@@ -53,7 +57,8 @@ def tree_head_payload(
             "root": b64url(root),
             "signed_at": signed_at,
             "size": size,
-        }
+        },
+        typed=True,
     )
 
 
