@@ -49,6 +49,8 @@ from exchange.server.records import ExchangeRecord
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 MAX_LABEL_VALUES: Final = 1000
 MAX_ERROR_CODES: Final = 200
+MAX_REMEMBERED_KEYS: Final = 10_000
+"""Exchanges' label sets remembered, so that most exchanges are counted with one lookup."""
 OTHER: Final = "other"
 _CODE: Final = re.compile(r"[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*){0,5}")
 
@@ -159,6 +161,11 @@ class ServerMetrics:
         self._exchanges: dict[tuple[str, str, str, str, str], int] = {}
         self._quota: dict[tuple[str, str], int] = {}
         self._phases: dict[tuple[str, str], _Histogram] = {}
+        self._side_phases: dict[str, list[tuple[_Histogram, str | None, str]]] = {}
+        self._keys: dict[
+            tuple[str, str | None, str | None, int | None, str | None],
+            tuple[str, str, str, str, str],
+        ] = {}
         self._clients = _Bounded(MAX_LABEL_VALUES)
         self._services = _Bounded(MAX_LABEL_VALUES)
         self._codes = _Bounded(MAX_ERROR_CODES)
@@ -195,19 +202,41 @@ class ServerMetrics:
     ) -> None:
         """One logged exchange (or one that failed to be logged, ``code`` saying so)."""
         side = rec.side
-        client = self._label(rec.client, client_known, self._clients)
-        service = self._label(rec.service, service_known, self._services)
-        error = "" if code is None else self._codes(code) if _CODE.fullmatch(code) else OTHER
-        key = (side, client, service, str(rec.http_status or 0), error)
+        raw = (side, rec.client, rec.service, rec.http_status, code)
+        key = self._keys.get(raw)
+        if key is None:
+            key = self._key(raw, client_known, service_known)
         self._exchanges[key] = self._exchanges.get(key, 0) + 1
         if code == RATE_LIMITED and side == "provider":
-            self._quota[(client, service)] = self._quota.get((client, service), 0) + 1
+            self._quota[key[1:3]] = self._quota.get(key[1:3], 0) + 1
         timings = rec.timings
-        for phase, start, end in PHASES.get(side, ()):
+        phases = self._side_phases.get(side)
+        if phases is None:
+            phases = self._side_phases[side] = [
+                (self._phase(side, phase), start, end) for phase, start, end in PHASES.get(side, ())
+            ]
+        for hist, start, end in phases:
             done = timings.get(end)
             if done is not None:
-                self._phase(side, phase).observe(done - (timings.get(start, 0) if start else 0))
+                hist.observe(done - (timings.get(start, 0) if start else 0))
         self._phase(side, "log_commit").observe(log_us)
+
+    def _key(
+        self,
+        raw: tuple[str, str | None, str | None, int | None, str | None],
+        client_known: Known,
+        service_known: Known,
+    ) -> tuple[str, str, str, str, str]:
+        """The labels of an exchange (side, client, service, status, error code); remembered
+        when none of them is ``other`` (a value once named stays named, whatever comes later)."""
+        side, client_id, service_id, status, code = raw
+        client = self._label(client_id, client_known, self._clients)
+        service = self._label(service_id, service_known, self._services)
+        error = "" if code is None else self._codes(code) if _CODE.fullmatch(code) else OTHER
+        key = (side, client, service, str(status or 0), error)
+        if OTHER not in key and len(self._keys) < MAX_REMEMBERED_KEYS:
+            self._keys[raw] = key
+        return key
 
     def _phase(self, side: str, phase: str) -> _Histogram:
         hist = self._phases.get((side, phase))
