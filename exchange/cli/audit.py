@@ -46,15 +46,12 @@ def _offline_stamping(config: ServerConfig) -> OfflineStamping:
     """The server's own signing key and stored global configuration, to stamp its log while it
     is stopped."""
     from exchange.audit.force import OfflineStamping
-    from exchange.protocol.jws import Signer
-    from exchange.server.core import passphrase_from_env
     from exchange.server.logcheck import stored_globalconf
-    from exchange.trust.keys import load_certificate, load_private_key
+    from exchange.server.ownkeys import load_owner_signer
 
-    owner = next((s for s in config.signing if s.member == config.owner), config.signing[0])
-    key = load_private_key(owner.key, passphrase_from_env(config))
+    signer = load_owner_signer(config)  # the newest, as the running server signs with
     conf = stored_globalconf(config, "one by running the server (it knows no approved TSA)")
-    return OfflineStamping(config.server_id, Signer(key, load_certificate(owner.cert)), conf)
+    return OfflineStamping(config.server_id, signer, conf)
 
 
 @group.command("export")

@@ -277,7 +277,7 @@ def _slots(config: ServerConfig) -> list[_Slot]:
 
 
 def _public_key(slot: _Slot, config: ServerConfig) -> CertificatePublicKeyTypes:
-    from exchange.server.core import passphrase_from_env
+    from exchange.server.ownkeys import passphrase_from_env
 
     return keys.load_private_key(slot.key, passphrase_from_env(config)).public_key()
 

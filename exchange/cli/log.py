@@ -752,14 +752,9 @@ def archive_cmd(
 
 def _owner_signer(config: ServerConfig) -> Signer:
     """The owner member's newest signing key, as the running server signs with."""
-    from exchange.protocol.jws import Signer
-    from exchange.server.core import passphrase_from_env
-    from exchange.trust.keys import load_certificate, load_private_key
+    from exchange.server.ownkeys import load_owner_signer
 
-    mine = [s for s in config.signing if s.member == config.owner] or list(config.signing)
-    certs = [(load_certificate(s.cert), s) for s in mine]
-    cert, newest = max(certs, key=lambda pair: pair[0].not_valid_before_utc)
-    return Signer(load_private_key(newest.key, passphrase_from_env(config)), cert)
+    return load_owner_signer(config)
 
 
 def _progress(label: str, *, hidden: bool) -> Progress:

@@ -198,7 +198,8 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
       exchange server run --config ss-moi/server.toml
     """
     from exchange.server.config import load_server_config
-    from exchange.server.core import SecurityServer, passphrase_from_env
+    from exchange.server.core import SecurityServer
+    from exchange.server.ownkeys import passphrase_from_env
     from exchange.server.runtime import remove_runtime, write_runtime
 
     config = load_server_config(config_path)

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import datetime as dt
 import functools
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -45,20 +41,15 @@ from exchange.identifiers import (
     SubsystemId,
     parse_subsystem,
 )
-from exchange.messagelog.archive import (
-    ArchiveIndexEntry,
-    ArchivingBusy,
-    archive_log,
-    archived_end,
-)
 from exchange.messagelog.store import MessageLog, open_readonly, read_ocsp_responses
 from exchange.messagelog.timestamping import TreeHeadStamper
 from exchange.policy.loader import PolicyStore
 from exchange.policy.model import PolicySet
 from exchange.protocol.hello import hello_meta
-from exchange.protocol.jws import Signer, cert_thumbprint, verify_by_cert
+from exchange.protocol.jws import Signer, cert_thumbprint
 from exchange.protocol.rest import MAX_URI_LENGTH
 from exchange.server import tls
+from exchange.server.archiving import LogArchiver
 from exchange.server.backend import Backend
 from exchange.server.config import (
     EXPIRY_WARNING_DAYS,
@@ -69,10 +60,17 @@ from exchange.server.config import (
 from exchange.server.consumer import consumer_handler
 from exchange.server.declare import ServiceDeclarer
 from exchange.server.handshakes import HandshakeLimits, TlsPort
-from exchange.server.health import HealthFacts, OwnCertificate, Verdict, judge
+from exchange.server.health import Verdict
 from exchange.server.maintenance import MaintenanceWatch
 from exchange.server.metadata import MetadataServices
-from exchange.server.metrics import CertificateState, ServerMetrics, StateSnapshot
+from exchange.server.metrics import ServerMetrics
+from exchange.server.ownkeys import (
+    active,
+    expiry_warnings,
+    load_auth_cert,
+    load_signers,
+    owner_signer,
+)
 from exchange.server.peer import PeerPool
 from exchange.server.provider import PeerLoad, ProviderConnection
 from exchange.server.quota_store import PersistentQuota
@@ -80,22 +78,16 @@ from exchange.server.records import ExchangeRecord
 from exchange.server.reload import changes, needs_restart
 from exchange.server.replay import ReplayCache
 from exchange.server.revocation import RevocationChecks
+from exchange.server.selfreport import SelfReport
 from exchange.server.soap_provider import LocalSoapService
 from exchange.server.statusport import create_status_app
-from exchange.trust.keys import fingerprint, load_certificate, load_certificates, load_private_key
+from exchange.trust.keys import fingerprint, load_certificates
 from exchange.trustcore.peers import AdmittedPeer, PeerTrust
 
 log = logging.getLogger("exchange.server")
 
 MAX_KNOWN = 10_000
 """Client and service names remembered as known (or not) for the metrics' labels."""
-KEY_PROBE_SECONDS = 10.0
-"""How long /health trusts its last test signature with each key."""
-
-
-def passphrase_from_env(config: ServerConfig) -> bytes | None:
-    value = os.environ.get(config.passphrase_env)
-    return value.encode() if value else None
 
 
 class SecurityServer:
@@ -111,10 +103,10 @@ class SecurityServer:
         self.passphrase = passphrase
         self.anchor = Anchor.load(config.anchor)
         self.trusted = TrustedGlobalConf(self.anchor, now=int(clock()))
-        self.all_signers = self._load_signers(config)
-        self.signers = _active(self.all_signers)
-        self.owner_signer = self.signers.get(config.owner) or next(iter(self.signers.values()))
-        self.auth_cert = self._auth_cert(config)
+        self.all_signers = load_signers(config, passphrase)
+        self.signers = active(self.all_signers)
+        self.owner_signer = owner_signer(config, self.signers)
+        self.auth_cert = load_auth_cert(config, passphrase)
         self.clients: dict[SubsystemId, ClientConfig] = {c.id: c for c in config.clients}
         self.services: dict[ServiceId, ServiceConfig] = {s.id: s for s in config.services}
         self._service_names = frozenset(str(s) for s in self.services)
@@ -128,7 +120,8 @@ class SecurityServer:
             max_response_bytes=config.limits.max_response_bytes,
             connect_timeout=config.limits.connect_timeout,
         )
-        self.metrics = ServerMetrics(self._metrics_snapshot)
+        self.report = SelfReport(self)
+        self.metrics = ServerMetrics(self.report.metrics_snapshot)
         self.log = MessageLog(
             config.log_path,
             self.owner_signer,
@@ -176,12 +169,11 @@ class SecurityServer:
         self._runner: web.ServerRunner | None = None
         self._status_runner: web.AppRunner | None = None
         self._known: tuple[GlobalConf | None, dict[str, bool]] = (None, {})
-        self._key_probe: tuple[float, tuple[str, ...]] = (-1e18, ())
         self._sites: list[web.TCPSite] = []
         self._provider_server: TlsPort | None = None
         self._consumer_tls: TlsPort | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self.archiving: dict[str, Any] = {"last_run": None, "last_error": None, "archived": 0}
+        self.archiver = LogArchiver(lambda: self.config, lambda: self.owner_signer, clock)
         self.poller: GlobalConfPoller | None = None
         self.consumer_port = 0
         self.consumer_tls_port = 0
@@ -189,28 +181,6 @@ class SecurityServer:
         self.status_port = 0
 
     # -- keys -----------------------------------------------------------------------------------
-
-    def _auth_cert(self, config: ServerConfig) -> x509.Certificate:
-        """The authentication certificate, checked to be the auth key's (a bad key, passphrase
-        or pairing fails at start, not at the first TLS handshake)."""
-        cert = load_certificate(config.auth_cert)
-        if load_private_key(config.auth_key, self.passphrase).public_key() != cert.public_key():
-            raise ConfigurationError(
-                f"{config.auth_cert} is not the certificate of {config.auth_key}"
-            )
-        return cert
-
-    def _load_signers(self, config: ServerConfig) -> list[tuple[MemberId, Signer]]:
-        signers = []
-        for item in config.signing:
-            key = load_private_key(item.key, self.passphrase)
-            cert = load_certificate(item.cert)
-            if cert.public_key() != key.public_key():
-                raise ConfigurationError(f"{item.cert} is not the certificate of {item.key}")
-            signers.append((item.member, Signer(key, cert)))
-        if not signers:
-            raise ConfigurationError("no member signing key configured")
-        return signers
 
     def _open_policy(self, config: ServerConfig) -> PolicyStore | None:
         """The provider's policy, with every change (and refused change) recorded in a signed,
@@ -326,8 +296,8 @@ class SecurityServer:
 
         if config is None:
             config = load_server_config(self.config.path)
-        all_signers = self._load_signers(config)
-        auth_cert = self._auth_cert(config)
+        all_signers = load_signers(config, self.passphrase)
+        auth_cert = load_auth_cert(config, self.passphrase)
         own_certs = [auth_cert, *(s.cert for _, s in all_signers)]
         conf = self.in_force
         # (1) OCSP responses for new certificates first, so peers accept them from the start;
@@ -348,8 +318,8 @@ class SecurityServer:
         auth_changed = auth_cert != self.auth_cert
         self.config = config
         self.all_signers = all_signers
-        self.signers = _active(all_signers)
-        self.owner_signer = self.signers.get(config.owner) or next(iter(self.signers.values()))
+        self.signers = active(all_signers)
+        self.owner_signer = owner_signer(config, self.signers)
         for _, signer in all_signers:
             self.log.register_cert(signer.cert)
         self.log.set_signer(self.owner_signer)
@@ -381,18 +351,7 @@ class SecurityServer:
 
     def expiring_certificates(self, within_days: int = EXPIRY_WARNING_DAYS) -> list[str]:
         """Operator warnings for own certificates that expire within ``within_days``."""
-        now = self.clock()
-        warnings = []
-        for cert in self.own_certs:
-            left = cert.not_valid_after_utc.timestamp() - now
-            if left < within_days * 86400:
-                what = "authentication" if cert is self.auth_cert else "signing"
-                warnings.append(
-                    f"{what} certificate {cert.subject.rfc4514_string()} expires "
-                    f"{cert.not_valid_after_utc.isoformat()} (in {max(0, int(left // 86400))} "
-                    "days): issue and activate a new one"
-                )
-        return warnings
+        return expiry_warnings(self.own_certs, self.auth_cert, self.clock(), within_days)
 
     async def _watch_expiry(self) -> None:
         """Warn in the log ahead of certificate expiry: at start, then daily."""
@@ -577,50 +536,6 @@ class SecurityServer:
         subsystem, _, _ = service.rpartition("/")
         return self._client_known(subsystem)
 
-    async def _archive_on_interval(self) -> None:
-        """Retention: every ``archive_interval`` seconds, move the records older than
-        ``retention_days`` (and covered by a time-stamped tree head) to archive files."""
-        while True:
-            await asyncio.sleep(self.config.retention.interval)
-            await self.archive_now()
-
-    async def archive_now(self) -> list[ArchiveIndexEntry]:
-        """One archiving run, in a thread (reading, zipping and signing never block the loop).
-
-        Failures are logged, never raised: the log stays as it was and the next run retries.
-        """
-        retention = self.config.retention
-        days = retention.days if retention.days is not None else 0.0
-        cutoff_ms = int((self.clock() - days * 86400) * 1000)
-        try:
-            written = await asyncio.to_thread(
-                archive_log,
-                self.config.log_path,
-                retention.archive_dir,
-                self.owner_signer,
-                older_than_ms=cutoff_ms,
-                max_records=retention.max_records,
-                now=self.clock,
-            )
-        except ArchivingBusy:
-            log.info("an operator's archiving run is in progress; archiving on the next interval")
-            return []
-        except (ExchangeError, OSError) as exc:
-            log.error("archiving the message log failed (will retry): %s", exc)
-            self.archiving["last_error"] = str(exc)
-            return []
-        self.archiving["last_run"] = dt.datetime.fromtimestamp(self.clock(), dt.UTC).isoformat()
-        self.archiving["last_error"] = None
-        self.archiving["archived"] = await asyncio.to_thread(archived_end, self.config.log_path)
-        for entry in written:
-            log.info(
-                "archived message log records %d..%d to %s",
-                entry.first_seq,
-                entry.end_seq - 1,
-                retention.archive_dir / entry.file,
-            )
-        return written
-
     # -- life cycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -650,7 +565,7 @@ class SecurityServer:
         self._tasks.append(asyncio.create_task(self._refresh_staples()))
         self._tasks.append(asyncio.create_task(self._watch_expiry()))
         if cfg.retention.days is not None:
-            self._tasks.append(asyncio.create_task(self._archive_on_interval()))
+            self._tasks.append(asyncio.create_task(self.archiver.run()))
         cas = self.in_force.ca_certs() if self.in_force else []
         self._provider_server = TlsPort(
             self.handshakes, self._provider_context(cas), lambda: ProviderConnection(self)
@@ -873,225 +788,25 @@ class SecurityServer:
                 await self.stamper.stamp_now(timeout=5)
         self.log.close()
 
+    # -- what it says about itself (exchange.server.selfreport) ----------------------------------
+
     def health(self) -> dict[str, Any]:
-        """What ``/health`` on the status listener shows: the verdict (status, reasons,
-        warnings) and the state behind it."""
-        conf = self.in_force
-        now = self.clock()
-        verdict = judge(self.health_facts(now))
-        poller = self.poller
-        pending = poller.pending if poller is not None else None
-        maintenance = self.maintenance.current
-        return {
-            **verdict.to_dict(),
-            "server": str(self.config.server_id),
-            "maintenance": None if maintenance is None else maintenance.to_dict(),
-            "globalconf_version": conf.version if conf else None,
-            "globalconf_fresh": bool(conf and not conf.is_expired(int(now))),
-            # a verified version that could not be put in force yet, and why
-            "globalconf_pending": None if pending is None else dataclasses.asdict(pending),
-            "globalconf": self._globalconf_health(conf, now),
-            "log_size": self.log.size,
-            "messagelog": self._log_health(),
-            "ocsp": self._ocsp_health(conf),
-            "certificate_warnings": self.expiring_certificates(),
-            "timestamping": self.stamper.health(),
-            "catalogue": self.declarer.health(),
-            "provider_port": {
-                "connections": len(self.provider_connections),
-                **self.handshakes.counts(),
-            },
-            **(
-                {"consumer_https_port": self.consumer_handshakes.counts()}
-                if self._consumer_tls is not None
-                else {}
-            ),
-            **({"archiving": self.archiving} if self.config.retention.days is not None else {}),
-            **({"policy": self.policy.health()} if self.policy is not None else {}),
-        }
+        return self.report.health()
 
     def health_report(self) -> tuple[int, dict[str, Any]]:
-        """``/health`` of the status listener: 200 or 503, and :meth:`health`."""
-        body = self.health()
-        return (503 if body["reasons"] else 200), body
+        return self.report.health_report()
 
     def verdict(self) -> Verdict:
-        """Whether the server can serve now (``/health`` of the consumer port shows only this)."""
-        return judge(self.health_facts(self.clock()))
+        return self.report.verdict()
 
-    def health_facts(self, now: float) -> HealthFacts:
-        """What :func:`~exchange.server.health.judge` needs, at ``now``."""
-        conf = self.in_force
-        maintenance = self.maintenance.current
-        failure = self.log.write_failure
-        policy = self.policy.health() if self.policy is not None else None
-        pending = self.poller.pending if self.poller is not None else None
-        return HealthFacts(
-            now=now,
-            maintenance=maintenance is not None,
-            maintenance_reason=maintenance.reason if maintenance is not None else None,
-            stopping=self.stopping,
-            globalconf_version=conf.version if conf else None,
-            globalconf_expires_at=conf.expires_at if conf else None,
-            certificates=self._own_certificates(conf),
-            timestamping_refusal=self.stamper.refusal(),
-            log_write_failure=None if failure is None else failure.reason,
-            unusable_keys=self._unusable_keys(now),
-            policy_version=policy["version"] if policy else None,
-            policy_reload_error=policy["last_reload_error"] if policy else None,
-            expiry_warnings=tuple(self.expiring_certificates()),
-            globalconf_pending=(
-                None
-                if pending is None
-                else f"global configuration version {pending.version} is not in force yet: "
-                f"{pending.reason}"
-            ),
-        )
+    @property
+    def consumer_https(self) -> bool:
+        """Whether the consumer port also listens for HTTPS."""
+        return self._consumer_tls is not None
 
-    def _own_certificates(self, conf: GlobalConf | None) -> list[OwnCertificate]:
-        out = []
-        for cert in self.own_certs:
-            needed = conf is not None and self.revocation.responder_of(cert, conf) is not None
-            held = self.revocation.own.held(cert)
-            fresh = conf is not None and self.revocation.own_response(cert, conf) is not None
-            out.append(
-                OwnCertificate(
-                    subject=cert.subject.rfc4514_string(),
-                    usage="auth" if cert is self.auth_cert else "sign",
-                    not_before=cert.not_valid_before_utc.timestamp(),
-                    not_after=cert.not_valid_after_utc.timestamp(),
-                    ocsp_needed=needed,
-                    ocsp_held=held is not None,
-                    ocsp_fresh=fresh,
-                )
-            )
-        return out
-
-    def _unusable_keys(self, now: float) -> tuple[str, ...]:
-        """Each active signing key signs a test document that its certificate's key verifies
-        (at most every :data:`KEY_PROBE_SECONDS`)."""
-        at, unusable = self._key_probe
-        if now - at < KEY_PROBE_SECONDS:
-            return unusable
-        found = []
-        for member, signer in self.signers.items():
-            try:
-                token = signer.sign(b'{"probe":"health"}')
-                verify_by_cert(token, signer.cert, f"the signing certificate of {member}")
-            except Exception as exc:
-                found.append(f"the signing key of member {member} does not sign: {exc}")
-        self._key_probe = (now, tuple(found))
-        return self._key_probe[1]
-
-    def _globalconf_health(self, conf: GlobalConf | None, now: float) -> dict[str, Any]:
-        poller = self.poller
-        fetched = poller.last_fetch if poller is not None else None
-        return {
-            "version": conf.version if conf else None,
-            "generated_at": _iso(conf.generated_at) if conf else None,
-            "expires_at": _iso(conf.expires_at) if conf else None,
-            "expires_in_seconds": int(conf.expires_at - now) if conf else None,
-            "last_fetch": _iso(fetched) if fetched is not None else None,
-            "last_fetch_error": poller.last_fetch_error if poller is not None else None,
-        }
-
-    def _log_health(self) -> dict[str, Any]:
-        head = self.log.latest_tree_head()
-        failure = self.log.write_failure
-        size = self.log.size
-        return {
-            "records": size,
-            "unsigned_records": size - (head.size if head else 0),
-            "untimestamped_records": size - (self.log.latest_timestamped_size() or 0),
-            "writable": failure is None,
-            "last_write_failure": (
-                None if failure is None else {"at": _iso(failure.at), "reason": failure.reason}
-            ),
-            "disk_free_bytes": _disk_free(self.config.log_path),
-        }
-
-    def _metrics_snapshot(self) -> StateSnapshot:
-        conf = self.in_force
-        now = self.clock()
-        head = self.log.latest_tree_head()
-        poller = self.poller
-        connections: dict[tuple[str, str], int] = {}
-        for conn in self.provider_connections:
-            if conn.peer_id is not None and conn.open:
-                key = (str(conn.peer_id), "inbound")
-                connections[key] = connections.get(key, 0) + 1
-        for server_id, pool in self.pools.items():
-            count = sum(1 for c in pool.connections if c is not None and c.usable)
-            connections[(str(server_id), "outbound")] = count
-        return StateSnapshot(
-            now=now,
-            healthy=not judge(self.health_facts(now)).reasons,
-            maintenance=self.maintenance.current is not None,
-            globalconf_version=conf.version if conf else None,
-            globalconf_generated_at=conf.generated_at if conf else None,
-            globalconf_expires_at=conf.expires_at if conf else None,
-            globalconf_last_fetch=poller.last_fetch if poller is not None else None,
-            certificates=[self._certificate_state(cert) for cert in self.own_certs],
-            log_records=self.log.size,
-            log_signed_size=head.size if head else 0,
-            log_timestamped_size=self.log.latest_timestamped_size() or 0,
-            last_timestamp_success=self.stamper.last_success,
-            disk_free_bytes=_disk_free(self.config.log_path),
-            connections=connections,
-        )
-
-    def _certificate_state(self, cert: x509.Certificate) -> CertificateState:
-        held = self.revocation.own.held(cert)
-        return CertificateState(
-            subject=cert.subject.rfc4514_string(),
-            usage="auth" if cert is self.auth_cert else "sign",
-            not_after=cert.not_valid_after_utc.timestamp(),
-            ocsp_this_update=held.this_update.timestamp() if held else None,
-            ocsp_produced_at=held.produced_at.timestamp() if held else None,
-        )
-
-    def _peer_staples(self) -> set[str]:
-        """Peers' certificates whose stapled OCSP responses this server holds verified."""
-        peers = [c.peer for c in self.provider_connections]
-        peers += [c.peer for p in self.pools.values() for c in p.connections if c is not None]
-        return {
-            cert_thumbprint(cert)
-            for peer in peers
-            if peer is not None
-            for cert, response in peer.evidence()
-            if response is not None
-        }
-
-    def _ocsp_health(self, conf: GlobalConf | None) -> dict[str, Any]:
-        """How many own certificates hold a fresh OCSP response, and per own certificate the
-        response held (produced, this and next update, age); peers' responses verified."""
-        fresh = len(self.revocation.own_staples(self.own_certs, conf)) if conf else 0
-        now = self.clock()
-        own = []
-        for cert in self.own_certs:
-            held = self.revocation.own.held(cert)
-            own.append(
-                {
-                    "certificate": cert.subject.rfc4514_string(),
-                    "usage": "auth" if cert is self.auth_cert else "sign",
-                    "needed": conf is not None
-                    and self.revocation.responder_of(cert, conf) is not None,
-                    "fresh": conf is not None
-                    and self.revocation.own_response(cert, conf) is not None,
-                    "produced_at": held.produced_at.isoformat() if held else None,
-                    "this_update": held.this_update.isoformat() if held else None,
-                    "next_update": (
-                        held.next_update.isoformat() if held and held.next_update else None
-                    ),
-                    "age_seconds": int(now - held.this_update.timestamp()) if held else None,
-                }
-            )
-        return {
-            "own_fresh": fresh,
-            "own_total": len(self.own_certs),
-            "peers_verified": len(self._peer_staples()),
-            "own": own,
-        }
+    @property
+    def archiving(self) -> dict[str, Any]:
+        return self.archiver.state
 
 
 def _is_fingerprints(config: ServerConfig) -> dict[SubsystemId, frozenset[str]]:
@@ -1100,28 +815,6 @@ def _is_fingerprints(config: ServerConfig) -> dict[SubsystemId, frozenset[str]]:
         c.id: frozenset(fingerprint(x) for p in c.is_certs for x in load_certificates(p))
         for c in config.clients
     }
-
-
-def _iso(when: float) -> str:
-    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
-
-
-def _disk_free(path: Path) -> int | None:
-    try:
-        stat = os.statvfs(path.parent)
-    except OSError:
-        return None
-    return stat.f_bavail * stat.f_frsize
-
-
-def _active(signers: list[tuple[MemberId, Signer]]) -> dict[MemberId, Signer]:
-    """Each member signs with its newest certificate (the last activated)."""
-    active: dict[MemberId, Signer] = {}
-    for member, signer in signers:
-        held = active.get(member)
-        if held is None or signer.cert.not_valid_before_utc >= held.cert.not_valid_before_utc:
-            active[member] = signer
-    return active
 
 
 def _bound_port(site: web.TCPSite) -> int:
