@@ -28,6 +28,8 @@ from hypothesis.stateful import (
 from exchange.protocol.frames import FrameError, FrameKind, encode_frame
 from exchange.protocol.hello import Hello, hello_meta
 from exchange.protocol.session import (
+    HELLO_BURST,
+    HELLO_EVERY,
     RECEIVES,
     ConnectionRefused,
     GoAwayReceived,
@@ -47,12 +49,13 @@ HELLO = hello_meta("PS/GOV/X/ss1", [], {})
 bodies = st.binary(max_size=64)
 
 
-def deliver(session: Session, data: bytes, cuts: list[int]) -> list[Any]:
-    """``data`` given to ``session`` in pieces cut at ``cuts``: the events, in order."""
+def deliver(session: Session, data: bytes, cuts: list[int], now: float = 0.0) -> list[Any]:
+    """``data`` given to ``session`` at ``now`` in pieces cut at ``cuts``: the events, in
+    order."""
     events: list[Any] = []
     start = 0
     for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
-        events += session.receive_data(data[start:cut], now=0.0)
+        events += session.receive_data(data[start:cut], now=now)
         start = max(start, cut)
     return events
 
@@ -72,6 +75,8 @@ class Exm1(RuleBasedStateMachine):
         self.answered: set[int] = set()
         self.at_provider: dict[int, bytes] = {}  # what the provider received and not answered
         self.received: list[Any] = []  # the consumer's events about its streams
+        self.now = 0.0  # the consumer's clock
+        self.restapled = 0  # HELLOs the provider sent since the consumer last read
 
     # -- the consumer ------------------------------------------------------------------------------
 
@@ -133,10 +138,13 @@ class Exm1(RuleBasedStateMachine):
         with pytest.raises(LocalProtocolError):  # a stream is answered once
             self.provider.send_response(stream, {}, b"")
 
-    @precondition(lambda self: self.provider.state is State.OPEN)
+    @precondition(lambda self: self.provider.state is State.OPEN and self.restapled < HELLO_BURST)
     @rule()
     def provider_restaples(self) -> None:
+        """A correct provider re-staples rarely: at most HELLO_BURST before its consumer reads,
+        which it does HELLO_BURST * HELLO_EVERY seconds later (the session's HELLO budget)."""
         self.to_consumer += self.provider.send_hello(HELLO)
+        self.restapled += 1
 
     # -- the wire ----------------------------------------------------------------------------------
 
@@ -159,7 +167,9 @@ class Exm1(RuleBasedStateMachine):
     @rule(cuts=st.lists(st.integers(0, 10_000), max_size=4))
     def deliver_to_consumer(self, cuts: list[int]) -> None:
         data, self.to_consumer = self.to_consumer, b""
-        for event in deliver(self.consumer, data, cuts):
+        self.now += HELLO_BURST * HELLO_EVERY
+        self.restapled = 0
+        for event in deliver(self.consumer, data, cuts, self.now):
             assert not isinstance(event, ConnectionRefused)
             if isinstance(event, ResponseReceived | RequestRefused):
                 assert event.stream_id in self.answered
