@@ -52,27 +52,19 @@ XROAD_PREFIX: Final = "x-road-"
 PROXY_PREFIX: Final = "proxy-"
 MIN_STATUS: Final = 200
 MAX_STATUS: Final = 599
+_NEVER_TRAVEL: Final = HOP_BY_HOP | ORIGIN_HEADERS
+_NEVER_TRAVEL_PREFIXES: Final = (PROXY_PREFIX, XROAD_PREFIX)
 
 
 def is_end_to_end(name: str) -> bool:
     """Whether a header of this (lower-case) name may travel past the connection it came on,
     leaving aside the names a ``Connection`` header lists."""
-    return not (
-        name in HOP_BY_HOP
-        or name in ORIGIN_HEADERS
-        or name.startswith(PROXY_PREFIX)
-        or name.startswith(XROAD_PREFIX)
-    )
+    return name not in _NEVER_TRAVEL and not name.startswith(_NEVER_TRAVEL_PREFIXES)
 
 
-def _connection_options(headers: Sequence[tuple[str, str]]) -> frozenset[str]:
-    """The header names the ``Connection`` headers list (RFC 9110 §7.6.1)."""
-    return frozenset(
-        option.strip().lower()
-        for name, value in headers
-        if name.lower() == "connection"
-        for option in value.split(",")
-    )
+def _connection_options(values: Sequence[str]) -> frozenset[str]:
+    """The header names the ``Connection`` header values list (RFC 9110 §7.6.1)."""
+    return frozenset(option.strip().lower() for value in values for option in value.split(","))
 
 
 def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -81,11 +73,11 @@ def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     Raises :class:`FieldError` for a header that is not HTTP (a name that is not a token, a
     value with control characters) among them.
     """
-    pairs = list(headers)
-    named = _connection_options(pairs)
+    pairs = [(name.lower(), name, value) for name, value in headers]
+    connection = [value for lname, _, value in pairs if lname == "connection"]
+    named = _connection_options(connection) if connection else frozenset()
     kept: list[tuple[str, str]] = []
-    for name, value in pairs:
-        lname = name.lower()
+    for lname, name, value in pairs:
         if not is_end_to_end(lname) or lname in named:
             continue
         if not is_token(name) or not is_field_value(value):

@@ -13,8 +13,7 @@ No IO.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -42,18 +41,16 @@ _MAX_ERROR_TYPE: Final = 128
 T = TypeVar("T")
 
 
-@contextmanager
-def _field_rules() -> Iterator[None]:
+def _broken_rule(exc: FieldError) -> InvalidMessage:
     """A signed document breaking a field rule is an invalid message, whoever signed it."""
-    try:
-        yield
-    except FieldError as exc:
-        raise InvalidMessage(f"signed document: {exc}") from None
+    return InvalidMessage(f"signed document: {exc}")
 
 
 def _checked(rule: Callable[[T], T], value: T) -> T:
-    with _field_rules():
+    try:
         return rule(value)
+    except FieldError as exc:
+        raise _broken_rule(exc) from None
 
 
 def body_digest(body: bytes) -> dict[str, Any]:
@@ -103,8 +100,10 @@ def _headers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
             raise InvalidMessage("signed document headers must be [name, value] pairs")
         out.append((item[0], item[1]))
     # framing and hop-by-hop headers never travel: an honest peer never signs one
-    with _field_rules():
+    try:
         forwarding.check_signed_headers(out)
+    except FieldError as exc:
+        raise _broken_rule(exc) from None
     return tuple(out)
 
 
@@ -205,7 +204,7 @@ class SignedRequest:
         protocol = _req_str(doc, "protocol")
         if protocol not in PROTOCOLS:
             raise InvalidMessage(f"unknown protocol {protocol[:20]!r} in the signed request")
-        with _field_rules():
+        try:
             return cls(
                 message_id=fields.message_id(_req_str(doc, "id")),
                 client=parse_client(_req_str(doc, "client"), code=code),
@@ -227,6 +226,8 @@ class SignedRequest:
                 timestamp_ms=_req_int(doc, "ts"),
                 protocol=protocol,
             )
+        except FieldError as exc:
+            raise _broken_rule(exc) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,7 @@ No IO.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -111,20 +110,6 @@ def parse_target(raw_path: str, query: str) -> RestRequestTarget:
     return RestRequestTarget(service=service, path=path, query=query)
 
 
-@contextmanager
-def _invalid_header(name: str) -> Iterator[None]:
-    """A broken field rule is the caller's error, ``Client.InvalidHeader``, naming the header."""
-    try:
-        yield
-    except FieldError as exc:
-        raise BadRequest(f"invalid {name} header: {exc}", code="Client.InvalidHeader") from None
-
-
-def _optional(value: str | None) -> str | None:
-    """An absent or empty header is no value."""
-    return value or None
-
-
 def parse_method(method: str) -> str:
     """The request's method, by the same rule the provider applies (``Client.BadRequest``)."""
     try:
@@ -149,17 +134,22 @@ def parse_xroad_headers(headers: Iterable[tuple[str, str]]) -> XRoadHeaders:
     if raw_client is None or not raw_client.strip():
         raise MissingHeader("the X-Road-Client header is required", code="Client.MissingHeader")
     client = parse_client(raw_client.strip(), encoded=True, code="Client.InvalidClientIdentifier")
-    raw_id = _optional(seen.get(H_ID))
-    with _invalid_header("X-Road-Id"):
+    # an absent or empty header is no value; a broken field rule is the caller's error,
+    # Client.InvalidHeader, naming the header (``header``: the one being read)
+    raw_id = seen.get(H_ID) or None
+    header = "X-Road-Id"
+    try:
         message_id = fields.message_id(raw_id) if raw_id is not None else new_message_id()
-    with _invalid_header("X-Road-UserId"):
-        user_id = fields.optional_text(_optional(seen.get(H_USER_ID)), "user id")
-    with _invalid_header("X-Road-Issue"):
-        issue = fields.optional_text(_optional(seen.get(H_ISSUE)), "issue")
-    with _invalid_header("X-Road-Represented-Party"):
-        represented = fields.optional_represented_party(_optional(seen.get(H_REPRESENTED_PARTY)))
-    with _invalid_header("X-Road-Purpose"):
-        purpose = fields.optional_text(_optional(seen.get(H_PURPOSE)), "purpose")
+        header = "X-Road-UserId"
+        user_id = fields.optional_text(seen.get(H_USER_ID) or None, "user id")
+        header = "X-Road-Issue"
+        issue = fields.optional_text(seen.get(H_ISSUE) or None, "issue")
+        header = "X-Road-Represented-Party"
+        represented = fields.optional_represented_party(seen.get(H_REPRESENTED_PARTY) or None)
+        header = "X-Road-Purpose"
+        purpose = fields.optional_text(seen.get(H_PURPOSE) or None, "purpose")
+    except FieldError as exc:
+        raise BadRequest(f"invalid {header} header: {exc}", code="Client.InvalidHeader") from None
     server = seen.get(H_SECURITY_SERVER)
     return XRoadHeaders(
         client=client,

@@ -9,7 +9,6 @@ No IO, but for :func:`guarded`'s line in the operator's log.
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Awaitable
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from exchange.errors import ExchangeError
+from exchange.protocol.canonical import b64
 from exchange.protocol.messages import SignedRequest
 
 log = logging.getLogger("exchange.server")
@@ -48,10 +48,6 @@ async def guarded(
     except Exception as exc:
         what = f"in {rec.side} {rec.protocol} exchange {rec.message_id}"
         raise internal_failure(log, internal_error, what, exc) from exc
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 @dataclass(slots=True)
