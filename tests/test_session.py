@@ -28,6 +28,7 @@ from hypothesis.stateful import (
 from exchange.protocol.frames import FrameError, FrameKind, encode_frame
 from exchange.protocol.hello import Hello, hello_meta
 from exchange.protocol.session import (
+    HELLO_EVERY,
     RECEIVES,
     ConnectionRefused,
     GoAwayReceived,
@@ -47,12 +48,13 @@ HELLO = hello_meta("PS/GOV/X/ss1", [], {})
 bodies = st.binary(max_size=64)
 
 
-def deliver(session: Session, data: bytes, cuts: list[int]) -> list[Any]:
-    """``data`` given to ``session`` in pieces cut at ``cuts``: the events, in order."""
+def deliver(session: Session, data: bytes, cuts: list[int], now: float = 0.0) -> list[Any]:
+    """``data`` given to ``session`` in pieces cut at ``cuts`` at time ``now``: the events, in
+    order."""
     events: list[Any] = []
     start = 0
     for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
-        events += session.receive_data(data[start:cut], now=0.0)
+        events += session.receive_data(data[start:cut], now=now)
         start = max(start, cut)
     return events
 
@@ -72,6 +74,7 @@ class Exm1(RuleBasedStateMachine):
         self.answered: set[int] = set()
         self.at_provider: dict[int, bytes] = {}  # what the provider received and not answered
         self.received: list[Any] = []  # the consumer's events about its streams
+        self.now = 0.0  # the receivers' clock: a correct peer re-staples at most once a second
 
     # -- the consumer ------------------------------------------------------------------------------
 
@@ -136,6 +139,9 @@ class Exm1(RuleBasedStateMachine):
     @precondition(lambda self: self.provider.state is State.OPEN)
     @rule()
     def provider_restaples(self) -> None:
+        """A new OCSP staple or certificate (minutes apart in practice; HELLO_EVERY apart here,
+        so a correct peer never runs out of the receiver's HELLO budget)."""
+        self.now += HELLO_EVERY
         self.to_consumer += self.provider.send_hello(HELLO)
 
     # -- the wire ----------------------------------------------------------------------------------
@@ -144,7 +150,7 @@ class Exm1(RuleBasedStateMachine):
     def deliver_to_provider(self, cuts: list[int]) -> None:
         data, self.to_provider = self.to_provider, b""
         before = self.provider.state
-        for event in deliver(self.provider, data, cuts):
+        for event in deliver(self.provider, data, cuts, self.now):
             if isinstance(event, HelloReceived):
                 if event.first:
                     assert before is State.AWAITING_HELLO
@@ -159,7 +165,7 @@ class Exm1(RuleBasedStateMachine):
     @rule(cuts=st.lists(st.integers(0, 10_000), max_size=4))
     def deliver_to_consumer(self, cuts: list[int]) -> None:
         data, self.to_consumer = self.to_consumer, b""
-        for event in deliver(self.consumer, data, cuts):
+        for event in deliver(self.consumer, data, cuts, self.now):
             assert not isinstance(event, ConnectionRefused)
             if isinstance(event, ResponseReceived | RequestRefused):
                 assert event.stream_id in self.answered
@@ -170,10 +176,10 @@ class Exm1(RuleBasedStateMachine):
     @rule(kind=st.sampled_from([FrameKind.RESPONSE, FrameKind.ERROR]))
     def a_provider_refuses_frames_a_consumer_never_sends(self, kind: FrameKind) -> None:
         with pytest.raises(UnexpectedFrame):
-            list(self.provider.receive_data(encode_frame(1, kind, {}), now=0.0))
+            list(self.provider.receive_data(encode_frame(1, kind, {}), now=self.now))
         assert self.provider.state is State.ERROR
         with pytest.raises(FrameError):  # and stays broken
-            list(self.provider.receive_data(b"", now=0.0))
+            list(self.provider.receive_data(b"", now=self.now))
         # it may still say why, on stream 0, and nothing else
         self.provider.send_error(0, {"type": "Server.ServerProxy.InvalidMessage"})
         with pytest.raises(LocalProtocolError):
