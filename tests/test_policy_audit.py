@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange.cli.policy import group as policy_cli
+from exchange.identifiers import parse_member
 from exchange.policy import PolicyError, PolicyStore
 from exchange.policy.audit import (
     ACCEPTED,
@@ -28,6 +29,7 @@ from exchange.policy.audit import (
 )
 from exchange.protocol.canonical import b64url, canonical_bytes, loads
 from exchange.protocol.jws import JwsError, Signer, unverified_payload
+from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import generate_key, save_certificate, self_signed_certificate
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -52,8 +54,20 @@ def _signer(name: str) -> Signer:
 
 
 @pytest.fixture(scope="module")
-def signer() -> Signer:
-    return _signer("ss1 signing")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
+    return CertificateAuthority.create(tmp_path_factory.mktemp("ca"), "Test CA", now=NOW)
+
+
+def _issued(ca: CertificateAuthority, member: str) -> Signer:
+    """A signing key of ``member`` with its certificate from ``ca``."""
+    key = generate_key()
+    return Signer(key, ca.issue_sign_cert(key.public_key(), parse_member(member), now=NOW))
+
+
+@pytest.fixture(scope="module")
+def signer(ca: CertificateAuthority) -> Signer:
+    """The signing key of MOI, the owner of the server PS/GOV/MOI/ss1 that signs the trail."""
+    return _issued(ca, "PS/GOV/MOI")
 
 
 def key_for(signer: Signer) -> KeyFor:
@@ -221,26 +235,34 @@ def test_a_failing_hook_keeps_the_old_policy(policies: Path) -> None:
     assert calls == ["PolicySet", "PolicySet"]
 
 
-def _server_toml(tmp_path: Path, signer: Signer) -> Path:
+def _server_toml(tmp_path: Path, signer: Signer, member: str = "PS/GOV/MOI") -> Path:
     save_certificate(tmp_path / "sign.pem", signer.cert)
     config = tmp_path / "server.toml"
     config.write_text(
         'server_id = "PS/GOV/MOI/ss1"\n[keys]\nauth_key = "a.pem"\nauth_cert = "a.pem"\n'
-        'signing = [{ member = "PS/GOV/MOI", key = "s.pem", cert = "sign.pem" }]\n'
+        f'signing = [{{ member = "{member}", key = "s.pem", cert = "sign.pem" }}]\n'
     )
     return config
 
 
-def test_cli_history_lists_and_verifies(tmp_path: Path, signer: Signer, policies: Path) -> None:
+def _ca_file(tmp_path: Path, ca: CertificateAuthority) -> str:
+    save_certificate(tmp_path / "ca.pem", ca.cert)
+    return str(tmp_path / "ca.pem")
+
+
+def test_cli_history_lists_and_verifies(
+    tmp_path: Path, ca: CertificateAuthority, signer: Signer, policies: Path
+) -> None:
     path = _history(tmp_path, signer, policies)
     config = _server_toml(tmp_path, signer)
     runner = CliRunner()
-    result = runner.invoke(policy_cli, ["history", "--config", str(config), "--diff"])
+    trust = ["--ca", _ca_file(tmp_path, ca)]
+    result = runner.invoke(policy_cli, ["history", "--config", str(config), "--diff", *trust])
     assert result.exit_code == 0, result.output
     assert "#3  2026-06-01T12:00:00+00:00  alice  refused" in result.output
     assert "4 record(s); the trail verifies" in result.output and "+++ b/moi.toml" in result.output
     _execute(path, "DELETE FROM policy_audit WHERE seq = 3")
-    result = runner.invoke(policy_cli, ["history", "--config", str(config), "--json"])
+    result = runner.invoke(policy_cli, ["history", "--config", str(config), "--json", *trust])
     assert result.exit_code == 1
     document = json.loads(result.stdout)
     assert [r["seq"] for r in document["records"]] == [1, 2, 4]
@@ -248,12 +270,39 @@ def test_cli_history_lists_and_verifies(tmp_path: Path, signer: Signer, policies
 
 
 def test_cli_history_refuses_a_trail_signed_by_another_server(
-    tmp_path: Path, signer: Signer, policies: Path
+    tmp_path: Path, ca: CertificateAuthority, signer: Signer, policies: Path
 ) -> None:
-    _history(tmp_path, _signer("other server"), policies)
+    _history(tmp_path, _issued(ca, "PS/GOV/MOF"), policies)
     config = _server_toml(tmp_path, signer)
-    result = CliRunner().invoke(policy_cli, ["history", "--config", str(config)])
+    result = CliRunner().invoke(
+        policy_cli, ["history", "--config", str(config), "--ca", _ca_file(tmp_path, ca)]
+    )
     assert result.exit_code == 1 and "does NOT verify" in result.output
+
+
+@pytest.mark.parametrize(
+    "forger",
+    [
+        pytest.param(lambda ca: _signer("forger"), id="self-signed"),
+        pytest.param(lambda ca: _issued(ca, "PS/GOV/MOF"), id="another-members-key"),
+    ],
+)
+def test_cli_history_refuses_a_trail_resigned_with_a_key_listed_in_server_toml(
+    tmp_path: Path, ca: CertificateAuthority, policies: Path, forger: object
+) -> None:
+    """Red team, an insider who can edit server.toml and the trail but has not the server's
+    signing key: a key of their own listed as the server's signing certificate, the trail
+    re-signed with it. Before, ``policy history`` trusted whatever server.toml listed and said
+    the trail verifies; now the certificate must come from a trusted CA, with the signing
+    profile, to the server's owner."""
+    assert callable(forger)
+    key: Signer = forger(ca)
+    _history(tmp_path, key, policies)
+    config = _server_toml(tmp_path, key, member="PS/GOV/MOF")
+    result = CliRunner().invoke(
+        policy_cli, ["history", "--config", str(config), "--ca", _ca_file(tmp_path, ca)]
+    )
+    assert result.exit_code == 1 and "does NOT verify" in result.output, result.output
 
 
 def test_cli_history_without_a_trail_is_a_usage_error(tmp_path: Path, signer: Signer) -> None:

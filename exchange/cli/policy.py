@@ -472,22 +472,38 @@ def lint_command(
 # --- history ------------------------------------------------------------------------------------
 
 
-def _trusted_signing_keys(config: Path) -> tuple[Path, KeyFor]:
-    """The server's policy audit trail and a key lookup trusting its configured signing certs."""
+def _trusted_signing_keys(config: Path, ca_files: tuple[Path, ...]) -> KeyFor:
+    """A key lookup trusting the server's configured signing certificates only where one of the
+    trusted CAs (``ca_files``, else those of the server's global configuration) issued them
+    with the signing profile to the server's owner, who signs the trail."""
+    from exchange.messagelog.certs import CertLookup
     from exchange.server.config import load_server_config
-    from exchange.trust.keys import load_certificate
+    from exchange.server.logcheck import trusted_cas_of
+    from exchange.trust.keys import cert_pem, load_certificate, load_certificates
 
     server = load_server_config(config)
-    certs = [load_certificate(item.cert) for item in server.signing]
-    keys = {cert_thumbprint(c): c.public_key() for c in certs}
+    if ca_files:
+        cas = [c for f in ca_files for c in load_certificates(f)]
+    else:
+        cas = trusted_cas_of(server)
+    pems = {
+        cert_thumbprint(c): cert_pem(c)
+        for c in map(load_certificate, (i.cert for i in server.signing))
+    }
+    lookup = CertLookup(pems.get, cas, holder="the server's signing certificates")
 
     def key_for(thumbprint: str) -> ec.EllipticCurvePublicKey:
-        key = keys.get(thumbprint)
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise JwsError(f"signed by {thumbprint}, not one of this server's signing keys")
-        return key
+        # (1) a configured signing certificate, issued by a trusted CA, with the signing profile
+        signer = lookup.signer_key(thumbprint)
+        # (2) of the server's owner, who signs the trail
+        if signer.member != server.owner:
+            raise JwsError(
+                f"signed by {thumbprint}, a signing key of {signer.member}, not of the "
+                f"server's owner {server.owner}"
+            )
+        return signer.public_key
 
-    return server.state_dir / TRAIL_FILE, key_for
+    return key_for
 
 
 def _print_history(records: list[AuditRecord], show_diff: bool) -> None:
@@ -526,9 +542,18 @@ def show_history(trail: Path, key_for: KeyFor, as_json: bool, show_diff: bool) -
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="The provider server's server.toml: its state directory and signing certificates.",
 )
+@click.option(
+    "--ca",
+    "ca_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Trusted CA certificate (PEM); default: the CAs of the server's global configuration.",
+)
 @click.option("--diff", "show_diff", is_flag=True, help="Show each change's diff.")
 @reports
-def history_command(config: Path, show_diff: bool, as_json: bool) -> None:
+def history_command(
+    config: Path, ca_files: tuple[Path, ...], show_diff: bool, as_json: bool
+) -> None:
     """List the signed audit trail of policy changes and verify it.
 
     Exit status 0 when every record verifies and the chain is whole, 1 otherwise.
@@ -537,6 +562,10 @@ def history_command(config: Path, show_diff: bool, as_json: bool) -> None:
     Example:
       exchange policy history --config ss-moi/server.toml --diff
     """
-    trail, key_for = _trusted_signing_keys(config)
-    if not show_history(trail, key_for, as_json, show_diff):
+    from exchange.server.config import load_server_config
+
+    trail = load_server_config(config).state_dir / TRAIL_FILE
+    if not trail.is_file():
+        raise click.UsageError(f"no policy audit trail at {trail}")
+    if not show_history(trail, _trusted_signing_keys(config, ca_files), as_json, show_diff):
         sys.exit(EXIT_CHECK_FAILED)
