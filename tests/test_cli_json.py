@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import select
+import selectors
 import shlex
 import shutil
 import sqlite3
@@ -889,7 +889,11 @@ def served(*args: object, log: Path) -> Iterator[dict[str, Any]]:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
     assert process.stdout is not None
     try:
-        ready, _, _ = select.select([process.stdout], [], [], 120)
+        # a selector, not select.select: that fails for descriptors past 1024, which a long
+        # test session's process reaches
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            ready = selector.select(120)
         line = process.stdout.readline() if ready else ""
         assert line.startswith("READY "), f"{args}: {line!r} {log.read_text()}"
         yield json.loads(line.removeprefix("READY "))

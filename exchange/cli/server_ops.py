@@ -150,6 +150,10 @@ def _iso(when: float) -> str:
     return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _print_opmon(rows: list[Any], window: dict[str, str]) -> None:
     """One line per client, service and side (identifiers whole, whatever the terminal)."""
     console.print(f"exchanges {window['since']} to {window['until']}:", highlight=False)
@@ -157,8 +161,8 @@ def _print_opmon(rows: list[Any], window: dict[str, str]) -> None:
         p50 = "-" if row.p50_ms is None else f"{row.p50_ms:.1f} ms"
         p99 = "-" if row.p99_ms is None else f"{row.p99_ms:.1f} ms"
         console.print(
-            f"  {row.client} -> {row.service} ({row.side}): {row.count} exchanges, "
-            f"{row.errors} errors, p50 {p50}, p99 {p99}",
+            f"  {row.client} -> {row.service} ({row.side}): {_count(row.count, 'exchange')}, "
+            f"{_count(row.errors, 'error')}, p50 {p50}, p99 {p99}",
             highlight=False,
             markup=False,
             soft_wrap=True,
