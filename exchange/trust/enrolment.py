@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from exchange.errors import ClientError, ConfigurationError
 from exchange.identifiers import MemberId, SecurityServerId
-from exchange.transaction import write_transaction
+from exchange.transaction import open_versioned_store, write_transaction
 from exchange.trust.keys import cert_from_pem, cert_pem
 from exchange.trust.profiles import ProfileName
 
@@ -433,26 +433,4 @@ def _again(
 
 def _open(path: Path) -> sqlite3.Connection:
     """Open (creating) the store; :class:`ConfigurationError` if the file is something else."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        with write_transaction(conn):
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if version == 0 and tables == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise ConfigurationError(f"{path} is not an enrolment token store")
-    except sqlite3.DatabaseError:
-        conn.close()
-        raise ConfigurationError(f"{path} is not an enrolment token store") from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return open_versioned_store(path, _SCHEMA, SCHEMA_VERSION, "an enrolment token store")

@@ -28,7 +28,7 @@ from typing import Final, Literal
 from cryptography import x509
 
 from exchange.errors import ConfigurationError
-from exchange.transaction import write_transaction
+from exchange.transaction import open_versioned_store, write_transaction
 from exchange.trust.keys import cert_pem, fingerprint
 from exchange.trust.ocsp import CertStatus
 from exchange.trust.validation import name_text
@@ -262,30 +262,4 @@ def _row(row: tuple[str, ...]) -> IssuedCertificate:
 
 def _open(path: Path) -> sqlite3.Connection:
     """Open (creating) the register; :class:`ConfigurationError` if the file is something else."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        _ensure_schema(conn, path)
-    except sqlite3.DatabaseError:
-        conn.close()
-        raise ConfigurationError(f"{path} is not a revocation database") from None
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
-    with write_transaction(conn):
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if version == 0 and tables == 0:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
-            raise ConfigurationError(f"{path} is not a revocation database (schema {version})")
+    return open_versioned_store(path, _SCHEMA, SCHEMA_VERSION, "a revocation database")
