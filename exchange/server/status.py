@@ -19,7 +19,7 @@ from cryptography.x509 import ocsp
 
 from exchange.globalconf.verifier import load_stored
 from exchange.messagelog.archive import read_index
-from exchange.messagelog.store import open_readonly
+from exchange.messagelog.store import open_readonly, read_ocsp_responses
 from exchange.protocol.jws import cert_thumbprint
 from exchange.server.config import EXPIRY_WARNING_DAYS, ServerConfig, load_server_config
 from exchange.server.maintenance import read_maintenance
@@ -94,7 +94,7 @@ def _log_status(config: ServerConfig, now: dt.datetime) -> dict[str, Any]:
     try:
         (count,) = conn.execute("SELECT count(*) FROM records").fetchone()
         archives = read_index(conn)
-        ocsp_rows = conn.execute("SELECT thumbprint, der FROM ocsp_responses").fetchall()
+        stored = read_ocsp_responses(conn, [cert_thumbprint(c) for c in own])
         head = conn.execute("SELECT max(size) FROM tree_heads").fetchone()[0]
         stamp = conn.execute(
             "SELECT size, gen_time, tsa FROM timestamps ORDER BY size DESC LIMIT 1"
@@ -116,25 +116,26 @@ def _log_status(config: ServerConfig, now: dt.datetime) -> dict[str, Any]:
             "last_stamp_tsa": stamp[2] if stamp else None,
             "untimestamped_records": end - (stamp[0] if stamp else 0),
         },
-        "ocsp": _stored_ocsp(own, ocsp_rows, now),
+        "ocsp": _stored_ocsp(own, stored, now),
     }
 
 
 def _stored_ocsp(
-    own: list[x509.Certificate], rows: list[tuple[str, bytes]], now: dt.datetime
+    own: list[x509.Certificate], stored: dict[str, list[bytes]], now: dt.datetime
 ) -> list[dict[str, Any]]:
     """Per own certificate, the newest OCSP response the log holds (the server verified it
     before keeping it): produced, this and next update, age."""
     newest: dict[str, ocsp.OCSPResponse] = {}
-    for thumbprint, der in rows:
-        try:
-            response = ocsp.load_der_ocsp_response(bytes(der))
-            this_update = response.this_update_utc
-        except ValueError:
-            continue
-        held = newest.get(thumbprint)
-        if held is None or this_update > held.this_update_utc:
-            newest[thumbprint] = response
+    for thumbprint, ders in stored.items():
+        for der in ders:
+            try:
+                response = ocsp.load_der_ocsp_response(der)
+                this_update = response.this_update_utc
+            except ValueError:
+                continue
+            held = newest.get(thumbprint)
+            if held is None or this_update > held.this_update_utc:
+                newest[thumbprint] = response
     out = []
     for index, cert in enumerate(own):
         found = newest.get(cert_thumbprint(cert))
