@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import random
+import re
 from typing import Any
 
 import jwt
@@ -168,6 +169,19 @@ def test_b64url_round_trip(data: bytes) -> None:
 def test_b64url_decode_is_strict(text: str) -> None:
     with pytest.raises(ValueError):
         b64url_decode(text)
+
+
+_UNPADDED_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+@given(text=st.text(alphabet="AZaz09-_+/= .\né\u2028", max_size=12) | st.text(max_size=12))
+def test_b64url_decode_takes_exactly_unpadded_base64url(text: str) -> None:
+    if _UNPADDED_B64URL.fullmatch(text) is not None and len(text) % 4 != 1:
+        padded = text + "=" * (-len(text) % 4)
+        assert b64url_decode(text) == base64.urlsafe_b64decode(padded)
+    else:
+        with pytest.raises(ValueError):
+            b64url_decode(text)
 
 
 @given(data=st.binary(max_size=100))

@@ -25,6 +25,7 @@ from exchange.protocol.fields import FieldError
 from exchange.protocol.forwarding import is_end_to_end
 from exchange.protocol.messages import SignedRequest, SignedResponse, body_digest
 from exchange.protocol.rest import end_to_end_headers, parse_method, parse_xroad_headers
+from exchange.protocol.syntax import is_field_value, is_token
 
 CLIENT = ("X-Road-Client", "PS/GOV/MOF/tax-office")
 INVALID_MESSAGE = "Server.ServerProxy.InvalidMessage"
@@ -280,6 +281,31 @@ def test_end_to_end_headers_are_client_errors_or_travel_and_the_provider_takes_t
     forwarding.check_signed_headers([(n, v) for n, v in kept])
     doc = SignedRequest.from_payload(signed(headers=kept))
     assert [list(h) for h in doc.headers] == kept
+
+
+def _end_to_end_read_literally(headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+    """RFC 9110 §7.6.1 and PR-REST §4.3 as written: drop what never travels and what the
+    ``Connection`` header names; every header left must be HTTP (``None``: one is not)."""
+    named = {
+        option.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for option in value.split(",")
+    }
+    kept = [(n, v) for n, v in headers if is_end_to_end(n.lower()) and n.lower() not in named]
+    if not all(is_token(n) and is_field_value(v) for n, v in kept):
+        return None
+    return [(n.lower(), v) for n, v in kept]
+
+
+@given(headers=any_headers)
+def test_end_to_end_is_the_rule_read_literally(headers: list[tuple[str, str]]) -> None:
+    expected = _end_to_end_read_literally(headers)
+    if expected is None:
+        with pytest.raises(FieldError):
+            forwarding.end_to_end(headers)
+    else:
+        assert forwarding.end_to_end(headers) == expected
 
 
 @given(status=st.integers())

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from exchange.protocol.fields import FieldError
-from exchange.protocol.syntax import is_field_value, is_token
+from exchange.protocol.syntax import match_field_value, match_token
 
 HOP_BY_HOP: Final = frozenset(
     {
@@ -73,25 +73,36 @@ def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     Raises :class:`FieldError` for a header that is not HTTP (a name that is not a token, a
     value with control characters) among them.
     """
-    pairs = [(name.lower(), name, value) for name, value in headers]
-    connection = [value for lname, _, value in pairs if lname == "connection"]
-    named = _connection_options(connection) if connection else frozenset()
+    # one pass (it runs on every request and response): the headers a ``Connection`` header
+    # names, and so whether a header that is not HTTP travels, are known only at the end
     kept: list[tuple[str, str]] = []
-    for lname, name, value in pairs:
-        if not is_end_to_end(lname) or lname in named:
+    connection: list[str] = []
+    bad: list[tuple[str, str]] = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _NEVER_TRAVEL or lname.startswith(_NEVER_TRAVEL_PREFIXES):
+            if lname == "connection":
+                connection.append(value)
             continue
-        if not is_token(name) or not is_field_value(value):
-            raise FieldError(f"header {name[:60]!r} has a value that is not text")
+        if match_token(name) is None or match_field_value(value) is None:
+            bad.append((lname, name))
         kept.append((lname, value))
+    if connection:
+        named = _connection_options(connection)
+        kept = [(lname, value) for lname, value in kept if lname not in named]
+        bad = [(lname, name) for lname, name in bad if lname not in named]
+    if bad:
+        raise FieldError(f"header {bad[0][1][:60]!r} has a value that is not text")
     return kept
 
 
 def check_signed_headers(headers: Iterable[tuple[str, str]]) -> None:
     """A signed document's headers are HTTP and each one travels end to end."""
     for name, value in headers:
-        if not is_token(name) or not is_field_value(value):
+        if match_token(name) is None or match_field_value(value) is None:
             raise FieldError("a signed header is not valid HTTP")
-        if not is_end_to_end(name.lower()):
+        lname = name.lower()
+        if lname in _NEVER_TRAVEL or lname.startswith(_NEVER_TRAVEL_PREFIXES):
             raise FieldError(f"the signed headers hold {name[:60]!r}, which never travels")
 
 

@@ -92,13 +92,12 @@ def _headers(doc: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         raise InvalidMessage("signed document field 'headers' must be a list")
     out = []
     for item in raw:
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not all(isinstance(x, str) for x in item)
-        ):
+        if type(item) is not list or len(item) != 2:
             raise InvalidMessage("signed document headers must be [name, value] pairs")
-        out.append((item[0], item[1]))
+        name, value = item
+        if type(name) is not str or type(value) is not str:
+            raise InvalidMessage("signed document headers must be [name, value] pairs")
+        out.append((name, value))
     # framing and hop-by-hop headers never travel: an honest peer never signs one
     try:
         forwarding.check_signed_headers(out)

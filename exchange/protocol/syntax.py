@@ -28,6 +28,11 @@ _PATH = re.compile(r"(?:/[\x21\x22\x24-\x3e\x40-\x7e]*)*")
 _QUERY = re.compile(r"[\x21\x22\x24-\x7e]*")
 _LAYOUT = re.compile(f"[{LAYOUT_CONTROLS}]")
 
+match_token: Final = _TOKEN.fullmatch
+""":func:`is_token` as the match itself (``None``: no token), for loops over every header."""
+match_field_value: Final = _VALUE.fullmatch
+""":func:`is_field_value` as the match itself (``None``: not a header value)."""
+
 
 def is_token(text: str) -> bool:
     """A method or header name."""

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from exchange.errors import ServiceFailed, ServiceTimeout
-from exchange.protocol.syntax import is_field_value, is_path, is_query, is_token
+from exchange.protocol.syntax import is_path, is_query, is_token, match_field_value, match_token
 
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _MAX_IDLE_PER_HOST: Final = 128
@@ -263,10 +263,10 @@ def _request_bytes(
     # defence in depth: callers validated these already (exchange.protocol.syntax)
     if not is_token(method) or not is_path(path) or not is_query(query):
         raise ServiceFailed("refusing to send a request line that is not valid HTTP")
-    if not all(is_token(n) and is_field_value(v) for n, v in headers):
-        raise ServiceFailed("refusing to send a header that is not valid HTTP")
     lines = [f"{method} {target} HTTP/1.1".encode("latin-1"), b"Host: " + host]
     for name, value in headers:
+        if match_token(name) is None or match_field_value(value) is None:
+            raise ServiceFailed("refusing to send a header that is not valid HTTP")
         lines.append(f"{name}: {value}".encode("utf-8", errors="surrogateescape"))
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(b"Content-Length: " + str(len(body)).encode())
