@@ -67,7 +67,7 @@ class MemberId:
         return (self.instance, self.member_class, self.member_code)
 
     def __str__(self) -> str:
-        return "/".join(self.parts)
+        return f"{self.instance}/{self.member_class}/{self.member_code}"
 
     def encoded(self) -> str:
         return "/".join(_encode(p) for p in self.parts)
@@ -101,7 +101,7 @@ class SubsystemId:
         return MemberId(self.instance, self.member_class, self.member_code)
 
     def __str__(self) -> str:
-        return "/".join(self.parts)
+        return f"{self.instance}/{self.member_class}/{self.member_code}/{self.subsystem_code}"
 
     def encoded(self) -> str:
         return "/".join(_encode(p) for p in self.parts)
@@ -140,7 +140,10 @@ class ServiceId:
         return MemberId(self.instance, self.member_class, self.member_code)
 
     def __str__(self) -> str:
-        return "/".join(self.parts)
+        return (
+            f"{self.instance}/{self.member_class}/{self.member_code}/"
+            f"{self.subsystem_code}/{self.service_code}"
+        )
 
     def encoded(self) -> str:
         return "/".join(_encode(p) for p in self.parts)
@@ -162,7 +165,7 @@ class SecurityServerId:
         return MemberId(self.instance, self.member_class, self.member_code)
 
     def __str__(self) -> str:
-        return "/".join(self.parts)
+        return f"{self.instance}/{self.member_class}/{self.member_code}/{self.server_code}"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -175,7 +178,7 @@ class GlobalGroupId:
         return (self.instance, self.group_code)
 
     def __str__(self) -> str:
-        return "/".join(self.parts)
+        return f"{self.instance}/{self.group_code}"
 
 
 ClientId = MemberId | SubsystemId

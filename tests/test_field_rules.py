@@ -25,7 +25,7 @@ from exchange.protocol.fields import FieldError
 from exchange.protocol.forwarding import is_end_to_end
 from exchange.protocol.messages import SignedRequest, SignedResponse, body_digest
 from exchange.protocol.rest import end_to_end_headers, parse_method, parse_xroad_headers
-from exchange.protocol.syntax import is_field_value, is_token
+from exchange.protocol.syntax import LAYOUT_CONTROLS, is_field_value, is_text, is_token
 
 CLIENT = ("X-Road-Client", "PS/GOV/MOF/tax-office")
 INVALID_MESSAGE = "Server.ServerProxy.InvalidMessage"
@@ -306,6 +306,23 @@ def test_end_to_end_is_the_rule_read_literally(headers: list[tuple[str, str]]) -
             forwarding.end_to_end(headers)
     else:
         assert forwarding.end_to_end(headers) == expected
+
+
+_PRINTABLE_OR_NOT = st.text(
+    alphabet=st.characters(codec=None)
+    | st.sampled_from(LAYOUT_CONTROLS + "\x00\x1f\x7f\x80\x9f\xa0\ud7ff\ud800\udfff\ue000\uffff"),
+    max_size=6,
+)
+
+
+@given(text=_PRINTABLE_OR_NOT)
+def test_header_values_and_text_are_their_definitions(text: str) -> None:
+    """One character class each (the hot path runs one match), as the docstrings define them."""
+    value = all(0x20 <= ord(c) <= 0x7E or 0xA0 <= ord(c) <= 0xFFFF for c in text) and not any(
+        0xD800 <= ord(c) <= 0xDFFF for c in text
+    )
+    assert is_field_value(text) == value
+    assert is_text(text) == (value and not any(c in LAYOUT_CONTROLS for c in text))
 
 
 @given(status=st.integers())

@@ -57,6 +57,9 @@ class State(enum.Enum):
     CLOSED = "closed"
     ERROR = "error"
 
+    # each frame looks its state up in the tables below; Enum's own hash is a Python call
+    __hash__ = object.__hash__
+
 
 class UnexpectedFrame(FrameError):
     """A frame of a kind or on a stream the session's state does not allow."""

@@ -22,11 +22,31 @@ LAYOUT_CONTROLS: Final = (
 paragraph separators (U+2028, U+2029), the bidirectional marks, embeddings, overrides and isolates
 (Unicode UAX #9 §2: ALM, LRM, RLM, LRE-RLO, LRI-PDI) and the zero-width no-break space."""
 
+_VALUE_RANGES: Final = ((0x20, 0x7E), (0xA0, 0xD7FF), (0xE000, 0xFFFF))
+"""The characters of a header value: visible ASCII and space, and the rest of the basic plane
+but C1 controls and surrogates."""
+
+
+def _char_class(ranges: tuple[tuple[int, int], ...], without: str = "") -> str:
+    """A regular-expression character class of ``ranges`` (code points, inclusive) less the
+    characters of ``without``."""
+    kept = []
+    for low, high in ranges:
+        start = low
+        for point in sorted(ord(c) for c in without if low <= ord(c) <= high):
+            if start < point:
+                kept.append((start, point - 1))
+            start = point + 1
+        if start <= high:
+            kept.append((start, high))
+    return "[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in kept) + "]"
+
+
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
-_VALUE = re.compile(r"[\x20-\x7e\u00a0-\ud7ff\ue000-\uffff]*")
+_VALUE = re.compile(_char_class(_VALUE_RANGES) + "*")
+_TEXT = re.compile(_char_class(_VALUE_RANGES, without=LAYOUT_CONTROLS) + "*")
 _PATH = re.compile(r"(?:/[\x21\x22\x24-\x3e\x40-\x7e]*)*")
 _QUERY = re.compile(r"[\x21\x22\x24-\x7e]*")
-_LAYOUT = re.compile(f"[{LAYOUT_CONTROLS}]")
 
 match_token: Final = _TOKEN.fullmatch
 """:func:`is_token` as the match itself (``None``: no token), for loops over every header."""
@@ -47,7 +67,7 @@ def is_field_value(text: str) -> bool:
 def is_text(text: str) -> bool:
     """A header value (:func:`is_field_value`) without :data:`LAYOUT_CONTROLS`: text that shows
     as what it is, in a log, a terminal or a web page."""
-    return is_field_value(text) and _LAYOUT.search(text) is None
+    return _TEXT.fullmatch(text) is not None
 
 
 def is_path(text: str) -> bool:

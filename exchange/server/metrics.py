@@ -168,7 +168,10 @@ class ServerMetrics:
         self._exchanges: dict[tuple[str, str, str, str, str], int] = {}
         self._quota: dict[tuple[str, str], int] = {}
         self._phases: dict[tuple[str, str], _Histogram] = {}
-        self._side_phases: dict[str, list[tuple[_Histogram, str | None, str]]] = {}
+        # per side: its phases' histograms with the marks that make them, and log_commit's
+        self._side_phases: dict[
+            str, tuple[list[tuple[_Histogram, str | None, str]], _Histogram]
+        ] = {}
         self._keys: dict[
             tuple[str, str | None, str | None, int | None, str | None],
             tuple[str, str, str, str, str],
@@ -208,16 +211,21 @@ class ServerMetrics:
         if code == RATE_LIMITED and side == "provider":
             self._quota[key[1:3]] = self._quota.get(key[1:3], 0) + 1
         timings = rec.timings
-        phases = self._side_phases.get(side)
-        if phases is None:
-            phases = self._side_phases[side] = [
-                (self._phase(side, phase), start, end) for phase, start, end in PHASES.get(side, ())
-            ]
+        known = self._side_phases.get(side)
+        if known is None:
+            known = self._side_phases[side] = (
+                [
+                    (self._phase(side, phase), start, end)
+                    for phase, start, end in PHASES.get(side, ())
+                ],
+                self._phase(side, "log_commit"),
+            )
+        phases, log_commit = known
         for hist, start, end in phases:
             done = timings.get(end)
             if done is not None:
                 hist.observe(done - (timings.get(start, 0) if start else 0))
-        self._phase(side, "log_commit").observe(log_us)
+        log_commit.observe(log_us)
 
     def _key(
         self,

@@ -34,6 +34,7 @@ sockets, files or clocks; every decision takes ``now`` (seconds since the epoch)
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -96,6 +97,9 @@ class _Held:
 
     status: OcspStatus | None
     response_der: bytes | None
+    fresh_until: float = math.inf
+    """Until when (seconds since the epoch) ``status`` is fresh enough: checked at every
+    exchange, so computed once here."""
 
 
 class PeerTrust:
@@ -217,7 +221,7 @@ class PeerTrust:
         status = verify_ocsp_response(
             der, cert=cert, issuer=responder[0], now=_utc(now), max_age_seconds=self.freshness
         )
-        return _Held(status, der)
+        return _Held(status, der, status.fresh_until(self.freshness).timestamp())
 
 
 @dataclass(slots=True)
@@ -266,14 +270,11 @@ class AdmittedPeer:
         return key
 
     def _fresh(self, held: _Held, cert: x509.Certificate, now: float) -> None:
-        if held.status is None:
-            return
-        freshness = self.trust.freshness
-        if not held.status.is_fresh(_utc(now), freshness):
+        if now > held.fresh_until:
+            until = dt.datetime.fromtimestamp(held.fresh_until, dt.UTC).isoformat()
             err = OcspResponseStale(
                 "OCSP response is stale",
-                internal=f"OCSP response held for {describe(cert)} was fresh until "
-                f"{held.status.fresh_until(freshness).isoformat()}",
+                internal=f"OCSP response held for {describe(cert)} was fresh until {until}",
             )
             raise _on_side(err, self.side)
 
