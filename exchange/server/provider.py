@@ -445,17 +445,21 @@ async def _process(
     if not isinstance(token, str) or not token.isascii():
         raise InvalidMessage("REQUEST frame carries no compact JWS signed request")
     rec.request_jws = token
-    rec.request_hash = request_hash(token)
     rec.request_body = body = event.body
+    verified = None
     try:
         # (1) the signature verifies with a signing certificate the peer presented and the peer
         # trust accepted (still valid and fresh now), (2) of the client's own member
-        request = verify_request(token, conn.keys_at(now)).request
+        verified = verify_request(token, conn.keys_at(now))
     except ExchangeError:
         # the payload is parsed a second time only for a refusal, to answer under its claimed id
         rec.message_id = _claimed_message_id(token)
         exchange_started(rec.message_id)
         raise
+    finally:
+        # the answer is bound to the token by its hash, whether it verified or not
+        rec.request_hash = request_hash(token) if verified is None else verified.request_hash
+    request = verified.request
     rec.mark("verified")
     rec.describe(request)
     exchange_started(rec.message_id)
