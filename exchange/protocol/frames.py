@@ -19,7 +19,7 @@ No IO.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
@@ -99,11 +99,14 @@ class FrameDecoder:
         return frames
 
 
+_KINDS: Final[Mapping[int, FrameKind]] = {kind.value: kind for kind in FrameKind}
+"""Frame kinds by their number (a dictionary look-up; calling the enum is several Python calls)."""
+
+
 def _frame(stream_id: int, kind: int, meta: bytearray, body: bytearray) -> Frame:
-    try:
-        frame_kind = FrameKind(kind)
-    except ValueError:
-        raise FrameError(f"unknown frame kind {kind}") from None
+    frame_kind = _KINDS.get(kind)
+    if frame_kind is None:
+        raise FrameError(f"unknown frame kind {kind}")
     try:
         meta_doc = loads(bytes(meta)) if meta else {}
     except ExchangeError:

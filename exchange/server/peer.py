@@ -197,7 +197,12 @@ class PeerConnection(asyncio.Protocol):
     # -- frames ---------------------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, HelloReceived):
+        # an answer first: every exchange has one
+        if isinstance(event, (ResponseReceived, RequestRefused)):
+            fut = self.pending.pop(event.stream_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(event)
+        elif isinstance(event, HelloReceived):
             self._on_hello(event.hello)
         elif isinstance(event, ConnectionRefused):
             self._fail(unsigned_refusal(event.meta))
@@ -207,10 +212,6 @@ class PeerConnection(asyncio.Protocol):
                 self.target,
                 len(self.pending),
             )
-        elif isinstance(event, ResponseReceived | RequestRefused):
-            fut = self.pending.pop(event.stream_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(event)
 
     def _on_hello(self, hello: Hello) -> None:
         # (2)-(6) the provider's HELLO: its authentication certificate is not revoked, and
