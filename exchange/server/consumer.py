@@ -187,7 +187,8 @@ def consumer_handler(host: ConsumerPortHost) -> Handler:
         # one task answers the requests of a keep-alive connection: no id outlives its request
         token = exchange_started(None)
         try:
-            refused = await _expect(request)
+            # (a coroutine per request only when there is an Expect header to answer)
+            refused = await _expect(request) if hdrs.EXPECT in request.headers else None
             response = refused if refused is not None else await route(request)
         except Exception as exc:
             err = internal_failure(log, ConsumerServerError, "on the consumer port", exc)
