@@ -481,12 +481,12 @@ def test_end_to_end_headers_filter_and_keep_order() -> None:
         ("set-cookie", "b=2"),
     ]
     assert end_to_end_headers(headers) == [
-        ["accept", "application/json"],
-        ["x-request-id", "r1"],
-        ["content-type", "application/json"],
-        ["accept", "text/plain"],
-        ["set-cookie", "a=1"],
-        ["set-cookie", "b=2"],
+        ("accept", "application/json"),
+        ("x-request-id", "r1"),
+        ("content-type", "application/json"),
+        ("accept", "text/plain"),
+        ("set-cookie", "a=1"),
+        ("set-cookie", "b=2"),
     ]
 
 
@@ -506,7 +506,7 @@ def test_every_filtered_header_is_dropped_in_any_case(name: str) -> None:
 )
 def test_end_to_end_keeps_everything_else(headers: list[tuple[str, str]]) -> None:
     assert end_to_end_headers(headers) == [
-        [n.lower(), v] for n, v in headers if is_end_to_end(n.lower())
+        (n.lower(), v) for n, v in headers if is_end_to_end(n.lower())
     ]
 
 

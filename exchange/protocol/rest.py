@@ -167,10 +167,10 @@ def parse_xroad_headers(headers: Iterable[tuple[str, str]]) -> XRoadHeaders:
     )
 
 
-def end_to_end_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
+def end_to_end_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers that travel unchanged (:func:`exchange.protocol.forwarding.end_to_end`), as
-    ``[name, value]`` pairs; a header that is not text is ``Client.InvalidHeader``."""
+    ``(name, value)`` pairs; a header that is not text is ``Client.InvalidHeader``."""
     try:
-        return [[name, value] for name, value in forwarding.end_to_end(headers)]
+        return forwarding.end_to_end(headers)
     except FieldError as exc:
         raise BadRequest(str(exc), code="Client.InvalidHeader") from None

@@ -93,7 +93,7 @@ async def _consume(
     rec.request_body = body
     # (5) security servers provide the service
     providers = providers_in_turn(host, conf, target.service.subsystem, xh.security_server)
-    headers = tuple((k, v) for k, v in end_to_end_headers(request.headers.items()))
+    headers = tuple(end_to_end_headers(request.headers.items()))
 
     def document(provider: SecurityServerInfo) -> SignedRequest:
         return request_document(

@@ -518,7 +518,7 @@ async def _process(
         service.url,
         request.path,
         request.query,
-        [(k, v) for k, v in backend_headers],
+        backend_headers,
         body,
         min(service.timeout, server.config.limits.backend_timeout),
     )
@@ -554,11 +554,11 @@ def _claimed_message_id(token: str) -> str | None:
         return None
 
 
-def _xroad_backend_headers(request: SignedRequest, rec: ExchangeRecord) -> list[list[str]]:
+def _xroad_backend_headers(request: SignedRequest, rec: ExchangeRecord) -> list[tuple[str, str]]:
     out = [
-        ["X-Road-Client", str(request.client)],
-        ["X-Road-Service", str(request.service)],
-        ["X-Road-Id", request.message_id],
+        ("X-Road-Client", str(request.client)),
+        ("X-Road-Service", str(request.service)),
+        ("X-Road-Id", request.message_id),
     ]
     for name, value in (
         ("X-Road-UserId", request.user_id),
@@ -567,7 +567,7 @@ def _xroad_backend_headers(request: SignedRequest, rec: ExchangeRecord) -> list[
         ("X-Road-Purpose", request.purpose),
     ):
         if value is not None:
-            out.append([name, value])
+            out.append((name, value))
     return out
 
 
