@@ -567,3 +567,27 @@ def test_random_bytes_decode_or_raise_frame_error(data: bytes, cut: int) -> None
         decoder.feed(data[cut:])
     except FrameError:
         pass
+
+
+@given(
+    allowed=st.booleans(),
+    code=st.sampled_from(["Allowed", "Server.ServerProxy.AccessDenied", "Metadata"]),
+    grant=st.none() | st.text(min_size=1, max_size=12),
+    granted=st.none() | st.lists(st.text(max_size=8), max_size=4),
+)
+def test_a_servers_own_decision_is_signed_as_a_record_states_it(
+    allowed: bool, code: str, grant: str | None, granted: list[str] | None
+) -> None:
+    """The provider signs its own decision without re-checking it (``own``); what it signs is
+    what the check of a logged decision (``of``) reads back."""
+    entry = {
+        "allowed": allowed,
+        "code": code,
+        "grant": grant,
+        "source": None,
+        "fields": granted,
+        "policy_version": "v1",
+        "reason": "a reason",
+    }
+    assert SignedDecision.own(entry) == SignedDecision.of(entry)
+    assert SignedDecision.own(None) is None

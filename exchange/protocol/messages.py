@@ -256,6 +256,20 @@ class SignedDecision:
         return cls.from_dict(decision)
 
     @classmethod
+    def own(cls, decision: dict[str, Any] | None) -> SignedDecision | None:
+        """The signed part of a decision this server made (``Decision.log_entry``), to sign: taken
+        as it is, where :meth:`of` checks one read from a record."""
+        if decision is None:
+            return None
+        granted = decision["fields"]
+        return cls(
+            allowed=decision["allowed"],
+            code=decision["code"],
+            grant=decision["grant"],
+            fields=None if granted is None else tuple(granted),
+        )
+
+    @classmethod
     def from_dict(cls, doc: object) -> SignedDecision:
         if not isinstance(doc, dict) or not isinstance(doc.get("allowed"), bool):
             raise InvalidMessage("signed decision must be an object with a boolean 'allowed'")

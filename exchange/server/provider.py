@@ -420,7 +420,7 @@ async def handle_request(
         policy_version=policy_version,
         released_fields=released,
         timestamp_ms=int(now * 1000),
-        decision=SignedDecision.of(rec.decision),
+        decision=SignedDecision.own(rec.decision),
     )
     rec.released_fields = None if released is None else list(released)
     signer = server.signer_for(request.service.member if request is not None else None)
