@@ -11,6 +11,7 @@ import click
 
 from exchange.cli.common import console, print_json, reports
 from exchange.cli.server import group as server_group
+from exchange.utc import iso_seconds
 
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
 CONFIRM_SECONDS = 5.0
@@ -137,17 +138,11 @@ def opmon_cmd(
         int(end * 1000),
         archive_dir=config.archive_dir if archives else None,
     )
-    window = {"since": _iso(start), "until": _iso(end)}
+    window = {"since": iso_seconds(start), "until": iso_seconds(end)}
     if as_json:
         print_json({**window, "exchanges": [r.to_dict() for r in rows]})
         return
     _print_opmon(rows, window)
-
-
-def _iso(when: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
 
 
 def _count(n: int, noun: str) -> str:

@@ -24,10 +24,11 @@ would take the whole cluster out for one typo. The warning names the version in 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+
+from exchange.utc import iso_seconds
 
 OK: Final = "ok"
 UNAVAILABLE: Final = "unavailable"
@@ -136,7 +137,7 @@ def _globalconf(facts: HealthFacts) -> list[Problem]:
             Problem(
                 "globalconf_expired",
                 f"global configuration version {facts.globalconf_version} expired at "
-                f"{_iso(facts.globalconf_expires_at)}: is the central server reachable?",
+                f"{iso_seconds(facts.globalconf_expires_at)}: is the central server reachable?",
             )
         ]
     return []
@@ -151,7 +152,8 @@ def _certificates(facts: HealthFacts) -> list[Problem]:
             out.append(
                 Problem(
                     "signing_key_unusable",
-                    f"{what} is valid from {_iso(cert.not_before)} to {_iso(cert.not_after)}",
+                    f"{what} is valid from {iso_seconds(cert.not_before)} "
+                    f"to {iso_seconds(cert.not_after)}",
                 )
             )
         elif cert.ocsp_needed and not cert.ocsp_fresh:
@@ -176,7 +178,3 @@ def _warnings(facts: HealthFacts) -> list[Problem]:
     if facts.globalconf_pending is not None:
         out.append(Problem("globalconf_pending", facts.globalconf_pending))
     return out
-
-
-def _iso(when: float) -> str:
-    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")

@@ -20,7 +20,6 @@ deployment decision the central server's operator makes, visible in the configur
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
@@ -31,15 +30,12 @@ from exchange.globalconf.document import GlobalConf
 from exchange.protocol.jws import cert_thumbprint
 from exchange.trust.ocsp import OcspError, OcspStapleCache
 from exchange.trust.ocsp_service import OcspFetcher, OcspUnavailable
+from exchange.utc import utc
 
 log = logging.getLogger("exchange.server.revocation")
 
 RETRY_MAX: Final = 8.0
 """The longest wait between refreshes while an own certificate holds no fresh response (s)."""
-
-
-def _utc(ts: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
 Responder = tuple[x509.Certificate, tuple[str, ...]]
@@ -84,7 +80,7 @@ class RevocationChecks:
         changed = False
         for cert in certs:
             responder = self.responder_of(cert, conf)
-            if responder is None or not self.own.needs_refresh(cert, _utc(self.clock()), freshness):
+            if responder is None or not self.own.needs_refresh(cert, utc(self.clock()), freshness):
                 continue
             ca, urls = responder
             try:
@@ -113,7 +109,7 @@ class RevocationChecks:
     ) -> int:
         """Take the stored responses (x5t#S256 -> DER, as the message log kept them) for our
         ``certs`` that verify and are fresh now; returns how many certificates got one."""
-        now = _utc(self.clock())
+        now = utc(self.clock())
         freshness = conf.settings.ocsp_freshness_seconds
         seeded = 0
         for cert in certs:
@@ -142,7 +138,7 @@ class RevocationChecks:
     def missing_staples(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> list[str]:
         """Subjects of our certificates that need an OCSP response and hold no fresh one."""
         freshness = conf.settings.ocsp_freshness_seconds
-        now = _utc(self.clock())
+        now = utc(self.clock())
         return [
             cert.subject.rfc4514_string()
             for cert in certs
@@ -152,7 +148,7 @@ class RevocationChecks:
 
     def own_response(self, cert: x509.Certificate, conf: GlobalConf) -> bytes | None:
         """The fresh response held for one of our certificates (DER), if any."""
-        held = self.own.get(cert, _utc(self.clock()), conf.settings.ocsp_freshness_seconds)
+        held = self.own.get(cert, utc(self.clock()), conf.settings.ocsp_freshness_seconds)
         return held.response_der if held is not None else None
 
     def own_staples(self, certs: Sequence[x509.Certificate], conf: GlobalConf) -> dict[str, bytes]:

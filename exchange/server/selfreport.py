@@ -8,7 +8,6 @@ key probe's cached verdict aside).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +32,7 @@ from exchange.server.ownkeys import KeyProbe
 from exchange.server.peer import PeerPool
 from exchange.server.provider import ProviderConnection
 from exchange.server.revocation import RevocationChecks
+from exchange.utc import iso_seconds
 
 
 class Reported(Protocol):
@@ -200,10 +200,10 @@ class SelfReport:
         fetched = poller.last_fetch if poller is not None else None
         return {
             "version": conf.version if conf else None,
-            "generated_at": _iso(conf.generated_at) if conf else None,
-            "expires_at": _iso(conf.expires_at) if conf else None,
+            "generated_at": iso_seconds(conf.generated_at) if conf else None,
+            "expires_at": iso_seconds(conf.expires_at) if conf else None,
             "expires_in_seconds": int(conf.expires_at - now) if conf else None,
-            "last_fetch": _iso(fetched) if fetched is not None else None,
+            "last_fetch": iso_seconds(fetched) if fetched is not None else None,
             "last_fetch_error": poller.last_fetch_error if poller is not None else None,
         }
 
@@ -218,7 +218,9 @@ class SelfReport:
             "untimestamped_records": size - (log.latest_timestamped_size() or 0),
             "writable": failure is None,
             "last_write_failure": (
-                None if failure is None else {"at": _iso(failure.at), "reason": failure.reason}
+                None
+                if failure is None
+                else {"at": iso_seconds(failure.at), "reason": failure.reason}
             ),
             "disk_free_bytes": _disk_free(self._server.config.log_path),
         }
@@ -275,10 +277,6 @@ class SelfReport:
             "peers_verified": len(self._peer_staples()),
             "own": own,
         }
-
-
-def _iso(when: float) -> str:
-    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
 
 
 def _disk_free(path: Path) -> int | None:

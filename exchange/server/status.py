@@ -25,6 +25,7 @@ from exchange.server.config import EXPIRY_WARNING_DAYS, ServerConfig, load_serve
 from exchange.server.maintenance import read_maintenance
 from exchange.server.runtime import fetch_health, running_server, status_url
 from exchange.trust.keys import fingerprint, load_certificate
+from exchange.utc import iso_seconds
 
 
 def _cert_status(cert: x509.Certificate, now: dt.datetime) -> dict[str, Any]:
@@ -60,8 +61,8 @@ def server_status(config_path: Path) -> dict[str, Any]:
         if conf is None
         else {
             "version": conf.version,
-            "generated_at": _iso(conf.generated_at),
-            "expires_at": _iso(conf.expires_at),
+            "generated_at": iso_seconds(conf.generated_at),
+            "expires_at": iso_seconds(conf.expires_at),
             "expires_in_seconds": conf.expires_at - now_s,
             "fresh": not conf.is_expired(now_s),
         }
@@ -76,10 +77,6 @@ def server_status(config_path: Path) -> dict[str, Any]:
     live = fetch_health(url) if running is not None and url is not None else None
     status["live"] = None if live is None else _live(live, url)
     return status
-
-
-def _iso(when: float) -> str:
-    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
 
 
 def _live(health: dict[str, Any], url: str | None) -> dict[str, Any]:
@@ -112,7 +109,7 @@ def _log_status(config: ServerConfig, now: dt.datetime) -> dict[str, Any]:
         },
         "timestamping": {
             "last_stamped_size": stamp[0] if stamp else None,
-            "last_stamp_time": _iso(stamp[1] / 1000) if stamp else None,
+            "last_stamp_time": iso_seconds(stamp[1] / 1000) if stamp else None,
             "last_stamp_tsa": stamp[2] if stamp else None,
             "untimestamped_records": end - (stamp[0] if stamp else 0),
         },

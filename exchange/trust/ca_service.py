@@ -70,6 +70,7 @@ from exchange.trust.profiles import (
 )
 from exchange.trust.revocation import record_in_ca_dir
 from exchange.trust.validation import CertificateError, check_validity, describe
+from exchange.utc import utc
 
 __all__ = [
     "CertificateMismatch",
@@ -135,10 +136,6 @@ class CertificateRequest:
     identifier: Identifier
     csr_pem: bytes
     token: str | None = None
-
-
-def _utc(timestamp: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
 
 
 # --- the sans-IO part: parsing, issuing, checking ----------------------------------------------
@@ -277,7 +274,7 @@ class _Issuer:
 
     def issue(self, request: CertificateRequest) -> x509.Certificate:
         days = self.days_auth if request.profile == "auth" else self.days_sign
-        return issue_enrolled(self.ca, self.ca_dir, request, days=days, now=_utc(self.clock()))
+        return issue_enrolled(self.ca, self.ca_dir, request, days=days, now=utc(self.clock()))
 
 
 ISSUER_KEY: Final = web.AppKey("ca_issuer", _Issuer)

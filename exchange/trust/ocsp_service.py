@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -47,6 +46,7 @@ from exchange.trust.ocsp import (
 )
 from exchange.trust.revocation import RevocationStore
 from exchange.trust.validation import describe
+from exchange.utc import utc
 
 __all__ = [
     "REQUEST_TYPE",
@@ -75,10 +75,6 @@ class OcspUnavailable(ExchangeError):
     status = 502
 
 
-def _utc(timestamp: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
-
-
 # --- the responder ---------------------------------------------------------------------------
 
 
@@ -98,7 +94,7 @@ class _Responder:
             responder_key=self.key,
             responder_cert=self.cert,
             store_lookup=self.store.status,
-            now=_utc(self.clock()),
+            now=utc(self.clock()),
             validity_seconds=self.validity_seconds,
         )
 
@@ -121,7 +117,7 @@ def create_ocsp_app(
     ``responder_cert`` is ``ca`` or a delegated responder certificate of it; the pair is checked
     here (:class:`~exchange.errors.ConfigurationError`). The caller opens and closes ``store``.
     """
-    check_responder(ca, responder_key, responder_cert, _utc(clock()))
+    check_responder(ca, responder_key, responder_cert, utc(clock()))
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[RESPONDER_KEY] = _Responder(
         ca, responder_key, responder_cert, store, validity_seconds, clock
@@ -295,7 +291,7 @@ class OcspFetcher:
                     response_der,
                     cert=cert,
                     issuer=issuer,
-                    now=_utc(self._clock()),
+                    now=utc(self._clock()),
                     max_age_seconds=max_age_seconds,
                 )
             except (CertificateRevoked, CertificateStatusUnknown):

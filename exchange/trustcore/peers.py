@@ -68,6 +68,7 @@ from exchange.trust.profiles import (
     member_id_of_signing_cert,
 )
 from exchange.trust.validation import CertificateError, describe, verify_chain
+from exchange.utc import utc
 
 Side = Literal["provider", "consumer"]
 """Which end of the connection judges: the provider port, or the consumer's peer connection."""
@@ -134,7 +135,7 @@ class PeerTrust:
             raise _auth_failed(side, "no authentication certificate presented")
         try:
             # (1) chains to a CA the configuration approves, valid now
-            verify_chain(cert, self.conf.ca_certs(), _utc(now))
+            verify_chain(cert, self.conf.ca_certs(), utc(now))
             # (2) the authentication profile, never a signing certificate
             check_auth_profile(cert)
         except ExchangeError as exc:
@@ -219,7 +220,7 @@ class PeerTrust:
                 internal=f"no staple for {describe(cert)}",
             )
         status = verify_ocsp_response(
-            der, cert=cert, issuer=responder[0], now=_utc(now), max_age_seconds=self.freshness
+            der, cert=cert, issuer=responder[0], now=utc(now), max_age_seconds=self.freshness
         )
         return _Held(status, der, status.fresh_until(self.freshness).timestamp())
 
@@ -306,7 +307,7 @@ def _judge_signer(
 ) -> SignerKey | CertificateError:
     try:
         # chains to an approved CA, valid now
-        ca = verify_chain(cert, conf.ca_certs(), _utc(now))
+        ca = verify_chain(cert, conf.ca_certs(), utc(now))
         # the signing profile (a P-256 key), never an authentication certificate
         check_sign_profile(cert)
         member = member_id_of_signing_cert(cert)
@@ -347,10 +348,6 @@ def _check_period(key: SignerKey, now: float) -> None:
             "signing certificate is not yet valid",
             internal=f"{describe(key.cert)} is not yet valid",
         )
-
-
-def _utc(now: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(now, dt.UTC)
 
 
 def _auth_failed(side: Side, message: str, internal: str | None = None) -> ExchangeError:
