@@ -14,7 +14,6 @@ tree head: exchanges logged after the backup was taken are not in it.
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from exchange.policy.audit import TRAIL_FILE
 from exchange.policy.loader import policy_files
 from exchange.server.config import ServerConfig, load_server_config
 from exchange.server.quota_store import QUOTA_FILE
+from exchange.utc import iso_seconds
 
 
 def path_settings(doc: dict[str, Any]) -> Iterator[PathSetting]:
@@ -130,7 +130,7 @@ def _log_fact(snapshot: Path) -> str:
     if row is None:
         return f"{records} records in the database, no signed tree head yet"
     size, signed_at = row
-    when = dt.datetime.fromtimestamp(signed_at / 1000, dt.UTC).isoformat(timespec="seconds")
+    when = iso_seconds(signed_at / 1000)
     return f"{records} records in the database; latest signed tree head: size {size}, {when}"
 
 

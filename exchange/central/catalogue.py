@@ -66,6 +66,7 @@ from exchange.trust.ocsp import (
     OcspError,
     verify_ocsp_response,
 )
+from exchange.utc import iso_seconds
 
 DECLARATION_TYPE: Final = "service-declaration"
 MAX_BODY_BYTES: Final = 512 * 2**10
@@ -459,7 +460,7 @@ def build_catalogue(
                 "member": str(sub.member),
                 "member_name": info_member.name if info_member is not None else None,
                 "servers": sorted(str(s) for s in servers[sub]),
-                "declared_at": _iso(declaration.declared_at),
+                "declared_at": iso_seconds(declaration.declared_at / 1000),
                 "services": [_service_entry(sub, s) for s in sorted(services, key=_code)],
             }
         )
@@ -478,10 +479,6 @@ def _held(body: bytes) -> Declaration:
 
 def _code(service: DeclaredService) -> str:
     return service.code
-
-
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
 # --- the store (IO) -----------------------------------------------------------------------------

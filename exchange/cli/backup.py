@@ -9,7 +9,6 @@ What goes into each backup and how a restore checks it is in :mod:`exchange.back
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ from exchange.cli.central import group as central_group
 from exchange.cli.common import console, print_json, reports
 from exchange.cli.server import group as server_group
 from exchange.errors import ConfigurationError
+from exchange.utc import iso_seconds
 
 _FILE: Final = click.Path(path_type=Path)
 _DIR: Final = click.Path(path_type=Path)
@@ -61,15 +61,11 @@ def read_passphrase(env_name: str | None, *, new: bool) -> bytes:
     return value.encode("utf-8")
 
 
-def _when(seconds: int) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
-
-
 def _summary(manifest: Manifest) -> dict[str, Any]:
     return {
         "role": manifest.role,
         "identity": manifest.identity,
-        "created_at": _when(manifest.created_at),
+        "created_at": iso_seconds(manifest.created_at),
         "members": len(manifest.members),
         "sealed_keys": sum(1 for m in manifest.members if m.kind == "secret"),
         "databases": sorted(m.path for m in manifest.members if m.kind == "sqlite"),

@@ -12,7 +12,6 @@ sent traffic on a state nobody meant).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from exchange.durable import write_durably
+from exchange.utc import iso_seconds
 
 log = logging.getLogger("exchange.server.maintenance")
 
@@ -36,7 +36,7 @@ class Maintenance:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "since": dt.datetime.fromtimestamp(self.since, dt.UTC).isoformat(timespec="seconds"),
+            "since": iso_seconds(self.since),
             "reason": self.reason,
         }
 

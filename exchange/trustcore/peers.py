@@ -33,7 +33,6 @@ sockets, files or clocks; every decision takes ``now`` (seconds since the epoch)
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import uuid
 from collections.abc import Iterator, Mapping
@@ -272,10 +271,10 @@ class AdmittedPeer:
 
     def _fresh(self, held: _Held, cert: x509.Certificate, now: float) -> None:
         if now > held.fresh_until:
-            until = dt.datetime.fromtimestamp(held.fresh_until, dt.UTC).isoformat()
             err = OcspResponseStale(
                 "OCSP response is stale",
-                internal=f"OCSP response held for {describe(cert)} was fresh until {until}",
+                internal=f"OCSP response held for {describe(cert)} was fresh until "
+                f"{utc(held.fresh_until).isoformat()}",
             )
             raise _on_side(err, self.side)
 
