@@ -24,12 +24,10 @@ against a schema. No aiohttp, ssl or sqlite3.
 
 from __future__ import annotations
 
-import base64
 import copy
 import email.message
 import email.parser
 import email.policy
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ from exchange.identifiers import (
     validate_part,
 )
 from exchange.protocol import fields as field_rules
+from exchange.protocol.canonical import sha512_b64
 from exchange.protocol.fields import FieldError
 from exchange.protocol.syntax import is_field_value
 
@@ -171,7 +170,7 @@ class SoapPart:
 
 def request_hash(envelope: bytes) -> str:
     """``requestHash``: base64 SHA-512 of the SOAP request message's bytes (PR-MESS §2.2)."""
-    return base64.b64encode(hashlib.sha512(envelope).digest()).decode("ascii")
+    return sha512_b64(envelope)
 
 
 # --- hardened parsing -----------------------------------------------------------------------------
