@@ -315,18 +315,25 @@ def _reload(server: Any) -> None:
     from exchange.server.reload import write_outcome
 
     async def reload() -> None:
+        log = logging.getLogger("exchange.server")
         sdnotify.reloading()
         try:
             done = await server.reload()
-            configure_logging(server.config.logging)
-            write_outcome(server.config.state_dir, time.time(), True, done)
         except Exception as exc:
             reason = exc.message if isinstance(exc, ExchangeError) else f"{exc}"
-            logging.getLogger("exchange.server").error(
-                "reload refused, the configuration in force stays: %s", reason
-            )
+            log.error("reload refused, the configuration in force stays: %s", reason)
             with contextlib.suppress(OSError):
                 write_outcome(server.config.state_dir, time.time(), False, reason)
+        else:
+            # applied: nothing that fails after this point makes it a refusal
+            try:
+                configure_logging(server.config.logging)
+            except Exception as exc:
+                log.error("reload applied, but its [logging] could not be set up: %s", exc)
+            try:
+                write_outcome(server.config.state_dir, time.time(), True, done)
+            except OSError as exc:
+                log.error("reload applied, but its outcome could not be written: %s", exc)
         finally:
             sdnotify.ready()
 
