@@ -24,6 +24,7 @@ from exchange.globalconf.document import GlobalConf
 from exchange.identifiers import SecurityServerId
 from exchange.messagelog.store import MessageLog, open_readonly
 from exchange.messagelog.timestamping import TreeHeadStamper
+from exchange.pidfile import live_pid
 from exchange.protocol.jws import Signer
 
 
@@ -35,15 +36,6 @@ class OfflineStamping:
     owner: SecurityServerId
     signer: Signer
     conf: GlobalConf
-
-
-def _running_pid(pid_file: Path) -> int | None:
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
 
 
 def _sizes(log_path: Path) -> tuple[int, int]:
@@ -72,9 +64,14 @@ async def stamp_on_the_spot(
     records, stamped = _sizes(log_path)
     if stamped >= records:
         return
-    pid = _running_pid(pid_file)
+    pid = live_pid(pid_file)
     if pid is not None:
-        os.kill(pid, signal.SIGUSR1)
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except PermissionError:
+            raise ConfigurationError(
+                f"the server (pid {pid}) runs as another user: export its evidence as that user"
+            ) from None
         deadline = time.monotonic() + timeout
         while _sizes(log_path)[1] < records:  # the server writes the token into its log
             if time.monotonic() > deadline:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from exchange.pidfile import live_pid
 from exchange.server.config import ServerConfig, pid_file_of
 
 PORTS_FILE: Final = "server.ports.json"
@@ -44,16 +45,9 @@ def remove_runtime(config: ServerConfig) -> None:
 
 def running_server(config: ServerConfig) -> RunningServer | None:
     """The server process of ``config``, if its pid file names a live process."""
-    try:
-        pid = int(pid_file_of(config.path).read_text().strip())
-    except (OSError, ValueError):
+    pid = live_pid(pid_file_of(config.path))
+    if pid is None:
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, another user's
     ports: dict[str, int] = {}
     with contextlib.suppress(OSError, ValueError, TypeError):
         ports = {k: int(v) for k, v in json.loads(ports_file_of(config.path).read_text()).items()}
