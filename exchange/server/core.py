@@ -14,6 +14,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -88,6 +89,15 @@ log = logging.getLogger("exchange.server")
 
 MAX_KNOWN = 10_000
 """Client and service names remembered as known (or not) for the metrics' labels."""
+
+
+@dataclass(frozen=True, slots=True)
+class _NewKeys:
+    """Keys and certificates read from a configuration and ready to be put in force."""
+
+    all_signers: list[tuple[MemberId, Signer]]
+    auth_cert: x509.Certificate
+    own_certs: list[x509.Certificate]
 
 
 class SecurityServer:
@@ -256,8 +266,10 @@ class SecurityServer:
                 f"{', '.join(blocked)} cannot change without a restart: restart the server "
                 "(nothing was reloaded; the configuration in force stays)"
             )
-        # (2) what can fail, before anything changes: the policy (a new directory's, or the
-        # files again), the information systems' certificates
+        # (2) what can fail, before anything changes: the keys and certificates (refused without
+        # a fresh OCSP response for a new one), the policy (a new directory's, or the files
+        # again), the information systems' certificates
+        keys = await self._prepare_keys(new)
         policy = self.policy
         if new.policy_dir != old.policy_dir:
             policy = await asyncio.to_thread(self._open_policy, new)
@@ -265,9 +277,8 @@ class SecurityServer:
             await asyncio.to_thread(policy.reload)
         is_fps = _is_fingerprints(new)
         https = self._consumer_https_context(new) if self._consumer_tls is not None else None
-        # (3) keys and certificates (refused without a fresh OCSP response for a new one)
-        await self.reload_keys(new)
-        # (4) the rest, at once
+        # (3) all of it, with no await in between
+        self._activate_keys(new, keys, https)
         self.clients = {c.id: c for c in new.clients}
         self._is_fps = is_fps
         if https is not None and self._consumer_tls is not None:
@@ -296,12 +307,18 @@ class SecurityServer:
 
         if config is None:
             config = load_server_config(self.config.path)
+        self._activate_keys(config, await self._prepare_keys(config))
+
+    async def _prepare_keys(self, config: ServerConfig) -> _NewKeys:
+        """Step (1) of :meth:`reload_keys`: the keys and certificates ``config`` lists, each key
+        checked against its certificate, with a fresh OCSP response for every certificate that
+        needs one (else :class:`ConfigurationError`); nothing is changed."""
         all_signers = load_signers(config, self.passphrase)
         auth_cert = load_auth_cert(config, self.passphrase)
         own_certs = [auth_cert, *(s.cert for _, s in all_signers)]
         conf = self.in_force
-        # (1) OCSP responses for new certificates first, so peers accept them from the start;
-        # a certificate that needs one and has none is not activated
+        # OCSP responses for new certificates first, so peers accept them from the start; a
+        # certificate that needs one and has none is not activated
         if conf is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(15):
@@ -312,30 +329,36 @@ class SecurityServer:
                     f"no fresh OCSP response for {len(missing)} certificate(s) "
                     f"({', '.join(missing)}); the current keys stay in force"
                 )
-        # (2) then activate, with no await until the HELLO presenting the new certificates is
-        # queued: frames on one connection keep their order, so no request signed with a new
-        # key reaches a peer before it
-        auth_changed = auth_cert != self.auth_cert
+        return _NewKeys(all_signers, auth_cert, own_certs)
+
+    def _activate_keys(
+        self, config: ServerConfig, keys: _NewKeys, https: ssl.SSLContext | None = None
+    ) -> None:
+        """Step (2) of :meth:`reload_keys`: put prepared keys in force, synchronously (no await
+        until the HELLO presenting the new certificates is queued: frames on one connection keep
+        their order, so no request signed with a new key reaches a peer before it). ``https``:
+        the consumer port's new HTTPS context, if the caller built it already."""
+        auth_changed = keys.auth_cert != self.auth_cert
         self.config = config
-        self.all_signers = all_signers
-        self.signers = active(all_signers)
+        self.all_signers = keys.all_signers
+        self.signers = active(keys.all_signers)
         self.owner_signer = owner_signer(config, self.signers)
-        for _, signer in all_signers:
+        for _, signer in keys.all_signers:
             self.log.register_cert(signer.cert)
         self.log.set_signer(self.owner_signer)
-        self.auth_cert = auth_cert
-        self.own_certs = own_certs
+        self.auth_cert = keys.auth_cert
+        self.own_certs = keys.own_certs
         if auth_changed:
-            self._rotate_auth(conf)
+            self._rotate_auth(self.in_force, https)
         self._restaple()
         self.declarer.start()
         log.info(
             "keys reloaded: %d signing certificate(s), auth %s",
             len(self.all_signers),
-            fingerprint(auth_cert),
+            fingerprint(keys.auth_cert),
         )
 
-    def _rotate_auth(self, conf: GlobalConf | None) -> None:
+    def _rotate_auth(self, conf: GlobalConf | None, https: ssl.SSLContext | None = None) -> None:
         cfg = self.config
         cas = conf.ca_certs() if conf is not None else []
         if self._provider_server is not None:
@@ -347,7 +370,7 @@ class SecurityServer:
         for pool in old.values():
             pool.drain()
         if self._consumer_tls is not None:  # information systems' new connections get it too
-            self._consumer_tls.context = self._consumer_https_context()
+            self._consumer_tls.context = https or self._consumer_https_context()
 
     def expiring_certificates(self, within_days: int = EXPIRY_WARNING_DAYS) -> list[str]:
         """Operator warnings for own certificates that expire within ``within_days``."""

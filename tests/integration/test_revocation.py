@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -416,6 +417,23 @@ async def test_reload_without_a_fresh_ocsp_response_keeps_the_current_keys(
         assert after == before
         assert server.signers[PROVIDER].cert != new_cert
         assert server.revocation.own_staples(server.own_certs, conf) == staples
+        # SIGHUP's whole reload is refused for the same reason before anything it names is put
+        # in force: a new policy directory is not opened, so the policy trail gains nothing
+        from exchange.policy.audit import TRAIL_FILE
+
+        assert server.config.policy_dir is not None
+        moved = config_path.parent / "policy-moved"
+        shutil.copytree(server.config.policy_dir, moved, dirs_exist_ok=True)
+        for file in moved.glob("*.toml"):  # other files: a policy the trail has not seen
+            file.write_text(file.read_text() + "\n# moved\n")
+        doc["policy"]["dir"] = str(moved)
+        config_path.write_text(tomli_w.dumps(doc))
+        trail = (server.config.state_dir / TRAIL_FILE).read_bytes()
+        policy = server.policy
+        with pytest.raises(ConfigurationError, match="no fresh OCSP response for 1 certificate"):
+            await server.reload()
+        assert server.policy is policy and server.config.policy_dir != moved
+        assert (server.config.state_dir / TRAIL_FILE).read_bytes() == trail
     finally:
         config_path.write_bytes(original)
 
