@@ -765,20 +765,25 @@ class SecurityServer:
             limit,
         )
         # (4)
-        try:
-            async with asyncio.timeout(limit):
-                await asyncio.gather(self._drain_consumer_port(), self._drain_provider_port())
-        except TimeoutError:
-            log.warning("exchanges still in flight after %g s are cut off", limit)
+        await asyncio.gather(self._drain_consumer_port(limit), self._drain_provider_port(limit))
 
-    async def _drain_consumer_port(self) -> None:
+    async def _drain_consumer_port(self, limit: float) -> None:
+        """aiohttp's cleanup waits for the handlers in flight, at most its shutdown timeout, then
+        cancels them and closes the port: it is never cancelled from outside (that would stop it
+        halfway, the handlers neither finished nor cancelled)."""
         runner, self._runner = self._runner, None
         if runner is not None:
+            # the limit in force now (a reload may have changed it); aiohttp has no public setter
+            runner._shutdown_timeout = limit
             await runner.cleanup()
 
-    async def _drain_provider_port(self) -> None:
-        while any(conn.open for conn in self.provider_connections):
-            await asyncio.sleep(0.05)
+    async def _drain_provider_port(self, limit: float) -> None:
+        try:
+            async with asyncio.timeout(limit):
+                while any(conn.open for conn in self.provider_connections):
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            log.warning("exchanges still in flight after %g s are cut off", limit)
 
     async def stop(self) -> None:
         await self.declarer.close()

@@ -15,6 +15,7 @@ import signal
 import uuid
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -144,3 +145,41 @@ async def test_sigterm_under_load_loses_no_answered_exchange(net: Net) -> None:
     finally:
         conn.close()
     assert signed == records
+
+
+async def test_a_drain_cuts_the_consumer_ports_exchanges_at_its_limit(net: Net) -> None:
+    """An exchange on the consumer port still in flight when ``drain_timeout`` runs out is cut
+    off then, by aiohttp's own shutdown of the port; before, an outer timeout of the same length
+    cancelled that shutdown halfway, so the exchange went on after the drain had ended."""
+    provider_id, consumer_id = parse_member("PS/GOV/DRTP"), parse_member("PS/GOV/DRTC")
+    registry, desk = provider_id.subsystem("registry"), consumer_id.subsystem("desk")
+    with net.registry() as reg:
+        reg.add_member(provider_id, "Drain limit provider")
+        reg.add_member(consumer_id, "Drain limit consumer")
+    await net.add_server(
+        "drt-p",
+        SecurityServerId(*provider_id.parts, "ss1"),
+        clients=[registry],
+        services=[(registry.service("slow"), net.backend_url)],
+        policy=POLICY.replace("DRNP", "DRTP").replace("DRNC", "DRTC"),
+    )
+    consumer = await net.add_server(
+        "drt-c",
+        SecurityServerId(*consumer_id.parts, "ss1"),
+        clients=[desk],
+        extra={"limits": {"drain_timeout": 0.5}},
+    )
+    await publish(net)
+    call = asyncio.create_task(
+        net.call("drt-c", "/r1/PS/GOV/DRTP/registry/slow/slow?s=4", client=str(desk))
+    )
+    await asyncio.sleep(0.5)  # in flight at the backend
+    assert not call.done()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await consumer.drain()
+    with pytest.raises(aiohttp.ClientError):  # its connection is closed without an answer
+        await asyncio.wait_for(call, 2.0)
+    assert loop.time() - started < 2.0
+    await consumer.stop()
+    del net.servers["drt-c"]
