@@ -28,6 +28,7 @@ from exchange.messagelog.certs import CertLookup
 from exchange.messagelog.proofs import CONSISTENCY, INCLUSION, Check, checks_for
 from exchange.protocol.canonical import b64url_decode
 from exchange.protocol.jws import unverified_payload
+from exchange.utc import iso_z
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ def check_proof_file(
         checks.append(
             Check(
                 f"the tree head of size {size} is time-stamped by an approved TSA"
-                + (f": it existed at {_iso(when)}" if when else ""),
+                + (f": it existed at {iso_z(when)}" if when else ""),
                 problem is None,
                 problem or "",
             )
@@ -147,7 +148,7 @@ def _proves(document: object, owner: SecurityServerId, stamped_at: dict[str, dt.
 
     def existed(size: object) -> str:
         when = stamped_at.get(str(size))
-        return f", which existed at {_iso(when)} (RFC 3161)" if when else ""
+        return f", which existed at {iso_z(when)} (RFC 3161)" if when else ""
 
     if proofs and proofs[0].get("kind") == CONSISTENCY:
         m, n = proofs[0].get("m"), proofs[0].get("n")
@@ -162,7 +163,3 @@ def _proves(document: object, owner: SecurityServerId, stamped_at: dict[str, dt.
     return f"record(s) {seqs}{of} are in the log of {owner} under its tree head of size {size}" + (
         existed(size)
     )
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

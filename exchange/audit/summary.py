@@ -13,7 +13,6 @@ of the signed fields: check (6) of :func:`exchange.audit.bundle.verify_bundle` c
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from exchange.protocol.messages import SignedRequest, SignedResponse
 from exchange.trust.timestamp import TimestampInfo
 from exchange.trustcore.messages import VerifiedRequest, VerifiedResponse
 from exchange.trustcore.records import RecordVerdict
+from exchange.utc import iso_z, utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +172,7 @@ def _logged(entry: dict[str, Any], stamp: TimestampInfo | None) -> Signed:
     logged_at = entry.get("logged_at")
     when = _iso(logged_at) if isinstance(logged_at, int) else "not stated"
     existed = (
-        f"under its signed tree head, time-stamped {_time(stamp.gen_time)}"
+        f"under its signed tree head, time-stamped {iso_z(stamp.gen_time)}"
         if stamp is not None
         else "under its signed tree head (not time-stamped: no time proven)"
     )
@@ -199,10 +199,6 @@ def _decision(response: SignedResponse) -> str:
 
 def _iso(ms: int) -> str:
     try:
-        return _time(dt.datetime.fromtimestamp(ms / 1000, dt.UTC))
+        return iso_z(utc(ms / 1000))
     except (OverflowError, ValueError, OSError):
         return f"{ms} (not a time)"
-
-
-def _time(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

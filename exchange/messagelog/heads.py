@@ -29,6 +29,7 @@ from exchange.protocol import jws
 from exchange.protocol.canonical import b64url
 from exchange.trust.keys import cert_from_pem
 from exchange.trust.profiles import member_id_of_signing_cert
+from exchange.utc import iso_millis
 
 _LIVE = (
     "SELECT h.size, h.root, h.signed_at, h.jws, t.gen_time, t.tsa FROM tree_heads h "
@@ -89,10 +90,10 @@ class HeadView:
     """The archive file it was read from; None for a head in the database."""
 
     def signed_at_text(self) -> str:
-        return _iso(self.signed_at)
+        return iso_millis(self.signed_at)
 
     def stamped_at_text(self) -> str:
-        return "" if self.stamped_at is None else _iso(self.stamped_at)
+        return "" if self.stamped_at is None else iso_millis(self.stamped_at)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,10 +223,6 @@ def _signer(pem: object) -> HeadSigner | None:
         return HeadSigner.of(cert_from_pem(pem)) if isinstance(pem, str | bytes) else None
     except ValueError:
         return None
-
-
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _ms(when: dt.datetime) -> int:

@@ -26,6 +26,7 @@ import orjson
 
 from exchange.messagelog.archive import archived_records
 from exchange.messagelog.store import iter_rows, open_readonly
+from exchange.utc import iso_millis
 
 _COLUMNS = "seq, logged_at, side, message_id, client, service, status, entry"
 _MAX_LIMIT = 10_000
@@ -270,9 +271,7 @@ def _view(row: tuple[Any, ...]) -> RecordView:
     entry = _entry(data)
     return RecordView(
         seq=seq,
-        logged_at=dt.datetime.fromtimestamp(logged_at / 1000, dt.UTC).isoformat(
-            timespec="milliseconds"
-        ),
+        logged_at=iso_millis(logged_at),
         side=side,
         message_id=message_id,
         client=client,

@@ -10,7 +10,6 @@ shows.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from exchange.errors import ExchangeError
 from exchange.messagelog.archive import ArchiveIndexEntry, ArchivingBusy, archive_log, archived_end
 from exchange.protocol.jws import Signer
 from exchange.server.config import ServerConfig
+from exchange.utc import utc
 
 log = logging.getLogger("exchange.server")
 
@@ -64,7 +64,7 @@ class LogArchiver:
             log.error("archiving the message log failed (will retry): %s", exc)
             self.state["last_error"] = str(exc)
             return []
-        self.state["last_run"] = dt.datetime.fromtimestamp(self._clock(), dt.UTC).isoformat()
+        self.state["last_run"] = utc(self._clock()).isoformat()
         self.state["last_error"] = None
         self.state["archived"] = await asyncio.to_thread(archived_end, config.log_path)
         for entry in written:

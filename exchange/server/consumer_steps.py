@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
@@ -263,7 +262,7 @@ async def exchange_signed(
         rec.error = ExchangeError(
             response.error_message or "", code=response.error_type, status=response.status
         )
-    rec.timings["total"] = (time.perf_counter_ns() - rec.started_ns) // 1000
+    rec.mark("total")
     return response, answer.body
 
 
