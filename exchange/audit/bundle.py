@@ -21,6 +21,7 @@ logged without bodies prove the signed digests only; :func:`bundle_notes` says s
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import zipfile
@@ -288,6 +289,8 @@ class BundleReport:
     head: HeadEvidence | None
     included: frozenset[int] = frozenset()
     """The records that hash to their proof's leaf, whose path leads to the head's root."""
+    notes: tuple[str, ...] = ()
+    """What the bundle cannot show (:func:`bundle_notes`)."""
 
     @property
     def ok(self) -> bool:
@@ -306,8 +309,11 @@ def verify_bundle(path: Path, trust_dir: Path, owner: SecurityServerId) -> list[
 
 
 def examine_bundle(path: Path, trust_dir: Path, owner: SecurityServerId) -> BundleReport:
-    """:func:`verify_bundle`, with what the verified parts say (for the auditor's summary)."""
-    return _verified(_Bundle.read(path), TrustMaterial.load(trust_dir), owner)
+    """:func:`verify_bundle`, with what the verified parts say (for the auditor's summary), the
+    bundle read once."""
+    bundle = _Bundle.read(path)
+    report = _verified(bundle, TrustMaterial.load(trust_dir), owner)
+    return dataclasses.replace(report, notes=_notes(bundle))
 
 
 def _verified(bundle: _Bundle, trust: TrustMaterial, owner: SecurityServerId) -> BundleReport:
@@ -372,7 +378,10 @@ def _manifest(bundle: _Bundle, seqs: list[int]) -> str | None:
 
 def bundle_notes(path: Path) -> list[str]:
     """What the bundle cannot show, for the auditor: records logged without bodies."""
-    bundle = _Bundle.read(path)
+    return list(_notes(_Bundle.read(path)))
+
+
+def _notes(bundle: _Bundle) -> tuple[str, ...]:
     notes = []
     for seq in bundle.seqs():
         entry = bundle.entry(seq) or {}
@@ -383,7 +392,7 @@ def bundle_notes(path: Path) -> list[str]:
                 "and response bodies, but not their content; only someone holding a body can "
                 "show that it matches"
             )
-    return notes
+    return tuple(notes)
 
 
 def _record_checks(bundle: _Bundle, seq: int, head: str) -> list[tuple[str, str | None]]:

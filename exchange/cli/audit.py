@@ -117,7 +117,7 @@ def verify(bundle: Path, trust_dir: Path, owner: str | None, as_json: bool) -> N
       exchange audit verify evidence.zip --trust trust
       exchange audit verify evidence.zip --trust trust --owner PS/GOV/MOI/ss1
     """
-    from exchange.audit.bundle import bundle_notes, examine_bundle
+    from exchange.audit.bundle import examine_bundle
     from exchange.audit.summary import summarize
 
     expected, source = _owner(owner, trust_dir)
@@ -135,7 +135,7 @@ def verify(bundle: Path, trust_dir: Path, owner: str | None, as_json: bool) -> N
         )
         for seq, entry in sorted(report.entries.items())
     ]
-    notes = bundle_notes(bundle)
+    notes = list(report.notes)
     if not as_json:
         lines = [f"log owner: {expected} (from {source})"]
         for summary in summaries:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -42,6 +42,9 @@ from exchange.policy.lint import UNKNOWN_FIELD, ServiceDescription, lint
 from exchange.policy.loader import load_policy_dir
 from exchange.policy.model import Grant, PolicyError, PolicyRequest, PolicySet
 from exchange.protocol.jws import JwsError, cert_thumbprint
+
+if TYPE_CHECKING:
+    from exchange.server.config import ServerConfig
 
 Callback = Callable[[click.Context, click.Parameter, Any], Any]
 
@@ -472,16 +475,14 @@ def lint_command(
 # --- history ------------------------------------------------------------------------------------
 
 
-def _trusted_signing_keys(config: Path, ca_files: tuple[Path, ...]) -> KeyFor:
+def _trusted_signing_keys(server: ServerConfig, ca_files: tuple[Path, ...]) -> KeyFor:
     """A key lookup trusting the server's configured signing certificates only where one of the
     trusted CAs (``ca_files``, else those of the server's global configuration) issued them
     with the signing profile to the server's owner, who signs the trail."""
     from exchange.messagelog.certs import CertLookup
-    from exchange.server.config import load_server_config
     from exchange.server.logcheck import trusted_cas_of
     from exchange.trust.keys import cert_pem, load_certificate, load_certificates
 
-    server = load_server_config(config)
     if ca_files:
         cas = [c for f in ca_files for c in load_certificates(f)]
     else:
@@ -564,8 +565,9 @@ def history_command(
     """
     from exchange.server.config import load_server_config
 
-    trail = load_server_config(config).state_dir / TRAIL_FILE
+    server = load_server_config(config)
+    trail = server.state_dir / TRAIL_FILE
     if not trail.is_file():
         raise click.UsageError(f"no policy audit trail at {trail}")
-    if not show_history(trail, _trusted_signing_keys(config, ca_files), as_json, show_diff):
+    if not show_history(trail, _trusted_signing_keys(server, ca_files), as_json, show_diff):
         sys.exit(EXIT_CHECK_FAILED)
