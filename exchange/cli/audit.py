@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from exchange.audit.bundle import Check, LogFiles
     from exchange.audit.force import OfflineStamping
     from exchange.audit.summary import RecordSummary
-    from exchange.identifiers import SecurityServerId
     from exchange.server.config import ServerConfig
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -95,13 +94,6 @@ _OWNER_HELP = (
 )
 
 
-def _owner(given: str | None, trust_dir: Path) -> tuple[SecurityServerId, str]:
-    """The expected log owner, from the auditor: --owner, else the trust folder."""
-    from exchange.audit.trustdir import expected_owner
-
-    return expected_owner(given, trust_dir)
-
-
 @group.command("verify")
 @click.argument("bundle", type=_FILE)
 @click.option("--trust", "trust_dir", type=_DIR, required=True, help="From `audit trust-export`.")
@@ -119,8 +111,10 @@ def verify(bundle: Path, trust_dir: Path, owner: str | None, as_json: bool) -> N
     """
     from exchange.audit.bundle import examine_bundle
     from exchange.audit.summary import summarize
+    from exchange.audit.trustdir import expected_owner
 
-    expected, source = _owner(owner, trust_dir)
+    # the expected log owner, from the auditor: --owner, else the trust folder
+    expected, source = expected_owner(owner, trust_dir)
     report = examine_bundle(bundle, trust_dir, expected)
     evidence = report.head
     stamp = evidence.stamp if evidence is not None else None

@@ -40,6 +40,9 @@ from exchange.errors import (
 )
 from exchange.terminal import json_text, printable
 
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+"""Seconds per unit of the durations options take (``45s``, ``90m``, ``12h``, ``30d``)."""
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2

@@ -10,6 +10,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from exchange.cli.common import (
+    DURATION_UNITS,
     EXIT_CHECK_FAILED,
     ExchangeGroup,
     console,
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 
     from exchange.identifiers import SecurityServerId
     from exchange.messagelog.proofs import Check
-    from exchange.protocol.jws import Signer
-    from exchange.server.config import ServerConfig
 
 _CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -658,7 +657,6 @@ def _print_proof_checks(
         console.print(f"{markup_text(file)}: [green]OK[/green]: {markup_text(proves)}", markup=True)
 
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 ARCHIVE_WAIT_SECONDS = 300.0
 """How long `log archive` waits for a running server's own archiving run to finish."""
 
@@ -666,14 +664,14 @@ ARCHIVE_WAIT_SECONDS = 300.0
 def _seconds(text: str) -> float:
     """``30d``, ``12h``, ``90m``, ``45s``; a bare number is days."""
     unit = text[-1:].lower()
-    number = text[:-1] if unit in _UNITS else text
+    number = text[:-1] if unit in DURATION_UNITS else text
     try:
         value = float(number)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m or 45s") from None
     if value < 0:
         raise click.BadParameter("the age must not be negative")
-    return value * _UNITS.get(unit, 86400.0)
+    return value * DURATION_UNITS.get(unit, 86400.0)
 
 
 @group.command("archive")
@@ -711,6 +709,7 @@ def archive_cmd(
 
     from exchange.messagelog.archive import archivable, archive_log
     from exchange.server.config import load_server_config
+    from exchange.server.ownkeys import load_owner_signer
 
     config = load_server_config(config_path)
     if older_than is None and config.retention.days is None:
@@ -725,7 +724,7 @@ def archive_cmd(
         written = archive_log(
             config.log_path,
             config.archive_dir,
-            _owner_signer(config),
+            load_owner_signer(config),  # the owner's newest key, as the running server
             older_than_ms=cutoff_ms,
             max_records=max_records or config.retention.max_records,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
@@ -748,13 +747,6 @@ def archive_cmd(
             "after the next one)",
             highlight=False,
         )
-
-
-def _owner_signer(config: ServerConfig) -> Signer:
-    """The owner member's newest signing key, as the running server signs with."""
-    from exchange.server.ownkeys import load_owner_signer
-
-    return load_owner_signer(config)
 
 
 def _progress(label: str, *, hidden: bool) -> Progress:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from exchange.cli.common import console, print_json, reports
+from exchange.cli.common import DURATION_UNITS, console, print_json, reports
 from exchange.cli.server import group as server_group
 from exchange.utc import iso_seconds
 
@@ -88,20 +88,19 @@ def _confirmed(config: Any, on: bool) -> dict[str, Any] | None:
 def _when(text: str, now: float) -> float:
     """An ISO 8601 time (UTC when it names no zone) or a duration ago: ``90s``, ``15m``, ``2h``,
     ``7d``; unix seconds."""
-    import datetime as dt
     import re
+
+    from exchange.messagelog.query import parse_time
 
     found = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text.strip())
     if found:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[found.group(2)]
-        return now - float(found.group(1)) * unit
+        return now - float(found.group(1)) * DURATION_UNITS[found.group(2)]
     try:
-        value = dt.datetime.fromisoformat(text)
+        return parse_time(text).timestamp()
     except ValueError:
         raise click.BadParameter(
             f"{text!r} is neither an ISO time (2026-12-06T08:00) nor a duration (2h, 7d)"
         ) from None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
 
 
 @server_group.command("opmon")
