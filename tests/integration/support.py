@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -304,3 +305,13 @@ def export_trust_of(server: SecurityServer, out: Path) -> Path:
         anchor=server.config.anchor,
         owner=server.config.server_id,
     )
+
+
+class Clock:
+    """Wall-clock time moved by ``offset`` seconds: a server's clock that a test sets ahead."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset

@@ -9,15 +9,13 @@ the window is skipped.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
 from exchange.server.config import load_server_config
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import Net
-from tests.integration.support import assert_xroad_error, launch, logged, new_id
+from tests.integration.support import Clock, assert_xroad_error, launch, logged, new_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -37,14 +35,6 @@ methods = ["GET"]
 paths = ["/**"]
 rate = "3/minute"
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 async def _call(net: Net) -> tuple[str, int, dict[str, str], bytes]:

@@ -65,6 +65,7 @@ from tests.integration.rogue import (
 )
 from tests.integration.support import (
     PERSONS,
+    Clock,
     assert_serving,
     assert_xroad_error,
     expired,
@@ -1002,19 +1003,11 @@ async def test_refused_global_configuration_keeps_the_held_one(
     await assert_serving(net)
 
 
-class MovableClock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
 EXPIRY_JUMP = 700.0  # past the 600 s expiry of a fresh configuration (docs/design.md §6)
 
 
 async def test_consumer_with_expired_global_configuration(net: Net) -> None:
-    clock = MovableClock()
+    clock = Clock()
     name = "palpost-clock"
     server = await launch(
         net, name, parse_security_server(f"{PALPOST}/ss-clock"), clients=[WINDOW], clock=clock
@@ -1033,7 +1026,7 @@ async def test_consumer_with_expired_global_configuration(net: Net) -> None:
 
 
 async def test_provider_with_expired_global_configuration(net: Net) -> None:
-    clock = MovableClock()
+    clock = Clock()
     name = "moi-clock"
     subsystem = parse_subsystem(f"{MOI}/clock-tests")
     policy = f"""

@@ -31,7 +31,7 @@ from exchange.trust.ocsp import issue_ocsp_responder_cert
 from exchange.trust.ocsp_service import create_ocsp_app
 from exchange.trust.revocation import RevocationStore
 from tests.integration.conftest import Net
-from tests.integration.support import assert_serving, assert_xroad_error, publish
+from tests.integration.support import Clock, assert_serving, assert_xroad_error, publish
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -49,17 +49,6 @@ client = "PS/GOV/REVC/desk"
 service = "PS/GOV/REVP/registry/echo"
 methods = ["GET"]
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        import time
-
-        self.offset = 0.0
-        self._time = time.time
-
-    def __call__(self) -> float:
-        return self._time() + self.offset
 
 
 @dataclass

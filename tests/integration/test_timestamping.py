@@ -9,7 +9,6 @@ with a clear code (and logs the refusal) until a stamp succeeds again.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from exchange.trust.keys import cert_pem, generate_key
 from exchange.trust.timestamp import issue_tsa_cert, verify_timestamp_token
 from exchange.trust.tsa_service import create_tsa_app
 from tests.integration.conftest import Net
-from tests.integration.support import assert_xroad_error, logged, new_id, publish
+from tests.integration.support import Clock, assert_xroad_error, logged, new_id, publish
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -54,14 +53,6 @@ client = "PS/GOV/TSC/desk"
 service = "PS/GOV/TSP/registry/echo"
 methods = ["GET"]
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 @dataclass

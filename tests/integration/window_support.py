@@ -28,17 +28,9 @@ from exchange.identifiers import SecurityServerId, parse_member, parse_subsystem
 from exchange.trust.documents import DocumentSigner
 from exchange.trust.keys import generate_key
 from tests.integration.conftest import Net
-from tests.integration.support import launch
+from tests.integration.support import Clock, launch
 
 PASSWORD = "correct horse battery staple"
-
-
-@dataclass
-class Clock:
-    offset: float = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 def add_clerks(state_dir: Path, *names: str, password: str = PASSWORD) -> None:
