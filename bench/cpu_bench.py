@@ -119,6 +119,8 @@ async def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("cpu_bench.py needs wrk (apt-get install wrk)")
+    if args.pyspy is not None and not shutil.which("py-spy"):
+        raise SystemExit("--py-spy needs py-spy on PATH (pip install py-spy)")
     window = MINISTRIES[1]
     with tempfile.TemporaryDirectory(prefix="exchange-cpu-") as tmp:
         fed = Federation(Path(tmp), people=args.people, progress=False)
