@@ -5,9 +5,12 @@ Starts the example federation (as ``federation_bench.py`` does), drives the full
 and after the run. CPU per exchange is that difference over the number of answered requests:
 unlike requests/s it barely moves when other programs share the cores.
 
-It also prints the share of the machine's CPU time that was idle during the run (``/proc/stat``:
-idle + iowait) and each process's context switches per exchange, summed over its threads
-(``voluntary``: it waited, for IO or a lock; ``forced``: preempted). Idle cores at 32 connections
+For each security server it also prints the part of that CPU spent by the event loop's thread
+(the main one; the rest is mostly the message log's writer thread) and the records per group
+commit of its message log (from ``/metrics``). It also prints the share of the machine's CPU
+time that was idle during the run (``/proc/stat``: idle + iowait) and each process's context
+switches per exchange, summed over its threads (``voluntary``: it waited, for IO or a lock;
+``forced``: preempted). Idle cores at 32 connections
 with every request in flight say the path waits on hand-overs, not on CPU.
 
 With ``--py-spy DIR`` it also records a sampled profile (py-spy, ``--gil``: only samples that
@@ -23,9 +26,11 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +39,11 @@ from exchange.demo.federation import INTERIOR, MINISTRIES, PERSONS, Federation
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and all its threads, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def cpu_seconds(pid: int, task: int | None = None) -> float:
+    """User + system CPU time of a process and all its threads, in seconds (of its thread
+    ``task`` alone if given: the main thread, which runs the event loop, is ``task=pid``)."""
+    stat = Path(f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat")
+    fields = stat.read_text().rpartition(")")[2].split()
     # fields after the command: state is [0]; utime and stime are stat fields 14 and 15
     return (int(fields[11]) + int(fields[12])) / _TICK
 
@@ -77,17 +84,40 @@ def run_wrk(url: str, connections: int, seconds: int, headers: list[str]) -> dic
     return result
 
 
+def commits(metrics_url: str) -> tuple[float, float]:
+    """(group commits, records committed) of a security server's message log so far."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as answer:
+        text = answer.read().decode()
+    found = dict(re.findall(r"^exchange_messagelog_batch_records_(count|sum) (\S+)$", text, re.M))
+    return float(found.get("count", 0)), float(found.get("sum", 0))
+
+
 def measure(
-    pids: dict[str, int], url: str, connections: int, seconds: int, headers: list[str]
+    pids: dict[str, int],
+    url: str,
+    connections: int,
+    seconds: int,
+    headers: list[str],
+    metrics: dict[str, str],
 ) -> tuple[dict[str, Any], dict[str, float]]:
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    loop_before = {name: cpu_seconds(pid, pid) for name, pid in pids.items()}
+    commits_before = {name: commits(u) for name, u in metrics.items()}
     switches_before = {name: context_switches(pid) for name, pid in pids.items()}
     idle_before = idle_ticks()
     result = run_wrk(url, connections, seconds, headers)
     idle_after = idle_ticks()
     switches_after = {name: context_switches(pid) for name, pid in pids.items()}
     after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    loop_after = {name: cpu_seconds(pid, pid) for name, pid in pids.items()}
+    commits_after = {name: commits(u) for name, u in metrics.items()}
     n = max(1, result["requests"])
+    result["loop"] = {name: (loop_after[name] - loop_before[name]) / n * 1e6 for name in pids}
+    result["batch"] = {
+        name: (commits_after[name][1] - commits_before[name][1])
+        / max(1.0, commits_after[name][0] - commits_before[name][0])
+        for name in metrics
+    }
     result["idle"] = (idle_after[0] - idle_before[0]) / max(1, idle_after[1] - idle_before[1])
     result["switches"] = {
         name: tuple(
@@ -133,6 +163,10 @@ async def main() -> None:
                 "provider": by_name[f"ss-{INTERIOR.member.member_code}"],
                 "adapter": by_name["population-registry"],
             }
+            metrics = {
+                side: f"{fed.status_url(member)}/metrics"
+                for side, member in (("consumer", window.member), ("provider", INTERIOR.member))
+            }
             nid = fed.sample_ids[0]
             url = f"{fed.consumer_url(window.member)}/r1/{PERSONS.encoded()}/{nid}"
             headers = [f"X-Road-Client: {window.subsystem}", "X-Road-Purpose: citizen-service"]
@@ -141,18 +175,24 @@ async def main() -> None:
             print(f"load average before: {os.getloadavg()[0]:.2f}")
             for _ in range(args.runs):
                 result, cpu = await loop.run_in_executor(
-                    None, measure, pids, url, args.connections, args.seconds, headers
+                    None, measure, pids, url, args.connections, args.seconds, headers, metrics
                 )
                 per = "  ".join(f"{name} {us:6.0f} µs" for name, us in cpu.items())
                 switches = "  ".join(
                     f"{name} {voluntary:.2f} voluntary {forced:.2f} forced"
                     for name, (voluntary, forced) in result["switches"].items()
                 )
+                threads = "  ".join(
+                    f"{side} {result['loop'][side]:.0f} µs on the event loop, "
+                    f"{result['batch'][side]:.1f} records per log commit"
+                    for side in metrics
+                )
                 print(
                     f"{result['rps']:8.1f} req/s ({result['requests']} requests, "
                     f"{result['non2xx']} non-2xx)  CPU per exchange: {per}\n"
                     f"          cores idle {result['idle']:.0%}  "
-                    f"context switches per exchange: {switches}",
+                    f"context switches per exchange: {switches}\n"
+                    f"          {threads}",
                     flush=True,
                 )
             print(f"load average after: {os.getloadavg()[0]:.2f}")
