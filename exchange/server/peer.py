@@ -399,8 +399,13 @@ class PeerPool:
     async def answer(
         self, conn: PeerConnection, meta: dict[str, Any], body: bytes, timeout: float
     ) -> tuple[Answer, PeerConnection]:
-        """Send a request on ``conn`` (one of :meth:`connection`'s) and wait for its answer."""
-        fut = conn.send(meta, body)
+        """Send a request on ``conn`` (one of :meth:`connection`'s) and wait for its answer;
+        :class:`NotDelivered` if it could not be sent (the connection was closed, or takes no
+        new requests since the provider's GOAWAY, by the time it was handed over)."""
+        try:
+            fut = conn.send(meta, body)
+        except ExchangeError as err:
+            raise NotDelivered(err) from None  # nothing was sent
         # a timer on the answer's future: cheaper than asyncio.timeout's per-request context
         timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
         try:
