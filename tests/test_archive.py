@@ -682,3 +682,24 @@ async def test_queries_find_archived_and_live_records_in_order(tmp_path: Path, p
     ]  # fmt: skip
     old = query_records(log.db, until=recent, archive_dir=log.archives, limit=3)
     assert [v.seq for v in old] == [0, 1, 2]
+
+
+async def test_opmon_counts_archived_records_and_skips_a_line_that_is_no_record(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """`server opmon --archives` reads the archive files as they are (verifying them is `log
+    verify`'s job): a line that is not a JSON object is left out of the counts, not a traceback."""
+    from exchange.messagelog.opmon import summarise
+
+    log = await build(tmp_path, pki)
+    archive(log, pki)
+    window = (log.cutoff(days=50), int(log.now * 1000) + 1000)
+
+    def counted() -> int:
+        return sum(row.count for row in summarise(log.db, *window, archive_dir=log.archives))
+
+    assert counted() == RECORDS_OLD + RECORDS_NEW
+    rezip(log.archives / "messagelog-000001.zip", edit_line(3, lambda _: b"not json"))
+    rezip(log.archives / "messagelog-000002.zip", edit_line(5, lambda _: b"[1, 2]"))
+    assert counted() == RECORDS_OLD + RECORDS_NEW - 2
+    assert not verify(log, pki).ok  # what the counts leave out, the verification names
