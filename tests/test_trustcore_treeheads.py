@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exchange.errors import VerificationFailed
 from exchange.identifiers import SecurityServerId, parse_member
@@ -15,7 +17,13 @@ from exchange.trust.ca import CertificateAuthority
 from exchange.trust.keys import generate_key
 from exchange.trust.timestamp import issue_tsa_cert
 from exchange.trustcore.messages import SignerKey, certified_signer
-from exchange.trustcore.treeheads import tree_head_payload, verify_tree_head
+from exchange.trustcore.treeheads import (
+    StatedTreeHead,
+    read_tree_head,
+    stated_tree_head,
+    tree_head_payload,
+    verify_tree_head,
+)
 
 OWNER = SecurityServerId("PS", "GOV", "MOI", "ss1")
 ROOT = b"\x07" * 32
@@ -108,3 +116,45 @@ def test_payloads_that_are_not_canonical_heads(
         verify_tree_head(token, Keys(moi), owner=OWNER, log_id="log-1")
     with pytest.raises(VerificationFailed, match="not JSON"):
         verify_tree_head(moi.sign(b"\xff"), Keys(moi), owner=OWNER, log_id=None)
+
+
+def test_a_head_states_what_it_signs(ca: CertificateAuthority) -> None:
+    token = _head(_signer(ca, "PS/GOV/MOI"))
+    assert stated_tree_head(token) == StatedTreeHead(
+        "log-1", str(OWNER), 5, ROOT, 1_700_000_000_000
+    )
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param({"size": True}, id="boolean-size"),
+        pytest.param({"signed_at": False}, id="boolean-signed-at"),
+        pytest.param({"signed_at": "2026-01-01"}, id="text-signed-at"),
+        pytest.param({"log": None}, id="no-log"),
+        pytest.param({"owner": 7}, id="owner-not-text"),
+        pytest.param({"root": b64url(ROOT)[:-1] + "d"}, id="root-not-canonical-base64url"),
+        pytest.param({"root": b64url(b"\x07" * 31)}, id="short-root"),
+    ],
+)
+def test_what_is_not_a_tree_head_payload(document: dict[str, object]) -> None:
+    """The one reader of a head's payload, for proofs and evidence as for the signature check."""
+    base = {"log": "log-1", "owner": str(OWNER), "root": b64url(ROOT), "signed_at": 1, "size": 5}
+    with pytest.raises(VerificationFailed, match="not a tree head"):
+        read_tree_head(canonical_bytes({**base, **document}))
+
+
+@pytest.mark.parametrize("token", [None, 5, "a.b", "a.!!.c", "é.e.e"])
+def test_what_is_not_a_tree_head_jws(token: object) -> None:
+    with pytest.raises(VerificationFailed, match="not a compact JWS"):
+        stated_tree_head(token)
+
+
+@given(st.binary(max_size=200))
+def test_a_payload_reads_or_is_refused(payload: bytes) -> None:
+    """Any bytes either read as a tree head or raise VerificationFailed, nothing else."""
+    try:
+        head = read_tree_head(payload)
+    except VerificationFailed:
+        return
+    assert isinstance(head, StatedTreeHead)

@@ -53,6 +53,7 @@ from exchange.protocol.canonical import b64url
 from exchange.trust.keys import cert_from_pem, cert_pem
 from exchange.trust.validation import find_issuer, issuers
 from exchange.trustcore.records import Proof, RecordVerdict, verify_record
+from exchange.trustcore.treeheads import stated_tree_head
 
 FORMAT = "exchange-evidence-bundle/1"
 MANIFEST = "manifest.json"
@@ -196,6 +197,7 @@ def _write_zip(
     ocsp: dict[str, bytes],
 ) -> None:
     first = _loads(entries[proofs[0].seq])
+    head = stated_tree_head(proofs[0].tree_head_jws)
     token = proofs[0].timestamp_token
     parts: dict[str, str] = {}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -226,8 +228,8 @@ def _write_zip(
         manifest = {
             "format": FORMAT,
             "message_id": message_id,
-            "log": _loads(jws.unverified_payload(proofs[0].tree_head_jws)).get("log"),
-            "owner": _loads(jws.unverified_payload(proofs[0].tree_head_jws)).get("owner"),
+            "log": head.log_id,
+            "owner": head.owner,
             "records": [p.seq for p in proofs],
             "tree_size": proofs[0].tree_size,
             "time_stamped": token is not None,

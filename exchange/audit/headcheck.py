@@ -16,23 +16,29 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import orjson
-
 from exchange.audit.trustdir import TrustMaterial
-from exchange.errors import ExchangeError, VerificationFailed
+from exchange.errors import VerificationFailed
 from exchange.identifiers import SecurityServerId
 from exchange.messagelog.certs import CertLookup
-from exchange.protocol import jws
 from exchange.trust.timestamp import TimestampInfo
-from exchange.trustcore.treeheads import VerifiedTreeHead, verify_head_timestamp, verify_tree_head
+from exchange.trustcore.treeheads import (
+    StatedTreeHead,
+    VerifiedTreeHead,
+    stated_tree_head,
+    verify_head_timestamp,
+    verify_tree_head,
+)
 
 NOT_STAMPED = "the tree head is not time-stamped: it proves no time"
 
 
 @dataclass(frozen=True, slots=True)
 class HeadEvidence:
-    """What :func:`check_head` found: the verified head and time-stamp, or why not."""
+    """What :func:`check_head` found: what the head states, the verified head and time-stamp,
+    or why not."""
 
+    stated: StatedTreeHead | None
+    """What the head's payload states (not verified), to name it; None when it is no tree head."""
     head: VerifiedTreeHead | None
     head_problem: str | None
     stamp: TimestampInfo | None
@@ -47,10 +53,14 @@ def check_head(
     owner: SecurityServerId,
 ) -> HeadEvidence:
     """The tree head ``token`` (compact JWS) of ``owner``'s log and its RFC 3161 ``stamp``."""
-    signed_at = _stated_signed_at(token)
-    if signed_at is None:
+    try:
+        stated = stated_tree_head(token)
+    except VerificationFailed:
         problem = "the tree head JWS payload is not a tree head"
-        return HeadEvidence(None, problem, None, "the time-stamp's tree head is not a tree head")
+        return HeadEvidence(
+            None, None, problem, None, "the time-stamp's tree head is not a tree head"
+        )
+    signed_at = stated.signed_at
     # (1) signed by a signing key of the owner's member, valid when it signed
     head: VerifiedTreeHead | None = None
     head_problem = None
@@ -63,21 +73,11 @@ def check_head(
         head_problem = "the tree head's signing time is out of range"
     # (2) an approved TSA stamped SHA-256 of the head's JWS, not before the head was signed
     if stamp is None:
-        return HeadEvidence(head, head_problem, None, NOT_STAMPED)
+        return HeadEvidence(stated, head, head_problem, None, NOT_STAMPED)
     try:
         info = verify_head_timestamp(
             stamp, token, signed_at, tsa_certs=trust.tsas, ca_certs=trust.cas
         )
     except VerificationFailed as exc:
-        return HeadEvidence(head, head_problem, None, exc.message)
-    return HeadEvidence(head, head_problem, info, None)
-
-
-def _stated_signed_at(token: str) -> int | None:
-    """The signing time the head states (verified by :func:`verify_tree_head`, which signs it)."""
-    try:
-        payload = orjson.loads(jws.unverified_payload(token))
-    except (ExchangeError, orjson.JSONDecodeError):
-        return None
-    value = payload.get("signed_at") if isinstance(payload, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return HeadEvidence(stated, head, head_problem, None, exc.message)
+    return HeadEvidence(stated, head, head_problem, info, None)

@@ -18,16 +18,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from exchange.audit.headcheck import NOT_STAMPED, check_head
 from exchange.audit.trustdir import TrustMaterial
-from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId
 from exchange.messagelog.certs import CertLookup
 from exchange.messagelog.proofs import CONSISTENCY, INCLUSION, Check, checks_for
 from exchange.protocol.canonical import b64url_decode
-from exchange.protocol.jws import unverified_payload
 from exchange.utc import iso_z
 
 
@@ -65,9 +61,9 @@ def check_proof_file(
     stamped_at: dict[str, dt.datetime] = {}
     # (2) each tree head is signed by the owner, (3) and time-stamped by an approved TSA
     for token, head in heads.items():
-        size = _stated_size(token)
         lookup = CertLookup(_pems(head.certificates).get, trust.cas, holder="the proof file")
         evidence = check_head(token, _stamp(head.stamp), lookup, trust, owner)
+        size = str(evidence.stated.size) if evidence.stated is not None else "?"
         signer = evidence.head.signer.cert if evidence.head is not None else None
         by = f" (certificate {signer.subject.rfc4514_string()})" if signer is not None else ""
         checks.append(
@@ -116,16 +112,6 @@ def _heads_of(proof: Mapping[str, Any]) -> list[_Head]:
             for end in ("m", "n")
         ]
     return []
-
-
-def _stated_size(token: str) -> str:
-    """The size a tree head's payload states (its signature is checked apart), for naming it."""
-    try:
-        payload = orjson.loads(unverified_payload(token))
-    except (ExchangeError, orjson.JSONDecodeError):
-        return "?"
-    size = payload.get("size") if isinstance(payload, dict) else None
-    return str(size) if isinstance(size, int) else "?"
 
 
 def _pems(certificates: object) -> dict[str, str]:

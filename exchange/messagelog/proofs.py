@@ -39,7 +39,8 @@ from exchange.messagelog import merkle
 from exchange.messagelog.archive import ArchiveReader, archived_end, default_archive_dir
 from exchange.messagelog.store import iter_rows, open_readonly, read_timestamps
 from exchange.protocol.canonical import b64url, b64url_decode
-from exchange.protocol.jws import JwsError, unverified_header, unverified_payload
+from exchange.protocol.jws import unverified_header
+from exchange.trustcore.treeheads import StatedTreeHead, stated_tree_head
 
 INCLUSION = "inclusion"
 CONSISTENCY = "consistency"
@@ -362,8 +363,8 @@ def inclusion_checks(d: dict[str, Any]) -> list[Check]:
         seq, size = _int(d["seq"]), _int(d["tree_size"])
         leaf, root = _hash(d["leaf_hash"]), _hash(d["root"])
         path = [_hash(p) for p in d["proof"]]
-        head = _head_payload(d["tree_head_jws"])
-    except (KeyError, TypeError, ValueError) as exc:
+        head = stated_tree_head(d["tree_head_jws"])
+    except (KeyError, TypeError, ValueError, VerificationFailed) as exc:
         return [Check(f"the inclusion proof is well formed ({_reason(exc)})", False)]
     where = f"record {seq} in the tree of size {size}"
     return [
@@ -383,8 +384,8 @@ def consistency_checks(d: dict[str, Any]) -> list[Check]:
         m, n = _int(d["m"]), _int(d["n"])
         root_m, root_n = _hash(d["root_m"]), _hash(d["root_n"])
         path = [_hash(p) for p in d["proof"]]
-        head_m, head_n = _head_payload(d["head_m_jws"]), _head_payload(d["head_n_jws"])
-    except (KeyError, TypeError, ValueError) as exc:
+        head_m, head_n = stated_tree_head(d["head_m_jws"]), stated_tree_head(d["head_n_jws"])
+    except (KeyError, TypeError, ValueError, VerificationFailed) as exc:
         return [Check(f"the consistency proof is well formed ({_reason(exc)})", False)]
     return [
         # (1) the proof rebuilds both roots: the tree of size m is a prefix of the one of size n
@@ -396,7 +397,7 @@ def consistency_checks(d: dict[str, Any]) -> list[Check]:
         _head_matches(f"tree head of size {m}", head_m, m, root_m),
         _head_matches(f"tree head of size {n}", head_n, n, root_n),
         # (3) both heads are of the same log
-        Check("both tree heads name the same log", head_m.get("log") == head_n.get("log")),
+        Check("both tree heads name the same log", head_m.log_id == head_n.log_id),
     ]
 
 
@@ -426,21 +427,9 @@ def load_proof_file(path: str | Path) -> object:
         raise VerificationFailed(f"{path} is not a JSON proof file: {exc}") from None
 
 
-def _head_matches(name: str, head: dict[str, Any], size: int, root: bytes) -> Check:
-    ok = head.get("size") == size and head.get("root") == b64url(root)
+def _head_matches(name: str, head: StatedTreeHead, size: int, root: bytes) -> Check:
+    ok = head.size == size and head.root == root
     return Check(f"root and size equal those inside the {name} JWS payload", ok)
-
-
-def _head_payload(jws: object) -> dict[str, Any]:
-    if not isinstance(jws, str):
-        raise TypeError("a tree head JWS is a string")
-    try:
-        payload = orjson.loads(unverified_payload(jws))
-    except (JwsError, orjson.JSONDecodeError) as exc:
-        raise ValueError(f"unreadable tree head JWS: {exc}") from None
-    if not isinstance(payload, dict):
-        raise ValueError("the tree head JWS payload is not an object")
-    return payload
 
 
 def _b64_or_none(data: bytes | None) -> str | None:

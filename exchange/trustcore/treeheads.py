@@ -9,8 +9,10 @@ outside the log file, which an attacker may control: the server's configuration,
 auditor's own knowledge (``--owner``).
 
 :func:`verify_owner_signature` is that rule for any document the owner signs for its log (tree
-heads, archive manifests); :func:`verify_tree_head` adds what a tree head states;
-:func:`verify_head_timestamp` checks the RFC 3161 time-stamp that says when a head existed.
+heads, archive manifests); :func:`verify_tree_head` adds what a tree head states. The payload is
+read in one place, :func:`read_tree_head` (:func:`stated_tree_head` for a head whose signature
+is checked apart or not at all: proofs, evidence). :func:`verify_head_timestamp` checks the
+RFC 3161 time-stamp that says when a head existed.
 
 No IO.
 """
@@ -29,6 +31,7 @@ from cryptography import x509
 from exchange.errors import ExchangeError, VerificationFailed
 from exchange.identifiers import SecurityServerId
 from exchange.protocol.canonical import b64url, b64url_decode, canonical_bytes
+from exchange.protocol.jws import unverified_payload
 from exchange.trust.timestamp import (
     TimestampError,
     TimestampInfo,
@@ -99,39 +102,75 @@ def verify_tree_head(
     """A tree head of the log ``log_id`` (any, when None) of ``owner``; else VerificationFailed."""
     # (1)+(2) signed by a signing key of the owner's member
     payload, signer = verify_owner_signature(token, keys, owner)
+    head = read_tree_head(payload)
+    # (3) it names the expected owner: a head of another server's log is not this log's
+    if head.owner != str(owner):
+        raise VerificationFailed(f"the tree head names owner {head.owner!r}, not {owner}")
+    # (4) and this log
+    if log_id is not None and head.log_id != log_id:
+        raise VerificationFailed(
+            f"the tree head was signed for log {head.log_id!r}, not {log_id!r}"
+        )
+    # (5) in the canonical form, so that nothing else rides along in the signed bytes
+    if payload != tree_head_payload(head.log_id, owner, head.size, head.root, head.signed_at):
+        raise VerificationFailed("the signed payload is not a canonical tree head")
+    return VerifiedTreeHead(head.log_id, owner, head.size, head.root, head.signed_at, signer)
+
+
+@dataclass(frozen=True, slots=True)
+class StatedTreeHead:
+    """What a tree head's payload states, not who signed it: log id, owner (as written), size,
+    root and signing time (unix ms)."""
+
+    log_id: str
+    owner: str
+    size: int
+    root: bytes
+    signed_at: int
+
+
+def read_tree_head(payload: bytes) -> StatedTreeHead:
+    """The tree head ``payload`` (a tree head JWS's payload) states: a JSON object with a string
+    log and owner, integer size and signing time and a SHA-256 root in canonical base64url; else
+    VerificationFailed. The one reader of a tree head's payload, signed or not."""
     try:
         document = orjson.loads(payload)
     except orjson.JSONDecodeError:
         raise VerificationFailed("the signed payload is not JSON") from None
     if not isinstance(document, dict):
         raise VerificationFailed("the signed payload is not a tree head")
-    size, signed_at, root_text = (
-        document.get("size"),
-        document.get("signed_at"),
-        document.get("root"),
+    log_id, owner, size, signed_at, root_text = (
+        document.get(k) for k in ("log", "owner", "size", "signed_at", "root")
     )
-    if not (_is_int(size) and _is_int(signed_at) and isinstance(root_text, str)):
+    if not (
+        isinstance(log_id, str)
+        and isinstance(owner, str)
+        and _is_int(size)
+        and _is_int(signed_at)
+        and isinstance(root_text, str)
+    ):
         raise VerificationFailed("the signed payload is not a tree head")
     assert isinstance(size, int) and isinstance(signed_at, int)
     try:
         root = b64url_decode(root_text)
     except ValueError:
         root = b""
-    if len(root) != HASH_SIZE:
+    if len(root) != HASH_SIZE or b64url(root) != root_text:
         raise VerificationFailed("the signed payload is not a tree head (root)")
-    # (3) it names the expected owner: a head of another server's log is not this log's
-    if document.get("owner") != str(owner):
-        raise VerificationFailed(
-            f"the tree head names owner {document.get('owner')!r}, not {owner}"
-        )
-    # (4) and this log
-    signed_log = document.get("log")
-    if not isinstance(signed_log, str) or (log_id is not None and signed_log != log_id):
-        raise VerificationFailed(f"the tree head was signed for log {signed_log!r}, not {log_id!r}")
-    # (5) in the canonical form, so that nothing else rides along in the signed bytes
-    if payload != tree_head_payload(signed_log, owner, size, root, signed_at):
-        raise VerificationFailed("the signed payload is not a canonical tree head")
-    return VerifiedTreeHead(signed_log, owner, size, root, signed_at, signer)
+    return StatedTreeHead(log_id, owner, size, root, signed_at)
+
+
+def stated_tree_head(token: object) -> StatedTreeHead:
+    """What the tree head JWS ``token`` states, its signature unchecked (to name a head, to
+    compare a proof's root with it, or to know when its signer must have been valid); else
+    VerificationFailed. :func:`verify_tree_head` is the check of who signed it."""
+    if not isinstance(token, str):
+        raise VerificationFailed("the tree head is not a compact JWS (not a string)")
+    try:
+        payload = unverified_payload(token)
+    except ExchangeError as exc:
+        raise VerificationFailed(f"the tree head is not a compact JWS ({exc.message})") from None
+    return read_tree_head(payload)
 
 
 def _is_int(value: object) -> bool:
