@@ -25,7 +25,8 @@ from cryptography.x509.oid import NameOID
 
 from exchange.errors import ConfigurationError, ExchangeError
 from exchange.identifiers import MemberId, SecurityServerId, parse_member
-from exchange.messagelog.certs import CertLookup, certificates_of_log
+from exchange.messagelog.certs import CertLookup, certificates_of_log, signer_certificates
+from exchange.messagelog.heads import iter_heads
 from exchange.messagelog.merkle import (
     EMPTY_ROOT,
     inclusion_proof,
@@ -980,6 +981,42 @@ async def test_the_logs_certificates_are_the_verifiers_keys(tmp_path: Path, pki:
             )
     finally:
         conn.close()
+
+
+async def test_a_certificate_stored_in_anothers_place_is_not_taken_out(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """What is taken out of a log's ``certs`` table (for a proof file, an evidence bundle, the
+    signer ``log heads`` shows) is only the certificate its thumbprint names."""
+    path = tmp_path / "log.db"
+    with MessageLog(path, pki.signer, owner=OWNER) as log:
+        log.register_cert(pki.member.cert)
+        await log.append(entry(0))
+    head = next(iter(iter_heads(path)))
+    request = pki.member.sign(b"{}")
+    conn = open_readonly(path)
+    try:
+        assert signer_certificates(conn, [head.jws, request, "not a token"]) == {
+            pki.signer.thumbprint: cert_pem(pki.signer.cert),
+            pki.member.thumbprint: cert_pem(pki.member.cert),
+        }
+    finally:
+        conn.close()
+    swap = sqlite3.connect(path)
+    with swap:
+        swap.execute(
+            "UPDATE certs SET pem = ? WHERE thumbprint = ?",
+            (cert_pem(pki.member.cert), pki.signer.thumbprint),
+        )
+    swap.close()
+    conn = open_readonly(path)
+    try:
+        assert signer_certificates(conn, [head.jws, request]) == {
+            pki.member.thumbprint: cert_pem(pki.member.cert)
+        }
+    finally:
+        conn.close()
+    assert next(iter(iter_heads(path))).signer is None
 
 
 async def test_entries_that_are_not_exchange_records_are_findings(tmp_path: Path, pki: Pki) -> None:

@@ -25,7 +25,7 @@ import dataclasses
 import datetime as dt
 import re
 import zipfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import ArchiveReader
-from exchange.messagelog.certs import CertLookup
+from exchange.messagelog.certs import CertLookup, signer_certificates
 from exchange.messagelog.proofs import (
     InclusionProof,
     inclusion_checks,
@@ -117,14 +117,13 @@ async def export_bundle(
         size = stamped_size_covering(log.log_path, message_id, archives)
     proofs = inclusion_for_message(log.log_path, message_id, size=size, reader=archives)
     entries = _entries(log.log_path, message_id, [p.seq for p in proofs], archives)
-    head = proofs[0].tree_head_jws
     tokens = [
         t
         for e in entries.values()
         for t in (_loads(e).get("request_jws"), _loads(e).get("response_jws"))
         if isinstance(t, str)
     ]
-    certs = _certs_for(log.log_path, [head, *tokens], cas)
+    certs = _certs_for(log.log_path, proofs[0].certificates, tokens, cas)
     _write_zip(out, message_id, proofs, entries, certs, _ocsp_for(log.log_path, tokens))
     return out
 
@@ -169,17 +168,16 @@ def _loads(data: bytes) -> dict[str, Any]:
 
 
 def _certs_for(
-    log_path: Path, tokens: Sequence[str], cas: Sequence[x509.Certificate]
+    log_path: Path,
+    head_certs: Mapping[str, str],
+    tokens: Sequence[str],
+    cas: Sequence[x509.Certificate],
 ) -> dict[str, str]:
-    """PEM by x5t#S256: the signers of ``tokens`` (from the log) and the CAs that issued them."""
-    thumbs = {jws.unverified_header(t).get("x5t#S256") for t in tokens}
+    """PEM by x5t#S256: the tree head's signer (``head_certs``, which its proof carries), the
+    signers of ``tokens`` (from the log) and the CAs that issued them."""
     conn = open_readonly(log_path)
     try:
-        pems = {
-            str(t): str(row[0])
-            for t in thumbs
-            if (row := conn.execute("SELECT pem FROM certs WHERE thumbprint = ?", (t,)).fetchone())
-        }
+        pems = {**head_certs, **signer_certificates(conn, tokens)}
     finally:
         conn.close()
     for pem in list(pems.values()):

@@ -2,14 +2,17 @@
 judge them: :class:`CertLookup`.
 
 A log keeps the certificates of every signature it holds (the requests', the responses', its own
-tree heads') in its ``certs`` table, by ``x5t#S256`` (:func:`certificates_of_log`); an evidence
-bundle or a proof file carries them by the same name. None of them is trusted: a certificate
-counts only once one of the CAs the caller trusts issued it, and only while it was valid.
+tree heads') in its ``certs`` table, by ``x5t#S256``, read here only (:func:`certificates_of_log`,
+and :func:`signer_certificates` for those some tokens name); an evidence bundle or a proof file
+carries them by the same name. None of them is trusted: a certificate counts only once one of the
+CAs the caller trusts issued it, and only while it was valid.
 
 Used by :mod:`exchange.messagelog.verify` (``exchange log verify``), the evidence bundles of
 :mod:`exchange.audit.bundle` and the proof files of :mod:`exchange.audit.proofcheck` (over the
-certificates they carry) and :mod:`exchange.messagelog.store` (the latest tree head, before the
-store signs over it). Reads ``certs`` only.
+certificates they carry), :mod:`exchange.messagelog.store` (the latest tree head, before the
+store signs over it), and to take certificates out of a log: proof files
+(:mod:`exchange.messagelog.proofs`), evidence bundles, ``exchange log heads``
+(:mod:`exchange.messagelog.heads`). Reads ``certs`` only.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Final
 
 from cryptography import x509
 
-from exchange.protocol.jws import JwsError, cert_thumbprint
-from exchange.trust.keys import cert_from_pem
+from exchange.protocol.jws import JwsError, cert_thumbprint, unverified_header
+from exchange.trust.keys import cert_from_pem, cert_pem
 from exchange.trust.validation import CertificateError, describe, issuers, verify_chain
 from exchange.trustcore.messages import CertifiedKey, certified_signer
 
@@ -110,13 +113,29 @@ class CertLookup:
 
 
 def certificates_of_log(conn: sqlite3.Connection) -> Callable[[str], object]:
-    """A :class:`CertLookup` source: the PEM of a thumbprint in the log's ``certs`` table."""
+    """A :class:`CertLookup` source: the PEM of a thumbprint in the log's ``certs`` table, as
+    stored. The one reader of that table: what is taken out of it goes through a lookup."""
 
     def pem_of(thumbprint: str) -> object:
         row = conn.execute("SELECT pem FROM certs WHERE thumbprint = ?", (thumbprint,)).fetchone()
         return row[0] if row else None
 
     return pem_of
+
+
+def signer_certificates(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, str]:
+    """PEM by ``x5t#S256`` of the certificates the JWS ``tokens`` name, those the log holds:
+    only the certificate a thumbprint names (another one stored in its place is left out)."""
+    held = CertLookup(certificates_of_log(conn), ())
+    found: dict[str, str] = {}
+    for token in tokens:
+        try:
+            thumb = unverified_header(token).get("x5t#S256")
+        except JwsError:
+            continue
+        if isinstance(thumb, str) and thumb not in found and (cert := held.get(thumb)):
+            found[thumb] = cert_pem(cert)
+    return found
 
 
 _NEVER_FROM: Final = dt.datetime.max.replace(tzinfo=dt.UTC)

@@ -24,10 +24,10 @@ from cryptography import x509
 
 from exchange.errors import ExchangeError
 from exchange.messagelog.archive import ArchiveFile, ArchiveFileError, archive_file, read_index
-from exchange.messagelog.store import MessageLogError, iter_rows, open_readonly, query_if_table
+from exchange.messagelog.certs import CertLookup, certificates_of_log
+from exchange.messagelog.store import MessageLogError, iter_rows, open_readonly
 from exchange.protocol import jws
 from exchange.protocol.canonical import b64url
-from exchange.trust.keys import cert_from_pem
 from exchange.trust.profiles import member_id_of_signing_cert
 from exchange.utc import iso_millis
 
@@ -202,27 +202,18 @@ def _view(
 
 
 class _Signers:
-    """The log's certificates by thumbprint, each read once."""
+    """The signers of the log's certificates by thumbprint, each read once: only the certificate
+    a thumbprint names (another one stored in its place is none)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+        self._certs = CertLookup(certificates_of_log(conn), ())
         self._known: dict[str, HeadSigner | None] = {}
 
     def get(self, thumbprint: str) -> HeadSigner | None:
         if thumbprint not in self._known:
-            cursor = query_if_table(
-                self._conn, "SELECT pem FROM certs WHERE thumbprint = ?", (thumbprint,)
-            )
-            row = None if cursor is None else cursor.fetchone()
-            self._known[thumbprint] = _signer(row[0]) if row else None
+            cert = self._certs.get(thumbprint)
+            self._known[thumbprint] = HeadSigner.of(cert) if cert is not None else None
         return self._known[thumbprint]
-
-
-def _signer(pem: object) -> HeadSigner | None:
-    try:
-        return HeadSigner.of(cert_from_pem(pem)) if isinstance(pem, str | bytes) else None
-    except ValueError:
-        return None
 
 
 def _ms(when: dt.datetime) -> int:

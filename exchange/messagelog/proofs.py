@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import binascii
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,9 @@ import orjson
 from exchange.errors import ConfigurationError, ExchangeError, VerificationFailed
 from exchange.messagelog import merkle
 from exchange.messagelog.archive import ArchiveReader, archived_end, default_archive_dir
+from exchange.messagelog.certs import signer_certificates
 from exchange.messagelog.store import iter_rows, open_readonly, read_timestamps
 from exchange.protocol.canonical import b64url, b64url_decode
-from exchange.protocol.jws import unverified_header
 from exchange.trustcore.treeheads import StatedTreeHead, stated_tree_head
 
 INCLUSION = "inclusion"
@@ -238,21 +238,6 @@ def _stamp_of(conn: sqlite3.Connection, size: int, archives: ArchiveReader) -> b
     """The RFC 3161 token over the tree head of ``size``, from the database or its archive."""
     stamps = read_timestamps(conn, size)
     return stamps[0].token if stamps else archives.stamp(size)
-
-
-def signer_certificates(conn: sqlite3.Connection, tokens: Sequence[str]) -> dict[str, str]:
-    """PEM by ``x5t#S256`` of the certificates the JWS ``tokens`` name, those the log holds."""
-    found: dict[str, str] = {}
-    for token in tokens:
-        try:
-            thumb = unverified_header(token).get("x5t#S256")
-        except ExchangeError:
-            continue
-        if isinstance(thumb, str) and thumb not in found:
-            row = conn.execute("SELECT pem FROM certs WHERE thumbprint = ?", (thumb,)).fetchone()
-            if row is not None:
-                found[thumb] = str(row[0])
-    return found
 
 
 def stamped_size_covering(
