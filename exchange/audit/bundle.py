@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from cryptography import x509
 
-from exchange.audit.headcheck import NOT_STAMPED, HeadEvidence, check_head
+from exchange.audit.headcheck import HeadEvidence, check_head
 from exchange.audit.trustdir import TrustMaterial
 from exchange.audit.zipread import read_members
 from exchange.errors import ExchangeError
@@ -340,7 +340,7 @@ def _verified(bundle: _Bundle, trust: TrustMaterial, owner: SecurityServerId) ->
     evidence = check_head(head, bundle.files.get(TOKEN), lookup, trust, owner)
     checks.append((f"the tree head is signed by the log's owner {owner}", evidence.head_problem))
     stamp_problem = evidence.stamp_problem
-    if stamp_problem == NOT_STAMPED:
+    if evidence.unstamped:
         stamp_problem = "the bundle holds no time-stamp token: the tree head is not time-stamped"
     checks.append(("the tree head is time-stamped by an approved TSA", stamp_problem))
     # (6) what each record states is what its signed request and response say

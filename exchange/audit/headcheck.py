@@ -43,6 +43,9 @@ class HeadEvidence:
     head_problem: str | None
     stamp: TimestampInfo | None
     stamp_problem: str | None
+    unstamped: bool = False
+    """No time-stamp token came with the tree head: it proves no time (``stamp_problem`` is
+    :data:`NOT_STAMPED`, for the caller to say in its own words)."""
 
 
 def check_head(
@@ -73,7 +76,7 @@ def check_head(
         head_problem = "the tree head's signing time is out of range"
     # (2) an approved TSA stamped SHA-256 of the head's JWS, not before the head was signed
     if stamp is None:
-        return HeadEvidence(stated, head, head_problem, None, NOT_STAMPED)
+        return HeadEvidence(stated, head, head_problem, None, NOT_STAMPED, unstamped=True)
     try:
         info = verify_head_timestamp(
             stamp, token, signed_at, tsa_certs=trust.tsas, ca_certs=trust.cas

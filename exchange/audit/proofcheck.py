@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exchange.audit.headcheck import NOT_STAMPED, check_head
+from exchange.audit.headcheck import check_head
 from exchange.audit.trustdir import TrustMaterial
 from exchange.identifiers import SecurityServerId
 from exchange.messagelog.certs import CertLookup
@@ -77,7 +77,7 @@ def check_proof_file(
         if when is not None:
             stamped_at[size] = when
         problem = evidence.stamp_problem
-        if problem == NOT_STAMPED:
+        if evidence.unstamped:
             problem = (
                 "the proof file holds no time-stamp token for it: it proves no time (prove "
                 "against a time-stamped tree head: `exchange log heads --stamped`)"
