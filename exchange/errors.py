@@ -259,6 +259,14 @@ class TooManyConnections(ProviderServerError):
     fault = Fault.PEER
 
 
+class FrameTimeout(ProviderServerError):
+    """A peer security server began an EXM/1 frame and did not send the rest in time."""
+
+    code = "Server.ServerProxy.Timeout"
+    status = 408
+    fault = Fault.PEER
+
+
 class InvalidSignatureValue(ProviderServerError):
     code = "Server.ServerProxy.InvalidSignatureValue"
     status = 400

@@ -106,14 +106,20 @@ def test_the_handshake_limits_default_and_are_configurable(tmp_path: Path) -> No
     assert (limits.max_pending_handshakes, limits.tls_handshake_timeout) == (8, 2.5)
 
 
+def test_the_frame_timeout_defaults_and_is_configurable(tmp_path: Path) -> None:
+    assert parse_server_config(BASE_CONFIG, tmp_path / "s.toml").limits.frame_timeout == 60.0
+    given = {**BASE_CONFIG, "limits": {"frame_timeout": 5}}
+    assert parse_server_config(given, tmp_path / "s.toml").limits.frame_timeout == 5
+
+
+@pytest.mark.parametrize("key", ["tls_handshake_timeout", "frame_timeout"])
 @pytest.mark.parametrize("seconds", [0, -1, 3601])
-def test_a_handshake_timeout_out_of_range_is_refused(tmp_path: Path, seconds: float) -> None:
+def test_a_timeout_limit_out_of_range_is_refused(tmp_path: Path, key: str, seconds: float) -> None:
     path = tmp_path / "s.toml"
     with pytest.raises(ConfigurationError) as refused:
-        parse_server_config({**BASE_CONFIG, "limits": {"tls_handshake_timeout": seconds}}, path)
+        parse_server_config({**BASE_CONFIG, "limits": {key: seconds}}, path)
     assert refused.value.message == (
-        f"{path}: limits.tls_handshake_timeout: must be a number of seconds in (0, 3600], "
-        f"not {seconds}"
+        f"{path}: limits.{key}: must be a number of seconds in (0, 3600], not {seconds}"
     )
 
 

@@ -369,3 +369,65 @@ def test_a_misplaced_goaway_breaks_the_protocol(role: Role, frame: bytes) -> Non
     with pytest.raises(UnexpectedFrame):
         list(session.receive_data(frame, now=0.0))
     assert session.state is State.ERROR
+
+
+@pytest.mark.parametrize(
+    ("role", "frames"),
+    [
+        pytest.param(
+            "provider",
+            [encode_frame(1, FrameKind.REQUEST, {"jws": "a.b.c", "pad": [{}] * 1000})],
+            id="request-meta-beside-the-jws",
+        ),
+        pytest.param(
+            "provider",
+            [encode_frame(1, FrameKind.REQUEST, {"jws": [{}] * 1000})],
+            id="request-jws-not-a-string",
+        ),
+        pytest.param(
+            "provider",
+            [encode_frame(1, FrameKind.REQUEST, {"pad": "x"})],
+            id="request-meta-without-the-jws",
+        ),
+        pytest.param(
+            "consumer",
+            [encode_frame(1, FrameKind.RESPONSE, {"jws": "r", "extra": 1})],
+            id="response-meta-beside-the-jws",
+        ),
+        pytest.param(
+            "consumer",
+            [encode_frame(1, FrameKind.ERROR, {"type": "X", "message": [[]] * 1000})],
+            id="error-meta-not-scalar",
+        ),
+        pytest.param(
+            "consumer",
+            [encode_frame(0, FrameKind.GOAWAY, {"reason": {"nested": {}}})],
+            id="goaway-meta-not-scalar",
+        ),
+        pytest.param(
+            "consumer",
+            [encode_frame(0, FrameKind.GOAWAY, {}), encode_frame(0, FrameKind.GOAWAY, {})],
+            id="a-second-goaway",
+        ),
+    ],
+)
+def test_frame_meta_holds_what_its_kind_carries(role: Role, frames: list[bytes]) -> None:
+    """Found by the red team: a registered peer padded each REQUEST's meta with 1 MiB of `{}`
+    beside its JWS, which parses into about 24 MiB held until the answer (40 requests with empty
+    bodies: +975 MiB at the provider); a rogue provider's repeated GOAWAYs each wrote a log
+    line."""
+    session = _opened(role)
+    if role == "consumer":
+        session.send_request({"jws": "a"}, b"")
+    *before, last = frames
+    for frame in before:
+        list(session.receive_data(frame, now=0.0))
+    with pytest.raises(UnexpectedFrame, match=r"meta holds more than|second GOAWAY"):
+        list(session.receive_data(last, now=0.0))
+    assert session.state is State.ERROR
+
+
+def test_a_request_without_its_jws_is_for_the_shell_to_refuse() -> None:
+    """Meta without the JWS is no protocol error: the provider refuses the request, signed."""
+    [event] = _opened("provider").receive_data(encode_frame(1, FrameKind.REQUEST, {}), now=0.0)
+    assert isinstance(event, RequestReceived) and event.meta == {}

@@ -72,6 +72,11 @@ class FrameDecoder:
         self._buf = bytearray()
         self._max_frame = max_frame
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received of a frame not yet whole."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
         buf += data

@@ -174,6 +174,7 @@ class Session:
 
     __slots__ = (
         "_decoder",
+        "_goaway",
         "_hello_budget",
         "_hello_time",
         "_next_stream",
@@ -193,6 +194,7 @@ class Session:
         self.hellos = 0
         self._hello_budget = float(HELLO_BURST)
         self._hello_time = 0.0
+        self._goaway = False
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -229,6 +231,7 @@ class Session:
                 f"unexpected {frame.kind.name} frame in state {self.state.value} "
                 f"(a {self.role} receives {_names(allowed)})"
             )
+        _check_meta(frame)
         self.state = AFTER_RECEIVING.get((self.state, frame.kind), self.state)
         if frame.kind is FrameKind.HELLO:
             self._spend_hello(now)
@@ -239,6 +242,9 @@ class Session:
         if frame.kind is FrameKind.GOAWAY:
             if frame.stream_id != 0:
                 raise UnexpectedFrame(f"GOAWAY frame on stream {frame.stream_id}")
+            if self._goaway:
+                raise UnexpectedFrame("a second GOAWAY frame")
+            self._goaway = True
             self._closed_if_drained()
             return GoAwayReceived(frame.meta)
         if frame.stream_id == 0:
@@ -305,6 +311,11 @@ class Session:
         return encode_frame(0, FrameKind.GOAWAY, meta)
 
     @property
+    def buffered(self) -> int:
+        """Bytes received of a frame not yet whole (held until it is)."""
+        return self._decoder.buffered
+
+    @property
     def draining(self) -> bool:
         return self.state is State.DRAINING
 
@@ -359,6 +370,28 @@ class Session:
         """The connection is closed (by either end); a session in ERROR stays there."""
         if self.state is not State.ERROR:
             self.state = State.CLOSED
+
+
+_SIGNED: Final = frozenset({FrameKind.REQUEST, FrameKind.RESPONSE})
+_SCALARS: Final = (str, int, float, bool, type(None))
+
+
+def _check_meta(frame: Frame) -> None:
+    """A frame's meta holds what its kind carries and nothing that parses into more: a REQUEST's
+    or RESPONSE's only the compact JWS (``jws``, a string; without it the shell refuses the
+    request, signed), an ERROR's or GOAWAY's only scalar values. Parsed JSON can take twenty
+    times its bytes in memory, and a REQUEST's meta is held until its answer (HELLO meta is
+    judged by :meth:`Hello.from_meta`)."""
+    meta = frame.meta
+    if frame.kind in _SIGNED:
+        if len(meta) > 1 or (meta and not isinstance(meta.get("jws"), str)):
+            raise UnexpectedFrame(
+                f"{frame.kind.name} frame meta holds more than its compact JWS ('jws')"
+            )
+    elif frame.kind is not FrameKind.HELLO and not all(
+        isinstance(value, _SCALARS) for value in meta.values()
+    ):
+        raise UnexpectedFrame(f"{frame.kind.name} frame meta holds more than scalar values")
 
 
 def _names(kinds: frozenset[FrameKind]) -> str:

@@ -111,6 +111,8 @@ class Limits:
     max_peer_connections: int = 16
     max_peer_requests: int = 512
     max_peer_request_bytes: int = 64 * 2**20
+    # a frame begun must arrive whole within this many seconds (else the connection is closed)
+    frame_timeout: float = 60.0
     # TCP connections still in their TLS handshake, from anyone, per TLS port (the provider
     # port, and the consumer's HTTPS listener when there is one)
     max_pending_handshakes: int = 128
@@ -288,6 +290,7 @@ class _Limits(Schema):
     max_peer_connections: Positive = _LIMITS.max_peer_connections
     max_peer_requests: Positive = _LIMITS.max_peer_requests
     max_peer_request_bytes: Positive = _LIMITS.max_peer_request_bytes
+    frame_timeout: Timeout = _LIMITS.frame_timeout
     max_pending_handshakes: Positive = _LIMITS.max_pending_handshakes
     tls_handshake_timeout: Timeout = _LIMITS.tls_handshake_timeout
     drain_timeout: Timeout = _LIMITS.drain_timeout

@@ -25,6 +25,7 @@ from cryptography import x509
 from exchange.errors import (
     AccessDenied,
     ExchangeError,
+    FrameTimeout,
     InvalidMessage,
     ProviderOutdatedGlobalConf,
     ProviderServerError,
@@ -79,11 +80,22 @@ _JSON = "application/json; charset=utf-8"
 @dataclass(slots=True)
 class PeerLoad:
     """What one peer security server has in flight at this provider port, over all of its
-    connections: requests and their bytes, and the connections paused until that drains."""
+    connections: requests and their bytes, frames begun, and the connections paused until that
+    drains."""
 
     requests: int = 0
     bytes: int = 0
+    buffered: int = 0
+    """Bytes of frames part-way received on its connections."""
     paused: set[ProviderConnection] = field(default_factory=set)
+
+    def held(self) -> int:
+        """The bytes the peer makes this server hold: requests in flight and frames begun."""
+        return self.bytes + self.buffered
+
+    @property
+    def idle(self) -> bool:
+        return not self.requests and not self.paused and not self.buffered
 
 
 class ProviderHost(SoapProviderHost, Protocol):
@@ -128,6 +140,9 @@ class ProviderConnection(asyncio.Protocol):
         self.tasks: set[asyncio.Task[None]] = set()
         # the peer does not read our answers as fast as it sends requests (see pause_writing)
         self.write_blocked = False
+        # the frame begun and not yet whole: its bytes (counted in the peer's load) and deadline
+        self._buffered = 0
+        self._frame_due: asyncio.TimerHandle | None = None
 
     # -- connection checks ----------------------------------------------------------------------
 
@@ -210,8 +225,10 @@ class ProviderConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.peer_id is None:
             return
+        whole = 0
         try:
             for event in self.session.receive_data(data, now=time.monotonic()):
+                whole += 1
                 if isinstance(event, HelloReceived):
                     self._on_hello(event)
                 else:
@@ -225,6 +242,43 @@ class ProviderConnection(asyncio.Protocol):
             # refused with a detail id the operator finds next to the reason; the port serves on
             what = f"reading frames of {self.peer_id}"
             self._refuse(internal_failure(log, ProviderServerError, what, exc))
+        self._frame_begun(whole)
+
+    def _frame_begun(self, whole: int) -> None:
+        """Account for the frame part-way received after ``whole`` frames came in whole: its
+        bytes count in the peer's load (reading waits past ``max_peer_request_bytes``, as for
+        requests in flight), and it must arrive whole within ``frame_timeout`` of its start."""
+        buffered = self.session.buffered if self.open else 0
+        if buffered == self._buffered == 0:
+            return
+        load = self._load()
+        load.buffered += buffered - self._buffered
+        self._buffered = buffered
+        if self._frame_due is not None and (whole or not buffered):
+            self._frame_due.cancel()  # that frame is whole (the bytes held are a new one's)
+            self._frame_due = None
+        if not buffered:
+            return
+        limits = self.server.config.limits
+        if self._frame_due is None:
+            self._frame_due = asyncio.get_running_loop().call_later(
+                limits.frame_timeout, self._frame_too_slow
+            )
+        if load.held() - buffered > limits.max_peer_request_bytes and self.transport is not None:
+            # what else the peer holds is over the limit: this frame waits (never for its own
+            # size, or a request larger than the limit could not arrive at all)
+            load.paused.add(self)
+            self.transport.pause_reading()
+
+    def _frame_too_slow(self) -> None:
+        self._frame_due = None
+        timeout = self.server.config.limits.frame_timeout
+        err = FrameTimeout(
+            f"a frame begun was not sent whole within {timeout:g} s",
+            internal=f"{self._buffered} bytes of it received",
+        )
+        log.warning("closing the connection of %s: %s", self.peer_id, err.internal)
+        self._refuse(err)
 
     def drain(self) -> None:
         """The server stops: tell the peer (GOAWAY) to send no new request on this connection;
@@ -241,7 +295,8 @@ class ProviderConnection(asyncio.Protocol):
             return
         task = asyncio.ensure_future(self._answer(event))
         self.tasks.add(task)
-        size = len(event.body)
+        token = event.meta.get("jws")  # a string or nothing (the session checked the meta)
+        size = len(event.body) + (len(token) if isinstance(token, str) else 0)
         load = self._load()
         load.requests += 1
         load.bytes += size
@@ -275,6 +330,11 @@ class ProviderConnection(asyncio.Protocol):
         self.tasks.discard(task)
         load.requests -= 1
         load.bytes -= size
+        self._released(load)
+
+    def _released(self, load: PeerLoad) -> None:
+        """The peer holds less: read its paused connections again once its requests in flight
+        are below half of both limits; forget its load once it holds nothing."""
         limits = self.server.config.limits
         if (
             load.paused
@@ -284,7 +344,7 @@ class ProviderConnection(asyncio.Protocol):
             paused, load.paused = load.paused, set()
             for conn in paused:
                 conn._read_on()
-        if not load.requests and not load.paused and self.peer_id is not None:
+        if load.idle and self.peer_id is not None:
             self.server.peer_loads.pop(self.peer_id, None)
 
     def _on_hello(self, event: HelloReceived) -> None:
@@ -320,9 +380,15 @@ class ProviderConnection(asyncio.Protocol):
         self.transport = None
         self.session.close()
         self.server.provider_connections.discard(self)
+        if self._frame_due is not None:
+            self._frame_due.cancel()
+            self._frame_due = None
         load = self.server.peer_loads.get(self.peer_id) if self.peer_id is not None else None
         if load is not None:
             load.paused.discard(self)
+            load.buffered -= self._buffered
+            self._buffered = 0
+            self._released(load)
 
     async def _answer(self, event: RequestReceived) -> None:
         try:

@@ -251,6 +251,17 @@ FRAME_ABUSE = [
         400,
         id="error-frame-from-a-consumer",
     ),
+    # a validly signed request whose meta carries more than its JWS: 1 MiB of `{}` parses into
+    # about 24 MiB held until the answer (red team: 40 such requests, +975 MiB at the provider)
+    pytest.param(
+        lambda net: _after_hello(
+            encode_frame(1, FrameKind.REQUEST, {"jws": _echo_request(net), "pad": [{}] * 2**18})
+        )(net),
+        [FrameKind.HELLO],
+        INVALID,
+        400,
+        id="request-meta-padded-beside-its-jws",
+    ),
     # junk in HELLO's certificate list (Hello.from_meta): refused before anything is admitted
     pytest.param(
         lambda net: _hello_with_certs(net, 33),

@@ -4,12 +4,17 @@ A peer that opens more connections than ``[limits] max_peer_connections`` is ref
 ``Server.ServerProxy.TooManyConnections`` on the extra one; the ones it holds keep working, and
 a closed one frees a place. Requests in flight are counted over all of the peer's connections:
 past ``max_peer_requests`` or ``max_peer_request_bytes`` the provider stops reading from that
-peer until half has drained, and every request is still answered.
+peer until half has drained, and every request is still answered. A frame begun must arrive
+whole within ``frame_timeout``, and the bytes of frames begun count against
+``max_peer_request_bytes`` too: a peer cannot hold the provider's memory with frames it never
+finishes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import struct
 from collections.abc import AsyncIterator
 
 import orjson
@@ -18,9 +23,12 @@ import pytest_asyncio
 
 from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId, parse_security_server, parse_subsystem
+from exchange.protocol.frames import FrameDecoder, FrameKind
 from exchange.protocol.session import ResponseReceived
+from exchange.server import tls
 from exchange.server.core import SecurityServer
-from tests.integration.conftest import MOI, WINDOW, Net
+from tests.integration.conftest import MOI, PALPOST, WINDOW, Net
+from tests.integration.rogue import hello_frame
 from tests.integration.support import as_registered_peer, launch, window_request
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -30,6 +38,7 @@ LIMITED = parse_security_server(f"{MOI}/ss-peer-limits")
 MAX_CONNECTIONS = 2
 MAX_REQUESTS = 3
 MAX_BYTES = 8192
+FRAME_TIMEOUT = 1.0
 
 POLICY = f"""
 provider = "PS/GOV/MOI"
@@ -65,6 +74,7 @@ async def limited(net: Net) -> AsyncIterator[SecurityServer]:
                 "max_peer_connections": MAX_CONNECTIONS,
                 "max_peer_requests": MAX_REQUESTS,
                 "max_peer_request_bytes": MAX_BYTES,
+                "frame_timeout": FRAME_TIMEOUT,
             },
         },
     )
@@ -154,3 +164,114 @@ async def test_more_request_bytes_than_allowed_wait_and_are_all_answered(
         assert status == 200 and orjson.loads(answer)["body"] == body.decode()
     await _until_drained(limited, peer)
     assert (await net.call("palpost", f"/r1/{SUBSYSTEM}/slow?s=0"))[0] == 200
+
+
+# --- frames begun and never finished -------------------------------------------------------------
+
+
+def _frame_begun(body_length: int, sent: int) -> bytes:
+    """The start of a REQUEST frame on stream 1 announcing ``body_length`` bytes of body (and
+    an empty meta), with ``sent`` bytes of that body."""
+    meta = b"{}"
+    head = struct.pack("!IIBI", 9 + len(meta) + body_length, 1, FrameKind.REQUEST, len(meta))
+    return head + meta + b"\0" * sent
+
+
+@contextlib.asynccontextmanager
+async def _as_palpost(
+    net: Net, limited: SecurityServer
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw connection to ``limited``'s provider port with PALPOST's server's keys, past the
+    HELLOs (the real PALPOST server's own connections to it closed first: they count)."""
+    palpost = net.servers["palpost"]
+    pool = palpost.pools.pop(LIMITED, None)
+    if pool is not None:
+        pool.close()
+    conf = limited.trusted.current
+    assert conf is not None
+    ctx = tls.peer_client_context(
+        palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
+    )
+    for _ in range(200):  # a bounded wait for the provider to see those closes
+        if not any(c.peer_id == palpost.config.server_id for c in limited.provider_connections):
+            break
+        await asyncio.sleep(0.01)
+    reader, writer = await asyncio.open_connection("127.0.0.1", limited.provider_port, ssl=ctx)
+    try:
+        writer.write(hello_frame(palpost.config.server_id, [palpost.signers[PALPOST].cert]))
+        decoder = FrameDecoder(2**20)
+        async with asyncio.timeout(5):
+            while not decoder.feed(await reader.read(65536)):
+                pass
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _refusal(reader: asyncio.StreamReader) -> dict[str, object]:
+    """The provider's ERROR on stream 0, read to the end of the stream."""
+    async with asyncio.timeout(10):
+        received = await reader.read()
+    *before, frame = FrameDecoder(2**20).feed(received)
+    assert all(f.kind is FrameKind.HELLO for f in before), before  # its own, or a re-staple
+    assert (frame.kind, frame.stream_id) == (FrameKind.ERROR, 0), frame
+    return frame.meta
+
+
+async def test_a_frame_not_sent_whole_in_time_closes_the_connection(
+    net: Net, limited: SecurityServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the red team: 16 connections each one byte short of the largest frame held
+    210 MiB of the provider for as long as the peer liked (40 s, and on)."""
+    peer = net.servers["palpost"].config.server_id
+    async with _as_palpost(net, limited) as (reader, writer):
+        writer.write(_frame_begun(4000, 1000))
+        refusal = await _refusal(reader)
+    assert (refusal["type"], refusal["status"]) == ("Server.ServerProxy.Timeout", 408)
+    assert any("1015 bytes of it received" in r.getMessage() for r in caplog.records)
+    await _until_drained(limited, peer)  # nothing of it is held any more
+    status, _, body = await net.call("palpost", f"/r1/{SUBSYSTEM}/slow?s=0")
+    assert (status, orjson.loads(body)) == (200, {"slow": True})
+
+
+async def test_frames_begun_count_against_the_peers_bytes(
+    net: Net, limited: SecurityServer
+) -> None:
+    """Past ``max_peer_request_bytes`` held in frames begun on its other connections, a peer's
+    connection is not read (one frame of its own is, whatever its size, so a request larger
+    than the limit still arrives); frames never finished are dropped at their deadline."""
+    peer = net.servers["palpost"].config.server_id
+    async with _as_palpost(net, limited) as (first, first_writer):
+        first_writer.write(_frame_begun(3 * MAX_BYTES, MAX_BYTES + 100))
+        for _ in range(500):  # a bounded wait for the provider to read it
+            load = limited.peer_loads.get(peer)
+            if load is not None and load.buffered > MAX_BYTES:
+                break
+            await asyncio.sleep(0.005)
+        else:
+            raise AssertionError("the frame begun was not counted")
+        assert not load.paused  # its own frame, larger than the limit, is read on
+        second_conf = limited.trusted.current
+        assert second_conf is not None
+        palpost = net.servers["palpost"]
+        ctx = tls.peer_client_context(
+            palpost.config.auth_cert, palpost.config.auth_key, None, second_conf.ca_certs()
+        )
+        second, second_writer = await asyncio.open_connection(
+            "127.0.0.1", limited.provider_port, ssl=ctx
+        )
+        try:
+            second_writer.write(
+                hello_frame(palpost.config.server_id, [palpost.signers[PALPOST].cert])
+                + _frame_begun(1000, 10)
+            )
+            assert await _until_paused(limited, peer), "the second connection was read on"
+            assert (await _refusal(first))["type"] == "Server.ServerProxy.Timeout"
+            assert (await _refusal(second))["type"] == "Server.ServerProxy.Timeout"
+        finally:
+            second_writer.close()
+            with contextlib.suppress(OSError):
+                await second_writer.wait_closed()
+    await _until_drained(limited, peer)
