@@ -374,7 +374,24 @@ def test_help_has_an_example(group: click.Group, command: str) -> None:
 
 def token_file(ca_dir: Path, path: Path, *grants: tuple[ProfileName, Identifier]) -> Path:
     path.write_text(token_for(ca_dir, *grants) + "\n")
+    path.chmod(0o600)
     return path
+
+
+def test_a_token_file_readable_by_others_is_refused(
+    new_server: InitResult, ca_url: str, ca_dir: Path, tmp_path: Path
+) -> None:
+    """Red team: a token file any local user can read lets the first reader enrol a key of
+    theirs under the token's identity. Refused as a private key readable by others is."""
+    token = token_file(ca_dir, tmp_path / "ss1.token")
+    token.chmod(0o644)
+    result = run(
+        server_group, "request-certs", "--config", new_server.config, "--ca-url", ca_url,
+        "--token-file", token,
+    )  # fmt: skip
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert f"is readable by others (mode 0o644); run: chmod 600 {token}" in said(result)
+    assert not new_server.auth_cert.exists()
 
 
 def test_request_certs_installs_certificates_the_server_loads(

@@ -970,6 +970,7 @@ def test_commands_that_talk_to_servers(world: World, tmp_path: Path) -> None:
             grants = [("auth", parse_security_server(ss3)), ("sign", MOI)]
             token = store.issue(grants, now=dt.datetime.now(dt.UTC)).text
         (tmp_path / "token").write_text(token)
+        (tmp_path / "token").chmod(0o600)
         code, installed = json_of("server", "request-certs", "--config", fresh, "--ca-url",
                                   ca["url"], "--token-file", tmp_path / "token")  # fmt: skip
         assert code == 0, installed

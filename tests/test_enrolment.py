@@ -299,6 +299,7 @@ def test_request_certs_reports_a_refused_token_and_installs_nothing(
     args: list[str | Path] = ["--config", new_server.config, "--ca-url", ca_url]
     if token is not None:
         (tmp_path / "t").write_text(token)
+        (tmp_path / "t").chmod(0o600)
         args += ["--token-file", tmp_path / "t"]
     result = run(server_group, "request-certs", *args)
     if token is None:
