@@ -6,6 +6,8 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from exchange.globalconf import (
     TrustedGlobalConf,
     sign_globalconf,
 )
+from exchange.globalconf.floor import GlobalConfFloorError, floor_path, read_floor, write_floor
 from exchange.identifiers import (
     parse_global_group,
     parse_member,
@@ -539,3 +542,66 @@ def test_rotated_anchor_accepts_either_key(anchor: Anchor, signer: Signer) -> No
     trusted = TrustedGlobalConf(rotated, now=NOW)
     assert trusted.update(signed(make_conf(1), signer), NOW)
     assert trusted.update(signed(make_conf(2), new), NOW)
+
+
+# --- the version floor (globalconf/floor.py) ----------------------------------------------------
+
+
+def test_the_floor_refuses_an_older_version_while_none_is_held(
+    anchor: Anchor, signer: Signer
+) -> None:
+    trusted = TrustedGlobalConf(anchor, now=NOW, floor=5)
+    for offer in (trusted.update, trusted.load_local):
+        with pytest.raises(GlobalConfRollback, match="older than version 5, the highest") as info:
+            offer(signed(make_conf(4), signer), NOW)
+        assert info.value.code == "Server.ClientProxy.GlobalConfRollback"
+    assert trusted.current is None
+    assert trusted.update(signed(make_conf(5), signer), NOW) is True
+    assert trusted.floor == 5
+
+
+def test_raise_floor_never_lowers_it(anchor: Anchor, signer: Signer) -> None:
+    trusted = TrustedGlobalConf(anchor, now=NOW)
+    trusted.raise_floor(7)
+    trusted.raise_floor(3)
+    assert trusted.floor == 7
+    with pytest.raises(GlobalConfRollback):
+        trusted.update(signed(make_conf(6), signer), NOW)
+    assert trusted.update(signed(make_conf(9), signer), NOW) is True
+    assert trusted.floor == 9
+
+
+def test_floor_file_round_trip_and_missing(tmp_path: Path) -> None:
+    path = floor_path(tmp_path / "globalconf.jws")
+    assert path.name == "globalconf.jws.floor"
+    assert read_floor(path) is None
+    write_floor(path, 21)
+    assert path.read_bytes() == b'{"version": 21}\n'
+    assert read_floor(path) == 21
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=64),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.sampled_from(["version", "v", ""]), inner, max_size=2)
+            ),
+            max_leaves=6,
+        ).map(lambda doc: json.dumps({"version": doc}).encode()),
+    )
+)
+def test_floor_files_read_as_a_version_or_raise_the_floor_error(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "globalconf.jws.floor"
+        path.write_bytes(data)
+        try:
+            version = read_floor(path)
+        except GlobalConfFloorError as exc:
+            assert str(path) in exc.message
+            assert exc.code == "Server.ConfigurationError"
+        else:
+            assert type(version) is int and version >= 0

@@ -3,10 +3,10 @@
 From the server's configuration: the configuration itself (paths rewritten where they would not
 survive a move, :mod:`exchange.backup.relocate`), the anchor, the authentication and member
 signing keys (sealed) and certificates, the information systems' TLS certificates, the policy
-files, the global configuration state, online copies of the message log, the quota store and
-the policy audit trail, and the log's archive files (those its copied index names, each checked
-against the SHA-256 the index holds). Not in it: the process id file, the log's lock file, CSRs
-and anything else in the directory that the configuration does not name.
+files, the global configuration state and its version floor, online copies of the message log,
+the quota store and the policy audit trail, and the log's archive files (those its copied index
+names, each checked against the SHA-256 the index holds). Not in it: the process id file, the
+log's lock file, CSRs and anything else in the directory that the configuration does not name.
 
 A restored server has the same identity and keys, and its message log goes on from the copied
 tree head: exchanges logged after the backup was taken are not in it.
@@ -26,6 +26,7 @@ from exchange.backup.relocate import PathSetting, relocate, rewritten_toml
 from exchange.backup.writer import BackupWriter, Placer
 from exchange.configfile import read_toml
 from exchange.errors import VerificationFailed
+from exchange.globalconf.floor import floor_path
 from exchange.messagelog.archive import ArchiveFileError, archive_file, read_index
 from exchange.policy.audit import TRAIL_FILE
 from exchange.policy.loader import policy_files
@@ -78,8 +79,7 @@ def backup_server(
             writer.rewrite(rewrite)
         _keys_and_certs(placer, config, moved)
         _policy(placer, config, moved)
-        if config.globalconf_state.exists():
-            placer.file(config.globalconf_state, moved.globalconf_state)
+        _globalconf(placer, config, moved)
         placer.database(config.state_dir / QUOTA_FILE, moved.state_dir / QUOTA_FILE)
         placer.database(config.state_dir / TRAIL_FILE, moved.state_dir / TRAIL_FILE)
         log = placer.database(config.log_path, moved.log_path)
@@ -109,6 +109,17 @@ def _keys_and_certs(placer: Placer, config: ServerConfig, moved: ServerConfig) -
     for client, new_client in zip(config.clients, moved.clients, strict=True):
         for cert, new_cert in zip(client.is_certs, new_client.is_certs, strict=True):
             placer.file(cert, new_cert)
+
+
+def _globalconf(placer: Placer, config: ServerConfig, moved: ServerConfig) -> None:
+    """The persisted global configuration and its version floor. The floor is copied first: the
+    server writes it after the configuration file, so the copies of a running server's files
+    never hold a floor above the configuration (which the restored server would refuse)."""
+    floor = floor_path(config.globalconf_state)
+    if floor.exists():
+        placer.file(floor, floor_path(moved.globalconf_state))
+    if config.globalconf_state.exists():
+        placer.file(config.globalconf_state, moved.globalconf_state)
 
 
 def _policy(placer: Placer, config: ServerConfig, moved: ServerConfig) -> None:

@@ -5,10 +5,18 @@ A :class:`GlobalConfPoller` fetches the signed configuration from the central se
 :meth:`GlobalConfPoller.load_persisted` feeds the bytes persisted before a restart back in, so the
 version held then keeps protecting against rollback.
 
+At start it also reads the version floor (``<state_path>.floor``, :mod:`exchange.globalconf.floor`):
+the highest version this server saved to put in force. A persisted configuration below it looks
+rolled back (an older file copied into place) and is refused, loudly, as a file whose signature is
+refused is: nothing is in force until the central server serves a version at or above the floor,
+and a downloaded one below it is refused too. A missing floor file is no floor; a damaged one
+raises :class:`~exchange.globalconf.floor.GlobalConfFloorError` and the server does not start.
+
 A configuration the trusted state accepted is put **in force** (:meth:`GlobalConfPoller.
 put_in_force`) only when everything that depends on it has moved to it: its bytes are persisted
-atomically to ``state_path``, then ``on_change`` (the server: TLS contexts, peer trust, open
-connections) takes it without raising. If either fails (a full disk, a context that cannot be
+atomically to ``state_path`` (and a higher version recorded as the floor, after the configuration
+file, so the floor is never above it), then ``on_change`` (the server: TLS contexts, peer trust,
+open connections) takes it without raising. If either fails (a full disk, a context that cannot be
 built, a bug), the configuration in force stays what it was, :attr:`GlobalConfPoller.pending`
 says which version is waiting and why (for ``/health``), and the next poll tries again, whether
 or not the central server has anything new. :attr:`GlobalConfPoller.in_force` is the
@@ -38,8 +46,9 @@ import aiohttp
 from exchange.durable import write_durably
 from exchange.errors import ExchangeError, GlobalConfError
 from exchange.globalconf.document import GlobalConf
+from exchange.globalconf.floor import floor_path, read_floor, write_floor
 from exchange.globalconf.signing import CONTENT_TYPE
-from exchange.globalconf.verifier import TrustedGlobalConf
+from exchange.globalconf.verifier import GlobalConfRollback, TrustedGlobalConf
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +96,7 @@ class GlobalConfPoller:
         self.trusted = trusted
         self.url = url
         self.state_path = Path(state_path)
+        self.floor_path = floor_path(self.state_path)
         self.interval = interval
         self.on_change = on_change
         self._session = session
@@ -95,6 +105,7 @@ class GlobalConfPoller:
         self._etag: str | None = None
         self._loaded = False
         self._persisted: bytes | None = None
+        self._floor: int | None = None  # the version the floor file holds, once read or written
         self.in_force: GlobalConf | None = None
         """The configuration in force: persisted, and taken by ``on_change``."""
         self.pending: PendingConf | None = None
@@ -123,11 +134,17 @@ class GlobalConfPoller:
             self._session = None
 
     def load_persisted(self, now: int | None = None) -> bool:
-        """Feed the persisted configuration (if any) into the trusted state; True if adopted.
+        """Give the trusted state the version floor (if recorded), then feed it the persisted
+        configuration (if any); True if adopted.
 
         A missing file is normal on first start; an unreadable or refused one is logged (the
-        server then starts without rollback protection from it) and ignored.
+        server then starts with nothing in force, protected against rollback only by the floor)
+        and ignored. A damaged floor file raises
+        :class:`~exchange.globalconf.floor.GlobalConfFloorError` (the server must not start).
         """
+        self._floor = read_floor(self.floor_path)
+        if self._floor is not None:
+            self.trusted.raise_floor(self._floor)
         self._loaded = True
         try:
             data = self.state_path.read_bytes()
@@ -138,6 +155,17 @@ class GlobalConfPoller:
             return False
         try:
             self.trusted.load_local(data, int(self._clock()) if now is None else now)
+        except GlobalConfRollback as exc:
+            logger.error(
+                "persisted global configuration %s looks rolled back and is refused: %s "
+                "(recorded in %s); nothing is in force until the central server serves "
+                "version %d or later",
+                self.state_path,
+                exc.message,
+                self.floor_path,
+                self.trusted.floor,
+            )
+            return False
         except GlobalConfError as exc:
             logger.error("persisted global configuration %s refused: %s", self.state_path, exc)
             return False
@@ -176,7 +204,11 @@ class GlobalConfPoller:
             if data is not self._persisted:
                 await asyncio.to_thread(write_durably, self.state_path, data)
                 self._persisted = data
-            # (2) everything that depends on it moves to it
+            # (2) a higher version recorded as the floor, after the file that holds it
+            if self._floor is None or conf.version > self._floor:
+                await asyncio.to_thread(write_floor, self.floor_path, conf.version)
+                self._floor = conf.version
+            # (3) everything that depends on it moves to it
             if self.on_change is not None:
                 self.on_change(conf)
         except Exception as exc:

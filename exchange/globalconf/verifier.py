@@ -15,6 +15,11 @@ A persisted configuration loaded at start (:meth:`TrustedGlobalConf.load_local`)
 while the server was down: it is still held, so that its version keeps protecting against rollback,
 but :meth:`TrustedGlobalConf.check_fresh` refuses to serve messages until a fresh one arrives.
 
+The floor (:meth:`TrustedGlobalConf.raise_floor`): the highest version this server had saved to
+put in force before a restart (:mod:`exchange.globalconf.floor`). Any configuration below it is a
+rollback, even while none is held: so a persisted file swapped for an older, validly signed one is
+refused, and so is an older one downloaded after that, until a version at or above the floor comes.
+
 Sans-IO: takes bytes and ``now``; fetching and persisting live in :mod:`exchange.globalconf.client`.
 """
 
@@ -59,10 +64,13 @@ class GlobalConfExpired(GlobalConfError):
 class TrustedGlobalConf:
     """The global configuration a security server trusts, and the rules for replacing it."""
 
-    def __init__(self, anchor: Anchor, *, initial: bytes | None = None, now: int) -> None:
+    def __init__(
+        self, anchor: Anchor, *, initial: bytes | None = None, now: int, floor: int = 0
+    ) -> None:
         self._anchor = anchor
         self._current: GlobalConf | None = None
         self._current_bytes: bytes | None = None
+        self._floor = floor
         if initial is not None:
             self.load_local(initial, now)
 
@@ -78,6 +86,18 @@ class TrustedGlobalConf:
     def current_bytes(self) -> bytes | None:
         """The signed bytes of :attr:`current`, exactly as received (for persisting)."""
         return self._current_bytes
+
+    @property
+    def floor(self) -> int:
+        """The lowest version this object would accept: its floor, or the held version if
+        higher."""
+        held = self._current.version if self._current is not None else 0
+        return max(self._floor, held)
+
+    def raise_floor(self, version: int) -> None:
+        """From now on refuse any configuration below ``version``, even while none is held (the
+        highest version this server had in force before a restart)."""
+        self._floor = max(self._floor, version)
 
     def check_fresh(self, now: int) -> GlobalConf:
         """The held configuration, or :class:`OutdatedGlobalConf` when none or expired at ``now``
@@ -118,7 +138,8 @@ class TrustedGlobalConf:
                 f"global configuration is for instance {conf.instance!r}, "
                 f"the anchor for {self._anchor.instance!r}"
             )
-        # (4) version not lower than the held one; an equal version must not change content
+        # (4) version not lower than the held one, nor than the floor; an equal version must not
+        # change content
         self._check_version(conf)
         # (5) not already expired at now (except when reloading our own persisted copy)
         if not allow_expired and conf.is_expired(now):
@@ -135,13 +156,18 @@ class TrustedGlobalConf:
 
     def _check_version(self, conf: GlobalConf) -> None:
         held = self._current
-        if held is None or conf.version > held.version:
-            return
-        if conf.version < held.version:
+        if held is not None and conf.version < held.version:
             raise GlobalConfRollback(
                 f"global configuration version {conf.version} is older than the held "
                 f"version {held.version} (rollback refused)"
             )
+        if conf.version < self._floor:
+            raise GlobalConfRollback(
+                f"global configuration version {conf.version} is older than version "
+                f"{self._floor}, the highest this server has had in force (rollback refused)"
+            )
+        if held is None or conf.version > held.version:
+            return
         if not conf.same_content(held):
             raise GlobalConfEquivocation(
                 f"global configuration version {conf.version} was signed with different content "
