@@ -73,7 +73,7 @@ from exchange.server.ownkeys import (
     owner_signer,
 )
 from exchange.server.peer import PeerPool
-from exchange.server.provider import PeerLoad, ProviderConnection
+from exchange.server.provider import PeerLoad, ProviderConnection, close_stalled
 from exchange.server.quota_store import PersistentQuota
 from exchange.server.records import ExchangeRecord
 from exchange.server.reload import changes, needs_restart
@@ -673,12 +673,16 @@ class SecurityServer:
         self.status_port = _bound_port(site)
 
     async def _watch_state(self) -> None:
-        """Every second: the maintenance state file; and, while the message log's last write
-        failed, a probe write, so that ``/health`` says 200 again once space is freed even
-        when the load balancer sends nothing meanwhile."""
+        """Every second: the maintenance state file; peers' frames begun too long ago
+        (``frame_timeout``); and, while the message log's last write failed, a probe write, so
+        that ``/health`` says 200 again once space is freed even when the load balancer sends
+        nothing meanwhile."""
         while True:
             await asyncio.sleep(1.0)
             self.maintenance.check()
+            close_stalled(
+                self.provider_connections, time.monotonic(), self.config.limits.frame_timeout
+            )
             if self.log.write_failure is not None:
                 with contextlib.suppress(ExchangeError):
                     if await self.log.probe():

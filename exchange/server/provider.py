@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, cast
 
@@ -140,9 +140,10 @@ class ProviderConnection(asyncio.Protocol):
         self.tasks: set[asyncio.Task[None]] = set()
         # the peer does not read our answers as fast as it sends requests (see pause_writing)
         self.write_blocked = False
-        # the frame begun and not yet whole: its bytes (counted in the peer's load) and deadline
+        # the frame begun and not yet whole: its bytes (counted in the peer's load) and when it
+        # began (time.monotonic(); see close_stalled)
         self._buffered = 0
-        self._frame_due: asyncio.TimerHandle | None = None
+        self.frame_since: float | None = None
 
     # -- connection checks ----------------------------------------------------------------------
 
@@ -226,8 +227,9 @@ class ProviderConnection(asyncio.Protocol):
         if self.peer_id is None:
             return
         whole = 0
+        now = time.monotonic()
         try:
-            for event in self.session.receive_data(data, now=time.monotonic()):
+            for event in self.session.receive_data(data, now=now):
                 whole += 1
                 if isinstance(event, HelloReceived):
                     self._on_hello(event)
@@ -242,37 +244,35 @@ class ProviderConnection(asyncio.Protocol):
             # refused with a detail id the operator finds next to the reason; the port serves on
             what = f"reading frames of {self.peer_id}"
             self._refuse(internal_failure(log, ProviderServerError, what, exc))
-        self._frame_begun(whole)
+        self._frame_begun(whole, now)
 
-    def _frame_begun(self, whole: int) -> None:
+    def _frame_begun(self, whole: int, now: float) -> None:
         """Account for the frame part-way received after ``whole`` frames came in whole: its
         bytes count in the peer's load (reading waits past ``max_peer_request_bytes``, as for
-        requests in flight), and it must arrive whole within ``frame_timeout`` of its start."""
+        requests in flight), and it must arrive whole within ``frame_timeout`` of when it began
+        (:func:`close_stalled`)."""
         buffered = self.session.buffered if self.open else 0
         if buffered == self._buffered == 0:
             return
         load = self._load()
         load.buffered += buffered - self._buffered
         self._buffered = buffered
-        if self._frame_due is not None and (whole or not buffered):
-            self._frame_due.cancel()  # that frame is whole (the bytes held are a new one's)
-            self._frame_due = None
         if not buffered:
+            self.frame_since = None
             return
+        if whole or self.frame_since is None:
+            self.frame_since = now  # the bytes held are a new frame's
         limits = self.server.config.limits
-        if self._frame_due is None:
-            self._frame_due = asyncio.get_running_loop().call_later(
-                limits.frame_timeout, self._frame_too_slow
-            )
         if load.held() - buffered > limits.max_peer_request_bytes and self.transport is not None:
             # what else the peer holds is over the limit: this frame waits (never for its own
             # size, or a request larger than the limit could not arrive at all)
             load.paused.add(self)
             self.transport.pause_reading()
 
-    def _frame_too_slow(self) -> None:
-        self._frame_due = None
-        timeout = self.server.config.limits.frame_timeout
+    def frame_too_slow(self, timeout: float) -> None:
+        """The frame begun did not arrive whole within ``timeout`` seconds: refuse the
+        connection (:func:`close_stalled`)."""
+        self.frame_since = None
         err = FrameTimeout(
             f"a frame begun was not sent whole within {timeout:g} s",
             internal=f"{self._buffered} bytes of it received",
@@ -380,9 +380,7 @@ class ProviderConnection(asyncio.Protocol):
         self.transport = None
         self.session.close()
         self.server.provider_connections.discard(self)
-        if self._frame_due is not None:
-            self._frame_due.cancel()
-            self._frame_due = None
+        self.frame_since = None
         load = self.server.peer_loads.get(self.peer_id) if self.peer_id is not None else None
         if load is not None:
             load.paused.discard(self)
@@ -436,6 +434,16 @@ class ProviderConnection(asyncio.Protocol):
         if self.peer is None:
             raise InvalidMessage("REQUEST before HELLO")
         return self.peer.keys_at(now)
+
+
+def close_stalled(connections: Iterable[ProviderConnection], now: float, timeout: float) -> None:
+    """Refuse each connection whose frame begun has not arrived whole within ``timeout``
+    seconds of ``now`` (``time.monotonic()``); run every second by the server, which is cheaper
+    than a timer for every frame that comes in more than one read."""
+    for conn in [c for c in connections if c.frame_since is not None]:
+        assert conn.frame_since is not None
+        if now - conn.frame_since > timeout:
+            conn.frame_too_slow(timeout)
 
 
 def error_meta(err: ExchangeError) -> dict[str, Any]:
