@@ -108,6 +108,9 @@ class GlobalConfPoller:
         self._floor: int | None = None  # the version the floor file holds, once read or written
         self.in_force: GlobalConf | None = None
         """The configuration in force: persisted, and taken by ``on_change``."""
+        self.persisted_refused: str | None = None
+        """Why the configuration persisted before a restart was not taken (for ``/health`` while
+        nothing is in force); None when it was, or there was none."""
         self.pending: PendingConf | None = None
         """The verified configuration waiting to be put in force after a failure, if any."""
         self._putting = asyncio.Lock()  # the poll loop and a caller's fetch, one at a time
@@ -152,6 +155,7 @@ class GlobalConfPoller:
             return False
         except OSError as exc:
             logger.error("cannot read persisted global configuration %s: %s", self.state_path, exc)
+            self.persisted_refused = f"{self.state_path} cannot be read ({exc.strerror})"
             return False
         try:
             self.trusted.load_local(data, int(self._clock()) if now is None else now)
@@ -165,9 +169,11 @@ class GlobalConfPoller:
                 self.floor_path,
                 self.trusted.floor,
             )
+            self.persisted_refused = f"{self.state_path} looks rolled back: {exc.message}"
             return False
         except GlobalConfError as exc:
             logger.error("persisted global configuration %s refused: %s", self.state_path, exc)
+            self.persisted_refused = f"{self.state_path} was refused: {exc.message}"
             return False
         self._persisted = self.trusted.current_bytes
         return True

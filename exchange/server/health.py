@@ -76,6 +76,7 @@ class HealthFacts:
     policy_reload_error: str | None = None
     expiry_warnings: Sequence[str] = ()
     globalconf_pending: str | None = None
+    globalconf_persisted_refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,9 @@ def judge(facts: HealthFacts) -> Verdict:
 
 def _globalconf(facts: HealthFacts) -> list[Problem]:
     if facts.globalconf_expires_at is None:
-        return [Problem("globalconf_missing", "no global configuration is in force")]
+        refused = facts.globalconf_persisted_refused
+        why = f" (the one saved before the restart: {refused})" if refused else ""
+        return [Problem("globalconf_missing", f"no global configuration is in force{why}")]
     if facts.now > facts.globalconf_expires_at:
         return [
             Problem(

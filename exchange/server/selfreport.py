@@ -140,6 +140,9 @@ class SelfReport:
                 else f"global configuration version {pending.version} is not in force yet: "
                 f"{pending.reason}"
             ),
+            globalconf_persisted_refused=(
+                s.poller.persisted_refused if s.poller is not None else None
+            ),
         )
 
     def metrics_snapshot(self) -> StateSnapshot:

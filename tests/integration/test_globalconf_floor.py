@@ -110,7 +110,11 @@ async def test_a_configuration_file_rolled_back_is_refused_at_start(
         assert str(server.config.globalconf_state) in said[0]
         health = restarted.health()
         assert health["status"] == "unavailable"
-        assert [r["code"] for r in health["reasons"]] == ["globalconf_missing"]
+        [reason] = health["reasons"]
+        assert reason["code"] == "globalconf_missing"
+        # /health says why, as the log does
+        assert "the one saved before the restart" in reason["message"]
+        assert "looks rolled back" in reason["message"] and f"version {newer}" in reason["message"]
     finally:
         await net.servers.pop("floor-rollback").stop()
     # (2) the central server reachable again: it serves the newer version, which goes in force
