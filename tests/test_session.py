@@ -382,7 +382,7 @@ def test_a_misplaced_goaway_breaks_the_protocol(role: Role, frame: bytes) -> Non
         pytest.param(
             "provider",
             [encode_frame(1, FrameKind.REQUEST, {"jws": [{}] * 1000})],
-            id="request-jws-not-a-string",
+            id="request-jws-a-list",
         ),
         pytest.param(
             "provider",

@@ -378,20 +378,18 @@ _SCALARS: Final = (str, int, float, bool, type(None))
 
 def _check_meta(frame: Frame) -> None:
     """A frame's meta holds what its kind carries and nothing that parses into more: a REQUEST's
-    or RESPONSE's only the compact JWS (``jws``, a string; without it the shell refuses the
-    request, signed), an ERROR's or GOAWAY's only scalar values. Parsed JSON can take twenty
-    times its bytes in memory, and a REQUEST's meta is held until its answer (HELLO meta is
-    judged by :meth:`Hello.from_meta`)."""
+    or RESPONSE's only its compact JWS (``jws``: without it, or with a value that is no string,
+    the shell refuses the request, signed), an ERROR's or GOAWAY's only scalar values. Parsed
+    JSON can take twenty times its bytes in memory, and a REQUEST's meta is held until its
+    answer (HELLO meta is judged by :meth:`Hello.from_meta`)."""
     meta = frame.meta
-    if frame.kind in _SIGNED:
-        if len(meta) > 1 or (meta and not isinstance(meta.get("jws"), str)):
-            raise UnexpectedFrame(
-                f"{frame.kind.name} frame meta holds more than its compact JWS ('jws')"
-            )
-    elif frame.kind is not FrameKind.HELLO and not all(
-        isinstance(value, _SCALARS) for value in meta.values()
-    ):
-        raise UnexpectedFrame(f"{frame.kind.name} frame meta holds more than scalar values")
+    kind = frame.kind
+    if kind is FrameKind.HELLO:
+        return
+    if kind in _SIGNED and (len(meta) > 1 or (meta and "jws" not in meta)):
+        raise UnexpectedFrame(f"{kind.name} frame meta holds more than its compact JWS ('jws')")
+    if not all(isinstance(value, _SCALARS) for value in meta.values()):
+        raise UnexpectedFrame(f"{kind.name} frame meta holds more than scalar values")
 
 
 def _names(kinds: frozenset[FrameKind]) -> str:
