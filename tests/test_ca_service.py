@@ -390,7 +390,7 @@ def test_a_token_file_readable_by_others_is_refused(
         "--token-file", token,
     )  # fmt: skip
     assert result.exit_code == EXIT_USAGE, result.output
-    assert f"is readable by others (mode 0o644); run: chmod 600 {token}" in said(result)
+    assert f"is open to others (mode 0o644); run: chmod 600 {token}" in said(result)
     assert not new_server.auth_cert.exists()
 
 

@@ -354,14 +354,15 @@ def request_certs(
 def _token(token_file: Path | None) -> str:
     """The enrolment token from ``--token-file`` or the environment."""
     if token_file is not None:
-        mode = token_file.stat().st_mode
-        if mode & 0o077:
-            # whoever reads it first may enrol a key of theirs under the token's identity
-            raise ConfigurationError(
-                f"enrolment token file {token_file} is readable by others "
-                f"(mode {oct(mode & 0o777)}); run: chmod 600 {token_file}"
-            )
-        text = token_file.read_text(encoding="ascii", errors="replace").strip()
+        with token_file.open("rb") as f:  # the mode of the file read, not of a name checked
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & 0o077:
+                # whoever reads it first may enrol a key of theirs under the token's identity
+                raise ConfigurationError(
+                    f"enrolment token file {token_file} is open to others "
+                    f"(mode {oct(mode & 0o777)}); run: chmod 600 {token_file}"
+                )
+            text = f.read(64 * 1024).decode("ascii", errors="replace").strip()
         where = str(token_file)
     else:
         text = os.environ.get(TOKEN_ENV, "").strip()

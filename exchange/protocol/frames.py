@@ -77,6 +77,10 @@ class FrameDecoder:
         """Bytes received of a frame not yet whole."""
         return len(self._buf)
 
+    def clear(self) -> None:
+        """Drop what is buffered: nothing more will be decoded."""
+        self._buf = bytearray()
+
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
         buf += data

@@ -178,6 +178,7 @@ class Session:
         "_hello_budget",
         "_hello_time",
         "_next_stream",
+        "_wrapped",
         "hellos",
         "pending",
         "role",
@@ -195,6 +196,7 @@ class Session:
         self._hello_budget = float(HELLO_BURST)
         self._hello_time = 0.0
         self._goaway = False
+        self._wrapped = False  # stream ids went round (every id may have been opened)
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -212,17 +214,24 @@ class Session:
         try:
             frames = self._decoder.feed(data)
         except Exception:
-            self.state = State.ERROR
+            self._end(State.ERROR)
             raise
         for frame in frames:
             if self.closed:  # by the handler of an event before
+                self._decoder.clear()
                 return
             try:
                 event = self._on_frame(frame, now)
             except Exception:
-                self.state = State.ERROR
+                self._end(State.ERROR)
                 raise
             yield event
+
+    def _end(self, state: State) -> None:
+        """ERROR or CLOSED: what was buffered of a frame is dropped at once (a refused
+        connection can take half a minute to close, red team: 60 of them held 660 MiB)."""
+        self.state = state
+        self._decoder.clear()
 
     def _on_frame(self, frame: Frame, now: float) -> Event:
         allowed = RECEIVES.get((self.role, self.state), frozenset())
@@ -250,8 +259,13 @@ class Session:
         if frame.stream_id == 0:
             if frame.kind is FrameKind.RESPONSE:
                 raise UnexpectedFrame("RESPONSE frame on stream 0")
-            self.state = State.CLOSED
+            self._end(State.CLOSED)
             return ConnectionRefused(frame.meta)
+        if frame.stream_id >= self._next_stream and not self._wrapped:
+            # an answer to no request of ours (a late one, to a stream we gave up on, is taken)
+            raise UnexpectedFrame(
+                f"{frame.kind.name} frame on stream {frame.stream_id}, which was never opened"
+            )
         self.pending.discard(frame.stream_id)
         self._closed_if_drained()
         if frame.kind is FrameKind.RESPONSE:
@@ -301,6 +315,7 @@ class Session:
         self._may_send(FrameKind.REQUEST)
         stream = self._next_stream
         self._next_stream = (stream + 1) & MAX_STREAM or 1
+        self._wrapped = self._wrapped or self._next_stream == 1
         self.pending.add(stream)
         return stream, encode_frame(stream, FrameKind.REQUEST, meta, body)
 
@@ -330,8 +345,7 @@ class Session:
         connection, after which the session is CLOSED."""
         self._may_send(FrameKind.ERROR)
         if stream_id == 0:
-            if self.state is not State.ERROR:
-                self.state = State.CLOSED
+            self._end(State.ERROR if self.state is State.ERROR else State.CLOSED)
         elif self.state is State.ERROR:
             raise LocalProtocolError("after a protocol error only stream 0 is refused")
         else:
@@ -360,7 +374,7 @@ class Session:
 
     def _closed_if_drained(self) -> None:
         if self.state is State.DRAINING and not self.pending:
-            self.state = State.CLOSED
+            self._end(State.CLOSED)
 
     @property
     def closed(self) -> bool:
@@ -368,8 +382,7 @@ class Session:
 
     def close(self) -> None:
         """The connection is closed (by either end); a session in ERROR stays there."""
-        if self.state is not State.ERROR:
-            self.state = State.CLOSED
+        self._end(State.ERROR if self.state is State.ERROR else State.CLOSED)
 
 
 _SIGNED: Final = frozenset({FrameKind.REQUEST, FrameKind.RESPONSE})

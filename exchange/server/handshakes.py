@@ -185,6 +185,9 @@ class TlsPort:
                 accepted.sock,
                 ssl=self.context,
                 ssl_handshake_timeout=self.limits.timeout,
+                # closing, too: a peer that never answers our close_notify holds the connection
+                # (and what it buffered) this long, not asyncio's 30 s
+                ssl_shutdown_timeout=self.limits.timeout,
             )
         except Exception as exc:  # a failed or timed-out handshake, or a closed connection
             self.limits.failed += 1

@@ -175,12 +175,14 @@ class ProviderConnection(asyncio.Protocol):
         return trust.authenticate(self.peer_cert, self.server.clock(), "provider").id
 
     def _admit_another_connection(self, peer: SecurityServerId) -> None:
-        """A registered peer may hold ``max_peer_connections`` at once, no more."""
+        """A registered peer may hold ``max_peer_connections`` at once, no more: closing ones
+        count until they are closed (a refused connection still holds its TLS state while the
+        peer leaves its closing handshake unanswered)."""
         limit = self.server.config.limits.max_peer_connections
         held = sum(
             1
             for conn in self.server.provider_connections
-            if conn is not self and conn.peer_id == peer and conn.open
+            if conn is not self and conn.peer_id == peer
         )
         if held >= limit:
             raise TooManyConnections(
@@ -255,8 +257,11 @@ class ProviderConnection(asyncio.Protocol):
         if buffered == self._buffered == 0:
             return
         load = self._load()
+        fell = buffered < self._buffered
         load.buffered += buffered - self._buffered
         self._buffered = buffered
+        if fell:
+            self._released(load)  # what the peer holds fell: connections it held back read on
         if not buffered:
             self.frame_since = None
             return
@@ -420,9 +425,18 @@ class ProviderConnection(asyncio.Protocol):
 
     def _read_on(self) -> None:
         """Read the peer's requests again, unless its load (:attr:`paused`) or its unread answers
-        (:attr:`write_blocked`) still hold this connection."""
+        (:attr:`write_blocked`) still hold this connection. A frame begun has ``frame_timeout``
+        again from now: the peer could not send it while we did not read."""
         if self.transport is not None and self.open and not self.paused and not self.write_blocked:
+            if self.frame_since is not None:
+                self.frame_since = time.monotonic()
             self.transport.resume_reading()
+
+    @property
+    def reading(self) -> bool:
+        """Whether this server reads the connection (it does not while the peer's load or its
+        unread answers hold it): only then does a frame begun count against ``frame_timeout``."""
+        return not self.write_blocked and not self.paused
 
     def _write_now(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -438,11 +452,12 @@ class ProviderConnection(asyncio.Protocol):
 
 def close_stalled(connections: Iterable[ProviderConnection], now: float, timeout: float) -> None:
     """Refuse each connection whose frame begun has not arrived whole within ``timeout``
-    seconds of ``now`` (``time.monotonic()``); run every second by the server, which is cheaper
-    than a timer for every frame that comes in more than one read."""
+    seconds of ``now`` (``time.monotonic()``) while this server read it (a connection it holds
+    back is not the peer's delay); run every second by the server, which is cheaper than a timer
+    for every frame that comes in more than one read."""
     for conn in [c for c in connections if c.frame_since is not None]:
         assert conn.frame_since is not None
-        if now - conn.frame_since > timeout:
+        if now - conn.frame_since > timeout and conn.reading:
             conn.frame_too_slow(timeout)
 
 

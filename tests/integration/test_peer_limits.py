@@ -23,7 +23,7 @@ import pytest_asyncio
 
 from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId, parse_security_server, parse_subsystem
-from exchange.protocol.frames import FrameDecoder, FrameKind
+from exchange.protocol.frames import FrameDecoder, FrameKind, encode_frame
 from exchange.protocol.session import ResponseReceived
 from exchange.server import tls
 from exchange.server.core import SecurityServer
@@ -198,7 +198,7 @@ async def _as_palpost(
         await asyncio.sleep(0.01)
     reader, writer = await asyncio.open_connection("127.0.0.1", limited.provider_port, ssl=ctx)
     try:
-        writer.write(hello_frame(palpost.config.server_id, [palpost.signers[PALPOST].cert]))
+        writer.write(_hello(net))
         decoder = FrameDecoder(2**20)
         async with asyncio.timeout(5):
             while not decoder.feed(await reader.read(65536)):
@@ -208,6 +208,16 @@ async def _as_palpost(
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+def _hello(net: Net, body: bytes = b"") -> bytes:
+    """PALPOST's server's HELLO (with ``body``, which a HELLO does not use)."""
+    palpost = net.servers["palpost"]
+    hello = hello_frame(palpost.config.server_id, [palpost.signers[PALPOST].cert])
+    if not body:
+        return hello
+    rest, stream, kind, meta_length = struct.unpack_from("!IIBI", hello)
+    return struct.pack("!IIBI", rest + len(body), stream, kind, meta_length) + hello[13:] + body
 
 
 async def _refusal(reader: asyncio.StreamReader) -> dict[str, object]:
@@ -275,3 +285,92 @@ async def test_frames_begun_count_against_the_peers_bytes(
             with contextlib.suppress(OSError):
                 await second_writer.wait_closed()
     await _until_drained(limited, peer)
+
+
+async def test_a_frame_held_back_by_the_provider_is_not_timed_out(
+    net: Net, limited: SecurityServer
+) -> None:
+    """The deadline runs only while the provider reads: a connection it stopped reading (the
+    peer's requests in flight over its limits) has its frame begun waiting, not late (red team:
+    the connection was closed at the deadline and the requests it had delivered never
+    answered)."""
+    peer = net.servers["palpost"].config.server_id
+    slow = 2 * FRAME_TIMEOUT + 1.5  # the requests in flight outlast the deadline and a sweep
+    frames = [
+        encode_frame(
+            stream,
+            FrameKind.REQUEST,
+            {"jws": window_request(net, SUBSYSTEM.service("slow"), LIMITED, f"s={slow}")},
+        )
+        for stream in (1, 3, 5, 7, 9)
+    ]
+    *whole, last = frames
+    async with _as_palpost(net, limited) as (reader, writer):
+        # past max_peer_requests: the provider stops reading with the last frame begun
+        writer.write(b"".join(whole) + last[: len(last) // 2])
+        assert await _until_paused(limited, peer), "the provider never stopped reading"
+        writer.write(last[len(last) // 2 :])
+        decoder, answered = FrameDecoder(2**20), set()
+        async with asyncio.timeout(3 * slow + 5):
+            while len(answered) < len(frames):
+                data = await reader.read(65536)
+                assert data, f"closed with {len(answered)} answered"
+                for frame in decoder.feed(data):
+                    assert frame.kind is not FrameKind.ERROR, frame.meta
+                    if frame.kind is FrameKind.RESPONSE:
+                        answered.add(frame.stream_id)
+    assert answered == {1, 3, 5, 7, 9}
+    await _until_drained(limited, peer)
+
+
+async def test_a_connection_held_back_reads_on_once_the_others_frame_ends(
+    net: Net, limited: SecurityServer
+) -> None:
+    """A connection held back because the peer's other connection held a large frame begun
+    reads on as soon as that frame ends, whatever it was (red team: when it ended as a HELLO,
+    nothing resumed the connection, and its request met the deadline)."""
+    peer = net.servers["palpost"].config.server_id
+    big_hello = _hello(net, b"\0" * (2 * MAX_BYTES))
+    request = encode_frame(
+        1,
+        FrameKind.REQUEST,
+        {"jws": window_request(net, SUBSYSTEM.service("slow"), LIMITED, "s=0")},
+    )
+    async with _as_palpost(net, limited) as (_, other_writer):
+        other_writer.write(big_hello[: MAX_BYTES + 1000])
+        for _ in range(500):  # a bounded wait for the provider to read it
+            load = limited.peer_loads.get(peer)
+            if load is not None and load.buffered > MAX_BYTES:
+                break
+            await asyncio.sleep(0.005)
+        else:
+            raise AssertionError("the frame begun was not counted")
+        palpost = net.servers["palpost"]
+        conf = limited.trusted.current
+        assert conf is not None
+        ctx = tls.peer_client_context(
+            palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", limited.provider_port, ssl=ctx)
+        try:
+            writer.write(_hello(net) + request[:100])
+            assert await _until_paused(limited, peer), "the connection was read on"
+            other_writer.write(big_hello[MAX_BYTES + 1000 :])  # that frame ends, as a HELLO
+            for _ in range(500):
+                load = limited.peer_loads.get(peer)
+                if load is None or not load.paused:
+                    break
+                await asyncio.sleep(0.005)
+            else:
+                raise AssertionError(f"still held back: {limited.peer_loads.get(peer)}")
+            writer.write(request[100:])
+            decoder = FrameDecoder(2**20)
+            async with asyncio.timeout(10):
+                while not any(
+                    f.kind is FrameKind.RESPONSE for f in decoder.feed(await reader.read(65536))
+                ):
+                    pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
