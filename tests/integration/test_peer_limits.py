@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator
 
@@ -27,6 +29,7 @@ from exchange.protocol.frames import FrameDecoder, FrameKind, encode_frame
 from exchange.protocol.session import ResponseReceived
 from exchange.server import tls
 from exchange.server.core import SecurityServer
+from exchange.server.provider import ProviderConnection
 from tests.integration.conftest import MOI, PALPOST, WINDOW, Net
 from tests.integration.rogue import hello_frame
 from tests.integration.support import as_registered_peer, launch, window_request
@@ -374,3 +377,62 @@ async def test_a_connection_held_back_reads_on_once_the_others_frame_ends(
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def _blocking_tls(limited: SecurityServer, net: Net) -> ssl.SSLSocket:
+    """A blocking TLS socket with PALPOST's server's keys (run in a thread): it reads only when
+    the test says, so it leaves the provider's closing handshake unanswered."""
+    palpost = net.servers["palpost"]
+    conf = limited.trusted.current
+    assert conf is not None
+    ctx = tls.peer_client_context(
+        palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
+    )
+    raw = socket.create_connection(("127.0.0.1", limited.provider_port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname=None)
+
+
+async def test_a_refused_connection_holds_nothing_and_counts_until_it_is_gone(
+    net: Net, limited: SecurityServer
+) -> None:
+    """Refused, a connection may take a while to close (the peer leaves the closing handshake
+    unanswered): what it buffered is dropped at once, and it counts against
+    ``max_peer_connections`` until it is gone (the second red team: 60 refused connections held
+    660 MiB, uncounted, for 30 s each)."""
+    peer = net.servers["palpost"].config.server_id
+    async with _as_palpost(net, limited):
+        pass  # PALPOST's server's own connections closed, and this one
+    await _until_drained(limited, peer)
+    unknown_kind = struct.pack("!IIBI", 9 + 2 + 100_000, 1, 9, 2) + b"{}" + b"\0" * 100_000
+    sockets = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            sock = await asyncio.to_thread(_blocking_tls, limited, net)
+            sockets.append(sock)
+            await asyncio.to_thread(sock.sendall, _hello(net) + unknown_kind)
+        mine: list[ProviderConnection] = []
+        for _ in range(500):  # a bounded wait for the provider to refuse both
+            mine = [c for c in limited.provider_connections if c.peer_id == peer]
+            if len(mine) == MAX_CONNECTIONS and not any(c.open for c in mine):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"not refused: {[c.open for c in mine]}")
+        assert [c.session.buffered for c in mine] == [0] * MAX_CONNECTIONS
+        assert limited.peer_loads.get(peer) is None  # nothing of theirs is counted as held
+        with pytest.raises(ExchangeError) as refused:  # the closing ones still count
+            await as_registered_peer(net, limited).send(_slow_request(net))
+        assert refused.value.code == "Server.ServerProxy.TooManyConnections"
+    finally:
+        for sock in sockets:
+            sock.close()
+    for _ in range(500):  # once they are gone, the peer connects again
+        if not any(c.peer_id == peer for c in limited.provider_connections):
+            break
+        await asyncio.sleep(0.01)
+    client = as_registered_peer(net, limited)
+    try:
+        frame, _ = await client.send(_slow_request(net))
+        _answered(frame)
+    finally:
+        client.close()
