@@ -680,9 +680,12 @@ class SecurityServer:
         while True:
             await asyncio.sleep(1.0)
             self.maintenance.check()
-            close_stalled(
-                self.provider_connections, time.monotonic(), self.config.limits.frame_timeout
-            )
+            try:
+                close_stalled(
+                    self.provider_connections, time.monotonic(), self.config.limits.frame_timeout
+                )
+            except Exception:  # a bug of ours: the rest of this watch goes on
+                log.exception("closing peers' stalled frames failed")
             if self.log.write_failure is not None:
                 with contextlib.suppress(ExchangeError):
                     if await self.log.probe():

@@ -87,6 +87,8 @@ class PeerLoad:
     bytes: int = 0
     buffered: int = 0
     """Bytes of frames part-way received on its connections."""
+    begun: set[ProviderConnection] = field(default_factory=set)
+    """Its connections with a frame part-way received."""
     paused: set[ProviderConnection] = field(default_factory=set)
 
     def held(self) -> int:
@@ -260,17 +262,27 @@ class ProviderConnection(asyncio.Protocol):
         fell = buffered < self._buffered
         load.buffered += buffered - self._buffered
         self._buffered = buffered
+        if not buffered:
+            load.begun.discard(self)
+            self.frame_since = None
+        else:
+            load.begun.add(self)
+            if whole or self.frame_since is None:
+                self.frame_since = now  # the bytes held are a new frame's
         if fell:
             self._released(load)  # what the peer holds fell: connections it held back read on
         if not buffered:
-            self.frame_since = None
             return
-        if whole or self.frame_since is None:
-            self.frame_since = now  # the bytes held are a new frame's
         limits = self.server.config.limits
-        if load.held() - buffered > limits.max_peer_request_bytes and self.transport is not None:
-            # what else the peer holds is over the limit: this frame waits (never for its own
-            # size, or a request larger than the limit could not arrive at all)
+        if (
+            load.held() - buffered > limits.max_peer_request_bytes
+            and self.transport is not None
+            and any(conn is not self and conn.reading for conn in load.begun)
+        ):
+            # what else the peer holds is over the limit: this frame waits, while a frame of the
+            # peer's that is read goes on, which ends (whole, or at its deadline) and lets this
+            # one read on. Never for its own size (a request larger than the limit could not
+            # arrive at all), nor with every frame begun held back (none would ever end)
             load.paused.add(self)
             self.transport.pause_reading()
 
@@ -389,6 +401,7 @@ class ProviderConnection(asyncio.Protocol):
         load = self.server.peer_loads.get(self.peer_id) if self.peer_id is not None else None
         if load is not None:
             load.paused.discard(self)
+            load.begun.discard(self)
             load.buffered -= self._buffered
             self._buffered = 0
             self._released(load)

@@ -436,3 +436,64 @@ async def test_a_refused_connection_holds_nothing_and_counts_until_it_is_gone(
         _answered(frame)
     finally:
         client.close()
+
+
+async def test_frames_begun_never_all_wait_on_each_other(net: Net, limited: SecurityServer) -> None:
+    """Of a peer's frames begun, one is always read: two connections over the limit on each
+    other's account do not both wait, so each ends, whole or at its deadline (the third red
+    team: both held back for good, neither timed out, the peer locked out of its connections
+    until the provider restarted)."""
+    peer = net.servers["palpost"].config.server_id
+    async with _as_palpost(net, limited) as (first, first_writer):
+        palpost = net.servers["palpost"]
+        conf = limited.trusted.current
+        assert conf is not None
+        ctx = tls.peer_client_context(
+            palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
+        )
+        second, second_writer = await asyncio.open_connection(
+            "127.0.0.1", limited.provider_port, ssl=ctx
+        )
+        try:
+            second_writer.write(_hello(net))
+            first_writer.write(_frame_begun(4 * MAX_BYTES, MAX_BYTES + 500))
+            for _ in range(500):  # a bounded wait for the provider to read it
+                load = limited.peer_loads.get(peer)
+                if load is not None and load.buffered > MAX_BYTES:
+                    break
+                await asyncio.sleep(0.005)
+            second_writer.write(_frame_begun(4 * MAX_BYTES, MAX_BYTES + 500))
+            assert await _until_paused(limited, peer), "the second frame was read on"
+            first_writer.write(b"\0")  # now each is over the limit on the other's account
+            refusals = await asyncio.gather(_refusal(first), _refusal(second))
+            assert [r["type"] for r in refusals] == ["Server.ServerProxy.Timeout"] * 2
+        finally:
+            second_writer.close()
+            with contextlib.suppress(OSError):
+                await second_writer.wait_closed()
+    await _until_drained(limited, peer)
+
+
+async def test_two_bodies_larger_than_the_limit_at_once_are_both_answered(
+    net: Net, limited: SecurityServer
+) -> None:
+    """An honest consumer sends two requests at once on its two connections, each larger than
+    ``max_peer_request_bytes`` (which the limits allow: one frame is read whatever the peer
+    holds): both are answered (the third red team: both were held back, 504 after 65 s)."""
+    peer = net.servers["palpost"].config.server_id
+    await _until_drained(limited, peer)
+    body = b"x" * (600 * 1024)
+    calls = [
+        net.call(
+            "palpost",
+            f"/r1/{SUBSYSTEM}/echo",
+            method="POST",
+            body=body,
+            headers={"X-Road-Id": f"large-{i}", "Content-Type": "application/octet-stream"},
+        )
+        for i in range(2)
+    ]
+    async with asyncio.timeout(30):
+        answers = await asyncio.gather(*calls)
+    assert [status for status, _, _ in answers] == [200, 200], [a[2][:300] for a in answers]
+    await _until_drained(limited, peer)
