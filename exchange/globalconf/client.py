@@ -108,6 +108,9 @@ class GlobalConfPoller:
         self._floor: int | None = None  # the version the floor file holds, once read or written
         self.in_force: GlobalConf | None = None
         """The configuration in force: persisted, and taken by ``on_change``."""
+        self.last_refusal: str | None = None
+        """Why the last configuration downloaded was refused (a bad signature, a rollback below
+        the floor, expired...), until one is taken: for ``/health``."""
         self.persisted_refused: str | None = None
         """Why the configuration persisted before a restart was not taken (for ``/health`` while
         nothing is in force); None when it was, or there was none."""
@@ -157,6 +160,15 @@ class GlobalConfPoller:
             logger.error("cannot read persisted global configuration %s: %s", self.state_path, exc)
             self.persisted_refused = f"{self.state_path} cannot be read ({exc.strerror})"
             return False
+        if self._floor is None:
+            # expected once, after an upgrade from a version that kept no floor; otherwise the
+            # floor file was removed, and the configuration beside it is taken unchecked
+            logger.warning(
+                "no version floor beside the persisted global configuration (%s is missing): "
+                "it is taken without a rollback check; the floor is written when a "
+                "configuration next goes in force",
+                self.floor_path,
+            )
         try:
             self.trusted.load_local(data, int(self._clock()) if now is None else now)
         except GlobalConfRollback as exc:
@@ -169,7 +181,9 @@ class GlobalConfPoller:
                 self.floor_path,
                 self.trusted.floor,
             )
-            self.persisted_refused = f"{self.state_path} looks rolled back: {exc.message}"
+            self.persisted_refused = (
+                f"{self.state_path} is older than the floor in {self.floor_path}: {exc.message}"
+            )
             return False
         except GlobalConfError as exc:
             logger.error("persisted global configuration %s refused: %s", self.state_path, exc)
@@ -190,7 +204,9 @@ class GlobalConfPoller:
                 self.trusted.update(data, int(self._clock()) if now is None else now)
             except GlobalConfError as exc:
                 logger.error("global configuration from %s refused: %s", self.url, exc)
+                self.last_refusal = exc.message
                 raise
+            self.last_refusal = None
             self._etag = etag
         return await self.put_in_force()
 

@@ -77,6 +77,7 @@ class HealthFacts:
     expiry_warnings: Sequence[str] = ()
     globalconf_pending: str | None = None
     globalconf_persisted_refused: str | None = None
+    globalconf_last_refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +132,19 @@ def judge(facts: HealthFacts) -> Verdict:
 
 
 def _globalconf(facts: HealthFacts) -> list[Problem]:
+    downloaded = facts.globalconf_last_refusal
+    fetched = f"; the central server's was refused: {downloaded}" if downloaded else ""
     if facts.globalconf_expires_at is None:
         refused = facts.globalconf_persisted_refused
         why = f" (the one saved before the restart: {refused})" if refused else ""
-        return [Problem("globalconf_missing", f"no global configuration is in force{why}")]
+        return [Problem("globalconf_missing", f"no global configuration is in force{why}{fetched}")]
     if facts.now > facts.globalconf_expires_at:
         return [
             Problem(
                 "globalconf_expired",
                 f"global configuration version {facts.globalconf_version} expired at "
-                f"{iso_seconds(facts.globalconf_expires_at)}: is the central server reachable?",
+                f"{iso_seconds(facts.globalconf_expires_at)}"
+                + (fetched or ": is the central server reachable?"),
             )
         ]
     return []

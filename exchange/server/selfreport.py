@@ -143,6 +143,7 @@ class SelfReport:
             globalconf_persisted_refused=(
                 s.poller.persisted_refused if s.poller is not None else None
             ),
+            globalconf_last_refusal=s.poller.last_refusal if s.poller is not None else None,
         )
 
     def metrics_snapshot(self) -> StateSnapshot:
@@ -208,6 +209,8 @@ class SelfReport:
             "expires_in_seconds": int(conf.expires_at - now) if conf else None,
             "last_fetch": iso_seconds(fetched) if fetched is not None else None,
             "last_fetch_error": poller.last_fetch_error if poller is not None else None,
+            # the last configuration downloaded and refused, and why, until one is taken
+            "last_refusal": poller.last_refusal if poller is not None else None,
         }
 
     def _log(self) -> dict[str, Any]:

@@ -114,7 +114,8 @@ async def test_a_configuration_file_rolled_back_is_refused_at_start(
         assert reason["code"] == "globalconf_missing"
         # /health says why, as the log does
         assert "the one saved before the restart" in reason["message"]
-        assert "looks rolled back" in reason["message"] and f"version {newer}" in reason["message"]
+        assert "is older than the floor in" in reason["message"]
+        assert f"version {newer}" in reason["message"]
     finally:
         await net.servers.pop("floor-rollback").stop()
     # (2) the central server reachable again: it serves the newer version, which goes in force
@@ -163,7 +164,9 @@ async def test_an_older_version_downloaded_after_a_restart_is_refused(
             await net.servers.pop("floor-download").stop()
 
 
-async def test_a_missing_floor_file_means_no_floor(net: Net) -> None:
+async def test_a_missing_floor_file_means_no_floor(
+    net: Net, caplog: pytest.LogCaptureFixture
+) -> None:
     server = await net.add_server(
         "floor-missing", parse_security_server(f"{MOH}/ss-floor-missing"), clients=[]
     )
@@ -171,10 +174,16 @@ async def test_a_missing_floor_file_means_no_floor(net: Net) -> None:
     version = server.in_force.version
     assert json.loads(_floor_file(server).read_text()) == {"version": version}
     await net.servers.pop("floor-missing").stop()
-    # a first start after an upgrade from a version that did not write the floor
+    # a first start after an upgrade from a version that did not write the floor (or an
+    # insider removed it: the log says so either way)
     _floor_file(server).unlink()
-    restarted = await _restart(
-        net, "floor-missing", lambda: _with_download_url(server, _unreachable())
+    with caplog.at_level(logging.WARNING, logger=CLIENT_LOG):
+        restarted = await _restart(
+            net, "floor-missing", lambda: _with_download_url(server, _unreachable())
+        )
+    assert any(
+        "no version floor beside the persisted global configuration" in r.getMessage()
+        for r in caplog.records
     )
     try:
         assert restarted.in_force is not None and restarted.in_force.version == version
@@ -248,3 +257,25 @@ async def test_the_server_command_refuses_to_start_on_a_damaged_floor(net: Net) 
     said = stderr.decode()
     assert process.returncode == 2, said[-2000:]
     assert "global configuration floor" in said and str(_floor_file(server)) in said, said
+
+
+async def test_a_floor_above_what_the_central_server_serves_says_so_in_health(net: Net) -> None:
+    """A floor raised by hand (or a central server restored from an old backup) fails closed,
+    and `/health` says the central server's version was refused and why, not only that the
+    saved one was (the third red team: `/health` blamed the configuration file, and
+    `last_fetch_error` was empty)."""
+    server = await _started_once(net, "floor-too-high")
+    _floor_file(server).write_text('{"version": 1000000000}\n')
+    restarted = await _restart(net, "floor-too-high", lambda: SecurityServer(server.config))
+    try:
+        assert restarted.poller is not None
+        with pytest.raises(GlobalConfRollback):
+            await restarted.poller.fetch_once()
+        assert restarted.in_force is None
+        [reason] = restarted.health()["reasons"]
+        assert reason["code"] == "globalconf_missing"
+        assert "the central server's was refused" in reason["message"]
+        assert "1000000000" in reason["message"]
+        assert restarted.health()["globalconf"]["last_refusal"] is not None
+    finally:
+        await net.servers.pop("floor-too-high").stop()
