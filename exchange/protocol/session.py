@@ -397,11 +397,12 @@ def _check_meta(frame: Frame) -> None:
     answer (HELLO meta is judged by :meth:`Hello.from_meta`)."""
     meta = frame.meta
     kind = frame.kind
-    if kind is FrameKind.HELLO:
-        return
-    if kind in _SIGNED and (len(meta) > 1 or (meta and "jws" not in meta)):
-        raise UnexpectedFrame(f"{kind.name} frame meta holds more than its compact JWS ('jws')")
-    if not all(isinstance(value, _SCALARS) for value in meta.values()):
+    if kind in _SIGNED:  # every exchange: no generator
+        if len(meta) > 1 or (meta and "jws" not in meta):
+            raise UnexpectedFrame(f"{kind.name} frame meta holds more than its compact JWS ('jws')")
+        if meta and not isinstance(meta["jws"], _SCALARS):
+            raise UnexpectedFrame(f"{kind.name} frame meta holds more than scalar values")
+    elif kind is not FrameKind.HELLO and not all(isinstance(v, _SCALARS) for v in meta.values()):
         raise UnexpectedFrame(f"{kind.name} frame meta holds more than scalar values")
 
 

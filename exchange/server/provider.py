@@ -255,9 +255,11 @@ class ProviderConnection(asyncio.Protocol):
         bytes count in the peer's load (reading waits past ``max_peer_request_bytes``, as for
         requests in flight), and it must arrive whole within ``frame_timeout`` of when it began
         (:func:`close_stalled`)."""
-        buffered = self.session.buffered if self.open else 0
-        if buffered == self._buffered == 0:
-            return
+        buffered = self.session.buffered
+        if not buffered and not self._buffered:
+            return  # the frames came in whole, as most do
+        if not self.open:
+            buffered = 0
         load = self._load()
         fell = buffered < self._buffered
         load.buffered += buffered - self._buffered
