@@ -73,3 +73,30 @@ def test_a_refused_policy_reload_is_a_warning_naming_the_policy_in_force() -> No
     (warning,) = verdict.warnings
     assert warning.code == "policy_reload_failed"
     assert "abc123 stays in force" in warning.message
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        pytest.param({}, ": is the central server reachable?", id="nothing-known"),
+        pytest.param(
+            {"globalconf_fetch_error": "Cannot connect to host"},
+            "; the last download failed: Cannot connect to host",
+            id="download-failed",
+        ),
+        pytest.param(
+            {"globalconf_last_refusal": "version 19 is older than version 20"},
+            "; the central server's was refused: version 19 is older than version 20",
+            id="download-refused",
+        ),
+    ],
+)
+def test_an_expired_configuration_says_what_the_poller_knows(
+    change: dict[str, object], says: str
+) -> None:
+    """Why the configuration was not renewed, as far as the server knows: the central server
+    unreachable, or what it served refused (the fourth red team: a refusal hid the download
+    failure, and neither was shown before)."""
+    facts = dataclasses.replace(SERVING, globalconf_expires_at=NOW - 1, **change)  # type: ignore[arg-type]
+    [reason] = judge(facts).reasons
+    assert reason.code == "globalconf_expired" and reason.message.endswith(says), reason.message

@@ -206,7 +206,6 @@ class GlobalConfPoller:
                 logger.error("global configuration from %s refused: %s", self.url, exc)
                 self.last_refusal = exc.message
                 raise
-            self.last_refusal = None
             self._etag = etag
         return await self.put_in_force()
 
@@ -305,6 +304,7 @@ class GlobalConfPoller:
     def _fetched(self) -> None:
         self.last_fetch = self._clock()
         self.last_fetch_error = None
+        self.last_refusal = None  # a 304: nothing newer; a 200: judged again by fetch_once
 
     def _download_failed(self, reason: str) -> GlobalConfDownloadError:
         self.last_fetch_error = reason

@@ -78,6 +78,7 @@ class HealthFacts:
     globalconf_pending: str | None = None
     globalconf_persisted_refused: str | None = None
     globalconf_last_refusal: str | None = None
+    globalconf_fetch_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +133,9 @@ def judge(facts: HealthFacts) -> Verdict:
 
 
 def _globalconf(facts: HealthFacts) -> list[Problem]:
-    downloaded = facts.globalconf_last_refusal
+    downloaded, failed = facts.globalconf_last_refusal, facts.globalconf_fetch_error
     fetched = f"; the central server's was refused: {downloaded}" if downloaded else ""
+    fetched += f"; the last download failed: {failed}" if failed else ""
     if facts.globalconf_expires_at is None:
         refused = facts.globalconf_persisted_refused
         why = f" (the one saved before the restart: {refused})" if refused else ""

@@ -140,8 +140,10 @@ class ProviderConnection(asyncio.Protocol):
         """The peer as its HELLO was admitted under the configuration in force."""
         self.hello: Hello | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        # the peer does not read our answers as fast as it sends requests (see pause_writing)
+        # the peer does not read our answers as fast as it sends requests (see pause_writing),
+        # since when (time.monotonic(); see close_stalled)
         self.write_blocked = False
+        self.blocked_since: float | None = None
         # the frame begun and not yet whole: its bytes (counted in the peer's load) and when it
         # began (time.monotonic(); see close_stalled)
         self._buffered = 0
@@ -219,11 +221,21 @@ class ProviderConnection(asyncio.Protocol):
             )
 
     def _refuse(self, err: ExchangeError) -> None:
+        """Send the peer ``err`` on stream 0 and close the connection. What it had begun of a
+        frame no longer counts against the peer (the session dropped it); a close the peer
+        does not let finish (it reads neither the refusal nor the answers before it) is cut
+        after ``tls_handshake_timeout``."""
         if self.transport is None:
             return
         with contextlib.suppress(LocalProtocolError):  # already refused
             self.transport.write(self.session.send_error(0, error_meta(err)))
+        if self.transport.is_closing():
+            return
         self.transport.close()
+        self._frame_begun(0, time.monotonic())  # the session holds nothing now
+        asyncio.get_running_loop().call_later(
+            self.server.config.limits.tls_handshake_timeout, _cut, self.transport
+        )
 
     # -- frames ---------------------------------------------------------------------------------
 
@@ -279,12 +291,13 @@ class ProviderConnection(asyncio.Protocol):
         if (
             load.held() - buffered > limits.max_peer_request_bytes
             and self.transport is not None
-            and any(conn is not self and conn.reading for conn in load.begun)
+            and any(conn is not self and not conn.paused for conn in load.begun)
         ):
             # what else the peer holds is over the limit: this frame waits, while a frame of the
-            # peer's that is read goes on, which ends (whole, or at its deadline) and lets this
-            # one read on. Never for its own size (a request larger than the limit could not
-            # arrive at all), nor with every frame begun held back (none would ever end)
+            # peer's that this server does not hold back goes on, which ends (whole, or at its
+            # deadline) and lets this one read on. Never for its own size (a request larger than
+            # the limit could not arrive at all), nor with every frame begun held back (none
+            # would ever end)
             load.paused.add(self)
             self.transport.pause_reading()
 
@@ -298,6 +311,20 @@ class ProviderConnection(asyncio.Protocol):
         )
         log.warning("closing the connection of %s: %s", self.peer_id, err.internal)
         self._refuse(err)
+
+    def answers_unread(self, timeout: float) -> None:
+        """The peer read nothing of its answers for ``timeout`` seconds: the connection is
+        aborted, with what it buffered both ways (an ERROR frame would wait behind the answers
+        it does not read, and so would a closing handshake)."""
+        self.blocked_since = None
+        log.warning(
+            "aborting the connection of %s: it read none of its answers for %g s",
+            self.peer_id,
+            timeout,
+        )
+        self.session.close()
+        if self.transport is not None:
+            self.transport.abort()
 
     def drain(self) -> None:
         """The server stops: tell the peer (GOAWAY) to send no new request on this connection;
@@ -361,7 +388,10 @@ class ProviderConnection(asyncio.Protocol):
             and load.bytes <= limits.max_peer_request_bytes // 2
         ):
             paused, load.paused = load.paused, set()
+            now = time.monotonic()
             for conn in paused:
+                if conn.frame_since is not None:
+                    conn.frame_since = now  # held back by us: the time was not the peer's
                 conn._read_on()
         if load.idle and self.peer_id is not None:
             self.server.peer_loads.pop(self.peer_id, None)
@@ -431,27 +461,20 @@ class ProviderConnection(asyncio.Protocol):
         requests on this connection until the buffer drains, so that answers nobody reads do
         not pile up in memory."""
         self.write_blocked = True
+        self.blocked_since = time.monotonic()
         if self.transport is not None and self.open:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_blocked = False
+        self.blocked_since = None
         self._read_on()
 
     def _read_on(self) -> None:
         """Read the peer's requests again, unless its load (:attr:`paused`) or its unread answers
-        (:attr:`write_blocked`) still hold this connection. A frame begun has ``frame_timeout``
-        again from now: the peer could not send it while we did not read."""
+        (:attr:`write_blocked`) still hold this connection."""
         if self.transport is not None and self.open and not self.paused and not self.write_blocked:
-            if self.frame_since is not None:
-                self.frame_since = time.monotonic()
             self.transport.resume_reading()
-
-    @property
-    def reading(self) -> bool:
-        """Whether this server reads the connection (it does not while the peer's load or its
-        unread answers hold it): only then does a frame begun count against ``frame_timeout``."""
-        return not self.write_blocked and not self.paused
 
     def _write_now(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -465,14 +488,22 @@ class ProviderConnection(asyncio.Protocol):
         return self.peer.keys_at(now)
 
 
+def _cut(transport: asyncio.Transport) -> None:
+    """Abort a connection whose close has not finished (nothing if it has)."""
+    with contextlib.suppress(Exception):
+        transport.abort()
+
+
 def close_stalled(connections: Iterable[ProviderConnection], now: float, timeout: float) -> None:
-    """Refuse each connection whose frame begun has not arrived whole within ``timeout``
-    seconds of ``now`` (``time.monotonic()``) while this server read it (a connection it holds
-    back is not the peer's delay); run every second by the server, which is cheaper than a timer
-    for every frame that comes in more than one read."""
-    for conn in [c for c in connections if c.frame_since is not None]:
-        assert conn.frame_since is not None
-        if now - conn.frame_since > timeout and conn.reading:
+    """End each connection stalled by its peer for more than ``timeout`` seconds at ``now``
+    (``time.monotonic()``): a frame begun and not arrived whole (time this server held the
+    connection back for the peer's load is not counted; time the peer left its answers unread
+    is), or answers it has not read at all. Run every second by the server, which is cheaper
+    than a timer for every frame that comes in more than one read."""
+    for conn in list(connections):
+        if conn.blocked_since is not None and now - conn.blocked_since > timeout:
+            conn.answers_unread(timeout)
+        elif conn.frame_since is not None and now - conn.frame_since > timeout and not conn.paused:
             conn.frame_too_slow(timeout)
 
 

@@ -144,6 +144,7 @@ class SelfReport:
                 s.poller.persisted_refused if s.poller is not None else None
             ),
             globalconf_last_refusal=s.poller.last_refusal if s.poller is not None else None,
+            globalconf_fetch_error=s.poller.last_fetch_error if s.poller is not None else None,
         )
 
     def metrics_snapshot(self) -> StateSnapshot:

@@ -138,7 +138,11 @@ async def test_an_older_version_downloaded_after_a_restart_is_refused(
     # the download path, or a central server restored from an old backup)
     server.config.globalconf_state.unlink()
 
+    answers = {"older": True}
+
     async def serve_older(request: web.Request) -> web.Response:
+        if not answers["older"]:
+            return web.Response(status=304)  # nothing newer than what was last served
         return web.Response(body=older, content_type="application/jose")
 
     old_server = web.Application()
@@ -158,6 +162,12 @@ async def test_an_older_version_downloaded_after_a_restart_is_refused(
             with pytest.raises(GlobalConfRollback, match=f"version {newer}"):
                 await restarted.poller.fetch_once()
             assert restarted.in_force is None
+            assert restarted.poller.last_refusal is not None
+            # a refusal is shown until the central server answers again (the fourth red team:
+            # after a 304 it was still shown, and in place of a later download failure)
+            answers["older"] = False
+            assert await restarted.poller.fetch_once() is False
+            assert restarted.poller.last_refusal is None
             assert not server.config.globalconf_state.exists()
             assert json.loads(_floor_file(server).read_text()) == {"version": newer}
         finally:
