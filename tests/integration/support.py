@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import socket
 import sqlite3
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -34,6 +36,7 @@ from exchange.identifiers import MemberId, SecurityServerId, ServiceId, Subsyste
 from exchange.messagelog.query import RecordView, query_records
 from exchange.messagelog.store import open_readonly
 from exchange.protocol.jws import Signer
+from exchange.server import tls
 from exchange.server.config import ServerConfig, load_server_config
 from exchange.server.core import SecurityServer
 from exchange.trust.ca import CertificateAuthority
@@ -182,6 +185,30 @@ async def assert_serving(net: Net, name: str = "palpost", path: str = PERSONS) -
     assert status == 200, body[:500]
     assert "X-Road-Error" not in headers
     assert orjson.loads(body)["national_id"] == "123456782"
+
+
+def palpost_peer_context(net: Net, target: SecurityServer) -> ssl.SSLContext:
+    """The TLS context of PALPOST's server's authentication key, for ``target``'s provider port
+    (a raw connection of a registered peer: the test writes its frames itself)."""
+    palpost = net.servers["palpost"]
+    conf = target.trusted.current
+    assert conf is not None
+    return tls.peer_client_context(
+        palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
+    )
+
+
+async def hardly_reading_peer(
+    net: Net, target: SecurityServer
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection as PALPOST's server whose socket takes in almost nothing: a peer that
+    reads (next to) none of its answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", target.provider_port))
+    context = palpost_peer_context(net, target)
+    return await asyncio.open_connection(sock=sock, ssl=context, server_hostname="")
 
 
 def as_registered_peer(net: Net, target: SecurityServer) -> RogueClient:

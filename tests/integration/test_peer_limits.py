@@ -27,12 +27,16 @@ from exchange.errors import ExchangeError
 from exchange.identifiers import SecurityServerId, parse_security_server, parse_subsystem
 from exchange.protocol.frames import FrameDecoder, FrameKind, encode_frame
 from exchange.protocol.session import ResponseReceived
-from exchange.server import tls
 from exchange.server.core import SecurityServer
-from exchange.server.provider import ProviderConnection
+from exchange.server.provider import PeerLoad, ProviderConnection
 from tests.integration.conftest import MOI, PALPOST, WINDOW, Net
 from tests.integration.rogue import hello_frame
-from tests.integration.support import as_registered_peer, launch, window_request
+from tests.integration.support import (
+    as_registered_peer,
+    launch,
+    palpost_peer_context,
+    window_request,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -190,27 +194,43 @@ async def _as_palpost(
     pool = palpost.pools.pop(LIMITED, None)
     if pool is not None:
         pool.close()
-    conf = limited.trusted.current
-    assert conf is not None
-    ctx = tls.peer_client_context(
-        palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
-    )
     for _ in range(200):  # a bounded wait for the provider to see those closes
         if not any(c.peer_id == palpost.config.server_id for c in limited.provider_connections):
             break
         await asyncio.sleep(0.01)
-    reader, writer = await asyncio.open_connection("127.0.0.1", limited.provider_port, ssl=ctx)
-    try:
+    async with _connected(net, limited) as (reader, writer):
         writer.write(_hello(net))
         decoder = FrameDecoder(2**20)
         async with asyncio.timeout(5):
             while not decoder.feed(await reader.read(65536)):
                 pass
         yield reader, writer
+
+
+@contextlib.asynccontextmanager
+async def _connected(
+    net: Net, limited: SecurityServer
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw connection to ``limited``'s provider port with PALPOST's server's keys, before
+    any HELLO; closed at the end."""
+    context = palpost_peer_context(net, limited)
+    reader, writer = await asyncio.open_connection("127.0.0.1", limited.provider_port, ssl=context)
+    try:
+        yield reader, writer
     finally:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def _until_begun(limited: SecurityServer, peer: SecurityServerId, more_than: int) -> PeerLoad:
+    """The peer's load once its frames begun hold more than ``more_than`` bytes."""
+    for _ in range(500):  # a bounded wait for the provider to read them
+        load = limited.peer_loads.get(peer)
+        if load is not None and load.buffered > more_than:
+            return load
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"the frames begun were not counted: {limited.peer_loads.get(peer)}")
 
 
 def _hello(net: Net, body: bytes = b"") -> bytes:
@@ -258,35 +278,13 @@ async def test_frames_begun_count_against_the_peers_bytes(
     peer = net.servers["palpost"].config.server_id
     async with _as_palpost(net, limited) as (first, first_writer):
         first_writer.write(_frame_begun(3 * MAX_BYTES, MAX_BYTES + 100))
-        for _ in range(500):  # a bounded wait for the provider to read it
-            load = limited.peer_loads.get(peer)
-            if load is not None and load.buffered > MAX_BYTES:
-                break
-            await asyncio.sleep(0.005)
-        else:
-            raise AssertionError("the frame begun was not counted")
+        load = await _until_begun(limited, peer, MAX_BYTES)
         assert not load.paused  # its own frame, larger than the limit, is read on
-        second_conf = limited.trusted.current
-        assert second_conf is not None
-        palpost = net.servers["palpost"]
-        ctx = tls.peer_client_context(
-            palpost.config.auth_cert, palpost.config.auth_key, None, second_conf.ca_certs()
-        )
-        second, second_writer = await asyncio.open_connection(
-            "127.0.0.1", limited.provider_port, ssl=ctx
-        )
-        try:
-            second_writer.write(
-                hello_frame(palpost.config.server_id, [palpost.signers[PALPOST].cert])
-                + _frame_begun(1000, 10)
-            )
+        async with _connected(net, limited) as (second, second_writer):
+            second_writer.write(_hello(net) + _frame_begun(1000, 10))
             assert await _until_paused(limited, peer), "the second connection was read on"
             assert (await _refusal(first))["type"] == "Server.ServerProxy.Timeout"
             assert (await _refusal(second))["type"] == "Server.ServerProxy.Timeout"
-        finally:
-            second_writer.close()
-            with contextlib.suppress(OSError):
-                await second_writer.wait_closed()
     await _until_drained(limited, peer)
 
 
@@ -341,21 +339,8 @@ async def test_a_connection_held_back_reads_on_once_the_others_frame_ends(
     )
     async with _as_palpost(net, limited) as (_, other_writer):
         other_writer.write(big_hello[: MAX_BYTES + 1000])
-        for _ in range(500):  # a bounded wait for the provider to read it
-            load = limited.peer_loads.get(peer)
-            if load is not None and load.buffered > MAX_BYTES:
-                break
-            await asyncio.sleep(0.005)
-        else:
-            raise AssertionError("the frame begun was not counted")
-        palpost = net.servers["palpost"]
-        conf = limited.trusted.current
-        assert conf is not None
-        ctx = tls.peer_client_context(
-            palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
-        )
-        reader, writer = await asyncio.open_connection("127.0.0.1", limited.provider_port, ssl=ctx)
-        try:
+        await _until_begun(limited, peer, MAX_BYTES)
+        async with _connected(net, limited) as (reader, writer):
             writer.write(_hello(net) + request[:100])
             assert await _until_paused(limited, peer), "the connection was read on"
             other_writer.write(big_hello[MAX_BYTES + 1000 :])  # that frame ends, as a HELLO
@@ -373,23 +358,13 @@ async def test_a_connection_held_back_reads_on_once_the_others_frame_ends(
                     f.kind is FrameKind.RESPONSE for f in decoder.feed(await reader.read(65536))
                 ):
                     pass
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
 
 
 def _blocking_tls(limited: SecurityServer, net: Net) -> ssl.SSLSocket:
     """A blocking TLS socket with PALPOST's server's keys (run in a thread): it reads only when
     the test says, so it leaves the provider's closing handshake unanswered."""
-    palpost = net.servers["palpost"]
-    conf = limited.trusted.current
-    assert conf is not None
-    ctx = tls.peer_client_context(
-        palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
-    )
     raw = socket.create_connection(("127.0.0.1", limited.provider_port), timeout=10)
-    return ctx.wrap_socket(raw, server_hostname=None)
+    return palpost_peer_context(net, limited).wrap_socket(raw, server_hostname=None)
 
 
 async def test_a_refused_connection_holds_nothing_and_counts_until_it_is_gone(
@@ -444,33 +419,18 @@ async def test_frames_begun_never_all_wait_on_each_other(net: Net, limited: Secu
     team: both held back for good, neither timed out, the peer locked out of its connections
     until the provider restarted)."""
     peer = net.servers["palpost"].config.server_id
-    async with _as_palpost(net, limited) as (first, first_writer):
-        palpost = net.servers["palpost"]
-        conf = limited.trusted.current
-        assert conf is not None
-        ctx = tls.peer_client_context(
-            palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
-        )
-        second, second_writer = await asyncio.open_connection(
-            "127.0.0.1", limited.provider_port, ssl=ctx
-        )
-        try:
-            second_writer.write(_hello(net))
-            first_writer.write(_frame_begun(4 * MAX_BYTES, MAX_BYTES + 500))
-            for _ in range(500):  # a bounded wait for the provider to read it
-                load = limited.peer_loads.get(peer)
-                if load is not None and load.buffered > MAX_BYTES:
-                    break
-                await asyncio.sleep(0.005)
-            second_writer.write(_frame_begun(4 * MAX_BYTES, MAX_BYTES + 500))
-            assert await _until_paused(limited, peer), "the second frame was read on"
-            first_writer.write(b"\0")  # now each is over the limit on the other's account
-            refusals = await asyncio.gather(_refusal(first), _refusal(second))
-            assert [r["type"] for r in refusals] == ["Server.ServerProxy.Timeout"] * 2
-        finally:
-            second_writer.close()
-            with contextlib.suppress(OSError):
-                await second_writer.wait_closed()
+    async with (
+        _as_palpost(net, limited) as (first, first_writer),
+        _connected(net, limited) as (second, second_writer),
+    ):
+        second_writer.write(_hello(net))
+        first_writer.write(_frame_begun(4 * MAX_BYTES, MAX_BYTES + 500))
+        await _until_begun(limited, peer, MAX_BYTES)
+        second_writer.write(_frame_begun(4 * MAX_BYTES, MAX_BYTES + 500))
+        assert await _until_paused(limited, peer), "the second frame was read on"
+        first_writer.write(b"\0")  # now each is over the limit on the other's account
+        refusals = await asyncio.gather(_refusal(first), _refusal(second))
+        assert [r["type"] for r in refusals] == ["Server.ServerProxy.Timeout"] * 2
     await _until_drained(limited, peer)
 
 

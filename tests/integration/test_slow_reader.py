@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 import orjson
@@ -24,12 +23,11 @@ import pytest_asyncio
 
 from exchange.identifiers import parse_security_server, parse_subsystem
 from exchange.protocol.frames import FrameDecoder, FrameKind, encode_frame
-from exchange.server import tls
 from exchange.server.core import SecurityServer
 from exchange.server.provider import ProviderConnection
 from tests.integration.conftest import MOI, PALPOST, WINDOW, Net
 from tests.integration.rogue import MAX_FRAME, hello_frame, sign_request
-from tests.integration.support import assert_serving, launch, until
+from tests.integration.support import assert_serving, hardly_reading_peer, launch, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -79,16 +77,7 @@ async def test_answers_nobody_reads_do_not_pile_up_and_all_are_answered(
     net: Net, provider: SecurityServer
 ) -> None:
     palpost = net.servers["palpost"]
-    conf = provider.trusted.current
-    assert conf is not None
-    ctx = tls.peer_client_context(
-        palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
-    )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a peer that hardly reads
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", provider.provider_port))
-    reader, writer = await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname="")
+    reader, writer = await hardly_reading_peer(net, provider)
     logged_before = provider.log.size
     try:
         writer.write(hello_frame(palpost.config.server_id, [palpost.signers[PALPOST].cert]))

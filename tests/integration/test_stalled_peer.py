@@ -12,7 +12,6 @@ peer reads none of its answers for ``frame_timeout`` is aborted.
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 from collections.abc import AsyncIterator
 
@@ -22,11 +21,10 @@ from aiohttp import web
 
 from exchange.identifiers import parse_security_server, parse_subsystem
 from exchange.protocol.frames import FrameKind, encode_frame
-from exchange.server import tls
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import MOI, PALPOST, WINDOW, Net
 from tests.integration.rogue import hello_frame, sign_request
-from tests.integration.support import launch, new_id, serving
+from tests.integration.support import hardly_reading_peer, launch, new_id, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -75,23 +73,6 @@ async def provider(net: Net) -> AsyncIterator[SecurityServer]:
         yield server
 
 
-async def _hardly_reading(net: Net, provider: SecurityServer) -> asyncio.StreamWriter:
-    """A connection as PALPOST's server whose socket takes in almost nothing: a peer that reads
-    none of its answers."""
-    palpost = net.servers["palpost"]
-    conf = provider.trusted.current
-    assert conf is not None
-    ctx = tls.peer_client_context(
-        palpost.config.auth_cert, palpost.config.auth_key, None, conf.ca_certs()
-    )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", provider.provider_port))
-    _, writer = await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname="")
-    return writer
-
-
 def _requests(net: Net, count: int, first: int = 1) -> bytes:
     """``count`` signed requests whose answers are ``ANSWER`` bytes each, on streams from
     ``first`` on."""
@@ -129,7 +110,7 @@ async def test_a_peer_that_reads_no_answers_holds_no_more_and_is_dropped(
     writers = []
     try:
         for _ in range(CONNECTIONS):
-            writer = await _hardly_reading(net, provider)
+            _, writer = await hardly_reading_peer(net, provider)
             writers.append(writer)
             writer.write(hello + _requests(net, 8) + _frame_begun(largest, largest - 1000))
         most, seen_closing = 0, False
@@ -169,7 +150,7 @@ async def test_a_connection_whose_answers_are_never_read_is_aborted(
     peer = palpost.config.server_id
     hello = hello_frame(peer, [palpost.signers[PALPOST].cert])
     others = set(provider.provider_connections)  # PALPOST's own pool, say
-    writer = await _hardly_reading(net, provider)
+    _, writer = await hardly_reading_peer(net, provider)
     try:
         writer.write(hello)
         for burst in range(4):  # answers in several writes: the later ones find the buffer full
