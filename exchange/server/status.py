@@ -42,15 +42,15 @@ def _cert_status(cert: x509.Certificate, now: dt.datetime) -> dict[str, Any]:
 def server_status(config_path: Path) -> dict[str, Any]:
     config = load_server_config(config_path)
     now = dt.datetime.now(dt.UTC)
+    auth = load_certificate(config.auth_cert)
+    signing = [(s.member, load_certificate(s.cert)) for s in config.signing]
     status: dict[str, Any] = {
         "server": str(config.server_id),
         "config": str(config.path),
         "consumer": f"{config.consumer.host}:{config.consumer.port}",
         "provider": f"{config.provider.host}:{config.provider.port}",
-        "auth_cert": _cert_status(load_certificate(config.auth_cert), now),
-        "signing_certs": {
-            str(s.member): _cert_status(load_certificate(s.cert), now) for s in config.signing
-        },
+        "auth_cert": _cert_status(auth, now),
+        "signing_certs": {str(member): _cert_status(cert, now) for member, cert in signing},
         "clients": [str(c.id) for c in config.clients],
         "services": {str(s.id): s.url for s in config.services},
     }
@@ -70,7 +70,7 @@ def server_status(config_path: Path) -> dict[str, Any]:
     maintenance = read_maintenance(config.state_dir)
     status["maintenance"] = None if maintenance is None else maintenance.to_dict()
     if config.log_path.exists():
-        status.update(_log_status(config, now))
+        status.update(_log_status(config, [auth, *(cert for _, cert in signing)], now))
     running = running_server(config)
     status["running"] = running is not None
     url = status_url(config, running)
@@ -85,8 +85,11 @@ def _live(health: dict[str, Any], url: str | None) -> dict[str, Any]:
     return {"status_url": url, **{k: health.get(k) for k in keys}}
 
 
-def _log_status(config: ServerConfig, now: dt.datetime) -> dict[str, Any]:
-    own = [load_certificate(config.auth_cert), *(load_certificate(s.cert) for s in config.signing)]
+def _log_status(
+    config: ServerConfig, own: list[x509.Certificate], now: dt.datetime
+) -> dict[str, Any]:
+    """What the message log holds: records, archives, heads, time-stamps, and the newest OCSP
+    response kept for each of ``own`` (the authentication certificate first)."""
     conn = open_readonly(config.log_path)
     try:
         (count,) = conn.execute("SELECT count(*) FROM records").fetchone()
