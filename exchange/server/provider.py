@@ -85,19 +85,18 @@ class PeerLoad:
 
     requests: int = 0
     bytes: int = 0
-    buffered: int = 0
-    """Bytes of frames part-way received on its connections."""
     begun: set[ProviderConnection] = field(default_factory=set)
     """Its connections with a frame part-way received."""
     paused: set[ProviderConnection] = field(default_factory=set)
 
-    def held(self) -> int:
-        """The bytes the peer makes this server hold: requests in flight and frames begun."""
-        return self.bytes + self.buffered
+    @property
+    def buffered(self) -> int:
+        """Bytes of frames part-way received on its connections."""
+        return sum(conn.frame_bytes for conn in self.begun)
 
     @property
     def idle(self) -> bool:
-        return not self.requests and not self.paused and not self.buffered
+        return not self.requests and not self.paused and not self.begun
 
 
 class ProviderHost(SoapProviderHost, Protocol):
@@ -146,7 +145,7 @@ class ProviderConnection(asyncio.Protocol):
         self.blocked_since: float | None = None
         # the frame begun and not yet whole: its bytes (counted in the peer's load) and when it
         # began (time.monotonic(); see close_stalled)
-        self._buffered = 0
+        self.frame_bytes = 0
         self.frame_since: float | None = None
 
     # -- connection checks ----------------------------------------------------------------------
@@ -268,14 +267,13 @@ class ProviderConnection(asyncio.Protocol):
         requests in flight), and it must arrive whole within ``frame_timeout`` of when it began
         (:func:`close_stalled`)."""
         buffered = self.session.buffered
-        if not buffered and not self._buffered:
+        if not buffered and not self.frame_bytes:
             return  # the frames came in whole, as most do
         if not self.open:
             buffered = 0
         load = self._load()
-        fell = buffered < self._buffered
-        load.buffered += buffered - self._buffered
-        self._buffered = buffered
+        fell = buffered < self.frame_bytes
+        self.frame_bytes = buffered
         if not buffered:
             load.begun.discard(self)
             self.frame_since = None
@@ -289,7 +287,7 @@ class ProviderConnection(asyncio.Protocol):
             return
         limits = self.server.config.limits
         if (
-            load.held() - buffered > limits.max_peer_request_bytes
+            load.bytes + load.buffered - buffered > limits.max_peer_request_bytes
             and self.transport is not None
             and any(conn is not self and not conn.paused for conn in load.begun)
         ):
@@ -307,7 +305,7 @@ class ProviderConnection(asyncio.Protocol):
         self.frame_since = None
         err = FrameTimeout(
             f"a frame begun was not sent whole within {timeout:g} s",
-            internal=f"{self._buffered} bytes of it received",
+            internal=f"{self.frame_bytes} bytes of it received",
         )
         log.warning("closing the connection of %s: %s", self.peer_id, err.internal)
         self._refuse(err)
@@ -434,8 +432,7 @@ class ProviderConnection(asyncio.Protocol):
         if load is not None:
             load.paused.discard(self)
             load.begun.discard(self)
-            load.buffered -= self._buffered
-            self._buffered = 0
+            self.frame_bytes = 0
             self._released(load)
 
     async def _answer(self, event: RequestReceived) -> None:
