@@ -29,8 +29,10 @@ from aiohttp import web
 
 from exchange.demo.processes import free_port
 from exchange.errors import ConfigurationError
+from exchange.globalconf.floor import floor_path
 from exchange.globalconf.verifier import GlobalConfRollback
 from exchange.identifiers import MemberId, parse_security_server
+from exchange.protocol.jws import unverified_payload
 from exchange.server.core import SecurityServer
 from tests.integration.conftest import MOH, Net
 from tests.integration.support import publish, serving
@@ -41,8 +43,7 @@ CLIENT_LOG = "exchange.globalconf.client"
 
 
 def _floor_file(server: SecurityServer) -> Path:
-    state = server.config.globalconf_state
-    return state.with_name(state.name + ".floor")
+    return floor_path(server.config.globalconf_state)
 
 
 def _with_download_url(server: SecurityServer, url: str) -> SecurityServer:
@@ -81,9 +82,7 @@ async def _with_a_newer_version(net: Net, name: str, code: str) -> tuple[Securit
 
 
 def _version_of(data: bytes) -> int:
-    from exchange.protocol.canonical import b64url_decode
-
-    return int(json.loads(b64url_decode(data.split(b".")[1].decode()))["version"])
+    return int(json.loads(unverified_payload(data.decode()))["version"])
 
 
 async def test_a_configuration_file_rolled_back_is_refused_at_start(
