@@ -119,7 +119,8 @@ class SelfReport:
         maintenance = s.maintenance.current
         failure = s.log.write_failure
         policy = s.policy.health() if s.policy is not None else None
-        pending = s.poller.pending if s.poller is not None else None
+        poller = s.poller
+        pending = poller.pending if poller is not None else None
         return HealthFacts(
             now=now,
             maintenance=maintenance is not None,
@@ -140,11 +141,9 @@ class SelfReport:
                 else f"global configuration version {pending.version} is not in force yet: "
                 f"{pending.reason}"
             ),
-            globalconf_persisted_refused=(
-                s.poller.persisted_refused if s.poller is not None else None
-            ),
-            globalconf_last_refusal=s.poller.last_refusal if s.poller is not None else None,
-            globalconf_fetch_error=s.poller.last_fetch_error if s.poller is not None else None,
+            globalconf_persisted_refused=poller.persisted_refused if poller is not None else None,
+            globalconf_last_refusal=poller.last_refusal if poller is not None else None,
+            globalconf_fetch_error=poller.last_fetch_error if poller is not None else None,
         )
 
     def metrics_snapshot(self) -> StateSnapshot:
