@@ -217,8 +217,7 @@ class Session:
             self._end(State.ERROR)
             raise
         for frame in frames:
-            if self.closed:  # by the handler of an event before
-                self._decoder.clear()
+            if self.closed:  # by the handler of an event before (which dropped the buffer)
                 return
             try:
                 event = self._on_frame(frame, now)
@@ -345,7 +344,7 @@ class Session:
         connection, after which the session is CLOSED."""
         self._may_send(FrameKind.ERROR)
         if stream_id == 0:
-            self._end(State.ERROR if self.state is State.ERROR else State.CLOSED)
+            self.close()
         elif self.state is State.ERROR:
             raise LocalProtocolError("after a protocol error only stream 0 is refused")
         else:
