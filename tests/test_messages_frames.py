@@ -203,6 +203,21 @@ def test_response_document_shape() -> None:
     assert doc["released_fields"] == ["name"]
 
 
+def test_signed_documents_cannot_change_nor_pass_for_json_arrays() -> None:
+    """The documents are named tuples: a field cannot be set after signing or checking, and
+    the canonical encoder refuses one put inside another document, as it refused dataclasses,
+    instead of writing it out as a JSON array."""
+    response = _response(decision=SignedDecision(True, "Allowed", "g1", ("name",)))
+    assert response.decision is not None
+    for doc in (_request(), response, response.decision):
+        with pytest.raises(AttributeError):
+            doc.timestamp_ms = 0  # type: ignore[misc,union-attr]
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            canonical_bytes({"document": doc})
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            canonical_bytes({"document": doc}, typed=True)
+
+
 def test_signed_request_through_jws() -> None:
     key = generate_key()
     signer = Signer(key, self_signed_certificate(key, "MOF"))

@@ -4,7 +4,7 @@ answering another request would try, each refused with the receiving side's code
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -127,7 +127,7 @@ def _response(bound: OwnRequest, **changes: Any) -> SignedResponse:
         released_fields=None,
         timestamp_ms=1_700_000_000_005,
     )
-    return replace(response, **changes)
+    return response._replace(**changes)
 
 
 def _signed(member: Member, request: SignedRequest | None = None) -> OwnRequest:
@@ -200,7 +200,7 @@ def test_response_signed_by_the_client_itself(mof: Member, keys: Keys) -> None:
 def test_response_bound_to_another_request(mof: Member, moi: Member, keys: Keys) -> None:
     """A genuine MOI response, but to another request of the same client (same message id)."""
     sent = _signed(mof)
-    other = _signed(mof, replace(_request(), purpose="other"))
+    other = _signed(mof, _request()._replace(purpose="other"))
     token = moi.signer.sign(_response(other).canonical())
     with pytest.raises(InconsistentResponse, match="request hash differs"):
         verify_response(token, sent, keys)

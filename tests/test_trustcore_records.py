@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -110,7 +110,7 @@ def _request(**changes: Any) -> SignedRequest:
         client_server=MOF_SS1,
         timestamp_ms=TS,
     )
-    return replace(request, **changes)
+    return request._replace(**changes)
 
 
 def _response(request: SignedRequest, token: str, **changes: Any) -> SignedResponse:
@@ -130,7 +130,7 @@ def _response(request: SignedRequest, token: str, **changes: Any) -> SignedRespo
         timestamp_ms=TS + 5,
         decision=SignedDecision.of(DECISION),
     )
-    return replace(response, **changes)
+    return response._replace(**changes)
 
 
 def _record(

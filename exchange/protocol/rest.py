@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import uuid_utils
 
@@ -57,8 +57,7 @@ class RestRequestTarget:
     query: str
 
 
-@dataclass(frozen=True, slots=True)
-class XRoadHeaders:
+class XRoadHeaders(NamedTuple):
     client: ClientId
     message_id: str
     message_id_generated: bool
