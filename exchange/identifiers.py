@@ -16,7 +16,7 @@ Pure functions, no IO.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, TypeVar
 from urllib.parse import quote, unquote
 
@@ -61,13 +61,17 @@ class MemberId:
     instance: str
     member_class: str
     member_code: str
+    _text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_text", f"{self.instance}/{self.member_class}/{self.member_code}")
 
     @property
     def parts(self) -> tuple[str, ...]:
         return (self.instance, self.member_class, self.member_code)
 
     def __str__(self) -> str:
-        return f"{self.instance}/{self.member_class}/{self.member_code}"
+        return self._text
 
     def encoded(self) -> str:
         return "/".join(_encode(p) for p in self.parts)
@@ -91,6 +95,13 @@ class SubsystemId:
     member_class: str
     member_code: str
     subsystem_code: str
+    _member: MemberId = field(init=False, repr=False, compare=False)
+    _text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        member = MemberId(self.instance, self.member_class, self.member_code)
+        object.__setattr__(self, "_member", member)
+        object.__setattr__(self, "_text", f"{member._text}/{self.subsystem_code}")
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -98,10 +109,10 @@ class SubsystemId:
 
     @property
     def member(self) -> MemberId:
-        return MemberId(self.instance, self.member_class, self.member_code)
+        return self._member
 
     def __str__(self) -> str:
-        return f"{self.instance}/{self.member_class}/{self.member_code}/{self.subsystem_code}"
+        return self._text
 
     def encoded(self) -> str:
         return "/".join(_encode(p) for p in self.parts)
@@ -120,6 +131,15 @@ class ServiceId:
     member_code: str
     subsystem_code: str
     service_code: str
+    _subsystem: SubsystemId = field(init=False, repr=False, compare=False)
+    _text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        subsystem = SubsystemId(
+            self.instance, self.member_class, self.member_code, self.subsystem_code
+        )
+        object.__setattr__(self, "_subsystem", subsystem)
+        object.__setattr__(self, "_text", f"{subsystem._text}/{self.service_code}")
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -133,17 +153,14 @@ class ServiceId:
 
     @property
     def subsystem(self) -> SubsystemId:
-        return SubsystemId(self.instance, self.member_class, self.member_code, self.subsystem_code)
+        return self._subsystem
 
     @property
     def member(self) -> MemberId:
-        return MemberId(self.instance, self.member_class, self.member_code)
+        return self._subsystem._member
 
     def __str__(self) -> str:
-        return (
-            f"{self.instance}/{self.member_class}/{self.member_code}/"
-            f"{self.subsystem_code}/{self.service_code}"
-        )
+        return self._text
 
     def encoded(self) -> str:
         return "/".join(_encode(p) for p in self.parts)
@@ -155,6 +172,13 @@ class SecurityServerId:
     member_class: str
     member_code: str
     server_code: str
+    _owner: MemberId = field(init=False, repr=False, compare=False)
+    _text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        owner = MemberId(self.instance, self.member_class, self.member_code)
+        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_text", f"{owner._text}/{self.server_code}")
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -162,10 +186,10 @@ class SecurityServerId:
 
     @property
     def owner(self) -> MemberId:
-        return MemberId(self.instance, self.member_class, self.member_code)
+        return self._owner
 
     def __str__(self) -> str:
-        return f"{self.instance}/{self.member_class}/{self.member_code}/{self.server_code}"
+        return self._text
 
 
 @dataclass(frozen=True, slots=True, order=True)
