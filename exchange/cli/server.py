@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -208,6 +209,7 @@ def run_cmd(config_path: Path, ready_line: bool) -> None:
     async def main() -> None:
         server = SecurityServer(config, passphrase=passphrase_from_env(config))
         await server.start()
+        tune_collector()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -340,6 +342,23 @@ def _reload(server: Any) -> None:
     task = asyncio.ensure_future(reload())
     _RELOADS.add(task)
     task.add_done_callback(_RELOADS.discard)
+
+
+GC_YOUNG_THRESHOLD = 10_000
+"""Container objects allocated (net of those freed) before the cyclic collector runs: nearly
+every object an exchange makes is freed by its reference count, so Python's default of 700
+ran the collector dozens of times a second under load, each time walking the exchanges in
+flight (bench/README.md, "The cyclic garbage collector")."""
+
+
+def tune_collector() -> None:
+    """Once the server is up: what start-up built (modules, configuration, keys, certificates)
+    lives as long as the server, so it leaves the collector's generations for good and each
+    full collection walks only what came after; and the youngest generation waits for
+    :data:`GC_YOUNG_THRESHOLD` allocations."""
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
 def run_async(coro: Coroutine[Any, Any, None]) -> None:
