@@ -89,6 +89,13 @@ class MemberId:
         return SecurityServerId(self.instance, self.member_class, self.member_code, code)
 
 
+def _made_once(ident: SubsystemId | SecurityServerId, member_slot: str, last_part: str) -> None:
+    """Set, once, the member an identifier of four parts belongs to and its text."""
+    member = MemberId(ident.instance, ident.member_class, ident.member_code)
+    object.__setattr__(ident, member_slot, member)
+    object.__setattr__(ident, "_text", f"{member._text}/{last_part}")
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class SubsystemId:
     instance: str
@@ -99,9 +106,7 @@ class SubsystemId:
     _text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        member = MemberId(self.instance, self.member_class, self.member_code)
-        object.__setattr__(self, "_member", member)
-        object.__setattr__(self, "_text", f"{member._text}/{self.subsystem_code}")
+        _made_once(self, "_member", self.subsystem_code)
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -176,9 +181,7 @@ class SecurityServerId:
     _text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        owner = MemberId(self.instance, self.member_class, self.member_code)
-        object.__setattr__(self, "_owner", owner)
-        object.__setattr__(self, "_text", f"{owner._text}/{self.server_code}")
+        _made_once(self, "_owner", self.server_code)
 
     @property
     def parts(self) -> tuple[str, ...]:
