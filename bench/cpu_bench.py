@@ -67,6 +67,22 @@ def idle_ticks() -> tuple[int, int]:
     return values[3] + values[4], sum(values)
 
 
+def full_path(fed: Federation) -> tuple[dict[str, int], str, list[str]]:
+    """The processes on the full path by pid (the post-office window's consumer security
+    server, Interior's provider one, the population registry adapter), and the URL and the
+    headers of the window's information system's call."""
+    window = MINISTRIES[1]
+    by_name = {child.name: child.proc.pid for child in fed.children}
+    pids = {
+        "consumer": by_name[f"ss-{window.member.member_code}"],
+        "provider": by_name[f"ss-{INTERIOR.member.member_code}"],
+        "adapter": by_name["population-registry"],
+    }
+    url = f"{fed.consumer_url(window.member)}/r1/{PERSONS.encoded()}/{fed.sample_ids[0]}"
+    headers = [f"X-Road-Client: {window.subsystem}", "X-Road-Purpose: citizen-service"]
+    return pids, url, headers
+
+
 def run_wrk(url: str, connections: int, seconds: int, headers: list[str]) -> dict[str, Any]:
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
     for h in headers:
@@ -157,19 +173,11 @@ async def main() -> None:
         fed.build()
         await fed.start()
         try:
-            by_name = {child.name: child.proc.pid for child in fed.children}
-            pids = {
-                "consumer": by_name[f"ss-{window.member.member_code}"],
-                "provider": by_name[f"ss-{INTERIOR.member.member_code}"],
-                "adapter": by_name["population-registry"],
-            }
+            pids, url, headers = full_path(fed)
             metrics = {
                 side: f"{fed.status_url(member)}/metrics"
                 for side, member in (("consumer", window.member), ("provider", INTERIOR.member))
             }
-            nid = fed.sample_ids[0]
-            url = f"{fed.consumer_url(window.member)}/r1/{PERSONS.encoded()}/{nid}"
-            headers = [f"X-Road-Client: {window.subsystem}", "X-Road-Purpose: citizen-service"]
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, run_wrk, url, 4, 2, headers)  # warm-up
             print(f"load average before: {os.getloadavg()[0]:.2f}")
