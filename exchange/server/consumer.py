@@ -25,9 +25,10 @@ from typing import Protocol
 import orjson
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import HttpProcessingError
 
 from exchange.bodies import read_body
-from exchange.errors import ConsumerServerError, ExchangeError
+from exchange.errors import BadRequest, ConsumerServerError, ExchangeError, log_refusal
 from exchange.globalconf.document import SecurityServerInfo
 from exchange.oplog import exchange_finished, exchange_started
 from exchange.protocol.messages import SignedRequest, SignedResponse
@@ -203,3 +204,36 @@ def consumer_handler(host: ConsumerPortHost) -> Handler:
 
 
 _GET = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
+
+
+class ConsumerHttpServer(web.Server):
+    """aiohttp's low-level server for the consumer port, whose answer to a request that is not
+    HTTP (a lower-case method, a line or header past its limit, a control character in a
+    header, a body framed two ways) is an X-Road error like every other refusal: JSON,
+    ``Client.BadRequest`` in ``X-Road-Error`` and ``Server: Exchange``, without echoing what
+    was sent, and one line in the log, as loud as a caller's fault, instead of a traceback (any
+    client that reaches the port could otherwise fill the operator's log). The connection is
+    closed, as aiohttp does: the parser cannot go on after such a request."""
+
+    def __call__(self) -> web.RequestHandler:
+        return _ConsumerRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _ConsumerRequestHandler(web.RequestHandler):
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError) or status >= 500 or status < 400:
+            return super().handle_error(request, status, exc, message)
+        if request.writer.output_size > 0:  # part of an answer went out: nothing more can
+            raise ConnectionError("cannot answer a malformed request after an answer began")
+        err = BadRequest(f"the request is not valid HTTP ({type(exc).__name__})", status=status)
+        log_refusal(log, f"a request from {request.remote}", err)
+        response = error_response(err)
+        response.headers[hdrs.SERVER] = "Exchange"
+        response.force_close()
+        return response

@@ -58,7 +58,7 @@ from exchange.server.config import (
     ServerConfig,
     ServiceConfig,
 )
-from exchange.server.consumer import consumer_handler
+from exchange.server.consumer import ConsumerHttpServer, consumer_handler
 from exchange.server.declare import ServiceDeclarer
 from exchange.server.handshakes import HandshakeLimits, TlsPort
 from exchange.server.health import Verdict
@@ -643,7 +643,9 @@ class SecurityServer:
         cfg = self.config
         # aiohttp refuses request lines over 8190 bytes with a bare 400 before our handler runs;
         # with room above MAX_URI_LENGTH, a long URI gets its X-Road error (414) and is logged.
-        http = web.Server(consumer_handler(self), access_log=None, max_line_size=4 * MAX_URI_LENGTH)
+        http = ConsumerHttpServer(
+            consumer_handler(self), access_log=None, max_line_size=4 * MAX_URI_LENGTH
+        )
         # on stopping, the consumer port waits this long for the exchanges in flight
         self._runner = web.ServerRunner(
             http, handle_signals=False, shutdown_timeout=cfg.limits.drain_timeout

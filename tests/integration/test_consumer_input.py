@@ -686,3 +686,50 @@ async def test_a_caller_that_drops_mid_body_is_logged_as_the_callers_doing(
     assert not [r for r in caplog.records if "internal error" in r.getMessage()]
     assert query_records(net.servers["moi"].config.log_path, message_id=mid) == []
     await assert_serving(net)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"get /r1/x HTTP/1.1\r\nHost: x\r\n\r\n", id="lower-case-method"),
+        pytest.param(
+            b"GET /r1/x HTTP/1.1\r\nHost: x\r\nX-Road-Id: " + b"a" * 100_000 + b"\r\n\r\n",
+            id="header-past-its-limit",
+        ),
+        pytest.param(
+            b"GET /r1/x HTTP/1.1\r\nHost: x\r\nX-Road-UserId: a\x01aaaa\r\n\r\n",
+            id="control-character",
+        ),
+        pytest.param(
+            b"POST /r1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            id="framed-two-ways",
+        ),
+    ],
+)
+async def test_a_request_that_is_not_http_gets_an_xroad_error_and_one_log_line(
+    net: Net, caplog: pytest.LogCaptureFixture, request_bytes: bytes
+) -> None:
+    """Refused by aiohttp's parser before any handler runs: the answer is still JSON with
+    ``Client.BadRequest`` and echoes nothing of the request, the operator's log has one line
+    and no traceback (anyone reaching the port could otherwise fill it), and the port serves
+    on."""
+    port = net.servers["palpost"].consumer_port
+    with caplog.at_level(logging.INFO):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request_bytes)
+            answer = await asyncio.wait_for(reader.read(), 10)  # the server closes
+        finally:
+            writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    # HTTP/1.0 when the version could not be read
+    assert head.split(b" ", 2)[1] == b"400", answer[:200]
+    assert b"\r\nX-Road-Error: Client.BadRequest\r\n" in head
+    assert b"\r\nServer: Exchange\r\n" in head
+    assert orjson.loads(body)["type"] == "Client.BadRequest"
+    assert b"aaaa" not in answer
+    refusals = [r for r in caplog.records if "is not valid HTTP" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].exc_info is None
+    assert not [r for r in caplog.records if r.exc_info is not None]
+    await assert_serving(net)
